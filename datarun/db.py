@@ -1,0 +1,195 @@
+"""The workspace's SQLite database: opening it and applying migrations.
+
+WAL mode lets `status` and `submit` read and write while a dispatcher works; the busy
+timeout turns brief lock contention into a wait instead of an error. Migrations are
+numbered and append-only: a migration that has shipped is never edited, a new one is
+added after it. Each runs in one transaction with its record in `_migrations`.
+"""
+
+import sqlite3
+import sys
+import time
+
+from datarun.workspace import Workspace
+
+
+def _import_sqlite_utils():
+    # sqlite-utils imports pandas when it can, only to recognise pandas values on insert,
+    # which datarun never passes it. That import costs ~0.3 s on every command, so hide
+    # pandas while sqlite-utils loads (unless something already imported it).
+    if "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["pandas"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE problems (
+            name TEXT PRIMARY KEY,
+            title TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            workflow TEXT NOT NULL,
+            spec TEXT NOT NULL,          -- the kit's settings, as JSON
+            data_hash TEXT NOT NULL,     -- the prepared data folder in the blob store
+            labels_hash TEXT NOT NULL,   -- y_train / y_test, never shipped to hosts
+            n_train INTEGER NOT NULL,
+            n_test INTEGER NOT NULL,
+            n_features INTEGER NOT NULL,
+            classes TEXT,                -- JSON list, classification only
+            score_names TEXT NOT NULL,   -- JSON list, the first is official
+            limits TEXT NOT NULL,        -- JSON {wall_time, cpu_time, memory}
+            kit_path TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE folds (
+            problem TEXT NOT NULL REFERENCES problems(name),
+            fold INTEGER NOT NULL,
+            train_hash TEXT NOT NULL,
+            valid_hash TEXT NOT NULL,
+            n_train INTEGER NOT NULL,
+            n_valid INTEGER NOT NULL,
+            PRIMARY KEY (problem, fold)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE submissions (
+            id INTEGER PRIMARY KEY,
+            problem TEXT NOT NULL REFERENCES problems(name),
+            event TEXT,
+            team TEXT NOT NULL,
+            name TEXT NOT NULL,
+            files_hash TEXT NOT NULL,
+            files TEXT NOT NULL,         -- JSON {filename: blob hash}
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX submissions_problem ON submissions(problem)")
+    db.execute(
+        "CREATE UNIQUE INDEX submissions_same_code ON submissions(problem, team, files_hash)"
+    )
+    db.execute(
+        """
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            submission INTEGER NOT NULL REFERENCES submissions(id),
+            fold INTEGER NOT NULL,
+            state TEXT NOT NULL DEFAULT 'queued',  -- queued | running | done | failed
+            attempt INTEGER NOT NULL DEFAULT 0,
+            host TEXT,
+            slot INTEGER,
+            limits TEXT,
+            lease_expires REAL,
+            queued_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            train_time REAL,
+            valid_time REAL,
+            test_time REAL,
+            wall_time REAL,
+            cpu_time REAL,
+            peak_memory INTEGER,
+            error_kind TEXT,
+            error TEXT,
+            pred_train TEXT,             -- blob hash of y_pred_train.npy
+            pred_test TEXT,              -- blob hash of y_pred_test.npy
+            log TEXT,                    -- blob hash of the captured output
+            environment TEXT,            -- JSON: host name, python and library versions
+            UNIQUE (submission, fold)
+        )"""
+    )
+    db.execute("CREATE INDEX tasks_state ON tasks(state)")
+    db.execute(
+        """
+        CREATE TABLE scores (
+            task INTEGER NOT NULL REFERENCES tasks(id),
+            split TEXT NOT NULL,         -- train | valid | test
+            score TEXT NOT NULL,
+            value REAL,
+            PRIMARY KEY (task, split, score)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE bagged_scores (
+            submission INTEGER NOT NULL REFERENCES submissions(id),
+            split TEXT NOT NULL,         -- valid | test
+            score TEXT NOT NULL,
+            value REAL,
+            PRIMARY KEY (submission, split, score)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE hosts (
+            name TEXT PRIMARY KEY,
+            checked_at REAL,
+            ok INTEGER,
+            report TEXT                  -- JSON from `host check`
+        )"""
+    )
+
+
+MIGRATIONS = [m001_initial]
+
+
+def applied_migrations(db: sqlite_utils.Database) -> list[str]:
+    if "_migrations" not in db.table_names():
+        return []
+    return [row["name"] for row in db.query("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations not yet applied, each in its own transaction; return their names."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    done = set(applied_migrations(db))
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.__name__ in done:
+            continue
+        with db.conn:
+            db.conn.execute("BEGIN IMMEDIATE")
+            # A concurrent opener may have applied it while we waited for the lock.
+            if db.execute(
+                "SELECT 1 FROM _migrations WHERE name = ?", [migration.__name__]
+            ).fetchone():
+                continue
+            migration(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                [migration.__name__, time.time()],
+            )
+        applied.append(migration.__name__)
+    return applied
+
+
+def connect(path) -> sqlite_utils.Database:
+    # isolation_level=None: we issue BEGIN ourselves, so a write transaction is explicit.
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return sqlite_utils.Database(conn)
+
+
+def open_db(workspace: Workspace) -> sqlite_utils.Database:
+    db = connect(workspace.db_path)
+    migrate(db)
+    return db

@@ -1,0 +1,50 @@
+"""datarun's exceptions and the exit codes they map to.
+
+Core functions raise these and never exit the process; the CLI's one wrapper
+(`datarun.cli.app.run_command`) turns them into a one-line message and an exit code.
+"""
+
+# The exit codes, written once: `datarun --help` and the README quote this table.
+EXIT_OK = 0
+EXIT_FAILED = 1  # some task or host failed
+EXIT_USAGE = 2  # usage error or bad input; nothing was changed
+EXIT_BUSY = 3  # another dispatcher holds the workspace lock (`dispatch --no-wait`)
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "some task or host failed",
+    EXIT_USAGE: "usage error or bad input (nothing stored was changed)",
+    EXIT_BUSY: "another dispatcher is running in this workspace",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class DatarunError(Exception):
+    """An error the user can act on; its message is one line that says what to fix."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(DatarunError):
+    """Bad input: a kit, a submission, an option, a config file."""
+
+
+class NotFound(DatarunError):
+    """An unknown problem, submission, task, host or workspace."""
+
+
+class Busy(DatarunError):
+    exit_code = EXIT_BUSY
+
+
+class HostError(DatarunError):
+    """A host could not be reached or cannot run tasks."""
+
+    exit_code = EXIT_FAILED
+
+
+class Failed(DatarunError):
+    """The command ran, but some of the work it asked for failed."""
+
+    exit_code = EXIT_FAILED

@@ -1,0 +1,50 @@
+"""The executor interface: the seam between the dispatcher and a host.
+
+The dispatcher builds task bundles as folders (see docs/PROTOCOL.md), hands them to an
+executor, polls, and fetches result folders back. It never knows whether the host is
+this machine or a server over SSH.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class TaskPoll:
+    state: str  # queued | running | finished | missing
+    heartbeat: float | None = None
+
+
+@dataclass
+class PollReport:
+    runner_alive: bool
+    now: float  # the host's clock
+    runner_heartbeat: float | None = None
+    tasks: dict[str, TaskPoll] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    host: object  # datarun.hosts.Host
+
+    def prepare(self, data: dict[str, Path]) -> None:
+        """Make sure the harness and these data sets ({data hash: local folder}) are on the host."""
+
+    def launch(self, bundles: list[Path]) -> None:
+        """Ship task bundles (folders named by task key) and make sure the runner runs."""
+
+    def poll(self, keys: list[str]) -> PollReport: ...
+
+    def fetch(self, keys: list[str], dest: Path) -> list[str]:
+        """Copy finished tasks' result files into dest/<key>/; return the keys fetched."""
+
+    def cleanup(self, keys: list[str]) -> None: ...
+
+    def cancel(self, keys: list[str]) -> None: ...
+
+    def log(self, key: str) -> str: ...
+
+    def info(self) -> dict:
+        """The harness `info` report of the host."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,106 @@
+"""Finding and creating a workspace: a folder with `hosts.toml` and `.datarun/`.
+
+A workspace is found the way git finds a repository: an explicit `--workspace`, else
+`$DATARUN_HOME`, else the nearest parent of the current folder that holds `.datarun/`.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from datarun.errors import NotFound, UsageError
+
+STATE_DIR = ".datarun"
+HOSTS_FILE = "hosts.toml"
+
+DEFAULT_HOSTS_TOML = """\
+# Hosts that run datarun's tasks. See the README, "hosts.toml".
+
+[hosts.local]            # this machine, no SSH
+executor = "local"
+slots = 2
+
+# [hosts.node1]
+# executor = "ssh"
+# address = "node1.example.org"
+# port = 22
+# user = "datarun"
+# identity = "~/.ssh/datarun_ed25519"
+# workdir = "~/.datarun-host"
+# python = "python3"
+# slots = 4
+# threads = 2
+# memory = "16GB"
+# tags = ["cpu"]
+"""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "datarun.db"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.state_dir / "blobs"
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.root / HOSTS_FILE
+
+    @property
+    def lock_path(self) -> Path:
+        return self.state_dir / "dispatch.lock"
+
+    def host_dir(self, host: str) -> Path:
+        """The working folder of the embedded local host, and local scratch for others."""
+        return self.state_dir / "hosts" / host
+
+
+def find_workspace(explicit: Path | str | None = None, cwd: Path | None = None) -> Workspace:
+    if explicit:
+        root = Path(explicit).expanduser().resolve()
+        if not (root / STATE_DIR).is_dir():
+            raise NotFound(f"{root} is not a datarun workspace: run `datarun init {root}` first")
+        return Workspace(root)
+    env = os.environ.get("DATARUN_HOME")
+    if env:
+        root = Path(env).expanduser().resolve()
+        if not (root / STATE_DIR).is_dir():
+            raise NotFound(
+                f"DATARUN_HOME={env} is not a datarun workspace: run `datarun init {env}` first"
+            )
+        return Workspace(root)
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / STATE_DIR).is_dir():
+            return Workspace(folder)
+    raise NotFound(
+        "no datarun workspace here or in any parent folder: run `datarun init`, "
+        "or pass --workspace DIR or set DATARUN_HOME"
+    )
+
+
+def init_workspace(path: Path | str) -> Workspace:
+    root = Path(path).expanduser().resolve()
+    if (root / STATE_DIR).exists():
+        raise UsageError(f"{root} is already a datarun workspace (it has {STATE_DIR}/)")
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} exists and is not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    workspace = Workspace(root)
+    workspace.state_dir.mkdir()
+    workspace.blobs_dir.mkdir()
+    if not workspace.hosts_file.exists():
+        workspace.hosts_file.write_text(DEFAULT_HOSTS_TOML)
+    from datarun.db import open_db
+
+    open_db(workspace).conn.close()
+    return workspace
