@@ -1,0 +1,102 @@
+"""The Typer app, its global options, and the one error-mapping wrapper."""
+
+import json
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from datarun.errors import EXIT_CODES, EXIT_INTERRUPTED, DatarunError
+
+EXIT_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
+
+app = typer.Typer(
+    name="datarun",
+    help="Train and test data-challenge submissions on cross-validation folds, on your own "
+    "servers.\n\n" + EXIT_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # never print locals: they can hold keys
+    rich_markup_mode=None,
+)
+
+
+class State:
+    workspace: Path | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    workspace: Annotated[
+        Path | None,
+        typer.Option("--workspace", "-w", help="The workspace folder (default: $DATARUN_HOME, "
+                     "else the nearest parent folder with .datarun/)."),
+    ] = None,
+) -> None:
+    state.workspace = workspace
+
+
+def get_workspace():
+    from datarun.workspace import find_workspace
+
+    return find_workspace(state.workspace)
+
+
+def err(message: str) -> None:
+    """Chatter and progress go to stderr; stdout is for data."""
+    print(message, file=sys.stderr)
+
+
+def emit_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_renderable(renderable) -> None:
+    from rich.console import Console
+
+    Console(soft_wrap=False).print(renderable)
+
+
+@contextmanager
+def handled():
+    """Turn datarun's errors into `error: ...` on stderr and their exit code."""
+    try:
+        yield
+    except DatarunError as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def run_command(function: Callable[[], Any]) -> Any:
+    with handled():
+        return function()
+
+
+def _register() -> None:
+    # Each group module adds its commands to `app` when imported.
+    from datarun.cli import workspace  # noqa: F401
+
+    for name in ("problem", "submission", "train", "host", "leaderboard", "demo"):
+        try:
+            __import__(f"datarun.cli.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"datarun.cli.{name}":
+                raise
+
+
+_register()
+
+
+def main() -> None:
+    app()
