@@ -1,0 +1,57 @@
+"""Shared fixtures: every test gets its own workspace and never sees the user's state."""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory, monkeypatch):
+    """Point DATARUN_HOME at a fresh (not yet initialised) folder and hide ~/.ssh/config."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("DATARUN_HOME", str(home / "ws"))
+    monkeypatch.setenv("HOME", str(home))
+    yield
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """An initialised workspace, with DATARUN_HOME pointing at it."""
+    from datarun.workspace import init_workspace
+
+    ws = init_workspace(tmp_path / "ws")
+    monkeypatch.setenv("DATARUN_HOME", str(ws.root))
+    return ws
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli():
+    """Run the datarun CLI in-process: cli("problem", "list", "--json") -> CliResult."""
+    from datarun.cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str, input: str | None = None) -> CliResult:
+        result = runner.invoke(app, [str(a) for a in args], input=input, env=dict(os.environ))
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run
