@@ -1,0 +1,195 @@
+"""`datarun problem add|list|show`: register kits and look at registered problems.
+
+The tables are built by pure functions (rows in, rich Table out) so they can be tested
+at a fixed width without running a command.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datarun.cli.app import app, emit_json, err, get_workspace, handled, print_renderable
+
+problem_app = typer.Typer(help="Register kits as problems and inspect them.", no_args_is_help=True)
+app.add_typer(problem_app, name="problem")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _duration(seconds: float | None) -> str:
+    from datarun.sizes import format_duration
+
+    return "none" if seconds is None else format_duration(seconds)
+
+
+def _size(size: int | None) -> str:
+    from datarun.sizes import format_size
+
+    return "none" if size is None else format_size(size)
+
+
+def problems_table(rows: list[dict]):
+    """One line per registered problem."""
+    from rich.table import Table
+
+    table = Table(title="Problems", title_justify="left")
+    for column, justify in (("name", "left"), ("kind", "left"), ("train", "right"),
+                            ("test", "right"), ("features", "right"), ("cv", "left"),
+                            ("scores", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "scores")
+    for row in rows:
+        cv = row["spec"]["cv"]
+        table.add_row(
+            row["name"], row["kind"], str(row["n_train"]), str(row["n_test"]),
+            str(row["n_features"]), f"{cv['strategy']} x{row.get('n_folds', cv['n_splits'])}",
+            ", ".join(row["score_names"]),
+        )
+    return table
+
+
+def problem_overview_table(info: dict):
+    """The problem's settings: data shape, cv, workflow, scores, limits."""
+    from rich.table import Table
+
+    table = Table(title=f"{info['name']}: {info['title']}", title_justify="left",
+                  show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    cv = info["cv"]
+    cv_text = f"{cv['strategy']}, {cv['n_splits']} splits, seed {cv['seed']}"
+    if cv.get("test_size") is not None:
+        cv_text += f", valid share {cv['test_size']}"
+    scores = ", ".join(
+        f"{s['name']} ({'lower' if s['lower_is_better'] else 'higher'} is better"
+        f"{', official' if s['official'] else ''})" for s in info["scores"]
+    )
+    limits = info["limits"]
+    for key, value in (
+        ("kind", info["kind"]),
+        ("target", info["target"]),
+        ("data", f"{info['n_train']} train rows, {info['n_test']} test rows, "
+                 f"{info['n_features']} features"),
+        ("features", ", ".join(info["columns"])),
+        ("classes", ", ".join(map(str, info["classes"])) if info["classes"] else "-"),
+        ("workflow", info["workflow"]),
+        ("cv", cv_text),
+        ("scores", scores),
+        ("limits", f"wall time {_duration(limits['wall_time'])}, cpu time "
+                   f"{_duration(limits['cpu_time'])}, memory {_size(limits['memory'])}"),
+    ):
+        table.add_row(key, value)
+    return table
+
+
+def balance_table(info: dict):
+    """Class counts (classification) or the target's spread (regression), train and test."""
+    from rich.table import Table
+
+    summary = info["target_summary"]
+    if info["kind"] == "classification":
+        table = Table(title="Class balance", title_justify="left")
+        for column in ("class", "train", "test"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for label in map(str, info["classes"]):
+            table.add_row(label, str(summary["train"].get(label, 0)),
+                          str(summary["test"].get(label, 0)))
+        return table
+    table = Table(title="Target", title_justify="left")
+    for column in ("split", "mean", "std", "min", "max"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for split in ("train", "test"):
+        stats = summary[split]
+        table.add_row(split, *(f"{stats[k]:.4g}" for k in ("mean", "std", "min", "max")))
+    return table
+
+
+def folds_table(info: dict):
+    from rich.table import Table
+
+    table = Table(title="Folds", title_justify="left")
+    for column in ("fold", "train rows", "valid rows"):
+        table.add_column(column, justify="right")
+    for fold in info["folds"]:
+        table.add_row(str(fold["fold"]), str(fold["n_train"]), str(fold["n_valid"]))
+    return table
+
+
+def problem_view(info: dict):
+    """Everything `problem show` prints, as one renderable."""
+    from rich.console import Group
+
+    return Group(problem_overview_table(info), balance_table(info), folds_table(info))
+
+
+@problem_app.command("add")
+def add(
+    kit: Annotated[Path, typer.Argument(help="The kit folder (holding problem.toml).")],
+    json_out: JsonOption = False,
+) -> None:
+    """Register a kit: read and check its data, split the test set, freeze the folds."""
+    with handled():
+        from datarun.db import open_db
+        from datarun.problems import register_problem
+
+        workspace = get_workspace()
+        db = open_db(workspace)
+        try:
+            info = register_problem(workspace, db, kit)
+        finally:
+            db.conn.close()
+    if json_out:
+        emit_json(info)
+        return
+    err(f"Registered problem {info['name']!r}: {info['n_train']} train rows, {info['n_test']} "
+        f"test rows, {info['n_features']} features, {len(info['folds'])} folds")
+    print_renderable(problem_view(info))
+
+
+@problem_app.command("list")
+def list_command(json_out: JsonOption = False) -> None:
+    """List the registered problems."""
+    with handled():
+        from datarun.db import open_db
+        from datarun.problems import list_problems
+
+        db = open_db(get_workspace())
+        try:
+            rows = list_problems(db)
+        finally:
+            db.conn.close()
+    if json_out:
+        emit_json([
+            {"name": r["name"], "title": r["title"], "kind": r["kind"], "workflow": r["workflow"],
+             "n_train": r["n_train"], "n_test": r["n_test"], "n_features": r["n_features"],
+             "n_folds": r["n_folds"], "cv": r["spec"]["cv"], "scores": r["score_names"],
+             "limits": r["limits"], "created_at": r["created_at"]}
+            for r in rows
+        ])
+        return
+    if not rows:
+        err("No problems registered yet: run `datarun problem add KIT`.")
+        return
+    print_renderable(problems_table(rows))
+
+
+@problem_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="The problem's name.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Show a problem: data shape, class balance, folds, scores, limits."""
+    with handled():
+        from datarun.db import open_db
+        from datarun.problems import describe_problem
+
+        workspace = get_workspace()
+        db = open_db(workspace)
+        try:
+            info = describe_problem(workspace, db, name)
+        finally:
+            db.conn.close()
+    if json_out:
+        emit_json(info)
+        return
+    print_renderable(problem_view(info))

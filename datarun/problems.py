@@ -1,0 +1,325 @@
+"""Registering problems from kits, and reading registered problems back.
+
+Registration reads the kit's data, checks it, splits off a test set when the kit has no
+test file, computes the folds once and freezes them, and stores three things through the
+blob store: the *data tree* shipped to hosts (features and training labels, never the
+test labels), the *labels tree* kept on the organiser's machine (training and test
+labels), and the fold indices. Everything is read and checked before anything is
+written, and the rows go in one transaction, so a bad kit leaves nothing behind.
+
+Feature files are CSV written by pandas with full float precision: read with
+`float_precision="round_trip"` they give back the very same float64 values.
+"""
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from datarun.blobs import BlobStore
+from datarun.cv import make_folds, split_test
+from datarun.errors import NotFound, UsageError
+from datarun.kits import ProblemSpec, load_kit
+from datarun.scores import get_score_type
+from datarun.workspace import Workspace
+
+JSON_COLUMNS = ("spec", "classes", "score_names", "limits")
+DATA_FILES = ("X_train.csv", "y_train.npy", "X_test.csv", "meta.json")
+
+
+@dataclass
+class PreparedData:
+    X_train: "object"  # pandas DataFrame
+    X_test: "object"
+    y_train: np.ndarray
+    y_test: np.ndarray
+    classes: list | None
+    folds: list[tuple[np.ndarray, np.ndarray]]
+
+
+def read_table(path: Path, what: str):
+    """A DataFrame from a CSV or parquet file; UsageError naming the file otherwise."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise UsageError(f"{what} file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        try:
+            frame = pd.read_csv(path, float_precision="round_trip")
+        except pd.errors.EmptyDataError:
+            raise UsageError(f"{what} file {path.name} is empty") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+            message = " ".join(str(error).split())
+            raise UsageError(f"{what} file {path.name} is not readable CSV: {message}") from None
+    elif suffix in (".parquet", ".pq"):
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                f"{what} file {path.name} is parquet, which needs pyarrow: "
+                "pip install 'datarun[parquet]'"
+            ) from None
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            message = " ".join(str(error).split())
+            raise UsageError(f"{what} file {path.name} is not readable parquet: {message}") from None
+    else:
+        raise UsageError(f"{what} file {path.name}: use a .csv or .parquet file")
+    if len(frame) == 0:
+        raise UsageError(f"{what} file {path.name} is empty: it has no rows")
+    return frame
+
+
+def _labels(frame, target: str, kind: str, what: str) -> np.ndarray:
+    column = frame[target]
+    if column.isna().any():
+        raise UsageError(f"{what}: target column {target!r} has missing values")
+    if kind == "regression":
+        import pandas as pd
+
+        if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            raise UsageError(f"{what}: target column {target!r} must be numeric for a regression problem")
+        return column.to_numpy(dtype=np.float64)
+    values = column.to_numpy()
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        if not np.all(np.equal(np.mod(values, 1), 0)):
+            raise UsageError(f"{what}: target column {target!r} holds fractional numbers: "
+                             "a classification target needs class labels (use kind = \"regression\"?)")
+        return values.astype(np.int64)
+    # Strings (and anything else) become a fixed-width unicode array: never object dtype,
+    # so labels load with allow_pickle=False.
+    return np.asarray([str(v) for v in values], dtype=str)
+
+
+def _features(frame, spec: ProblemSpec, what: str):
+    missing = [c for c in spec.drop if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{what}: [data] drop names column {missing[0]!r}, which the data lacks")
+    features = frame.drop(columns=[spec.target, *spec.drop])
+    if features.shape[1] == 0:
+        raise UsageError(f"{what}: no feature columns left after the target and [data] drop")
+    return features
+
+
+def prepare_data(spec: ProblemSpec) -> PreparedData:
+    """Read, check and split the kit's data; compute the folds. Writes nothing."""
+    train_name = spec.train
+    train = read_table(spec.train_path, "[data] train")
+    if spec.target not in train.columns:
+        raise UsageError(
+            f"{train_name}: target column {spec.target!r} not found "
+            f"(columns: {', '.join(map(str, train.columns[:20]))})"
+        )
+    if spec.test_path is not None:
+        test = read_table(spec.test_path, "[data] test")
+        if list(test.columns) != list(train.columns):
+            missing = [c for c in train.columns if c not in test.columns]
+            extra = [c for c in test.columns if c not in train.columns]
+            detail = (f"missing {missing}" if missing else "") + (
+                (", " if missing and extra else "") + (f"extra {extra}" if extra else ""))
+            raise UsageError(
+                f"{spec.test}: columns differ from {train_name}: {detail or 'same names, other order'}"
+            )
+        y_train = _labels(train, spec.target, spec.kind, train_name)
+        y_test = _labels(test, spec.target, spec.kind, spec.test)
+        X_train, X_test = _features(train, spec, train_name), _features(test, spec, spec.test)
+    else:
+        y_all = _labels(train, spec.target, spec.kind, train_name)
+        rows_train, rows_test = split_test(
+            len(train), spec.test_size, spec.seed,
+            y_all if spec.kind == "classification" else None,
+            ordered=spec.cv_strategy == "time-series",
+        )
+        features = _features(train, spec, train_name)
+        X_train = features.iloc[rows_train].reset_index(drop=True)
+        X_test = features.iloc[rows_test].reset_index(drop=True)
+        y_train, y_test = y_all[rows_train], y_all[rows_test]
+    classes = None
+    if spec.kind == "classification":
+        classes_array = np.unique(y_train)
+        unseen = np.setdiff1d(np.unique(y_test), classes_array)
+        if len(unseen):
+            raise UsageError(f"the test data has class {unseen[0].item()!r}, which the training data lacks")
+        if len(classes_array) < 2:
+            raise UsageError(f"{train_name}: the target has one class only; classification needs two or more")
+        classes = classes_array.tolist()
+    folds = make_folds(spec.cv_strategy, spec.n_splits, spec.seed, spec.cv_test_size, y_train)
+    return PreparedData(X_train, X_test, y_train, y_test, classes, folds)
+
+
+def _write_csv(frame, path: Path) -> None:
+    # pandas writes floats with repr(), the shortest text that reads back to the same bits.
+    frame.to_csv(path, index=False)
+
+
+def write_data_tree(spec: ProblemSpec, data: PreparedData, folder: Path) -> None:
+    """The folder shipped to hosts (docs/PROTOCOL.md, data/<data-hash>/): no test labels."""
+    _write_csv(data.X_train, folder / "X_train.csv")
+    _write_csv(data.X_test, folder / "X_test.csv")
+    np.save(folder / "y_train.npy", data.y_train, allow_pickle=False)
+    meta = {
+        "kind": spec.kind, "classes": data.classes, "target": spec.target,
+        "n_train": len(data.y_train), "n_test": len(data.y_test),
+        "columns": [str(c) for c in data.X_train.columns],
+    }
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _problem_names(db) -> list[str]:
+    return [row[0] for row in db.execute("SELECT name FROM problems ORDER BY name").fetchall()]
+
+
+def _refuse_registered(db, name: str) -> None:
+    if db.execute("SELECT 1 FROM problems WHERE name = ?", [name]).fetchone():
+        raise UsageError(f"problem {name!r} is already registered: pick another name in problem.toml")
+
+
+def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
+    """Register a native kit; return the problem's summary (as `describe_problem`)."""
+    spec = load_kit(kit_dir)
+    _refuse_registered(db, spec.name)
+    data = prepare_data(spec)
+    store = BlobStore(workspace.blobs_dir)
+    with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
+        data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
+        data_folder.mkdir()
+        labels_folder.mkdir()
+        write_data_tree(spec, data, data_folder)
+        np.save(labels_folder / "y_train.npy", data.y_train, allow_pickle=False)
+        np.save(labels_folder / "y_test.npy", data.y_test, allow_pickle=False)
+        data_hash = store.put_tree(data_folder)
+        labels_hash = store.put_tree(labels_folder)
+    fold_rows = [
+        (spec.name, fold, store.put_array(train), store.put_array(valid), len(train), len(valid))
+        for fold, (train, valid) in enumerate(data.folds)
+    ]
+    row = (
+        spec.name, spec.title, spec.kind, spec.workflow, json.dumps(spec.to_dict()),
+        data_hash, labels_hash, len(data.y_train), len(data.y_test), data.X_train.shape[1],
+        None if data.classes is None else json.dumps(data.classes),
+        json.dumps(list(spec.score_names)), json.dumps(spec.limits.to_dict()),
+        str(spec.kit_dir), time.time(),
+    )
+    # Raw SQL inside one explicit transaction: the problem and its folds are stored
+    # together or not at all. The blobs written above are content-addressed and harmless
+    # if this fails: nothing refers to them.
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        _refuse_registered(db, spec.name)
+        db.conn.execute(
+            "INSERT INTO problems (name, title, kind, workflow, spec, data_hash, labels_hash, "
+            "n_train, n_test, n_features, classes, score_names, limits, kit_path, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        db.conn.executemany(
+            "INSERT INTO folds (problem, fold, train_hash, valid_hash, n_train, n_valid) "
+            "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
+    return describe_problem(workspace, db, spec.name)
+
+
+def _decode(row: dict) -> dict:
+    for column in JSON_COLUMNS:
+        if row.get(column) is not None:
+            row[column] = json.loads(row[column])
+    return row
+
+
+def get_problem(db, name: str) -> dict:
+    """The problems row, JSON columns decoded; NotFound for an unknown name."""
+    rows = list(db.query("SELECT * FROM problems WHERE name = ?", [name]))
+    if not rows:
+        known = _problem_names(db)
+        hint = (f"registered: {', '.join(known)}" if known
+                else "none registered yet: run `datarun problem add KIT`")
+        raise NotFound(f"unknown problem {name!r} ({hint})")
+    return _decode(rows[0])
+
+
+def list_problems(db) -> list[dict]:
+    """Every registered problem with its fold count, by name."""
+    rows = db.query(
+        "SELECT p.*, (SELECT COUNT(*) FROM folds f WHERE f.problem = p.name) AS n_folds "
+        "FROM problems p ORDER BY p.name"
+    )
+    return [_decode(row) for row in rows]
+
+
+def list_folds(db, problem: str) -> list[dict]:
+    return list(db.query(
+        "SELECT fold, n_train, n_valid, train_hash, valid_hash FROM folds "
+        "WHERE problem = ? ORDER BY fold", [problem]))
+
+
+def data_dir(workspace: Workspace, problem: dict) -> Path:
+    """The prepared data folder to ship to hosts (X_train.csv, y_train.npy, X_test.csv, meta.json)."""
+    return BlobStore(workspace.blobs_dir).tree_path(problem["data_hash"])
+
+
+def load_labels(workspace: Workspace, problem: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(y_train, y_test) of a registered problem."""
+    folder = BlobStore(workspace.blobs_dir).tree_path(problem["labels_hash"])
+    return (np.load(folder / "y_train.npy", allow_pickle=False),
+            np.load(folder / "y_test.npy", allow_pickle=False))
+
+
+def load_fold(workspace: Workspace, db, problem: str, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, valid_idx) of one frozen fold, int64 row numbers into the training data."""
+    row = db.execute("SELECT train_hash, valid_hash FROM folds WHERE problem = ? AND fold = ?",
+                     [problem, fold]).fetchone()
+    if row is None:
+        get_problem(db, problem)  # NotFound for an unknown problem
+        n_folds = db.execute("SELECT COUNT(*) FROM folds WHERE problem = ?", [problem]).fetchone()[0]
+        raise NotFound(f"problem {problem!r} has no fold {fold} (folds 0 to {n_folds - 1})")
+    store = BlobStore(workspace.blobs_dir)
+    return store.get_array(row[0]), store.get_array(row[1])
+
+
+def _balance(y: np.ndarray) -> dict:
+    values, counts = np.unique(y, return_counts=True)
+    return {str(v): int(c) for v, c in zip(values.tolist(), counts, strict=True)}
+
+
+def _target_summary(y: np.ndarray) -> dict:
+    return {"mean": float(np.mean(y)), "std": float(np.std(y)), "min": float(np.min(y)),
+            "max": float(np.max(y))}
+
+
+def describe_problem(workspace: Workspace, db, name: str) -> dict:
+    """What `problem show` prints: data shape, class balance, folds, scores, limits, cv."""
+    problem = get_problem(db, name)
+    spec = problem["spec"]
+    y_train, y_test = load_labels(workspace, problem)
+    meta = json.loads((data_dir(workspace, problem) / "meta.json").read_text())
+    summary = _balance if problem["kind"] == "classification" else _target_summary
+    scores = []
+    for index, score_name in enumerate(problem["score_names"]):
+        score = get_score_type(score_name, problem["kind"])
+        scores.append({"name": score_name, "official": index == 0,
+                       "lower_is_better": score.lower_is_better})
+    return {
+        "name": problem["name"],
+        "title": problem["title"],
+        "kind": problem["kind"],
+        "workflow": problem["workflow"],
+        "target": spec["data"]["target"],
+        "n_train": problem["n_train"],
+        "n_test": problem["n_test"],
+        "n_features": problem["n_features"],
+        "columns": meta["columns"],
+        "classes": problem["classes"],
+        "target_summary": {"train": summary(y_train), "test": summary(y_test)},
+        "cv": spec["cv"],
+        "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]}
+                  for f in list_folds(db, name)],
+        "scores": scores,
+        "limits": problem["limits"],
+        "data_hash": problem["data_hash"],
+        "kit_path": problem["kit_path"],
+        "created_at": problem["created_at"],
+    }

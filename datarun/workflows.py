@@ -1,0 +1,45 @@
+"""The workflows a problem can use: which files a submission must and may hold.
+
+A workflow is the contract between a problem and its participants' code. This registry
+is the organiser's side of it (what `submit` accepts and what a kit may name); running
+the code is the harness's side, in `datarun/remote/`, which keys on the same name.
+"""
+
+from dataclasses import dataclass, field
+
+from datarun.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Workflow:
+    name: str
+    description: str
+    required: tuple[str, ...]  # files a submission must have
+    optional: tuple[str, ...] = ()  # files it may have besides
+    # the functions each file must define, checked at submit time
+    functions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ("classification", "regression")
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file name a submission of this workflow may hold."""
+        return self.required + self.optional
+
+
+WORKFLOWS: dict[str, Workflow] = {
+    "estimator": Workflow(
+        name="estimator",
+        description="estimator.py defines get_estimator() returning a scikit-learn-like "
+        "estimator (fit, and predict_proba for classification or predict for regression)",
+        required=("estimator.py",),
+        functions={"estimator.py": ("get_estimator",)},
+    ),
+}
+
+
+def get_workflow(name: str) -> Workflow:
+    if name not in WORKFLOWS:
+        raise UsageError(
+            f"unknown workflow {name!r} (known: {', '.join(sorted(WORKFLOWS))})"
+        )
+    return WORKFLOWS[name]
