@@ -48,6 +48,14 @@ def get_workspace():
     return find_workspace(state.workspace)
 
 
+def open_workspace():
+    """The workspace and its opened database (call inside `handled()`)."""
+    from datarun.db import open_db
+
+    workspace = get_workspace()
+    return workspace, open_db(workspace)
+
+
 def err(message: str) -> None:
     """Chatter and progress go to stderr; stdout is for data."""
     print(message, file=sys.stderr)
@@ -59,9 +67,10 @@ def emit_json(data: Any) -> None:
 
 
 def print_renderable(renderable) -> None:
+    """Print a rich renderable, or a plain string taken literally (no markup: it may hold user text)."""
     from rich.console import Console
 
-    Console(soft_wrap=False).print(renderable)
+    Console(soft_wrap=False).print(renderable, markup=False, highlight=False)
 
 
 @contextmanager

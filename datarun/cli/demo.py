@@ -1,0 +1,47 @@
+"""`datarun demo`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datarun.cli.app import app, emit_json, err, handled, print_renderable
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path | None, typer.Option("--dir", help="Make the demo workspace here (default: a new temporary folder).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Register the example kits, submit their submissions, train them on this machine, show the leaderboards."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from datarun.demo import run_demo
+
+    console = Console(stderr=True)
+    with handled():
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                      console=console, disable=json_out) as progress:
+            bar = progress.add_task("demo", total=None, detail="")
+
+            def on_progress(counts: dict) -> None:
+                progress.update(bar, total=counts["total"], completed=counts["done"] + counts["failed"],
+                                detail=f"{counts['running']} running, {counts['failed']} failed")
+
+            result = run_demo(directory, on_progress=on_progress)
+    if json_out:
+        emit_json(result)
+        return
+    from datarun.render import leaderboard_table
+
+    err(f"workspace: {result['workspace']}")
+    for board in result["leaderboards"]:
+        print_renderable(leaderboard_table(board))
+    print_renderable("Failed submissions, as recorded:")
+    for failure in result["failures"]:
+        tail = (failure["error"] or "").strip().splitlines()
+        print_renderable(f"  #{failure['id']} {failure['team']} / {failure['name']} on {failure['problem']}: "
+                         f"{failure['error_kind']} — {tail[-1] if tail else ''}")
+    err(f"explore it: datarun -w {result['workspace']} status | leaderboard PROBLEM | submission show ID")

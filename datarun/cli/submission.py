@@ -1,0 +1,100 @@
+"""`datarun submit` and `datarun submission list|show`."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+
+submission_app = typer.Typer(help="List and inspect submissions.", no_args_is_help=True)
+app.add_typer(submission_app, name="submission")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+@app.command()
+def submit(
+    problem: Annotated[str, typer.Argument(help="The problem's name.")],
+    folder: Annotated[Path, typer.Argument(help="The folder holding the submission's files.")],
+    team: Annotated[str, typer.Option("--team", help="The team submitting.")],
+    name: Annotated[str | None, typer.Option("--name", help="The submission's name (default: the folder's name).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Store a submission and queue one task per fold (run them with `datarun train`)."""
+    from datarun.submissions import submit as submit_core
+
+    with handled():
+        workspace, db = open_workspace()
+        result = submit_core(workspace, db, problem, folder, team, name)
+    if json_out:
+        emit_json(result)
+    elif result["created"]:
+        err(f"submission {result['id']} ({result['team']} / {result['name']}) stored; "
+            f"{result['tasks']} tasks queued")
+    else:
+        err(f"identical to submission {result['id']} ({result['team']} / {result['name']}); not run again")
+
+
+@submission_app.command("list")
+def list_command(
+    problem: Annotated[str | None, typer.Option("--problem", help="Only this problem's submissions.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List submissions with their state."""
+    from datarun.render import submissions_table
+    from datarun.submissions import list_submissions
+
+    with handled():
+        _, db = open_workspace()
+        if problem:
+            from datarun.problems import get_problem
+
+            get_problem(db, problem)
+        rows = list_submissions(db, problem)
+    if json_out:
+        emit_json(rows)
+    else:
+        print_renderable(submissions_table(rows))
+
+
+@submission_app.command("show")
+def show(
+    submission_id: Annotated[str, typer.Argument(metavar="ID", help="The submission's id.")],
+    code: Annotated[bool, typer.Option("--code", help="Show the participant's code.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Per-fold scores, times, CPU, memory, state and errors of a submission (or its code)."""
+    from datarun.problems import get_problem
+    from datarun.submissions import describe_submission, submission_code
+
+    with handled():
+        workspace, db = open_workspace()
+        if code:
+            files = submission_code(workspace, db, submission_id)
+        else:
+            sub = describe_submission(workspace, db, submission_id)
+            score_names = get_problem(db, sub["problem"])["score_names"]
+    if code:
+        if json_out:
+            emit_json(files)
+            return
+        from rich.syntax import Syntax
+
+        for filename, text in files.items():
+            print_renderable(f"── {filename}")
+            print_renderable(Syntax(text, "python", line_numbers=True))
+        return
+    if json_out:
+        emit_json(sub)
+        return
+    from datarun.render import submission_table
+
+    print_renderable(submission_table(sub, score_names))
+    for task in sub["tasks"]:
+        if task["error"]:
+            tail = task["error"].strip().splitlines()[-3:]
+            print_renderable(f"fold {task['fold']} {task['error_kind']}: " + " | ".join(tail))
+    environment = next((t["environment"] for t in sub["tasks"] if t["environment"]), None)
+    if environment:
+        print_renderable("ran with " + ", ".join(f"{k} {v}" for k, v in sorted(environment.items())))

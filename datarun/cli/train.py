@@ -1,0 +1,100 @@
+"""`datarun train`, `datarun dispatch` and `datarun status`."""
+
+from typing import Annotated
+
+import typer
+
+from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+from datarun.errors import EXIT_FAILED
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
+    from datarun.dispatch import Limits
+    from datarun.sizes import parse_duration, parse_size
+
+    return Limits(
+        wall_time=parse_duration(wall_time, "--wall-time") if wall_time else None,
+        cpu_time=parse_duration(cpu_time, "--cpu-time") if cpu_time else None,
+        memory=parse_size(memory, "--memory") if memory else None,
+    )
+
+
+@app.command()
+def train(
+    problem: Annotated[str | None, typer.Option("--problem", help="Only this problem's tasks.")] = None,
+    submission: Annotated[int | None, typer.Option("--submission", help="Only this submission's tasks.")] = None,
+    wall_time: Annotated[str | None, typer.Option("--wall-time", help="Lower the wall-time limit per task, e.g. 30s.")] = None,
+    cpu_time: Annotated[str | None, typer.Option("--cpu-time", help="Lower the CPU-time limit per task, e.g. 1m.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Lower the memory limit per task, e.g. 1GB.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Run the queued tasks until they are done, with a progress bar on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from datarun.train import train as train_core
+
+    console = Console(stderr=True)
+    with handled():
+        limits = _limits(wall_time, cpu_time, memory)
+        workspace, db = open_workspace()
+        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                      console=console, transient=False, disable=json_out) as progress:
+            bar = progress.add_task("train", total=None, detail="")
+
+            def on_progress(counts: dict) -> None:
+                finished = counts["done"] + counts["failed"]
+                detail = f"{counts['running']} running, {counts['failed']} failed"
+                progress.update(bar, total=counts["total"], completed=finished, detail=detail)
+
+            summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
+                                 on_progress=on_progress,
+                                 on_wait=lambda: err("waiting for another dispatcher to finish..."))
+    for host, message in summary["host_errors"].items():
+        err(f"host {host}: {message}")
+    if json_out:
+        emit_json(summary)
+    else:
+        err(f"{summary['done']} done, {summary['failed']} failed of {summary['tasks']} tasks "
+            f"in {summary['wall_time']:.1f}s")
+    if summary["failed"] or summary["queued"] or summary["host_errors"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def dispatch(json_out: JsonOption = False) -> None:
+    """One pass, for cron: collect finished tasks, re-queue lost ones, launch queued ones."""
+    from datarun.train import dispatch_once
+
+    with handled():
+        workspace, db = open_workspace()
+        summary = dispatch_once(workspace, db)
+    for host, message in summary["host_errors"].items():
+        err(f"host {host}: {message}")
+    if json_out:
+        emit_json(summary)
+    else:
+        err(f"collected {summary['collected']}, launched {summary['launched']}, "
+            f"re-queued {summary['requeued']}")
+    if summary["host_errors"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def status(json_out: JsonOption = False) -> None:
+    """Queued, running, done and failed tasks per problem and per host."""
+    from datarun.status import workspace_status
+
+    with handled():
+        workspace, db = open_workspace()
+        report = workspace_status(workspace, db)
+    if json_out:
+        emit_json(report)
+        return
+    from datarun.render import status_tables
+
+    for table in status_tables(report):
+        print_renderable(table)

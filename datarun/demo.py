@@ -1,0 +1,75 @@
+"""`datarun demo`: the whole flow on the example kits, on the local host.
+
+It makes a fresh workspace, registers every kit in `examples/`, submits each kit's example
+submissions (two of which fail on purpose: one raises in `fit`, one exceeds its memory
+limit), trains them on the embedded local host and returns the leaderboards and the
+failures. Nothing outside the new workspace is touched.
+"""
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from datarun.errors import UsageError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TEAMS = ("ada", "grace", "alan", "barbara", "edsger", "margaret", "donald", "frances")
+
+
+def example_kits(examples: Path = EXAMPLES) -> list[Path]:
+    if not examples.is_dir():
+        raise UsageError(f"no examples/ folder at {examples}: run the demo from a clone of datarun")
+    return sorted(p for p in examples.iterdir() if (p / "problem.toml").exists())
+
+
+def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] | None = None,
+             examples: Path = EXAMPLES) -> dict:
+    from datarun.db import open_db
+    from datarun.leaderboard import leaderboard
+    from datarun.problems import register_problem
+    from datarun.submissions import submit
+    from datarun.train import train
+    from datarun.workspace import init_workspace
+
+    kits = example_kits(examples)
+    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="datarun-demo-")) / "workspace"
+    workspace = init_workspace(root)
+    db = open_db(workspace)
+    problems, submitted = [], []
+    for kit in kits:
+        problem = register_problem(workspace, db, kit)
+        problems.append(problem["name"])
+        for index, folder in enumerate(sorted(p for p in (kit / "submissions").iterdir() if p.is_dir())):
+            result = submit(workspace, db, problem["name"], folder, team=TEAMS[index % len(TEAMS)])
+            submitted.append(result)
+    try:
+        summary = train(workspace, db, on_progress=on_progress)
+    finally:
+        stop_local_runner(workspace)
+    failures = [
+        dict(row) for row in db.query(
+            "SELECT s.id, s.problem, s.team, s.name, t.fold, t.error_kind, t.error FROM tasks t "
+            "JOIN submissions s ON s.id = t.submission WHERE t.state = 'failed' "
+            "GROUP BY s.id ORDER BY s.id")
+    ]
+    return {
+        "workspace": str(workspace.root),
+        "problems": problems,
+        "submissions": submitted,
+        "train": summary,
+        "leaderboards": [leaderboard(db, name) for name in problems],
+        "failures": failures,
+    }
+
+
+def stop_local_runner(workspace) -> None:
+    """The demo leaves no process behind: stop the local host's runner once training is over."""
+    from datarun.hosts import load_hosts
+
+    for host in load_hosts(workspace.hosts_file).values():
+        if host.executor == "local":
+            from datarun.remote import ops
+
+            stop = getattr(ops, "stop_runner", None)
+            if stop:
+                stop(str(workspace.host_dir(host.name)))

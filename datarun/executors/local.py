@@ -1,0 +1,106 @@
+"""The embedded `local` host: the harness on this machine, without SSH.
+
+The harness's host operations are called in-process (no interpreter start-up per call)
+and its runner is a detached child, exactly as on an SSH host; only the transport
+differs. Bundles and results move by rename and copy inside the workspace.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+from datarun.executors.base import PollReport, TaskPoll
+from datarun.remote import ops
+
+RESULT_FILES = ("result.json", "output.log")
+
+
+class LocalExecutor:
+    def __init__(self, workspace, host):
+        self.host = host
+        self.workdir = workspace.host_dir(host.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def prepare(self, data: dict[str, Path]) -> None:
+        for digest, folder in data.items():
+            target = self.workdir / "data" / digest
+            if (target / ".complete").exists():
+                continue
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".tmp-{digest}-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            # A copy, not hard links: a task writing to its data must not reach the blob store.
+            shutil.copytree(folder, tmp)
+            (tmp / ".complete").touch()
+            os.replace(tmp, target)
+
+    def launch(self, bundles: list[Path]) -> None:
+        tasks = self.workdir / "tasks"
+        inbox = self.workdir / "inbox"
+        tasks.mkdir(exist_ok=True)
+        inbox.mkdir(exist_ok=True)
+        for bundle in bundles:
+            target = tasks / bundle.name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.move(str(bundle), target)
+            # The marker appears only once the bundle is whole: the runner never sees half a task.
+            tmp_marker = inbox / f".{bundle.name}"
+            tmp_marker.touch()
+            os.replace(tmp_marker, inbox / bundle.name)
+        self.start()
+
+    def start(self) -> None:
+        ops.start_runner(str(self.workdir), self.host.slots, self.host.threads)
+
+    def poll(self, keys: list[str]) -> PollReport:
+        report = ops.poll(str(self.workdir), list(keys))
+        return poll_report(report)
+
+    def fetch(self, keys: list[str], dest: Path) -> list[str]:
+        fetched = []
+        for key in keys:
+            source = self.workdir / "tasks" / key
+            if not (source / "result.json").exists():
+                continue
+            target = Path(dest) / key
+            target.mkdir(parents=True, exist_ok=True)
+            for path in source.iterdir():
+                if path.is_file() and not path.is_symlink() and (
+                    path.name in RESULT_FILES or path.suffix == ".npy" and path.name.startswith("y_pred")
+                ):
+                    shutil.copyfile(path, target / path.name)
+            fetched.append(key)
+        return fetched
+
+    def cleanup(self, keys: list[str]) -> None:
+        if keys:
+            ops.cleanup(str(self.workdir), list(keys))
+
+    def cancel(self, keys: list[str]) -> None:
+        if keys:
+            ops.cancel(str(self.workdir), list(keys))
+
+    def log(self, key: str) -> str:
+        return ops.log(str(self.workdir), key).get("log", "")
+
+    def info(self) -> dict:
+        return ops.info(str(self.workdir))
+
+    def close(self) -> None:
+        pass
+
+
+def poll_report(report: dict) -> PollReport:
+    """The harness's `poll` JSON as a PollReport (shared by the local and SSH executors)."""
+    runner = report.get("runner") or {}
+    tasks = {
+        key: TaskPoll(state=value.get("state", "missing"), heartbeat=value.get("heartbeat"))
+        for key, value in (report.get("tasks") or {}).items()
+    }
+    return PollReport(
+        runner_alive=bool(runner.get("alive")),
+        now=float(report.get("now") or 0.0),
+        runner_heartbeat=runner.get("heartbeat"),
+        tasks=tasks,
+    )

@@ -1,0 +1,549 @@
+"""One SSH connection to one host, reused for every command and transfer.
+
+Built on paramiko directly rather than through Fabric's `Connection`: Fabric adds ~30 ms
+to every command (its runner threads), auto-adds unknown host keys, and has no way to set
+TCP_NODELAY. What Fabric does that datarun wants is kept: `~/.ssh/config` is read with
+paramiko's own parser (HostName, Port, User, IdentityFile, ProxyJump), the way Fabric
+reads it.
+
+Every blocking step has a deadline: the TCP connect, the handshake and authentication,
+opening a channel, every command, every SFTP request. paramiko has no timeout on some
+channel requests (`exec_command` waits forever for the server's answer), so each command
+runs under a watchdog that closes the transport when its time is up; a hung host then
+costs its own caller one timeout and nothing more.
+
+Host keys are checked against `~/.ssh/known_hosts` and the workspace's
+`.datarun/known_hosts`; an unknown or changed key is refused, never added.
+"""
+
+import base64
+import getpass
+import hashlib
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from datarun.errors import HostError
+
+KEEPALIVE_SECONDS = 15
+MAX_JUMPS = 4
+# Reading a command's output waits this long at most between checks of stderr and exit.
+READ_SLICE = 0.05
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to connect: hosts.toml settings merged over ~/.ssh/config."""
+
+    name: str  # the datarun host name, for messages
+    hostname: str
+    port: int
+    user: str
+    identities: tuple[str, ...] = ()
+    identity_required: bool = False  # set in hosts.toml: a missing file is an error
+    proxyjump: str | None = None
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts files use: `host`, or `[host]:port` off port 22."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+def user_ssh_config_path() -> Path:
+    return Path(os.path.expanduser("~/.ssh/config"))
+
+
+def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig | None:
+    path = path or user_ssh_config_path()
+    if not path.is_file():
+        return None
+    try:
+        return paramiko.SSHConfig.from_path(str(path))
+    except (OSError, paramiko.ssh_exception.ConfigParseError) as error:
+        raise HostError(f"cannot read {path}: {error}") from None
+
+
+def resolve_target(host, ssh_config: paramiko.SSHConfig | None = None) -> Target:
+    """Settings in hosts.toml win; ~/.ssh/config fills what they leave out, as ssh does."""
+    options = ssh_config.lookup(host.address) if ssh_config else {}
+    identities: tuple[str, ...]
+    if host.identity:
+        identities = (os.path.expanduser(host.identity),)
+    else:
+        identities = tuple(os.path.expanduser(p) for p in options.get("identityfile", []))
+    return Target(
+        name=host.name,
+        hostname=options.get("hostname", host.address),
+        port=int(host.port or options.get("port", 22)),
+        user=host.user or options.get("user") or getpass.getuser(),
+        identities=identities,
+        identity_required=bool(host.identity),
+        proxyjump=options.get("proxyjump"),
+        connect_timeout=host.connect_timeout,
+        command_timeout=host.command_timeout,
+    )
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The SHA256 fingerprint OpenSSH prints: `SHA256:` and unpadded base64."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def changed_key_message(target: Target, key: paramiko.PKey, files: list[Path]) -> str:
+    return (
+        f"host {target.name}: the host key of {target.known_hosts_name} has CHANGED (now "
+        f"{key.get_name()} {fingerprint(key)}): if the change is expected, remove the old key "
+        f"with `ssh-keygen -R '{target.known_hosts_name}' -f FILE` (FILE: "
+        f"{' or '.join(str(p) for p in files)}), then run `datarun host trust {target.name}`"
+    )
+
+
+class UnknownHostKey(Exception):
+    def __init__(self, name: str, key: paramiko.PKey):
+        super().__init__(name)
+        self.known_hosts_name = name
+        self.key = key
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    """Like RejectPolicy, but carries the key so the message can name its fingerprint."""
+
+    def missing_host_key(self, client, hostname, key):
+        raise UnknownHostKey(hostname, key)
+
+
+def known_hosts_files(workspace_known_hosts: Path | None) -> list[Path]:
+    files = [Path(os.path.expanduser("~/.ssh/known_hosts"))]
+    if workspace_known_hosts is not None:
+        files.append(workspace_known_hosts)
+    return [path for path in files if path.is_file()]
+
+
+def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        if not target.identity_required:
+            return None  # ssh skips an IdentityFile of ~/.ssh/config that is not there
+        raise HostError(
+            f"host {target.name}: identity file {path} does not exist: fix `identity` in "
+            "hosts.toml or create it with ssh-keygen"
+        ) from None
+    except paramiko.PasswordRequiredException:
+        raise HostError(
+            f"host {target.name}: identity file {path} needs a passphrase: give datarun a key "
+            "without one, or load it into ssh-agent and leave `identity` unset"
+        ) from None
+    except OSError as error:
+        raise HostError(
+            f"host {target.name}: cannot read identity file {path}: {error.strerror or error}"
+        ) from None
+    except (paramiko.SSHException, ValueError) as error:
+        raise HostError(
+            f"host {target.name}: identity file {path} is not a private key datarun can use: {error}"
+        ) from None
+
+
+def _tcp_socket(hostname: str, port: int, timeout: float, name: str) -> socket.socket:
+    try:
+        sock = socket.create_connection((hostname, port), timeout=timeout)
+    except socket.gaierror as error:
+        raise HostError(
+            f"host {name}: cannot resolve address {hostname!r} ({error.strerror}): fix `address`"
+        ) from None
+    except ConnectionRefusedError:
+        raise HostError(
+            f"host {name}: connection refused at {hostname}:{port}: wrong port, or no SSH server "
+            "runs there"
+        ) from None
+    except TimeoutError:
+        raise HostError(
+            f"host {name}: {hostname}:{port} is unreachable (no answer within {timeout:g}s)"
+        ) from None
+    except OSError as error:
+        raise HostError(
+            f"host {name}: {hostname}:{port} is unreachable: {error.strerror or error}"
+        ) from None
+    # Without TCP_NODELAY each small command waits ~40 ms on Nagle and delayed ACKs.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+@dataclass
+class CommandResult:
+    status: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Stats:
+    """What crossed the connection: tests and benchmarks read it."""
+
+    connects: int = 0
+    commands: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    commands_run: list[str] = field(default_factory=list)
+
+
+class SSHConnection:
+    def __init__(
+        self,
+        target: Target,
+        known_hosts: Path | None = None,
+        ssh_config: paramiko.SSHConfig | None = None,
+        depth: int = 0,
+    ):
+        self.target = target
+        self.known_hosts = known_hosts  # the workspace's .datarun/known_hosts
+        self.ssh_config = ssh_config
+        self.depth = depth
+        self.stats = Stats()
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._jump: SSHConnection | None = None
+        self._home: str | None = None
+        self.host_key: paramiko.PKey | None = None
+
+    # --- connecting ---------------------------------------------------------------
+
+    def _socket(self):
+        target = self.target
+        if not target.proxyjump or target.proxyjump.lower() == "none":
+            return _tcp_socket(target.hostname, target.port, target.connect_timeout, target.name)
+        if self.depth >= MAX_JUMPS:
+            raise HostError(f"host {target.name}: more than {MAX_JUMPS} ProxyJump hops in ~/.ssh/config")
+        # ssh goes through the hops of "a,b" in order: connect to the first, then onwards.
+        hops = [hop.strip() for hop in target.proxyjump.split(",") if hop.strip()]
+        jump_target = jump_target_for(hops[0], target, self.ssh_config)
+        if len(hops) > 1:
+            jump_target = _replace(jump_target, proxyjump=",".join(hops[1:]))
+        self._jump = SSHConnection(jump_target, self.known_hosts, self.ssh_config, self.depth + 1)
+        transport = self._jump.transport()
+        try:
+            return transport.open_channel(
+                "direct-tcpip",
+                (target.hostname, target.port),
+                ("127.0.0.1", 0),
+                timeout=target.connect_timeout,
+            )
+        except (paramiko.SSHException, OSError) as error:
+            raise HostError(
+                f"host {target.name}: the jump host {jump_target.hostname} could not reach "
+                f"{target.hostname}:{target.port}: {error}"
+            ) from None
+
+    def connect(self) -> None:
+        if self._client is not None and self._client.get_transport() is not None and \
+                self._client.get_transport().is_active():
+            return
+        self.close()
+        target = self.target
+        keys = [key for key in (_load_identity(target, p) for p in target.identities) if key]
+        client = paramiko.SSHClient()
+        for path in known_hosts_files(self.known_hosts):
+            client.get_host_keys().load(str(path))
+        client.set_missing_host_key_policy(_RefuseUnknown())
+        sock = self._socket()
+        timeout = target.connect_timeout
+        try:
+            client.connect(
+                target.hostname,
+                port=target.port,
+                username=target.user,
+                pkey=keys[0] if keys else None,
+                # An explicit key is the only one tried: a stray agent key must not log in
+                # as someone else. Without one, do what ssh does (agent, default keys).
+                allow_agent=not keys,
+                look_for_keys=not keys,
+                sock=sock,
+                timeout=timeout,
+                banner_timeout=timeout,
+                auth_timeout=timeout,
+                channel_timeout=timeout,
+            )
+        except UnknownHostKey as error:
+            sock.close()
+            raise HostError(
+                f"host {target.name}: unknown host key {error.key.get_name()} "
+                f"{fingerprint(error.key)} for {error.known_hosts_name}: if it is right, pin it "
+                f"with `datarun host trust {target.name}`"
+            ) from None
+        except paramiko.BadHostKeyException as error:
+            sock.close()
+            raise HostError(
+                changed_key_message(target, error.key, known_hosts_files(self.known_hosts))
+            ) from None
+        except paramiko.AuthenticationException:
+            sock.close()
+            key = ", ".join(target.identities) or "agent and default keys"
+            raise HostError(
+                f"host {target.name}: authentication refused for {target.where} (key: {key}): "
+                "add the public key to that user's ~/.ssh/authorized_keys, or fix `user` / "
+                "`identity` in hosts.toml"
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            sock.close()
+            raise HostError(
+                f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
+                f"within {timeout:g}s ({error or type(error).__name__}): wrong port, or the "
+                "host hangs"
+            ) from None
+        transport = client.get_transport()
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+        self.host_key = transport.get_remote_server_key()
+        self._client = client
+        self.stats.connects += 1
+
+    def transport(self) -> paramiko.Transport:
+        self.connect()
+        return self._client.get_transport()
+
+    def close(self) -> None:
+        for closable in (self._sftp, self._client, self._jump):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # closing a dead connection may raise anything; it is gone
+                    pass
+        self._sftp = self._client = self._jump = None
+
+    @contextmanager
+    def _watchdog(self, timeout: float, what: str) -> Iterator[None]:
+        """Close the transport if `what` outlives `timeout`: it unblocks any paramiko wait."""
+        fired = threading.Event()
+        transport = self._client.get_transport() if self._client else None
+
+        def fire():
+            fired.set()
+            if transport is not None:
+                transport.close()
+
+        timer = threading.Timer(timeout, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        except (paramiko.SSHException, EOFError, OSError) as error:
+            if fired.is_set() or isinstance(error, TimeoutError):
+                self.close()
+                raise HostError(
+                    f"host {self.target.name}: {what} timed out after {timeout:g}s (the host "
+                    "hangs or is overloaded)"
+                ) from None
+            self.close()
+            raise HostError(f"host {self.target.name}: connection lost during {what}: {error}") from None
+        finally:
+            timer.cancel()
+        if fired.is_set():
+            self.close()
+            raise HostError(
+                f"host {self.target.name}: {what} timed out after {timeout:g}s (the host hangs "
+                "or is overloaded)"
+            )
+
+    # --- commands -----------------------------------------------------------------
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run one shell command line (already quoted by the caller) and wait for it."""
+        timeout = timeout or self.target.command_timeout
+        self.connect()
+        self.stats.commands += 1
+        self.stats.commands_run.append(command)
+        self.stats.bytes_sent += len(command)
+        deadline = time.monotonic() + timeout
+        out: list[bytes] = []
+        err: list[bytes] = []
+        with self._watchdog(timeout, "a command"):
+            channel = self._client.get_transport().open_session(timeout=timeout)
+            try:
+                channel.settimeout(timeout)
+                channel.exec_command(command)
+                channel.shutdown_write()
+                while True:
+                    # The channel's fileno wakes on stdout data and on close; stderr and the
+                    # exit status are checked every slice.
+                    select.select([channel], [], [], READ_SLICE)
+                    while channel.recv_ready():
+                        out.append(channel.recv(1 << 16))
+                    while channel.recv_stderr_ready():
+                        err.append(channel.recv_stderr(1 << 16))
+                    if channel.exit_status_ready() and not channel.recv_ready() \
+                            and not channel.recv_stderr_ready():
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                status = channel.recv_exit_status()
+            finally:
+                channel.close()
+        stdout = b"".join(out)
+        self.stats.bytes_received += len(stdout) + sum(map(len, err))
+        return CommandResult(status, stdout.decode(errors="replace"), b"".join(err).decode(errors="replace"))
+
+    # --- files --------------------------------------------------------------------
+
+    def sftp(self) -> paramiko.SFTPClient:
+        self.connect()
+        if self._sftp is None:
+            timeout = self.target.command_timeout
+            with self._watchdog(timeout, "opening SFTP"):
+                sftp = self._client.open_sftp()
+            # Every SFTP request waits at most this long for its answer.
+            sftp.get_channel().settimeout(timeout)
+            self._sftp = sftp
+        return self._sftp
+
+    def home(self) -> str:
+        """The login folder, asked once of the SFTP server (which does not expand `~`)."""
+        if self._home is None:
+            with self._watchdog(self.target.command_timeout, "finding the home folder"):
+                self._home = self.sftp().normalize(".")
+        return self._home
+
+    def expand(self, path: str) -> str:
+        if path == "~":
+            return self.home()
+        if path.startswith("~/"):
+            return self.home().rstrip("/") + path[1:]
+        if not path.startswith("/"):
+            return self.home().rstrip("/") + "/" + path
+        return path
+
+    def put(self, local: Path, remote: str) -> int:
+        size = Path(local).stat().st_size
+        with self._watchdog(self._transfer_timeout(size), "an upload"):
+            try:
+                self.sftp().put(str(local), remote, confirm=True)
+            except PermissionError as error:
+                raise HostError(
+                    f"host {self.target.name}: cannot write {remote}: {error.strerror or error} "
+                    "(is the workdir writable?)"
+                ) from None
+            except OSError as error:
+                if isinstance(error, TimeoutError):
+                    raise
+                raise HostError(
+                    f"host {self.target.name}: upload to {remote} failed: {error} (disk full?)"
+                ) from None
+        self.stats.bytes_sent += size
+        return size
+
+    def get(self, remote: str, local: Path, max_bytes: int) -> int:
+        with self._watchdog(self._transfer_timeout(max_bytes), "a download"):
+            try:
+                size = self.sftp().stat(remote).st_size or 0
+                if size > max_bytes:
+                    raise HostError(
+                        f"host {self.target.name}: {remote} is {size} bytes, over the "
+                        f"{max_bytes}-byte cap"
+                    )
+                self.sftp().get(remote, str(local))
+            except FileNotFoundError:
+                raise HostError(f"host {self.target.name}: {remote} does not exist") from None
+        self.stats.bytes_received += size
+        return size
+
+    def remove(self, remote: str) -> None:
+        with self._watchdog(self.target.command_timeout, "removing a file"):
+            try:
+                self.sftp().remove(remote)
+            except FileNotFoundError:
+                pass
+
+    def _transfer_timeout(self, size: int) -> float:
+        # The watchdog bounds the whole transfer; each SFTP request has its own timeout
+        # too. Allow 1 MB/s on top of the command timeout before calling a link hung.
+        return self.target.command_timeout + size / 1e6
+
+
+def _replace(target: Target, **changes) -> Target:
+    from dataclasses import replace
+
+    return replace(target, **changes)
+
+
+def jump_target_for(spec: str, via: Target, ssh_config: paramiko.SSHConfig | None) -> Target:
+    """A ProxyJump hop, `[user@]host[:port]`, with its own ~/.ssh/config entry applied."""
+    user, _, rest = spec.rpartition("@")
+    hostname, port = rest, None
+    if rest.startswith("["):  # [v6addr]:port
+        hostname, _, tail = rest[1:].partition("]")
+        port = tail[1:] or None
+    elif rest.count(":") == 1:
+        hostname, port = rest.split(":")
+    options = ssh_config.lookup(hostname) if ssh_config else {}
+    return Target(
+        name=f"{via.name} (jump host {hostname})",
+        hostname=options.get("hostname", hostname),
+        port=int(port or options.get("port", 22)),
+        user=user or options.get("user") or getpass.getuser(),
+        identities=tuple(os.path.expanduser(p) for p in options.get("identityfile", [])),
+        proxyjump=options.get("proxyjump"),
+        connect_timeout=via.connect_timeout,
+        command_timeout=via.command_timeout,
+    )
+
+
+def scan_host_key(target: Target, known_hosts: Path | None = None,
+                  ssh_config: paramiko.SSHConfig | None = None) -> paramiko.PKey:
+    """The key the server proves it holds (the key exchange signs with it); no login."""
+    conn = SSHConnection(target, known_hosts, ssh_config)
+    sock = conn._socket()
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = target.connect_timeout
+    try:
+        transport.start_client(timeout=target.connect_timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError, OSError) as error:
+        raise HostError(
+            f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
+            f"within {target.connect_timeout:g}s ({error or type(error).__name__}): wrong port, "
+            "or the host hangs"
+        ) from None
+    finally:
+        transport.close()
+        conn.close()
+
+
+def known_keys(name: str, files: list[Path]) -> list[paramiko.PKey]:
+    keys = paramiko.HostKeys()
+    for path in files:
+        keys.load(str(path))
+    entry = keys.lookup(name)
+    return list(entry.values()) if entry else []
+
+
+def pin_host_key(target: Target, known_hosts: Path, ssh_config: paramiko.SSHConfig | None = None) -> str:
+    """Write the host's key to the workspace's known_hosts; return its fingerprint.
+
+    A key already pinned is kept; a different key already known is refused (the same
+    message as a changed key at connect time), so `trust` never overwrites a pin.
+    """
+    key = scan_host_key(target, known_hosts, ssh_config)
+    files = known_hosts_files(known_hosts)
+    known = known_keys(target.known_hosts_name, files)
+    if any(k == key for k in known):
+        return fingerprint(key)
+    if any(k.get_name() == key.get_name() for k in known):
+        raise HostError(changed_key_message(target, key, files))
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    with open(known_hosts, "a") as f:
+        f.write(f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
+    return fingerprint(key)

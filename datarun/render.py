@@ -1,0 +1,103 @@
+"""Pure renderers: rows in, rich Tables out. Nothing here reads state or prints."""
+
+import datetime as dt
+
+from rich.table import Table
+
+from datarun.sizes import format_duration, format_size
+
+
+def _score(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}"
+
+
+def _when(timestamp) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def leaderboard_table(board: dict) -> Table:
+    names = board["scores"]
+    official = board["official_score"]
+    title = f"{board['problem']} — {'private' if board['private'] else 'public'} leaderboard"
+    table = Table(title=title, title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("team")
+    table.add_column("submission")
+    arrow = "↓" if board["lower_is_better"][official] else "↑"
+    table.add_column(f"{official} {arrow}", justify="right")
+    for name in names[1:]:
+        table.add_column(name, justify="right")
+    if board["private"]:
+        for name in names:
+            table.add_column(f"test {name}", justify="right")
+    table.add_column("contrib", justify="right")
+    for column in ("train", "valid", "test", "cpu", "memory"):
+        table.add_column(column, justify="right")
+    table.add_column("submitted")
+    for row in board["rows"]:
+        cells = [str(row["rank"]), row["team"], row["submission"], _score(row["score"])]
+        cells += [_score(row["valid"][name]) for name in names[1:]]
+        if board["private"]:
+            cells += [_score(row["test"][name]) for name in names]
+        contrib = row.get("contributivity")
+        cells.append("-" if contrib is None else f"{contrib:.0%}")
+        cells += [format_duration(row["train_time"]), format_duration(row["valid_time"]),
+                  format_duration(row["test_time"]), format_duration(row["cpu_time"]),
+                  format_size(row["peak_memory"]), _when(row["submitted_at"])]
+        table.add_row(*cells)
+    return table
+
+
+def submissions_table(rows: list[dict]) -> Table:
+    table = Table(title="submissions", title_justify="left")
+    for column in ("id", "problem", "team", "name", "state", "tasks", "submitted"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for row in rows:
+        tasks = " ".join(f"{n} {state}" for state, n in row["tasks"].items())
+        table.add_row(str(row["id"]), row["problem"], row["team"], row["name"], row["state"], tasks,
+                      _when(row["created_at"]))
+    return table
+
+
+def submission_table(sub: dict, score_names: list[str]) -> Table:
+    title = f"submission {sub['id']}: {sub['team']} / {sub['name']} on {sub['problem']} — {sub['state']}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("fold", justify="right")
+    table.add_column("state")
+    for name in score_names:
+        table.add_column(f"valid {name}", justify="right")
+    for column in ("train", "valid", "test", "cpu", "memory", "host"):
+        table.add_column(column, justify="right" if column != "host" else "left")
+    for task in sub["tasks"]:
+        valid = task["scores"].get("valid", {})
+        state = task["state"] if not task["error_kind"] else f"{task['state']}: {task['error_kind']}"
+        table.add_row(str(task["fold"]), state, *[_score(valid.get(n)) for n in score_names],
+                      format_duration(task["train_time"]), format_duration(task["valid_time"]),
+                      format_duration(task["test_time"]), format_duration(task["cpu_time"]),
+                      format_size(task["peak_memory"]), task["host"] or "-")
+    if sub["bagged"].get("valid"):
+        table.add_section()
+        table.add_row("bagged", "", *[_score(sub["bagged"]["valid"].get(n)) for n in score_names],
+                      "", "", "", "", "", "")
+    return table
+
+
+def status_tables(status: dict) -> list[Table]:
+    problems = Table(title="tasks per problem", title_justify="left")
+    for column in ("problem", "submissions", "queued", "running", "done", "failed"):
+        problems.add_column(column, justify="left" if column == "problem" else "right")
+    for name, counts in status["problems"].items():
+        problems.add_row(name, str(counts["submissions"]), str(counts["queued"]), str(counts["running"]),
+                         str(counts["done"]), str(counts["failed"]))
+    hosts = Table(title="hosts", title_justify="left")
+    for column in ("host", "executor", "slots in use", "done", "failed", "check"):
+        hosts.add_column(column, justify="left" if column in ("host", "executor", "check") else "right")
+    for name, host in status["hosts"].items():
+        check = {None: "not checked", True: "ok", False: "NOT OK"}[host["checked_ok"]]
+        hosts.add_row(name, host["executor"], f"{host['slots_in_use']}/{host['slots']}", str(host["done"]),
+                      str(host["failed"]), check)
+    return [problems, hosts]

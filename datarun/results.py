@@ -1,0 +1,120 @@
+"""Checking what comes back from a host before any of it is believed.
+
+A host is not trusted: its `result.json` is size-capped and validated field by field,
+and its predictions are `.npy` files loaded with `allow_pickle=False` and checked against
+the shape the problem expects. A result that fails a check is not an error of the
+submission: the task is recorded as `harness_error` with what was wrong.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_RESULT_BYTES = 256 * 1024
+MAX_LOG_BYTES = 4 * 1024 * 1024
+MAX_ERROR_CHARS = 4000
+ERROR_KINDS = {
+    "import_error", "fit_error", "predict_error", "bad_predictions", "timeout",
+    "memory_limit", "cpu_limit", "host_lost", "harness_error", "cancelled",
+}
+NUMBER_FIELDS = ("train_time", "valid_time", "test_time", "wall_time", "cpu_time", "peak_memory",
+                 "started_at", "finished_at")
+
+
+class ResultRejected(Exception):
+    """What came back from a host is not a valid result."""
+
+
+@dataclass
+class TaskResult:
+    state: str  # done | failed
+    error_kind: str | None
+    error: str | None
+    measures: dict  # NUMBER_FIELDS -> float | None
+    environment: dict
+    y_pred_train: object = None  # np.ndarray for done tasks
+    y_pred_test: object = None
+    log: bytes = b""
+
+
+def _number(value, field: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ResultRejected(f"result.json field {field} is not a non-negative number: {value!r}")
+    return float(value)
+
+
+def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
+    import numpy as np
+
+    if not path.is_file() or path.is_symlink():
+        raise ResultRejected(f"{path.name} is missing")
+    n_values = 1
+    for dim in expected_shape:
+        n_values *= dim
+    if path.stat().st_size > n_values * 8 + 4096:
+        raise ResultRejected(f"{path.name} is {path.stat().st_size} bytes, more than {expected_shape} floats need")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise ResultRejected(f"{path.name} is not a plain numeric array ({error})") from None
+    except Exception as error:  # truncated or garbage file
+        raise ResultRejected(f"{path.name} is not a readable .npy file ({type(error).__name__})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise ResultRejected(f"{path.name} holds {getattr(array, 'dtype', type(array))}, not numbers")
+    if array.shape != expected_shape:
+        raise ResultRejected(f"{path.name} has shape {array.shape}, expected {expected_shape}")
+    array = array.astype("float64", copy=False)
+    if not np.isfinite(array).all():
+        raise ResultRejected(f"{path.name} holds NaN or infinite values")
+    return array
+
+
+def read_result(folder: Path, key: str, n_train: int, n_test: int, n_classes: int | None) -> TaskResult:
+    """Validate and load the result folder of task `key`; raise ResultRejected if anything is off."""
+    path = Path(folder) / "result.json"
+    if not path.is_file() or path.is_symlink():
+        raise ResultRejected("result.json is missing")
+    if path.stat().st_size > MAX_RESULT_BYTES:
+        raise ResultRejected(f"result.json is {path.stat().st_size} bytes, over the {MAX_RESULT_BYTES} cap")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise ResultRejected("result.json is not valid JSON (truncated?)") from None
+    if not isinstance(data, dict):
+        raise ResultRejected("result.json is not a JSON object")
+    if data.get("key") != key:
+        raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
+    state = data.get("state")
+    if state not in ("done", "failed"):
+        raise ResultRejected(f"result.json state is {state!r}, not done or failed")
+    error_kind = data.get("error_kind")
+    if state == "failed" and error_kind not in ERROR_KINDS:
+        raise ResultRejected(f"result.json error_kind {error_kind!r} is not a known kind")
+    error = data.get("error")
+    if error is not None and not isinstance(error, str):
+        raise ResultRejected("result.json error is not text")
+    environment = data.get("environment") or {}
+    if not isinstance(environment, dict):
+        raise ResultRejected("result.json environment is not an object")
+    environment = {str(k)[:40]: str(v)[:200] for k, v in list(environment.items())[:30]}
+    measures = {field: _number(data.get(field), field) for field in NUMBER_FIELDS}
+    result = TaskResult(
+        state=state,
+        error_kind=error_kind if state == "failed" else None,
+        error=error[-MAX_ERROR_CHARS:] if error else None,
+        measures=measures,
+        environment=environment,
+    )
+    log = Path(folder) / "output.log"
+    if log.is_file() and not log.is_symlink():
+        with open(log, "rb") as f:
+            result.log = f.read(MAX_LOG_BYTES)
+    if state == "done":
+        shape_train = (n_train, n_classes) if n_classes else (n_train,)
+        shape_test = (n_test, n_classes) if n_classes else (n_test,)
+        result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy", shape_train)
+        result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy", shape_test)
+    return result

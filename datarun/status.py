@@ -1,0 +1,37 @@
+"""`datarun status`: task counts per problem and per host, read with SQL only (fast to start)."""
+
+from datarun.hosts import load_hosts
+
+STATES = ("queued", "running", "done", "failed")
+
+
+def workspace_status(workspace, db) -> dict:
+    problems: dict[str, dict] = {}
+    for name, state, count in db.execute(
+        "SELECT s.problem, t.state, count(*) FROM tasks t JOIN submissions s ON s.id = t.submission "
+        "GROUP BY s.problem, t.state"
+    ):
+        problems.setdefault(name, dict.fromkeys(STATES, 0))[state] = count
+    for (name,) in db.execute("SELECT name FROM problems"):
+        problems.setdefault(name, dict.fromkeys(STATES, 0))
+    submissions = dict(db.execute("SELECT problem, count(*) FROM submissions GROUP BY problem").fetchall())
+    for name, counts in problems.items():
+        counts["submissions"] = submissions.get(name, 0)
+    hosts_used: dict[str, dict] = {}
+    for host, state, count in db.execute(
+        "SELECT host, state, count(*) FROM tasks WHERE host IS NOT NULL GROUP BY host, state"
+    ):
+        hosts_used.setdefault(host, dict.fromkeys(STATES, 0))[state] = count
+    checks = {row[0]: row[1] for row in db.execute("SELECT name, ok FROM hosts")}
+    hosts = {}
+    for name, host in load_hosts(workspace.hosts_file).items():
+        counts = hosts_used.get(name, dict.fromkeys(STATES, 0))
+        hosts[name] = {
+            "executor": host.executor,
+            "slots": host.slots,
+            "slots_in_use": counts["running"],
+            "done": counts["done"],
+            "failed": counts["failed"],
+            "checked_ok": None if name not in checks else bool(checks[name]),
+        }
+    return {"problems": dict(sorted(problems.items())), "hosts": hosts}

@@ -1,0 +1,215 @@
+"""Storing submissions: validate the folder, store its files, queue one task per fold.
+
+A submission's files are kept in the blob store, addressed by content; the submission is
+identified for de-duplication by the hash of its file names and contents, so the same
+code sent again by the same team on the same problem is recognised and not run again.
+Everything is checked before anything is stored, and the rows go in one transaction.
+"""
+
+import ast
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from datarun.blobs import BlobStore
+from datarun.errors import NotFound, UsageError
+from datarun.sizes import format_size
+
+MAX_FILE_BYTES = 512 * 1024
+MAX_TOTAL_BYTES = 2 * 1024 * 1024
+MAX_NAME = 100
+IGNORED = {"__pycache__", ".DS_Store", ".ipynb_checkpoints"}
+
+
+def _check_label(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise UsageError(f"{what} must not be empty")
+    if len(value) > MAX_NAME:
+        raise UsageError(f"{what} is longer than {MAX_NAME} characters")
+    if any(ord(c) < 32 for c in value):
+        raise UsageError(f"{what} must not contain control characters or newlines")
+    return value
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def read_submission_folder(folder: Path, workflow) -> dict[str, bytes]:
+    """The submission's files {name: bytes}, after every check; raise UsageError on the first fault."""
+    folder = Path(folder)
+    allowed, required = set(workflow.files), set(workflow.required)
+    if not folder.exists():
+        raise UsageError(f"submission folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder: pass the folder that holds {', '.join(sorted(required))}")
+    files: dict[str, bytes] = {}
+    total = 0
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        name = entry.name
+        if name in IGNORED:
+            continue
+        if entry.is_symlink():
+            target = os.readlink(entry)
+            raise UsageError(f"{name} is a link (to {target}); submit plain files only, nothing outside the folder")
+        if entry.is_dir():
+            raise UsageError(f"unexpected folder {name}/ in {folder}: the {workflow.name} workflow takes only {', '.join(sorted(allowed))}")
+        if name not in allowed:
+            raise UsageError(f"unexpected file {name} in {folder}: the {workflow.name} workflow takes only {', '.join(sorted(allowed))}")
+        size = entry.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise UsageError(f"{name} is {format_size(size)}; the cap is {format_size(MAX_FILE_BYTES)} a file")
+        data = entry.read_bytes()
+        if b"\0" in data:
+            raise UsageError(f"{name} is a binary file; submissions are Python source text")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"{name} is not UTF-8 text; save it as UTF-8") from None
+        if name.endswith(".py"):
+            try:
+                tree = ast.parse(text, filename=name)
+            except SyntaxError as error:
+                raise UsageError(f"{name} line {error.lineno}: {error.msg}") from None
+            for function in workflow.functions.get(name, ()):
+                if function not in _defined_names(tree):
+                    raise UsageError(f"{name} does not define {function}(): the {workflow.name} workflow calls it")
+        total += size
+        files[name] = data
+    if total > MAX_TOTAL_BYTES:
+        raise UsageError(f"the submission is {format_size(total)}; the cap is {format_size(MAX_TOTAL_BYTES)} in all")
+    missing = sorted(required - set(files))
+    if missing:
+        raise UsageError(f"no {missing[0]} in {folder}: the {workflow.name} workflow needs {', '.join(sorted(required))}")
+    return files
+
+
+def files_digest(file_hashes: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(file_hashes):
+        digest.update(f"{name}\0{file_hashes[name]}\n".encode())
+    return digest.hexdigest()
+
+
+def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str | None = None,
+           event: str | None = None) -> dict:
+    """Store a submission and queue its tasks; an identical earlier one is returned instead."""
+    from datarun.problems import get_problem
+    from datarun.workflows import get_workflow
+
+    problem = get_problem(db, problem_name)
+    workflow = get_workflow(problem["workflow"])
+    team = _check_label(team, "team")
+    name = _check_label(name if name is not None else Path(folder).resolve().name, "submission name")
+    files = read_submission_folder(Path(folder), workflow)
+    store = BlobStore(workspace.blobs_dir)
+    file_hashes = {filename: store.put_bytes(data) for filename, data in files.items()}
+    digest = files_digest(file_hashes)
+    folds = [row["fold"] for row in db.query(
+        "SELECT fold FROM folds WHERE problem = ? ORDER BY fold", [problem["name"]])]
+    now = time.time()
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        same = db.execute(
+            "SELECT id, name FROM submissions WHERE problem = ? AND team = ? AND files_hash = ?",
+            [problem["name"], team, digest],
+        ).fetchone()
+        if same:
+            return {"id": same[0], "name": same[1], "created": False, "tasks": len(folds),
+                    "problem": problem["name"], "team": team}
+        cursor = db.execute(
+            "INSERT INTO submissions (problem, event, team, name, files_hash, files, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [problem["name"], event, team, name, digest, json.dumps(file_hashes), now],
+        )
+        submission_id = cursor.lastrowid
+        db.conn.executemany(
+            "INSERT INTO tasks (submission, fold, state, attempt, queued_at) VALUES (?, ?, 'queued', 0, ?)",
+            [(submission_id, fold, now) for fold in folds],
+        )
+    return {"id": submission_id, "name": name, "created": True, "tasks": len(folds),
+            "problem": problem["name"], "team": team}
+
+
+def submission_state(states: list[str]) -> str:
+    """A submission's state, derived from its tasks' states."""
+    if states and all(s == "done" for s in states):
+        return "done"
+    if any(s == "running" for s in states):
+        return "running"
+    if any(s == "failed" for s in states):
+        return "failed" if all(s in ("done", "failed") for s in states) else "running"
+    return "queued"
+
+
+def get_submission(db, submission_id: int | str) -> dict:
+    try:
+        key = int(submission_id)
+    except (TypeError, ValueError):
+        raise UsageError(f"a submission id is a number, got {submission_id!r}") from None
+    rows = list(db.query("SELECT * FROM submissions WHERE id = ?", [key]))
+    if not rows:
+        raise NotFound(f"no submission {key}: `datarun submission list` shows the ids")
+    row = rows[0]
+    row["files"] = json.loads(row["files"])
+    return row
+
+
+def list_submissions(db, problem: str | None = None) -> list[dict]:
+    sql = (
+        "SELECT s.id, s.problem, s.event, s.team, s.name, s.created_at, "
+        "group_concat(t.state) AS states FROM submissions s LEFT JOIN tasks t ON t.submission = s.id"
+    )
+    args: list = []
+    if problem:
+        sql += " WHERE s.problem = ?"
+        args.append(problem)
+    sql += " GROUP BY s.id ORDER BY s.id"
+    rows = []
+    for row in db.query(sql, args):
+        states = (row.pop("states") or "").split(",") if row.get("states") else []
+        row["state"] = submission_state(states)
+        row["tasks"] = {s: states.count(s) for s in ("queued", "running", "done", "failed") if s in states}
+        rows.append(row)
+    return rows
+
+
+def describe_submission(workspace, db, submission_id) -> dict:
+    """A submission with its per-fold tasks, scores and bagged scores (for `submission show`)."""
+    row = get_submission(db, submission_id)
+    tasks = list(db.query(
+        "SELECT id, fold, state, attempt, host, train_time, valid_time, test_time, wall_time, "
+        "cpu_time, peak_memory, error_kind, error, environment FROM tasks WHERE submission = ? "
+        "ORDER BY fold", [row["id"]]))
+    scores: dict[int, dict] = {}
+    for s in db.query(
+        "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
+        "WHERE t.submission = ?", [row["id"]]):
+        scores.setdefault(s["task"], {}).setdefault(s["split"], {})[s["score"]] = s["value"]
+    for task in tasks:
+        task["scores"] = scores.get(task["id"], {})
+        task["environment"] = json.loads(task["environment"]) if task["environment"] else None
+    bagged: dict[str, dict] = {}
+    for s in db.query("SELECT split, score, value FROM bagged_scores WHERE submission = ?", [row["id"]]):
+        bagged.setdefault(s["split"], {})[s["score"]] = s["value"]
+    row["tasks"] = tasks
+    row["bagged"] = bagged
+    row["state"] = submission_state([t["state"] for t in tasks])
+    return row
+
+
+def submission_code(workspace, db, submission_id) -> dict[str, str]:
+    row = get_submission(db, submission_id)
+    store = BlobStore(workspace.blobs_dir)
+    return {name: store.get_bytes(digest).decode("utf-8") for name, digest in sorted(row["files"].items())}
