@@ -7,8 +7,9 @@ test labels), the *labels tree* kept on the organiser's machine (training and te
 labels), and the fold indices. Everything is read and checked before anything is
 written, and the rows go in one transaction, so a bad kit leaves nothing behind.
 
-Feature files are CSV written by pandas with full float precision: read with
-`float_precision="round_trip"` they give back the very same float64 values.
+Feature files are CSV written by pandas with full float precision: read by pandas 3 (or
+by older pandas with `float_precision="round_trip"`) they give back the very same
+float64 values.
 """
 
 import json
@@ -27,6 +28,14 @@ from datarun.scores import get_score_type
 from datarun.workspace import Workspace
 
 JSON_COLUMNS = ("spec", "classes", "score_names", "limits")
+
+
+def _exact_csv_options() -> dict:
+    # pandas 3 parses floats exactly by default and deprecates the option; before 3 the
+    # default parser may be off by one bit, so ask for round-trip parsing explicitly.
+    import pandas as pd
+
+    return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 DATA_FILES = ("X_train.csv", "y_train.npy", "X_test.csv", "meta.json")
 
 
@@ -44,12 +53,13 @@ def read_table(path: Path, what: str):
     """A DataFrame from a CSV or parquet file; UsageError naming the file otherwise."""
     import pandas as pd
 
+    csv_options = _exact_csv_options()
     if not path.is_file():
         raise UsageError(f"{what} file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         try:
-            frame = pd.read_csv(path, float_precision="round_trip")
+            frame = pd.read_csv(path, **csv_options)
         except pd.errors.EmptyDataError:
             raise UsageError(f"{what} file {path.name} is empty") from None
         except (pd.errors.ParserError, UnicodeDecodeError) as error:

@@ -148,7 +148,10 @@ def _safe_score(score: ScoreType, y_true, y_pred, classes) -> float | None:
     if len(y_true) == 0:
         return None
     try:
-        value = score(y_true, y_pred, classes)
+        with warnings.catch_warnings():
+            # sklearn warns (UndefinedMetricWarning) and returns NaN for an undefined score.
+            warnings.simplefilter("ignore", UserWarning)
+            value = score(y_true, y_pred, classes)
     except ValueError:
         return None
     return None if math.isnan(value) else value
