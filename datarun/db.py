@@ -146,7 +146,38 @@ def m001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [m001_initial]
+def m002_events(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE events (
+            name TEXT PRIMARY KEY,
+            problem TEXT NOT NULL REFERENCES problems(name),
+            is_default INTEGER NOT NULL DEFAULT 0,  -- the problem's open-to-all event
+            opens REAL,                  -- UTC epoch seconds; NULL: no bound
+            closes REAL,
+            public_opens REAL,           -- scores public from then; NULL: always public
+            participants TEXT,           -- JSON list of teams; NULL: every team may submit
+            min_interval REAL,           -- seconds between one team's submissions
+            max_submissions INTEGER,     -- per team
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX events_problem ON events(problem)")
+    db.execute("CREATE UNIQUE INDEX events_one_default ON events(problem) WHERE is_default = 1")
+    # Why a submission broke an event's rules and was stored anyway (`submit --force`).
+    db.execute("ALTER TABLE submissions ADD COLUMN forced TEXT")
+    db.execute("CREATE INDEX submissions_event_team ON submissions(event, team)")
+    # Problems registered before events existed get their default event now, and their
+    # submissions join it, so every submission belongs to an event from here on.
+    db.execute(
+        "INSERT INTO events (name, problem, is_default, created_at) "
+        "SELECT name, name, 1, ? FROM problems",
+        [time.time()],
+    )
+    db.execute("UPDATE submissions SET event = problem WHERE event IS NULL")
+
+
+MIGRATIONS = [m001_initial, m002_events]
 
 
 def applied_migrations(db: sqlite_utils.Database) -> list[str]:
