@@ -1,0 +1,86 @@
+"""`python -m datarun_remote COMMAND WORKDIR ...`: the harness commands over a shell.
+
+Each command prints one JSON object on stdout and exits 0; on an error it prints
+{"error": "..."} and exits 3, so the organiser can always parse what came back.
+"""
+
+import argparse
+import json
+import sys
+
+from .common import HarnessError
+
+EXIT_ERROR = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage text and exit 2
+        raise HarnessError(f"bad arguments: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="datarun_remote", description="The datarun harness (docs/PROTOCOL.md).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("workdir")
+        return sub
+
+    command("info", "what this host offers")
+    command("accept", "unpack a bundle archive").add_argument("archive")
+    for name in ("start", "serve"):
+        sub = command(name, "start the runner detached" if name == "start" else "run the runner")
+        sub.add_argument("--slots", type=int, required=True)
+        sub.add_argument("--threads", type=int, required=True)
+        sub.add_argument("--idle", type=float, default=60.0)
+    command("poll", "task states").add_argument("keys", nargs="*")
+    sub = command("pack", "tar finished results")
+    sub.add_argument("out")
+    sub.add_argument("keys", nargs="*")
+    command("cleanup", "remove task folders").add_argument("keys", nargs="*")
+    command("cancel", "kill tasks").add_argument("keys", nargs="*")
+    command("log", "a task's output").add_argument("key")
+    return parser
+
+
+def run(argv: list[str]) -> dict:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from .runner import serve
+
+        return serve(args.workdir, args.slots, args.threads, args.idle)
+    from . import ops
+
+    if args.command == "info":
+        return ops.info(args.workdir)
+    if args.command == "accept":
+        return ops.accept(args.workdir, args.archive)
+    if args.command == "start":
+        return ops.start_runner(args.workdir, args.slots, args.threads, args.idle)
+    if args.command == "poll":
+        return ops.poll(args.workdir, args.keys)
+    if args.command == "pack":
+        return ops.pack(args.workdir, args.out, args.keys)
+    if args.command == "cleanup":
+        return ops.cleanup(args.workdir, args.keys)
+    if args.command == "cancel":
+        return ops.cancel(args.workdir, args.keys)
+    return ops.log(args.workdir, args.key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = run(sys.argv[1:] if argv is None else argv)
+    except HarnessError as error:
+        print(json.dumps({"error": str(error)}))
+        return EXIT_ERROR
+    except OSError as error:
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+        return EXIT_ERROR
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

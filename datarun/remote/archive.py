@@ -1,0 +1,121 @@
+"""Tar archives in and out of a host: bundles unpacked safely, results packed for the organiser.
+
+An archive arriving on a host is checked whole before anything is written: every member
+must be a plain file or folder under `tasks/<key>/` or `data/<hash>/`, with no absolute
+path, no `..`, no link and no device. Each task and data folder is then written under a
+temporary name and renamed into place, so the runner never sees half a bundle.
+"""
+
+import os
+import shutil
+import tarfile
+import uuid
+from pathlib import Path, PurePosixPath
+
+from .common import KEY_PATTERN, HarnessError, Layout
+
+TOP_FOLDERS = ("tasks", "data")
+
+
+def _member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
+    name = member.name
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise HarnessError(f"unsafe archive: absolute path {name!r}")
+    parts = tuple(p for p in PurePosixPath(name).parts if p not in ("", "."))
+    if ".." in parts:
+        raise HarnessError(f"unsafe archive: {name!r} climbs out with '..'")
+    if member.issym() or member.islnk():
+        raise HarnessError(f"unsafe archive: {name!r} is a link")
+    if not (member.isfile() or member.isdir()):
+        raise HarnessError(f"unsafe archive: {name!r} is not a plain file or folder")
+    if not parts:
+        return parts
+    if parts[0] not in TOP_FOLDERS:
+        raise HarnessError(f"unexpected archive member {name!r}: only tasks/<key>/ and data/<hash>/")
+    if len(parts) >= 2 and not KEY_PATTERN.match(parts[1]):
+        raise HarnessError(f"bad name {parts[1]!r} in archive member {name!r}")
+    if len(parts) == 2 and member.isfile():
+        raise HarnessError(f"unexpected archive member {name!r}: a file where a folder belongs")
+    return parts
+
+
+def _extract_group(tar: tarfile.TarFile, members: list, final: Path) -> None:
+    """Write one tasks/<key> or data/<hash> folder under a temporary name, then rename it."""
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        for member, rest in members:
+            target = tmp.joinpath(*rest) if rest else tmp
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            with source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def unpack(layout: Layout, archive: Path) -> dict:
+    """Unpack a bundle archive into WORKDIR; return {"tasks": [...], "data": [...], "skipped": [...]}."""
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (OSError, tarfile.TarError) as error:
+        raise HarnessError(f"cannot read archive {archive}: {error}") from None
+    with tar:
+        groups: dict[tuple[str, str], list] = {}
+        for member in tar.getmembers():
+            parts = _member_parts(member)
+            if len(parts) < 2:
+                continue
+            groups.setdefault((parts[0], parts[1]), []).append((member, parts[2:]))
+        for (top, name), members in groups.items():
+            if top == "tasks" and not any(rest == ("task.json",) for _, rest in members):
+                raise HarnessError(f"task {name} in the archive has no task.json")
+        result = {"tasks": [], "data": [], "skipped": []}
+        # Data first: a task marked runnable must find its data complete.
+        for (top, name), members in sorted(groups.items(), key=lambda item: item[0][0] != "data"):
+            if top == "data":
+                final = layout.data / name
+                if (final / ".complete").exists():
+                    result["skipped"].append(f"data/{name}")
+                    continue
+                _extract_group(tar, members, final)
+                (final / ".complete").touch()
+                result["data"].append(name)
+            else:
+                final = layout.task(name)
+                if (final / "result.json").exists() or (final / "status.json").exists():
+                    result["skipped"].append(f"tasks/{name}")  # re-sent: never run twice
+                    continue
+                _extract_group(tar, members, final)
+                layout.marker(name).touch()
+                result["tasks"].append(name)
+    return result
+
+
+def pack(layout: Layout, out: Path, keys: list[str]) -> dict:
+    """A tar at OUT of finished tasks' result.json, predictions and output.log, as <key>/..."""
+    packed, missing = [], []
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    with tarfile.open(tmp, "w") as tar:
+        for key in keys:
+            folder = layout.task(key)
+            if not (folder / "result.json").exists():
+                missing.append(key)
+                continue
+            names = ["result.json", "output.log"] + sorted(
+                p.name for p in folder.glob("y_pred_*.npy"))
+            for name in names:
+                if (folder / name).is_file():
+                    tar.add(folder / name, arcname=f"{key}/{name}", recursive=False)
+            packed.append(key)
+    os.replace(tmp, out)
+    return {"archive": str(out), "packed": packed, "missing": missing}

@@ -1,0 +1,190 @@
+"""The host working folder's layout and the small file habits every harness part shares.
+
+Everything the organiser and the runner exchange is a file in WORKDIR (docs/PROTOCOL.md);
+the helpers here keep the writes atomic (tmp + rename) so a reader never sees half a
+JSON file, and keep the runner's single lock in one place.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+ERROR_TAIL = 4096  # bytes of traceback kept in result.json
+
+ERROR_KINDS = (
+    "import_error", "fit_error", "predict_error", "bad_predictions", "memory_limit",
+    "cpu_limit", "timeout", "harness_error", "cancelled",
+)
+
+
+class HarnessError(Exception):
+    """A request the harness refuses; its message is one line that says what is wrong."""
+
+
+def check_key(key: str, what: str = "task key") -> str:
+    if not isinstance(key, str) or not KEY_PATTERN.match(key) or key in (".", ".."):
+        raise HarnessError(f"bad {what} {key!r}: use only letters, digits, '_', '.' and '-'")
+    return key
+
+
+class Layout:
+    """The paths of one host working folder."""
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.root = Path(workdir).expanduser().absolute()
+        self.tasks = self.root / "tasks"
+        self.data = self.root / "data"
+        self.inbox = self.root / "inbox"
+        self.runner_json = self.root / "runner.json"
+        self.runner_lock = self.root / "runner.lock"
+        self.runner_log = self.root / "runner.log"
+
+    def make(self) -> "Layout":
+        for folder in (self.root, self.tasks, self.data, self.inbox):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def task(self, key: str) -> Path:
+        return self.tasks / check_key(key)
+
+    def marker(self, key: str) -> Path:
+        return self.inbox / check_key(key)
+
+    def inbox_keys(self) -> list[str]:
+        """Queued keys, oldest marker first, so tasks run in the order they arrived."""
+        try:
+            entries = list(os.scandir(self.inbox))
+        except FileNotFoundError:
+            return []
+        stamped = []
+        for entry in entries:
+            # A name starting with "." is a marker still being written (renamed into place).
+            if entry.name.startswith(".") or not KEY_PATTERN.match(entry.name):
+                continue
+            try:
+                stamped.append((entry.stat().st_mtime, entry.name))
+            except FileNotFoundError:
+                continue
+        return [name for _, name in sorted(stamped)]
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, default=str)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except ValueError:
+        return None
+
+
+def claim(path: Path) -> bool:
+    """Remove a marker; True only for the one process whose unlink succeeded."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def tail_text(text: str, limit: int = ERROR_TAIL) -> str:
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return text
+    return "..." + data[-limit:].decode("utf-8", "ignore")
+
+
+def try_lock(path: Path, attempts: int = 1, pause: float = 0.05) -> int | None:
+    """The runner lock's fd if we got it, else None.
+
+    Several attempts because `poll` and `start` probe the lock for a moment: a runner
+    starting at that instant must not mistake a probe for a live runner.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(attempts):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            if attempt + 1 < attempts:
+                time.sleep(pause)
+    os.close(fd)
+    return None
+
+
+def runner_alive(layout: Layout) -> bool:
+    """True while some runner holds WORKDIR's lock (the lock dies with its holder)."""
+    if not layout.runner_lock.exists():
+        return False
+    fd = try_lock(layout.runner_lock)
+    if fd is None:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return False
+
+
+def failed_result(key: str, kind: str, error: str, started_at: float | None = None) -> dict:
+    """A result.json for a task that produced no predictions."""
+    now = time.time()
+    return {
+        "key": key, "state": "failed", "error_kind": kind, "error": tail_text(error),
+        "train_time": None, "valid_time": None, "test_time": None,
+        "wall_time": (now - started_at) if started_at else 0.0, "cpu_time": 0.0,
+        "peak_memory": 0, "started_at": started_at or now, "finished_at": now,
+        "predictions": None, "environment": environment(),
+    }
+
+
+def environment() -> dict:
+    """Where a result was produced; versions from metadata, so nothing heavy is imported."""
+    import platform
+    import socket
+
+    from . import HARNESS_VERSION
+
+    versions = library_versions()
+    return {
+        "hostname": socket.gethostname(), "python": platform.python_version(),
+        "numpy": versions["numpy"], "pandas": versions["pandas"],
+        "sklearn": versions["sklearn"], "psutil": versions["psutil"],
+        "harness": HARNESS_VERSION,
+    }
+
+
+_DISTRIBUTIONS = {
+    "numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn", "psutil": "psutil",
+    "rampwf": "ramp-workflow", "joblib": "joblib", "threadpoolctl": "threadpoolctl",
+}
+_versions_cache: dict | None = None
+
+
+def library_versions() -> dict:
+    global _versions_cache
+    if _versions_cache is None:
+        from importlib import metadata
+
+        found = {}
+        for name, dist in _DISTRIBUTIONS.items():
+            try:
+                found[name] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                found[name] = None
+        _versions_cache = found
+    return dict(_versions_cache)

@@ -1,0 +1,236 @@
+"""The harness commands of docs/PROTOCOL.md as plain functions.
+
+The organiser's local executor calls these in-process; `python -m datarun_remote` (or
+`python -m datarun.remote`) calls the same functions and prints their dict as JSON. They
+are quick, never import numpy or scikit-learn (`info` must answer on a host that lacks
+them), and leave the real work to the detached runner.
+"""
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import HARNESS_VERSION
+from .archive import pack as _pack
+from .archive import unpack
+from .common import (
+    HarnessError,
+    Layout,
+    check_key,
+    claim,
+    failed_result,
+    library_versions,
+    read_json,
+    runner_alive,
+    write_json,
+)
+from .runner import thread_environment
+
+START_TIMEOUT = 15.0
+CANCEL_WAIT = 5.0
+
+
+def _memory_total() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def _gpus() -> int:
+    try:
+        return sum(1 for name in os.listdir("/dev") if name.startswith("nvidia") and name[6:].isdigit())
+    except OSError:
+        return 0
+
+
+def info(workdir: str | os.PathLike) -> dict:
+    """What this host offers: Python, cores, memory, disk, GPUs and library versions."""
+    root = Layout(workdir).root
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    versions = library_versions()
+    try:
+        usable_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable_cpus = os.cpu_count()
+    required = ("numpy", "pandas", "sklearn", "psutil")
+    return {
+        "python": platform.python_version(), "executable": sys.executable,
+        "platform": platform.platform(), "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(), "usable_cpus": usable_cpus, "memory": _memory_total(),
+        "disk_free": shutil.disk_usage(existing).free, "gpus": _gpus(),
+        **{name: versions[name] for name in ("numpy", "pandas", "sklearn", "psutil", "rampwf")},
+        "joblib": versions["joblib"], "threadpoolctl": versions["threadpoolctl"],
+        "missing": [name for name in required if versions[name] is None],
+        "harness": HARNESS_VERSION, "workdir": str(root),
+    }
+
+
+def accept(workdir: str | os.PathLike, archive: str | os.PathLike) -> dict:
+    """Unpack a bundle archive safely, mark its tasks runnable, delete the archive."""
+    layout = Layout(workdir).make()
+    archive = Path(archive)
+    if not archive.is_file():
+        raise HarnessError(f"no archive at {archive}")
+    result = unpack(layout, archive)
+    archive.unlink()
+    return result
+
+
+def _package_root() -> tuple[str, Path]:
+    """This package's import name and the folder to run `python -m` from."""
+    name = __package__ or "datarun_remote"
+    root = Path(__file__).resolve().parent
+    for _ in name.split("."):
+        root = root.parent
+    return name, root
+
+
+def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
+    """Start the runner detached unless one is alive; wait until it holds the folder."""
+    if int(slots) < 1 or int(threads) < 1:
+        raise HarnessError(f"slots and threads must be at least 1, got {slots} and {threads}")
+    layout = Layout(workdir).make()
+    if runner_alive(layout):
+        current = read_json(layout.runner_json) or {}
+        return {"pid": current.get("pid"), "started": False}
+    package, root = _package_root()
+    env = dict(os.environ)
+    env.update(thread_environment(threads))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", package, "serve", str(layout.root), "--slots",
+               str(int(slots)), "--threads", str(int(threads)), "--idle", str(float(idle))]
+    with open(layout.runner_log, "ab") as log_file:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=log_file, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        current = read_json(layout.runner_json) or {}
+        if current.get("pid") == process.pid and current.get("state") != "exited":
+            return {"pid": process.pid, "started": True}
+        if process.poll() is not None:
+            if runner_alive(layout):  # another start won the folder: that one serves
+                return {"pid": (read_json(layout.runner_json) or {}).get("pid"), "started": False}
+            raise HarnessError(f"the runner exited at start with code {process.returncode}; "
+                               f"see {layout.runner_log}")
+        time.sleep(0.01)
+    raise HarnessError(f"the runner did not start within {START_TIMEOUT:.0f} s; see {layout.runner_log}")
+
+
+def _task_state(layout: Layout, key: str) -> dict:
+    folder = layout.task(key)
+    if (folder / "result.json").exists():
+        return {"state": "finished", "heartbeat": None}
+    status = read_json(folder / "status.json")
+    if status is not None:
+        return {"state": "running", "heartbeat": status.get("heartbeat")}
+    if layout.marker(key).exists() or (folder / "task.json").exists():
+        return {"state": "queued", "heartbeat": None}
+    return {"state": "missing", "heartbeat": None}
+
+
+def poll(workdir: str | os.PathLike, keys: list[str]) -> dict:
+    """The runner's liveness and each task's state: queued, running, finished or missing."""
+    layout = Layout(workdir)
+    runner = read_json(layout.runner_json) or {}
+    return {
+        "runner": {"pid": runner.get("pid"), "alive": runner_alive(layout),
+                   "heartbeat": runner.get("heartbeat")},
+        "now": time.time(),
+        "tasks": {key: _task_state(layout, key) for key in keys},
+    }
+
+
+def pack(workdir: str | os.PathLike, out: str | os.PathLike, keys: list[str]) -> dict:
+    """A tar at OUT of the finished tasks' result.json, predictions and output.log."""
+    return _pack(Layout(workdir), Path(out), keys)
+
+
+def cleanup(workdir: str | os.PathLike, keys: list[str]) -> dict:
+    """Remove finished or queued task folders; a running task is left alone (cancel it first)."""
+    layout = Layout(workdir)
+    removed, running = [], []
+    for key in keys:
+        folder = layout.task(key)
+        claim(layout.marker(key))
+        if (folder / "status.json").exists() and not (folder / "result.json").exists():
+            running.append(key)
+            continue
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(key)
+    return {"removed": removed, "running": running}
+
+
+def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
+    """Kill these tasks' trees; each ends failed with kind `cancelled`. Returns key -> state."""
+    layout = Layout(workdir)
+    states: dict[str, str] = {}
+    waiting = []
+    for key in keys:
+        folder = layout.task(key)
+        if (folder / "result.json").exists():
+            states[key] = "finished"
+            continue
+        if not folder.is_dir():
+            states[key] = "missing"
+            continue
+        (folder / "cancel").touch()
+        if claim(layout.marker(key)):  # still queued: it never started
+            write_json(folder / "result.json",
+                       failed_result(key, "cancelled", "cancelled by the organiser"))
+            states[key] = "cancelled"
+        else:
+            waiting.append(key)
+    alive = runner_alive(layout) if waiting else False
+    deadline = time.monotonic() + CANCEL_WAIT
+    while waiting and alive and time.monotonic() < deadline:
+        waiting = [key for key in waiting if not (layout.task(key) / "result.json").exists()]
+        time.sleep(0.02)
+    for key in keys:
+        if key in states:
+            continue
+        folder = layout.task(key)
+        if (folder / "result.json").exists():
+            result = read_json(folder / "result.json") or {}
+            states[key] = "cancelled" if result.get("error_kind") == "cancelled" else "finished"
+            continue
+        # No runner to do it: kill the task's session ourselves and record the end.
+        status = read_json(folder / "status.json") or {}
+        if status.get("pid"):
+            try:
+                os.killpg(int(status["pid"]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        write_json(folder / "result.json", failed_result(
+            key, "cancelled", "cancelled by the organiser", status.get("started_at")))
+        (folder / "status.json").unlink(missing_ok=True)
+        states[key] = "cancelled"
+    return {"tasks": states}
+
+
+def log(workdir: str | os.PathLike, key: str) -> dict:
+    """The task's captured output so far (head and tail, capped)."""
+    folder = Layout(workdir).task(check_key(key))
+    if not folder.is_dir():
+        raise HarnessError(f"no task {key} on this host")
+    try:
+        return {"log": (folder / "output.log").read_text(errors="replace")}
+    except FileNotFoundError:
+        return {"log": ""}

@@ -1,0 +1,431 @@
+"""The runner: one long-lived process per WORKDIR that runs queued tasks under limits.
+
+It holds WORKDIR/runner.lock for its whole life (one runner per folder), imports the heavy
+libraries once, caches data sets per hash, and then loops on one thread: pick up
+`inbox/<key>` markers, fork a child per task (at most `slots` at a time), read the
+children's output, sample their process trees every ~50 ms, enforce limits, reap, write
+heartbeats and, per task, result.json. It exits after `idle` seconds with nothing to do.
+
+Forking (not spawning) is the point: a task starts with numpy, scikit-learn and its data
+already in memory. PR_SET_CHILD_SUBREAPER makes processes orphaned inside a task's tree
+come back to the runner, so their CPU time is still counted and they can still be killed.
+"""
+
+import ctypes
+import fcntl
+import os
+import selectors
+import signal
+import sys
+import time
+import traceback
+
+from .common import Layout, claim, environment, failed_result, read_json, try_lock, write_json
+from .tree import TaskRun
+
+TICK = 0.05  # seconds between tree samples
+HEARTBEAT = 1.0
+EXIT_GRACE = 2.0  # how long a finished task's leftover processes may take to exit
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+PR_SET_CHILD_SUBREAPER = 36
+DATA_CACHE_SIZE = 4
+# Imported once by the runner so that tasks, forked from it, find them loaded.
+PRELOAD = (
+    "numpy", "pandas", "sklearn", "sklearn.base", "sklearn.linear_model", "sklearn.ensemble",
+    "sklearn.tree", "sklearn.pipeline", "sklearn.preprocessing", "sklearn.impute",
+    "sklearn.compose", "sklearn.model_selection", "sklearn.neighbors", "sklearn.svm",
+    "sklearn.dummy", "sklearn.naive_bayes", "sklearn.decomposition", "sklearn.metrics",
+    "joblib", "threadpoolctl", "psutil",
+)
+
+
+def thread_environment(threads: int) -> dict[str, str]:
+    return {name: str(int(threads)) for name in THREAD_VARIABLES}
+
+
+def _become_subreaper() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans go to init and only live samples count them
+
+
+def log(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+class Runner:
+    def __init__(self, layout: Layout, slots: int, threads: int, idle: float, lock_fd: int):
+        import psutil
+
+        from .child import DataSet
+
+        self.psutil = psutil
+        self.DataSet = DataSet
+        self.layout = layout
+        self.slots = max(1, int(slots))
+        self.threads = max(1, int(threads))
+        self.idle = float(idle)
+        self.lock_fd = lock_fd
+        self.me = psutil.Process()
+        self.started_at = time.time()
+        self.running: dict[str, TaskRun] = {}
+        self.by_fd: dict[int, TaskRun] = {}
+        self.data: dict[str, object] = {}
+        self.stopping = False
+        self.environment = environment()
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector when a child ends
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+
+    def _stop(self, *_) -> None:
+        self.stopping = True
+
+    # --- the loop -----------------------------------------------------------------
+
+    def serve(self) -> None:
+        idle_since = time.perf_counter()
+        next_sample = next_beat = 0.0
+        while True:
+            now = time.perf_counter()
+            if self.stopping:
+                self._shutdown()
+                return
+            self._start_queued()
+            if now >= next_sample:
+                self._reap()
+                self._sample()
+                self._finish_done()
+                next_sample = now + TICK
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + HEARTBEAT
+            if self.running:
+                idle_since = now
+            elif now - idle_since > self.idle and not self.layout.inbox_keys():
+                if self._release_if_idle():
+                    return
+                idle_since = time.perf_counter()
+            self._wait(max(0.0, min(next_sample, next_beat) - time.perf_counter()))
+
+    def _wait(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            if key.fd == self.wake_r:
+                try:
+                    while os.read(self.wake_r, 4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+            else:
+                self._read_output(key.fd)
+
+    def _release_if_idle(self) -> bool:
+        """Let the lock go; take it back if a task arrived meanwhile (the idle-exit race)."""
+        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        if not self.layout.inbox_keys():
+            self._write_runner_json(state="exited")
+            return True
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True  # a new runner took the folder over and will run the task
+        log("a task arrived while going idle: staying")
+        return False
+
+    # --- starting tasks -----------------------------------------------------------
+
+    def _start_queued(self) -> None:
+        if len(self.running) >= self.slots:
+            return
+        for key in self.layout.inbox_keys():
+            if len(self.running) >= self.slots:
+                return
+            if key in self.running or not claim(self.layout.marker(key)):
+                continue
+            try:
+                self._launch(key)
+            except Exception:
+                log(f"task {key}: could not start\n{traceback.format_exc()}")
+                folder = self.layout.task(key)
+                if folder.is_dir() and not (folder / "result.json").exists():
+                    write_json(folder / "result.json", failed_result(
+                        key, "harness_error", "the runner could not start the task:\n"
+                        + traceback.format_exc()))
+
+    def _dataset(self, data_hash: str):
+        if data_hash not in self.data:
+            folder = self.layout.data / data_hash
+            if not (folder / ".complete").exists():
+                raise RuntimeError(f"data set {data_hash} is not on this host (or not complete)")
+            while len(self.data) >= DATA_CACHE_SIZE:
+                self.data.pop(next(iter(self.data)))
+            self.data[data_hash] = self.DataSet(folder)
+        return self.data[data_hash]
+
+    def _launch(self, key: str) -> None:
+        from .child import run_child
+        from .workflows import WORKFLOWS
+
+        folder = self.layout.task(key)
+        task = read_json(folder / "task.json")
+        if task is None:
+            raise RuntimeError(f"task {key} has no readable task.json")
+        if (folder / "result.json").exists():
+            return  # already finished: a re-sent marker
+        if (folder / "cancel").exists():
+            write_json(folder / "result.json", failed_result(key, "cancelled",
+                                                             "cancelled by the organiser"))
+            return
+        workflow = task.get("workflow", "estimator")
+        if workflow not in WORKFLOWS:
+            raise RuntimeError(f"unknown workflow {workflow!r} (this harness knows "
+                               f"{', '.join(sorted(WORKFLOWS))})")
+        data = self._dataset(task["data"])
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        close = [self.lock_fd, read_fd, self.wake_r, self.wake_w, *self.by_fd]
+        try:
+            close.append(self.selector.fileno())
+        except (AttributeError, ValueError):
+            pass
+        pid = os.fork()
+        if pid == 0:  # the child never comes back from run_child
+            signal.set_wakeup_fd(-1)
+            run_child(folder, task, data, write_fd, close)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        run = TaskRun(key, folder, task, pid, read_fd)
+        self.running[key] = run
+        self.by_fd[read_fd] = run
+        self.selector.register(read_fd, selectors.EVENT_READ)
+        self._write_status(run)
+        log(f"task {key}: started as pid {pid}")
+
+    # --- watching -----------------------------------------------------------------
+
+    def _read_output(self, fd: int) -> None:
+        run = self.by_fd.get(fd)
+        try:
+            chunk = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not chunk:  # every writer closed its end
+            self.selector.unregister(fd)
+            del self.by_fd[fd]
+            os.close(fd)
+            if run is not None:
+                run.output_fd = -1
+            return
+        if run is not None:
+            run.output.add(chunk)
+
+    def _owner(self, pid: int) -> TaskRun | None:
+        try:
+            sid = os.getsid(pid)
+        except OSError:
+            sid = None
+        for run in self.running.values():
+            if run.owns(pid, sid):
+                return run
+        return None
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            owner = self._owner(info.si_pid)  # asked while the zombie still has its session
+            try:
+                pid, status, usage = os.wait4(info.si_pid, 0)
+            except ChildProcessError:
+                continue
+            if owner is not None:
+                owner.reaped(pid, status, usage)
+
+    def _sample(self) -> None:
+        if not self.running:
+            return
+        psutil = self.psutil
+        try:
+            procs = self.me.children(recursive=True)
+        except psutil.Error:
+            procs = []
+        parents = {}
+        for proc in procs:
+            try:
+                parents[proc.pid] = proc.ppid()
+            except psutil.Error:
+                pass
+        trees: dict[str, list] = {key: [] for key in self.running}
+        roots = {run.pid: key for key, run in self.running.items()}
+        for proc in procs:
+            key = None
+            pid, hops = proc.pid, 0
+            while pid in parents and hops < 64:  # walk up to a task's child
+                if pid in roots:
+                    key = roots[pid]
+                    break
+                pid, hops = parents[pid], hops + 1
+            if key is None:
+                owner = self._owner(proc.pid)
+                key = owner.key if owner else None
+            if key is not None:
+                trees[key].append(proc)
+        for key, run in self.running.items():
+            run.sample(trees[key], psutil)
+            if (run.folder / "cancel").exists() and not run.cancelled and run.child_status is None:
+                run.cancelled = True
+                run.kill()
+                log(f"task {key}: cancelled")
+            hit = run.check_limits()
+            if hit:
+                run.limit_hit = hit
+                run.kill()
+                log(f"task {key}: {hit[1]}")
+            elif run.child_status is not None and run.live:
+                # The task is over; its leftovers get a moment, then the same end.
+                if time.perf_counter() - run.exited_at > EXIT_GRACE:
+                    run.kill()
+
+    # --- finishing ----------------------------------------------------------------
+
+    def _finish_done(self) -> None:
+        for key, run in list(self.running.items()):
+            if run.tree_gone:
+                self._finish(run)
+                del self.running[key]
+
+    def _finish(self, run: TaskRun) -> None:
+        if run.output_fd >= 0:
+            try:
+                while True:
+                    chunk = os.read(run.output_fd, 65536)
+                    if not chunk:
+                        break
+                    run.output.add(chunk)
+            except (BlockingIOError, InterruptedError, OSError):
+                pass
+            self.selector.unregister(run.output_fd)
+            self.by_fd.pop(run.output_fd, None)
+            os.close(run.output_fd)
+            run.output_fd = -1
+        folder = run.folder
+        from .child import CHILD_REPORT, PHASE_FILE
+
+        report = read_json(folder / CHILD_REPORT)
+        try:
+            phase = (folder / PHASE_FILE).read_text().strip() or None
+        except OSError:
+            phase = None
+        failure = run.failure(report, phase)
+        (folder / "output.log").write_text(run.output.text())
+        predictions = {"train": "y_pred_train.npy", "test": "y_pred_test.npy"}
+        if failure is None and not all((folder / name).exists() for name in predictions.values()):
+            failure = ("harness_error", "the task ended without writing its predictions")
+        if failure is not None:
+            for name in predictions.values():
+                (folder / name).unlink(missing_ok=True)
+        report = report or {}
+        result = {
+            "key": run.key, "state": "failed" if failure else "done",
+            "error_kind": failure[0] if failure else None,
+            "error": failure[1] if failure else None,
+            "train_time": report.get("train_time"), "valid_time": report.get("valid_time"),
+            "test_time": report.get("test_time"),
+            "wall_time": run.wall_time, "cpu_time": run.cpu_time(),
+            "peak_memory": run.memory(),
+            "started_at": run.started_at, "finished_at": time.time(),
+            "predictions": None if failure else predictions,
+            "environment": self.environment,
+        }
+        write_json(folder / "result.json", result)
+        (folder / "status.json").unlink(missing_ok=True)
+        log(f"task {run.key}: {result['state']}"
+            + (f" ({result['error_kind']})" if failure else ""))
+
+    # --- heartbeats and the end ---------------------------------------------------
+
+    def _write_runner_json(self, state: str = "running") -> None:
+        write_json(self.layout.runner_json, {
+            "pid": os.getpid(), "started_at": self.started_at, "heartbeat": time.time(),
+            "slots": self.slots, "threads": self.threads, "state": state,
+            "running": sorted(self.running),
+        })
+
+    def _write_status(self, run: TaskRun) -> None:
+        try:
+            phase = (run.folder / ".phase").read_text().strip() or None
+        except OSError:
+            phase = None
+        write_json(run.folder / "status.json", {
+            "state": "running", "pid": run.pid, "started_at": run.started_at,
+            "heartbeat": time.time(), "phase": phase,
+        })
+        if run.output.total:
+            (run.folder / "output.log").write_text(run.output.text())
+
+    def _heartbeat(self) -> None:
+        self._write_runner_json()
+        for run in self.running.values():
+            if run.child_status is None:
+                self._write_status(run)
+
+    def _shutdown(self) -> None:
+        """Stopped by a signal: kill every task's tree and record why, then let go."""
+        deadline = time.perf_counter() + 5.0
+        for run in self.running.values():
+            run.limit_hit = ("harness_error", "the runner was stopped while the task ran")
+            run.kill()
+        while self.running and time.perf_counter() < deadline:
+            self._reap()
+            self._sample()
+            for run in self.running.values():
+                run.kill()
+            self._finish_done()
+            time.sleep(0.02)
+        self._write_runner_json(state="exited")
+        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        log("runner stopped")
+
+
+def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
+    """Run the runner in this process until idle; returns at once if another one holds WORKDIR."""
+    layout = Layout(workdir).make()
+    # Thread pools read these when numpy and friends load: set them before any import.
+    os.environ.update(thread_environment(threads))
+    lock_fd = try_lock(layout.runner_lock, attempts=20)
+    if lock_fd is None:
+        return {"pid": os.getpid(), "served": False, "reason": "another runner holds this folder"}
+    _become_subreaper()
+    write_json(layout.runner_json, {
+        "pid": os.getpid(), "started_at": time.time(), "heartbeat": time.time(),
+        "slots": slots, "threads": threads, "state": "starting", "running": [],
+    })
+    try:
+        import importlib
+
+        for name in PRELOAD:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                if name in ("numpy", "pandas", "sklearn", "psutil"):
+                    raise
+        runner = Runner(layout, slots, threads, idle, lock_fd)
+        runner._write_runner_json()
+        log(f"runner {os.getpid()} serving {layout.root} with {slots} slots x {threads} threads")
+        runner.serve()
+    finally:
+        os.close(lock_fd)
+    return {"pid": os.getpid(), "served": True}
