@@ -133,3 +133,104 @@ def get_host(hosts: dict[str, Host], name: str) -> Host:
         known = ", ".join(sorted(hosts)) or "none"
         raise NotFound(f"unknown host {name!r} (hosts.toml has: {known})")
     return hosts[name]
+
+
+# Writing: `host add` appends a table and `host remove` cuts one out, as text, so the
+# organiser's comments and layout elsewhere in the file survive.
+
+_KEY_ORDER = (
+    "executor", "address", "port", "user", "identity", "workdir", "python", "slots", "threads",
+    "memory", "gpus", "tags", "isolation", "connect_timeout", "command_timeout",
+)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A JSON string is a valid TOML basic string (same escapes).
+    import json
+
+    return json.dumps(str(value))
+
+
+def _header(name: str) -> str:
+    return f"[hosts.{name}]" if "." not in name else f'[hosts."{name}"]'
+
+
+def render_host_table(name: str, table: dict, comment: str | None = None) -> str:
+    lines = [f"# {line}" for line in (comment or "").splitlines()]
+    lines.append(_header(name))
+    for key in sorted(table, key=lambda k: _KEY_ORDER.index(k) if k in _KEY_ORDER else 99):
+        if table[key] is not None:
+            lines.append(f"{key} = {_toml_value(table[key])}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_checked(path: Path, text: str) -> dict[str, Host]:
+    """Parse the new text before it replaces the file: a bad write never lands."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    try:
+        hosts = load_hosts(tmp)
+    except UsageError:
+        tmp.unlink()
+        raise
+    os.replace(tmp, path)
+    return hosts
+
+
+def add_host(path: Path, name: str, table: dict, comment: str | None = None) -> Host:
+    """Append `[hosts.NAME]` to hosts.toml; a name already there is refused."""
+    host = parse_host(name, table)
+    hosts = load_hosts(path)
+    if name in hosts:
+        raise UsageError(
+            f"host {name!r} is already in {path.name}: pick another name, or run "
+            f"`datarun host remove {name}` first"
+        )
+    if path.exists():
+        text = path.read_text()
+    else:
+        # Without a file the local host is implicit; writing one must keep it.
+        local = hosts["local"]
+        text = render_host_table("local", {"executor": "local", "slots": local.slots})
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "\n" + render_host_table(name, table, comment)
+    _write_checked(path, text)
+    return host
+
+
+def _is_header_of(line: str, name: str) -> bool:
+    stripped = line.split("#", 1)[0].strip().replace(" ", "")
+    return stripped in (f"[hosts.{name}]", f'[hosts."{name}"]', f"[hosts.'{name}']")
+
+
+def remove_host(path: Path, name: str) -> None:
+    """Cut `[hosts.NAME]`, its keys and the comment lines right above it out of hosts.toml."""
+    hosts = load_hosts(path)
+    get_host(hosts, name)
+    if not path.exists():
+        raise UsageError(f"host {name!r} is built in: write {path.name} to change it")
+    lines = path.read_text().splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if _is_header_of(line, name)]
+    if len(starts) != 1:
+        raise UsageError(
+            f"cannot find a [hosts.{name}] header in {path.name} to remove: edit the file by hand"
+        )
+    start = end = starts[0]
+    end += 1
+    while end < len(lines) and not lines[end].lstrip().startswith("["):
+        end += 1
+    # Comments directly above the next header describe that table: leave them to it.
+    while end - 1 > start and lines[end - 1].lstrip().startswith("#"):
+        end -= 1
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    while start > 0 and not lines[start - 1].strip() and (end >= len(lines) or not lines[end].strip()):
+        start -= 1
+    _write_checked(path, "".join(lines[:start] + lines[end:]))

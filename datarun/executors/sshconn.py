@@ -200,6 +200,7 @@ class Stats:
     commands: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    uploads: int = 0
     commands_run: list[str] = field(default_factory=list)
 
 
@@ -443,6 +444,7 @@ class SSHConnection:
                     f"host {self.target.name}: upload to {remote} failed: {error} (disk full?)"
                 ) from None
         self.stats.bytes_sent += size
+        self.stats.uploads += 1
         return size
 
     def get(self, remote: str, local: Path, max_bytes: int) -> int:

@@ -1,0 +1,298 @@
+"""The SSH executor: the harness on a server, over one reused SSH connection.
+
+It speaks docs/PROTOCOL.md exactly as the local executor does; only the transport
+differs. What it sends is built to keep round trips few, since a task's overhead over
+the local host is mostly round trips:
+
+- the harness and each data set travel once per host and content hash; one command asks
+  which of them the host already has (and how much disk is free), and what this process
+  has seen present is not asked again;
+- `launch` is one tar of all bundles of the call, one SFTP put, and one command that runs
+  the harness's `accept` and then `start`;
+- `fetch` is one `pack` command, one SFTP get, and one SFTP remove.
+
+Every command line is built from quoted arguments (`shlex.join`); nothing from a key, a
+path or a name is ever pasted into a shell unquoted. The harness itself is unpacked with
+`tar`, since it cannot run before it is there.
+"""
+
+import json
+import shlex
+import shutil
+import tarfile
+import tempfile
+import uuid
+from functools import cache
+from pathlib import Path
+
+from datarun.blobs import tree_hash
+from datarun.errors import HostError, UsageError
+from datarun.executors.base import PollReport
+from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
+from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
+
+HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "remote"
+HARNESS_PACKAGE = "datarun_remote"
+KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+# Unpacking needs the archive and its contents side by side, plus some room to spare.
+DISK_MARGIN = 16 * 1024**2
+MAX_RESULT_ARCHIVE = 4 * 1024**3
+REQUIRED_LIBRARIES = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn",
+                      "psutil": "psutil"}
+
+
+@cache
+def staged_harness() -> tuple[str, Path]:
+    """The harness files (no caches) copied to a folder of their own, and their tree hash."""
+    stage = Path(tempfile.mkdtemp(prefix="datarun-harness-")) / HARNESS_PACKAGE
+    shutil.copytree(HARNESS_SOURCE, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return tree_hash(stage), stage
+
+
+def check_key(key: str) -> str:
+    if not key or not set(key) <= KEY_CHARS or key in (".", ".."):
+        raise UsageError(f"bad task key {key!r}: use only letters, digits, '_', '-' and '.'")
+    return key
+
+
+def shell_and(*commands: list[str]) -> str:
+    """`a && b && c` with every argument of every command quoted."""
+    return " && ".join(shlex.join(command) for command in commands)
+
+
+class SSHExecutor:
+    def __init__(self, workspace, host, connection: SSHConnection | None = None):
+        self.host = host
+        self.workspace = workspace
+        known_hosts = workspace.state_dir / "known_hosts" if workspace is not None else None
+        if connection is None:
+            ssh_config = load_ssh_config()
+            connection = SSHConnection(resolve_target(host, ssh_config), known_hosts, ssh_config)
+        self.conn = connection
+        self._workdir: str | None = None
+        self._present: set[str] = set()  # remote folders known complete on this connection
+
+    # --- paths and commands -------------------------------------------------------
+
+    @property
+    def workdir(self) -> str:
+        if self._workdir is None:
+            self._workdir = self.conn.expand(self.host.workdir).rstrip("/") or "/"
+        return self._workdir
+
+    def harness_dir(self) -> str:
+        return f"{self.workdir}/harness/{staged_harness()[0]}"
+
+    def harness_command(self, command: str, *args: str) -> str:
+        """`cd HARNESS && PYTHON -m datarun_remote COMMAND WORKDIR ARGS...`, quoted."""
+        return shell_and(
+            ["cd", self.harness_dir()],
+            [self.host.python, "-m", HARNESS_PACKAGE, command, self.workdir, *args],
+        )
+
+    def _upload_path(self, kind: str) -> str:
+        return f"{self.workdir}/.{kind}-{uuid.uuid4().hex}.tar"
+
+    def _fail(self, result: CommandResult, what: str) -> HostError:
+        """The one-line error for a command that failed, naming what to fix."""
+        name, text = self.host.name, (result.stderr + "\n" + result.stdout)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1] if lines else f"exit status {result.status}"
+        if result.status == 127 and "cd" not in last.split(":")[0]:
+            return HostError(
+                f"host {name}: {self.host.python!r} was not found on the host: install python3 "
+                "(3.9 or newer) there, or set `python` in hosts.toml"
+            )
+        if f"No module named {HARNESS_PACKAGE}" in text:
+            self._present.discard(self.harness_dir())
+            return HostError(
+                f"host {name}: the harness in {self.harness_dir()} is gone: run the command "
+                "again to ship it anew"
+            )
+        if "No module named" in text:
+            module = text.split("No module named", 1)[1].split("\n")[0].strip(" '\"")
+            package = REQUIRED_LIBRARIES.get(module.split(".")[0], module)
+            return HostError(
+                f"host {name}: its Python lacks {module}: install it there "
+                f"(`{self.host.python} -m pip install {package}`)"
+            )
+        if "No space left" in text:
+            return HostError(f"host {name}: the disk of {self.workdir} is full: free some space")
+        if "Permission denied" in text or "Read-only file system" in text:
+            return HostError(
+                f"host {name}: workdir {self.workdir} is not writable ({last}): fix its "
+                "permissions or set another `workdir` in hosts.toml"
+            )
+        for line in reversed(lines):
+            if line.startswith("{"):
+                try:
+                    error = json.loads(line).get("error")
+                except ValueError:
+                    continue
+                if error:
+                    return HostError(f"host {name}: harness {what} failed: {error}")
+        return HostError(f"host {name}: {what} failed ({last})")
+
+    def run_harness(self, command: str, *args: str, timeout: float | None = None) -> dict:
+        result = self.conn.run(self.harness_command(command, *args), timeout=timeout)
+        return self._harness_json(result, command)
+
+    def _harness_json(self, result: CommandResult, what: str) -> dict:
+        if result.status != 0:
+            raise self._fail(result, what)
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, ValueError):
+            raise HostError(
+                f"host {self.host.name}: harness {what} printed no JSON: {result.stdout[-200:]!r}"
+            ) from None
+
+    # --- shipping -----------------------------------------------------------------
+
+    def _missing(self, folders: list[str]) -> tuple[list[str], int | None]:
+        """Which of these remote folders lack `.complete`, and the free disk, in one command."""
+        layout = [f"{self.workdir}/{sub}" for sub in ("harness", "data", "tasks", "inbox")]
+        command = (
+            shlex.join(["mkdir", "-p", *layout])
+            + " && for f in " + " ".join(shlex.quote(f) for f in folders)
+            + '; do [ -e "$f/.complete" ] && echo "have $f"; done; '
+            + shlex.join(["df", "-Pk", self.workdir])
+        )
+        result = self.conn.run(command)
+        if result.status != 0:
+            raise self._fail(result, "preparing the workdir")
+        have = {line[5:] for line in result.stdout.splitlines() if line.startswith("have ")}
+        free = None
+        df_lines = [line for line in result.stdout.splitlines() if not line.startswith("have ")]
+        if df_lines:
+            try:
+                free = int(df_lines[-1].split()[3]) * 1024
+            except (IndexError, ValueError):
+                free = None
+        return [f for f in folders if f not in have], free
+
+    def _check_room(self, needed: int, free: int | None) -> None:
+        if free is not None and needed + DISK_MARGIN > free:
+            raise HostError(
+                f"host {self.host.name}: the disk of {self.workdir} is full ({free // 1024**2} MiB "
+                f"free, {(needed + DISK_MARGIN) // 1024**2} MiB needed): free some space"
+            )
+
+    def prepare(self, data: dict[str, Path]) -> None:
+        harness_hash, stage = staged_harness()
+        wanted = {self.harness_dir(): None}
+        for digest, folder in data.items():
+            check_key(digest)
+            wanted[f"{self.workdir}/data/{digest}"] = Path(folder)
+        unknown = [remote for remote in wanted if remote not in self._present]
+        if not unknown:
+            return
+        missing, free = self._missing(unknown)
+        self._present.update(set(unknown) - set(missing))
+        if not missing:
+            return
+        with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
+            if self.harness_dir() in missing:
+                archive = Path(tmp) / "harness.tar"
+                with tarfile.open(archive, "w") as tar:
+                    tar.add(stage, arcname=HARNESS_PACKAGE)
+                self._check_room(2 * archive.stat().st_size, free)
+                upload = self._upload_path("harness")
+                self.conn.put(archive, upload)
+                # The harness cannot unpack itself: plain tar, then `.complete` last.
+                result = self.conn.run(shell_and(
+                    ["mkdir", "-p", self.harness_dir()],
+                    ["tar", "-xf", upload, "-C", self.harness_dir()],
+                    ["rm", "-f", upload],
+                    ["touch", f"{self.harness_dir()}/.complete"],
+                ))
+                if result.status != 0:
+                    raise self._fail(result, "unpacking the harness")
+                self._present.add(self.harness_dir())
+            data_missing = [remote for remote in missing if wanted[remote] is not None]
+            if data_missing:
+                archive = Path(tmp) / "data.tar"
+                with tarfile.open(archive, "w", dereference=True) as tar:
+                    for remote in data_missing:
+                        tar.add(wanted[remote], arcname=f"data/{remote.rsplit('/', 1)[1]}")
+                self._check_room(2 * archive.stat().st_size, free)
+                upload = self._upload_path("data")
+                self.conn.put(archive, upload)
+                self.run_harness("accept", upload)
+                self._present.update(data_missing)
+
+    def launch(self, bundles: list[Path]) -> None:
+        if not bundles:
+            return
+        for bundle in bundles:
+            check_key(Path(bundle).name)
+        self.prepare({})
+        with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
+            archive = Path(tmp) / "bundles.tar"
+            with tarfile.open(archive, "w", dereference=True) as tar:
+                for bundle in bundles:
+                    tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
+            upload = self._upload_path("bundles")
+            self.conn.put(archive, upload)
+        python = [self.host.python, "-m", HARNESS_PACKAGE]
+        command = shell_and(
+            ["cd", self.harness_dir()],
+            [*python, "accept", self.workdir, upload],
+            [*python, "start", self.workdir, "--slots", str(self.host.slots),
+             "--threads", str(self.host.threads)],
+        )
+        self._harness_json(self.conn.run(command), "accept/start")
+        # Like the local executor, a launched bundle is consumed: the host has it now.
+        for bundle in bundles:
+            shutil.rmtree(bundle, ignore_errors=True)
+
+    # --- following and collecting -------------------------------------------------
+
+    def poll(self, keys: list[str]) -> PollReport:
+        from datarun.executors.local import poll_report
+
+        keys = [check_key(key) for key in keys]
+        self.prepare({})
+        return poll_report(self.run_harness("poll", *keys))
+
+    def fetch(self, keys: list[str], dest: Path) -> list[str]:
+        keys = [check_key(key) for key in keys]
+        if not keys:
+            return []
+        self.prepare({})
+        remote = self._upload_path("results")
+        packed = self.run_harness("pack", remote, *keys).get("packed") or []
+        if not packed:
+            self.conn.remove(remote)
+            return []
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="datarun-fetch-", dir=dest) as tmp:
+            local = Path(tmp) / "results.tar"
+            self.conn.get(remote, local, MAX_RESULT_ARCHIVE)
+            self.conn.remove(remote)
+            return extract_results(local, Path(dest), keys, f"host {self.host.name}",
+                                   MAX_MEMBER_BYTES)
+
+    def cleanup(self, keys: list[str]) -> None:
+        keys = [check_key(key) for key in keys]
+        if keys:
+            self.prepare({})
+            self.run_harness("cleanup", *keys)
+
+    def cancel(self, keys: list[str]) -> None:
+        keys = [check_key(key) for key in keys]
+        if keys:
+            self.prepare({})
+            self.run_harness("cancel", *keys)
+
+    def log(self, key: str) -> str:
+        self.prepare({})
+        return self.run_harness("log", check_key(key)).get("log", "")
+
+    def info(self) -> dict:
+        self.prepare({})
+        return self.run_harness("info")
+
+    def close(self) -> None:
+        self.conn.close()
