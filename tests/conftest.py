@@ -55,3 +55,20 @@ def cli():
         return CliResult(result.exit_code, result.stdout, result.stderr)
 
     return run
+
+
+def stop_runners(workspace) -> None:
+    """Stop the harness runners this workspace's local hosts started (by their recorded PID)."""
+    import signal
+
+    import psutil
+
+    for runner in (workspace.state_dir / "hosts").glob("*/runner.json"):
+        try:
+            pid = json.loads(runner.read_text())["pid"]
+            process = psutil.Process(pid)
+            if any("serve" in part for part in process.cmdline()):
+                process.send_signal(signal.SIGTERM)
+                process.wait(10)
+        except (OSError, ValueError, KeyError, psutil.Error):
+            pass

@@ -70,7 +70,11 @@ def print_renderable(renderable) -> None:
     """Print a rich renderable, or a plain string taken literally (no markup: it may hold user text)."""
     from rich.console import Console
 
-    Console(soft_wrap=False).print(renderable, markup=False, highlight=False)
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        # Piped or captured: nobody's window to fit, so never squash a wide leaderboard.
+        console = Console(soft_wrap=False, width=max(console.width, 200))
+    console.print(renderable, markup=False, highlight=False)
 
 
 @contextmanager
