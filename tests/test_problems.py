@@ -310,3 +310,38 @@ def test_registration_stores_no_test_labels_in_the_shipped_tree(workspace, db):
     assert not (data_dir(workspace, problem) / "y_test.npy").exists()
     assert (store.tree_path(problem["labels_hash"]) / "y_test.npy").exists()
     assert "species" not in (data_dir(workspace, problem) / "X_test.csv").read_text()
+
+
+def test_load_kit_fills_in_the_documented_defaults(tmp_path):
+    from datarun.kits import load_kit
+
+    toml = 'name = "r"\nkind = "regression"\n[data]\ntrain = "d.csv"\ntarget = "y"\n' \
+           '[scores]\nnames = ["r2"]\n'
+    spec = load_kit(write_kit(tmp_path / "kit", toml, {}))
+    assert (spec.title, spec.cv_strategy, spec.n_splits, spec.seed) == ("r", "kfold", 5, 42)
+    assert spec.test is None and spec.test_size == 0.2 and spec.workflow == "estimator"
+    assert spec.limits.to_dict() == {"wall_time": 600.0, "cpu_time": None, "memory": 4_000_000_000}
+
+
+def test_limits_are_parsed_with_units(tmp_path):
+    from datarun.kits import load_kit
+
+    toml = BASE + '[limits]\nwall_time = "1.5m"\ncpu_time = "90s"\nmemory = "512MiB"\n'
+    spec = load_kit(write_kit(tmp_path / "kit", toml))
+    assert spec.limits.to_dict() == {"wall_time": 90.0, "cpu_time": 90.0, "memory": 512 * 1024**2}
+    assert spec.to_dict()["limits"] == spec.limits.to_dict()
+
+
+def test_shuffle_split_takes_its_validation_share_from_cv_test_size(workspace, db, tmp_path):
+    toml = BASE.replace('"stratified-kfold"', '"stratified-shuffle-split"').replace(
+        "seed = 1", "seed = 1\ntest_size = 0.5")
+    summary = register_problem(workspace, db, write_kit(tmp_path / "kit", toml))
+    assert [(f["n_train"], f["n_valid"]) for f in summary["folds"]] == [(12, 12)] * 3
+
+
+def test_cv_test_size_is_refused_for_kfold(tmp_path):
+    from datarun.kits import load_kit
+
+    toml = BASE.replace("seed = 1", "seed = 1\ntest_size = 0.5")
+    with pytest.raises(UsageError, match=r"\[cv\] test_size applies only to shuffle-split"):
+        load_kit(write_kit(tmp_path / "kit", toml))
