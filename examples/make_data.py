@@ -35,9 +35,9 @@ def make_diabetes(folder: Path) -> None:
     frame.to_csv(folder / "train.csv", index=False)
 
 
-def main() -> None:
-    make_iris(HERE / "iris" / "data")
-    make_diabetes(HERE / "diabetes" / "data")
+def main(root: Path = HERE) -> None:
+    make_iris(root / "iris" / "data")
+    make_diabetes(root / "diabetes" / "data")
 
 
 if __name__ == "__main__":
