@@ -64,10 +64,6 @@ def make_folds(strategy: str, n_splits: int, seed: int, test_size: float | None,
     except ValueError as error:
         message = " ".join(str(error).split())
         raise UsageError(f"{KIT}: [cv] {strategy} cannot split the training data: {message}") from None
-    for fold, (train, valid) in enumerate(folds):
-        if len(train) == 0 or len(valid) == 0:
-            raise UsageError(f"{KIT}: [cv] fold {fold} has no training or no validation rows: "
-                             "change [cv] test_size or n_splits")
     return folds
 
 

@@ -90,3 +90,16 @@ def test_a_stratified_test_split_refuses_a_class_of_one_row():
     y = np.array(["a"] * 9 + ["b"])
     with pytest.raises(UsageError, match="class 'b' has 1 .*give a test file"):
         split_test(10, 0.2, 0, y, ordered=False)
+
+
+def test_a_stratified_test_split_too_small_for_every_class_is_refused():
+    y = np.repeat(np.array(["a", "b", "c"]), 4)
+    with pytest.raises(UsageError, match=r"\[data\] test_size cannot split the data: .*number of classes"):
+        split_test(12, 0.05, 0, y, ordered=False)
+
+
+def test_an_unknown_strategy_is_refused_by_the_splitter_factory():
+    from datarun.cv import make_splitter
+
+    with pytest.raises(UsageError, match="unknown \\[cv\\] strategy 'leave-one-out'"):
+        make_splitter("leave-one-out", 3, 0, None)

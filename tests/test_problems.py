@@ -65,7 +65,9 @@ def write_kit(folder: Path, toml: str | None = None, files: dict | None = None,
     for name, content in files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, pd.DataFrame):
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, pd.DataFrame):
             if name.endswith(".parquet"):
                 content.to_parquet(path, index=False)
             else:
@@ -271,6 +273,41 @@ BAD_KITS = {
                           r"\[scores\] names must be a non-empty list"),
     "bad n_splits": (BASE.replace("n_splits = 3", "n_splits = 1"), None,
                      r"\[cv\] n_splits must be a whole number >= 2, got 1"),
+    "title not a string": (BASE.replace('kind =', 'title = 3\nkind ='), None,
+                           r"title must be a non-empty string, got 3"),
+    "test_size out of range": (BASE.replace('target = "label"', 'target = "label"\ntest_size = 1.5'),
+                               None, r"\[data\] test_size must be a number between 0 and 1, got 1.5"),
+    "cv not a table": ("cv = 3\n" + BASE.replace('[cv]\nstrategy = "stratified-kfold"\nn_splits = 3\nseed = 1\n', ""),
+                       None, r"'cv' must be a table"),
+    "drop not a list": (BASE.replace('target = "label"', 'target = "label"\ndrop = "id"'), None,
+                        r"\[data\] drop must be a list of column names"),
+    "drop of the target": (BASE.replace('target = "label"', 'target = "label"\ndrop = ["label"]'),
+                           None, r"\[data\] drop lists the target column 'label'"),
+    "a score twice": (BASE.replace('["accuracy", "log_loss"]', '["accuracy", "accuracy"]'), None,
+                      r"\[scores\] names lists a score twice"),
+    "ragged csv": (BASE, {"data/train.csv": "id,label\n1,a\n2,b,c,d\n"},
+                   r"file train.csv is not readable CSV: Error tokenizing data"),
+    "csv not utf-8": (BASE, {"data/train.csv": b"id,label\n1,\xff\xfe\n"},
+                      r"file train.csv is not readable CSV"),
+    "garbage parquet": (BASE.replace("data/train.csv", "data/train.parquet"),
+                        {"data/train.parquet": "not parquet"},
+                        r"file train.parquet is not readable parquet"),
+    "unsupported format": (BASE.replace("data/train.csv", "data/train.xlsx"),
+                           {"data/train.xlsx": "x"}, r"file train.xlsx: use a .csv or .parquet file"),
+    "missing labels": (BASE, {"data/train.csv": "id,x,label\n1,2.0,a\n2,3.0,\n"},
+                       r"target column 'label' has missing values"),
+    "fractional classes": (BASE, {"data/train.csv": toy_frame(labels=(0.5, 1.5))},
+                           r"target column 'label' holds fractional numbers"),
+    "no features left": (BASE.replace('target = "label"', 'target = "label"\ndrop = ["id", "x1", "x2"]'),
+                         None, r"no feature columns left after the target and \[data\] drop"),
+    "test columns reordered": (
+        BASE.replace('target = "label"', 'target = "label"\ntest = "data/test.csv"'),
+        {"data/train.csv": toy_frame(), "data/test.csv": toy_frame()[["x1", "id", "x2", "label"]]},
+        r"columns differ from data/train.csv: same names, other order"),
+    "test columns extra": (
+        BASE.replace('target = "label"', 'target = "label"\ntest = "data/test.csv"'),
+        {"data/train.csv": toy_frame(), "data/test.csv": toy_frame().assign(z=1)},
+        r"columns differ from data/train.csv: extra \['z'\]"),
 }
 
 
@@ -290,6 +327,14 @@ def test_a_folder_without_problem_toml_is_refused(workspace, db, tmp_path):
         register_problem(workspace, db, tmp_path / "kit")
     with pytest.raises(UsageError, match=r"kit folder .*missing does not exist"):
         register_problem(workspace, db, tmp_path / "missing")
+    assert_nothing_stored(workspace, db)
+
+
+def test_a_problem_toml_that_is_not_utf8_is_refused(workspace, db, tmp_path):
+    kit = write_kit(tmp_path / "kit")
+    (kit / "problem.toml").write_bytes(b'name = "\xff"\n')
+    with pytest.raises(UsageError, match=r"problem.toml: not UTF-8 text"):
+        register_problem(workspace, db, kit)
     assert_nothing_stored(workspace, db)
 
 
