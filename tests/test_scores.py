@@ -188,3 +188,9 @@ def test_combining_regression_predictions_ignores_rows_a_model_did_not_predict()
     combined = combine_predictions("regression", [np.array([1.0, np.nan, 3.0]),
                                                   np.array([3.0, 2.0, np.nan])])
     np.testing.assert_allclose(combined, [2.0, 2.0, 3.0])
+
+
+def test_a_true_label_outside_the_classes_is_an_error_not_a_silent_score(rng):
+    accuracy = get_score_type("accuracy", "classification")
+    with pytest.raises(ValueError, match="not one of the problem's classes"):
+        accuracy(np.array(["setosa", "rose"]), random_proba(rng, 2, 3), CLASSES3)
