@@ -183,15 +183,20 @@ def _write_checked(path: Path, text: str) -> dict[str, Host]:
     return hosts
 
 
-def add_host(path: Path, name: str, table: dict, comment: str | None = None) -> Host:
-    """Append `[hosts.NAME]` to hosts.toml; a name already there is refused."""
-    host = parse_host(name, table)
+def check_new_name(path: Path, name: str) -> dict[str, Host]:
     hosts = load_hosts(path)
     if name in hosts:
         raise UsageError(
             f"host {name!r} is already in {path.name}: pick another name, or run "
             f"`datarun host remove {name}` first"
         )
+    return hosts
+
+
+def add_host(path: Path, name: str, table: dict, comment: str | None = None) -> Host:
+    """Append `[hosts.NAME]` to hosts.toml; a name already there is refused."""
+    host = parse_host(name, table)
+    hosts = check_new_name(path, name)
     if path.exists():
         text = path.read_text()
     else:
@@ -234,3 +239,55 @@ def remove_host(path: Path, name: str) -> None:
     while start > 0 and not lines[start - 1].strip() and (end >= len(lines) or not lines[end].strip()):
         start -= 1
     _write_checked(path, "".join(lines[:start] + lines[end:]))
+
+
+# Workspace-level operations behind `host add`, `host trust` and `host remove`.
+
+def _target(workspace, host: Host):
+    from datarun.executors.sshconn import load_ssh_config, resolve_target
+
+    ssh_config = load_ssh_config()
+    return resolve_target(host, ssh_config), ssh_config
+
+
+def trust_host(workspace, name: str) -> str:
+    """Pin the current key of a registered SSH host in .datarun/known_hosts; its fingerprint."""
+    from datarun.executors.sshconn import pin_host_key
+
+    host = get_host(load_hosts(workspace.hosts_file), name)
+    if host.executor != "ssh":
+        raise UsageError(f"host {name!r} is not an ssh host: it has no host key to trust")
+    target, ssh_config = _target(workspace, host)
+    return pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config)
+
+
+def register_host(workspace, name: str, table: dict, trust: bool = False) -> dict:
+    """`host add`: validate, pin the key if asked (before writing), append to hosts.toml."""
+    import time
+
+    host = parse_host(name, table)
+    check_new_name(workspace.hosts_file, name)
+    key = None
+    comment = None
+    if trust:
+        if host.executor != "ssh":
+            raise UsageError(f"host {name!r} is not an ssh host: --trust needs an ssh host")
+        from datarun.executors.sshconn import pin_host_key
+
+        target, ssh_config = _target(workspace, host)
+        key = pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config)
+        comment = f"host key {key}, pinned {time.strftime('%Y-%m-%d')} by `datarun host add --trust`"
+    add_host(workspace.hosts_file, name, table, comment)
+    return {"name": name, "host_key": key, "host": host.to_dict()}
+
+
+def unregister_host(workspace, name: str) -> None:
+    """`host remove`: out of hosts.toml, and its last check out of the database."""
+    from datarun.db import open_db
+
+    remove_host(workspace.hosts_file, name)
+    db = open_db(workspace)
+    try:
+        db.execute("DELETE FROM hosts WHERE name = ?", [name])
+    finally:
+        db.conn.close()

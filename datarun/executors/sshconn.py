@@ -144,7 +144,8 @@ def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
             f"host {target.name}: identity file {path} does not exist: fix `identity` in "
             "hosts.toml or create it with ssh-keygen"
         ) from None
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError):
+        # cryptography says "password-protected" with a TypeError for OpenSSH-format keys.
         raise HostError(
             f"host {target.name}: identity file {path} needs a passphrase: give datarun a key "
             "without one, or load it into ssh-agent and leave `identity` unset"
@@ -162,23 +163,20 @@ def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
 def _tcp_socket(hostname: str, port: int, timeout: float, name: str) -> socket.socket:
     try:
         sock = socket.create_connection((hostname, port), timeout=timeout)
-    except socket.gaierror as error:
+    except (socket.gaierror, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or "not a valid host name"
         raise HostError(
-            f"host {name}: cannot resolve address {hostname!r} ({error.strerror}): fix `address`"
+            f"host {name}: cannot resolve address {hostname!r} ({reason}): fix `address`"
         ) from None
     except ConnectionRefusedError:
         raise HostError(
             f"host {name}: connection refused at {hostname}:{port}: wrong port, or no SSH server "
             "runs there"
         ) from None
-    except TimeoutError:
-        raise HostError(
-            f"host {name}: {hostname}:{port} is unreachable (no answer within {timeout:g}s)"
-        ) from None
     except OSError as error:
-        raise HostError(
-            f"host {name}: {hostname}:{port} is unreachable: {error.strerror or error}"
-        ) from None
+        reason = f"no answer within {timeout:g}s" if isinstance(error, TimeoutError) else (
+            error.strerror or str(error))
+        raise HostError(f"host {name}: {hostname}:{port} is unreachable ({reason})") from None
     # Without TCP_NODELAY each small command waits ~40 ms on Nagle and delayed ACKs.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -440,9 +438,7 @@ class SSHConnection:
             except OSError as error:
                 if isinstance(error, TimeoutError):
                     raise
-                raise HostError(
-                    f"host {self.target.name}: upload to {remote} failed: {error} (disk full?)"
-                ) from None
+                raise HostError(f"host {self.target.name}: upload to {remote} failed: {error}") from None
         self.stats.bytes_sent += size
         self.stats.uploads += 1
         return size

@@ -1,0 +1,180 @@
+"""`datarun host ...`: the host registry (add, trust, list, remove) and `host check`."""
+
+from typing import Annotated
+
+import typer
+
+from datarun.cli.app import app, emit_json, err, get_workspace, handled, print_renderable
+
+host_app = typer.Typer(help="Hosts that run tasks: register, pin keys, check, list, remove.",
+                       no_args_is_help=True)
+app.add_typer(host_app, name="host")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _yes_no(value) -> str:
+    return "-" if value is None else ("ok" if value else "NOT OK")
+
+
+def hosts_table(rows: list[dict]):
+    """Rows of `host_rows` in, a rich Table out."""
+    from rich.table import Table
+
+    from datarun.sizes import format_size
+
+    table = Table(title="Hosts")
+    for column in ("name", "executor", "address", "slots", "threads", "memory", "gpus", "tags",
+                   "last check"):
+        table.add_column(column)
+    for row in rows:
+        address = "-"
+        if row["executor"] == "ssh":
+            address = f"{row['user'] + '@' if row['user'] else ''}{row['address']}:{row['port'] or 22}"
+        table.add_row(
+            row["name"], row["executor"], address, str(row["slots"]), str(row["threads"]),
+            format_size(row["memory"]), str(row["gpus"]), ",".join(row["tags"]) or "-",
+            _yes_no(row["ok"]),
+        )
+    return table
+
+
+def _version(entry: dict | None) -> str:
+    if not entry:
+        return "-"
+    if entry["host"] is None:
+        return "MISSING"
+    return entry["host"] + ("" if entry["same"] else " (differs)")
+
+
+def check_table(reports: list[dict]):
+    """Reports of `check_hosts` in, a rich Table out: one line per host, then what to fix."""
+    from rich.table import Table
+
+    from datarun.sizes import format_size
+
+    table = Table(title="Host check")
+    for column in ("host", "status", "python", "numpy", "pandas", "sklearn", "psutil", "cpus",
+                   "memory", "disk free", "gpus", "harness", "notes"):
+        table.add_column(column)
+    for report in reports:
+        libraries = report.get("libraries") or {}
+        version = [_version(libraries.get(name)) for name in ("numpy", "pandas", "sklearn", "psutil")]
+        notes = report["problems"] + report["warnings"]
+        table.add_row(
+            report["name"], "ok" if report["ok"] else "NOT OK", report.get("python") or "-",
+            *version,
+            str(report["cpus"] or "-"), format_size(report["memory"]),
+            format_size(report["disk_free"]),
+            str(report["gpus"] if report["gpus"] is not None else "-"),
+            report.get("harness") or "-", "; ".join(notes) or "-",
+        )
+    return table
+
+
+@host_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="The host's name in hosts.toml.")],
+    address: Annotated[str, typer.Option("--address", help="Host name or IP address.")],
+    port: Annotated[int | None, typer.Option("--port", help="SSH port (default 22).")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Login user.")] = None,
+    identity: Annotated[str | None, typer.Option("--identity", help="Private key file.")] = None,
+    workdir: Annotated[str | None, typer.Option("--workdir", help="Working folder on the host.")] = None,
+    python: Annotated[str | None, typer.Option("--python", help="Python on the host.")] = None,
+    slots: Annotated[int | None, typer.Option("--slots", help="Tasks at once.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="Cores per task.")] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory cap, e.g. 16GB.")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs on the host.")] = None,
+    tags: Annotated[str | None, typer.Option("--tags", help="Comma-separated tags.")] = None,
+    trust: Annotated[bool, typer.Option("--trust", help="Pin the host's current SSH key.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Register an SSH host in hosts.toml (and with --trust, pin its host key)."""
+    from datarun.hosts import register_host
+
+    table = {
+        "executor": "ssh", "address": address, "port": port, "user": user, "identity": identity,
+        "workdir": workdir, "python": python, "slots": slots, "threads": threads,
+        "memory": memory, "gpus": gpus,
+        "tags": [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None,
+    }
+    table = {key: value for key, value in table.items() if value is not None}
+    with handled():
+        result = register_host(get_workspace(), name, table, trust=trust)
+    if json_out:
+        emit_json(result)
+        return
+    err(f"Added host {name}.")
+    if result["host_key"]:
+        err(f"Pinned its host key {result['host_key']}.")
+    else:
+        err(f"Check it with `datarun host check {name}` (pin its key with `datarun host trust {name}`).")
+
+
+@host_app.command("trust")
+def trust(
+    name: Annotated[str, typer.Argument(help="A registered SSH host.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Pin an SSH host's current key in the workspace's known_hosts (never replaces a pin)."""
+    from datarun.hosts import trust_host
+
+    with handled():
+        key = trust_host(get_workspace(), name)
+    if json_out:
+        emit_json({"name": name, "host_key": key})
+    else:
+        err(f"Pinned the host key of {name}: {key}")
+
+
+@host_app.command("list")
+def list_hosts(json_out: JsonOption = False) -> None:
+    """The hosts of hosts.toml and the result of their last check."""
+    from datarun.hostcheck import host_rows
+
+    with handled():
+        rows = host_rows(get_workspace())
+    if json_out:
+        emit_json(rows)
+    else:
+        print_renderable(hosts_table(rows))
+
+
+@host_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The host to remove from hosts.toml.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Remove a host from hosts.toml (its pinned key stays in known_hosts)."""
+    from datarun.hosts import unregister_host
+
+    with handled():
+        unregister_host(get_workspace(), name)
+    if json_out:
+        emit_json({"removed": name})
+    else:
+        err(f"Removed host {name}.")
+
+
+@host_app.command("check")
+def check(
+    name: Annotated[str | None, typer.Argument(help="One host (default: all of them).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Reachability, key, Python and library versions, CPUs, memory, disk, GPUs, harness.
+
+    Exits 1 when a host is not usable; the report says what to install or fix.
+    """
+    from datarun.hostcheck import check_hosts
+
+    with handled():
+        reports = check_hosts(get_workspace(), name)
+    if json_out:
+        emit_json(reports)
+    else:
+        print_renderable(check_table(reports))
+        for report in reports:
+            for problem in report["problems"]:
+                err(f"{report['name']}: {problem}")
+    if not all(report["ok"] for report in reports):
+        raise typer.Exit(1)

@@ -1,0 +1,196 @@
+"""`datarun host check`: can this host run tasks, and with what?
+
+A check connects (reachability, authentication, host key), ships the harness if the host
+lacks it, and asks the harness's `info` what the host has: Python, numpy / pandas /
+scikit-learn / psutil versions, cores, memory, free disk in the workdir, GPUs. Versions
+are compared with the organiser's, since a different scikit-learn can change scores.
+The report is one JSON-able dict, stored in the `hosts` table (`ok` is what decides
+whether a host is given tasks) and rendered by the CLI.
+
+Hosts are checked side by side, each in its own thread with its own timeouts, so one
+hung host delays nothing but its own line of the report.
+"""
+
+import json
+import platform
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+
+from datarun.errors import HostError
+from datarun.hosts import Host, get_host, load_hosts
+
+# name in the harness report -> the distribution to install
+REQUIRED = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn", "psutil": "psutil"}
+MIN_PYTHON = (3, 9)
+LOW_DISK = 1024**3
+NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
+
+
+def organiser_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name, dist in REQUIRED.items():
+        try:
+            versions[name] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _gpu_names_local() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(NVIDIA_QUERY, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _gpu_names_ssh(executor) -> list[str]:
+    import shlex
+
+    command = "command -v nvidia-smi >/dev/null 2>&1 && " + shlex.join(NVIDIA_QUERY) + " || true"
+    out = executor.conn.run(command).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def blank_report(host: Host) -> dict:
+    address = None
+    if host.executor == "ssh":
+        address = f"{host.user + '@' if host.user else ''}{host.address}:{host.port or 22}"
+    return {
+        "name": host.name, "executor": host.executor, "address": address,
+        "checked_at": time.time(), "ok": False, "connected": False, "host_key": None,
+        "python": None, "libraries": {}, "cpus": None, "memory": None, "disk_free": None,
+        "gpus": None, "gpu_names": [], "harness": None, "problems": [], "warnings": [],
+        "install": None,
+    }
+
+
+def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
+    """Fill the report from the harness's `info` and decide whether the host is usable."""
+    report.update({key: info.get(key) for key in ("python", "cpus", "memory", "disk_free", "gpus",
+                                                  "harness")})
+    python = info.get("python") or "0"
+    version = tuple(int(part) for part in python.split(".")[:2] if part.isdigit())
+    if version < MIN_PYTHON:
+        report["problems"].append(
+            f"Python {python} is too old: install Python {'.'.join(map(str, MIN_PYTHON))} or newer"
+        )
+    missing = []
+    for name, dist in REQUIRED.items():
+        theirs, ours = info.get(name), mine.get(name)
+        report["libraries"][name] = {"host": theirs, "organiser": ours, "same": theirs == ours}
+        if theirs is None:
+            missing.append(dist)
+        elif theirs != ours:
+            report["warnings"].append(f"{dist} {theirs} differs from the organiser's {ours}")
+    if missing:
+        report["install"] = f"{host.python} -m pip install {' '.join(missing)}"
+        report["problems"].append(f"missing {', '.join(missing)}: run `{report['install']}` there")
+    if report["disk_free"] is not None and report["disk_free"] < LOW_DISK:
+        report["warnings"].append(f"only {report['disk_free'] // 1024**2} MiB free in the workdir")
+    if host.gpus and (report["gpus"] or 0) < host.gpus:
+        report["problems"].append(
+            f"hosts.toml says {host.gpus} GPUs, the host shows {report['gpus'] or 0}"
+        )
+    if report["cpus"] and host.slots * host.threads > report["cpus"]:
+        report["warnings"].append(
+            f"slots x threads = {host.slots * host.threads} is more than its {report['cpus']} CPUs"
+        )
+    if host.memory and report["memory"] and host.memory > report["memory"]:
+        report["warnings"].append("hosts.toml gives it more memory than it has")
+    report["ok"] = not report["problems"]
+
+
+def check_host(workspace, host: Host) -> dict:
+    """Check one host; never raises for the host's own faults: they go in `problems`."""
+    from datarun.executors import open_executor
+
+    report = blank_report(host)
+    mine = organiser_versions()
+    report["organiser"] = mine
+    executor = None
+    try:
+        executor = open_executor(workspace, host)
+        if host.executor == "ssh":
+            from datarun.executors.sshconn import fingerprint
+
+            executor.conn.connect()
+            report["connected"] = True
+            key = executor.conn.host_key
+            report["host_key"] = f"{key.get_name()} {fingerprint(key)}"
+        info = executor.info()
+        report["connected"] = True
+        if host.executor == "ssh":
+            report["gpu_names"] = _gpu_names_ssh(executor)
+        else:
+            report["gpu_names"] = _gpu_names_local()
+    except HostError as error:
+        report["problems"].append(str(error))
+        return report
+    finally:
+        if executor is not None:
+            executor.close()
+    judge(report, host, info, mine)
+    return report
+
+
+def record(db, report: dict) -> None:
+    db["hosts"].upsert(
+        {"name": report["name"], "checked_at": report["checked_at"], "ok": int(report["ok"]),
+         "report": json.dumps(report)},
+        pk="name",
+    )
+
+
+def check_hosts(workspace, name: str | None = None) -> list[dict]:
+    """Check one host, or every host of hosts.toml side by side; record each report."""
+    from datarun.db import open_db
+
+    hosts = load_hosts(workspace.hosts_file)
+    chosen = [get_host(hosts, name)] if name else list(hosts.values())
+    with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+        reports = list(pool.map(lambda host: check_host(workspace, host), chosen))
+    db = open_db(workspace)
+    try:
+        with db.conn:
+            for report in reports:
+                record(db, report)
+    finally:
+        db.conn.close()
+    return reports
+
+
+def last_checks(db) -> dict[str, dict]:
+    """The latest check of each host: {name: {"ok", "checked_at", "report"}}."""
+    if "hosts" not in db.table_names():
+        return {}
+    return {
+        row["name"]: {"ok": bool(row["ok"]), "checked_at": row["checked_at"],
+                      "report": json.loads(row["report"] or "{}")}
+        for row in db.query("SELECT name, checked_at, ok, report FROM hosts")
+    }
+
+
+def host_rows(workspace) -> list[dict]:
+    """hosts.toml's hosts with their last check, for `host list`."""
+    from datarun.db import open_db
+
+    hosts = load_hosts(workspace.hosts_file)
+    db = open_db(workspace)
+    try:
+        checks = last_checks(db)
+    finally:
+        db.conn.close()
+    rows = []
+    for host in hosts.values():
+        row = host.to_dict()
+        check = checks.get(host.name)
+        row["checked_at"] = check["checked_at"] if check else None
+        row["ok"] = check["ok"] if check else None
+        rows.append(row)
+    return rows
