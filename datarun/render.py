@@ -22,7 +22,8 @@ def _when(timestamp) -> str:
 def leaderboard_table(board: dict) -> Table:
     names = board["scores"]
     official = board["official_score"]
-    title = f"{board['problem']} — {'private' if board['private'] else 'public'} leaderboard"
+    scope = board["problem"] + (f" / event {board['event']}" if board.get("event") else "")
+    title = f"{scope} — {'private' if board['private'] else 'public'} leaderboard"
     table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("team")
@@ -39,7 +40,8 @@ def leaderboard_table(board: dict) -> Table:
         table.add_column(column, justify="right")
     table.add_column("submitted")
     for row in board["rows"]:
-        cells = [str(row["rank"]), row["team"], row["submission"], _score(row["score"])]
+        rank = "-" if row.get("rank") is None else str(row["rank"])
+        cells = [rank, row["team"], row["submission"], _score(row["score"])]
         cells += [_score(row["valid"][name]) for name in names[1:]]
         if board["private"]:
             cells += [_score(row["test"][name]) for name in names]
@@ -101,3 +103,59 @@ def status_tables(status: dict) -> list[Table]:
         hosts.add_row(name, host["executor"], f"{host['slots_in_use']}/{host['slots']}", str(host["done"]),
                       str(host["failed"]), check)
     return [problems, hosts]
+
+
+def _utc(timestamp) -> str:
+    from datarun.events import format_when
+
+    return format_when(timestamp)
+
+
+def _rules(event: dict) -> str:
+    from datarun.events import format_span
+
+    rules = []
+    if event["min_interval"] is not None:
+        rules.append(f"one per {format_span(event['min_interval'])}")
+    if event["max_submissions"] is not None:
+        rules.append(f"at most {event['max_submissions']}")
+    return ", ".join(rules) or "-"
+
+
+def events_table(events: list[dict]) -> Table:
+    table = Table(title="events", title_justify="left")
+    for column in ("event", "problem", "state", "opens", "closes", "public from", "teams allowed",
+                   "limits", "submissions"):
+        table.add_column(column, justify="right" if column == "submissions" else "left")
+    for event in events:
+        allowed = "all" if event["participants"] is None else str(len(event["participants"]))
+        name = event["name"] + (" (default)" if event["default"] else "")
+        table.add_row(name, event["problem"], event["state"], _utc(event["opens"]),
+                      _utc(event["closes"]), _utc(event["public_opens"]), allowed, _rules(event),
+                      str(event["submissions"]))
+    return table
+
+
+def event_tables(event: dict) -> list[Table]:
+    settings = Table(title=f"event {event['name']} on {event['problem']} — {event['state']}",
+                     title_justify="left", show_header=False)
+    settings.add_column("setting")
+    settings.add_column("value")
+    participants = event["participants"]
+    rows = [
+        ("opens", _utc(event["opens"])),
+        ("closes", _utc(event["closes"])),
+        ("scores public from", _utc(event["public_opens"])),
+        ("participants", "every team" if participants is None else ", ".join(participants)),
+        ("limits per team", _rules(event)),
+        ("submissions", f"{event['submissions']} from {event['teams']} teams"),
+    ]
+    for key, value in rows:
+        settings.add_row(key, value)
+    teams = Table(title="submissions per team", title_justify="left")
+    for column in ("team", "submissions", "forced", "last submitted"):
+        teams.add_column(column, justify="left" if column in ("team", "last submitted") else "right")
+    for row in event["by_team"]:
+        teams.add_row(row["team"], str(row["submissions"]), str(row["forced"]),
+                      _utc(row["last_submitted_at"]))
+    return [settings, teams] if event["by_team"] else [settings]

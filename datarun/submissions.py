@@ -103,8 +103,15 @@ def files_digest(file_hashes: dict[str, str]) -> str:
 
 
 def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str | None = None,
-           event: str | None = None) -> dict:
-    """Store a submission and queue its tasks; an identical earlier one is returned instead."""
+           event: str | None = None, force: bool = False, now: float | None = None) -> dict:
+    """Store a submission to an event and queue its tasks; an identical earlier one is returned instead.
+
+    `event` defaults to the problem's default event. The event's rules are checked under
+    the write lock, after the duplicate check (an identical resubmission stores nothing, so
+    no rule applies to it); `force` stores a submission that breaks them and records which.
+    """
+    from datarun.blobs import sha256_bytes
+    from datarun.events import enforce_rules, resolve_event
     from datarun.problems import get_problem
     from datarun.workflows import get_workflow
 
@@ -112,26 +119,31 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
     workflow = get_workflow(problem["workflow"])
     team = _check_label(team, "team")
     name = _check_label(name if name is not None else Path(folder).resolve().name, "submission name")
+    target = resolve_event(db, problem["name"], event)
     files = read_submission_folder(Path(folder), workflow)
-    store = BlobStore(workspace.blobs_dir)
-    file_hashes = {filename: store.put_bytes(data) for filename, data in files.items()}
+    file_hashes = {filename: sha256_bytes(data) for filename, data in files.items()}
     digest = files_digest(file_hashes)
     folds = [row["fold"] for row in db.query(
         "SELECT fold FROM folds WHERE problem = ? ORDER BY fold", [problem["name"]])]
-    now = time.time()
+    now = time.time() if now is None else now
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
         same = db.execute(
-            "SELECT id, name FROM submissions WHERE problem = ? AND team = ? AND files_hash = ?",
+            "SELECT id, name, event FROM submissions WHERE problem = ? AND team = ? AND files_hash = ?",
             [problem["name"], team, digest],
         ).fetchone()
         if same:
             return {"id": same[0], "name": same[1], "created": False, "tasks": len(folds),
-                    "problem": problem["name"], "team": team}
+                    "problem": problem["name"], "team": team, "event": same[2], "forced": None}
+        forced = enforce_rules(db, target, team, now, force)
+        # Blobs go in only once the submission is accepted: a refusal leaves nothing behind.
+        store = BlobStore(workspace.blobs_dir)
+        for data in files.values():
+            store.put_bytes(data)
         cursor = db.execute(
-            "INSERT INTO submissions (problem, event, team, name, files_hash, files, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [problem["name"], event, team, name, digest, json.dumps(file_hashes), now],
+            "INSERT INTO submissions (problem, event, team, name, files_hash, files, created_at, forced) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [problem["name"], target["name"], team, name, digest, json.dumps(file_hashes), now, forced],
         )
         submission_id = cursor.lastrowid
         db.conn.executemany(
@@ -139,7 +151,7 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
             [(submission_id, fold, now) for fold in folds],
         )
     return {"id": submission_id, "name": name, "created": True, "tasks": len(folds),
-            "problem": problem["name"], "team": team}
+            "problem": problem["name"], "team": team, "event": target["name"], "forced": forced}
 
 
 def submission_state(states: list[str]) -> str:

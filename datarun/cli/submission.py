@@ -19,19 +19,27 @@ def submit(
     folder: Annotated[Path, typer.Argument(help="The folder holding the submission's files.")],
     team: Annotated[str, typer.Option("--team", help="The team submitting.")],
     name: Annotated[str | None, typer.Option("--name", help="The submission's name (default: the folder's name).")] = None,
+    event: Annotated[str | None, typer.Option("--event", help="The event submitted to (default: the problem's open-to-all event).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Organisers: store it even if it breaks the event's rules; the override is recorded on the submission.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Store a submission and queue one task per fold (run them with `datarun train`)."""
+    """Store a submission and queue one task per fold (run them with `datarun train`).
+
+    The event's rules are enforced: when it opens and closes, who takes part, the interval
+    between one team's submissions and their number.
+    """
     from datarun.submissions import submit as submit_core
 
     with handled():
         workspace, db = open_workspace()
-        result = submit_core(workspace, db, problem, folder, team, name)
+        result = submit_core(workspace, db, problem, folder, team, name, event=event, force=force)
     if json_out:
         emit_json(result)
     elif result["created"]:
-        err(f"submission {result['id']} ({result['team']} / {result['name']}) stored; "
-            f"{result['tasks']} tasks queued")
+        err(f"submission {result['id']} ({result['team']} / {result['name']}) stored in event "
+            f"{result['event']}; {result['tasks']} tasks queued")
+        if result["forced"]:
+            err(f"forced past the event's rules: {result['forced']}")
     else:
         err(f"identical to submission {result['id']} ({result['team']} / {result['name']}); not run again")
 
@@ -91,6 +99,9 @@ def show(
     from datarun.render import submission_table
 
     print_renderable(submission_table(sub, score_names))
+    print_renderable(f"event {sub['event']}")
+    if sub.get("forced"):
+        print_renderable(f"submitted with --force, overriding: {sub['forced']}")
     for task in sub["tasks"]:
         if task["error"]:
             tail = task["error"].strip().splitlines()[-3:]
