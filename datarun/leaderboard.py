@@ -4,12 +4,24 @@ A submission is on the leaderboard once every fold is done. Its official score i
 bagged validation score of the problem's first score type (the test scores appear only
 in the private view). Times and CPU are totals over the folds, memory the largest peak
 of any fold: what the submission cost, and the most it needed at once.
+
+A leaderboard shows one event's submissions, or all of a problem's. In the public view,
+the scores of an event whose `public_opens` is still ahead are withheld: such rows carry
+no score, no contributivity and no rank (their order would leak the ranking), and come
+last, in submission order. The private view (organisers) shows everything.
+
+`csv_columns` / `csv_rows` flatten a board for `--csv`; docs/LEADERBOARD.md lists the
+columns, whose names are stable.
 """
 
+import datetime as dt
 import json
 import math
+import time
 
 from datarun.problems import get_problem
+
+HIDDEN_FIELDS = ("score", "contributivity")
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -20,23 +32,40 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
-def leaderboard(db, problem_name: str, private: bool = False) -> dict:
+def _hidden_events(db, problem_name: str, now: float) -> dict[str, float]:
+    """The problem's events whose scores are not public yet: {name: public_opens}."""
+    if "events" not in db.table_names():
+        return {}
+    return dict(db.execute(
+        "SELECT name, public_opens FROM events WHERE problem = ? AND public_opens > ?",
+        [problem_name, now]).fetchall())
+
+
+def leaderboard(db, problem_name: str, private: bool = False, event: str | None = None,
+                now: float | None = None) -> dict:
+    """The ranked submissions of a problem, or of one of its events (`event`)."""
     from datarun.scores import SCORE_TYPES
 
     problem = get_problem(db, problem_name)
+    if event is not None:
+        from datarun.events import resolve_event
+
+        resolve_event(db, problem_name, event)
+    now = time.time() if now is None else now
+    hidden_events = {} if private else _hidden_events(db, problem_name, now)
     names = problem["score_names"]
     official = names[0]
     lower = {name: SCORE_TYPES[name].lower_is_better for name in names}
     submissions = {
         row["id"]: row
         for row in db.query(
-            "SELECT s.id, s.team, s.name, s.created_at, count(t.id) AS folds, "
+            "SELECT s.id, s.team, s.name, s.event, s.created_at, count(t.id) AS folds, "
             "sum(t.state = 'done') AS done, sum(t.train_time) AS train_time, "
             "sum(t.valid_time) AS valid_time, sum(t.test_time) AS test_time, "
             "sum(t.cpu_time) AS cpu_time, max(t.peak_memory) AS peak_memory "
             "FROM submissions s JOIN tasks t ON t.submission = s.id WHERE s.problem = ? "
-            "GROUP BY s.id HAVING done = folds",
-            [problem_name],
+            "AND (? IS NULL OR s.event = ?) GROUP BY s.id HAVING done = folds",
+            [problem_name, event, event],
         )
     }
     bagged: dict[int, dict] = {}
@@ -61,6 +90,7 @@ def leaderboard(db, problem_name: str, private: bool = False) -> dict:
             "id": sid,
             "team": sub["team"],
             "submission": sub["name"],
+            "event": sub["event"],
             "score": valid.get(official),
             "valid": {name: valid.get(name) for name in names},
             "valid_mean": {},
@@ -78,9 +108,17 @@ def leaderboard(db, problem_name: str, private: bool = False) -> dict:
         if private:
             test = bagged.get(sid, {}).get("test", {})
             row["test"] = {name: test.get(name) for name in names}
+        row["scores_hidden"] = sub["event"] in hidden_events
+        if row["scores_hidden"]:
+            for key in HIDDEN_FIELDS:
+                row[key] = None
+            for key in ("valid", "valid_mean", "valid_std"):
+                row[key] = {name: None for name in names}
         rows.append(row)
 
     def sort_key(row):
+        if row["scores_hidden"]:
+            return (2, row["submitted_at"], row["id"])
         value = row["score"]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return (1, 0.0, row["id"])
@@ -88,9 +126,14 @@ def leaderboard(db, problem_name: str, private: bool = False) -> dict:
 
     rows.sort(key=sort_key)
     for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
+        row["rank"] = None if row["scores_hidden"] else rank
+    shown_hidden = {name: when for name, when in hidden_events.items()
+                    if any(row["event"] == name for row in rows) or name == event}
     return {
         "problem": problem_name,
+        "event": event,
+        "hidden_events": shown_hidden,
+        "notice": _notice(shown_hidden),
         "official_score": official,
         "scores": names,
         "lower_is_better": lower,
@@ -99,3 +142,48 @@ def leaderboard(db, problem_name: str, private: bool = False) -> dict:
         "limits": problem["limits"],
         "spec": json.loads(problem["spec"]) if isinstance(problem.get("spec"), str) else problem.get("spec"),
     }
+
+
+def _notice(hidden_events: dict[str, float]) -> str | None:
+    from datarun.events import format_when
+
+    if not hidden_events:
+        return None
+    parts = ", ".join(f"event {name} until {format_when(when)}"
+                      for name, when in sorted(hidden_events.items()))
+    return f"scores not public yet ({parts}); organisers see them with --private"
+
+
+def csv_columns(board: dict) -> list[str]:
+    """The flat column names of a board, in order (documented in docs/LEADERBOARD.md)."""
+    columns = ["rank", "id", "team", "submission", "event", "score"]
+    for name in board["scores"]:
+        columns += [f"valid_{name}", f"valid_mean_{name}", f"valid_std_{name}"]
+    if board["private"]:
+        columns += [f"test_{name}" for name in board["scores"]]
+    columns += ["contributivity", "train_time", "valid_time", "test_time", "cpu_time",
+                "peak_memory", "submitted_at", "scores_hidden"]
+    return columns
+
+
+def csv_rows(board: dict) -> list[dict]:
+    """One flat dict a leaderboard row, keyed by `csv_columns`; None is an empty cell."""
+    flat_rows = []
+    for row in board["rows"]:
+        flat = {key: row[key] for key in ("rank", "id", "team", "submission", "event", "score")}
+        for name in board["scores"]:
+            flat[f"valid_{name}"] = row["valid"][name]
+            flat[f"valid_mean_{name}"] = row["valid_mean"][name]
+            flat[f"valid_std_{name}"] = row["valid_std"][name]
+        if board["private"]:
+            for name in board["scores"]:
+                flat[f"test_{name}"] = row["test"][name]
+        for key in ("contributivity", "train_time", "valid_time", "test_time", "cpu_time",
+                    "peak_memory"):
+            flat[key] = row[key]
+        submitted = row["submitted_at"]
+        flat["submitted_at"] = (None if submitted is None else dt.datetime.fromtimestamp(
+            submitted, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
+        flat["scores_hidden"] = int(row["scores_hidden"])
+        flat_rows.append(flat)
+    return flat_rows

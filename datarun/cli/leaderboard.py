@@ -4,24 +4,43 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, handled, open_workspace, print_renderable
+from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
 
 
 @app.command("leaderboard")
 def leaderboard_command(
     problem: Annotated[str, typer.Argument(help="The problem's name.")],
-    private: Annotated[bool, typer.Option("--private", help="Add the test scores (organisers only).")] = False,
+    event: Annotated[str | None, typer.Option(
+        "--event", help="Only this event's submissions (default: all of the problem's).")] = None,
+    private: Annotated[bool, typer.Option(
+        "--private", help="Organisers: add the test scores, and show scores not yet public.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    csv_out: Annotated[bool, typer.Option(
+        "--csv", help="Print CSV on stdout, one flat column per value (docs/LEADERBOARD.md).")] = False,
 ) -> None:
     """The ranked submissions of a problem, by bagged validation score."""
+    from datarun.errors import UsageError
     from datarun.leaderboard import leaderboard
 
     with handled():
+        if json_out and csv_out:
+            raise UsageError("--json and --csv both print on stdout: choose one")
         _, db = open_workspace()
-        board = leaderboard(db, problem, private=private)
+        board = leaderboard(db, problem, private=private, event=event)
+    if board["notice"]:
+        err(board["notice"])
     if json_out:
         emit_json(board)
-        return
-    from datarun.render import leaderboard_table
+    elif csv_out:
+        import csv
+        import sys
 
-    print_renderable(leaderboard_table(board))
+        from datarun.leaderboard import csv_columns, csv_rows
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=csv_columns(board), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(csv_rows(board))
+    else:
+        from datarun.render import leaderboard_table
+
+        print_renderable(leaderboard_table(board))
