@@ -71,6 +71,7 @@ class SSHExecutor:
         self.conn = connection
         self._workdir: str | None = None
         self._present: set[str] = set()  # remote folders known complete on this connection
+        self._libraries_checked = False
 
     # --- paths and commands -------------------------------------------------------
 
@@ -98,23 +99,17 @@ class SSHExecutor:
         name, text = self.host.name, (result.stderr + "\n" + result.stdout)
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {result.status}"
-        if result.status == 127 and "cd" not in last.split(":")[0]:
+        if result.status == 127:
             return HostError(
                 f"host {name}: {self.host.python!r} was not found on the host: install python3 "
                 "(3.9 or newer) there, or set `python` in hosts.toml"
             )
-        if f"No module named {HARNESS_PACKAGE}" in text:
+        if f"No module named {HARNESS_PACKAGE}" in text or (
+                "cd" in text and self.harness_dir() in text):
             self._present.discard(self.harness_dir())
             return HostError(
                 f"host {name}: the harness in {self.harness_dir()} is gone: run the command "
                 "again to ship it anew"
-            )
-        if "No module named" in text:
-            module = text.split("No module named", 1)[1].split("\n")[0].strip(" '\"")
-            package = REQUIRED_LIBRARIES.get(module.split(".")[0], module)
-            return HostError(
-                f"host {name}: its Python lacks {module}: install it there "
-                f"(`{self.host.python} -m pip install {package}`)"
             )
         if "No space left" in text:
             return HostError(f"host {name}: the disk of {self.workdir} is full: free some space")
@@ -228,6 +223,8 @@ class SSHExecutor:
         for bundle in bundles:
             check_key(Path(bundle).name)
         self.prepare({})
+        if not self._libraries_checked:
+            self.check_libraries(self.run_harness("info"))
         with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
             archive = Path(tmp) / "bundles.tar"
             with tarfile.open(archive, "w", dereference=True) as tar:
@@ -246,6 +243,16 @@ class SSHExecutor:
         # Like the local executor, a launched bundle is consumed: the host has it now.
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
+
+    def check_libraries(self, info: dict) -> None:
+        """Refuse a host whose Python lacks what the runner imports: its tasks would never start."""
+        missing = [REQUIRED_LIBRARIES.get(name, name) for name in info.get("missing") or []]
+        if missing:
+            raise HostError(
+                f"host {self.host.name}: its Python lacks {', '.join(missing)}: install them there "
+                f"(`{self.host.python} -m pip install {' '.join(missing)}`)"
+            )
+        self._libraries_checked = True
 
     # --- following and collecting -------------------------------------------------
 
