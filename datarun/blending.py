@@ -1,0 +1,513 @@
+"""Contributivity: each submission's share of the best ensemble, and the blended score.
+
+The definition is ramp-workflow's (`ramp-blend`): on each fold, greedy forward selection
+with replacement (Caruana et al. 2004) over every submission's validation predictions.
+The ensemble starts from the best single submission; its prediction is the mean of its
+members'; each step adds the submission whose addition scores best (the first one on a
+tie) and the selection stops when no addition improves the score, or at 80 members. A
+submission's contributivity is its share of the members, averaged over folds.
+
+ramp-workflow re-averages the whole ensemble for every candidate, which is what made
+ramp-board drop contributivity from its loop. Here a step costs far less:
+- the ensemble's running sum is kept, so a candidate costs one addition;
+- candidates are scored together with numpy, on only what the score reads (for
+  log-loss, the probability of the true class);
+- for log-loss the gain of adding a candidate can only shrink as the ensemble grows (the
+  running sum only grows and log is concave), so a step re-scores only the candidates
+  whose last known gain could still win (lazy greedy, Minoux 1978); for squared errors
+  one matrix-vector product ranks every candidate.
+The rankings only short-list; each step's choice is made on exact scores computed as
+ramp-workflow computes them, so the ensembles are the same. `Blend.add` replays the
+stored path with a new submission and recomputes only from the first step at which the
+newcomer would have been chosen; `Blend.state` is a small JSON-able summary from which
+`contributivity(previous=...)` resumes in another process.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datarun.errors import UsageError
+
+EPS = np.finfo(np.float64).eps  # sklearn's log_loss clips probabilities to [EPS, 1 - EPS]
+MAX_N_ENSEMBLE = 80  # ramp-blend's cap on the ensemble's size
+CHUNK = 1 << 18  # numbers per block when scoring many candidates at once
+KINDS = ("classification", "regression")
+
+
+# --- exact scores of combined predictions, one per leading row, as sklearn/rampwf compute them
+
+
+def _log_loss(y, p_true):
+    return -np.mean(np.log(np.clip(p_true, EPS, 1 - EPS)), axis=-1)
+
+
+def _accuracy(y, proba):
+    return np.mean(np.argmax(proba, axis=-1) == y, axis=-1)
+
+
+def _balanced_accuracy(y, proba):
+    correct = (np.argmax(proba, axis=-1) == y).astype(np.float64)
+    present = np.unique(y)
+    onehot = (y[:, None] == present[None, :]).astype(np.float64)
+    return np.mean((correct @ onehot) / onehot.sum(axis=0), axis=-1)
+
+
+def _rmse(y, pred):
+    return np.sqrt(np.mean(np.square(y - pred), axis=-1))
+
+
+def _mae(y, pred):
+    return np.mean(np.abs(y - pred), axis=-1)
+
+
+def _r2(y, pred):
+    return 1 - np.sum(np.square(y - pred), axis=-1) / np.sum(np.square(y - np.mean(y)))
+
+
+def _true_class(y, proba, out):
+    """The probability each submission gives the true class: (m, n, C) -> (m, n)."""
+    where = np.arange(len(y)) * proba.shape[2] + y
+    np.take(proba.reshape(len(proba), -1), where, axis=1, out=out)
+
+
+def _identity(y, pred, out):
+    out[...] = pred
+
+
+@dataclass(frozen=True)
+class _Score:
+    name: str
+    lower_is_better: bool
+    exact: Callable  # (y, combined features (..., n[, C])) -> scores (...)
+    features: Callable  # (y, predictions (m, n[, C]), out): what `exact` reads; linear
+    ranking: str | None  # "log_loss" | "squared_error" | None (score every candidate)
+
+
+BUILTIN = {
+    s.name: s
+    for s in (
+        _Score("log_loss", True, _log_loss, _true_class, "log_loss"),
+        _Score("accuracy", False, _accuracy, _identity, None),
+        _Score("balanced_accuracy", False, _balanced_accuracy, _identity, None),
+        _Score("rmse", True, _rmse, _identity, "squared_error"),
+        _Score("r2", False, _r2, _identity, "squared_error"),
+        _Score("mae", True, _mae, _identity, None),
+    )
+}
+
+
+def _resolve_score(score, lower_is_better: bool | None) -> _Score:
+    if isinstance(score, str):
+        if score not in BUILTIN:
+            raise UsageError(
+                f"no fast blending for score {score!r}: use one of {', '.join(BUILTIN)}, "
+                "or pass the score function with lower_is_better"
+            )
+        return BUILTIN[score]
+    if lower_is_better is None:
+        raise UsageError("a score function needs lower_is_better=True or False")
+
+    def exact(y, preds):
+        return np.array([float(score(y, p)) for p in preds])
+
+    return _Score(getattr(score, "__name__", "score"), bool(lower_is_better), exact, _identity, None)
+
+
+# --- per-fold state and the greedy selection
+
+
+class _Rows:
+    """One fold's per-submission arrays, with room to append a submission without a copy."""
+
+    def __init__(self, n: int, shape: tuple):
+        self.n = n
+        self.data = np.empty((n + max(8, n // 8),) + shape)
+        self.data32 = None  # a float32 copy, made when a ranking asks for it
+
+    def all(self) -> np.ndarray:
+        return self.data[: self.n]
+
+    def all32(self) -> np.ndarray:
+        if self.data32 is None:
+            self.data32 = self.data.astype(np.float32)
+        return self.data32[: self.n]
+
+    def append(self, row: np.ndarray) -> None:
+        if self.n == len(self.data):
+            grown = np.empty((2 * self.n,) + self.data.shape[1:])
+            grown[: self.n] = self.all()
+            self.data, self.data32 = grown, None
+        self.data[self.n] = row
+        if self.data32 is not None:
+            self.data32[self.n] = row
+        self.n += 1
+
+
+@dataclass
+class _Fold:
+    y: np.ndarray
+    rows: _Rows  # what the score reads of each submission's predictions
+    shape: tuple  # one submission's predictions on this fold: (n_valid[, n_classes])
+    members: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # the ensemble's score after each join
+
+
+def _better(a: float, b: float, lower: bool, min_improvement: float) -> bool:
+    return a < b - min_improvement if lower else a > b + min_improvement
+
+
+def _scores_of(score: _Score, fold: _Fold, total, k: int, candidates) -> np.ndarray:
+    """Exact scores of the ensembles `total + candidate` of k + 1 members, in blocks."""
+    rows = fold.rows.all()
+    out = np.empty(len(candidates))
+    per = max(1, CHUNK // max(1, rows[0].size))
+    for start in range(0, len(candidates), per):
+        block = rows[candidates[start : start + per]]  # a copy: safe to change in place
+        if total is not None:
+            block += total  # the same additions, in the same order, as ramp-workflow's mean
+            block /= k + 1
+        out[start : start + per] = score.exact(fold.y, block)
+    return out
+
+
+def _pick(scores: np.ndarray, current: float, lower: bool, min_improvement: float) -> int | None:
+    """The candidate ramp-workflow's scan keeps: each one must beat the best so far."""
+    if min_improvement == 0:
+        i = int(np.argmin(scores) if lower else np.argmax(scores))
+        return i if _better(scores[i], current, lower, 0.0) else None
+    best, pick = current, None
+    for i, s in enumerate(scores):
+        if _better(s, best, lower, min_improvement):
+            best, pick = s, i
+    return pick
+
+
+class _LazyLogLoss:
+    """Short-lists log-loss candidates with gains that only shrink as the ensemble grows.
+
+    A candidate's gain is sum_r log1p(p_r / total_r) over rows where clipping cannot bite;
+    the rare rows where the ensemble gives the true class almost nothing are scored
+    exactly for everyone at every step. A stale gain bounds the fresh one from above.
+    Gains are computed in float32 (several times faster) with a margin far wider than its
+    rounding; the exact float64 scores decide among the short-listed.
+    """
+
+    def __init__(self, rows: _Rows, total: np.ndarray, max_n: int):
+        self.rows, self.rows32 = rows.all(), rows.all32()
+        self.tau = EPS * (max_n + 2) * 2
+        self.bound = np.full(rows.n, np.inf)
+        self.normal = None
+        self.joined(total)
+
+    def joined(self, total: np.ndarray) -> None:
+        normal = total >= self.tau
+        if self.normal is None or not np.array_equal(normal, self.normal):
+            self.normal, self.bound[:] = normal, np.inf  # new rows count: old gains are no bound
+            self.special = np.flatnonzero(~normal)
+            self.kept = None if normal.all() else np.flatnonzero(normal)
+
+    def shortlist(self, total: np.ndarray, k: int) -> np.ndarray:
+        extra = np.zeros(len(self.rows))
+        if len(self.special):
+            sub = (self.rows[:, self.special] + total[self.special]) / (k + 1)
+            extra = np.log(np.clip(sub, EPS, 1 - EPS)).sum(axis=1)
+        kept = self.kept
+        denominator = (total if kept is None else total[kept]).astype(np.float32)
+        value = self.bound + extra
+        order = np.argsort(-value, kind="stable")
+        best, margin = -np.inf, 0.0
+        start, size = 0, 8
+        while start < len(order) and value[order[start]] >= best - margin:
+            block = order[start : start + size]
+            part = self.rows32[block] if kept is None else self.rows32[np.ix_(block, kept)]
+            part /= denominator
+            np.log1p(part, out=part)
+            self.bound[block] = part.sum(axis=1, dtype=np.float64)
+            value[block] = self.bound[block] + extra[block]
+            best = max(best, float(value[block].max()))
+            margin = 1e-5 * abs(best) + 1e-9 * len(total)  # float32 rounding is ~1e-7 of it
+            start, size = start + size, size * 2
+        return np.flatnonzero(value >= best - margin)
+
+
+class _SquaredError:
+    """Ranks every candidate's sum of squared errors with one matrix-vector product."""
+
+    def __init__(self, rows: np.ndarray, y: np.ndarray):
+        self.rows, self.y = rows, y
+        self.norms = np.einsum("ij,ij->i", rows, rows)
+
+    def joined(self, total: np.ndarray) -> None:
+        pass
+
+    def shortlist(self, total: np.ndarray, k: int) -> np.ndarray:
+        residual = total / (k + 1) - self.y
+        value = (2 / (k + 1)) * (self.rows @ residual) + self.norms / (k + 1) ** 2
+        aa, qq = float(residual @ residual), float(self.norms.max()) / (k + 1) ** 2
+        margin = 1e-9 * (aa + qq + 2 * math.sqrt(aa * qq)) + 1e-300
+        return np.flatnonzero(value <= value.min() + margin)
+
+
+def _ranker(score: _Score, fold: _Fold, total: np.ndarray, max_n: int):
+    if score.ranking == "log_loss":
+        return _LazyLogLoss(fold.rows, total, max_n)
+    if score.ranking == "squared_error":
+        return _SquaredError(fold.rows.all(), fold.y)
+    return None
+
+
+def _grow(fold: _Fold, score: _Score, max_n: int, min_improvement: float) -> None:
+    """Run the greedy selection from the fold's current members to its end."""
+    rows, lower = fold.rows.all(), score.lower_is_better
+    everyone = np.arange(len(rows))
+    if not fold.members:
+        singles = _scores_of(score, fold, None, 0, everyone)
+        best = int(np.argmin(singles) if lower else np.argmax(singles))
+        fold.members, fold.scores = [best], [float(singles[best])]
+    total = rows[fold.members[0]].copy()
+    for c in fold.members[1:]:
+        total += rows[c]
+    ranker = _ranker(score, fold, total, max_n) if min_improvement == 0 else None
+    while len(fold.members) < max_n:
+        k = len(fold.members)
+        candidates = ranker.shortlist(total, k) if ranker else everyone
+        scores = _scores_of(score, fold, total, k, candidates)
+        i = _pick(scores, fold.scores[-1], lower, min_improvement)
+        if i is None:
+            break
+        c = int(candidates[i])
+        total += rows[c]
+        fold.members.append(c)
+        fold.scores.append(float(scores[i]))
+        if ranker:
+            ranker.joined(total)
+
+
+def _replay(fold: _Fold, score: _Score, max_n: int, min_improvement: float) -> None:
+    """Fit the fold's last submission into its stored path, recomputing from where it joins."""
+    rows, lower = fold.rows.all(), score.lower_is_better
+    new, members, scores = len(rows) - 1, fold.members, fold.scores
+    n_members = len(members)
+    sums = np.cumsum(rows[members], axis=0)  # the running sums, as the greedy built them
+    combined = np.empty((n_members + 1,) + rows.shape[1:])
+    combined[0] = rows[new]
+    np.add(sums, rows[new], out=combined[1:])
+    combined[1:] /= np.arange(2, n_members + 2).reshape((-1,) + (1,) * (rows.ndim - 1))
+    new_scores = score.exact(fold.y, combined)
+    joins = None
+    if _better(new_scores[0], scores[0], lower, 0.0):
+        joins = 0
+    else:
+        for t in range(1, n_members + 1):
+            if t == n_members and n_members >= max_n:
+                break
+            target = scores[t] if t < n_members else scores[-1]
+            if _better(new_scores[t], target, lower, min_improvement):
+                joins = t
+                break
+    if joins is not None:
+        fold.members = members[:joins] + [new]
+        fold.scores = scores[:joins] + [float(new_scores[joins])]
+        _grow(fold, score, max_n, min_improvement)
+
+
+# --- the public side
+
+
+@dataclass
+class Blend:
+    """Per-fold ensembles of a set of submissions, and what they say about each submission."""
+
+    score: str
+    lower_is_better: bool
+    max_n_ensemble: int
+    min_improvement: float
+    _folds: list[_Fold] = field(repr=False)
+    _score: _Score = field(repr=False)
+    _kind: str = field(repr=False)
+    n_jobs: int = field(default=1, repr=False)
+
+    @property
+    def n_submissions(self) -> int:
+        return self._folds[0].rows.n
+
+    @property
+    def members(self) -> list[list[int]]:
+        """Per fold, the ensemble's members in the order they joined, repeats included."""
+        return [list(f.members) for f in self._folds]
+
+    @property
+    def fold_contributivity(self) -> np.ndarray:
+        """(n_submissions, n_folds): each submission's share of a fold's ensemble / n_folds."""
+        out = np.zeros((self.n_submissions, len(self._folds)))
+        for f, fold in enumerate(self._folds):
+            np.add.at(out[:, f], fold.members, 1.0 / len(fold.members))
+        return out / len(self._folds)
+
+    @property
+    def contributivity(self) -> np.ndarray:
+        """(n_submissions,): shares of the ensembles' members averaged over folds; sums to 1."""
+        return self.fold_contributivity.sum(axis=1)
+
+    @property
+    def combined_scores(self) -> list[float]:
+        """Per fold, the valid score of the blended ensemble."""
+        return [f.scores[-1] for f in self._folds]
+
+    @property
+    def best_single_scores(self) -> list[float]:
+        """Per fold, the valid score of the best single submission."""
+        return [f.scores[0] for f in self._folds]
+
+    def add(self, preds_per_fold: Sequence[np.ndarray]) -> "Blend":
+        """Add one submission (per fold: n_valid[, n_classes]) as the last one; in place."""
+        if len(preds_per_fold) != len(self._folds):
+            raise UsageError(
+                f"the new submission has predictions for {len(preds_per_fold)} folds; "
+                f"the blend has {len(self._folds)}"
+            )
+        rows = []
+        for f, (fold, p) in enumerate(zip(self._folds, preds_per_fold, strict=True)):
+            if np.shape(p) != fold.shape:
+                raise UsageError(
+                    f"fold {f}: the new submission's predictions have shape {np.shape(p)}; "
+                    f"the others' have {fold.shape}"
+                )
+            rows.append(_features(self._kind, self._score, f, fold.y, np.asarray(p)[None], 1))
+        for fold, row in zip(self._folds, rows, strict=True):
+            fold.rows.append(row.all()[0])
+        self._each_fold(_replay)
+        return self
+
+    def state(self) -> dict:
+        """A small JSON-able summary from which `contributivity(previous=...)` resumes."""
+        return {
+            "score": self.score,
+            "lower_is_better": self.lower_is_better,
+            "max_n_ensemble": self.max_n_ensemble,
+            "min_improvement": self.min_improvement,
+            "n_submissions": self.n_submissions,
+            "folds": [
+                {"n_valid": len(f.y), "members": list(f.members), "scores": list(f.scores)}
+                for f in self._folds
+            ],
+        }
+
+    def _each_fold(self, step: Callable) -> None:
+        args = (self._score, self.max_n_ensemble, self.min_improvement)
+        if self.n_jobs > 1 and len(self._folds) > 1:
+            with ThreadPoolExecutor(min(self.n_jobs, len(self._folds))) as pool:
+                list(pool.map(lambda fold: step(fold, *args), self._folds))
+        else:
+            for fold in self._folds:
+                step(fold, *args)
+
+
+def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds, n_submissions: int) -> _Rows:
+    """Check one fold's predictions and return what the score reads of them."""
+    preds = np.asarray(preds, dtype=np.float64)
+    per_row = ", n_classes" if kind == "classification" else ""
+    if preds.ndim != (3 if per_row else 2) or preds.shape[:2] != (n_submissions, len(y)):
+        raise UsageError(
+            f"fold {f}: predictions of shape {preds.shape}; {kind} needs (n_submissions, "
+            f"n_valid{per_row}) = ({n_submissions}, {len(y)}{per_row}) on every fold"
+        )
+    if not np.isfinite(preds.sum()):
+        raise UsageError(f"fold {f}: predictions hold NaN or infinite values")
+    if kind == "classification" and len(y) and (y.min() < 0 or y.max() >= preds.shape[2]):
+        raise UsageError(f"fold {f}: true classes must be indices 0..{preds.shape[2] - 1}")
+    rows = _Rows(n_submissions, preds.shape[1:] if score.features is _identity else (len(y),))
+    score.features(y, preds, rows.all())
+    if score.ranking == "log_loss" and rows.n and (rows.all().min() < 0 or rows.all().max() > 1):
+        raise UsageError(f"fold {f}: log_loss needs probabilities between 0 and 1")
+    return rows
+
+
+def _resumable(previous: dict | None, blend: Blend, n_submissions: int) -> int:
+    """How many submissions a stored state covers, or 0 if it does not fit these inputs."""
+    try:
+        folds, n_old = previous["folds"], int(previous["n_submissions"])
+        if (
+            (previous["score"], previous["lower_is_better"]) != (blend.score, blend.lower_is_better)
+            or (previous["max_n_ensemble"], previous["min_improvement"])
+            != (blend.max_n_ensemble, blend.min_improvement)
+            or len(folds) != len(blend._folds)
+            or not 0 < n_old <= n_submissions
+        ):
+            return 0
+        for stored, fold in zip(folds, blend._folds, strict=True):
+            members, scores = [int(m) for m in stored["members"]], [float(s) for s in stored["scores"]]
+            if stored["n_valid"] != len(fold.y) or not members or len(members) != len(scores):
+                return 0
+            if min(members) < 0 or max(members) >= n_old:
+                return 0
+            total = fold.rows.all()[members].sum(axis=0) / len(members)
+            if not math.isclose(blend._score.exact(fold.y, total[None])[0], scores[-1], rel_tol=1e-9):
+                return 0  # the predictions changed since the state was stored
+    except (KeyError, TypeError, ValueError):
+        return 0
+    return n_old
+
+
+def contributivity(
+    kind: str,
+    score: str | Callable[[np.ndarray, np.ndarray], float],
+    y_true_per_fold: Sequence[np.ndarray],
+    preds_per_fold: Sequence[np.ndarray],
+    *,
+    lower_is_better: bool | None = None,
+    max_n_ensemble: int = MAX_N_ENSEMBLE,
+    min_improvement: float = 0.0,
+    previous: dict | None = None,
+    n_jobs: int = 1,
+) -> Blend:
+    """Blend every submission on every fold and return each one's contributivity.
+
+    kind: "classification" (predictions (n_submissions, n_valid, n_classes) of
+    probabilities, true values as class indices) or "regression" (predictions
+    (n_submissions, n_valid)). score: a built-in name (see BUILTIN) or a function
+    score(y_true, y_pred) -> float with lower_is_better. previous: a `Blend.state()` of
+    the same inputs' first submissions (submissions only ever appended); the ones after
+    it are added incrementally. A state that does not fit is ignored.
+    """
+    if kind not in KINDS:
+        raise UsageError(f"kind must be classification or regression, not {kind!r}")
+    resolved = _resolve_score(score, lower_is_better)
+    if len(y_true_per_fold) != len(preds_per_fold) or not preds_per_fold:
+        raise UsageError(
+            f"{len(y_true_per_fold)} folds of true values but {len(preds_per_fold)} folds of "
+            "predictions; give both for the same folds, at least one"
+        )
+    if max_n_ensemble < 1 or min_improvement < 0:
+        raise UsageError("max_n_ensemble must be at least 1 and min_improvement at least 0")
+    n_submissions = len(preds_per_fold[0])
+    if n_submissions == 0:
+        raise UsageError("no submissions to blend")
+    ys = [np.asarray(y) for y in y_true_per_fold]
+    if kind == "classification" and not all(np.issubdtype(y.dtype, np.integer) for y in ys):
+        raise UsageError("classification true values must be class indices (integers)")
+    folds = [
+        _Fold(y, _features(kind, resolved, f, y, p, n_submissions), np.shape(p)[1:])
+        for f, (y, p) in enumerate(zip(ys, preds_per_fold, strict=True))
+    ]
+    blend = Blend(
+        resolved.name, resolved.lower_is_better, max_n_ensemble, float(min_improvement),
+        folds, resolved, kind, n_jobs,
+    )
+    n_old = _resumable(previous, blend, n_submissions) if previous else 0
+    if not n_old:
+        blend._each_fold(_grow)
+        return blend
+    for stored, fold in zip(previous["folds"], folds, strict=True):
+        fold.members = [int(m) for m in stored["members"]]
+        fold.scores = [float(s) for s in stored["scores"]]
+        fold.rows.n = n_old  # the later ones join one at a time, as if submitted in order
+    for j in range(n_old, n_submissions):
+        for fold in folds:
+            fold.rows.n = j + 1
+        blend._each_fold(_replay)
+    return blend
