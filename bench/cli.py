@@ -1,0 +1,138 @@
+"""How fast `datarun status` and `datarun leaderboard` answer on a busy workspace.
+
+The board calls these as subprocesses on every page view, so start-up counts as much as
+the query. The workspace holds the iris kit registered for real and 2,000 scored
+submissions x 5 folds, written straight into SQLite in one transaction (rows as
+datarun/db.py defines them: submissions, done tasks with timings, per-task scores on
+train/valid/test, bagged scores). Each command runs `--runs` times as a real subprocess
+with --json; the median is compared with the goal, beside the start-up of a Python that
+imports pandas and scikit-learn (what a CLI importing everything up front pays).
+
+Run: .venv/bin/python bench/cli.py [--quick] [--submissions N] [--runs N] [--json]
+"""
+
+import argparse
+import contextlib
+import json
+import random
+import sqlite3
+import sys
+import time
+
+from common import Workspace, finish, median_time, print_table, temp_folder, verdict
+
+GOALS = {"status": 0.4, "leaderboard": 1.0}
+SPLITS = ("train", "valid", "test")
+
+
+def fill(workspace: Workspace, problem: str, n_submissions: int, seed: int = 0) -> None:
+    """Insert n scored submissions with one done task per fold, in one transaction."""
+    rng = random.Random(seed)
+    with contextlib.closing(sqlite3.connect(workspace.db_path)) as conn:
+        folds = [row[0] for row in conn.execute(
+            "SELECT fold FROM folds WHERE problem = ? ORDER BY fold", (problem,))]
+        score_names = json.loads(conn.execute(
+            "SELECT score_names FROM problems WHERE name = ?", (problem,)).fetchone()[0])
+        limits = conn.execute("SELECT limits FROM problems WHERE name = ?", (problem,)).fetchone()[0]
+        event = conn.execute("SELECT name FROM events WHERE problem = ? AND is_default = 1",
+                             (problem,)).fetchone()
+        environment = json.dumps({"hostname": "bench", "python": "3.11", "host": "local"})
+        now = time.time() - n_submissions * 60
+        submissions, tasks, scores, bagged = [], [], [], []
+        task_id = 0
+        for sid in range(1, n_submissions + 1):
+            team = f"team{sid % 97}"
+            digest = f"{sid:064x}"
+            created = now + sid * 60
+            submissions.append((sid, problem, event[0] if event else None, team, f"sub{sid}",
+                                digest, json.dumps({"estimator.py": digest}), created))
+            quality = rng.uniform(0.6, 0.99)
+            for fold in folds:
+                task_id += 1
+                train_time = rng.uniform(0.05, 2.0)
+                tasks.append((task_id, sid, fold, "done", 1, "local", fold % 2, limits, created,
+                              created + 1, created + 3, train_time, train_time / 10,
+                              train_time / 20, train_time * 1.2, train_time * 1.1,
+                              rng.randint(140, 400) * 1024**2, f"{task_id:064x}",
+                              f"{task_id + 10**6:064x}", environment))
+                for split in SPLITS:
+                    for name in score_names:
+                        scores.append((task_id, split, name, quality + rng.uniform(-0.05, 0.05)))
+            for split in ("valid", "test"):
+                for name in score_names:
+                    bagged.append((sid, split, name, quality + rng.uniform(-0.02, 0.02)))
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO submissions (id, problem, event, team, name, files_hash, files, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", submissions)
+            conn.executemany(
+                "INSERT INTO tasks (id, submission, fold, state, attempt, host, slot, limits, "
+                "queued_at, started_at, finished_at, train_time, valid_time, test_time, wall_time, "
+                "cpu_time, peak_memory, pred_train, pred_test, environment) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", tasks)
+            conn.executemany("INSERT INTO scores (task, split, score, value) VALUES (?, ?, ?, ?)",
+                             scores)
+            conn.executemany(
+                "INSERT INTO bagged_scores (submission, split, score, value) VALUES (?, ?, ?, ?)",
+                bagged)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="50 submissions, 3 runs (smoke test)")
+    parser.add_argument("--submissions", type=int, default=None, help="default 2000 (quick 50)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per command (default 7, quick 3)")
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout, text on stderr")
+    args = parser.parse_args(argv)
+    n_submissions = args.submissions or (50 if args.quick else 2000)
+    runs = args.runs or (3 if args.quick else 7)
+
+    from common import IRIS, datarun_command
+
+    with temp_folder("datarun-bench-cli-") as tmp:
+        workspace = Workspace(tmp / "ws")
+        workspace.cli("problem", "add", IRIS)
+        fill(workspace, "iris", n_submissions)
+        base = datarun_command()
+        # Check the answers once (and warm the page cache) before timing.
+        board = json.loads(workspace.cli("leaderboard", "iris", "--json").stdout)
+        status = json.loads(workspace.cli("status", "--json").stdout)
+        if len(board["rows"]) != n_submissions or status["problems"]["iris"]["done"] != n_submissions * 5:
+            raise RuntimeError(f"the filled workspace does not show {n_submissions} scored submissions")
+        status_time, status_runs = median_time(base + ["status", "--json"], runs, workspace.env)
+        board_time, board_runs = median_time(base + ["leaderboard", "iris", "--json"], runs,
+                                             workspace.env)
+    heavy_time, heavy_runs = median_time([sys.executable, "-c", "import pandas, sklearn"], runs)
+    bare_time, _ = median_time([sys.executable, "-c", "pass"], runs)
+
+    figures = {
+        "scratch": str(tmp), "submissions": n_submissions, "tasks": n_submissions * 5,
+        "runs": runs,
+        "status": {"median": status_time, "runs": status_runs, "goal": GOALS["status"],
+                   "met": status_time <= GOALS["status"]},
+        "leaderboard": {"median": board_time, "runs": board_runs, "goal": GOALS["leaderboard"],
+                        "met": board_time <= GOALS["leaderboard"]},
+        "python_pandas_sklearn": {"median": heavy_time, "runs": heavy_runs},
+        "python_bare": {"median": bare_time},
+    }
+    figures["met"] = figures["status"]["met"] and figures["leaderboard"]["met"]
+    import io
+
+    text = io.StringIO()
+    print_table(
+        f"cli: {n_submissions} scored submissions x 5 folds, median of {runs} runs",
+        ["", "median", "goal", ""],
+        [["datarun status --json", f"{status_time:.3f} s", f"{GOALS['status']:.1f} s",
+          verdict(status_time, GOALS["status"])],
+         ["datarun leaderboard iris --json", f"{board_time:.3f} s", f"{GOALS['leaderboard']:.1f} s",
+          verdict(board_time, GOALS["leaderboard"])],
+         ["python -c 'import pandas, sklearn'", f"{heavy_time:.3f} s", "", "baseline"],
+         ["python -c pass", f"{bare_time:.3f} s", "", ""]],
+        out=text)
+    finish(figures, [text.getvalue().rstrip()], args.json)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,285 @@
+"""Helpers the benchmarks share: temp workspaces, timed subprocesses, runner clean-up, output.
+
+Every figure is taken from outside, on a real subprocess (the `datarun` command an
+organiser runs, or a plain Python a baseline would start), so start-up costs count
+the same way on both sides of a comparison. Each bench builds its kits and workspaces
+in a temporary folder, stops the local runner it caused to start (by the PID in
+runner.json) and removes the folder, even when it fails half-way.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+IRIS = EXAMPLES / "iris"
+
+
+def datarun_command() -> list[str]:
+    """The installed `datarun` entry point of this Python's environment, else `python -m datarun`."""
+    script = Path(sys.executable).with_name("datarun")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "datarun"]
+
+
+@contextlib.contextmanager
+def temp_folder(prefix: str) -> Iterator[Path]:
+    """A scratch folder; on the way out, stop runners started in it, then remove it."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    finally:
+        for runner_json in folder.glob("**/.datarun/hosts/*/runner.json"):
+            stop_runner(runner_json)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_runner(runner_json: Path, timeout: float = 10.0) -> None:
+    """SIGTERM the harness runner recorded in runner.json, if it is alive and is one."""
+    try:
+        pid = int(json.loads(runner_json.read_text())["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if b"serve" not in cmdline:
+        return  # the PID was reused by something else: not ours to stop
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        # The runner is a detached grandchild: it is reaped by init, we only wait for it to go.
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state == "Z":
+            return
+        time.sleep(0.02)
+
+
+def run(command: list[str], env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-2000:]}")
+    return result
+
+
+def timed(command: list[str], env: dict | None = None, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds of one subprocess, from fork to exit."""
+    start = time.perf_counter()
+    result = run(command, env=env, check=check)
+    return time.perf_counter() - start, result
+
+
+def median_time(command: list[str], runs: int, env: dict | None = None) -> tuple[float, list[float]]:
+    times = [timed(command, env=env)[0] for _ in range(runs)]
+    return statistics.median(times), times
+
+
+class Workspace:
+    """A datarun workspace driven through the real CLI, with DATARUN_HOME pointing at it."""
+
+    def __init__(self, root: Path, slots: int = 1, threads: int = 1):
+        self.root = root
+        self.env = dict(os.environ, DATARUN_HOME=str(root))
+        run(datarun_command() + ["init", str(root)], env=self.env)
+        (root / "hosts.toml").write_text(
+            f'[hosts.local]\nexecutor = "local"\nslots = {slots}\nthreads = {threads}\n')
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / ".datarun" / "datarun.db"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return run(datarun_command() + [str(a) for a in args], env=self.env)
+
+    def cli_json(self, *args: str):
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def timed_cli(self, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+        return timed(datarun_command() + [str(a) for a in args], env=self.env)
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with contextlib.closing(sqlite3.connect(self.db_path)) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def stop_runners(self) -> None:
+        for runner_json in (self.root / ".datarun" / "hosts").glob("*/runner.json"):
+            stop_runner(runner_json)
+
+
+def make_kit(dest: Path, n_splits: int, submissions: dict[str, str], source: Path = IRIS,
+             keep: tuple[str, ...] = ()) -> Path:
+    """A copy of a native kit with `n_splits` folds, the source's submissions named in
+    `keep`, and extra submissions given as {name: estimator.py source}."""
+    import tomllib
+
+    dest.mkdir(parents=True)
+    shutil.copytree(source / "data", dest / "data")
+    text = (source / "problem.toml").read_text()
+    current = tomllib.loads(text)["cv"]["n_splits"]
+    text = text.replace(f"n_splits = {current}", f"n_splits = {n_splits}", 1)
+    if tomllib.loads(text)["cv"]["n_splits"] != n_splits:
+        raise RuntimeError(f"could not set n_splits in {source / 'problem.toml'}")
+    (dest / "problem.toml").write_text(text)
+    for name in keep:
+        shutil.copytree(source / "submissions" / name, dest / "submissions" / name)
+    for name, code in submissions.items():
+        (dest / "submissions" / name).mkdir(parents=True)
+        (dest / "submissions" / name / "estimator.py").write_text(code)
+    return dest
+
+
+def export_folds(workspace: Workspace, problem: str, dest: Path) -> int:
+    """Write the problem's frozen folds as fold<k>_train.npy / fold<k>_valid.npy for the
+    baselines, so they fit exactly the rows datarun fits. Returns the number of folds."""
+    import numpy as np
+
+    blobs = workspace.root / ".datarun" / "blobs"
+    rows = workspace.query(
+        "SELECT fold, train_hash, valid_hash FROM folds WHERE problem = ? ORDER BY fold", (problem,))
+    from datarun.blobs import BlobStore
+
+    store = BlobStore(blobs)
+    dest.mkdir(parents=True, exist_ok=True)
+    for fold, train_hash, valid_hash in rows:
+        np.save(dest / f"fold{fold}_train.npy", store.get_array(train_hash), allow_pickle=False)
+        np.save(dest / f"fold{fold}_valid.npy", store.get_array(valid_hash), allow_pickle=False)
+    return len(rows)
+
+
+def recorded_model_time(workspace: Workspace) -> tuple[int, int, float]:
+    """(tasks, tasks done, sum of the train + valid + test seconds datarun recorded)."""
+    total, done, seconds = workspace.query(
+        "SELECT count(*), sum(state = 'done'), "
+        "coalesce(sum(train_time + valid_time + test_time), 0) FROM tasks")[0]
+    return total, done or 0, seconds
+
+
+def verdict(value: float, goal: float) -> str:
+    return "met" if value <= goal else "MISSED"
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]], out=sys.stdout) -> None:
+    """A plain fixed-width table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [str(cells[0]).ljust(widths[0])]
+        parts += [str(c).rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(parts).rstrip()
+
+    print(title, file=out)
+    print(line(header), file=out)
+    for row in rows:
+        print(line(row), file=out)
+
+
+def finish(figures: dict, text_lines: list[str], as_json: bool) -> None:
+    """The figures as JSON on stdout (text on stderr), or the text on stdout."""
+    out = sys.stderr if as_json else sys.stdout
+    for text in text_lines:
+        print(text, file=out)
+    if as_json:
+        json.dump(figures, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+
+
+BASELINE_COMMON = r'''
+import importlib.util, json, sys, time
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+def load(kit):
+    train = pd.read_csv(f"{kit}/data/train.csv")
+    test = pd.read_csv(f"{kit}/data/test.csv")
+    y_train = train.pop("species").to_numpy()
+    y_test = test.pop("species").to_numpy()
+    return train, y_train, test, y_test
+
+def load_submission(path, name):
+    sys.path.insert(0, path)
+    spec = importlib.util.spec_from_file_location("estimator", f"{path}/estimator.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["estimator"] = module
+    spec.loader.exec_module(module)
+    sys.path.remove(path)
+    return module
+
+def scores(y, proba, classes):
+    return [accuracy_score(y, classes[proba.argmax(axis=1)]),
+            log_loss(y, proba, labels=classes),
+            roc_auc_score(y, proba, multi_class="ovr", labels=classes)]
+
+def run_task(module, X_train, y_train, X_test, y_test, train_idx, valid_idx):
+    """Fit, predict and score one fold as ramp-test does; return the model's own seconds."""
+    start = time.perf_counter()
+    estimator = module.get_estimator()
+    estimator.fit(X_train.iloc[train_idx], y_train[train_idx])
+    proba_train = estimator.predict_proba(X_train)
+    proba_test = estimator.predict_proba(X_test)
+    model = time.perf_counter() - start
+    classes = np.asarray(estimator.classes_)
+    scores(y_train[train_idx], proba_train[train_idx], classes)
+    scores(y_train[valid_idx], proba_train[valid_idx], classes)
+    scores(y_test, proba_test, classes)
+    return model
+'''
+
+# One process fitting every submission on every fold in turn: what `ramp-test` does.
+LOOP_SCRIPT = BASELINE_COMMON + r'''
+kit, folds, n_folds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+names = sys.argv[4:]
+X_train, y_train, X_test, y_test = load(kit)
+model = 0.0
+for name in names:
+    module = load_submission(f"{kit}/submissions/{name}", name)
+    for fold in range(n_folds):
+        train_idx = np.load(f"{folds}/fold{fold}_train.npy")
+        valid_idx = np.load(f"{folds}/fold{fold}_valid.npy")
+        model += run_task(module, X_train, y_train, X_test, y_test, train_idx, valid_idx)
+print(json.dumps({"model_time": model}))
+'''
+
+# One task per process: what an engine that starts a fresh worker per task pays.
+TASK_SCRIPT = BASELINE_COMMON + r'''
+kit, folds, fold, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+X_train, y_train, X_test, y_test = load(kit)
+module = load_submission(f"{kit}/submissions/{name}", name)
+train_idx = np.load(f"{folds}/fold{fold}_train.npy")
+valid_idx = np.load(f"{folds}/fold{fold}_valid.npy")
+print(json.dumps({"model_time": run_task(module, X_train, y_train, X_test, y_test, train_idx, valid_idx)}))
+'''
+
+
+def run_loop_baseline(kit: Path, folds: Path, n_folds: int, names: list[str]) -> tuple[float, float]:
+    """(wall seconds of a fresh Python running the whole loop, its fit+predict seconds)."""
+    wall, result = timed([sys.executable, "-c", LOOP_SCRIPT, str(kit), str(folds), str(n_folds), *names])
+    return wall, json.loads(result.stdout)["model_time"]
+
+
+def run_process_per_task_baseline(kit: Path, folds: Path, n_folds: int,
+                                  names: list[str]) -> tuple[float, float]:
+    """(wall seconds of one fresh Python per task, one after another; their fit+predict seconds)."""
+    model = 0.0
+    start = time.perf_counter()
+    for name in names:
+        for fold in range(n_folds):
+            result = run([sys.executable, "-c", TASK_SCRIPT, str(kit), str(folds), str(fold), name])
+            model += json.loads(result.stdout)["model_time"]
+    return time.perf_counter() - start, model

@@ -1,0 +1,128 @@
+"""What datarun costs per task beyond the model's own work, against two baselines.
+
+Four trivial submissions (DummyClassifier, so the fit itself costs nearly nothing) on an
+8-fold copy of the iris kit. The figure for each way of running them is
+
+    (wall time of the whole run - fit+predict seconds / slots) / tasks
+
+where fit+predict is what each side measured around get_estimator + fit + predict_proba
+(for datarun: the train, valid and test times it records per task). The wall time is
+taken around a subprocess: `datarun train` (CLI start, runner start, dispatch, collect,
+scoring), a fresh Python running all fits in a loop (ramp-test style, imports once), and
+one fresh Python per task, one after another (an engine starting a worker per task).
+
+Run: .venv/bin/python bench/overhead.py [--quick] [--json]
+"""
+
+import argparse
+import sys
+
+from common import (
+    Workspace,
+    export_folds,
+    finish,
+    make_kit,
+    print_table,
+    recorded_model_time,
+    run_loop_baseline,
+    run_process_per_task_baseline,
+    temp_folder,
+    verdict,
+)
+
+GOAL = 0.1  # seconds per task, datarun on 1 slot
+
+DUMMY = """from sklearn.dummy import DummyClassifier
+
+
+def get_estimator():
+    return DummyClassifier(strategy={strategy!r}, random_state=0)
+"""
+STRATEGIES = ("prior", "most_frequent", "stratified", "uniform")
+
+
+def run_datarun(root, kit, names: list[str], slots: int) -> dict:
+    workspace = Workspace(root, slots=slots)
+    try:
+        workspace.cli("problem", "add", kit)
+        for name in names:
+            workspace.cli("submit", "iris", kit / "submissions" / name, "--team", "bench")
+        wall, result = workspace.timed_cli("train", "--json")
+    finally:
+        workspace.stop_runners()
+    import json
+
+    summary = json.loads(result.stdout)
+    tasks, done, model = recorded_model_time(workspace)
+    if done != tasks:
+        raise RuntimeError(f"datarun finished {done} of {tasks} tasks")
+    return {"wall": wall, "model_time": model, "tasks": tasks, "slots": slots,
+            "train_core_wall": summary["wall_time"], "workspace": workspace}
+
+
+def per_task(wall: float, model: float, tasks: int, slots: int = 1) -> float:
+    return (wall - model / slots) / tasks
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 submissions x 2 folds (smoke test)")
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout, text on stderr")
+    args = parser.parse_args(argv)
+    n_subs, n_folds = (2, 2) if args.quick else (4, 8)
+    names = [f"dummy_{s}" for s in STRATEGIES[:n_subs]]
+
+    with temp_folder("datarun-bench-overhead-") as tmp:
+        kit = make_kit(tmp / "kit", n_folds,
+                       {f"dummy_{s}": DUMMY.format(strategy=s) for s in STRATEGIES[:n_subs]})
+        one = run_datarun(tmp / "ws1", kit, names, slots=1)
+        two = run_datarun(tmp / "ws2", kit, names, slots=2)
+        folds = tmp / "folds"
+        export_folds(one["workspace"], "iris", folds)
+        loop_wall, loop_model = run_loop_baseline(kit, folds, n_folds, names)
+        proc_wall, proc_model = run_process_per_task_baseline(kit, folds, n_folds, names)
+
+    tasks = n_subs * n_folds
+    figures = {
+        "tasks": tasks, "scratch": str(tmp),
+        "goal_per_task": GOAL,
+        "datarun_1_slot": {"wall": one["wall"], "model_time": one["model_time"],
+                           "train_core_wall": one["train_core_wall"],
+                           "per_task": per_task(one["wall"], one["model_time"], tasks)},
+        "datarun_2_slots": {"wall": two["wall"], "model_time": two["model_time"],
+                            "train_core_wall": two["train_core_wall"],
+                            "per_task": per_task(two["wall"], two["model_time"], tasks, 2)},
+        "loop": {"wall": loop_wall, "model_time": loop_model,
+                 "per_task": per_task(loop_wall, loop_model, tasks)},
+        "process_per_task": {"wall": proc_wall, "model_time": proc_model,
+                             "per_task": per_task(proc_wall, proc_model, tasks)},
+    }
+    figures["met"] = figures["datarun_1_slot"]["per_task"] <= GOAL
+
+    rows = [
+        ["datarun train, local host, 1 slot", "datarun_1_slot"],
+        ["datarun train, local host, 2 slots", "datarun_2_slots"],
+        ["in-process loop (ramp-test style)", "loop"],
+        ["one fresh Python per task", "process_per_task"],
+    ]
+    table = [[label, f"{figures[k]['per_task']:.3f} s", f"{figures[k]['wall']:.2f} s",
+              f"{figures[k]['model_time']:.2f} s"] for label, k in rows]
+
+    import io
+
+    text = io.StringIO()
+    print_table(f"overhead: {n_subs} DummyClassifier submissions x {n_folds} folds = {tasks} tasks "
+                "(per task = (wall - fit+predict / slots) / tasks)",
+                ["", "per task", "wall", "fit+predict"], table, out=text)
+    one_fig = figures["datarun_1_slot"]["per_task"]
+    lines = [text.getvalue().rstrip(),
+             f"datarun train: {one['wall'] - one['train_core_wall']:.2f} s of the 1-slot wall is "
+             "the CLI process outside the dispatcher loop (imports, workspace, exit)",
+             f"goal: datarun on 1 slot at most {GOAL:.3f} s per task: "
+             f"{verdict(one_fig, GOAL)} ({one_fig:.3f} s)"]
+    finish(figures, lines, args.json)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

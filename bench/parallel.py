@@ -1,0 +1,116 @@
+"""datarun train on 2 slots against a plain loop that fits the same work one fold at a time.
+
+The iris example kit with four real submissions (its logreg, random_forest and knn, plus
+a gradient-boosting one written here) on its 5 frozen folds. datarun's figure is the wall
+time of `datarun train` on the local host with 2 slots (the runner starting cold, as
+after a reboot); the baseline's is the wall time of a fresh Python that imports what it
+needs and fits, predicts and scores every submission on every fold in turn, as
+`ramp-test` does. Both start from the same registered folds. Each side runs `--repeat`
+times on a fresh workspace; the medians are compared.
+
+Run: .venv/bin/python bench/parallel.py [--quick] [--repeat N] [--json]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+
+from common import (
+    Workspace,
+    export_folds,
+    finish,
+    make_kit,
+    print_table,
+    recorded_model_time,
+    run_loop_baseline,
+    temp_folder,
+    verdict,
+)
+
+GOAL = 0.6  # datarun's wall time at most this share of the loop's
+
+GRADIENT_BOOSTING = """from sklearn.ensemble import GradientBoostingClassifier
+
+
+def get_estimator():
+    return GradientBoostingClassifier(n_estimators=100, max_depth=2, random_state=0)
+"""
+EXAMPLE_SUBMISSIONS = ("logreg", "random_forest", "knn")
+
+
+def run_datarun(root, kit, names: list[str]) -> dict:
+    workspace = Workspace(root, slots=2)
+    try:
+        workspace.cli("problem", "add", kit)
+        for name in names:
+            workspace.cli("submit", "iris", kit / "submissions" / name, "--team", "bench")
+        wall, result = workspace.timed_cli("train", "--json")
+    finally:
+        workspace.stop_runners()
+    tasks, done, model = recorded_model_time(workspace)
+    if done != tasks:
+        raise RuntimeError(f"datarun finished {done} of {tasks} tasks")
+    return {"wall": wall, "model_time": model, "tasks": tasks,
+            "train_core_wall": json.loads(result.stdout)["wall_time"], "workspace": workspace}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 submissions x 2 folds, 1 run (smoke test)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per side (default 3, quick 1)")
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout, text on stderr")
+    args = parser.parse_args(argv)
+    repeat = args.repeat or (1 if args.quick else 3)
+    names = ["logreg", "knn"] if args.quick else [*EXAMPLE_SUBMISSIONS, "gradient_boosting"]
+    n_folds = 2 if args.quick else 5
+
+    datarun_runs, loop_runs = [], []
+    with temp_folder("datarun-bench-parallel-") as tmp:
+        kit = make_kit(tmp / "kit", n_folds, {"gradient_boosting": GRADIENT_BOOSTING},
+                       keep=EXAMPLE_SUBMISSIONS)
+        folds = tmp / "folds"
+        for run in range(repeat):
+            # Alternate the sides so a noisy neighbour hurts both alike.
+            outcome = run_datarun(tmp / f"ws{run}", kit, names)
+            datarun_runs.append(outcome)
+            if run == 0:
+                export_folds(outcome["workspace"], "iris", folds)
+            loop_runs.append(run_loop_baseline(kit, folds, n_folds, names))
+
+    datarun_wall = statistics.median(r["wall"] for r in datarun_runs)
+    loop_wall = statistics.median(w for w, _ in loop_runs)
+    ratio = datarun_wall / loop_wall
+    figures = {
+        "scratch": str(tmp), "submissions": names, "folds": n_folds,
+        "tasks": len(names) * n_folds, "runs": repeat,
+        "goal_ratio": GOAL, "ratio": ratio, "met": ratio <= GOAL,
+        "datarun": {"wall": datarun_wall, "walls": [r["wall"] for r in datarun_runs],
+                    "train_core_walls": [r["train_core_wall"] for r in datarun_runs],
+                    "model_time": statistics.median(r["model_time"] for r in datarun_runs)},
+        "loop": {"wall": loop_wall, "walls": [w for w, _ in loop_runs],
+                 "model_time": statistics.median(m for _, m in loop_runs)},
+    }
+    import io
+
+    text = io.StringIO()
+    print_table(
+        f"parallel: {len(names)} submissions x {n_folds} folds = {figures['tasks']} tasks, "
+        f"median of {repeat} run(s)",
+        ["", "wall", "fit+predict", "runs"],
+        [["datarun train, local host, 2 slots", f"{datarun_wall:.2f} s",
+          f"{figures['datarun']['model_time']:.2f} s",
+          " ".join(f"{w:.2f}" for w in figures["datarun"]["walls"])],
+         ["one Python, fits in a loop (ramp-test style)", f"{loop_wall:.2f} s",
+          f"{figures['loop']['model_time']:.2f} s",
+          " ".join(f"{w:.2f}" for w in figures["loop"]["walls"])]],
+        out=text)
+    lines = [text.getvalue().rstrip(),
+             f"goal: datarun at most {GOAL:.1f} x the loop's wall time: {verdict(ratio, GOAL)} "
+             f"({ratio:.2f} x)"]
+    finish(figures, lines, args.json)
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

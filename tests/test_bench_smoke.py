@@ -1,0 +1,65 @@
+"""Each benchmark runs end to end at its --quick size and reports its figures.
+
+The benches are scripts nobody imports, so without this they would rot silently when the
+CLI or the schema changes. The figures themselves are not judged here (the machine may be
+busy): only that each side of each comparison was measured and the goal was reported.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+def run_bench(name: str) -> tuple[dict, str]:
+    # The benches build their own temporary workspaces; DATARUN_HOME from the test
+    # fixtures must not leak into them (each sets its own).
+    env = {k: v for k, v in os.environ.items() if k != "DATARUN_HOME"}
+    result = subprocess.run([sys.executable, str(BENCH / name), "--quick", "--json"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.mark.slow
+def test_overhead_bench_measures_datarun_and_both_baselines():
+    figures, text = run_bench("overhead.py")
+    assert figures["tasks"] == 4
+    for side in ("datarun_1_slot", "datarun_2_slots", "loop", "process_per_task"):
+        assert figures[side]["wall"] > 0
+        assert figures[side]["model_time"] > 0
+        assert figures[side]["per_task"] == pytest.approx(
+            (figures[side]["wall"] - figures[side]["model_time"] / (2 if side == "datarun_2_slots" else 1))
+            / figures["tasks"])
+    assert figures["met"] == (figures["datarun_1_slot"]["per_task"] <= figures["goal_per_task"])
+    assert "goal: datarun on 1 slot at most 0.100 s per task" in text
+    assert "one fresh Python per task" in text
+    assert not Path(figures["scratch"]).exists()
+
+
+@pytest.mark.slow
+def test_parallel_bench_compares_train_with_a_loop():
+    figures, text = run_bench("parallel.py")
+    assert figures["tasks"] == 4
+    assert figures["datarun"]["wall"] > figures["datarun"]["model_time"] > 0
+    assert figures["loop"]["wall"] > figures["loop"]["model_time"] > 0
+    assert figures["ratio"] == pytest.approx(figures["datarun"]["wall"] / figures["loop"]["wall"])
+    assert "goal: datarun at most 0.6 x the loop's wall time" in text
+    assert not Path(figures["scratch"]).exists()
+
+
+@pytest.mark.slow
+def test_cli_bench_times_status_and_leaderboard_on_a_filled_workspace():
+    figures, text = run_bench("cli.py")
+    assert figures["submissions"] == 50 and figures["tasks"] == 250
+    for name in ("status", "leaderboard", "python_pandas_sklearn"):
+        assert figures[name]["median"] > 0
+        assert len(figures[name]["runs"]) == 3
+    assert figures["status"]["met"] == (figures["status"]["median"] <= 0.4)
+    assert "datarun leaderboard iris --json" in text
+    assert not Path(figures["scratch"]).exists()
