@@ -186,12 +186,20 @@ def _pick(scores: np.ndarray, current: float, lower: bool, min_improvement: floa
     return pick
 
 
+def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    # einsum, not BLAS: a threaded BLAS gemv on a busy 2-core host was ten times slower
+    return np.einsum("ij,j->i", matrix, vector)
+
+
 class _LazyLogLoss:
     """Short-lists log-loss candidates with gains that only shrink as the ensemble grows.
 
     A candidate's gain is sum_r log1p(p_r / total_r) over rows where clipping cannot bite;
     the rare rows where the ensemble gives the true class almost nothing are scored
     exactly for everyone at every step. A stale gain bounds the fresh one from above.
+    When a submission joins, every stale bound is lowered by the least the candidate's gain
+    can lose: per row that loss is convex in the candidate's probability, so its chord over
+    [0, 1] bounds it, and all the chords cost one matrix-vector product.
     Gains are computed in float32 (several times faster) with a margin far wider than its
     rounding; the exact float64 scores decide among the short-listed.
     """
@@ -202,6 +210,13 @@ class _LazyLogLoss:
         self.bound = np.full(rows.n, np.inf)
         self.normal = None
         self.joined(total)
+
+    def joining(self, row: np.ndarray, total: np.ndarray) -> None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.log1p(row / total) - np.log1p(row / (total + 1))
+        slope[~self.normal] = 0.0
+        # a hair less than the float32 product, so a rounding error never makes it a non-bound
+        self.bound -= _matvec(self.rows32, slope.astype(np.float32)) * (1 - 1e-4)
 
     def joined(self, total: np.ndarray) -> None:
         normal = total >= self.tau
@@ -241,12 +256,15 @@ class _SquaredError:
         self.rows, self.y = rows, y
         self.norms = np.einsum("ij,ij->i", rows, rows)
 
+    def joining(self, row: np.ndarray, total: np.ndarray) -> None:
+        pass
+
     def joined(self, total: np.ndarray) -> None:
         pass
 
     def shortlist(self, total: np.ndarray, k: int) -> np.ndarray:
         residual = total / (k + 1) - self.y
-        value = (2 / (k + 1)) * (self.rows @ residual) + self.norms / (k + 1) ** 2
+        value = (2 / (k + 1)) * _matvec(self.rows, residual) + self.norms / (k + 1) ** 2
         aa, qq = float(residual @ residual), float(self.norms.max()) / (k + 1) ** 2
         margin = 1e-9 * (aa + qq + 2 * math.sqrt(aa * qq)) + 1e-300
         return np.flatnonzero(value <= value.min() + margin)
@@ -280,6 +298,8 @@ def _grow(fold: _Fold, score: _Score, max_n: int, min_improvement: float) -> Non
         if i is None:
             break
         c = int(candidates[i])
+        if ranker:
+            ranker.joining(rows[c], total)
         total += rows[c]
         fold.members.append(c)
         fold.scores.append(float(scores[i]))
