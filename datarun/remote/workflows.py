@@ -7,6 +7,7 @@ submission is at fault. RAMP workflows register here later under their own names
 """
 
 import importlib.util
+import os
 import sys
 import time
 import traceback
@@ -42,18 +43,33 @@ class PhaseClock:
             self.times[phase] = time.perf_counter() - start
 
 
+HARNESS_DIR = str(Path(__file__).resolve().parent)
+
+
 def _failure(kind: str) -> TaskFailure:
-    return TaskFailure(kind, tail_text(traceback.format_exc()))
+    """The current exception's traceback, without the harness's and importlib's frames."""
+    error = sys.exc_info()[1]
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
+              if not frame.filename.startswith((HARNESS_DIR, "<frozen"))]
+    text = "".join(["Traceback (most recent call last):\n"] if frames else [])
+    text += "".join(traceback.format_list(frames))
+    text += "".join(traceback.format_exception_only(type(error), error))
+    # Paths relative to the task folder (the child's cwd): "submission/estimator.py".
+    text = text.replace(os.getcwd() + os.sep, "")
+    return TaskFailure(kind, tail_text(text))
 
 
 def import_submission(folder: Path, module: str):
-    """Import submission/<module>.py under a private name; a failure is an import_error."""
+    """Import submission/<module>.py; any failure while importing is an import_error."""
     path = folder / f"{module}.py"
     if not path.is_file():
         raise TaskFailure("import_error", f"the submission has no {module}.py")
-    sys.path.insert(0, str(folder))  # so the submission may import its own helper files
-    spec = importlib.util.spec_from_file_location(f"submission_{module}", path)
+    # Under its own name and with its folder on sys.path, as a plain `import estimator`
+    # would do: joblib's worker processes re-import the submission's functions by name.
+    sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(module, path)
     loaded = importlib.util.module_from_spec(spec)
+    sys.modules[module] = loaded
     try:
         spec.loader.exec_module(loaded)
     except MemoryError:
