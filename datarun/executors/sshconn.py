@@ -16,10 +16,6 @@ Host keys are checked against `~/.ssh/known_hosts` and the workspace's
 `.datarun/known_hosts`; an unknown or changed key is refused, never added.
 """
 
-import base64
-import getpass
-import hashlib
-import os
 import select
 import socket
 import threading
@@ -32,106 +28,26 @@ from pathlib import Path
 import paramiko
 
 from datarun.errors import HostError
+from datarun.executors.hostkeys import (  # noqa: F401  (re-exported for callers)
+    RefuseUnknown,
+    UnknownHostKey,
+    changed_key_message,
+    fingerprint,
+    known_hosts_files,
+    pin_host_key,
+)
+from datarun.executors.sshtarget import (  # noqa: F401
+    Target,
+    jump_target_for,
+    load_ssh_config,
+    replace_target,
+    resolve_target,
+)
 
 KEEPALIVE_SECONDS = 15
 MAX_JUMPS = 4
 # Reading a command's output waits this long at most between checks of stderr and exit.
 READ_SLICE = 0.05
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where and how to connect: hosts.toml settings merged over ~/.ssh/config."""
-
-    name: str  # the datarun host name, for messages
-    hostname: str
-    port: int
-    user: str
-    identities: tuple[str, ...] = ()
-    identity_required: bool = False  # set in hosts.toml: a missing file is an error
-    proxyjump: str | None = None
-    connect_timeout: float = 10.0
-    command_timeout: float = 60.0
-
-    @property
-    def known_hosts_name(self) -> str:
-        """The name known_hosts files use: `host`, or `[host]:port` off port 22."""
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
-    @property
-    def where(self) -> str:
-        return f"{self.user}@{self.hostname}:{self.port}"
-
-
-def user_ssh_config_path() -> Path:
-    return Path(os.path.expanduser("~/.ssh/config"))
-
-
-def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig | None:
-    path = path or user_ssh_config_path()
-    if not path.is_file():
-        return None
-    try:
-        return paramiko.SSHConfig.from_path(str(path))
-    except (OSError, paramiko.ssh_exception.ConfigParseError) as error:
-        raise HostError(f"cannot read {path}: {error}") from None
-
-
-def resolve_target(host, ssh_config: paramiko.SSHConfig | None = None) -> Target:
-    """Settings in hosts.toml win; ~/.ssh/config fills what they leave out, as ssh does."""
-    options = ssh_config.lookup(host.address) if ssh_config else {}
-    identities: tuple[str, ...]
-    if host.identity:
-        identities = (os.path.expanduser(host.identity),)
-    else:
-        identities = tuple(os.path.expanduser(p) for p in options.get("identityfile", []))
-    return Target(
-        name=host.name,
-        hostname=options.get("hostname", host.address),
-        port=int(host.port or options.get("port", 22)),
-        user=host.user or options.get("user") or getpass.getuser(),
-        identities=identities,
-        identity_required=bool(host.identity),
-        proxyjump=options.get("proxyjump"),
-        connect_timeout=host.connect_timeout,
-        command_timeout=host.command_timeout,
-    )
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """The SHA256 fingerprint OpenSSH prints: `SHA256:` and unpadded base64."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def changed_key_message(target: Target, key: paramiko.PKey, files: list[Path]) -> str:
-    return (
-        f"host {target.name}: the host key of {target.known_hosts_name} has CHANGED (now "
-        f"{key.get_name()} {fingerprint(key)}): if the change is expected, remove the old key "
-        f"with `ssh-keygen -R '{target.known_hosts_name}' -f FILE` (FILE: "
-        f"{' or '.join(str(p) for p in files)}), then run `datarun host trust {target.name}`"
-    )
-
-
-class UnknownHostKey(Exception):
-    def __init__(self, name: str, key: paramiko.PKey):
-        super().__init__(name)
-        self.known_hosts_name = name
-        self.key = key
-
-
-class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
-    """Like RejectPolicy, but carries the key so the message can name its fingerprint."""
-
-    def missing_host_key(self, client, hostname, key):
-        raise UnknownHostKey(hostname, key)
-
-
-def known_hosts_files(workspace_known_hosts: Path | None) -> list[Path]:
-    files = [Path(os.path.expanduser("~/.ssh/known_hosts"))]
-    if workspace_known_hosts is not None:
-        files.append(workspace_known_hosts)
-    return [path for path in files if path.is_file()]
 
 
 def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
@@ -233,7 +149,7 @@ class SSHConnection:
         hops = [hop.strip() for hop in target.proxyjump.split(",") if hop.strip()]
         jump_target = jump_target_for(hops[0], target, self.ssh_config)
         if len(hops) > 1:
-            jump_target = _replace(jump_target, proxyjump=",".join(hops[1:]))
+            jump_target = replace_target(jump_target, proxyjump=",".join(hops[1:]))
         self._jump = SSHConnection(jump_target, self.known_hosts, self.ssh_config, self.depth + 1)
         transport = self._jump.transport()
         try:
@@ -259,7 +175,7 @@ class SSHConnection:
         client = paramiko.SSHClient()
         for path in known_hosts_files(self.known_hosts):
             client.get_host_keys().load(str(path))
-        client.set_missing_host_key_policy(_RefuseUnknown())
+        client.set_missing_host_key_policy(RefuseUnknown())
         sock = self._socket()
         timeout = target.connect_timeout
         try:
@@ -469,79 +385,3 @@ class SSHConnection:
         # The watchdog bounds the whole transfer; each SFTP request has its own timeout
         # too. Allow 1 MB/s on top of the command timeout before calling a link hung.
         return self.target.command_timeout + size / 1e6
-
-
-def _replace(target: Target, **changes) -> Target:
-    from dataclasses import replace
-
-    return replace(target, **changes)
-
-
-def jump_target_for(spec: str, via: Target, ssh_config: paramiko.SSHConfig | None) -> Target:
-    """A ProxyJump hop, `[user@]host[:port]`, with its own ~/.ssh/config entry applied."""
-    user, _, rest = spec.rpartition("@")
-    hostname, port = rest, None
-    if rest.startswith("["):  # [v6addr]:port
-        hostname, _, tail = rest[1:].partition("]")
-        port = tail[1:] or None
-    elif rest.count(":") == 1:
-        hostname, port = rest.split(":")
-    options = ssh_config.lookup(hostname) if ssh_config else {}
-    return Target(
-        name=f"{via.name} (jump host {hostname})",
-        hostname=options.get("hostname", hostname),
-        port=int(port or options.get("port", 22)),
-        user=user or options.get("user") or getpass.getuser(),
-        identities=tuple(os.path.expanduser(p) for p in options.get("identityfile", [])),
-        proxyjump=options.get("proxyjump"),
-        connect_timeout=via.connect_timeout,
-        command_timeout=via.command_timeout,
-    )
-
-
-def scan_host_key(target: Target, known_hosts: Path | None = None,
-                  ssh_config: paramiko.SSHConfig | None = None) -> paramiko.PKey:
-    """The key the server proves it holds (the key exchange signs with it); no login."""
-    conn = SSHConnection(target, known_hosts, ssh_config)
-    sock = conn._socket()
-    transport = paramiko.Transport(sock)
-    transport.banner_timeout = target.connect_timeout
-    try:
-        transport.start_client(timeout=target.connect_timeout)
-        return transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as error:
-        raise HostError(
-            f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
-            f"within {target.connect_timeout:g}s ({error or type(error).__name__}): wrong port, "
-            "or the host hangs"
-        ) from None
-    finally:
-        transport.close()
-        conn.close()
-
-
-def known_keys(name: str, files: list[Path]) -> list[paramiko.PKey]:
-    keys = paramiko.HostKeys()
-    for path in files:
-        keys.load(str(path))
-    entry = keys.lookup(name)
-    return list(entry.values()) if entry else []
-
-
-def pin_host_key(target: Target, known_hosts: Path, ssh_config: paramiko.SSHConfig | None = None) -> str:
-    """Write the host's key to the workspace's known_hosts; return its fingerprint.
-
-    A key already pinned is kept; a different key already known is refused (the same
-    message as a changed key at connect time), so `trust` never overwrites a pin.
-    """
-    key = scan_host_key(target, known_hosts, ssh_config)
-    files = known_hosts_files(known_hosts)
-    known = known_keys(target.known_hosts_name, files)
-    if any(k == key for k in known):
-        return fingerprint(key)
-    if any(k.get_name() == key.get_name() for k in known):
-        raise HostError(changed_key_message(target, key, files))
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with open(known_hosts, "a") as f:
-        f.write(f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
-    return fingerprint(key)
