@@ -295,8 +295,11 @@ def test_a_task_that_cannot_start_is_a_harness_error(workdir, runners):
     submit(folder, "oddflow", LOGISTIC, meta, DATA_IRIS)
     odd = folder / "tasks" / "oddflow" / "task.json"
     odd.write_text(json.dumps({**task, "key": "oddflow", "data": DATA_IRIS, "workflow": "magic"}))
+    (folder / "inbox" / "ghost").touch()  # a marker without its bundle
     runners.append(ops.start_runner(folder, slots=1, threads=1, idle=30)["pid"])
     results = wait_finished(folder, ["nodata", "oddflow"])
+    assert not (folder / "inbox" / "ghost").exists()
+    assert "task ghost has no readable task.json" in (folder / "runner.log").read_text()
     assert results["nodata"]["error_kind"] == "harness_error"
     assert "data set absent00 is not on this host (or not complete)" in results["nodata"]["error"]
     assert "unknown workflow 'magic' (this harness knows estimator)" in results["oddflow"]["error"]

@@ -41,6 +41,14 @@ def _parser() -> argparse.ArgumentParser:
     command("cleanup", "remove task folders").add_argument("keys", nargs="*")
     command("cancel", "kill tasks").add_argument("keys", nargs="*")
     command("log", "a task's output").add_argument("key")
+    sub = command("sync", "cleanup, accept, start, poll and pack in one call")
+    sub.add_argument("--accept", dest="archive")
+    sub.add_argument("--cleanup", nargs="*", default=[])
+    sub.add_argument("--poll", nargs="*", default=[])
+    sub.add_argument("--pack", dest="pack_out")
+    sub.add_argument("--slots", type=int)
+    sub.add_argument("--threads", type=int, default=1)
+    sub.add_argument("--idle", type=float, default=60.0)
     return parser
 
 
@@ -52,6 +60,11 @@ def run(argv: list[str]) -> dict:
         return serve(args.workdir, args.slots, args.threads, args.idle)
     from . import ops
 
+    if args.command == "sync":
+        from .sync import sync
+
+        return sync(args.workdir, archive=args.archive, cleanup=args.cleanup, poll=args.poll,
+                    pack_out=args.pack_out, slots=args.slots, threads=args.threads, idle=args.idle)
     if args.command == "info":
         return ops.info(args.workdir)
     if args.command == "accept":

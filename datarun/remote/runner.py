@@ -333,11 +333,10 @@ class Runner:
             phase = (folder / PHASE_FILE).read_text().strip() or None
         except OSError:
             phase = None
-        failure = run.failure(report, phase)
-        (folder / "output.log").write_text(run.output.text())
         predictions = {"train": "y_pred_train.npy", "test": "y_pred_test.npy"}
-        if failure is None and not all((folder / name).exists() for name in predictions.values()):
-            failure = ("harness_error", "the task ended without writing its predictions")
+        written = all((folder / name).exists() for name in predictions.values())
+        failure = run.failure(report, phase, written)
+        (folder / "output.log").write_text(run.output.text())
         if failure is not None:
             for name in predictions.values():
                 (folder / name).unlink(missing_ok=True)

@@ -168,7 +168,8 @@ class TaskRun:
     def memory(self) -> int:
         return max(self.peak_memory, self.child_maxrss)
 
-    def failure(self, report: dict | None, phase: str | None) -> tuple[str, str] | None:
+    def failure(self, report: dict | None, phase: str | None,
+                predictions_written: bool = True) -> tuple[str, str] | None:
         """The error kind and text, or None when the task succeeded."""
         if self.limit_hit:
             return self.limit_hit
@@ -180,6 +181,8 @@ class TaskRun:
         if status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             if report is None:
                 return ("harness_error", "the task ended without its report")
+            if not predictions_written:
+                return ("harness_error", "the task ended without writing its predictions")
             return None
         if status is not None and os.WIFSIGNALED(status):
             name = signal.Signals(os.WTERMSIG(status)).name
