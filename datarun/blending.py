@@ -14,10 +14,12 @@ ramp-board drop contributivity from its loop. Here a step costs far less:
   log-loss, the probability of the true class);
 - for log-loss the gain of adding a candidate can only shrink as the ensemble grows (the
   running sum only grows and log is concave), so a step re-scores only the candidates
-  whose last known gain could still win (lazy greedy, Minoux 1978); for squared errors
-  one matrix-vector product ranks every candidate.
+  whose bound on their gain could still win (lazy greedy, Minoux 1978, with bounds
+  tightened at each join by one matrix-vector product); for squared errors one
+  matrix-vector product ranks every candidate.
 The rankings only short-list; each step's choice is made on exact scores computed as
-ramp-workflow computes them, so the ensembles are the same. `Blend.add` replays the
+ramp-workflow computes them, so the ensembles are the same. With a min_improvement
+every candidate is scored exactly, as ramp-workflow's scan needs. `Blend.add` replays the
 stored path with a new submission and recomputes only from the first step at which the
 newcomer would have been chosen; `Blend.state` is a small JSON-able summary from which
 `contributivity(previous=...)` resumes in another process.

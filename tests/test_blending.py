@@ -243,3 +243,13 @@ def test_more_scores_run_and_agree_with_their_definition():
         for y, p, members, score in zip(ys, preds, blend.members, blend.combined_scores, strict=True):
             assert score == pytest.approx(function(y, p[members].mean(axis=0)))
         assert blend.lower_is_better == (name == "mae")
+
+
+@pytest.mark.parametrize("score, options", [("accuracy", {}), ("log_loss", {"min_improvement": 1e-3})])
+@pytest.mark.parametrize("which", ["typical", "strong"])
+def test_adding_follows_the_score_and_the_options(score, options, which):
+    ys, preds = classification_folds(16, n_sub=25)
+    new = newcomers(ys, preds, 17)[which]
+    blend = contributivity("classification", score, ys, preds, **options).add(new)
+    everyone = [np.concatenate([p, n[None]]) for p, n in zip(preds, new, strict=True)]
+    assert blend.members == contributivity("classification", score, ys, everyone, **options).members
