@@ -1,5 +1,7 @@
 """The harness's pure parts as values: prediction checks, limit messages, failure kinds, output caps."""
 
+import fcntl
+import os
 import signal
 import stat
 import sys
@@ -12,7 +14,8 @@ from harness_helpers import DATA_IRIS, write_dataset
 
 from datarun.remote import ops
 from datarun.remote.child import DataSet
-from datarun.remote.common import HarnessError, check_key
+from datarun.remote.common import HarnessError, Layout, check_key, runner_alive, try_lock
+from datarun.remote.runner import release_if_idle
 from datarun.remote.tree import OutputBuffer, TaskRun
 from datarun.remote.workflows import TaskFailure, _probabilities, _values, import_submission
 
@@ -177,3 +180,30 @@ def test_a_runner_that_never_takes_the_folder_is_reported(tmp_path, monkeypatch)
     monkeypatch.setattr(ops, "START_TIMEOUT", 0.2)
     with pytest.raises(HarnessError, match=r"the runner did not start within 0 s"):
         ops.start_runner(tmp_path / "work", slots=1, threads=1)
+
+
+def test_going_idle_keeps_the_folder_when_a_task_arrived_meanwhile(tmp_path):
+    layout = Layout(tmp_path / "work").make()
+    lock = try_lock(layout.runner_lock)
+    try:
+        (layout.inbox / "late").touch()
+        assert release_if_idle(layout, lock) is False
+        assert runner_alive(layout) is True  # still held: nobody else may start
+        (layout.inbox / "late").unlink()
+        assert release_if_idle(layout, lock) is True
+        assert runner_alive(layout) is False
+    finally:
+        os.close(lock)
+
+
+def test_going_idle_yields_to_a_runner_that_took_the_folder(tmp_path):
+    layout = Layout(tmp_path / "work").make()
+    lock = try_lock(layout.runner_lock)
+    (layout.inbox / "late").touch()
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    other = try_lock(layout.runner_lock)  # the new runner, between release and re-check
+    try:
+        assert release_if_idle(layout, lock) is True
+    finally:
+        os.close(other)
+        os.close(lock)

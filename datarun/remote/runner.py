@@ -129,16 +129,13 @@ class Runner:
                 self._read_output(key.fd)
 
     def _release_if_idle(self) -> bool:
-        """Let the lock go; take it back if a task arrived meanwhile (the idle-exit race)."""
-        fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
-        if not self.layout.inbox_keys():
-            self._write_runner_json(state="exited")
+        # Marked exited while still holding the lock: a runner starting right after the
+        # release writes its own runner.json, which this one must not overwrite.
+        self._write_runner_json(state="exited")
+        if release_if_idle(self.layout, self.lock_fd):
             return True
-        try:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True  # a new runner took the folder over and will run the task
         log("a task arrived while going idle: staying")
+        self._write_runner_json()
         return False
 
     # --- starting tasks -----------------------------------------------------------
@@ -401,6 +398,19 @@ class Runner:
         self._write_runner_json(state="exited")
         fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         log("runner stopped")
+
+
+def release_if_idle(layout: Layout, lock_fd: int) -> bool:
+    """Let the lock go; True to exit. Takes it back if a task arrived meanwhile (the race
+    where `start` saw the lock still held and so started no runner for that task)."""
+    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    if not layout.inbox_keys():
+        return True
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # a new runner took the folder over and will run the task
+    return False
 
 
 def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
