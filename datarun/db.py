@@ -177,7 +177,13 @@ def m002_events(db: sqlite_utils.Database) -> None:
     db.execute("UPDATE submissions SET event = problem WHERE event IS NULL")
 
 
-MIGRATIONS = [m001_initial, m002_events]
+def m003_task_losses(db: sqlite_utils.Database) -> None:
+    # How many times a task's host was lost under it: what max_attempts counts. The attempt
+    # number itself grows with every launch, so each launch has its own key on the host.
+    db.execute("ALTER TABLE tasks ADD COLUMN lost INTEGER NOT NULL DEFAULT 0")
+
+
+MIGRATIONS = [m001_initial, m002_events, m003_task_losses]
 
 
 def applied_migrations(db: sqlite_utils.Database) -> list[str]:

@@ -5,6 +5,11 @@ repeats passes until the tasks it was asked for are finished. Only one dispatche
 tasks in a workspace at a time (an flock on `.datarun/dispatch.lock`); `submit`, `status`
 and `leaderboard` run alongside freely thanks to WAL.
 
+All talk with hosts happens on per-host lanes (`datarun.lanes`): one job at a time per
+host, on its own thread, so a hung host holds its own slots and nothing else. A job is one
+`sync` with the host (clean up, ship, start, poll, fetch in one round trip); the database
+is touched only from the dispatcher's thread, when it takes a lane's finished job.
+
 Task states go `queued -> running -> done | failed`. A task is marked running (with its
 attempt number bumped) *before* its bundle is shipped, so a crash between the two leaves
 a task the next pass sees as missing on its host and re-queues, never a task running
@@ -16,18 +21,22 @@ import fcntl
 import json
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datarun.blobs import BlobStore
-from datarun.errors import Busy, HostError
+from datarun.errors import Busy, DatarunError
+from datarun.lanes import Lane
 from datarun.results import ResultRejected, read_result
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
-POLL_INTERVAL = 0.1
+POLL_INTERVAL = 0.1  # the train loop's tick, when no host answers sooner
+HEARTBEAT_STALE = 30.0  # a running task whose heartbeat is older than this is lost
+PASS_DEADLINE = 45.0  # a cron pass waits this long for its hosts, then leaves them be
 
 
 def task_key(task_id: int, attempt: int) -> str:
@@ -88,11 +97,21 @@ class Dispatcher:
         self.limits = limits or Limits()
         self.max_attempts = max_attempts
         self.store = BlobStore(workspace.blobs_dir)
+        self.wake = threading.Event()
+        self.lanes = {name: Lane(name, self.wake) for name in hosts}
+        self.pending_cleanup: dict[str, set[str]] = {name: set() for name in hosts}
+        self.last_sync: dict[str, float] = {}
+        self.failing_since: dict[str, float] = {}
+        self.last_error: dict[str, str] = {}
         self._executors: dict = {}
         self._problems: dict[str, dict] = {}
         self._labels: dict[str, tuple] = {}
+        self._folds: dict[tuple[str, int], tuple] = {}
         self.scratch = workspace.state_dir / "tmp"
         self.scratch.mkdir(exist_ok=True)
+        self.unusable = {
+            name for name, ok in db.execute("SELECT name, ok FROM hosts").fetchall() if ok == 0
+        } if "hosts" in db.table_names() else set()
 
     # -- plumbing ---------------------------------------------------------------------------
     def executor(self, name: str):
@@ -103,7 +122,9 @@ class Dispatcher:
         return self._executors[name]
 
     def close(self) -> None:
-        for executor in self._executors.values():
+        for name, executor in self._executors.items():
+            if self.lanes[name].busy:
+                continue  # its thread may still use it; the process exit ends both
             try:
                 executor.close()
             except Exception:
@@ -124,78 +145,132 @@ class Dispatcher:
             self._labels[name] = load_labels(self.workspace, self.problem(name))
         return self._labels[name]
 
-    # -- one pass ---------------------------------------------------------------------------
-    def run_pass(self, problem: str | None = None, submission: int | None = None) -> PassReport:
+    def fold(self, problem: str, fold: int):
+        if (problem, fold) not in self._folds:
+            from datarun.problems import load_fold
+
+            self._folds[problem, fold] = load_fold(self.workspace, self.db, problem, fold)
+        return self._folds[problem, fold]
+
+    def grace(self, name: str) -> float:
+        """How long a host may go without answering before its tasks are given to others."""
+        return 2 * self.hosts[name].command_timeout + 5
+
+    # -- the loop -----------------------------------------------------------------------------
+    def step(self, report: PassReport, problem: str | None = None, submission: int | None = None,
+             force: bool = False) -> None:
+        """Take the lanes' finished jobs, re-queue what was lost, start jobs on idle lanes."""
+        self.take_finished(report)
+        self.expire(report)
+        self.start_jobs(report, problem, submission, force=force)
+
+    def wait(self, timeout: float) -> None:
+        self.wake.wait(timeout)
+        self.wake.clear()
+
+    def busy(self) -> bool:
+        return any(lane.busy for lane in self.lanes.values())
+
+    def run_pass(self, problem: str | None = None, submission: int | None = None,
+                 deadline: float = PASS_DEADLINE) -> PassReport:
+        """One pass for cron: sync every host, take the answers, launch on the freed slots."""
         report = PassReport()
-        self.collect(report)
-        self.launch(report, problem=problem, submission=submission)
+        end = time.time() + deadline
+        for _ in range(2):  # the second round fills the slots the first one's results freed
+            self.step(report, problem, submission, force=True)
+            while self.busy() and time.time() < end:
+                self.wait(0.05)
+                self.take_finished(report)
+        self.take_finished(report)
+        for name, lane in self.lanes.items():
+            if lane.busy:
+                report.host_errors[name] = f"host {name} did not answer within {deadline:.0f}s"
         return report
 
-    def collect(self, report: PassReport) -> None:
-        running = list(self.db.query(
-            "SELECT t.id, t.submission, t.fold, t.attempt, t.host, t.lease_expires, s.problem "
-            "FROM tasks t JOIN submissions s ON s.id = t.submission WHERE t.state = 'running'"))
-        by_host: dict[str, list[dict]] = {}
-        for task in running:
-            by_host.setdefault(task["host"], []).append(task)
-        now = time.time()
-        for host_name, tasks in by_host.items():
-            if host_name not in self.hosts:
-                self.requeue(tasks, report, f"host {host_name} is no longer in hosts.toml")
+    def take_finished(self, report: PassReport) -> None:
+        for name, lane in self.lanes.items():
+            outcome = lane.take()
+            if outcome is None:
                 continue
-            keys = {task_key(t["id"], t["attempt"]): t for t in tasks}
+            result, error, context = outcome
             try:
-                executor = self.executor(host_name)
-                poll = executor.poll(list(keys))
-            except HostError as error:
-                report.host_errors[host_name] = str(error)
-                expired = [t for t in tasks if t["lease_expires"] and t["lease_expires"] < now]
-                self.requeue(expired, report, f"host {host_name} unreachable: {error}")
-                continue
-            finished = [k for k, p in poll.tasks.items() if p.state == "finished" and k in keys]
-            lost = [keys[k] for k in keys if poll.tasks.get(k) is None or poll.tasks[k].state == "missing"]
-            if not poll.runner_alive:
-                # A dead runner with tasks it had started: they died with it.
-                lost += [keys[k] for k, p in poll.tasks.items() if p.state == "running" and k in keys]
-                if any(p.state == "queued" for p in poll.tasks.values()):
-                    try:
-                        executor.launch([])
-                    except HostError as error:
-                        report.host_errors[host_name] = str(error)
-            self.requeue(lost, report, f"host {host_name} lost the task")
-            if finished:
-                self.ingest(host_name, executor, [keys[k] for k in finished], report)
+                if error is not None:
+                    self.job_failed(name, error, context, report)
+                else:
+                    self.failing_since.pop(name, None)
+                    report.launched.extend(task["id"] for task, _ in context["claimed"])
+                    self.apply_sync(name, result, context, report)
+            finally:
+                shutil.rmtree(context["scratch"], ignore_errors=True)
 
-    def ingest(self, host_name: str, executor, tasks: list[dict], report: PassReport) -> None:
-        dest = Path(tempfile.mkdtemp(dir=self.scratch, prefix="collect-"))
-        try:
-            try:
-                fetched = set(executor.fetch([task_key(t["id"], t["attempt"]) for t in tasks], dest))
-            except HostError as error:
-                report.host_errors[host_name] = str(error)
-                return
-            clean = []
-            for task in tasks:
-                key = task_key(task["id"], task["attempt"])
-                if key not in fetched:
-                    continue
-                if self.record_result(task, host_name, dest / key):
+    def job_failed(self, name: str, error: BaseException, context: dict, report: PassReport) -> None:
+        if isinstance(error, DatarunError):
+            message = str(error)
+        else:  # a fault of ours or of the host's harness: keep the kind for the operator
+            message = f"host {name}: {type(error).__name__}: {error}"
+        report.host_errors[name] = message
+        self.last_error[name] = message
+        self.failing_since.setdefault(name, time.time())
+        self.pending_cleanup[name] |= context["cleanup"]
+        if context["claimed"]:
+            # Back to the queue without counting a loss: the next launch gets a new attempt
+            # number, so a bundle that did reach the host can never be mistaken for it.
+            with self.db.conn:
+                self.db.conn.execute("BEGIN IMMEDIATE")
+                for task, _ in context["claimed"]:
+                    self.db.execute(
+                        "UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
+                        "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
+
+    def apply_sync(self, name: str, result, context: dict, report: PassReport) -> None:
+        poll = result.poll
+        fetched = set(result.fetched)
+        lost, touched = [], set()
+        for key, task in context["polled"].items():
+            state = poll.tasks.get(key)
+            if key in fetched:
+                if self.record_result(task, name, context["scratch"] / "results" / key):
                     report.collected.append(task["id"])
-                clean.append(key)
-            done_keys = [k for k in clean if self._state_of(k) == "done"]
-            if done_keys:
-                try:
-                    executor.cleanup(done_keys)
-                except HostError as error:
-                    report.host_errors[host_name] = str(error)
-        finally:
-            shutil.rmtree(dest, ignore_errors=True)
-        for submission in sorted({t["submission"] for t in tasks}):
+                    touched.add(task["submission"])
+                if self._state_of(task["id"]) == "done":
+                    self.pending_cleanup[name].add(key)
+                continue
+            if state is None or state.state == "missing":
+                lost.append((task, f"host {name} has no trace of the task"))
+            elif state.state == "running" and not poll.runner_alive:
+                lost.append((task, f"the runner on host {name} died"))
+            elif state.state == "running" and state.heartbeat and poll.now - state.heartbeat > HEARTBEAT_STALE:
+                lost.append((task, f"no heartbeat from the task on host {name} for "
+                                   f"{poll.now - state.heartbeat:.0f}s"))
+        for task, reason in lost:
+            self.requeue([task], report, reason)
+        for submission in sorted(touched):
             if self.finish_submission(submission):
                 report.scored_submissions.append(submission)
 
-    def _state_of(self, key: str) -> str | None:
-        task_id = int(key[1:].split("-a")[0])
+    def expire(self, report: PassReport) -> None:
+        """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
+        now = time.time()
+        running = list(self.db.query(
+            "SELECT id, submission, attempt, lost, host, lease_expires FROM tasks WHERE state = 'running'"))
+        for task in running:
+            name = task["host"]
+            if name not in self.hosts:
+                self.requeue([task], report, f"host {name} is no longer in hosts.toml")
+                continue
+            lane = self.lanes[name]
+            silent = None
+            if lane.busy and now - lane.started_at > self.grace(name):
+                silent = now - lane.started_at
+            elif name in self.failing_since and now - self.failing_since[name] > self.grace(name):
+                silent = now - self.failing_since[name]
+            if silent is not None:
+                self.requeue([task], report, f"host {name} did not answer for {silent:.0f}s")
+            elif task["lease_expires"] and task["lease_expires"] < now:
+                self.requeue([task], report, f"no result from host {name} within the task's lease")
+
+    # -- results ------------------------------------------------------------------------------
+    def _state_of(self, task_id: int) -> str | None:
         row = self.db.execute("SELECT state FROM tasks WHERE id = ?", [task_id]).fetchone()
         return row[0] if row else None
 
@@ -218,10 +293,8 @@ class Dispatcher:
             measures, environment, log = result.measures, result.environment, result.log
             preds = None
             if state == "done":
-                from datarun.problems import load_fold
-
                 y_train, y_test = self.labels(task["problem"])
-                train_idx, valid_idx = load_fold(self.workspace, self.db, task["problem"], task["fold"])
+                train_idx, valid_idx = self.fold(task["problem"], task["fold"])
                 scores = task_scores(problem["kind"], classes, problem["score_names"], y_train, y_test,
                                      train_idx, valid_idx, result.y_pred_train, result.y_pred_test)
                 preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
@@ -249,7 +322,6 @@ class Dispatcher:
 
     def finish_submission(self, submission: int) -> bool:
         """Compute bagged scores once every fold is done; True if it was computed now."""
-        from datarun.problems import load_fold
         from datarun.scores import bagged_scores
 
         rows = list(self.db.query(
@@ -262,7 +334,7 @@ class Dispatcher:
         name = rows[0]["problem"]
         problem = self.problem(name)
         y_train, y_test = self.labels(name)
-        valid_indices = [load_fold(self.workspace, self.db, name, r["fold"])[1] for r in rows]
+        valid_indices = [self.fold(name, r["fold"])[1] for r in rows]
         preds_train = [self.store.get_array(r["pred_train"]) for r in rows]
         preds_test = [self.store.get_array(r["pred_test"]) for r in rows]
         scores = bagged_scores(problem["kind"], problem["classes"], problem["score_names"], y_train, y_test,
@@ -275,26 +347,29 @@ class Dispatcher:
         return True
 
     def requeue(self, tasks: list[dict], report: PassReport, reason: str) -> None:
-        """Put lost tasks back in the queue, or fail them as host_lost after max_attempts."""
+        """Put lost tasks back in the queue, or fail them as host_lost after max_attempts losses."""
         if not tasks:
             return
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
             for task in tasks:
-                if task["attempt"] >= self.max_attempts:
-                    self.db.execute(
-                        "UPDATE tasks SET state = 'failed', error_kind = 'host_lost', error = ?, "
+                lost = self.db.execute("SELECT lost FROM tasks WHERE id = ?", [task["id"]]).fetchone()[0] + 1
+                if lost >= self.max_attempts:
+                    cursor = self.db.execute(
+                        "UPDATE tasks SET state = 'failed', lost = ?, error_kind = 'host_lost', error = ?, "
                         "finished_at = ?, lease_expires = NULL WHERE id = ? AND state = 'running' AND attempt = ?",
-                        [f"{reason} (attempt {task['attempt']} of {self.max_attempts})", time.time(),
+                        [lost, f"{reason} (lost {lost} of {self.max_attempts} times)", time.time(),
                          task["id"], task["attempt"]])
                 else:
-                    self.db.execute(
-                        "UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
-                        "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
-                report.requeued.append(task["id"])
+                    cursor = self.db.execute(
+                        "UPDATE tasks SET state = 'queued', lost = ?, host = NULL, slot = NULL, "
+                        "lease_expires = NULL, error = ? WHERE id = ? AND state = 'running' AND attempt = ?",
+                        [lost, reason, task["id"], task["attempt"]])
+                if cursor.rowcount:
+                    report.requeued.append(task["id"])
 
     # -- launching ----------------------------------------------------------------------------
-    def free_slots(self) -> dict[str, list[int]]:
+    def free_slots(self, hosts: list[str]) -> dict[str, list[int]]:
         busy: dict[str, set[int]] = {}
         memory: dict[str, int] = {}
         for row in self.db.query("SELECT host, slot, limits FROM tasks WHERE state = 'running'"):
@@ -302,14 +377,10 @@ class Dispatcher:
             limits = json.loads(row["limits"]) if row["limits"] else {}
             memory[row["host"]] = memory.get(row["host"], 0) + (limits.get("memory") or 0)
         self._memory_in_use = memory
-        return {name: [s for s in range(host.slots) if s not in busy.get(name, set())]
-                for name, host in self.hosts.items()}
+        return {name: [s for s in range(self.hosts[name].slots) if s not in busy.get(name, set())]
+                for name in hosts}
 
-    def launch(self, report: PassReport, problem: str | None = None, submission: int | None = None) -> None:
-        free = self.free_slots()
-        capacity = sum(len(v) for v in free.values())
-        if not capacity:
-            return
+    def queued_tasks(self, limit: int, problem: str | None, submission: int | None) -> list[dict]:
         sql = ("SELECT t.id, t.submission, t.fold, t.attempt, s.problem, s.files FROM tasks t "
                "JOIN submissions s ON s.id = t.submission WHERE t.state = 'queued'")
         args: list = []
@@ -320,10 +391,68 @@ class Dispatcher:
             sql += " AND s.id = ?"
             args.append(submission)
         sql += " ORDER BY t.submission, t.fold LIMIT ?"
-        queued = list(self.db.query(sql, args + [capacity]))
-        plan = self.assign(queued, free)
-        for host_name, assigned in plan.items():
-            self.launch_on(host_name, assigned, report)
+        return list(self.db.query(sql, args + [limit]))
+
+    def start_jobs(self, report: PassReport, problem: str | None, submission: int | None,
+                   force: bool = False) -> None:
+        now = time.time()
+        idle = [name for name, lane in self.lanes.items()
+                if not lane.busy and not (lane.failures and now - lane.last_failure < lane.backoff())]
+        if not idle:
+            return
+        running: dict[str, list[dict]] = {}
+        for task in self.db.query(
+                "SELECT t.id, t.submission, t.fold, t.attempt, t.host, s.problem FROM tasks t "
+                "JOIN submissions s ON s.id = t.submission WHERE t.state = 'running'"):
+            running.setdefault(task["host"], []).append(task)
+        takers = [name for name in idle if name not in self.unusable]
+        free = self.free_slots(takers)
+        capacity = sum(len(slots) for slots in free.values())
+        plan = self.assign(self.queued_tasks(capacity, problem, submission), free) if capacity else {}
+        for name in idle:
+            launches = plan.get(name, [])
+            polled = running.get(name, [])
+            cleanup = self.pending_cleanup[name]
+            if not (launches or polled or cleanup):
+                continue
+            interval = getattr(self.executor_class(name), "poll_interval", POLL_INTERVAL)
+            if not launches and not force and now - self.last_sync.get(name, 0.0) < interval:
+                continue
+            self.start_job(name, launches, polled, report)
+
+    def executor_class(self, name: str):
+        return type(self._executors[name]) if name in self._executors else None
+
+    def start_job(self, name: str, launches: list, polled: list[dict], report: PassReport) -> None:
+        scratch = Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{name}-"))
+        claimed = self.claim(name, launches)
+        try:
+            executor = self.executor(name)
+            bundles = [self.build_bundle(scratch / "bundles", task, limits, self.hosts[name])
+                       for task, limits in claimed]
+        except DatarunError as error:
+            self.lanes[name].failures += 1
+            self.lanes[name].last_failure = time.time()
+            self.job_failed(name, error, {"claimed": claimed, "cleanup": set()}, report)
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        data = {}
+        for task, _ in claimed:
+            problem = self.problem(task["problem"])
+            data[problem["data_hash"]] = self.store.tree_path(problem["data_hash"])
+        keys = {task_key(t["id"], t["attempt"]): dict(t, host=name) for t in polled}
+        keys.update({task_key(t["id"], t["attempt"]): t for t, _ in claimed})
+        cleanup = set(self.pending_cleanup[name])
+        self.pending_cleanup[name] = set()
+        context = {"claimed": claimed, "polled": keys, "cleanup": cleanup, "scratch": scratch}
+
+        def job():
+            if data:
+                executor.prepare(data)
+            return executor.sync(bundles, sorted(cleanup), list(keys), scratch / "results")
+
+        self.last_sync[name] = time.time()
+        self.lanes[name].start(job, context)
 
     def assign(self, queued: list[dict], free: dict[str, list[int]]) -> dict[str, list[tuple[dict, int, dict]]]:
         """Spread tasks over hosts' free slots, most free slots first, within each host's memory cap."""
@@ -342,12 +471,14 @@ class Dispatcher:
                 break
         return plan
 
-    def launch_on(self, host_name: str, assigned: list, report: PassReport) -> None:
-        host = self.hosts[host_name]
+    def claim(self, host_name: str, assigned: list) -> list[tuple[dict, dict]]:
+        """Mark tasks running on a host, with a new attempt number, before anything ships."""
+        if not assigned:
+            return []
         now = time.time()
+        claimed = []
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
-            claimed = []
             for task, slot, limits in assigned:
                 lease = now + (limits.get("wall_time") or 3600) + LEASE_GRACE
                 cursor = self.db.execute(
@@ -356,36 +487,12 @@ class Dispatcher:
                     "WHERE id = ? AND state = 'queued'",
                     [host_name, slot, now, lease, json.dumps(limits), task["id"]])
                 if cursor.rowcount == 1:
-                    claimed.append((dict(task, attempt=task["attempt"] + 1), limits))
-        if not claimed:
-            return
-        staging = Path(tempfile.mkdtemp(dir=self.scratch, prefix="bundles-"))
-        try:
-            bundles = [self.build_bundle(staging, task, limits, host) for task, limits in claimed]
-            data = {}
-            for task, _ in claimed:
-                problem = self.problem(task["problem"])
-                data[problem["data_hash"]] = self.store.tree_path(problem["data_hash"])
-            executor = self.executor(host_name)
-            executor.prepare(data)
-            executor.launch(bundles)
-        except HostError as error:
-            report.host_errors[host_name] = str(error)
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                for task, _ in claimed:
-                    self.db.execute(
-                        "UPDATE tasks SET state = 'queued', attempt = attempt - 1, host = NULL, slot = NULL, "
-                        "lease_expires = NULL WHERE id = ? AND state = 'running' AND attempt = ?",
-                        [task["id"], task["attempt"]])
-            return
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        report.launched.extend(task["id"] for task, _ in claimed)
+                    claimed.append((dict(task, attempt=task["attempt"] + 1, host=host_name), limits))
+        return claimed
 
     def build_bundle(self, staging: Path, task: dict, limits: dict, host) -> Path:
         """A task bundle as docs/PROTOCOL.md gives it: task.json, fold indices, submission files."""
-        from datarun.problems import load_fold
+        import numpy as np
 
         problem = self.problem(task["problem"])
         key = task_key(task["id"], task["attempt"])
@@ -394,9 +501,7 @@ class Dispatcher:
         files = json.loads(task["files"])
         for name, digest in files.items():
             shutil.copyfile(self.store.path(digest), folder / "submission" / name)
-        train_idx, valid_idx = load_fold(self.workspace, self.db, task["problem"], task["fold"])
-        import numpy as np
-
+        train_idx, valid_idx = self.fold(task["problem"], task["fold"])
         np.save(folder / "train_idx.npy", train_idx, allow_pickle=False)
         np.save(folder / "valid_idx.npy", valid_idx, allow_pickle=False)
         spec = {

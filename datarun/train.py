@@ -1,4 +1,4 @@
-"""`train` and `dispatch`: passes of the dispatcher under the workspace lock."""
+"""`train` and `dispatch`: the dispatcher's loop and its single pass, under the workspace lock."""
 
 import time
 from collections.abc import Callable
@@ -7,11 +7,14 @@ from datarun.dispatch import (
     POLL_INTERVAL,
     Dispatcher,
     Limits,
+    PassReport,
     dispatcher_lock,
     selected_open_tasks,
     task_states,
 )
 from datarun.hosts import load_hosts
+
+GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
 
 
 def _check_selection(db, problem: str | None, submission: int | None) -> None:
@@ -28,31 +31,32 @@ def _check_selection(db, problem: str | None, submission: int | None) -> None:
 def train(workspace, db, problem: str | None = None, submission: int | None = None,
           limits: Limits | None = None, on_progress: Callable[[dict], None] | None = None,
           on_wait: Callable[[], None] | None = None) -> dict:
-    """Run passes until every selected queued or running task is done or failed."""
+    """Run the dispatcher until every selected queued or running task is done or failed."""
     _check_selection(db, problem, submission)
     hosts = load_hosts(workspace.hosts_file)
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
         selected = selected_open_tasks(db, problem, submission)
         dispatcher = Dispatcher(workspace, db, hosts, limits)
-        host_errors: dict[str, str] = {}
+        report = PassReport()
         started = time.time()
         try:
             while True:
-                report = dispatcher.run_pass(problem=problem, submission=submission)
-                host_errors.update(report.host_errors)
+                dispatcher.step(report, problem=problem, submission=submission)
                 counts = task_states(db, selected)
                 if on_progress:
-                    on_progress(dict(counts, total=len(selected), host_errors=dict(report.host_errors)))
+                    on_progress(dict(counts, total=len(selected)))
                 if counts["queued"] + counts["running"] == 0:
                     break
-                if not report.launched and not report.collected and counts["running"] == 0 and report.host_errors:
-                    # Nothing runs and no host takes work: stop rather than spin.
-                    break
-                time.sleep(POLL_INTERVAL)
+                if counts["running"] == 0 and all(
+                        lane.failures >= GIVE_UP_FAILURES for lane in dispatcher.lanes.values()):
+                    break  # no host takes work: say so rather than spin
+                dispatcher.wait(POLL_INTERVAL)
         finally:
             dispatcher.close()
+    errors = {name: dispatcher.last_error[name] for name in dispatcher.failing_since
+              if name in dispatcher.last_error}
     return {"tasks": len(selected), "wall_time": time.time() - started, **counts,
-            "host_errors": host_errors}
+            "requeued": len(report.requeued), "host_errors": errors}
 
 
 def dispatch_once(workspace, db, limits: Limits | None = None) -> dict:

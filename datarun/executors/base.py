@@ -24,6 +24,30 @@ class PollReport:
     tasks: dict[str, TaskPoll] = field(default_factory=dict)
 
 
+@dataclass
+class SyncResult:
+    """What one `sync` with a host brought back."""
+
+    poll: PollReport
+    fetched: list[str]  # keys whose result folders are now in dest/<key>/
+
+
+def poll_report(report: dict) -> PollReport:
+    """The harness's `poll` JSON as a PollReport."""
+    runner = report.get("runner") or {}
+    tasks = {
+        str(key): TaskPoll(state=str(value.get("state", "missing")), heartbeat=value.get("heartbeat"))
+        for key, value in (report.get("tasks") or {}).items()
+        if isinstance(value, dict)
+    }
+    return PollReport(
+        runner_alive=bool(runner.get("alive")),
+        now=float(report.get("now") or 0.0),
+        runner_heartbeat=runner.get("heartbeat"),
+        tasks=tasks,
+    )
+
+
 class Executor(Protocol):
     host: object  # datarun.hosts.Host
 
@@ -34,6 +58,10 @@ class Executor(Protocol):
         """Ship task bundles (folders named by task key) and make sure the runner runs."""
 
     def poll(self, keys: list[str]) -> PollReport: ...
+
+    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
+        """One cycle in one round trip: remove `cleanup` task folders, ship and start `bundles`,
+        report the state of `poll` tasks, and fetch the finished ones' results into dest/<key>/."""
 
     def fetch(self, keys: list[str], dest: Path) -> list[str]:
         """Copy finished tasks' result files into dest/<key>/; return the keys fetched."""

@@ -9,13 +9,16 @@ import os
 import shutil
 from pathlib import Path
 
-from datarun.executors.base import PollReport, TaskPoll
+from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.remote import ops
+from datarun.remote.sync import sync as remote_sync
 
 RESULT_FILES = ("result.json", "output.log")
 
 
 class LocalExecutor:
+    poll_interval = 0.05  # seconds between syncs when there is nothing to launch
+
     def __init__(self, workspace, host):
         self.host = host
         self.workdir = workspace.host_dir(host.name)
@@ -36,6 +39,18 @@ class LocalExecutor:
             os.replace(tmp, target)
 
     def launch(self, bundles: list[Path]) -> None:
+        self._place(bundles)
+        self.start()
+
+    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
+        self._place(bundles)
+        report = remote_sync(str(self.workdir), cleanup=cleanup, poll=poll, slots=self.host.slots,
+                             threads=self.host.threads, start=bool(bundles))
+        state = poll_report(report["poll"])
+        finished = [key for key, task in state.tasks.items() if task.state == "finished"]
+        return SyncResult(poll=state, fetched=self.fetch(finished, dest))
+
+    def _place(self, bundles: list[Path]) -> None:
         tasks = self.workdir / "tasks"
         inbox = self.workdir / "inbox"
         tasks.mkdir(exist_ok=True)
@@ -48,7 +63,6 @@ class LocalExecutor:
             tmp_marker = inbox / f".{bundle.name}"
             tmp_marker.touch()
             os.replace(tmp_marker, inbox / bundle.name)
-        self.start()
 
     def start(self) -> None:
         ops.start_runner(str(self.workdir), self.host.slots, self.host.threads)
@@ -89,18 +103,3 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-def poll_report(report: dict) -> PollReport:
-    """The harness's `poll` JSON as a PollReport (shared by the local and SSH executors)."""
-    runner = report.get("runner") or {}
-    tasks = {
-        key: TaskPoll(state=value.get("state", "missing"), heartbeat=value.get("heartbeat"))
-        for key, value in (report.get("tasks") or {}).items()
-    }
-    return PollReport(
-        runner_alive=bool(runner.get("alive")),
-        now=float(report.get("now") or 0.0),
-        runner_heartbeat=runner.get("heartbeat"),
-        tasks=tasks,
-    )

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from datarun.blobs import tree_hash
 from datarun.errors import HostError, UsageError
-from datarun.executors.base import PollReport
+from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
 
@@ -61,6 +61,8 @@ def shell_and(*commands: list[str]) -> str:
 
 
 class SSHExecutor:
+    poll_interval = 0.25  # seconds between syncs when there is nothing to launch
+
     def __init__(self, workspace, host, connection: SSHConnection | None = None):
         self.host = host
         self.workspace = workspace
@@ -72,6 +74,7 @@ class SSHExecutor:
         self._workdir: str | None = None
         self._present: set[str] = set()  # remote folders known complete on this connection
         self._libraries_checked = False
+        self._pack_path: str | None = None
 
     # --- paths and commands -------------------------------------------------------
 
@@ -256,9 +259,49 @@ class SSHExecutor:
 
     # --- following and collecting -------------------------------------------------
 
-    def poll(self, keys: list[str]) -> PollReport:
-        from datarun.executors.local import poll_report
+    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
+        """One command for the whole cycle (plus one put with new bundles, one get with results)."""
+        cleanup = [check_key(key) for key in cleanup]
+        poll = [check_key(key) for key in poll]
+        for bundle in bundles:
+            check_key(Path(bundle).name)
+        self.prepare({})
+        if bundles and not self._libraries_checked:
+            self.check_libraries(self.run_harness("info"))
+        if self._pack_path is None:
+            # One fixed path, overwritten by every sync: only one dispatcher runs at a time.
+            self._pack_path = f"{self.workdir}/.sync-results.tar"
+        args: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
+            if bundles:
+                archive = Path(tmp) / "bundles.tar"
+                with tarfile.open(archive, "w", dereference=True) as tar:
+                    for bundle in bundles:
+                        tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
+                upload = self._upload_path("bundles")
+                self.conn.put(archive, upload)
+                args += ["--accept", upload]
+        if cleanup:
+            args += ["--cleanup", *cleanup]
+        if poll:
+            args += ["--poll", *poll]
+        args += ["--pack", self._pack_path, "--slots", str(self.host.slots),
+                 "--threads", str(self.host.threads)]
+        report = self.run_harness("sync", *args)
+        for bundle in bundles:
+            shutil.rmtree(bundle, ignore_errors=True)
+        packed = [key for key in (report.get("pack") or {}).get("packed") or [] if key in poll]
+        fetched: list[str] = []
+        if packed:
+            Path(dest).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="datarun-fetch-", dir=dest) as tmp:
+                local = Path(tmp) / "results.tar"
+                self.conn.get(self._pack_path, local, MAX_RESULT_ARCHIVE)
+                fetched = extract_results(local, Path(dest), packed, f"host {self.host.name}",
+                                          MAX_MEMBER_BYTES)
+        return SyncResult(poll=poll_report(report.get("poll") or {}), fetched=fetched)
 
+    def poll(self, keys: list[str]) -> PollReport:
         keys = [check_key(key) for key in keys]
         self.prepare({})
         return poll_report(self.run_harness("poll", *keys))

@@ -1,0 +1,70 @@
+"""One lane per host: the host's I/O runs on a thread of its own.
+
+Talking to a host can hang (a stopped machine answers nothing until a timeout fires), so
+the dispatcher never talks to hosts from its own thread. Each host has a lane that runs
+at most one job at a time on a daemon thread; the dispatcher starts jobs on idle lanes,
+and takes their results when they are done. A hung host keeps its own lane busy and
+nothing else: the other hosts and the database carry on, and a process that exits does
+not wait for a lane stuck in a timeout.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Lane:
+    def __init__(self, name: str, wake: threading.Event):
+        self.name = name
+        self._wake = wake
+        self._thread: threading.Thread | None = None
+        self._outcome: tuple[Any, BaseException | None] | None = None
+        self.context: Any = None  # what the dispatcher needs to apply the job's result
+        self.started_at: float | None = None
+        self.last_ok: float | None = None  # when a job of this lane last succeeded
+        self.failures = 0  # failed jobs in a row
+        self.last_failure: float | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def start(self, job: Callable[[], Any], context: Any = None) -> None:
+        assert not self.busy, f"lane {self.name} already runs a job"
+        self.context = context
+        self.started_at = time.time()
+        self._outcome = None
+
+        def run() -> None:
+            try:
+                outcome = (job(), None)
+            except BaseException as error:  # handed to the dispatcher, never lost in the thread
+                outcome = (None, error)
+            self._outcome = outcome
+            self._wake.set()
+
+        self._thread = threading.Thread(target=run, name=f"datarun-lane-{self.name}", daemon=True)
+        self._thread.start()
+
+    def take(self) -> tuple[Any, BaseException | None, Any] | None:
+        """The finished job's (result, error, context), or None while it still runs."""
+        if self._thread is None or self._outcome is None:
+            return None
+        self._thread.join()
+        result, error = self._outcome
+        context = self.context
+        self._thread, self._outcome, self.context = None, None, None
+        if error is None:
+            self.last_ok = time.time()
+            self.failures = 0
+        else:
+            self.failures += 1
+            self.last_failure = time.time()
+        return result, error, context
+
+    def backoff(self) -> float:
+        """Seconds to leave the host alone after failures: 2, 4, 8 ... up to 60."""
+        if not self.failures:
+            return 0.0
+        return min(60.0, 2.0 ** self.failures)
