@@ -115,11 +115,15 @@ class Runner:
                 if self._release_if_idle():
                     return
                 idle_since = time.perf_counter()
-            self._wait(max(0.0, min(next_sample, next_beat) - time.perf_counter()))
+            if self._wait(max(0.0, min(next_sample, next_beat) - time.perf_counter())):
+                next_sample = 0.0  # a child ended: reap it and finish its task now
 
-    def _wait(self, timeout: float) -> None:
+    def _wait(self, timeout: float) -> bool:
+        """Wait for output or a signal; True when a signal (SIGCHLD) arrived."""
+        signalled = False
         for key, _ in self.selector.select(timeout):
             if key.fd == self.wake_r:
+                signalled = True
                 try:
                     while os.read(self.wake_r, 4096):
                         pass
@@ -127,6 +131,7 @@ class Runner:
                     pass
             else:
                 self._read_output(key.fd)
+        return signalled
 
     def _release_if_idle(self) -> bool:
         # Marked exited while still holding the lock: a runner starting right after the
@@ -202,6 +207,7 @@ class Runner:
         if pid == 0:  # the child never comes back from run_child
             signal.set_wakeup_fd(-1)
             run_child(folder, task, data, write_fd, close)
+        gc.unfreeze()  # the runner's own garbage stays collectable
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         run = TaskRun(key, folder, task, pid, read_fd)
