@@ -183,7 +183,32 @@ def m003_task_losses(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN lost INTEGER NOT NULL DEFAULT 0")
 
 
-MIGRATIONS = [m001_initial, m002_events, m003_task_losses]
+def m004_contributivity(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE contributivity (
+            problem TEXT NOT NULL REFERENCES problems(name),
+            submission INTEGER NOT NULL REFERENCES submissions(id),
+            value REAL NOT NULL,
+            PRIMARY KEY (problem, submission)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE blends (
+            problem TEXT PRIMARY KEY REFERENCES problems(name),
+            submissions TEXT NOT NULL,   -- JSON list of the blended submission ids, in order
+            state TEXT NOT NULL,         -- JSON Blend.state(), to add the next one incrementally
+            score TEXT NOT NULL,
+            combined_valid REAL,         -- mean over folds of the ensemble's valid score
+            best_single_valid REAL,
+            combined_test REAL,          -- the fold ensembles' test predictions, bagged
+            updated_at REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity]
 
 
 def applied_migrations(db: sqlite_utils.Database) -> list[str]:

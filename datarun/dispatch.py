@@ -103,6 +103,7 @@ class Dispatcher:
         self.last_sync: dict[str, float] = {}
         self.failing_since: dict[str, float] = {}
         self.last_error: dict[str, str] = {}
+        self.to_blend: set[str] = set()  # problems with newly scored submissions
         self._executors: dict = {}
         self._problems: dict[str, dict] = {}
         self._labels: dict[str, tuple] = {}
@@ -202,6 +203,11 @@ class Dispatcher:
                     self.apply_sync(name, result, context, report)
             finally:
                 shutil.rmtree(context["scratch"], ignore_errors=True)
+        for problem in sorted(self.to_blend):
+            from datarun.contrib import update_contributivity
+
+            update_contributivity(self.workspace, self.db, problem)
+        self.to_blend.clear()
 
     def job_failed(self, name: str, error: BaseException, context: dict, report: PassReport) -> None:
         if isinstance(error, DatarunError):
@@ -247,6 +253,7 @@ class Dispatcher:
         for submission in sorted(touched):
             if self.finish_submission(submission):
                 report.scored_submissions.append(submission)
+                self.to_blend.add(context["polled_problems"][submission])
 
     def expire(self, report: PassReport) -> None:
         """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
@@ -444,7 +451,8 @@ class Dispatcher:
         keys.update({task_key(t["id"], t["attempt"]): t for t, _ in claimed})
         cleanup = set(self.pending_cleanup[name])
         self.pending_cleanup[name] = set()
-        context = {"claimed": claimed, "polled": keys, "cleanup": cleanup, "scratch": scratch}
+        context = {"claimed": claimed, "polled": keys, "cleanup": cleanup, "scratch": scratch,
+                   "polled_problems": {t["submission"]: t["problem"] for t in keys.values()}}
 
         def job():
             if data:

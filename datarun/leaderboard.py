@@ -129,9 +129,19 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         row["rank"] = None if row["scores_hidden"] else rank
     shown_hidden = {name: when for name, when in hidden_events.items()
                     if any(row["event"] == name for row in rows) or name == event}
+    blend = None
+    if "blends" in db.table_names() and (private or not shown_hidden):
+        found = list(db.query(
+            "SELECT score, combined_valid, best_single_valid, combined_test FROM blends WHERE problem = ?",
+            [problem_name]))
+        if found:
+            blend = found[0]
+            if not private:
+                blend.pop("combined_test")
     return {
         "problem": problem_name,
         "event": event,
+        "blend": blend,
         "hidden_events": shown_hidden,
         "notice": _notice(shown_hidden),
         "official_score": official,

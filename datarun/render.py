@@ -24,7 +24,14 @@ def leaderboard_table(board: dict) -> Table:
     official = board["official_score"]
     scope = board["problem"] + (f" / event {board['event']}" if board.get("event") else "")
     title = f"{scope} — {'private' if board['private'] else 'public'} leaderboard"
-    table = Table(title=title, title_justify="left")
+    blend = board.get("blend")
+    caption = None
+    if blend and blend.get("combined_valid") is not None:
+        caption = (f"blended {blend['score']} (valid, mean over folds): {_score(blend['combined_valid'])}, "
+                   f"best single {_score(blend['best_single_valid'])}")
+        if blend.get("combined_test") is not None:
+            caption += f"; blended test {_score(blend['combined_test'])}"
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("team")
     table.add_column("submission")

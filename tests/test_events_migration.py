@@ -28,7 +28,7 @@ def m001_database(path):
 
 def test_migrating_from_m001_gives_each_problem_its_default_event_and_each_submission_one(tmp_path):
     db = m001_database(tmp_path / "old.db")
-    assert migrate(db) == ["m002_events"]
+    assert migrate(db)[0] == "m002_events"
     assert [(e["name"], e["problem"], e["default"], e["submissions"]) for e in list_events(db)] == [
         ("iris", "iris", True, 1), ("wine", "wine", True, 1)]
     assert db.execute("SELECT problem, event, forced FROM submissions ORDER BY id").fetchall() == [

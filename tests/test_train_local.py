@@ -157,3 +157,30 @@ def test_dispatch_passes_collect_what_earlier_passes_launched(iris, cli):
     assert cli("submission", "show", str(sub), "--json").json()["state"] == "done"
     assert report["host_errors"] == {}
     assert json.loads(cli("status", "--json").stdout)["problems"]["iris"]["done"] == 5
+
+
+def test_contributivity_is_kept_up_to_date_after_each_scored_submission(iris, cli):
+    from datarun.contrib import update_contributivity
+    from datarun.db import open_db
+
+    first = submit(cli, "logreg")
+    assert cli("train").exit_code == 0
+    board = cli("leaderboard", "iris", "--json").json()
+    assert [row["contributivity"] for row in board["rows"]] == [1.0]
+    assert board["blend"]["score"] == "accuracy" and "combined_test" not in board["blend"]
+    second = submit(cli, "knn", team="grace")
+    third = submit(cli, "random_forest", team="alan")
+    assert cli("train").exit_code == 0
+    board = cli("leaderboard", "iris", "--private", "--json").json()
+    shares = {row["id"]: row["contributivity"] for row in board["rows"]}
+    assert set(shares) == {first, second, third}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert board["blend"]["combined_valid"] >= board["blend"]["best_single_valid"]
+    assert board["blend"]["combined_test"] is not None
+
+    # The incrementally kept blend equals a blend computed from scratch.
+    db = open_db(iris)
+    db.execute("DELETE FROM blends")
+    update_contributivity(iris, db, "iris")
+    again = cli("leaderboard", "iris", "--json").json()
+    assert {row["id"]: row["contributivity"] for row in again["rows"]} == pytest.approx(shares)
