@@ -106,8 +106,7 @@ class Dispatcher:
         self.to_blend: set[str] = set()  # problems with newly scored submissions
         self._executors: dict = {}
         self._problems: dict[str, dict] = {}
-        self._labels: dict[str, tuple] = {}
-        self._folds: dict[tuple[str, int], tuple] = {}
+        self._scorers: dict = {}
         self.scratch = workspace.state_dir / "tmp"
         self.scratch.mkdir(exist_ok=True)
         self.unusable = {
@@ -139,19 +138,15 @@ class Dispatcher:
             self._problems[name] = get_problem(self.db, name)
         return self._problems[name]
 
-    def labels(self, name: str):
-        if name not in self._labels:
-            from datarun.problems import load_labels
+    def scorer(self, name: str):
+        if name not in self._scorers:
+            from datarun.scoring import scorer_for
 
-            self._labels[name] = load_labels(self.workspace, self.problem(name))
-        return self._labels[name]
+            self._scorers[name] = scorer_for(self.workspace, self.db, self.problem(name))
+        return self._scorers[name]
 
     def fold(self, problem: str, fold: int):
-        if (problem, fold) not in self._folds:
-            from datarun.problems import load_fold
-
-            self._folds[problem, fold] = load_fold(self.workspace, self.db, problem, fold)
-        return self._folds[problem, fold]
+        return self.scorer(problem).fold(fold)
 
     def grace(self, name: str) -> float:
         """How long a host may go without answering before its tasks are given to others."""
@@ -283,15 +278,11 @@ class Dispatcher:
 
     def record_result(self, task: dict, host_name: str, folder: Path) -> bool:
         """Store one task's result; False if it was a late result of an attempt already given up."""
-        from datarun.scores import task_scores
-
-        problem = self.problem(task["problem"])
-        classes = problem["classes"]
+        scorer = self.scorer(task["problem"])
         key = task_key(task["id"], task["attempt"])
         scores = []
         try:
-            result = read_result(folder, key, problem["n_train"], problem["n_test"],
-                                 len(classes) if classes else None)
+            result = read_result(folder, key, *scorer.prediction_shapes())
         except ResultRejected as error:
             state, kind, text, measures, environment, preds, log = (
                 "failed", "harness_error", f"result from host {host_name} rejected: {error}", {}, {}, None, b"")
@@ -300,10 +291,7 @@ class Dispatcher:
             measures, environment, log = result.measures, result.environment, result.log
             preds = None
             if state == "done":
-                y_train, y_test = self.labels(task["problem"])
-                train_idx, valid_idx = self.fold(task["problem"], task["fold"])
-                scores = task_scores(problem["kind"], classes, problem["score_names"], y_train, y_test,
-                                     train_idx, valid_idx, result.y_pred_train, result.y_pred_test)
+                scores = scorer.task_scores(task["fold"], result.y_pred_train, result.y_pred_test)
                 preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
         environment = dict(environment, host=host_name)
         log_hash = self.store.put_bytes(log) if log else None
@@ -329,8 +317,6 @@ class Dispatcher:
 
     def finish_submission(self, submission: int) -> bool:
         """Compute bagged scores once every fold is done; True if it was computed now."""
-        from datarun.scores import bagged_scores
-
         rows = list(self.db.query(
             "SELECT t.fold, t.state, t.pred_train, t.pred_test, s.problem FROM tasks t "
             "JOIN submissions s ON s.id = t.submission WHERE t.submission = ? ORDER BY t.fold", [submission]))
@@ -338,14 +324,10 @@ class Dispatcher:
             return False
         if self.db.execute("SELECT 1 FROM bagged_scores WHERE submission = ?", [submission]).fetchone():
             return False
-        name = rows[0]["problem"]
-        problem = self.problem(name)
-        y_train, y_test = self.labels(name)
-        valid_indices = [self.fold(name, r["fold"])[1] for r in rows]
         preds_train = [self.store.get_array(r["pred_train"]) for r in rows]
         preds_test = [self.store.get_array(r["pred_test"]) for r in rows]
-        scores = bagged_scores(problem["kind"], problem["classes"], problem["score_names"], y_train, y_test,
-                               valid_indices, preds_train, preds_test)
+        scores = self.scorer(rows[0]["problem"]).bagged_scores(
+            [r["fold"] for r in rows], preds_train, preds_test)
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
             self.db.conn.executemany(

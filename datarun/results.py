@@ -72,7 +72,7 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
     return array
 
 
-def read_result(folder: Path, key: str, n_train: int, n_test: int, n_classes: int | None) -> TaskResult:
+def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...]) -> TaskResult:
     """Validate and load the result folder of task `key`; raise ResultRejected if anything is off."""
     path = Path(folder) / "result.json"
     if not path.is_file() or path.is_symlink():
@@ -113,8 +113,6 @@ def read_result(folder: Path, key: str, n_train: int, n_test: int, n_classes: in
         with open(log, "rb") as f:
             result.log = f.read(MAX_LOG_BYTES)
     if state == "done":
-        shape_train = (n_train, n_classes) if n_classes else (n_train,)
-        shape_test = (n_test, n_classes) if n_classes else (n_test,)
         result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy", shape_train)
         result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy", shape_test)
     return result
