@@ -189,6 +189,9 @@ def _problem_names(db) -> list[str]:
 def _refuse_registered(db, name: str) -> None:
     if db.execute("SELECT 1 FROM problems WHERE name = ?", [name]).fetchone():
         raise UsageError(f"problem {name!r} is already registered: pick another name in problem.toml")
+    # A problem's default event takes the problem's name, so the name must be free there too.
+    if "events" in db.table_names() and db.execute("SELECT 1 FROM events WHERE name = ?", [name]).fetchone():
+        raise UsageError(f"{name!r} is already the name of an event: pick another name in problem.toml")
 
 
 def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:

@@ -177,3 +177,18 @@ def test_spans_are_rounded_up_in_words(seconds, words):
 def test_a_default_event_not_created_yet_can_be_shown(iris, cli):
     shown = cli("event", "show", "iris", "--json").json()
     assert shown["default"] is True and shown["state"] == "open" and shown["teams"] == 0
+
+
+def test_a_problem_cannot_take_the_name_of_an_existing_event(workspace, cli, tmp_path):
+    import shutil
+
+    assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
+    assert cli("event", "add", "spring", "--problem", "iris").exit_code == 0
+    kit = tmp_path / "kit"
+    shutil.copytree(EXAMPLES / "iris", kit)
+    toml = kit / "problem.toml"
+    toml.write_text(toml.read_text().replace('name = "iris"', 'name = "spring"'))
+    result = cli("problem", "add", kit)
+    assert result.exit_code == 2
+    assert "'spring' is already the name of an event" in result.stderr
+    assert [p["name"] for p in cli("problem", "list", "--json").json()] == ["iris"]
