@@ -64,12 +64,9 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
 
 def stop_local_runner(workspace) -> None:
     """The demo leaves no process behind: stop the local host's runner once training is over."""
+    from datarun.executors.local import LocalExecutor
     from datarun.hosts import load_hosts
 
     for host in load_hosts(workspace.hosts_file).values():
         if host.executor == "local":
-            from datarun.remote import ops
-
-            stop = getattr(ops, "stop_runner", None)
-            if stop:
-                stop(str(workspace.host_dir(host.name)))
+            LocalExecutor(workspace, host).stop_runner()

@@ -59,16 +59,6 @@ def cli():
 
 def stop_runners(workspace) -> None:
     """Stop the harness runners this workspace's local hosts started (by their recorded PID)."""
-    import signal
+    from datarun.demo import stop_local_runner
 
-    import psutil
-
-    for runner in (workspace.state_dir / "hosts").glob("*/runner.json"):
-        try:
-            pid = json.loads(runner.read_text())["pid"]
-            process = psutil.Process(pid)
-            if any("serve" in part for part in process.cmdline()):
-                process.send_signal(signal.SIGTERM)
-                process.wait(10)
-        except (OSError, ValueError, KeyError, psutil.Error):
-            pass
+    stop_local_runner(workspace)

@@ -101,5 +101,31 @@ class LocalExecutor:
     def info(self) -> dict:
         return ops.info(str(self.workdir))
 
+    def stop_runner(self, timeout: float = 10.0) -> bool:
+        """Stop this host's runner (SIGTERM, by the PID it recorded); True if one was running.
+
+        The PID is checked against the process's command line first, so a recycled PID of
+        some other process is never signalled.
+        """
+        import json
+        import signal
+
+        import psutil
+
+        try:
+            pid = json.loads((self.workdir / "runner.json").read_text())["pid"]
+            process = psutil.Process(int(pid))
+            command = process.cmdline()
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            return False
+        if "serve" not in command or str(self.workdir) not in command:
+            return False
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except psutil.TimeoutExpired:
+            process.kill()
+        return True
+
     def close(self) -> None:
         pass

@@ -1,0 +1,39 @@
+"""`datarun demo`: the whole flow on the example kits, on the local host."""
+
+from conftest import stop_runners
+
+from datarun.workspace import Workspace
+
+
+def test_demo_trains_the_examples_and_reports_the_two_failures(tmp_path, cli):
+    result = cli("demo", "--dir", tmp_path / "demo", "--json")
+    try:
+        assert result.exit_code == 0, result.stderr
+        data = result.json()
+        assert data["problems"] == ["diabetes", "iris"]
+        boards = {board["problem"]: board for board in data["leaderboards"]}
+        assert [r["submission"] for r in boards["iris"]["rows"]] and len(boards["iris"]["rows"]) == 3
+        assert len(boards["diabetes"]["rows"]) == 3
+        assert all(row["score"] is not None for b in boards.values() for row in b["rows"])
+        failures = {f["name"]: f["error_kind"] for f in data["failures"]}
+        assert failures == {"broken_fit": "fit_error", "memory_hog": "memory_limit"}
+        assert data["train"]["failed"] == 10 and data["train"]["done"] == 30
+    finally:
+        stop_runners(Workspace(tmp_path / "demo"))
+
+
+def test_demo_refuses_an_existing_workspace(tmp_path, cli):
+    cli("init", tmp_path / "ws")
+    result = cli("demo", "--dir", tmp_path / "ws")
+    assert result.exit_code == 2
+    assert "already a datarun workspace" in result.stderr
+
+
+def test_the_demo_leaves_no_runner_behind(tmp_path, cli):
+    import json
+
+    import psutil
+
+    assert cli("demo", "--dir", tmp_path / "demo", "--json").exit_code == 0
+    pid = json.loads((tmp_path / "demo" / ".datarun" / "hosts" / "local" / "runner.json").read_text())["pid"]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
