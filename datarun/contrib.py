@@ -5,6 +5,10 @@ blends every fully scored submission of the problem (`datarun.blending`, ramp-bl
 definition) and stores each one's share and the ensemble's scores. The blend's state is
 kept, so when submissions were only appended since the last blend, only the new ones are
 added to it rather than the whole greedy selection being run again.
+
+A RAMP problem is blended on its kit's first score type and combined with its kit's
+`Predictions.combine`, as ramp-blend does; the blender then scores each candidate with
+the kit's own score function.
 """
 
 import json
@@ -20,6 +24,36 @@ def scored_submissions(db, problem: str) -> list[int]:
     return [row[0] for row in db.execute(
         "SELECT s.id FROM submissions s JOIN tasks t ON t.submission = s.id WHERE s.problem = ? "
         "GROUP BY s.id HAVING sum(t.state = 'done') = count(t.id) ORDER BY s.id", [problem])]
+
+
+def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each label's column in the predictions (classes in the problem's order, sorted or not)."""
+    position = {label: i for i, label in enumerate(classes.tolist())}
+    return np.array([position[label] for label in y.tolist()], dtype=np.int64)
+
+
+def ramp_blend_score(scorer, classes):
+    """(score(y, p), lower_is_better) with a RAMP kit's first score type, as ramp-blend scores."""
+    score_type, P = scorer.score_types[0], scorer.Predictions
+    truths: dict[int, tuple] = {}  # per fold's y: built once, not per candidate
+
+    def score(y, p):
+        if id(y) not in truths:
+            truths[id(y)] = (y, P(y_true=classes[y] if classes is not None else y))
+        return float(score_type.score_function(truths[id(y)][1], P(y_pred=p)))
+
+    return score, bool(score_type.is_lower_the_better)
+
+
+def ramp_combined_test(scorer, fold_tests: list[list[np.ndarray]]) -> float | None:
+    """ramp-blend's combined test score: each fold's members combined, the folds bagged."""
+    from rampwf.utils.combine import get_score_cv_bags
+
+    P = scorer.Predictions
+    combined = [P.combine([P(y_pred=t) for t in tests]) for tests in fold_tests]
+    _, scores = get_score_cv_bags(scorer.score_types[0], combined, P(y_true=scorer.y_test))
+    value = float(scores[-1])
+    return None if np.isnan(value) else value
 
 
 def update_contributivity(workspace, db, problem_name: str) -> dict | None:
@@ -41,29 +75,39 @@ def update_contributivity(workspace, db, problem_name: str) -> dict | None:
     for fold in folds:
         _, valid_idx = load_fold(workspace, db, problem_name, fold)
         y = y_train[valid_idx]
-        ys.append(np.searchsorted(classes, y) if classes is not None else y.astype(np.float64))
+        ys.append(class_indices(classes, y) if classes is not None else y.astype(np.float64))
         valid_preds.append(np.stack([store.get_array(preds[sid, fold][0])[valid_idx] for sid in submissions]))
     name = problem["score_names"][0]
-    score_type = SCORE_TYPES[name]
-    if name in BUILTIN:
-        score = name
-    else:  # a datarun score the blender has no fast path for: hand it the exact function
-        def score(y, p, _score=score_type):
-            return _score(classes[y] if classes is not None else y, p, classes)
+    ramp = None
+    if problem["workflow"] == "ramp":
+        from datarun.scoring import RampScorer
+
+        ramp = RampScorer(workspace, db, problem)
+        score, lower_is_better = ramp_blend_score(ramp, classes)
+    else:
+        score_type = SCORE_TYPES[name]
+        lower_is_better = score_type.lower_is_better
+        if name in BUILTIN:
+            score = name
+        else:  # a datarun score the blender has no fast path for: hand it the exact function
+            def score(y, p, _score=score_type):
+                return _score(classes[y] if classes is not None else y, p, classes)
     row = db.execute("SELECT submissions, state FROM blends WHERE problem = ?", [problem_name]).fetchone()
     previous = None
     if row and submissions[: len(json.loads(row[0]))] == json.loads(row[0]):
         previous = json.loads(row[1])
     blend = contributivity(problem["kind"], score, ys, valid_preds,
-                           lower_is_better=score_type.lower_is_better, previous=previous)
+                           lower_is_better=lower_is_better, previous=previous)
     # The blended test score: each fold's ensemble applied to the test set, then bagged.
     position = {sid: i for i, sid in enumerate(submissions)}
     fold_tests = []
     for fold, members in zip(folds, blend.members, strict=True):
         tests = [store.get_array(preds[submissions[m], fold][1]) for m in members]
-        fold_tests.append(np.mean(tests, axis=0))
+        fold_tests.append(tests if ramp else np.mean(tests, axis=0))
     combined_test = None
-    if len(y_test):
+    if len(y_test) and ramp:
+        combined_test = ramp_combined_test(ramp, fold_tests)
+    elif len(y_test):
         combined_test = score_type(y_test, np.mean(fold_tests, axis=0), classes)
     shares = blend.contributivity
     with db.conn:

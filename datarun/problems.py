@@ -186,16 +186,20 @@ def _problem_names(db) -> list[str]:
     return [row[0] for row in db.execute("SELECT name FROM problems ORDER BY name").fetchall()]
 
 
-def _refuse_registered(db, name: str) -> None:
+def _refuse_registered(db, name: str, fix: str = "pick another name in problem.toml") -> None:
     if db.execute("SELECT 1 FROM problems WHERE name = ?", [name]).fetchone():
-        raise UsageError(f"problem {name!r} is already registered: pick another name in problem.toml")
+        raise UsageError(f"problem {name!r} is already registered: {fix}")
     # A problem's default event takes the problem's name, so the name must be free there too.
     if "events" in db.table_names() and db.execute("SELECT 1 FROM events WHERE name = ?", [name]).fetchone():
         raise UsageError(f"{name!r} is already the name of an event: pick another name in problem.toml")
 
 
 def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
-    """Register a native kit; return the problem's summary (as `describe_problem`)."""
+    """Register a kit (native, or RAMP with problem.py); return the problem's summary."""
+    from datarun.rampkit import is_ramp_kit, register_ramp_problem
+
+    if is_ramp_kit(kit_dir):
+        return register_ramp_problem(workspace, db, kit_dir)
     spec = load_kit(kit_dir)
     _refuse_registered(db, spec.name)
     data = prepare_data(spec)
@@ -299,6 +303,8 @@ def _balance(y: np.ndarray) -> dict:
 
 
 def _target_summary(y: np.ndarray) -> dict:
+    if not len(y):  # a RAMP kit without test data
+        return {"mean": None, "std": None, "min": None, "max": None}
     return {"mean": float(np.mean(y)), "std": float(np.std(y)), "min": float(np.min(y)),
             "max": float(np.max(y))}
 
@@ -311,16 +317,17 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
     meta = json.loads((data_dir(workspace, problem) / "meta.json").read_text())
     summary = _balance if problem["kind"] == "classification" else _target_summary
     scores = []
+    ramp = spec.get("ramp")
     for index, score_name in enumerate(problem["score_names"]):
-        score = get_score_type(score_name, problem["kind"])
-        scores.append({"name": score_name, "official": index == 0,
-                       "lower_is_better": score.lower_is_better})
+        lower = (ramp["scores"][index]["lower_is_better"] if ramp
+                 else get_score_type(score_name, problem["kind"]).lower_is_better)
+        scores.append({"name": score_name, "official": index == 0, "lower_is_better": lower})
     return {
         "name": problem["name"],
         "title": problem["title"],
         "kind": problem["kind"],
         "workflow": problem["workflow"],
-        "target": spec["data"]["target"],
+        "target": spec["data"]["target"] or "-",
         "n_train": problem["n_train"],
         "n_test": problem["n_test"],
         "n_features": problem["n_features"],
@@ -335,4 +342,5 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
         "data_hash": problem["data_hash"],
         "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],
+        **({"ramp": {k: ramp[k] for k in ("workflow", "elements", "prediction")}} if ramp else {}),
     }

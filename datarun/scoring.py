@@ -1,9 +1,14 @@
 """Scoring on the organiser's side: the one place that knows how a problem is scored.
 
-The dispatcher hands pulled predictions here; the problem decides how they are scored
-(native kits with `datarun.scores`). Keeping the choice here lets other kinds of kit
-score their own way without the dispatcher knowing.
+The dispatcher hands pulled predictions here; the problem decides how they are scored:
+native kits with `datarun.scores`, RAMP kits with their own `score_types` and
+`Predictions`, called exactly as ramp-workflow's `ramp-test` calls them (per fold:
+`score_function(Predictions(y_true=y, fold_is=idx), Predictions(y_pred=p, fold_is=idx))`;
+bagged: `get_score_cv_bags`), so the numbers are ramp-test's. Keeping the choice here lets
+each kind of kit score its own way without the dispatcher knowing.
 """
+
+import math
 
 import numpy as np
 
@@ -49,5 +54,74 @@ class ProblemScorer:
                              [self.fold(f)[1] for f in folds], preds_train, preds_test)
 
 
+def _value(score) -> float | None:
+    value = float(score)
+    return None if math.isnan(value) else value
+
+
+class RampScorer(ProblemScorer):
+    """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here)."""
+
+    def __init__(self, workspace, db, problem: dict):
+        from datarun.rampkit import problem_module
+
+        super().__init__(workspace, db, problem)
+        self.module = problem_module(workspace, problem)
+        self.Predictions = self.module.Predictions
+        self.score_types = list(self.module.score_types)
+
+    def score_rows(self, split: str, truth, predictions) -> list[tuple[str, str, float | None]]:
+        return [(split, st.name, _value(st.score_function(truth, predictions)))
+                for st in self.score_types]
+
+    def task_scores(self, fold: int, y_pred_train, y_pred_test) -> list[tuple[str, str, float | None]]:
+        P = self.Predictions
+        train_idx, valid_idx = self.fold(fold)
+        rows = []
+        for split, idx in (("train", train_idx), ("valid", valid_idx)):
+            rows += self.score_rows(split, P(y_true=self.y_train, fold_is=idx),
+                                    P(y_pred=y_pred_train, fold_is=idx))
+        if len(self.y_test):
+            rows += self.score_rows("test", P(y_true=self.y_test), P(y_pred=y_pred_test))
+        return rows
+
+    def bagged_table(self, folds: list[int], preds_train: list, preds_test: list) -> dict:
+        """ramp-test's bagged_scores.csv as {split: {score: [score of the first 1, 2, ... folds]}}."""
+        from rampwf.utils.combine import get_score_cv_bags
+
+        P = self.Predictions
+        table = {}
+        steps = [("valid", preds_train, P(y_true=self.y_train), [self.fold(f)[1] for f in folds])]
+        if len(self.y_test):
+            steps.append(("test", preds_test, P(y_true=self.y_test), None))
+        for split, preds, truth, indices in steps:
+            predictions = [P(y_pred=p, fold_is=None if indices is None else idx)
+                           for p, idx in zip(preds, indices or [None] * len(preds), strict=True)]
+            table[split] = {}
+            for st in self.score_types:
+                _, scores = get_score_cv_bags(st, predictions, truth, test_is_list=indices)
+                table[split][st.name] = [_value(v) for v in scores]
+        return table
+
+    def bagged_scores(self, folds: list[int], preds_train: list, preds_test: list):
+        if not folds:
+            return []
+        table = self.bagged_table(folds, preds_train, preds_test)
+        return [(split, name, values[-1]) for split, scores in table.items()
+                for name, values in scores.items()]
+
+
 def scorer_for(workspace, db, problem: dict) -> ProblemScorer:
+    if problem["workflow"] == "ramp":
+        return RampScorer(workspace, db, problem)
     return ProblemScorer(workspace, db, problem)
+
+
+def score_directions(problem: dict) -> dict[str, bool]:
+    """{score name: lower is better} for a problem's scores, native or RAMP."""
+    ramp = (problem.get("spec") or {}).get("ramp")
+    if ramp:
+        return {s["name"]: s["lower_is_better"] for s in ramp["scores"]}
+    from datarun.scores import SCORE_TYPES
+
+    return {name: SCORE_TYPES[name].lower_is_better for name in problem["score_names"]}

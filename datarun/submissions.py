@@ -20,7 +20,8 @@ from datarun.sizes import format_size
 MAX_FILE_BYTES = 512 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024
 MAX_NAME = 100
-IGNORED = {"__pycache__", ".DS_Store", ".ipynb_checkpoints"}
+# training_output/ is what ramp-test leaves in a RAMP submission folder.
+IGNORED = {"__pycache__", ".DS_Store", ".ipynb_checkpoints", "training_output"}
 
 
 def _check_label(value: str, what: str) -> str:
@@ -113,10 +114,10 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
     from datarun.blobs import sha256_bytes
     from datarun.events import enforce_rules, resolve_event
     from datarun.problems import get_problem
-    from datarun.workflows import get_workflow
+    from datarun.workflows import workflow_for
 
     problem = get_problem(db, problem_name)
-    workflow = get_workflow(problem["workflow"])
+    workflow = workflow_for(problem)
     team = _check_label(team, "team")
     name = _check_label(name if name is not None else Path(folder).resolve().name, "submission name")
     target = resolve_event(db, problem["name"], event)

@@ -3,6 +3,10 @@
 A workflow is the contract between a problem and its participants' code. This registry
 is the organiser's side of it (what `submit` accepts and what a kit may name); running
 the code is the harness's side, in `datarun/remote/`, which keys on the same name.
+
+A RAMP problem's workflow comes from its kit: the files are the ramp-workflow workflow's
+element names (`classifier` -> `classifier.py`); a data-file element the kit provides a
+default for (EstimatorExternalData's `external_data.csv`) is optional.
 """
 
 from dataclasses import dataclass, field
@@ -43,3 +47,23 @@ def get_workflow(name: str) -> Workflow:
             f"unknown workflow {name!r} (known: {', '.join(sorted(WORKFLOWS))})"
         )
     return WORKFLOWS[name]
+
+
+def workflow_for(problem: dict) -> Workflow:
+    """The workflow a registered problem's submissions follow."""
+    if problem["workflow"] != "ramp":
+        return get_workflow(problem["workflow"])
+    from datarun.rampkit import WORKFLOW_FUNCTIONS
+
+    ramp = problem["spec"]["ramp"]
+    defaults = set(ramp.get("external", []))
+    required = tuple(f for f in ramp["files"] if f not in defaults)
+    optional = tuple(f for f in ramp["files"] if f in defaults)
+    wanted = WORKFLOW_FUNCTIONS.get(ramp["workflow"], ())
+    functions = {f: names for f, names in zip(ramp["files"], wanted, strict=False)
+                 if names and f.endswith(".py")}
+    return Workflow(
+        name=f"RAMP {ramp['workflow']}",
+        description=f"ramp-workflow's {ramp['workflow']} workflow: {', '.join(ramp['files'])}",
+        required=required, optional=optional, functions=functions,
+    )
