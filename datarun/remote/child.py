@@ -35,6 +35,11 @@ class DataSet:
         self.folder = folder
         with open(folder / "meta.json") as handle:
             self.meta = json.load(handle)
+        if self.meta.get("format") == "ramp":  # a RAMP kit's data set: see ramp.py
+            from .ramp import load_ramp_data
+
+            self.ramp = load_ramp_data(folder, self.meta)
+            return
         self.X_train = self._table(folder, "X_train", pd)
         self.X_test = self._table(folder, "X_test", pd)
         self.y_train = np.load(folder / "y_train.npy", allow_pickle=False)
