@@ -10,6 +10,7 @@ runner.json) and removes the folder, even when it fails half-way.
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -85,9 +86,27 @@ def timed(command: list[str], env: dict | None = None, check: bool = True) -> tu
     return time.perf_counter() - start, result
 
 
-def median_time(command: list[str], runs: int, env: dict | None = None) -> tuple[float, list[float]]:
-    times = [timed(command, env=env)[0] for _ in range(runs)]
-    return statistics.median(times), times
+def timed_cpu(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one subprocess and the children it waited for."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, _ = timed(command, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def median_time(command: list[str], runs: int, env: dict | None = None) -> dict:
+    """Median wall and CPU seconds over `runs` runs. CPU time barely moves when other work
+    shares the cores; wall time does, so both are reported."""
+    samples = [timed_cpu(command, env=env) for _ in range(runs)]
+    walls = [wall for wall, _ in samples]
+    return {"median": statistics.median(walls), "runs": walls,
+            "cpu_median": statistics.median(cpu for _, cpu in samples)}
+
+
+def load_note() -> str:
+    """The 1-minute load average against the cores: timings are only as quiet as the machine."""
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
 
 
 class Workspace:
@@ -283,3 +302,128 @@ def run_process_per_task_baseline(kit: Path, folds: Path, n_folds: int,
             result = run([sys.executable, "-c", TASK_SCRIPT, str(kit), str(folds), str(fold), name])
             model += json.loads(result.stdout)["model_time"]
     return time.perf_counter() - start, model
+
+
+# --- SSH hosts on loopback (bench/ssh_overhead.py, bench/makespan.py) ---------------------
+#
+# The SSH benches start real sshd on 127.0.0.1 with tests/sshd.py's `start_sshd`, logging
+# in the unprivileged datarun-test user with the test Python, as the SSH tests do. Every
+# host gets a workdir of its own (the servers share one machine and one user), and the
+# runners datarun starts there are stopped by the PID they recorded.
+
+TESTS = REPO / "tests"
+
+
+def _sshd_module():
+    if str(TESTS) not in sys.path:
+        sys.path.insert(0, str(TESTS))
+    import sshd
+
+    return sshd
+
+
+def ssh_setup_missing() -> str | None:
+    """Why the SSH benches cannot run on this machine, or None when they can."""
+    if os.geteuid() != 0:
+        return ("needs root (an sshd that logs in the unprivileged datarun-test user): run it "
+                "as root after `bash scripts/setup-test-env.sh`")
+    sshd = _sshd_module()
+    if not os.path.exists(sshd.SSHD):
+        return f"no {sshd.SSHD}: run `bash scripts/setup-test-env.sh` as root"
+    import pwd
+
+    try:
+        pwd.getpwnam(sshd.TEST_USER)
+    except KeyError:
+        return f"no user {sshd.TEST_USER}: run `bash scripts/setup-test-env.sh` as root"
+    if not os.access(sshd.TEST_PYTHON, os.X_OK):
+        return f"no {sshd.TEST_PYTHON}: run `bash scripts/setup-test-env.sh` as root"
+    return None
+
+
+@contextlib.contextmanager
+def ssh_servers(count: int) -> Iterator[list]:
+    """`count` running sshd on loopback ports, stopped (by PID) on the way out."""
+    start_sshd = _sshd_module().start_sshd
+    servers = []
+    try:
+        for _ in range(count):
+            servers.append(start_sshd())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+class RemoteWorkdir:
+    """A host's workdir, as a path on this machine (the servers are loopback ones)."""
+
+    def __init__(self, server, workdir: str):
+        import pwd
+
+        self.server = server
+        self.workdir = workdir  # as written in hosts.toml: "~/..."
+        self.path = Path(pwd.getpwnam(server.user).pw_dir) / workdir.removeprefix("~/")
+
+    def stop_and_remove(self) -> None:
+        stop_runner(self.path / "runner.json")
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def use_ssh_hosts(workspace: "Workspace", servers: list, slots: int, threads: int = 1,
+                  tag: str = "") -> list[RemoteWorkdir]:
+    """Replace the workspace's hosts with one SSH host per server (no local host), pin
+    their keys, and return their workdirs for `stop_and_remove`. `tag` keeps runs apart."""
+    tag = tag or os.urandom(4).hex()
+    lines, remotes = [], []
+    for number, server in enumerate(servers, 1):
+        remote = RemoteWorkdir(server, f"~/datarun-bench-{tag}-{number}")
+        remotes.append(remote)
+        lines += [
+            f"[hosts.ssh{number}]", 'executor = "ssh"', 'address = "127.0.0.1"',
+            f"port = {server.port}", f"user = {json.dumps(server.user)}",
+            f"identity = {json.dumps(str(server.client_key))}",
+            f"python = {json.dumps(server.python)}", f"workdir = {json.dumps(remote.workdir)}",
+            f"slots = {slots}", f"threads = {threads}", "connect_timeout = 10.0",
+            "command_timeout = 60.0", "",
+        ]
+    (workspace.root / "hosts.toml").write_text("\n".join(lines))
+    with open(workspace.root / ".datarun" / "known_hosts", "a") as known:
+        for server in servers:
+            known.write(server.known_hosts_line())
+    return remotes
+
+
+@contextlib.contextmanager
+def ssh_traffic() -> Iterator[list[tuple[str, str, int]]]:
+    """What this process sends over SSH, as (host, kind, bytes): kind is `commands` for
+    command lines, else the upload's kind from its name (harness, data, bundles)."""
+    from datarun.executors.sshconn import SSHConnection
+
+    seen: list[tuple[str, str, int]] = []
+    real_put, real_run = SSHConnection.put, SSHConnection.run
+
+    def put(self, local, remote):
+        size = real_put(self, local, remote)
+        seen.append((self.target.name, Path(remote).name.lstrip(".").split("-", 1)[0], size))
+        return size
+
+    def run_command(self, command, timeout=None):
+        seen.append((self.target.name, "commands", len(command)))
+        return real_run(self, command, timeout)
+
+    SSHConnection.put, SSHConnection.run = put, run_command
+    try:
+        yield seen
+    finally:
+        SSHConnection.put, SSHConnection.run = real_put, real_run
+
+
+def train_in_process(root: Path) -> dict:
+    """`datarun train` on a workspace, in this process (so `ssh_traffic` sees its connections)."""
+    from datarun.db import open_db
+    from datarun.train import train
+    from datarun.workspace import find_workspace
+
+    workspace = find_workspace(root)
+    return train(workspace, open_db(workspace))

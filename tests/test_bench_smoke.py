@@ -37,6 +37,7 @@ def test_overhead_bench_measures_datarun_and_both_baselines():
             (figures[side]["wall"] - figures[side]["model_time"] / (2 if side == "datarun_2_slots" else 1))
             / figures["tasks"])
     assert figures["met"] == (figures["datarun_1_slot"]["per_task"] <= figures["goal_per_task"])
+    assert 0 < figures["datarun_1_slot"]["steady_interval"] < figures["datarun_1_slot"]["wall"]
     assert "goal: datarun on 1 slot at most 0.100 s per task" in text
     assert "one fresh Python per task" in text
     assert not Path(figures["scratch"]).exists()
@@ -48,6 +49,7 @@ def test_parallel_bench_compares_train_with_a_loop():
     assert figures["tasks"] == 4
     assert figures["datarun"]["wall"] > figures["datarun"]["model_time"] > 0
     assert figures["loop"]["wall"] > figures["loop"]["model_time"] > 0
+    assert figures["datarun_warm"]["wall"] > figures["datarun_warm"]["model_time"] > 0
     assert figures["ratio"] == pytest.approx(figures["datarun"]["wall"] / figures["loop"]["wall"])
     assert "goal: datarun at most 0.6 x the loop's wall time" in text
     assert not Path(figures["scratch"]).exists()
@@ -58,7 +60,7 @@ def test_cli_bench_times_status_and_leaderboard_on_a_filled_workspace():
     figures, text = run_bench("cli.py")
     assert figures["submissions"] == 50 and figures["tasks"] == 250
     for name in ("status", "leaderboard", "python_pandas_sklearn"):
-        assert figures[name]["median"] > 0
+        assert figures[name]["median"] > 0 and figures[name]["cpu_median"] > 0
         assert len(figures[name]["runs"]) == 3
     assert figures["status"]["met"] == (figures["status"]["median"] <= 0.4)
     assert "datarun leaderboard iris --json" in text
