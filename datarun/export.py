@@ -1,0 +1,178 @@
+"""Exports: a submission as ramp-test's `training_output/`, a problem's tasks as CSV or JSON.
+
+`export_ramp` writes the files `ramp-test --save-output` writes, with the same names and
+formats, so RAMP tooling (`ramp-show`, `ramp-blend`, rampwf's readers) reads datarun's
+results as its own: `fold_<i>/y_pred_train.npz` and `y_pred_test.npz` (`np.savez_compressed`
+with the array under `y_pred`), `fold_<i>/scores.csv` (a `step` column, one column per
+score type, then `time`), `fold_<i>/train_time`, `valid_time`, `test_time` (seconds as
+text), and `bagged_scores.csv` (`step`, `n_bag`, one column per score type: the score of
+the first n_bag + 1 folds bagged). Without test data (a RAMP kit whose `get_test_data`
+gives `(None, None)`) the test files and rows are left out, as ramp-test does.
+
+`task_rows` flattens every task of a problem (native or RAMP) for `--csv`/`--json`; the
+column names are stable and listed in docs/RAMP.md.
+"""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datarun.blobs import BlobStore
+from datarun.errors import UsageError
+from datarun.problems import get_problem
+from datarun.submissions import get_submission
+
+SPLITS = ("train", "valid", "test")
+TASK_COLUMNS = (
+    "problem", "event", "submission", "team", "submission_name", "task", "fold", "state",
+    "attempt", "host", "error_kind", "train_time", "valid_time", "test_time", "wall_time",
+    "cpu_time", "peak_memory", "started_at", "finished_at",
+)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    def cell(value):
+        if value is None:
+            return ""
+        return repr(float(value)) if isinstance(value, float | np.floating) else str(value)
+
+    lines = [",".join(header)] + [",".join(cell(v) for v in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _bagged_table(workspace, db, problem: dict, folds: list[int], preds_train, preds_test):
+    """{split: {score: [bagged score of the first 1..n folds]}} as ramp-test computes it."""
+    from datarun.scoring import scorer_for
+
+    scorer = scorer_for(workspace, db, problem)
+    if hasattr(scorer, "bagged_table"):  # RAMP: the kit's own bagging
+        return scorer.bagged_table(folds, preds_train, preds_test)
+    table: dict[str, dict[str, list]] = {}
+    for k in range(1, len(folds) + 1):
+        tests = preds_test[:k] if problem["n_test"] else []
+        for split, name, value in scorer.bagged_scores(folds[:k], preds_train[:k], tests):
+            table.setdefault(split, {}).setdefault(name, []).append(value)
+    return table
+
+
+def export_ramp(workspace, db, submission_id, out_dir: Path) -> dict:
+    """Write a fully trained submission's folds as ramp-test's training_output/ in out_dir."""
+    submission = get_submission(db, submission_id)
+    problem = get_problem(db, submission["problem"])
+    tasks = list(db.query(
+        "SELECT id, fold, state, pred_train, pred_test, train_time, valid_time, test_time "
+        "FROM tasks WHERE submission = ? ORDER BY fold", [submission["id"]]))
+    done = sum(t["state"] == "done" for t in tasks)
+    if not tasks or done < len(tasks):
+        raise UsageError(f"submission {submission['id']} has {done} of {len(tasks)} folds done: "
+                         "export it once `datarun train` has run every fold")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file: give a folder to write training_output/ into")
+    names = list(problem["score_names"])
+    scores: dict[int, dict] = {}
+    for task, split, name, value in db.execute(
+            "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t "
+            "ON t.id = sc.task WHERE t.submission = ?", [submission["id"]]):
+        scores.setdefault(task, {}).setdefault(split, {})[name] = value
+    has_test = problem["n_test"] > 0
+    steps = SPLITS if has_test else SPLITS[:2]
+    store = BlobStore(workspace.blobs_dir)
+    preds_train, preds_test = [], []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i, task in enumerate(tasks):
+            fold_dir = out_dir / f"fold_{i}"
+            fold_dir.mkdir(exist_ok=True)
+            train = store.get_array(task["pred_train"])
+            test = store.get_array(task["pred_test"])
+            preds_train.append(train)
+            preds_test.append(test)
+            np.savez_compressed(fold_dir / "y_pred_train.npz", y_pred=train)
+            if has_test:
+                np.savez_compressed(fold_dir / "y_pred_test.npz", y_pred=test)
+            task_scores = scores.get(task["id"], {})
+            rows = [[step, *[task_scores.get(step, {}).get(n) for n in names],
+                     task[f"{step}_time"]] for step in steps]
+            _write_text(fold_dir / "scores.csv", _csv_text(["step", *names, "time"], rows))
+            for step in steps:
+                _write_text(fold_dir / f"{step}_time", str(task[f"{step}_time"]))
+        table = _bagged_table(workspace, db, problem, [t["fold"] for t in tasks],
+                              preds_train, preds_test)
+        rows = []
+        for step in ("valid", "test"):
+            for n_bag in range(len(tasks)):
+                if step in table:
+                    rows.append([step, n_bag, *[table[step][n][n_bag] for n in names]])
+        _write_text(out_dir / "bagged_scores.csv", _csv_text(["step", "n_bag", *names], rows))
+    except OSError as error:
+        raise UsageError(f"cannot write to {out_dir}: {error.strerror or error}") from None
+    return {"submission": submission["id"], "problem": problem["name"], "folder": str(out_dir),
+            "folds": len(tasks), "test": has_test}
+
+
+def task_rows(db, problem_name: str) -> tuple[list[str], list[dict]]:
+    """(CSV columns, rows): every task of a problem with its scores and measurements.
+
+    Score columns are `<split>_<score>` for split train, valid, test and each score type
+    in the problem's order.
+    """
+    problem = get_problem(db, problem_name)
+    names = list(problem["score_names"])
+    score_columns = [f"{split}_{name}" for split in SPLITS for name in names]
+    scores: dict[int, dict] = {}
+    for task, split, name, value in db.execute(
+            "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t "
+            "ON t.id = sc.task JOIN submissions s ON s.id = t.submission WHERE s.problem = ?",
+            [problem_name]):
+        scores.setdefault(task, {})[f"{split}_{name}"] = value
+    rows = []
+    for task in db.query(
+            "SELECT s.problem, s.event, s.id AS submission, s.team, s.name AS submission_name, "
+            "t.id AS task, t.fold, t.state, t.attempt, t.host, t.error_kind, t.train_time, "
+            "t.valid_time, t.test_time, t.wall_time, t.cpu_time, t.peak_memory, t.started_at, "
+            "t.finished_at FROM tasks t JOIN submissions s ON s.id = t.submission "
+            "WHERE s.problem = ? ORDER BY s.id, t.fold", [problem_name]):
+        row = {column: task[column] for column in TASK_COLUMNS}
+        row.update({column: scores.get(task["task"], {}).get(column) for column in score_columns})
+        rows.append(row)
+    return [*TASK_COLUMNS, *score_columns], rows
+
+
+def export_tasks(db, problem_name: str, out: Path | None, fmt: str) -> dict:
+    """Write every task of a problem to out (None: return the text) as csv or json."""
+    columns, rows = task_rows(db, problem_name)
+    if fmt == "csv":
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        text = buffer.getvalue()
+    else:
+        text = json.dumps({"problem": problem_name, "columns": columns, "tasks": rows},
+                          indent=2) + "\n"
+    summary = {"problem": problem_name, "tasks": len(rows), "format": fmt, "text": None,
+               "file": None}
+    if out is None:
+        summary["text"] = text
+        return summary
+    out = Path(out).expanduser()
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder: give a file name to write the {fmt.upper()} to")
+    try:
+        _write_text(out, text)
+    except OSError as error:
+        raise UsageError(f"cannot write {out}: {error.strerror or error}") from None
+    summary["file"] = str(out)
+    return summary
