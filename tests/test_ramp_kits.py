@@ -1,0 +1,272 @@
+"""Registering RAMP kits: what is stored and shipped, the submission rules, every refusal.
+
+The kits in tests/ramp_kits/ are written with ramp-workflow's own API; the broken ones are
+built here from them, one fault each. A refused kit leaves nothing in the workspace.
+"""
+
+import json
+import pickle
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+KITS = Path(__file__).resolve().parent / "ramp_kits"
+
+
+def add(cli, kit):
+    return cli("problem", "add", kit, "--json")
+
+
+def copy_kit(tmp_path, name, as_name=None) -> Path:
+    target = tmp_path / (as_name or name)
+    shutil.copytree(KITS / name, target, ignore=shutil.ignore_patterns("training_output"))
+    return target
+
+
+def stored(workspace) -> tuple[int, int, list]:
+    from datarun.db import open_db
+
+    db = open_db(workspace)
+    problems = db.execute("SELECT count(*) FROM problems").fetchone()[0]
+    folds = db.execute("SELECT count(*) FROM folds").fetchone()[0]
+    blobs = sorted(p.name for p in workspace.blobs_dir.rglob("*") if p.is_file())
+    return problems, folds, blobs
+
+
+def test_classifier_kit_registers_with_the_kits_own_folds_and_labels(workspace, cli):
+    result = add(cli, KITS / "iris_classifier")
+    assert result.exit_code == 0, result.stderr
+    info = result.json()
+    assert (info["name"], info["kind"], info["workflow"]) == ("iris_classifier", "classification", "ramp")
+    assert info["ramp"] == {"workflow": "Classifier", "elements": ["classifier"],
+                            "prediction": "multiclass"}
+    assert (info["n_train"], info["n_test"], info["n_features"]) == (110, 40, 4)
+    assert info["classes"] == ["setosa", "versicolor", "virginica"]
+    assert [(s["name"], s["lower_is_better"], s["official"]) for s in info["scores"]] == [
+        ("acc", False, True), ("nll", True, False), ("bal_acc", False, False)]
+
+    # The folds are get_cv's, frozen as indices.
+    from datarun.db import open_db
+    from datarun.problems import data_dir, get_problem, load_fold, load_labels
+    from datarun.rampkit import load_ramp_kit
+
+    kit = load_ramp_kit(KITS / "iris_classifier")
+    X, y = kit.module.get_train_data(path=str(KITS / "iris_classifier"))
+    expected = list(kit.module.get_cv(X, y))
+    db = open_db(workspace)
+    assert [f["fold"] for f in info["folds"]] == [0, 1, 2]
+    for fold, (train, valid) in enumerate(expected):
+        got_train, got_valid = load_fold(workspace, db, "iris_classifier", fold)
+        assert np.array_equal(got_train, train) and np.array_equal(got_valid, valid)
+
+    # Shipped: features, training labels and problem.py; never the test labels.
+    problem = get_problem(db, "iris_classifier")
+    shipped = data_dir(workspace, problem)
+    assert sorted(p.name for p in shipped.iterdir()) == [
+        "X_test.pkl", "X_train.pkl", "meta.json", "problem.py", "y_train.pkl"]
+    with open(shipped / "X_train.pkl", "rb") as handle:
+        assert np.array_equal(pickle.load(handle), X)
+    meta = json.loads((shipped / "meta.json").read_text())
+    assert (meta["format"], meta["n_test"], meta["external"]) == ("ramp", 40, [])
+    y_train, y_test = load_labels(workspace, problem)
+    assert np.array_equal(y_train, y) and len(y_test) == 40
+
+
+def test_kit_without_test_data_registers_with_no_test_rows(workspace, cli):
+    result = add(cli, KITS / "cancer_estimator")
+    assert result.exit_code == 0, result.stderr
+    info = result.json()
+    assert (info["n_test"], info["classes"], len(info["folds"])) == (0, [0, 1], 4)
+    assert info["ramp"]["workflow"] == "Estimator"
+    assert info["target_summary"]["test"] == {}
+
+
+def test_regression_and_feature_extractor_kits_register(workspace, cli):
+    for kit, workflow in (("diabetes_regressor", "Regressor"),
+                          ("diabetes_features", "FeatureExtractorRegressor")):
+        result = add(cli, KITS / kit)
+        assert result.exit_code == 0, result.stderr
+        info = result.json()
+        assert (info["kind"], info["classes"], info["ramp"]["workflow"]) == (
+            "regression", None, workflow)
+        assert info["ramp"]["prediction"] == "regression"
+    shown = cli("problem", "show", "diabetes_features")
+    assert shown.exit_code == 0 and "get_cv, 2 splits" in shown.stdout
+
+
+def test_external_data_ships_the_kits_default_copy(workspace, cli):
+    from datarun.db import open_db
+    from datarun.problems import data_dir, get_problem
+
+    assert add(cli, KITS / "diabetes_external").exit_code == 0
+    problem = get_problem(open_db(workspace), "diabetes_external")
+    shipped = data_dir(workspace, problem)
+    assert (shipped / "external" / "external_data.csv").read_bytes() == (
+        KITS / "diabetes_external" / "data" / "external_data.csv").read_bytes()
+
+
+def test_submissions_take_the_workflow_element_files(workspace, cli, tmp_path):
+    assert add(cli, KITS / "iris_classifier").exit_code == 0
+    subs = KITS / "iris_classifier" / "submissions"
+    ok = cli("submit", "iris_classifier", subs / "starting_kit", "--team", "ada", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    assert ok.json()["tasks"] == 3
+
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "estimator.py").write_text("def get_estimator():\n    pass\n")
+    result = cli("submit", "iris_classifier", wrong, "--team", "ada")
+    assert result.exit_code == 2
+    assert "unexpected file estimator.py" in result.stderr
+    assert "the RAMP Classifier workflow takes only classifier.py" in result.stderr
+
+    no_class = tmp_path / "no_class"
+    no_class.mkdir()
+    (no_class / "classifier.py").write_text("class Model:\n    pass\n")
+    result = cli("submit", "iris_classifier", no_class, "--team", "ada")
+    assert result.exit_code == 2
+    assert "classifier.py does not define Classifier()" in result.stderr
+
+    # What ramp-test leaves in a submission folder is not part of the submission.
+    ran = tmp_path / "ran"
+    shutil.copytree(subs / "knn", ran)
+    (ran / "training_output" / "fold_0").mkdir(parents=True)
+    result = cli("submit", "iris_classifier", ran, "--team", "ada", "--json")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_external_data_file_is_optional_when_the_kit_has_a_default(workspace, cli, tmp_path):
+    assert add(cli, KITS / "diabetes_external").exit_code == 0
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(KITS / "diabetes_external" / "submissions" / "starting_kit" / "estimator.py", bare)
+    result = cli("submit", "diabetes_external", bare, "--team", "ada", "--json")
+    assert result.exit_code == 0, result.stderr
+    own = KITS / "diabetes_external" / "submissions" / "own_data"
+    result = cli("submit", "diabetes_external", own, "--team", "ada", "--json")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_features_kit_needs_both_element_files(workspace, cli, tmp_path):
+    assert add(cli, KITS / "diabetes_features").exit_code == 0
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(KITS / "diabetes_features" / "submissions" / "starting_kit" / "regressor.py", half)
+    result = cli("submit", "diabetes_features", half, "--team", "ada")
+    assert result.exit_code == 2
+    assert "no feature_extractor.py" in result.stderr
+    assert "needs feature_extractor.py, regressor.py" in result.stderr
+
+
+# --- refusals: one line, exit 2, nothing stored ------------------------------------------------
+
+
+def edit_problem(kit: Path, old: str, new: str) -> None:
+    path = kit / "problem.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def refused(workspace, cli, kit) -> str:
+    before = stored(workspace)
+    result = add(cli, kit)
+    assert result.exit_code == 2, result.stdout
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert message.startswith("error: ") and "\n" not in message
+    assert stored(workspace) == before
+    return message
+
+
+def test_problem_py_that_fails_to_import_shows_its_traceback_tail(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "problem_title = ", "_scale = 1 / 0\nproblem_title = ")
+    message = refused(workspace, cli, kit)
+    assert message == ("error: problem.py failed to import: ZeroDivisionError: division by zero "
+                       "(problem.py line 7)")
+
+
+def test_problem_py_with_a_syntax_error_names_the_line(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "def get_cv(X, y):", "def get_cv(X, y)")
+    message = refused(workspace, cli, kit)
+    assert message.startswith("error: problem.py failed to import: SyntaxError: ")
+    assert message.endswith("(problem.py line 20)")
+
+
+def test_problem_py_missing_a_required_name(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "def get_cv(X, y):", "def make_cv(X, y):")
+    message = refused(workspace, cli, kit)
+    assert message == ("error: problem.py does not define get_cv: a RAMP kit needs "
+                       "get_train_data, get_test_data, get_cv, workflow, score_types, Predictions")
+
+
+def test_unsupported_workflow_is_named(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "rw.workflows.Classifier()", "rw.workflows.ObjectDetector()")
+    message = refused(workspace, cli, kit)
+    assert "workflow ObjectDetector is not supported (datarun runs Estimator," in message
+
+
+def test_unsupported_prediction_type_is_named(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "rw.prediction_types.make_multiclass(\n    label_names=_prediction_label_names)",
+                 "rw.prediction_types.make_detection()")
+    message = refused(workspace, cli, kit)
+    assert "prediction type 'detection' is not supported" in message
+
+
+def test_multi_target_regression_is_refused(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "diabetes_regressor")
+    edit_problem(kit, "make_regression()", "make_regression(label_names=['a', 'b'])")
+    message = refused(workspace, cli, kit)
+    assert "multi-target regression predictions (2 columns) are not supported" in message
+
+
+def test_failing_data_function_shows_where(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    (kit / "data" / "test.csv").unlink()
+    message = refused(workspace, cli, kit)
+    assert message.startswith("error: problem.py get_test_data failed: FileNotFoundError: ")
+    assert message.endswith("(problem.py line 26, in _read_data)")
+
+
+def test_labels_outside_label_names_are_refused(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "['setosa', 'versicolor', 'virginica']", "['setosa', 'versicolor', 'other']")
+    message = refused(workspace, cli, kit)
+    assert message == ("error: problem.py: y_train holds label 'virginica', which is not in "
+                       "Predictions' label_names ['setosa', 'versicolor', 'other']")
+
+
+def test_same_kit_twice_says_to_rename_the_folder(workspace, cli):
+    assert add(cli, KITS / "iris_classifier").exit_code == 0
+    message = refused(workspace, cli, KITS / "iris_classifier")
+    assert message == ("error: problem 'iris_classifier' is already registered: a RAMP kit is "
+                       "registered under its folder's name: rename the folder")
+
+
+def test_folder_name_that_is_no_problem_name(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier", as_name="iris.v2")
+    message = refused(workspace, cli, kit)
+    assert "'iris.v2' may hold only letters, digits, '_' and '-': rename the folder" in message
+
+
+def test_missing_ramp_workflow_locally(workspace, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "rampwf", None)  # import rampwf now raises ImportError
+    message = refused(workspace, cli, KITS / "iris_classifier")
+    assert message == ("error: this is a RAMP kit (problem.py), which needs ramp-workflow: "
+                       "pip install 'datarun[ramp]'")
+
+
+def test_bad_folds_are_refused(workspace, cli, tmp_path):
+    kit = copy_kit(tmp_path, "iris_classifier")
+    edit_problem(kit, "    return cv.split(X, y)\n",
+                 "    return [(list(range(10)), [500, 501])]\n")
+    message = refused(workspace, cli, kit)
+    assert message == ("error: problem.py: get_cv fold 0 valid indices fall outside the 110 "
+                       "training rows")
