@@ -70,6 +70,13 @@ def _memory_backstop(limit: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 
 
+def _limit_file_size(task: dict) -> None:
+    """No single file past the disk cap (Python ignores SIGXFSZ: the write fails with EFBIG)."""
+    disk = (task.get("limits") or {}).get("disk")
+    if disk:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (int(disk), int(disk)))
+
+
 def _limit_thread_pools(threads: int) -> None:
     try:
         from threadpoolctl import threadpool_limits
@@ -107,8 +114,13 @@ def _report(folder: Path, clock: PhaseClock, kind: str | None, error: str | None
     os.replace(tmp, folder / CHILD_REPORT)
 
 
-def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds: list[int]) -> None:
-    """Run one task in this freshly forked process; never returns."""
+def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds: list[int],
+              jail: dict | None = None) -> None:
+    """Run one task in this freshly forked process; never returns.
+
+    `jail` ({"path", "workdir", "uid"}) runs it isolated (see isolation.py): the task then
+    works in its jail, seen as /tmp, and everything it writes lands there.
+    """
     code = 1
     try:
         os.setsid()
@@ -125,7 +137,15 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        os.chdir(folder)
+        if jail is not None:
+            from .isolation import enter, task_disk, task_processes
+
+            enter(Path(jail["path"]), Path(jail["workdir"]), int(jail["uid"]),
+                  task_processes(task), task_disk(task))
+            folder = Path("/tmp")
+        else:
+            os.chdir(folder)
+            _limit_file_size(task)
         _memory_backstop(task.get("limits", {}).get("memory"))
         _limit_thread_pools(int(task.get("threads") or 1))
         clock = PhaseClock(folder / PHASE_FILE)

@@ -101,8 +101,12 @@ def _package_root() -> tuple[str, Path]:
     return name, root
 
 
-def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
-    """Start the runner detached unless one is alive; wait until it holds the folder."""
+def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0,
+                 python: str | None = None) -> dict:
+    """Start the runner detached unless one is alive; wait until it holds the folder.
+
+    `python` runs it on another interpreter than this one (isolated tasks need one that
+    their users may execute, for joblib's worker processes)."""
     if int(slots) < 1 or int(threads) < 1:
         raise HarnessError(f"slots and threads must be at least 1, got {slots} and {threads}")
     layout = Layout(workdir).make()
@@ -113,7 +117,7 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
     env = dict(os.environ)
     env.update(thread_environment(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", package, "serve", str(layout.root), "--slots",
+    command = [python or sys.executable, "-m", package, "serve", str(layout.root), "--slots",
                str(int(slots)), "--threads", str(int(threads)), "--idle", str(float(idle))]
     with open(layout.runner_log, "ab") as log_file:
         process = subprocess.Popen(

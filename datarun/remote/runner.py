@@ -20,7 +20,9 @@ import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 
+from . import isolation
 from .common import Layout, claim, environment, failed_result, read_json, try_lock, write_json
 from .tree import TaskRun
 
@@ -31,6 +33,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 PR_SET_CHILD_SUBREAPER = 36
 DATA_CACHE_SIZE = 4
+REPORT_CAP = 64 * 1024  # bytes of a task's own notes read back from its jail
+PREDICTIONS_CAP = 4 * 1024**3
 # Imported once by the runner so that tasks, forked from it, find them loaded.
 PRELOAD = (
     "numpy", "pandas", "sklearn", "sklearn.base", "sklearn.linear_model", "sklearn.ensemble",
@@ -76,6 +80,7 @@ class Runner:
         self.by_fd: dict[int, TaskRun] = {}
         self.data: dict[str, object] = {}
         self.stopping = False
+        self.protected = False  # WORKDIR made private for isolated tasks
         self.environment = environment()
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
@@ -155,6 +160,10 @@ class Runner:
                 continue
             try:
                 self._launch(key)
+            except isolation.IsolationError as error:
+                log(f"task {key}: {error}")
+                write_json(self.layout.task(key) / "result.json",
+                           failed_result(key, "harness_error", str(error)))
             except Exception:
                 log(f"task {key}: could not start\n{traceback.format_exc()}")
                 folder = self.layout.task(key)
@@ -174,7 +183,6 @@ class Runner:
         return self.data[data_hash]
 
     def _launch(self, key: str) -> None:
-        from .child import run_child
         from .workflows import WORKFLOWS
 
         folder = self.layout.task(key)
@@ -192,6 +200,28 @@ class Runner:
             raise RuntimeError(f"unknown workflow {workflow!r} (this harness knows "
                                f"{', '.join(sorted(WORKFLOWS))})")
         data = self._dataset(task["data"])
+        jail = seat = None
+        if isolation.wanted(task):
+            isolation.require_root()
+            if not self.protected:
+                isolation.protect_workdir(self.layout.root)
+                self.protected = True
+            taken = {run.seat for run in self.running.values()}
+            seat = min(set(range(len(self.running) + 1)) - taken)
+            uid = isolation.TASK_UID_BASE + seat
+            path = isolation.make_jail(self.layout.root, key, folder, uid, isolation.task_disk(task))
+            jail = {"path": str(path), "workdir": str(self.layout.root), "uid": uid}
+        try:
+            self._fork(key, folder, task, data, jail, seat)
+        except BaseException:
+            if jail:
+                isolation.remove_jail(Path(jail["path"]))
+            raise
+
+    def _fork(self, key: str, folder: Path, task: dict, data, jail: dict | None,
+              seat: int | None) -> None:
+        from .child import run_child
+
         read_fd, write_fd = os.pipe()
         # Objects the runner holds move out of the collector's sight: a task's garbage
         # collections then never touch (and copy-on-write) the runner's inherited heap.
@@ -206,11 +236,11 @@ class Runner:
         pid = os.fork()
         if pid == 0:  # the child never comes back from run_child
             signal.set_wakeup_fd(-1)
-            run_child(folder, task, data, write_fd, close)
+            run_child(folder, task, data, write_fd, close, jail)
         gc.unfreeze()  # the runner's own garbage stays collectable
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        run = TaskRun(key, folder, task, pid, read_fd)
+        run = TaskRun(key, folder, task, pid, read_fd, Path(jail["path"]) if jail else None, seat)
         self.running[key] = run
         self.by_fd[read_fd] = run
         self.selector.register(read_fd, selectors.EVENT_READ)
@@ -331,12 +361,16 @@ class Runner:
         folder = run.folder
         from .child import CHILD_REPORT, PHASE_FILE
 
+        predictions = {"train": "y_pred_train.npy", "test": "y_pred_test.npy"}
+        if run.work != folder:  # isolated: take its outputs out of the jail, then drop the jail
+            isolation.copy_out(run.work, folder, [CHILD_REPORT, PHASE_FILE], REPORT_CAP)
+            isolation.copy_out(run.work, folder, list(predictions.values()), PREDICTIONS_CAP)
+            isolation.remove_jail(run.work)
         report = read_json(folder / CHILD_REPORT)
         try:
             phase = (folder / PHASE_FILE).read_text().strip() or None
         except OSError:
             phase = None
-        predictions = {"train": "y_pred_train.npy", "test": "y_pred_test.npy"}
         written = all((folder / name).exists() for name in predictions.values())
         failure = run.failure(report, phase, written)
         (folder / "output.log").write_text(run.output.text())
@@ -372,7 +406,8 @@ class Runner:
 
     def _write_status(self, run: TaskRun) -> None:
         try:
-            phase = (run.folder / ".phase").read_text().strip() or None
+            note = isolation.read_file(run.work / ".phase", 64)
+            phase = (note.decode("utf-8", "replace").strip() or None) if note else None
         except OSError:
             phase = None
         write_json(run.folder / "status.json", {
@@ -428,6 +463,8 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
     if lock_fd is None:
         return {"pid": os.getpid(), "served": False, "reason": "another runner holds this folder"}
     _become_subreaper()
+    if os.geteuid() == 0:
+        isolation.remove_stale_jails(layout.root)
     write_json(layout.runner_json, {
         "pid": os.getpid(), "started_at": time.time(), "heartbeat": time.time(),
         "slots": slots, "threads": threads, "state": "starting", "running": [],

@@ -60,9 +60,12 @@ def _rusage_cpu(usage) -> float:
 class TaskRun:
     """A forked task: its pid, output, samples, limit hits and final figures."""
 
-    def __init__(self, key: str, folder: Path, task: dict, pid: int, output_fd: int):
+    def __init__(self, key: str, folder: Path, task: dict, pid: int, output_fd: int,
+                 work: Path | None = None, seat: int | None = None):
         self.key = key
         self.folder = folder
+        self.work = work or folder  # where the task writes: its folder, or its jail when isolated
+        self.seat = seat  # isolated tasks: which task user id it holds
         self.task = task
         self.pid = pid
         self.output_fd = output_fd
