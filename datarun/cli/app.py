@@ -100,7 +100,7 @@ def _register() -> None:
     # Each group module adds its commands to `app` when imported.
     from datarun.cli import workspace  # noqa: F401
 
-    for name in ("problem", "submission", "event", "train", "host", "leaderboard", "demo",
+    for name in ("problem", "submission", "event", "train", "host", "leaderboard", "demo", "tasks",
                  "export"):
         try:
             __import__(f"datarun.cli.{name}")

@@ -1,0 +1,65 @@
+"""`datarun retry`, `datarun cancel` and `datarun logs`: the operator's hands on tasks."""
+
+import sys
+from typing import Annotated
+
+import typer
+
+from datarun.cli.app import app, emit_json, err, handled, open_workspace
+from datarun.errors import EXIT_FAILED
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+SubmissionArgument = Annotated[str, typer.Argument(metavar="SUBMISSION", help="The submission's id.")]
+
+
+@app.command()
+def retry(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
+    """Re-queue a submission's failed tasks (errors cleared, host losses forgotten)."""
+    from datarun.operator import retry_submission
+
+    with handled():
+        workspace, db = open_workspace()
+        result = retry_submission(workspace, db, submission)
+    if json_out:
+        emit_json(result)
+    else:
+        err(f"submission {result['submission']}: {len(result['requeued'])} failed tasks re-queued; "
+            "`datarun train` (or cron's `datarun dispatch`) runs them")
+
+
+@app.command()
+def cancel(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
+    """Stop a submission: kill its running tasks on their hosts, never start its queued ones."""
+    from datarun.operator import cancel_submission
+
+    with handled():
+        workspace, db = open_workspace()
+        result = cancel_submission(workspace, db, submission)
+    if json_out:
+        emit_json(result)
+    else:
+        err(f"submission {result['submission']}: {len(result['cancelled'])} tasks cancelled "
+            f"({len(result['running'])} running, {len(result['queued'])} queued)")
+    for host, message in result["host_errors"].items():
+        err(f"host {host}: {message}")
+    if result["host_errors"]:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def logs(
+    task: Annotated[str, typer.Argument(metavar="TASK", help="The task's id (`datarun submission show` lists them).")],
+    json_out: JsonOption = False,
+) -> None:
+    """Print a task's captured output (stdout and stderr, head and tail when long)."""
+    from datarun.operator import task_log
+
+    with handled():
+        workspace, db = open_workspace()
+        result = task_log(workspace, db, task)
+    if json_out:
+        emit_json(result)
+        return
+    sys.stdout.write(result["log"])
+    if result["log"] and not result["log"].endswith("\n"):
+        sys.stdout.write("\n")
