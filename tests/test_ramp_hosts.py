@@ -1,0 +1,176 @@
+"""RAMP tasks on hosts: failures of the submission, and hosts without ramp-workflow.
+
+The SSH test host's Python (/opt/datarun-test-python) has no ramp-workflow: a RAMP task
+sent there must fail with an import_error that says what to install, not a traceback,
+while the harness's `info` (what `host check` reads) reports rampwf as missing.
+"""
+
+import json
+import shlex
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import stop_runners
+from sshd import pin, sshd_a  # noqa: F401
+
+KITS = Path(__file__).resolve().parent / "ramp_kits"
+
+
+def submit(cli, problem, folder, team="ada") -> int:
+    result = cli("submit", problem, folder, "--team", team, "--json")
+    assert result.exit_code == 0, result.stderr
+    return result.json()["id"]
+
+
+def tasks_of(cli, submission) -> list[dict]:
+    result = cli("submission", "show", submission, "--json")
+    assert result.exit_code == 0, result.stderr
+    return result.json()["tasks"]
+
+
+@pytest.fixture
+def iris(workspace, cli):
+    assert cli("problem", "add", KITS / "iris_classifier").exit_code == 0
+    yield workspace
+    stop_runners(workspace)
+
+
+def write_classifier(folder: Path, body: str) -> Path:
+    folder.mkdir()
+    (folder / "classifier.py").write_text(body)
+    return folder
+
+
+def test_submission_faults_are_reported_with_their_own_frames(iris, cli, tmp_path):
+    broken_fit = submit(cli, "iris_classifier", write_classifier(tmp_path / "broken_fit", (
+        "class Classifier:\n"
+        "    def fit(self, X, y):\n"
+        "        raise ValueError('no fitting today')\n\n"
+        "    def predict_proba(self, X):\n"
+        "        return X\n")))
+    wrong_columns = submit(cli, "iris_classifier", write_classifier(tmp_path / "two_columns", (
+        "import numpy as np\n\n"
+        "class Classifier:\n"
+        "    def fit(self, X, y):\n"
+        "        pass\n\n"
+        "    def predict_proba(self, X):\n"
+        "        return np.full((len(X), 2), 0.5)\n")), team="bob")
+    bad_import = submit(cli, "iris_classifier", write_classifier(tmp_path / "bad_import", (
+        "import not_a_module_anywhere\n\n"
+        "class Classifier:\n"
+        "    pass\n")), team="cy")
+    result = cli("train", "--json")
+    assert result.exit_code == 1
+    assert result.json()["failed"] == 9
+
+    for task in tasks_of(cli, broken_fit):
+        assert (task["state"], task["error_kind"]) == ("failed", "fit_error")
+        assert 'File "submission/classifier.py", line 3, in fit' in task["error"]
+        assert task["error"].rstrip().endswith("ValueError: no fitting today")
+        assert "rampwf" not in task["error"] and "datarun" not in task["error"]
+    for task in tasks_of(cli, wrong_columns):
+        assert task["error_kind"] == "bad_predictions"
+        assert task["error"] == (
+            "the train predictions do not fit the kit's Predictions: ValueError: Wrong y_pred "
+            "dimensions: y_pred should be 2D with 3 columns, instead its shape is (110, 2)")
+    for task in tasks_of(cli, bad_import):
+        assert task["error_kind"] == "import_error"
+        assert "No module named 'not_a_module_anywhere'" in task["error"]
+
+
+def test_a_harness_without_rampwf_fails_the_task_with_what_to_install(workspace, cli, monkeypatch):
+    """The harness's side, in-process: the data set loads, each task fails cleanly."""
+    from datarun.db import open_db
+    from datarun.problems import data_dir, get_problem
+    from datarun.remote.child import DataSet
+    from datarun.remote.workflows import WORKFLOWS, PhaseClock, TaskFailure
+
+    assert cli("problem", "add", KITS / "cancer_estimator").exit_code == 0
+    folder = data_dir(workspace, get_problem(open_db(workspace), "cancer_estimator"))
+    monkeypatch.setitem(sys.modules, "rampwf", None)
+    data = DataSet(folder)
+    with pytest.raises(TaskFailure) as failure:
+        WORKFLOWS["ramp"]({"classes": [0, 1]}, data, folder, PhaseClock(Path("/dev/null")))
+    assert failure.value.kind == "import_error"
+    assert failure.value.text == ("this host lacks ramp-workflow, which RAMP problems need: "
+                                  "pip install ramp-workflow")
+
+
+def test_predictions_come_back_as_the_kits_arrays(iris, cli):
+    """What a host sends back is .npy of Predictions(y_pred=...).y_pred, every training row."""
+    from datarun.blobs import BlobStore
+    from datarun.db import open_db
+
+    submission = submit(cli, "iris_classifier", KITS / "iris_classifier" / "submissions" / "knn")
+    assert cli("train", "--json").exit_code == 0
+    db = open_db(iris)
+    store = BlobStore(iris.blobs_dir)
+    for pred_train, pred_test in db.execute(
+            "SELECT pred_train, pred_test FROM tasks WHERE submission = ?", [submission]):
+        train, test = store.get_array(pred_train), store.get_array(pred_test)
+        assert train.shape == (110, 3) and test.shape == (40, 3)
+        assert train.dtype == np.float64
+        np.testing.assert_allclose(train.sum(axis=1), 1.0)
+
+
+# --- a real SSH host without ramp-workflow -----------------------------------------------------
+
+
+@pytest.fixture
+def ssh_only(workspace, sshd_a):  # noqa: F811
+    """hosts.toml with one SSH host (no local host), in a workdir of this test's own."""
+    from datarun.executors.sshconn import SSHConnection, resolve_target
+
+    workdir = f"~/ramp-{uuid.uuid4().hex[:8]}"
+    table = sshd_a.host_table(workdir=workdir, command_timeout=30.0)
+    lines = ["[hosts.node-a]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
+    workspace.hosts_file.write_text("\n".join(lines) + "\n")
+    pin(workspace, sshd_a)
+    yield workspace
+    conn = SSHConnection(resolve_target(sshd_a.host("probe", workdir=workdir)),
+                         workspace.state_dir / "known_hosts")
+    try:
+        path = conn.expand(workdir)
+        out = conn.run(shlex.join(["cat", f"{path}/runner.json"])).stdout
+        pid = json.loads(out).get("pid") if out.strip() else None
+        if pid:
+            conn.run(shlex.join(["kill", str(int(pid))]))
+        conn.run(shlex.join(["rm", "-rf", path]))
+    finally:
+        conn.close()
+
+
+@pytest.mark.ssh
+def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_only, cli,
+                                                                           sshd_a):  # noqa: F811
+    from datarun.executors import open_executor
+    from datarun.hosts import load_hosts
+
+    if shutil.which(sshd_a.python) is None and not Path(sshd_a.python).exists():
+        pytest.skip(f"no host python {sshd_a.python}")
+    host = load_hosts(ssh_only.hosts_file)["node-a"]
+    executor = open_executor(ssh_only, host)
+    try:
+        info = executor.info()
+    finally:
+        executor.close()
+    if info.get("rampwf") is not None:
+        pytest.skip("the test host's Python has ramp-workflow; this test needs one without")
+    assert info["sklearn"] is not None  # a host fit for native problems
+
+    assert cli("problem", "add", KITS / "cancer_estimator").exit_code == 0
+    submission = submit(cli, "cancer_estimator",
+                        KITS / "cancer_estimator" / "submissions" / "starting_kit")
+    result = cli("train", "--json")
+    assert result.exit_code == 1, result.stderr
+    tasks = tasks_of(cli, submission)
+    assert len(tasks) == 4
+    for task in tasks:
+        assert (task["state"], task["error_kind"], task["host"]) == (
+            "failed", "import_error", "node-a")
+        assert task["error"] == ("this host lacks ramp-workflow, which RAMP problems need: "
+                                 "pip install ramp-workflow")
