@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 KITS = Path(__file__).resolve().parent / "ramp_kits"
 
@@ -270,3 +271,54 @@ def test_bad_folds_are_refused(workspace, cli, tmp_path):
     message = refused(workspace, cli, kit)
     assert message == ("error: problem.py: get_cv fold 0 valid indices fall outside the 110 "
                        "training rows")
+
+
+IRIS_READ = "    return _read_data(path, 'train.csv')\n"
+BROKEN_KITS = [
+    # (kit, text in problem.py, replacement, the one-line message)
+    ("iris_classifier", IRIS_READ, "    return 42\n",
+     "problem.py: get_train_data must return (X, y), got int"),
+    ("iris_classifier", IRIS_READ, "    return None, None\n",
+     "problem.py: get_train_data returned no data (None)"),
+    ("iris_classifier", IRIS_READ, "    return 42, [1]\n", "problem.py: X_train has no length (int)"),
+    ("iris_classifier", IRIS_READ, "    X, y = _read_data(path, 'train.csv')\n    return X, y[:-1]\n",
+     "problem.py: get_train_data gives 110 rows of X but 109 labels"),
+    ("iris_classifier", "    return _read_data(path, 'test.csv')\n",
+     "    X, y = _read_data(path, 'test.csv')\n    return X[:-2], y\n",
+     "problem.py: get_test_data gives 38 rows of X but 40 labels"),
+    ("iris_classifier", IRIS_READ, "    X, y = _read_data(path, 'train.csv')\n    return X, X\n",
+     "problem.py: y_train has shape (110, 4); datarun needs one label or value per row"),
+    ("diabetes_regressor", "    y_array = data[_target_column_name].values\n",
+     "    y_array = data[_target_column_name].astype(str).values + 'x'\n",
+     "problem.py: y_train is not numeric, but the predictions are regression"),
+    ("iris_classifier", "    return cv.split(X, y)\n", "    return []\n",
+     "problem.py: get_cv gave no folds"),
+    ("iris_classifier", "    return cv.split(X, y)\n", "    return [1, 2]\n",
+     "problem.py: get_cv fold 0 is not a (train, valid) pair"),
+    ("iris_classifier", "    return cv.split(X, y)\n",
+     "    import numpy as np\n    return [(np.ones(5, bool), np.ones(5, bool))]\n",
+     "problem.py: get_cv fold 0 gives a train mask of 5 rows for 110 training rows"),
+    ("iris_classifier", "    return cv.split(X, y)\n", "    return [([0.5, 1.5], [2.0])]\n",
+     "problem.py: get_cv fold 0 train indices are not whole numbers"),
+    ("iris_classifier", "    return cv.split(X, y)\n", "    return [(list(range(5)), [])]\n",
+     "problem.py: get_cv fold 0 has no train or no valid rows"),
+    ("iris_classifier", "    return _read_data(path, 'test.csv')\n",
+     "    X, y = _read_data(path, 'test.csv')\n    return [lambda: 0] * len(y), y\n",
+     "problem.py: X_test cannot be pickled to ship to hosts: "),
+    ("iris_classifier", "label_names=_prediction_label_names)", "label_names=['setosa'])",
+     "problem.py: Predictions has 1 label names; classification needs two or more"),
+    ("iris_classifier", "score_types = [", "score_types = []\n_unused = [",
+     "problem.py: score_types must be a non-empty list of score types"),
+    ("iris_classifier", "score_types = [", "score_types = ['accuracy',",
+     "problem.py: score_types holds 'accuracy', not a ramp-workflow score type"),
+    ("iris_classifier", "BalancedAccuracy(name='bal_acc')", "BalancedAccuracy(name='acc')",
+     "problem.py: two score types share a name (['acc', 'nll', 'acc']): give each its own name="),
+]
+
+
+@pytest.mark.parametrize(("kit", "old", "new", "message"), BROKEN_KITS,
+                         ids=[case[3][12:60] for case in BROKEN_KITS])
+def test_broken_kit_is_refused_in_one_line(workspace, cli, tmp_path, kit, old, new, message):
+    folder = copy_kit(tmp_path, kit)
+    edit_problem(folder, old, new)
+    assert refused(workspace, cli, folder).startswith(f"error: {message}")
