@@ -174,3 +174,87 @@ def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_on
             "failed", "import_error", "node-a")
         assert task["error"] == ("this host lacks ramp-workflow, which RAMP problems need: "
                                  "pip install ramp-workflow")
+
+
+# --- the harness's refusals, in-process ----------------------------------------------------------
+
+
+def data_copy(workspace, cli, kit: str, tmp_path: Path) -> Path:
+    from datarun.db import open_db
+    from datarun.problems import data_dir, get_problem
+
+    assert cli("problem", "add", KITS / kit).exit_code == 0
+    source = data_dir(workspace, get_problem(open_db(workspace), kit))
+    copy = tmp_path / "data"
+    shutil.copytree(source, copy)
+    return copy
+
+
+def run_task(data_folder: Path, tmp_path: Path, files: dict[str, str], classes, monkeypatch):
+    """Run one RAMP task of fold-like indices in this process; return the TaskFailure."""
+    from datarun.remote.child import DataSet
+    from datarun.remote.workflows import WORKFLOWS, PhaseClock, TaskFailure
+
+    data = DataSet(data_folder)
+    folder = tmp_path / "task"
+    (folder / "submission").mkdir(parents=True)
+    for name, text in files.items():
+        (folder / "submission" / name).write_text(text)
+    n = data.ramp.meta["n_train"]
+    np.save(folder / "train_idx.npy", np.arange(0, n, 2))
+    np.save(folder / "valid_idx.npy", np.arange(1, n, 2))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in files:
+        monkeypatch.delitem(sys.modules, Path(name).stem, raising=False)
+    with pytest.raises(TaskFailure) as failure:
+        WORKFLOWS["ramp"]({"classes": classes}, data, folder, PhaseClock(folder / ".phase"))
+    return failure.value
+
+
+CLASSIFIER = """
+import numpy as np
+
+class Classifier:
+    def fit(self, X, y):
+        pass
+
+    def predict_proba(self, X):
+        return {proba}
+"""
+IRIS = ["setosa", "versicolor", "virginica"]
+
+
+def test_unreadable_data_set_is_a_harness_error(workspace, cli, tmp_path, monkeypatch):
+    data = data_copy(workspace, cli, "iris_classifier", tmp_path)
+    (data / "X_train.pkl").write_bytes(b"not a pickle")
+    failure = run_task(data, tmp_path, {"classifier.py": "x = 1\n"}, IRIS, monkeypatch)
+    assert failure.kind == "harness_error"
+    assert failure.text.startswith("the RAMP data set data cannot be read on this host (")
+
+
+def test_problem_py_failing_on_the_host_is_an_import_error(workspace, cli, tmp_path, monkeypatch):
+    data = data_copy(workspace, cli, "iris_classifier", tmp_path)
+    (data / "problem.py").write_text("raise RuntimeError('not on this host')\n")
+    failure = run_task(data, tmp_path, {"classifier.py": "x = 1\n"}, IRIS, monkeypatch)
+    assert (failure.kind, failure.text) == (
+        "import_error", "problem.py failed to import on this host: RuntimeError: not on this host\n")
+
+
+def test_data_file_element_without_a_default_must_be_sent(workspace, cli, tmp_path, monkeypatch):
+    data = data_copy(workspace, cli, "diabetes_external", tmp_path)
+    meta = json.loads((data / "meta.json").read_text())
+    (data / "meta.json").write_text(json.dumps(dict(meta, external=[])))
+    estimator = (KITS / "diabetes_external" / "submissions" / "starting_kit" / "estimator.py")
+    failure = run_task(data, tmp_path, {"estimator.py": estimator.read_text()}, None, monkeypatch)
+    assert (failure.kind, failure.text) == ("import_error", "the submission has no external_data.csv")
+
+
+@pytest.mark.parametrize(("proba", "message"), [
+    ("np.full((len(X), 3), np.nan)", "train predictions hold 330 NaN or infinite values"),
+    ("np.full((10, 3), 1 / 3)", "the train predictions have shape (10, 3), expected (110, 3)"),
+])
+def test_bad_predictions(workspace, cli, tmp_path, monkeypatch, proba, message):
+    data = data_copy(workspace, cli, "iris_classifier", tmp_path)
+    failure = run_task(data, tmp_path, {"classifier.py": CLASSIFIER.format(proba=proba)}, IRIS,
+                       monkeypatch)
+    assert (failure.kind, failure.text) == ("bad_predictions", message)
