@@ -29,14 +29,16 @@ from pathlib import Path
 
 from datarun.blobs import BlobStore
 from datarun.errors import Busy, DatarunError
-from datarun.lanes import Lane
+from datarun.lanes import Lane, Leftovers
 from datarun.results import ResultRejected, read_result
 
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
 POLL_INTERVAL = 0.1  # the train loop's tick, when no host answers sooner
-HEARTBEAT_STALE = 30.0  # a running task whose heartbeat is older than this is lost
 PASS_DEADLINE = 45.0  # a cron pass waits this long for its hosts, then leaves them be
+# A runner beats every second; one silent for this long gets no new task until it beats
+# again (its tasks are given to others only after the host's grace period).
+RUNNER_SLOW = 5.0
 
 
 def task_key(task_id: int, attempt: int) -> str:
@@ -86,6 +88,7 @@ class PassReport:
     requeued: list[int] = field(default_factory=list)
     host_errors: dict[str, str] = field(default_factory=dict)
     scored_submissions: list[int] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)  # tasks whose given-up attempt came back
 
 
 class Dispatcher:
@@ -108,7 +111,12 @@ class Dispatcher:
         self._problems: dict[str, dict] = {}
         self._scorers: dict = {}
         self.scratch = workspace.state_dir / "tmp"
+        # Scratch of a dispatcher that died: under the lock nobody else can be using it.
+        shutil.rmtree(self.scratch, ignore_errors=True)
         self.scratch.mkdir(exist_ok=True)
+        self.leftovers = Leftovers(workspace.state_dir / "leftovers.json")
+        self.to_cancel: dict[str, set[str]] = {name: set() for name in hosts}
+        self.stalled: set[str] = set()  # hosts whose runner holds its lock but has stopped beating
         self.unusable = {
             name for name, ok in db.execute("SELECT name, ok FROM hosts").fetchall() if ok == 0
         } if "hosts" in db.table_names() else set()
@@ -149,7 +157,7 @@ class Dispatcher:
         return self.scorer(problem).fold(fold)
 
     def grace(self, name: str) -> float:
-        """How long a host may go without answering before its tasks are given to others."""
+        """How long a host, its runner or a task may go unheard-of before its tasks go to others."""
         return 2 * self.hosts[name].command_timeout + 5
 
     # -- the loop -----------------------------------------------------------------------------
@@ -215,40 +223,93 @@ class Dispatcher:
         self.pending_cleanup[name] |= context["cleanup"]
         if context["claimed"]:
             # Back to the queue without counting a loss: the next launch gets a new attempt
-            # number, so a bundle that did reach the host can never be mistaken for it.
+            # number, so a bundle that did reach the host can never be mistaken for it, and
+            # the host is told to cancel and remove it once it answers again.
             with self.db.conn:
                 self.db.conn.execute("BEGIN IMMEDIATE")
                 for task, _ in context["claimed"]:
                     self.db.execute(
                         "UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
                         "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
+            self.leftovers.add(name, [task_key(task["id"], task["attempt"]) for task, _ in context["claimed"]])
 
     def apply_sync(self, name: str, result, context: dict, report: PassReport) -> None:
         poll = result.poll
         fetched = set(result.fetched)
-        lost, touched = [], set()
+        results = context["scratch"] / "results"
+        grace = self.grace(name)
+        # A runner that holds its lock but has not written its heartbeat for the grace
+        # period is frozen (a stopped or swapping host): its tasks will not move either.
+        silent = poll.now - poll.runner_heartbeat if poll.runner_alive and poll.runner_heartbeat else 0.0
+        frozen = silent > grace
+        if silent > RUNNER_SLOW:
+            self.stalled.add(name)
+        else:
+            self.stalled.discard(name)
+        lost, touched = [], {}
         for key, task in context["polled"].items():
             state = poll.tasks.get(key)
             if key in fetched:
-                if self.record_result(task, name, context["scratch"] / "results" / key):
+                if self.record_result(task, name, results / key):
                     report.collected.append(task["id"])
-                    touched.add(task["submission"])
+                    touched[task["submission"]] = task["problem"]
+                elif self.take_late(name, key, results / key, report, touched):
+                    report.collected.append(task["id"])
                 if self._state_of(task["id"]) == "done":
                     self.pending_cleanup[name].add(key)
                 continue
             if state is None or state.state == "missing":
                 lost.append((task, f"host {name} has no trace of the task"))
-            elif state.state == "running" and not poll.runner_alive:
-                lost.append((task, f"the runner on host {name} died"))
-            elif state.state == "running" and state.heartbeat and poll.now - state.heartbeat > HEARTBEAT_STALE:
+            elif state.state in ("running", "queued") and not poll.runner_alive:
+                if state.state == "running":
+                    lost.append((task, f"the runner on host {name} died"))
+            elif state.state in ("running", "queued") and frozen:
+                lost.append((task, f"the runner on host {name} has not beaten for "
+                                   f"{poll.now - poll.runner_heartbeat:.0f}s"))
+            elif state.state == "running" and state.heartbeat and poll.now - state.heartbeat > grace:
                 lost.append((task, f"no heartbeat from the task on host {name} for "
                                    f"{poll.now - state.heartbeat:.0f}s"))
-        for task, reason in lost:
-            self.requeue([task], report, reason)
-        for submission in sorted(touched):
+        self.requeue([task for task, _ in lost], report, [reason for _, reason in lost])
+        self.tidy_leftovers(name, context["leftovers"], poll, fetched, results, report, touched)
+        for submission, problem in sorted(touched.items()):
             if self.finish_submission(submission):
                 report.scored_submissions.append(submission)
-                self.to_blend.add(context["polled_problems"][submission])
+                self.to_blend.add(problem)
+
+    def tidy_leftovers(self, name: str, keys: list[str], poll, fetched: set[str], results: Path,
+                       report: PassReport, touched: dict) -> None:
+        """Late results are recognised, what still runs is cancelled, what is gone is forgotten."""
+        gone = []
+        for key in keys:
+            state = poll.tasks.get(key)
+            if key in fetched:
+                self.take_late(name, key, results / key, report, touched)
+                self.pending_cleanup[name].add(key)
+            elif state is None or state.state == "missing":
+                gone.append(key)
+            elif state.state == "finished":
+                self.pending_cleanup[name].add(key)
+            else:
+                self.to_cancel[name].add(key)
+        self.leftovers.forget(name, gone)
+
+    def take_late(self, name: str, key: str, folder: Path, report: PassReport, touched: dict) -> bool:
+        """A result of an attempt given up on: counted only if the task has no result yet."""
+        try:
+            task_id, attempt = (int(part) for part in key[1:].split("-a"))
+        except ValueError:
+            return False
+        row = self.db.execute(
+            "SELECT t.id, t.submission, t.fold, s.problem FROM tasks t JOIN submissions s "
+            "ON s.id = t.submission WHERE t.id = ?", [task_id]).fetchone()
+        if row is None:
+            return False
+        report.late.append(row[0])
+        task = {"id": row[0], "submission": row[1], "fold": row[2], "problem": row[3], "attempt": attempt}
+        if self.record_result(task, name, folder, late=True):
+            touched[task["submission"]] = task["problem"]
+            return True
+        return False
 
     def expire(self, report: PassReport) -> None:
         """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
@@ -276,8 +337,15 @@ class Dispatcher:
         row = self.db.execute("SELECT state FROM tasks WHERE id = ?", [task_id]).fetchone()
         return row[0] if row else None
 
-    def record_result(self, task: dict, host_name: str, folder: Path) -> bool:
-        """Store one task's result; False if it was a late result of an attempt already given up."""
+    def record_result(self, task: dict, host_name: str, folder: Path, late: bool = False) -> bool:
+        """Store one task's result; False if it was a late result of an attempt already given up.
+
+        With `late`, the result of an attempt given up on is taken if it is a success and the
+        task has no result yet (first complete result wins); the attempt that replaced it, if
+        running, is then left to be cancelled on its host.
+        """
+        if late and not (folder / "result.json").is_file():
+            return False
         scorer = self.scorer(task["problem"])
         key = task_key(task["id"], task["attempt"])
         scores = []
@@ -293,26 +361,42 @@ class Dispatcher:
             if state == "done":
                 scores = scorer.task_scores(task["fold"], result.y_pred_train, result.y_pred_test)
                 preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
+        if late and state != "done":
+            return False  # a failure (or our own cancel) of a given-up attempt decides nothing
         environment = dict(environment, host=host_name)
         log_hash = self.store.put_bytes(log) if log else None
+        replaced = None
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
+            current = self.db.execute("SELECT state, attempt, host FROM tasks WHERE id = ?",
+                                      [task["id"]]).fetchone()
+            if late:
+                if current is None or current[0] not in ("queued", "running") or (
+                        current[0] == "running" and current[1] == task["attempt"]):
+                    return False
+                if current[0] == "running":
+                    replaced = (current[2], task_key(task["id"], current[1]))
+                expected = (current[0], current[1])
+            else:
+                expected = ("running", task["attempt"])
             cursor = self.db.execute(
                 "UPDATE tasks SET state = ?, error_kind = ?, error = ?, finished_at = ?, train_time = ?, "
                 "valid_time = ?, test_time = ?, wall_time = ?, cpu_time = ?, peak_memory = ?, "
-                "pred_train = ?, pred_test = ?, log = ?, environment = ?, lease_expires = NULL "
-                "WHERE id = ? AND state = 'running' AND attempt = ?",
+                "pred_train = ?, pred_test = ?, log = ?, environment = ?, lease_expires = NULL, "
+                "host = ?, attempt = ? WHERE id = ? AND state = ? AND attempt = ?",
                 [state, kind, text, time.time(), measures.get("train_time"), measures.get("valid_time"),
                  measures.get("test_time"), measures.get("wall_time"), measures.get("cpu_time"),
                  int(measures["peak_memory"]) if measures.get("peak_memory") is not None else None,
                  preds[0] if preds else None, preds[1] if preds else None, log_hash,
-                 json.dumps(environment), task["id"], task["attempt"]])
+                 json.dumps(environment), host_name, task["attempt"], task["id"], *expected])
             if cursor.rowcount != 1:
                 return False
             self.db.execute("DELETE FROM scores WHERE task = ?", [task["id"]])
             self.db.conn.executemany(
                 "INSERT INTO scores (task, split, score, value) VALUES (?, ?, ?, ?)",
                 [(task["id"], split, name, value) for split, name, value in scores])
+        if replaced and replaced[0] in self.hosts:
+            self.leftovers.add(replaced[0], [replaced[1]])
         return True
 
     def finish_submission(self, submission: int) -> bool:
@@ -335,13 +419,20 @@ class Dispatcher:
                 [(submission, split, score, value) for split, score, value in scores])
         return True
 
-    def requeue(self, tasks: list[dict], report: PassReport, reason: str) -> None:
-        """Put lost tasks back in the queue, or fail them as host_lost after max_attempts losses."""
+    def requeue(self, tasks: list[dict], report: PassReport, reasons: str | list[str]) -> None:
+        """Put lost tasks back in the queue, or fail them as host_lost after max_attempts losses.
+
+        The lost attempts are remembered as leftovers of their hosts: if a host comes back,
+        it is told to cancel them, and their late results are recognised, never counted twice.
+        """
         if not tasks:
             return
+        if isinstance(reasons, str):
+            reasons = [reasons] * len(tasks)
+        given_up: dict[str, list[str]] = {}
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
-            for task in tasks:
+            for task, reason in zip(tasks, reasons, strict=True):
                 lost = self.db.execute("SELECT lost FROM tasks WHERE id = ?", [task["id"]]).fetchone()[0] + 1
                 if lost >= self.max_attempts:
                     cursor = self.db.execute(
@@ -356,6 +447,10 @@ class Dispatcher:
                         [lost, reason, task["id"], task["attempt"]])
                 if cursor.rowcount:
                     report.requeued.append(task["id"])
+                    if task.get("host"):
+                        given_up.setdefault(task["host"], []).append(task_key(task["id"], task["attempt"]))
+        for host, keys in given_up.items():
+            self.leftovers.add(host, keys)
 
     # -- launching ----------------------------------------------------------------------------
     def free_slots(self, hosts: list[str]) -> dict[str, list[int]]:
@@ -394,15 +489,25 @@ class Dispatcher:
                 "SELECT t.id, t.submission, t.fold, t.attempt, t.host, s.problem FROM tasks t "
                 "JOIN submissions s ON s.id = t.submission WHERE t.state = 'running'"):
             running.setdefault(task["host"], []).append(task)
-        takers = [name for name in idle if name not in self.unusable]
+        # A host whose last sync failed gets no new task until a sync succeeds again: its
+        # tasks would wait on it (or be claimed and handed back) while others are free.
+        takers = [name for name in idle if name not in self.unusable and not self.lanes[name].failures
+                  and name not in self.stalled]
         free = self.free_slots(takers)
         capacity = sum(len(slots) for slots in free.values())
         plan = self.assign(self.queued_tasks(capacity, problem, submission), free) if capacity else {}
+        waiting = None
         for name in idle:
             launches = plan.get(name, [])
             polled = running.get(name, [])
             cleanup = self.pending_cleanup[name]
-            if not (launches or polled or cleanup):
+            probe = False
+            if (self.lanes[name].failures or name in self.stalled) and name not in self.unusable:
+                # A probe after the back-off: the sync that makes the host a taker again.
+                if waiting is None:
+                    waiting = bool(self.queued_tasks(1, problem, submission))
+                probe = waiting
+            if not (launches or polled or cleanup or probe or self.leftovers.keys(name)):
                 continue
             interval = getattr(self.executor_class(name), "poll_interval", POLL_INTERVAL)
             if not launches and not force and now - self.last_sync.get(name, 0.0) < interval:
@@ -433,13 +538,19 @@ class Dispatcher:
         keys.update({task_key(t["id"], t["attempt"]): t for t, _ in claimed})
         cleanup = set(self.pending_cleanup[name])
         self.pending_cleanup[name] = set()
+        leftovers = [key for key in self.leftovers.keys(name) if key not in keys and key not in cleanup]
+        cancel = sorted(self.to_cancel[name] & set(leftovers))
+        self.to_cancel[name] = set()
         context = {"claimed": claimed, "polled": keys, "cleanup": cleanup, "scratch": scratch,
-                   "polled_problems": {t["submission"]: t["problem"] for t in keys.values()}}
+                   "leftovers": leftovers}
 
         def job():
             if data:
                 executor.prepare(data)
-            return executor.sync(bundles, sorted(cleanup), list(keys), scratch / "results")
+            if cancel:
+                # Attempts given up on that still run there: free their slots first.
+                executor.cancel(cancel)
+            return executor.sync(bundles, sorted(cleanup), list(keys) + leftovers, scratch / "results")
 
         self.last_sync[name] = time.time()
         self.lanes[name].start(job, context)

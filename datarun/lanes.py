@@ -8,6 +8,8 @@ nothing else: the other hosts and the database carry on, and a process that exit
 not wait for a lane stuck in a timeout.
 """
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -68,3 +70,48 @@ class Lane:
         if not self.failures:
             return 0.0
         return min(60.0, 2.0 ** self.failures)
+
+
+class Leftovers:
+    """Task keys given up on, per host, that may still sit or run there.
+
+    A task re-queued because its host went silent may be alive on that host, and a bundle
+    whose launch failed half-way may have arrived after all. Each such key is remembered
+    until the host has been told to cancel it and its folder is gone, so a host that comes
+    back frees its slots, its late results are recognised for what they are, and nothing
+    piles up in its workdir. The list is a file, not memory: cron's next `dispatch` (or a
+    dispatcher restarted after a crash) must still know. Only the dispatcher holding the
+    workspace lock writes it; each write replaces the file whole.
+    """
+
+    def __init__(self, path):
+        from pathlib import Path
+
+        self.path = Path(path)
+        try:
+            data = json.loads(self.path.read_text())
+            self._keys = {str(h): set(map(str, keys)) for h, keys in data.items() if isinstance(keys, list)}
+        except (OSError, ValueError, AttributeError):
+            self._keys = {}  # none yet, or a file cut short by a crash: start afresh
+
+    def keys(self, host: str) -> list[str]:
+        return sorted(self._keys.get(host, ()))
+
+    def add(self, host: str, keys) -> None:
+        keys = set(keys)
+        if keys - self._keys.get(host, set()):
+            self._keys.setdefault(host, set()).update(keys)
+            self._save()
+
+    def forget(self, host: str, keys) -> None:
+        mine = self._keys.get(host)
+        if mine and mine & set(keys):
+            mine -= set(keys)
+            if not mine:
+                del self._keys[host]
+            self._save()
+
+    def _save(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({h: sorted(k) for h, k in sorted(self._keys.items())}, indent=1))
+        os.replace(tmp, self.path)
