@@ -65,3 +65,53 @@ def test_cli_bench_times_status_and_leaderboard_on_a_filled_workspace():
     assert figures["status"]["met"] == (figures["status"]["median"] <= 0.4)
     assert "datarun leaderboard iris --json" in text
     assert not Path(figures["scratch"]).exists()
+
+
+def ssh_bench_skip_reason() -> str | None:
+    """The SSH benches' own verdict on this machine (root, sshd, the datarun-test user)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_common", BENCH / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ssh_setup_missing()
+
+
+@pytest.fixture
+def ssh_bench_setup():
+    reason = ssh_bench_skip_reason()
+    if reason:
+        pytest.skip(f"SSH benches: {reason}")
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_ssh_overhead_bench_compares_ssh_hosts_with_the_local_host(ssh_bench_setup):
+    figures, text = run_bench("ssh_overhead.py")
+    assert figures["tasks"] == 4
+    for side in ("local", "ssh"):
+        assert figures[side]["wall"] > figures[side]["model_time"] > 0
+    assert figures["added_per_task"] == pytest.approx(
+        (figures["ssh"]["wall"] - figures["local"]["wall"]) / figures["tasks"])
+    assert figures["met"] == (figures["added_per_task"] <= 0.05)
+    first, second = figures["shipping"]["first"], figures["shipping"]["second"]
+    assert first["harness"] > 0 and first["data"] > 0 and first["bundles"] > 0
+    # Shipping once is a property, not a timing: it must hold on any machine.
+    assert second["harness"] == 0 and second["data"] == 0 and second["bundles"] > 0
+    assert figures["second_only_bundles"] is True
+    assert "goal: SSH adds at most 50 ms per task" in text
+    assert not Path(figures["scratch"]).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_makespan_bench_compares_four_ssh_hosts_with_the_ideal(ssh_bench_setup):
+    figures, text = run_bench("makespan.py")
+    assert figures["tasks"] == 16 and figures["hosts"] == 4 and figures["slots_per_host"] == 2
+    assert figures["ideal"] == pytest.approx(figures["sum_of_durations"] / 8)
+    assert figures["ideal"] <= figures["first_free_slot"] <= figures["datarun_wall"]
+    assert figures["ratio"] == pytest.approx(figures["datarun_wall"] / figures["ideal"])
+    # Each task slept what its submission says, and little more.
+    assert 0 <= figures["max_fit_beyond_sleep"] < 5.0
+    assert "goal: datarun train at most 1.15 x the ideal" in text
+    assert not Path(figures["scratch"]).exists()
