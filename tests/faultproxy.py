@@ -103,8 +103,11 @@ class FaultProxy:
     def _reset(pair: tuple[socket.socket, socket.socket]) -> None:
         for sock in pair:
             try:
-                # Linger 0: close sends RST, as a broken path or a rebooted peer does.
+                # Linger 0: close sends RST, as a broken path or a rebooted peer does. The
+                # shutdown first wakes the pump blocked in recv(), which would otherwise
+                # keep the socket open (and the bytes flowing) past close().
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             try:

@@ -25,7 +25,7 @@ import uuid
 from functools import cache
 from pathlib import Path
 
-from datarun.blobs import tree_hash
+from datarun.blobs import sha256_file, tree_hash
 from datarun.errors import HostError, UsageError
 from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
@@ -53,6 +53,16 @@ def check_key(key: str) -> str:
     if not key or not set(key) <= KEY_CHARS or key in (".", ".."):
         raise UsageError(f"bad task key {key!r}: use only letters, digits, '_', '-' and '.'")
     return key
+
+
+def check_download(local: Path, digest: str | None, host_name: str) -> None:
+    """Refuse a downloaded results archive whose SHA-256 is not the one the host computed."""
+    if digest is None:
+        raise HostError(f"host {host_name}: sync printed no digest of its results archive "
+                        "(is `sha256sum` installed there?)")
+    if sha256_file(local) != digest:
+        raise HostError(f"host {host_name}: the results archive arrived damaged (SHA-256 differs "
+                        "from the host's); it is fetched again at the next sync")
 
 
 def shell_and(*commands: list[str]) -> str:
@@ -287,7 +297,20 @@ class SSHExecutor:
             args += ["--poll", *poll]
         args += ["--pack", self._pack_path, "--slots", str(self.host.slots),
                  "--threads", str(self.host.threads)]
-        report = self.run_harness("sync", *args)
+        # The archive's digest comes back with the report, so a download cut short or
+        # damaged on the way is refused whole and fetched again at the next sync.
+        result = self.conn.run(shell_and(
+            ["cd", self.harness_dir()],
+            [self.host.python, "-m", HARNESS_PACKAGE, "sync", self.workdir, *args],
+            ["sha256sum", "--", self._pack_path],
+        ))
+        digest = None
+        if result.status == 0:
+            lines = result.stdout.rstrip("\n").split("\n")
+            if lines and len(lines[-1]) > 64 and lines[-1][64] == " ":
+                digest = lines.pop()[:64]
+            result.stdout = "\n".join(lines)
+        report = self._harness_json(result, "sync")
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
         packed = [key for key in (report.get("pack") or {}).get("packed") or [] if key in poll]
@@ -297,6 +320,7 @@ class SSHExecutor:
             with tempfile.TemporaryDirectory(prefix="datarun-fetch-", dir=dest) as tmp:
                 local = Path(tmp) / "results.tar"
                 self.conn.get(self._pack_path, local, MAX_RESULT_ARCHIVE)
+                check_download(local, digest, self.host.name)
                 fetched = extract_results(local, Path(dest), packed, f"host {self.host.name}",
                                           MAX_MEMBER_BYTES)
         return SyncResult(poll=poll_report(report.get("poll") or {}), fetched=fetched)

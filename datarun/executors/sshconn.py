@@ -16,6 +16,7 @@ Host keys are checked against `~/.ssh/known_hosts` and the workspace's
 `.datarun/known_hosts`; an unknown or changed key is refused, never added.
 """
 
+import logging
 import select
 import socket
 import threading
@@ -43,6 +44,10 @@ from datarun.executors.sshtarget import (  # noqa: F401
     replace_target,
     resolve_target,
 )
+
+# paramiko logs a traceback at ERROR for every banner timeout or reset it then raises;
+# datarun turns those into one-line HostErrors, so keep the tracebacks off stderr.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_SECONDS = 15
 MAX_JUMPS = 4
