@@ -13,7 +13,9 @@ from . import ops
 
 def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: list[str] = (),
          poll: list[str] = (), pack_out: str | None = None, slots: int | None = None,
-         threads: int = 1, idle: float = 60.0, start: bool = False) -> dict:
+         threads: int = 1, idle: float = 60.0, start: bool = False,
+         python: str | None = None) -> dict:
+    """`python`: the interpreter a new runner starts on (default: this one)."""
     result: dict = {}
     if cleanup:
         result["cleanup"] = ops.cleanup(workdir, list(cleanup))
@@ -23,7 +25,7 @@ def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: lis
     state = ops.poll(workdir, list(poll))
     waiting = any(task["state"] == "queued" for task in state["tasks"].values())
     if slots and (start or waiting) and not state["runner"]["alive"]:
-        result["started"] = ops.start_runner(workdir, slots, threads, idle)
+        result["started"] = ops.start_runner(workdir, slots, threads, idle, python=python)
         state = ops.poll(workdir, list(poll))
     result["poll"] = state
     finished = [key for key, task in state["tasks"].items() if task["state"] == "finished"]
