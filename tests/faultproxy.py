@@ -15,6 +15,7 @@ as root on the machine that plays every host.
 """
 
 import json
+import os
 import pwd
 import shutil
 import signal
@@ -534,3 +535,13 @@ def started_on(cluster: "Cluster", host: str) -> list[int]:
     return [task_id for task_id, row in task_rows(cluster.workspace).items()
             if row["state"] == "running" and row["host"] == host
             and row["attempt"] in marks.get(str(task_id), {}).get("start", [])]
+
+
+def datarun_process(workspace, *args: str, **popen) :
+    """`datarun ARGS...` as a real subprocess of this test, on this workspace."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DATARUN_HOME=str(workspace.root))
+    return subprocess.Popen([sys.executable, "-m", "datarun", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
