@@ -22,6 +22,9 @@ HOST_KEYS = {
 }
 
 
+DEFAULT_PYTHON = "python3"
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -31,7 +34,7 @@ class Host:
     user: str | None = None
     identity: str | None = None
     workdir: str = "~/.datarun-host"
-    python: str = "python3"
+    python: str = DEFAULT_PYTHON
     slots: int = 1
     threads: int = 1
     memory: int | None = None  # bytes, the cap for all the host's slots together

@@ -56,10 +56,15 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
         n_values *= dim
     if path.stat().st_size > n_values * 8 + 4096:
         raise ResultRejected(f"{path.name} is {path.stat().st_size} bytes, more than {expected_shape} floats need")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ResultRejected(f"{path.name} is not a .npy file")
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:
-        raise ResultRejected(f"{path.name} is not a plain numeric array ({error})") from None
+        if "allow_pickle" in str(error) or "pickled" in str(error):
+            raise ResultRejected(f"{path.name} holds pickled objects, which datarun never loads") from None
+        raise ResultRejected(f"{path.name} is truncated or damaged ({error})") from None
     except Exception as error:  # truncated or garbage file
         raise ResultRejected(f"{path.name} is not a readable .npy file ({type(error).__name__})") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":

@@ -96,7 +96,8 @@ def init_workspace(path: Path | str) -> Workspace:
         raise UsageError(f"{root} exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
     workspace = Workspace(root)
-    workspace.state_dir.mkdir()
+    # Private: it holds the test labels, and tasks of an isolated local host run as other users.
+    workspace.state_dir.mkdir(mode=0o700)
     workspace.blobs_dir.mkdir()
     if not workspace.hosts_file.exists():
         workspace.hosts_file.write_text(DEFAULT_HOSTS_TOML)

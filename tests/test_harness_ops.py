@@ -302,7 +302,7 @@ def test_a_task_that_cannot_start_is_a_harness_error(workdir, runners):
     assert "task ghost has no readable task.json" in (folder / "runner.log").read_text()
     assert results["nodata"]["error_kind"] == "harness_error"
     assert "data set absent00 is not on this host (or not complete)" in results["nodata"]["error"]
-    assert "unknown workflow 'magic' (this harness knows estimator)" in results["oddflow"]["error"]
+    assert "unknown workflow 'magic' (this harness knows estimator, ramp)" in results["oddflow"]["error"]
 
 
 def test_start_refuses_zero_slots(workdir):

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from datarun.executors.base import PollReport, SyncResult, poll_report
+from datarun.hosts import DEFAULT_PYTHON
 from datarun.remote import ops
 from datarun.remote.sync import sync as remote_sync
 
@@ -45,7 +46,7 @@ class LocalExecutor:
     def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
         self._place(bundles)
         report = remote_sync(str(self.workdir), cleanup=cleanup, poll=poll, slots=self.host.slots,
-                             threads=self.host.threads, start=bool(bundles))
+                             threads=self.host.threads, start=bool(bundles), python=self.python)
         state = poll_report(report["poll"])
         finished = [key for key, task in state.tasks.items() if task.state == "finished"]
         return SyncResult(poll=state, fetched=self.fetch(finished, dest))
@@ -64,8 +65,14 @@ class LocalExecutor:
             tmp_marker.touch()
             os.replace(tmp_marker, inbox / bundle.name)
 
+    @property
+    def python(self) -> str | None:
+        """The runner's interpreter: this one, unless hosts.toml names another for the local host
+        (an isolated local host needs a Python its task users may run)."""
+        return None if self.host.python == DEFAULT_PYTHON else self.host.python
+
     def start(self) -> None:
-        ops.start_runner(str(self.workdir), self.host.slots, self.host.threads)
+        ops.start_runner(str(self.workdir), self.host.slots, self.host.threads, python=self.python)
 
     def poll(self, keys: list[str]) -> PollReport:
         report = ops.poll(str(self.workdir), list(keys))
