@@ -191,7 +191,7 @@ def _refuse_registered(db, name: str, fix: str = "pick another name in problem.t
         raise UsageError(f"problem {name!r} is already registered: {fix}")
     # A problem's default event takes the problem's name, so the name must be free there too.
     if "events" in db.table_names() and db.execute("SELECT 1 FROM events WHERE name = ?", [name]).fetchone():
-        raise UsageError(f"{name!r} is already the name of an event: pick another name in problem.toml")
+        raise UsageError(f"{name!r} is already the name of an event: {fix}")
 
 
 def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
