@@ -322,3 +322,14 @@ def test_broken_kit_is_refused_in_one_line(workspace, cli, tmp_path, kit, old, n
     folder = copy_kit(tmp_path, kit)
     edit_problem(folder, old, new)
     assert refused(workspace, cli, folder).startswith(f"error: {message}")
+
+
+def test_kit_named_like_an_event_says_to_rename_the_folder(workspace, cli):
+    from conftest import EXAMPLES
+
+    assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
+    added = cli("event", "add", "iris_classifier", "--problem", "iris")
+    assert added.exit_code == 0, added.stderr
+    message = refused(workspace, cli, KITS / "iris_classifier")
+    assert message == ("error: 'iris_classifier' is already the name of an event: a RAMP kit is "
+                       "registered under its folder's name: rename the folder")
