@@ -31,7 +31,7 @@ NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noh
 
 def organiser_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name, dist in REQUIRED.items():
+    for name, dist in {**REQUIRED, "rampwf": "ramp-workflow"}.items():
         try:
             versions[name] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -88,6 +88,14 @@ def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
             missing.append(dist)
         elif theirs != ours:
             report["warnings"].append(f"{dist} {theirs} differs from the organiser's {ours}")
+    # Optional: only RAMP problems need it, so its absence is a warning, never a fault.
+    theirs, ours = info.get("rampwf"), mine.get("rampwf")
+    report["libraries"]["rampwf"] = {"host": theirs, "organiser": ours, "same": theirs == ours}
+    if theirs is None:
+        report["warnings"].append("no ramp-workflow: RAMP problems' tasks will fail here "
+                                  f"(`{host.python} -m pip install ramp-workflow`)")
+    elif ours is not None and theirs != ours:
+        report["warnings"].append(f"ramp-workflow {theirs} differs from the organiser's {ours}")
     if missing:
         report["install"] = f"{host.python} -m pip install {' '.join(missing)}"
         report["problems"].append(f"missing {', '.join(missing)}: run `{report['install']}` there")

@@ -44,7 +44,7 @@ def _hidden_events(db, problem_name: str, now: float) -> dict[str, float]:
 def leaderboard(db, problem_name: str, private: bool = False, event: str | None = None,
                 now: float | None = None) -> dict:
     """The ranked submissions of a problem, or of one of its events (`event`)."""
-    from datarun.scores import SCORE_TYPES
+    from datarun.scoring import score_directions
 
     problem = get_problem(db, problem_name)
     if event is not None:
@@ -55,7 +55,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
     hidden_events = {} if private else _hidden_events(db, problem_name, now)
     names = problem["score_names"]
     official = names[0]
-    lower = {name: SCORE_TYPES[name].lower_is_better for name in names}
+    lower = score_directions(problem)
     submissions = {
         row["id"]: row
         for row in db.query(

@@ -129,9 +129,23 @@ def test_an_unknown_event_or_another_problems_event_is_refused(iris, cli):
     assert submissions(cli) == []
 
 
-def test_an_event_named_like_a_later_problem_leaves_it_without_default(iris, cli):
+def test_an_event_named_like_a_later_problem_is_refused_at_registration(iris, cli):
     add_event(cli, name="diabetes")
+    result = cli("problem", "add", EXAMPLES / "diabetes")
+    assert result.exit_code == 2
+    assert "'diabetes' is already the name of an event" in result.stderr
+
+
+def test_a_workspace_where_an_event_took_a_problems_name_asks_for_an_event(iris, cli):
+    # Workspaces from before registration refused such names: the clash is named, not fatal.
     assert cli("problem", "add", EXAMPLES / "diabetes").exit_code == 0
+    add_event(cli, name="spring")
+    from datarun.db import open_db
+    from datarun.workspace import find_workspace
+
+    db = open_db(find_workspace())
+    db.execute("DELETE FROM events WHERE problem = 'diabetes'")
+    db.execute("UPDATE events SET name = 'diabetes' WHERE name = 'spring'")
     folder = EXAMPLES / "diabetes" / "submissions" / "linear"
     result = cli("submit", "diabetes", folder, "--team", "ada")
     assert result.exit_code == 2

@@ -158,7 +158,10 @@ def test_add_trust_pins_the_key_and_check_passes(workspace, cli, sshd_a, workdir
     [report] = check.json()
     assert report["ok"] and report["connected"] and report["host_key"] == f"ssh-ed25519 {expected}"
     assert report["harness"] and report["cpus"] and report["disk_free"] > 0
-    assert set(report["libraries"]) == {"numpy", "pandas", "sklearn", "psutil"}
+    assert set(report["libraries"]) == {"numpy", "pandas", "sklearn", "psutil", "rampwf"}
+    # The test host's Python has no ramp-workflow: a warning, not a fault.
+    assert report["libraries"]["rampwf"]["host"] is None
+    assert any("no ramp-workflow: RAMP problems' tasks will fail here" in w for w in report["warnings"])
     assert {row["name"]: row["ok"] for row in cli("host", "list", "--json").json()}["a"] is True
 
 

@@ -187,11 +187,7 @@ def test_export_is_read_back_by_rampwf_as_ramp_tests_own(run, kit, submission, t
         assert float((exported / f"fold_{fold}" / "train_time").read_text()) > 0
 
 
-# leaderboard.py still reads score directions from datarun's own score table, which does
-# not know a kit's score names; datarun.scoring.score_directions(problem) does. Strict: this
-# test fails (to be un-marked) as soon as the leaderboard asks scoring.
-@pytest.mark.xfail(raises=KeyError, strict=True,
-                   reason="leaderboard.py: lower_is_better from scoring.score_directions")
+
 def test_leaderboard_ranks_ramp_submissions_through_the_cli(run):
     board = run.ok("leaderboard", "iris_classifier", "--private")
     rows = board["rows"]

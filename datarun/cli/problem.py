@@ -100,7 +100,8 @@ def balance_table(info: dict):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split in ("train", "test"):
         stats = summary[split]
-        table.add_row(split, *(f"{stats[k]:.4g}" for k in ("mean", "std", "min", "max")))
+        table.add_row(split, *("-" if stats.get(k) is None else f"{stats[k]:.4g}"
+                               for k in ("mean", "std", "min", "max")))
     return table
 
 
