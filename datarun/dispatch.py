@@ -1,9 +1,10 @@
 """Moving tasks forward: collect what finished, re-queue what was lost, launch what waits.
 
 One pass (`dispatch_pass`) is what cron's `datarun dispatch` does every minute; `train`
-repeats passes until the tasks it was asked for are finished. Only one dispatcher moves
-tasks in a workspace at a time (an flock on `.datarun/dispatch.lock`); `submit`, `status`
-and `leaderboard` run alongside freely thanks to WAL.
+repeats passes until the tasks it was asked for are finished (both in `datarun.train`).
+Only one dispatcher moves tasks in a workspace at a time (an flock on
+`.datarun/dispatch.lock`); `submit`, `status` and `leaderboard` run alongside freely
+thanks to WAL.
 
 All talk with hosts happens on per-host lanes (`datarun.lanes`): one job at a time per
 host, on its own thread, so a hung host holds its own slots and nothing else. A job is one
@@ -15,53 +16,34 @@ attempt number bumped) *before* its bundle is shipped, so a crash between the tw
 a task the next pass sees as missing on its host and re-queues, never a task running
 somewhere the database does not know of. A result is accepted only for the attempt the
 database expects, so a late result of a re-queued attempt is never counted twice.
+
+Hosts fail in three ways, each noticed differently: a crashed or unreachable host fails
+its syncs (its tasks are re-queued once it has failed for its grace period); a hung one
+times out (the same, through the SSH timeouts); a host that answers but whose runner has
+stopped beating is `stalled` (no new task at once, its tasks re-queued after the grace).
+A host that failed or stalled gets no new task until a sync shows it well again. Every
+attempt given up on is a leftover of its host (`datarun.lanes.Leftovers`): cancelled
+there when the host answers, its late result taken only if it is the task's first
+complete one. What the answers mean for the database is `datarun.collect`.
 """
 
-import fcntl
 import json
 import shutil
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from datarun.blobs import BlobStore
-from datarun.errors import Busy, DatarunError
+from datarun.collect import Collecting, PassReport, task_key  # noqa: F401 (re-exported)
+from datarun.errors import DatarunError
 from datarun.lanes import Lane, Leftovers
-from datarun.results import ResultRejected, read_result
 
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
 POLL_INTERVAL = 0.1  # the train loop's tick, when no host answers sooner
 PASS_DEADLINE = 45.0  # a cron pass waits this long for its hosts, then leaves them be
-# A runner beats every second; one silent for this long gets no new task until it beats
-# again (its tasks are given to others only after the host's grace period).
-RUNNER_SLOW = 5.0
-
-
-def task_key(task_id: int, attempt: int) -> str:
-    return f"t{task_id}-a{attempt}"
-
-
-@contextmanager
-def dispatcher_lock(workspace, wait: bool, on_wait=None):
-    """Hold the workspace's dispatcher lock; raise Busy if another holds it and wait is False."""
-    workspace.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(workspace.lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise Busy("another datarun dispatcher is running in this workspace; try again when it ends") from None
-            if on_wait:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -81,17 +63,7 @@ class Limits:
         return merged
 
 
-@dataclass
-class PassReport:
-    collected: list[int] = field(default_factory=list)
-    launched: list[int] = field(default_factory=list)
-    requeued: list[int] = field(default_factory=list)
-    host_errors: dict[str, str] = field(default_factory=dict)
-    scored_submissions: list[int] = field(default_factory=list)
-    late: list[int] = field(default_factory=list)  # tasks whose given-up attempt came back
-
-
-class Dispatcher:
+class Dispatcher(Collecting):
     def __init__(self, workspace, db, hosts: dict, limits: Limits | None = None,
                  max_attempts: int = MAX_ATTEMPTS):
         self.workspace = workspace
@@ -233,84 +205,6 @@ class Dispatcher:
                         "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
             self.leftovers.add(name, [task_key(task["id"], task["attempt"]) for task, _ in context["claimed"]])
 
-    def apply_sync(self, name: str, result, context: dict, report: PassReport) -> None:
-        poll = result.poll
-        fetched = set(result.fetched)
-        results = context["scratch"] / "results"
-        grace = self.grace(name)
-        # A runner that holds its lock but has not written its heartbeat for the grace
-        # period is frozen (a stopped or swapping host): its tasks will not move either.
-        silent = poll.now - poll.runner_heartbeat if poll.runner_alive and poll.runner_heartbeat else 0.0
-        frozen = silent > grace
-        if silent > RUNNER_SLOW:
-            self.stalled.add(name)
-        else:
-            self.stalled.discard(name)
-        lost, touched = [], {}
-        for key, task in context["polled"].items():
-            state = poll.tasks.get(key)
-            if key in fetched:
-                if self.record_result(task, name, results / key):
-                    report.collected.append(task["id"])
-                    touched[task["submission"]] = task["problem"]
-                elif self.take_late(name, key, results / key, report, touched):
-                    report.collected.append(task["id"])
-                if self._state_of(task["id"]) == "done":
-                    self.pending_cleanup[name].add(key)
-                continue
-            if state is None or state.state == "missing":
-                lost.append((task, f"host {name} has no trace of the task"))
-            elif state.state in ("running", "queued") and not poll.runner_alive:
-                if state.state == "running":
-                    lost.append((task, f"the runner on host {name} died"))
-            elif state.state in ("running", "queued") and frozen:
-                lost.append((task, f"the runner on host {name} has not beaten for "
-                                   f"{poll.now - poll.runner_heartbeat:.0f}s"))
-            elif state.state == "running" and state.heartbeat and poll.now - state.heartbeat > grace:
-                lost.append((task, f"no heartbeat from the task on host {name} for "
-                                   f"{poll.now - state.heartbeat:.0f}s"))
-        self.requeue([task for task, _ in lost], report, [reason for _, reason in lost])
-        self.tidy_leftovers(name, context["leftovers"], poll, fetched, results, report, touched)
-        for submission, problem in sorted(touched.items()):
-            if self.finish_submission(submission):
-                report.scored_submissions.append(submission)
-                self.to_blend.add(problem)
-
-    def tidy_leftovers(self, name: str, keys: list[str], poll, fetched: set[str], results: Path,
-                       report: PassReport, touched: dict) -> None:
-        """Late results are recognised, what still runs is cancelled, what is gone is forgotten."""
-        gone = []
-        for key in keys:
-            state = poll.tasks.get(key)
-            if key in fetched:
-                self.take_late(name, key, results / key, report, touched)
-                self.pending_cleanup[name].add(key)
-            elif state is None or state.state == "missing":
-                gone.append(key)
-            elif state.state == "finished":
-                self.pending_cleanup[name].add(key)
-            else:
-                self.to_cancel[name].add(key)
-        self.leftovers.forget(name, gone)
-
-    def take_late(self, name: str, key: str, folder: Path, report: PassReport, touched: dict) -> bool:
-        """A result of an attempt given up on: counted only if the task has no result yet."""
-        try:
-            task_id, attempt = (int(part) for part in key[1:].split("-a"))
-        except ValueError:
-            return False
-        row = self.db.execute(
-            "SELECT t.id, t.submission, t.fold, s.problem FROM tasks t JOIN submissions s "
-            "ON s.id = t.submission WHERE t.id = ?", [task_id]).fetchone()
-        if row is None:
-            return False
-        report.late.append(row[0])
-        task = {"id": row[0], "submission": row[1], "fold": row[2], "problem": row[3], "attempt": attempt}
-        if self.record_result(task, name, folder, late=True):
-            touched[task["submission"]] = task["problem"]
-            return True
-        return False
-
     def expire(self, report: PassReport) -> None:
         """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
         now = time.time()
@@ -331,93 +225,6 @@ class Dispatcher:
                 self.requeue([task], report, f"host {name} did not answer for {silent:.0f}s")
             elif task["lease_expires"] and task["lease_expires"] < now:
                 self.requeue([task], report, f"no result from host {name} within the task's lease")
-
-    # -- results ------------------------------------------------------------------------------
-    def _state_of(self, task_id: int) -> str | None:
-        row = self.db.execute("SELECT state FROM tasks WHERE id = ?", [task_id]).fetchone()
-        return row[0] if row else None
-
-    def record_result(self, task: dict, host_name: str, folder: Path, late: bool = False) -> bool:
-        """Store one task's result; False if it was a late result of an attempt already given up.
-
-        With `late`, the result of an attempt given up on is taken if it is a success and the
-        task has no result yet (first complete result wins); the attempt that replaced it, if
-        running, is then left to be cancelled on its host.
-        """
-        if late and not (folder / "result.json").is_file():
-            return False
-        scorer = self.scorer(task["problem"])
-        key = task_key(task["id"], task["attempt"])
-        scores = []
-        try:
-            result = read_result(folder, key, *scorer.prediction_shapes())
-        except ResultRejected as error:
-            state, kind, text, measures, environment, preds, log = (
-                "failed", "harness_error", f"result from host {host_name} rejected: {error}", {}, {}, None, b"")
-        else:
-            state, kind, text = result.state, result.error_kind, result.error
-            measures, environment, log = result.measures, result.environment, result.log
-            preds = None
-            if state == "done":
-                scores = scorer.task_scores(task["fold"], result.y_pred_train, result.y_pred_test)
-                preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
-        if late and state != "done":
-            return False  # a failure (or our own cancel) of a given-up attempt decides nothing
-        environment = dict(environment, host=host_name)
-        log_hash = self.store.put_bytes(log) if log else None
-        replaced = None
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            current = self.db.execute("SELECT state, attempt, host FROM tasks WHERE id = ?",
-                                      [task["id"]]).fetchone()
-            if late:
-                if current is None or current[0] not in ("queued", "running") or (
-                        current[0] == "running" and current[1] == task["attempt"]):
-                    return False
-                if current[0] == "running":
-                    replaced = (current[2], task_key(task["id"], current[1]))
-                expected = (current[0], current[1])
-            else:
-                expected = ("running", task["attempt"])
-            cursor = self.db.execute(
-                "UPDATE tasks SET state = ?, error_kind = ?, error = ?, finished_at = ?, train_time = ?, "
-                "valid_time = ?, test_time = ?, wall_time = ?, cpu_time = ?, peak_memory = ?, "
-                "pred_train = ?, pred_test = ?, log = ?, environment = ?, lease_expires = NULL, "
-                "host = ?, attempt = ? WHERE id = ? AND state = ? AND attempt = ?",
-                [state, kind, text, time.time(), measures.get("train_time"), measures.get("valid_time"),
-                 measures.get("test_time"), measures.get("wall_time"), measures.get("cpu_time"),
-                 int(measures["peak_memory"]) if measures.get("peak_memory") is not None else None,
-                 preds[0] if preds else None, preds[1] if preds else None, log_hash,
-                 json.dumps(environment), host_name, task["attempt"], task["id"], *expected])
-            if cursor.rowcount != 1:
-                return False
-            self.db.execute("DELETE FROM scores WHERE task = ?", [task["id"]])
-            self.db.conn.executemany(
-                "INSERT INTO scores (task, split, score, value) VALUES (?, ?, ?, ?)",
-                [(task["id"], split, name, value) for split, name, value in scores])
-        if replaced and replaced[0] in self.hosts:
-            self.leftovers.add(replaced[0], [replaced[1]])
-        return True
-
-    def finish_submission(self, submission: int) -> bool:
-        """Compute bagged scores once every fold is done; True if it was computed now."""
-        rows = list(self.db.query(
-            "SELECT t.fold, t.state, t.pred_train, t.pred_test, s.problem FROM tasks t "
-            "JOIN submissions s ON s.id = t.submission WHERE t.submission = ? ORDER BY t.fold", [submission]))
-        if not rows or any(r["state"] != "done" for r in rows):
-            return False
-        if self.db.execute("SELECT 1 FROM bagged_scores WHERE submission = ?", [submission]).fetchone():
-            return False
-        preds_train = [self.store.get_array(r["pred_train"]) for r in rows]
-        preds_test = [self.store.get_array(r["pred_test"]) for r in rows]
-        scores = self.scorer(rows[0]["problem"]).bagged_scores(
-            [r["fold"] for r in rows], preds_train, preds_test)
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            self.db.conn.executemany(
-                "INSERT OR REPLACE INTO bagged_scores (submission, split, score, value) VALUES (?, ?, ?, ?)",
-                [(submission, split, score, value) for split, score, value in scores])
-        return True
 
     def requeue(self, tasks: list[dict], report: PassReport, reasons: str | list[str]) -> None:
         """Put lost tasks back in the queue, or fail them as host_lost after max_attempts losses.
@@ -610,30 +417,7 @@ class Dispatcher:
             "fold": task["fold"], "problem": problem["name"], "data": problem["data_hash"],
             "workflow": problem["workflow"], "kind": problem["kind"], "classes": problem["classes"],
             "files": sorted(files), "limits": limits, "threads": host.threads, "max_output": 1 << 20,
+            "isolation": host.isolation,
         }
         (folder / "task.json").write_text(json.dumps(spec, indent=1))
         return folder
-
-
-def selected_open_tasks(db, problem: str | None, submission: int | None) -> list[int]:
-    sql = ("SELECT t.id FROM tasks t JOIN submissions s ON s.id = t.submission "
-           "WHERE t.state IN ('queued', 'running')")
-    args: list = []
-    if problem:
-        sql += " AND s.problem = ?"
-        args.append(problem)
-    if submission is not None:
-        sql += " AND s.id = ?"
-        args.append(submission)
-    return [row[0] for row in db.execute(sql, args).fetchall()]
-
-
-def task_states(db, ids: list[int]) -> dict[str, int]:
-    counts = {"queued": 0, "running": 0, "done": 0, "failed": 0}
-    for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start:chunk_start + 500]
-        marks = ",".join("?" * len(chunk))
-        for state, count in db.execute(
-                f"SELECT state, count(*) FROM tasks WHERE id IN ({marks}) GROUP BY state", chunk):
-            counts[state] = counts.get(state, 0) + count
-    return counts

@@ -1,22 +1,58 @@
 """`train` and `dispatch`: the dispatcher's loop and its single pass, under the workspace lock."""
 
+import fcntl
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
-from datarun.dispatch import (
-    MAX_ATTEMPTS,
-    POLL_INTERVAL,
-    Dispatcher,
-    Limits,
-    PassReport,
-    dispatcher_lock,
-    selected_open_tasks,
-    task_states,
-)
-from datarun.errors import UsageError
+from datarun.dispatch import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
+from datarun.errors import Busy, UsageError
 from datarun.hosts import load_hosts
 
 GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
+
+
+@contextmanager
+def dispatcher_lock(workspace, wait: bool, on_wait=None):
+    """Hold the workspace's dispatcher lock; raise Busy if another holds it and wait is False."""
+    workspace.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(workspace.lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise Busy("another datarun dispatcher is running in this workspace; try again when it ends") from None
+            if on_wait:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def selected_open_tasks(db, problem: str | None, submission: int | None) -> list[int]:
+    sql = ("SELECT t.id FROM tasks t JOIN submissions s ON s.id = t.submission "
+           "WHERE t.state IN ('queued', 'running')")
+    args: list = []
+    if problem:
+        sql += " AND s.problem = ?"
+        args.append(problem)
+    if submission is not None:
+        sql += " AND s.id = ?"
+        args.append(submission)
+    return [row[0] for row in db.execute(sql, args).fetchall()]
+
+
+def task_states(db, ids: list[int]) -> dict[str, int]:
+    counts = {"queued": 0, "running": 0, "done": 0, "failed": 0}
+    for chunk_start in range(0, len(ids), 500):
+        chunk = ids[chunk_start:chunk_start + 500]
+        marks = ",".join("?" * len(chunk))
+        for state, count in db.execute(
+                f"SELECT state, count(*) FROM tasks WHERE id IN ({marks}) GROUP BY state", chunk):
+            counts[state] = counts.get(state, 0) + count
+    return counts
 
 
 def _check_attempts(max_attempts: int) -> None:
