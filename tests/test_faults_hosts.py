@@ -131,3 +131,31 @@ def test_a_hung_host_is_worked_around_and_its_late_results_not_counted(cluster):
     dispatch_once(cluster.workspace, db)
     assert not any((cluster.folder("a") / "tasks").iterdir())
     assert json.loads((cluster.workspace.state_dir / "leftovers.json").read_text()) == {}
+
+
+def test_a_host_whose_runner_stops_beating_gets_no_work_and_its_tasks_move(cluster):
+    from datarun.db import open_db
+    from datarun.train import dispatch_once
+
+    cluster.submit(3, sleep=2.0)
+    training = Training(cluster.workspace)
+    wait_until(lambda: started_on(cluster, "a"), 30, "a task fitting on host a")
+    # Its sshd still answers, so syncs succeed: only the runner's silent heartbeat tells.
+    cluster.hang("a", with_sshd=False)
+    summary = training.join(90)
+    assert (summary["done"], summary["failed"]) == (6, 0), summary
+    rows = task_rows(cluster.workspace)
+    moved = {task_id: row["attempt"] - 1 for task_id, row in rows.items() if row["lost"]}
+    assert moved and all(rows[task_id]["host"] == "b" for task_id in moved)
+    assert_each_counted_once(cluster, rows)
+    # The frozen attempts were cancelled on host a, so they never finish there.
+    folder = cluster.folder("a") / "tasks"
+    wait_until(lambda: all((folder / f"t{t}-a{a}" / "cancel").exists() for t, a in moved.items()), 30,
+               "the given-up attempts to be cancelled on host a")
+    cluster.wake("a")
+    db = open_db(cluster.workspace)
+    leftovers = cluster.workspace.state_dir / "leftovers.json"
+    wait_until(lambda: dispatch_once(cluster.workspace, db) and not any(folder.iterdir())
+               and json.loads(leftovers.read_text()) == {}, 30, "host a's leftovers to be removed")
+    assert task_rows(cluster.workspace) == rows
+    assert all(a not in runs(cluster.trace)[str(t)]["fit"] for t, a in moved.items())
