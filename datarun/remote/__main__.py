@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--slots", type=int)
     sub.add_argument("--threads", type=int, default=1)
     sub.add_argument("--idle", type=float, default=60.0)
+    sub.add_argument("--wait", type=float, default=0.0)
+    command("session", "serve sync requests, one JSON object a line on stdin")
     return parser
 
 
@@ -64,7 +66,12 @@ def run(argv: list[str]) -> dict:
         from .sync import sync
 
         return sync(args.workdir, archive=args.archive, cleanup=args.cleanup, poll=args.poll,
-                    pack_out=args.pack_out, slots=args.slots, threads=args.threads, idle=args.idle)
+                    pack_out=args.pack_out, slots=args.slots, threads=args.threads, idle=args.idle,
+                    wait=args.wait)
+    if args.command == "session":
+        from .sync import session
+
+        return session(args.workdir)
     if args.command == "info":
         return ops.info(args.workdir)
     if args.command == "accept":

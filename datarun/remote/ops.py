@@ -30,7 +30,6 @@ from .common import (
     runner_alive,
     write_json,
 )
-from .runner import thread_environment
 
 START_TIMEOUT = 15.0
 CANCEL_WAIT = 5.0
@@ -115,6 +114,8 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
         return {"pid": current.get("pid"), "started": False}
     package, root = _package_root()
     env = dict(os.environ)
+    from .runner import thread_environment  # here, not at the top: every other command starts faster
+
     env.update(thread_environment(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
     command = [python or sys.executable, "-m", package, "serve", str(layout.root), "--slots",

@@ -6,16 +6,24 @@ runner runs when there is work, report every task's state, and pack the finished
 results for a single download.
 """
 
+import json
 import os
+import sys
+import time
 
 from . import ops
+
+WAIT_TICK = 0.02  # seconds between looks at the task folders while a sync waits
 
 
 def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: list[str] = (),
          poll: list[str] = (), pack_out: str | None = None, slots: int | None = None,
          threads: int = 1, idle: float = 60.0, start: bool = False,
-         python: str | None = None) -> dict:
-    """`python`: the interpreter a new runner starts on (default: this one)."""
+         python: str | None = None, wait: float = 0.0) -> dict:
+    """`python`: the interpreter a new runner starts on (default: this one). `wait`: when no
+    polled task is finished yet, keep looking for up to this many seconds and answer as
+    soon as one finishes or the runner dies, so the dispatcher hears of a freed slot at
+    once instead of at its next poll."""
     result: dict = {}
     if cleanup:
         result["cleanup"] = ops.cleanup(workdir, list(cleanup))
@@ -27,8 +35,39 @@ def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: lis
     if slots and (start or waiting) and not state["runner"]["alive"]:
         result["started"] = ops.start_runner(workdir, slots, threads, idle, python=python)
         state = ops.poll(workdir, list(poll))
+    deadline = time.monotonic() + wait
+    while (wait and time.monotonic() < deadline and state["runner"]["alive"]
+           and not any(task["state"] in ("finished", "missing") for task in state["tasks"].values())):
+        time.sleep(WAIT_TICK)
+        state = ops.poll(workdir, list(poll))
     result["poll"] = state
     finished = [key for key, task in state["tasks"].items() if task["state"] == "finished"]
     if pack_out:
         result["pack"] = ops.pack(workdir, pack_out, finished)
     return result
+
+
+def session(workdir: str | os.PathLike, stdin=None, stdout=None) -> dict:
+    """Serve `sync` requests, one JSON object a line, until the input ends.
+
+    Over SSH this keeps one harness process per dispatcher connection, so a cycle costs a
+    line each way instead of a new Python on the host. Each request is the keyword
+    arguments of `sync`; each answer is its result, or {"error": "..."}.
+    """
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    served = 0
+    for line in stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ops.HarnessError("a session request is a JSON object of sync's arguments")
+            answer = sync(workdir, **request)
+        except (ops.HarnessError, OSError, TypeError, ValueError) as error:
+            answer = {"error": f"{type(error).__name__}: {error}"}
+        stdout.write(json.dumps(answer, default=str) + "\n")
+        stdout.flush()
+        served += 1
+    return {"served": served}

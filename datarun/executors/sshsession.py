@@ -1,0 +1,106 @@
+"""A long-lived harness process on a host, spoken to one JSON line at a time.
+
+Starting Python on the host for every dispatcher cycle costs tens of milliseconds of the
+host's CPU and as much latency; a session starts `python -m datarun_remote session` once
+per connection and then each `sync` is a line each way on the open channel. When the
+channel or its connection dies, the next request opens a new one; every request has a
+timeout, enforced by the connection's watchdog so a hung host cannot block past it.
+"""
+
+import json
+import select
+import time
+
+from datarun.errors import HostError
+from datarun.executors.sshconn import READ_SLICE, SSHConnection
+
+MAX_ANSWER = 16 * 1024 * 1024  # an answer is a few kB; anything near this is not ours
+
+
+class HarnessSession:
+    def __init__(self, conn: SSHConnection, command: str, name: str):
+        self.conn = conn
+        self.command = command
+        self.name = name
+        self._channel = None
+        self._buffer = b""
+        self.opened = 0
+
+    def _open(self, timeout: float) -> None:
+        transport = self.conn.transport()
+        channel = transport.open_session(timeout=timeout)
+        channel.exec_command(self.command)
+        self._channel, self._buffer = channel, b""
+        self.opened += 1
+        self.conn.stats.commands += 1
+        self.conn.stats.commands_run.append(self.command)
+
+    def _alive(self) -> bool:
+        channel = self._channel
+        return (channel is not None and not channel.closed and not channel.exit_status_ready()
+                and self.conn.transport().is_active())
+
+    def request(self, payload: dict, timeout: float) -> dict:
+        """Send one request and wait for its answer line; HostError on any failure."""
+        line = (json.dumps(payload) + "\n").encode()
+        errors: list[bytes] = []
+        with self.conn._watchdog(timeout, "a harness sync"):
+            try:
+                if not self._alive():
+                    self._open(timeout)
+                channel = self._channel
+                channel.settimeout(timeout)
+                channel.sendall(line)
+                self.conn.stats.bytes_sent += len(line)
+                deadline = time.monotonic() + timeout
+                while b"\n" not in self._buffer:
+                    select.select([channel], [], [], READ_SLICE)
+                    while channel.recv_ready():
+                        self._buffer += channel.recv(1 << 16)
+                    while channel.recv_stderr_ready():
+                        errors.append(channel.recv_stderr(1 << 16))
+                    if b"\n" in self._buffer:
+                        break
+                    if channel.exit_status_ready() and not channel.recv_ready():
+                        status = channel.recv_exit_status()
+                        self._channel = None
+                        raise HostError(self._ended(status, b"".join(errors)))
+                    if len(self._buffer) > MAX_ANSWER:
+                        self.close()
+                        raise HostError(f"host {self.name}: the harness session answered more "
+                                        f"than {MAX_ANSWER} bytes")
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+            except HostError:
+                self._channel = None
+                raise
+            except BaseException:
+                self._channel = None
+                raise
+        answer, _, self._buffer = self._buffer.partition(b"\n")
+        self.conn.stats.bytes_received += len(answer) + 1
+        try:
+            data = json.loads(answer)
+        except ValueError:
+            self.close()
+            raise HostError(f"host {self.name}: the harness session answered no JSON: "
+                            f"{answer[-200:]!r}") from None
+        if not isinstance(data, dict):
+            raise HostError(f"host {self.name}: the harness session answered {type(data).__name__}")
+        if "error" in data:
+            raise HostError(f"host {self.name}: harness sync failed: {data['error']}")
+        return data
+
+    def _ended(self, status: int, stderr: bytes) -> str:
+        lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+        tail = lines[-1] if lines else f"exit status {status}"
+        return f"host {self.name}: the harness session ended ({tail})"
+
+    def close(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.close()
+            except Exception:  # a dead channel may raise anything on close; it is gone
+                pass
+        self._channel = None
+        self._buffer = b""
