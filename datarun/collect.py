@@ -49,9 +49,15 @@ class Collecting:
             self.stalled.add(name)
         else:
             self.stalled.discard(name)
-        lost, touched = [], {}
+        lost, touched, never_arrived = [], {}, []
+        unconfirmed = self.unconfirmed[name]
         for key, task in context["polled"].items():
             state = poll.tasks.get(key)
+            if key in unconfirmed:
+                unconfirmed.discard(key)
+                if state is None or state.state == "missing":
+                    never_arrived.append(task)  # its launch failed before the host had it
+                    continue
             if key in fetched:
                 if self.record_result(task, name, results / key):
                     report.collected.append(task["id"])
@@ -73,6 +79,8 @@ class Collecting:
                 lost.append((task, f"no heartbeat from the task on host {name} for "
                                    f"{poll.now - state.heartbeat:.0f}s"))
         self.requeue([task for task, _ in lost], report, [reason for _, reason in lost])
+        if never_arrived:
+            self.unclaim(name, never_arrived)
         self.tidy_leftovers(name, context["leftovers"], poll, fetched, results, report, touched)
         for submission, problem in sorted(touched.items()):
             if self.finish_submission(submission):

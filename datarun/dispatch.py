@@ -89,6 +89,8 @@ class Dispatcher(Collecting):
         self.leftovers = Leftovers(workspace.state_dir / "leftovers.json")
         self.to_cancel: dict[str, set[str]] = {name: set() for name in hosts}
         self.stalled: set[str] = set()  # hosts whose runner holds its lock but has stopped beating
+        # Launched by a sync that failed: on the host or not, the next answer will tell.
+        self.unconfirmed: dict[str, set[str]] = {name: set() for name in hosts}
         self.unusable = {
             name for name, ok in db.execute("SELECT name, ok FROM hosts").fetchall() if ok == 0
         } if "hosts" in db.table_names() else set()
@@ -193,17 +195,30 @@ class Dispatcher(Collecting):
         self.last_error[name] = message
         self.failing_since.setdefault(name, time.time())
         self.pending_cleanup[name] |= context["cleanup"]
-        if context["claimed"]:
-            # Back to the queue without counting a loss: the next launch gets a new attempt
-            # number, so a bundle that did reach the host can never be mistaken for it, and
-            # the host is told to cancel and remove it once it answers again.
-            with self.db.conn:
-                self.db.conn.execute("BEGIN IMMEDIATE")
-                for task, _ in context["claimed"]:
-                    self.db.execute(
-                        "UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
-                        "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
-            self.leftovers.add(name, [task_key(task["id"], task["attempt"]) for task, _ in context["claimed"]])
+        if not context["claimed"]:
+            return
+        executor = self._executors.get(name)
+        # The SSH executor says whether its failed sync had sent the bundles on; the local
+        # one places them before anything can fail, so they are taken as sent.
+        if context.get("in_sync") and getattr(executor, "bundles_sent", True):
+            # The bundles may be on the host and running: leave them be, and let the next
+            # answer tell (gone: back to the queue, no loss counted; there: collected). If
+            # the host stays silent past its grace, they are lost as any of its tasks are.
+            self.unconfirmed[name].update(task_key(task["id"], task["attempt"]) for task, _ in context["claimed"])
+            return
+        self.unclaim(name, [task for task, _ in context["claimed"]])
+
+    def unclaim(self, name: str, tasks: list[dict]) -> None:
+        """Back to the queue without counting a loss: the next launch gets a new attempt
+        number, so a bundle that did reach the host can never be mistaken for it, and the
+        host is told to cancel and remove it once it answers again."""
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            for task in tasks:
+                self.db.execute(
+                    "UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
+                    "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
+        self.leftovers.add(name, [task_key(task["id"], task["attempt"]) for task in tasks])
 
     def expire(self, report: PassReport) -> None:
         """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
@@ -357,6 +372,7 @@ class Dispatcher(Collecting):
             if cancel:
                 # Attempts given up on that still run there: free their slots first.
                 executor.cancel(cancel)
+            context["in_sync"] = True
             return executor.sync(bundles, sorted(cleanup), list(keys) + leftovers, scratch / "results")
 
         self.last_sync[name] = time.time()

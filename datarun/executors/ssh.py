@@ -85,6 +85,7 @@ class SSHExecutor:
         self._present: set[str] = set()  # remote folders known complete on this connection
         self._libraries_checked = False
         self._pack_path: str | None = None
+        self.bundles_sent = False  # whether the last sync got as far as sending its bundles
 
     # --- paths and commands -------------------------------------------------------
 
@@ -271,6 +272,7 @@ class SSHExecutor:
 
     def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
         """One command for the whole cycle (plus one put with new bundles, one get with results)."""
+        self.bundles_sent = False  # until the command that accepts them is on its way
         cleanup = [check_key(key) for key in cleanup]
         poll = [check_key(key) for key in poll]
         for bundle in bundles:
@@ -299,6 +301,7 @@ class SSHExecutor:
                  "--threads", str(self.host.threads)]
         # The archive's digest comes back with the report, so a download cut short or
         # damaged on the way is refused whole and fetched again at the next sync.
+        self.bundles_sent = bool(bundles)
         result = self.conn.run(shell_and(
             ["cd", self.harness_dir()],
             [self.host.python, "-m", HARNESS_PACKAGE, "sync", self.workdir, *args],
