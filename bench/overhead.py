@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import sys
+from pathlib import Path
 
 from common import (
     Workspace,
@@ -44,7 +45,7 @@ def get_estimator():
 STRATEGIES = ("prior", "most_frequent", "stratified", "uniform")
 
 
-def run_datarun(root, kit, names: list[str], slots: int) -> dict:
+def run_datarun(root: Path, kit: Path, names: list[str], slots: int) -> dict:
     workspace = Workspace(root, slots=slots)
     try:
         workspace.cli("problem", "add", kit)

@@ -17,6 +17,7 @@ import io
 import json
 import statistics
 import sys
+from pathlib import Path
 
 from common import (
     Workspace,
@@ -42,7 +43,7 @@ def get_estimator():
 EXAMPLE_SUBMISSIONS = ("logreg", "random_forest", "knn")
 
 
-def run_datarun(root, kit, names: list[str]) -> dict:
+def run_datarun(root: Path, kit: Path, names: list[str]) -> dict:
     """Train on a cold runner, then the same work again under another team while the
     runner is still up (as when cron's dispatch keeps it busy)."""
     workspace = Workspace(root, slots=2)
