@@ -14,18 +14,18 @@ from datarun.workspace import Workspace
 
 
 def _import_sqlite_utils():
-    # sqlite-utils imports pandas when it can, only to recognise pandas values on insert,
-    # which datarun never passes it. That import costs ~0.3 s on every command, so hide
-    # pandas while sqlite-utils loads (unless something already imported it).
-    if "pandas" in sys.modules:
-        import sqlite_utils
-
-        return sqlite_utils
-    sys.modules["pandas"] = None  # type: ignore[assignment]
+    # sqlite-utils imports pandas and numpy when it can, only to recognise their values on
+    # insert, which datarun never passes it (arrays go to the blob store, rows through SQL).
+    # Those imports cost ~0.4 s on every command, so hide them while sqlite-utils loads
+    # (unless something already imported them).
+    hidden = [name for name in ("pandas", "numpy") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]
     try:
         import sqlite_utils
     finally:
-        del sys.modules["pandas"]
+        for name in hidden:
+            del sys.modules[name]
     return sqlite_utils
 
 

@@ -62,7 +62,7 @@ def err(message: str) -> None:
 
 
 def emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
+    json.dump(data, sys.stdout, indent=2 if sys.stdout.isatty() else None, default=str)
     sys.stdout.write("\n")
 
 

@@ -109,7 +109,8 @@ class Runner:
             if now >= next_sample:
                 self._reap()
                 self._sample()
-                self._finish_done()
+                if self._finish_done():
+                    self._start_queued()  # a slot just freed: fill it now, not a tick later
                 next_sample = now + TICK
             if now >= next_beat:
                 self._heartbeat()
@@ -338,11 +339,14 @@ class Runner:
 
     # --- finishing ----------------------------------------------------------------
 
-    def _finish_done(self) -> None:
+    def _finish_done(self) -> bool:
+        finished = False
         for key, run in list(self.running.items()):
             if run.tree_gone:
                 self._finish(run)
                 del self.running[key]
+                finished = True
+        return finished
 
     def _finish(self, run: TaskRun) -> None:
         if run.output_fd >= 0:
@@ -454,6 +458,25 @@ def release_if_idle(layout: Layout, lock_fd: int) -> bool:
     return False
 
 
+def _warm_up(threads: int) -> None:
+    """Pay once, before any fork, what every task's first fit would pay again."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)  # inherited by every forked task
+    except ImportError:
+        pass
+    try:
+        import numpy as np
+        import pandas as pd
+        from sklearn.dummy import DummyClassifier
+
+        X = pd.DataFrame({"a": np.arange(4.0), "b": np.arange(4.0)})
+        DummyClassifier().fit(X, np.array([0, 1, 0, 1])).predict_proba(X)
+    except Exception:
+        pass
+
+
 def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
     """Run the runner in this process until idle; returns at once if another one holds WORKDIR."""
     layout = Layout(workdir).make()
@@ -478,6 +501,7 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
             except ImportError:
                 if name in ("numpy", "pandas", "sklearn", "psutil"):
                     raise
+        _warm_up(threads)
         runner = Runner(layout, slots, threads, idle, lock_fd)
         runner._write_runner_json()
         log(f"runner {os.getpid()} serving {layout.root} with {slots} slots x {threads} threads")
