@@ -269,7 +269,7 @@ class Dispatcher(Collecting):
                         [lost, reason, task["id"], task["attempt"]])
                 if cursor.rowcount:
                     report.requeued.append(task["id"])
-                    if task.get("host"):
+                    if task.get("host") in self.hosts:  # a host gone from hosts.toml is not asked
                         given_up.setdefault(task["host"], []).append(task_key(task["id"], task["attempt"]))
         for host, keys in given_up.items():
             self.leftovers.add(host, keys)
@@ -370,8 +370,12 @@ class Dispatcher(Collecting):
             if data:
                 executor.prepare(data)
             if cancel:
-                # Attempts given up on that still run there: free their slots first.
-                executor.cancel(cancel)
+                # Attempts given up on that still run there: free their slots first. A cancel
+                # that fails is asked again after the next answer; the sync still runs.
+                try:
+                    executor.cancel(cancel)
+                except DatarunError:
+                    pass
             context["in_sync"] = True
             return executor.sync(bundles, sorted(cleanup), list(keys) + leftovers, scratch / "results")
 
