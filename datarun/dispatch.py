@@ -43,6 +43,9 @@ from datarun.lanes import Lane, Leftovers
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
 POLL_INTERVAL = 0.1  # the train loop's tick, when no host answers sooner
+# A sync with nothing to ship waits on the host up to this long for a task to finish, so a
+# freed slot is heard of at once; the lane is busy meanwhile, so keep it well under a grace.
+LONG_POLL = 1.0
 PASS_DEADLINE = 45.0  # a cron pass waits this long for its hosts, then leaves them be
 
 
@@ -283,8 +286,15 @@ class Dispatcher(Collecting):
             limits = json.loads(row["limits"]) if row["limits"] else {}
             memory[row["host"]] = memory.get(row["host"], 0) + (limits.get("memory") or 0)
         self._memory_in_use = memory
-        return {name: [s for s in range(self.hosts[name].slots) if s not in busy.get(name, set())]
+        return {name: [s for s in range(self.seats(name)) if s not in busy.get(name, set())]
                 for name in hosts}
+
+    def seats(self, name: str) -> int:
+        """Tasks a host may hold: its slots, and as many again waiting in its inbox, so its
+        runner starts the next task the moment a slot frees rather than a round trip later.
+        A host with a memory cap holds only what it runs: the cap counts every task held."""
+        host = self.hosts[name]
+        return host.slots if host.memory else 2 * host.slots
 
     def queued_tasks(self, limit: int, problem: str | None, submission: int | None) -> list[dict]:
         sql = ("SELECT t.id, t.submission, t.fold, t.attempt, s.problem, s.files FROM tasks t "
@@ -331,15 +341,13 @@ class Dispatcher(Collecting):
                 probe = waiting
             if not (launches or polled or cleanup or probe or self.leftovers.keys(name)):
                 continue
-            interval = getattr(self.executor_class(name), "poll_interval", POLL_INTERVAL)
-            if not launches and not force and now - self.last_sync.get(name, 0.0) < interval:
-                continue
-            self.start_job(name, launches, polled, report)
+            # Nothing to ship: let the host answer when a task finishes (a long poll) instead
+            # of asking again and again. A cron pass (force) asks once and leaves.
+            wait = LONG_POLL if not (launches or force or cleanup or probe) and polled else 0.0
+            self.start_job(name, launches, polled, report, wait)
 
-    def executor_class(self, name: str):
-        return type(self._executors[name]) if name in self._executors else None
-
-    def start_job(self, name: str, launches: list, polled: list[dict], report: PassReport) -> None:
+    def start_job(self, name: str, launches: list, polled: list[dict], report: PassReport,
+                  wait: float = 0.0) -> None:
         scratch = Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{name}-"))
         claimed = self.claim(name, launches)
         try:
@@ -377,7 +385,8 @@ class Dispatcher(Collecting):
                 except DatarunError:
                     pass
             context["in_sync"] = True
-            return executor.sync(bundles, sorted(cleanup), list(keys) + leftovers, scratch / "results")
+            return executor.sync(bundles, sorted(cleanup), list(keys) + leftovers, scratch / "results",
+                                 wait=wait)
 
         self.last_sync[name] = time.time()
         self.lanes[name].start(job, context)

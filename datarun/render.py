@@ -107,7 +107,10 @@ def status_tables(status: dict) -> list[Table]:
         hosts.add_column(column, justify="left" if column in ("host", "executor", "check") else "right")
     for name, host in status["hosts"].items():
         check = {None: "not checked", True: "ok", False: "NOT OK"}[host["checked_ok"]]
-        hosts.add_row(name, host["executor"], f"{host['slots_in_use']}/{host['slots']}", str(host["done"]),
+        in_use = f"{host['slots_in_use']}/{host['slots']}"
+        if host.get("waiting_on_host"):
+            in_use += f" (+{host['waiting_on_host']} waiting)"
+        hosts.add_row(name, host["executor"], in_use, str(host["done"]),
                       str(host["failed"]), check)
     return [problems, hosts]
 

@@ -29,7 +29,9 @@ def workspace_status(workspace, db) -> dict:
         hosts[name] = {
             "executor": host.executor,
             "slots": host.slots,
-            "slots_in_use": counts["running"],
+            # A host holds up to twice its slots: those beyond the slots wait in its inbox.
+            "slots_in_use": min(counts["running"], host.slots),
+            "waiting_on_host": max(0, counts["running"] - host.slots),
             "done": counts["done"],
             "failed": counts["failed"],
             "checked_ok": None if name not in checks else bool(checks[name]),

@@ -230,7 +230,8 @@ def test_a_second_submission_sends_only_its_bundles_and_cron_collects_it(
     assert all(status["hosts"][h]["slots_in_use"] <= 2 for h in HOSTS)
     # Per host, what status counts is what the dispatcher placed there: the first
     # submission's 5 tasks plus those launched so far, running or already collected.
-    assert sum(status["hosts"][h]["slots_in_use"] + status["hosts"][h]["done"] for h in HOSTS) == 5 + started
+    assert sum(status["hosts"][h]["slots_in_use"] + status["hosts"][h]["waiting_on_host"]
+               + status["hosts"][h]["done"] for h in HOSTS) == 5 + started
 
     deadline = time.monotonic() + 60
     while shown(cli, second)["state"] not in ("done", "failed") and time.monotonic() < deadline:

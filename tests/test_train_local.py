@@ -120,6 +120,8 @@ def test_train_options_lower_the_problems_limits(iris, cli):
         (["train", "--wall-time", "soon"], "--wall-time: expected a duration"),
         (["train", "--memory", "12 parsecs"], "--memory: unknown size unit"),
         (["train", "--cpu-time", "0s"], "--cpu-time: must be more than zero"),
+        (["train", "--max-attempts", "0"], "--max-attempts must be a whole number of at least 1, got 0"),
+        (["dispatch", "--max-attempts", "-2"], "--max-attempts must be a whole number of at least 1, got -2"),
         (["train", "--problem", "nope"], "unknown problem 'nope'"),
         (["train", "--submission", "42"], "no submission 42"),
         (["leaderboard", "nope"], "unknown problem 'nope'"),
@@ -147,7 +149,7 @@ def test_dispatch_passes_collect_what_earlier_passes_launched(iris, cli):
 
     sub = submit(cli, "logreg")
     first = cli("dispatch", "--json").json()
-    assert first["launched"] == 2  # the local host has 2 slots
+    assert first["launched"] == 4  # the local host has 2 slots, and holds as many again waiting
     deadline = time.time() + 60
     while time.time() < deadline:
         report = cli("dispatch", "--json").json()

@@ -8,6 +8,8 @@ from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_
 from datarun.errors import EXIT_FAILED
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+MaxAttempts = Annotated[int, typer.Option(
+    "--max-attempts", help="Times a task's host may be lost under it before it fails as host_lost.")]
 
 
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
@@ -28,6 +30,7 @@ def train(
     wall_time: Annotated[str | None, typer.Option("--wall-time", help="Lower the wall-time limit per task, e.g. 30s.")] = None,
     cpu_time: Annotated[str | None, typer.Option("--cpu-time", help="Lower the CPU-time limit per task, e.g. 1m.")] = None,
     memory: Annotated[str | None, typer.Option("--memory", help="Lower the memory limit per task, e.g. 1GB.")] = None,
+    max_attempts: MaxAttempts = 3,
     json_out: JsonOption = False,
 ) -> None:
     """Run the queued tasks until they are done, with a progress bar on stderr."""
@@ -51,7 +54,7 @@ def train(
                 progress.update(bar, total=counts["total"], completed=finished, detail=detail)
 
             summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
-                                 on_progress=on_progress,
+                                 on_progress=on_progress, max_attempts=max_attempts,
                                  on_wait=lambda: err("waiting for another dispatcher to finish..."))
     for host, message in summary["host_errors"].items():
         err(f"host {host}: {message}")
@@ -65,13 +68,13 @@ def train(
 
 
 @app.command()
-def dispatch(json_out: JsonOption = False) -> None:
+def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> None:
     """One pass, for cron: collect finished tasks, re-queue lost ones, launch queued ones."""
     from datarun.train import dispatch_once
 
     with handled():
         workspace, db = open_workspace()
-        summary = dispatch_once(workspace, db)
+        summary = dispatch_once(workspace, db, max_attempts=max_attempts)
     for host, message in summary["host_errors"].items():
         err(f"host {host}: {message}")
     if json_out:

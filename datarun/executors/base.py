@@ -59,9 +59,11 @@ class Executor(Protocol):
 
     def poll(self, keys: list[str]) -> PollReport: ...
 
-    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
+    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path,
+             wait: float = 0.0) -> SyncResult:
         """One cycle in one round trip: remove `cleanup` task folders, ship and start `bundles`,
-        report the state of `poll` tasks, and fetch the finished ones' results into dest/<key>/."""
+        report the state of `poll` tasks, and fetch the finished ones' results into dest/<key>/.
+        With `wait`, the host answers as soon as a polled task finishes, or after `wait` s."""
 
     def fetch(self, keys: list[str], dest: Path) -> list[str]:
         """Copy finished tasks' result files into dest/<key>/; return the keys fetched."""

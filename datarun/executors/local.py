@@ -18,8 +18,6 @@ RESULT_FILES = ("result.json", "output.log")
 
 
 class LocalExecutor:
-    poll_interval = 0.05  # seconds between syncs when there is nothing to launch
-
     def __init__(self, workspace, host):
         self.host = host
         self.workdir = workspace.host_dir(host.name)
@@ -43,10 +41,12 @@ class LocalExecutor:
         self._place(bundles)
         self.start()
 
-    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
+    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path,
+             wait: float = 0.0) -> SyncResult:
         self._place(bundles)
         report = remote_sync(str(self.workdir), cleanup=cleanup, poll=poll, slots=self.host.slots,
-                             threads=self.host.threads, start=bool(bundles), python=self.python)
+                             threads=self.host.threads, start=bool(bundles), python=self.python,
+                             wait=wait)
         state = poll_report(report["poll"])
         finished = [key for key, task in state.tasks.items() if task.state == "finished"]
         return SyncResult(poll=state, fetched=self.fetch(finished, dest))

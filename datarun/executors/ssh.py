@@ -29,6 +29,7 @@ from datarun.blobs import sha256_file, tree_hash
 from datarun.errors import HostError, UsageError
 from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
+from datarun.executors.sshsession import HarnessSession
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "remote"
@@ -71,8 +72,6 @@ def shell_and(*commands: list[str]) -> str:
 
 
 class SSHExecutor:
-    poll_interval = 0.25  # seconds between syncs when there is nothing to launch
-
     def __init__(self, workspace, host, connection: SSHConnection | None = None):
         self.host = host
         self.workspace = workspace
@@ -85,6 +84,7 @@ class SSHExecutor:
         self._present: set[str] = set()  # remote folders known complete on this connection
         self._libraries_checked = False
         self._pack_path: str | None = None
+        self._session: HarnessSession | None = None
         self.bundles_sent = False  # whether the last sync got as far as sending its bundles
 
     # --- paths and commands -------------------------------------------------------
@@ -270,8 +270,16 @@ class SSHExecutor:
 
     # --- following and collecting -------------------------------------------------
 
-    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path) -> SyncResult:
-        """One command for the whole cycle (plus one put with new bundles, one get with results)."""
+    def session(self) -> HarnessSession:
+        """The harness process that serves this connection's syncs, one JSON line each way."""
+        if self._session is None:
+            self._session = HarnessSession(self.conn, self.harness_command("session"), self.host.name)
+        return self._session
+
+    def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path,
+             wait: float = 0.0) -> SyncResult:
+        """One request on the harness session for the whole cycle (plus one put with new
+        bundles and one get with results)."""
         self.bundles_sent = False  # until the command that accepts them is on its way
         cleanup = [check_key(key) for key in cleanup]
         poll = [check_key(key) for key in poll]
@@ -282,8 +290,9 @@ class SSHExecutor:
             self.check_libraries(self.run_harness("info"))
         if self._pack_path is None:
             # One fixed path, overwritten by every sync: only one dispatcher runs at a time.
-            self._pack_path = f"{self.workdir}/.sync-results.tar"
-        args: list[str] = []
+            self._pack_path = f"{self.workdir}/.sync-results-{self.host.name}.tar"
+        request: dict = {"cleanup": cleanup, "poll": poll, "pack_out": self._pack_path,
+                         "slots": self.host.slots, "threads": self.host.threads, "wait": wait}
         with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
             if bundles:
                 archive = Path(tmp) / "bundles.tar"
@@ -292,28 +301,12 @@ class SSHExecutor:
                         tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
                 upload = self._upload_path("bundles")
                 self.conn.put(archive, upload)
-                args += ["--accept", upload]
-        if cleanup:
-            args += ["--cleanup", *cleanup]
-        if poll:
-            args += ["--poll", *poll]
-        args += ["--pack", self._pack_path, "--slots", str(self.host.slots),
-                 "--threads", str(self.host.threads)]
-        # The archive's digest comes back with the report, so a download cut short or
+                request["archive"] = upload
+        # The archive's digest comes back with the answer, so a download cut short or
         # damaged on the way is refused whole and fetched again at the next sync.
         self.bundles_sent = bool(bundles)
-        result = self.conn.run(shell_and(
-            ["cd", self.harness_dir()],
-            [self.host.python, "-m", HARNESS_PACKAGE, "sync", self.workdir, *args],
-            ["sha256sum", "--", self._pack_path],
-        ))
-        digest = None
-        if result.status == 0:
-            lines = result.stdout.rstrip("\n").split("\n")
-            if lines and len(lines[-1]) > 64 and lines[-1][64] == " ":
-                digest = lines.pop()[:64]
-            result.stdout = "\n".join(lines)
-        report = self._harness_json(result, "sync")
+        report = self.session().request(request, self.host.command_timeout + wait)
+        digest = (report.get("pack") or {}).get("sha256")
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
         packed = [key for key in (report.get("pack") or {}).get("packed") or [] if key in poll]
@@ -372,4 +365,6 @@ class SSHExecutor:
         return self.run_harness("info")
 
     def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
         self.conn.close()

@@ -114,7 +114,8 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
         return {"pid": current.get("pid"), "started": False}
     package, root = _package_root()
     env = dict(os.environ)
-    from .runner import thread_environment  # here, not at the top: every other command starts faster
+    # Imported here, not at the top: every other command starts faster without it.
+    from .runner import thread_environment
 
     env.update(thread_environment(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
