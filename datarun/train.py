@@ -1,6 +1,7 @@
 """`train` and `dispatch`: the dispatcher's loop and its single pass, under the workspace lock."""
 
 import fcntl
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -71,6 +72,21 @@ def _check_selection(db, problem: str | None, submission: int | None) -> None:
         get_submission(db, submission)
 
 
+def _preload_scoring() -> None:
+    """Import the scoring libraries on a thread while the first tasks ship and run.
+
+    Scoring the first result would otherwise pay scikit-learn's import (~1 s) on the
+    dispatcher's critical path, after the hosts' runners have already paid theirs.
+    """
+    def load() -> None:
+        try:
+            import sklearn.metrics  # noqa: F401
+        except ImportError:  # scoring will say so itself
+            pass
+
+    threading.Thread(target=load, name="datarun-preload", daemon=True).start()
+
+
 def train(workspace, db, problem: str | None = None, submission: int | None = None,
           limits: Limits | None = None, on_progress: Callable[[dict], None] | None = None,
           on_wait: Callable[[], None] | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict:
@@ -84,6 +100,8 @@ def train(workspace, db, problem: str | None = None, submission: int | None = No
     hosts = load_hosts(workspace.hosts_file)
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
         selected = selected_open_tasks(db, problem, submission)
+        if selected:
+            _preload_scoring()
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
         report = PassReport()
         started = time.time()
