@@ -68,3 +68,28 @@ def test_sync_answers_as_soon_as_a_polled_task_finishes(tmp_path):
         (task / "result.json").unlink()
         assert sync(workdir, poll=["t1-a1"], wait=0.3)["poll"]["tasks"]["t1-a1"]["state"] == "running"
         assert time.monotonic() - started >= 0.3
+
+
+def test_cancel_does_not_wait_on_a_frozen_runner(tmp_path):
+    """A runner that holds its lock but no longer beats cannot kill trees: cancel does it at once."""
+    import fcntl
+
+    from datarun.remote import ops
+
+    workdir = tmp_path / "wd"
+    task = workdir / "tasks" / "t1-a1"
+    task.mkdir(parents=True)
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        (task / "status.json").write_text(json.dumps({"pid": sleeper.pid, "heartbeat": time.time()}))
+        (workdir / "runner.json").write_text(json.dumps({"pid": 1, "heartbeat": time.time() - 30}))
+        with open(workdir / "runner.lock", "w") as lock:  # held: the runner is alive but frozen
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            started = time.monotonic()
+            assert ops.cancel(workdir, ["t1-a1"]) == {"tasks": {"t1-a1": "cancelled"}}
+            assert time.monotonic() - started < ops.CANCEL_WAIT / 2
+        assert sleeper.wait(5) == -9
+        assert json.loads((task / "result.json").read_text())["error_kind"] == "cancelled"
+    finally:
+        sleeper.kill()
+        sleeper.wait()

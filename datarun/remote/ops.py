@@ -33,6 +33,7 @@ from .common import (
 
 START_TIMEOUT = 15.0
 CANCEL_WAIT = 5.0
+RUNNER_AWAKE = 3.0  # seconds since the runner's last heartbeat (it beats every second)
 
 
 def _memory_total() -> int | None:
@@ -204,7 +205,11 @@ def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
             states[key] = "cancelled"
         else:
             waiting.append(key)
-    alive = runner_alive(layout) if waiting else False
+    # Wait for the runner to kill the trees only if it is awake: a frozen runner (stopped
+    # host, swapping machine) would outlast the caller's timeout, and the trees live on.
+    beat = (read_json(layout.runner_json) or {}).get("heartbeat") if waiting else None
+    alive = bool(waiting) and runner_alive(layout) and isinstance(beat, int | float) \
+        and time.time() - beat < RUNNER_AWAKE
     deadline = time.monotonic() + CANCEL_WAIT
     while waiting and alive and time.monotonic() < deadline:
         waiting = [key for key in waiting if not (layout.task(key) / "result.json").exists()]
