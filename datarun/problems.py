@@ -194,6 +194,42 @@ def _refuse_registered(db, name: str, fix: str = "pick another name in problem.t
         raise UsageError(f"{name!r} is already the name of an event: {fix}")
 
 
+def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_test, folds,
+                  make_row, refuse_fix: str = "pick another name in problem.toml") -> None:
+    """Store a checked problem: its data tree (what hosts get), its labels tree (what they
+    never get), its folds, and its row, built by `make_row(data_hash, labels_hash)`.
+
+    Raw SQL inside one explicit transaction: the problem and its folds are stored together
+    or not at all. The blobs written first are content-addressed and harmless if the
+    transaction fails: nothing refers to them.
+    """
+    store = BlobStore(workspace.blobs_dir)
+    with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
+        data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
+        data_folder.mkdir()
+        labels_folder.mkdir()
+        write_data(data_folder)
+        np.save(labels_folder / "y_train.npy", y_train, allow_pickle=False)
+        np.save(labels_folder / "y_test.npy", y_test, allow_pickle=False)
+        data_hash = store.put_tree(data_folder)
+        labels_hash = store.put_tree(labels_folder)
+    fold_rows = [
+        (name, fold, store.put_array(train), store.put_array(valid), len(train), len(valid))
+        for fold, (train, valid) in enumerate(folds)
+    ]
+    row = make_row(data_hash, labels_hash)
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        _refuse_registered(db, name, refuse_fix)
+        db.conn.execute(
+            "INSERT INTO problems (name, title, kind, workflow, spec, data_hash, labels_hash, "
+            "n_train, n_test, n_features, classes, score_names, limits, kit_path, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        db.conn.executemany(
+            "INSERT INTO folds (problem, fold, train_hash, valid_hash, n_train, n_valid) "
+            "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
+
+
 def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
     """Register a kit (native, or RAMP with problem.py); return the problem's summary."""
     from datarun.rampkit import is_ramp_kit, register_ramp_problem
@@ -203,40 +239,16 @@ def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
     spec = load_kit(kit_dir)
     _refuse_registered(db, spec.name)
     data = prepare_data(spec)
-    store = BlobStore(workspace.blobs_dir)
-    with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
-        data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
-        data_folder.mkdir()
-        labels_folder.mkdir()
-        write_data_tree(spec, data, data_folder)
-        np.save(labels_folder / "y_train.npy", data.y_train, allow_pickle=False)
-        np.save(labels_folder / "y_test.npy", data.y_test, allow_pickle=False)
-        data_hash = store.put_tree(data_folder)
-        labels_hash = store.put_tree(labels_folder)
-    fold_rows = [
-        (spec.name, fold, store.put_array(train), store.put_array(valid), len(train), len(valid))
-        for fold, (train, valid) in enumerate(data.folds)
-    ]
-    row = (
-        spec.name, spec.title, spec.kind, spec.workflow, json.dumps(spec.to_dict()),
-        data_hash, labels_hash, len(data.y_train), len(data.y_test), data.X_train.shape[1],
-        None if data.classes is None else json.dumps(data.classes),
-        json.dumps(list(spec.score_names)), json.dumps(spec.limits.to_dict()),
-        str(spec.kit_dir), time.time(),
-    )
-    # Raw SQL inside one explicit transaction: the problem and its folds are stored
-    # together or not at all. The blobs written above are content-addressed and harmless
-    # if this fails: nothing refers to them.
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
-        _refuse_registered(db, spec.name)
-        db.conn.execute(
-            "INSERT INTO problems (name, title, kind, workflow, spec, data_hash, labels_hash, "
-            "n_train, n_test, n_features, classes, score_names, limits, kit_path, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        db.conn.executemany(
-            "INSERT INTO folds (problem, fold, train_hash, valid_hash, n_train, n_valid) "
-            "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
+    store_problem(
+        workspace, db, spec.name, lambda folder: write_data_tree(spec, data, folder),
+        data.y_train, data.y_test, data.folds,
+        lambda data_hash, labels_hash: (
+            spec.name, spec.title, spec.kind, spec.workflow, json.dumps(spec.to_dict()),
+            data_hash, labels_hash, len(data.y_train), len(data.y_test), data.X_train.shape[1],
+            None if data.classes is None else json.dumps(data.classes),
+            json.dumps(list(spec.score_names)), json.dumps(spec.limits.to_dict()),
+            str(spec.kit_dir), time.time(),
+        ))
     return describe_problem(workspace, db, spec.name)
 
 

@@ -21,7 +21,6 @@ import importlib.util
 import json
 import pickle
 import re
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -376,44 +375,23 @@ def ramp_spec(kit: RampKit, data: RampData) -> dict:
 
 def register_ramp_problem(workspace, db, kit_dir: Path) -> dict:
     """Register a RAMP kit; return the problem's summary (as `describe_problem`)."""
-    from datarun.blobs import BlobStore
-    from datarun.problems import _refuse_registered, describe_problem
+    from datarun.problems import _refuse_registered, describe_problem, store_problem
 
     kit = load_ramp_kit(kit_dir)
     _refuse_registered(db, kit.name, RENAME)
     data = prepare_ramp_data(kit)
-    store = BlobStore(workspace.blobs_dir)
-    with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
-        data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
-        data_folder.mkdir()
-        labels_folder.mkdir()
-        write_ramp_data_tree(kit, data, data_folder)
-        np.save(labels_folder / "y_train.npy", data.labels_train, allow_pickle=False)
-        np.save(labels_folder / "y_test.npy", data.labels_test, allow_pickle=False)
-        data_hash = store.put_tree(data_folder)
-        labels_hash = store.put_tree(labels_folder)
-    fold_rows = [
-        (kit.name, fold, store.put_array(train), store.put_array(valid), len(train), len(valid))
-        for fold, (train, valid) in enumerate(data.folds)
-    ]
     spec = ramp_spec(kit, data)
-    row = (
-        kit.name, kit.title, kit.kind, "ramp", json.dumps(spec), data_hash, labels_hash,
-        len(data.labels_train), len(data.labels_test), _n_features(data.X_train),
-        None if kit.label_names is None else json.dumps(kit.label_names),
-        json.dumps([s["name"] for s in kit.scores]), json.dumps(DEFAULT_LIMITS),
-        str(kit.kit_dir), time.time(),
-    )
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
-        _refuse_registered(db, kit.name, RENAME)
-        db.conn.execute(
-            "INSERT INTO problems (name, title, kind, workflow, spec, data_hash, labels_hash, "
-            "n_train, n_test, n_features, classes, score_names, limits, kit_path, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        db.conn.executemany(
-            "INSERT INTO folds (problem, fold, train_hash, valid_hash, n_train, n_valid) "
-            "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
+    store_problem(
+        workspace, db, kit.name, lambda folder: write_ramp_data_tree(kit, data, folder),
+        data.labels_train, data.labels_test, data.folds,
+        lambda data_hash, labels_hash: (
+            kit.name, kit.title, kit.kind, "ramp", json.dumps(spec), data_hash, labels_hash,
+            len(data.labels_train), len(data.labels_test), _n_features(data.X_train),
+            None if kit.label_names is None else json.dumps(kit.label_names),
+            json.dumps([s["name"] for s in kit.scores]), json.dumps(DEFAULT_LIMITS),
+            str(kit.kit_dir), time.time(),
+        ),
+        RENAME)
     return describe_problem(workspace, db, kit.name)
 
 
