@@ -57,7 +57,8 @@ def ramp_combined_test(scorer, fold_tests: list[list[np.ndarray]]) -> float | No
 
 
 def update_contributivity(workspace, db, problem_name: str) -> dict | None:
-    from datarun.blending import BUILTIN, contributivity
+    from datarun.blending import contributivity
+    from datarun.blendscores import BUILTIN
     from datarun.scores import SCORE_TYPES
 
     problem = get_problem(db, problem_name)
