@@ -66,6 +66,18 @@ class Limits:
         return merged
 
 
+def selection(problem: str | None, submission: int | None) -> tuple[str, list]:
+    """The SQL that narrows a tasks-join-submissions query to a problem and/or submission."""
+    where, args = "", []
+    if problem:
+        where += " AND s.problem = ?"
+        args.append(problem)
+    if submission is not None:
+        where += " AND s.id = ?"
+        args.append(submission)
+    return where, args
+
+
 class Dispatcher(Collecting):
     def __init__(self, workspace, db, hosts: dict, limits: Limits | None = None,
                  max_attempts: int = MAX_ATTEMPTS):
@@ -299,16 +311,10 @@ class Dispatcher(Collecting):
         return host.slots if host.memory else 2 * host.slots
 
     def queued_tasks(self, limit: int, problem: str | None, submission: int | None) -> list[dict]:
+        where, args = selection(problem, submission)
         sql = ("SELECT t.id, t.submission, t.fold, t.attempt, s.problem, s.files FROM tasks t "
-               "JOIN submissions s ON s.id = t.submission WHERE t.state = 'queued'")
-        args: list = []
-        if problem:
-            sql += " AND s.problem = ?"
-            args.append(problem)
-        if submission is not None:
-            sql += " AND s.id = ?"
-            args.append(submission)
-        sql += " ORDER BY t.submission, t.fold LIMIT ?"
+               f"JOIN submissions s ON s.id = t.submission WHERE t.state = 'queued'{where} "
+               "ORDER BY t.submission, t.fold LIMIT ?")
         return list(self.db.query(sql, args + [limit]))
 
     def start_jobs(self, report: PassReport, problem: str | None, submission: int | None,

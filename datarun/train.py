@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from datarun.dispatch import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
+from datarun.dispatch import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport, selection
 from datarun.errors import Busy, UsageError
 from datarun.hosts import load_hosts
 
@@ -33,15 +33,9 @@ def dispatcher_lock(workspace, wait: bool, on_wait=None):
 
 
 def selected_open_tasks(db, problem: str | None, submission: int | None) -> list[int]:
+    where, args = selection(problem, submission)
     sql = ("SELECT t.id FROM tasks t JOIN submissions s ON s.id = t.submission "
-           "WHERE t.state IN ('queued', 'running')")
-    args: list = []
-    if problem:
-        sql += " AND s.problem = ?"
-        args.append(problem)
-    if submission is not None:
-        sql += " AND s.id = ?"
-        args.append(submission)
+           f"WHERE t.state IN ('queued', 'running'){where}")
     return [row[0] for row in db.execute(sql, args).fetchall()]
 
 

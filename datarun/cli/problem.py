@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, get_workspace, handled, print_renderable
+from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
 
 problem_app = typer.Typer(help="Register kits as problems and inspect them.", no_args_is_help=True)
 app.add_typer(problem_app, name="problem")
@@ -130,15 +130,10 @@ def add(
 ) -> None:
     """Register a kit: read and check its data, split the test set, freeze the folds."""
     with handled():
-        from datarun.db import open_db
         from datarun.problems import register_problem
 
-        workspace = get_workspace()
-        db = open_db(workspace)
-        try:
-            info = register_problem(workspace, db, kit)
-        finally:
-            db.conn.close()
+        workspace, db = open_workspace()
+        info = register_problem(workspace, db, kit)
     if json_out:
         emit_json(info)
         return
@@ -151,14 +146,10 @@ def add(
 def list_command(json_out: JsonOption = False) -> None:
     """List the registered problems."""
     with handled():
-        from datarun.db import open_db
         from datarun.problems import list_problems
 
-        db = open_db(get_workspace())
-        try:
-            rows = list_problems(db)
-        finally:
-            db.conn.close()
+        _, db = open_workspace()
+        rows = list_problems(db)
     if json_out:
         emit_json([
             {"name": r["name"], "title": r["title"], "kind": r["kind"], "workflow": r["workflow"],
@@ -181,15 +172,10 @@ def show(
 ) -> None:
     """Show a problem: data shape, class balance, folds, scores, limits."""
     with handled():
-        from datarun.db import open_db
         from datarun.problems import describe_problem
 
-        workspace = get_workspace()
-        db = open_db(workspace)
-        try:
-            info = describe_problem(workspace, db, name)
-        finally:
-            db.conn.close()
+        workspace, db = open_workspace()
+        info = describe_problem(workspace, db, name)
     if json_out:
         emit_json(info)
         return
