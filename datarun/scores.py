@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datarun import metrics
 from datarun.errors import UsageError
 
 CLASSIFICATION = "classification"
@@ -32,58 +33,6 @@ def _labels(y_true: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return index
 
 
-def _accuracy(y, proba, n):
-    from sklearn.metrics import accuracy_score
-
-    return accuracy_score(y, proba.argmax(axis=1))
-
-
-def _balanced_accuracy(y, proba, n):
-    from sklearn.metrics import balanced_accuracy_score
-
-    return balanced_accuracy_score(y, proba.argmax(axis=1))
-
-
-def _f1_macro(y, proba, n):
-    from sklearn.metrics import f1_score
-
-    return f1_score(y, proba.argmax(axis=1), average="macro")
-
-
-def _log_loss(y, proba, n):
-    from sklearn.metrics import log_loss
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # rows not summing to one exactly
-        return log_loss(y, proba, labels=np.arange(n))
-
-
-def _roc_auc(y, proba, n):
-    from sklearn.metrics import roc_auc_score
-
-    if n == 2:
-        return roc_auc_score(y, proba[:, 1])
-    return roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=np.arange(n))
-
-
-def _rmse(y, pred, n):
-    from sklearn.metrics import mean_squared_error
-
-    return math.sqrt(mean_squared_error(y, pred))
-
-
-def _mae(y, pred, n):
-    from sklearn.metrics import mean_absolute_error
-
-    return mean_absolute_error(y, pred)
-
-
-def _r2(y, pred, n):
-    from sklearn.metrics import r2_score
-
-    return r2_score(y, pred)
-
-
 @dataclass(frozen=True)
 class ScoreType:
     name: str
@@ -97,10 +46,12 @@ class ScoreType:
                  classes: np.ndarray | None = None) -> float:
         """The score of predictions against true values (labels for classification)."""
         y_pred = np.asarray(y_pred, dtype=np.float64)
+        if not np.isfinite(y_pred).all():
+            raise ValueError("predictions hold NaN or infinite values")
         if self.kind == CLASSIFICATION:
             classes = np.asarray(classes)
             return float(self.function(_labels(np.asarray(y_true), classes), y_pred, len(classes)))
-        return float(self.function(np.asarray(y_true, dtype=np.float64), y_pred.reshape(-1), 0))
+        return float(self.function(np.asarray(y_true, dtype=np.float64), y_pred.reshape(-1)))
 
     def is_better(self, a: float, b: float) -> bool:
         """Whether score a beats score b."""
@@ -114,14 +65,14 @@ class ScoreType:
 SCORE_TYPES: dict[str, ScoreType] = {
     score.name: score
     for score in (
-        ScoreType("accuracy", CLASSIFICATION, False, False, 3, _accuracy),
-        ScoreType("balanced_accuracy", CLASSIFICATION, False, False, 3, _balanced_accuracy),
-        ScoreType("f1_macro", CLASSIFICATION, False, False, 3, _f1_macro),
-        ScoreType("log_loss", CLASSIFICATION, True, True, 3, _log_loss),
-        ScoreType("roc_auc", CLASSIFICATION, False, True, 3, _roc_auc),
-        ScoreType("rmse", REGRESSION, True, False, 3, _rmse),
-        ScoreType("mae", REGRESSION, True, False, 3, _mae),
-        ScoreType("r2", REGRESSION, False, False, 3, _r2),
+        ScoreType("accuracy", CLASSIFICATION, False, False, 3, metrics.accuracy),
+        ScoreType("balanced_accuracy", CLASSIFICATION, False, False, 3, metrics.balanced_accuracy),
+        ScoreType("f1_macro", CLASSIFICATION, False, False, 3, metrics.f1_macro),
+        ScoreType("log_loss", CLASSIFICATION, True, True, 3, metrics.log_loss),
+        ScoreType("roc_auc", CLASSIFICATION, False, True, 3, metrics.roc_auc),
+        ScoreType("rmse", REGRESSION, True, False, 3, metrics.rmse),
+        ScoreType("mae", REGRESSION, True, False, 3, metrics.mae),
+        ScoreType("r2", REGRESSION, False, False, 3, metrics.r2),
     )
 }
 
@@ -148,10 +99,7 @@ def _safe_score(score: ScoreType, y_true, y_pred, classes) -> float | None:
     if len(y_true) == 0:
         return None
     try:
-        with warnings.catch_warnings():
-            # sklearn warns (UndefinedMetricWarning) and returns NaN for an undefined score.
-            warnings.simplefilter("ignore", UserWarning)
-            value = score(y_true, y_pred, classes)
+        value = score(y_true, y_pred, classes)
     except ValueError:
         return None
     return None if math.isnan(value) else value

@@ -66,15 +66,25 @@ def _check_selection(db, problem: str | None, submission: int | None) -> None:
         get_submission(db, submission)
 
 
-def _preload_scoring() -> None:
-    """Import the scoring libraries on a thread while the first tasks ship and run.
+def _preload_ramp_scoring(db, tasks: list[int]) -> None:
+    """Import ramp-workflow on a thread while the first tasks ship and run, when a RAMP
+    kit is among the selected tasks' problems.
 
-    Scoring the first result would otherwise pay scikit-learn's import (~1 s) on the
-    dispatcher's critical path, after the hosts' runners have already paid theirs.
+    Its score types would otherwise pay ramp-workflow's and scikit-learn's import (~1 s)
+    on the dispatcher's critical path, after the hosts' runners have already paid theirs.
+    Native kits score with `datarun.metrics` and need neither.
     """
+    marks = ",".join("?" * min(len(tasks), 500))
+    ramp = db.execute(
+        "SELECT 1 FROM tasks t JOIN submissions s ON s.id = t.submission "
+        f"JOIN problems p ON p.name = s.problem WHERE p.workflow = 'ramp' AND t.id IN ({marks}) "
+        "LIMIT 1", tasks[:500]).fetchone()
+    if not ramp:
+        return
+
     def load() -> None:
         try:
-            import sklearn.metrics  # noqa: F401
+            import rampwf.utils.combine  # noqa: F401
         except ImportError:  # scoring will say so itself
             pass
 
@@ -95,7 +105,7 @@ def train(workspace, db, problem: str | None = None, submission: int | None = No
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
         selected = selected_open_tasks(db, problem, submission)
         if selected:
-            _preload_scoring()
+            _preload_ramp_scoring(db, selected)
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
         report = PassReport()
         started = time.time()
