@@ -43,6 +43,7 @@ class Layout:
         self.runner_json = self.root / "runner.json"
         self.runner_lock = self.root / "runner.lock"
         self.runner_log = self.root / "runner.log"
+        self.wake = self.root / "wake"  # a FIFO the runner reads: a byte there means "look now"
 
     def make(self) -> "Layout":
         for folder in (self.root, self.tasks, self.data, self.inbox):
@@ -126,6 +127,35 @@ def try_lock(path: Path, attempts: int = 1, pause: float = 0.05) -> int | None:
                 time.sleep(pause)
     os.close(fd)
     return None
+
+
+def wake_runner(layout: Layout) -> None:
+    """Tell the runner that its inbox changed, so it starts the new tasks now rather than
+    at its next tick. Harmless when no runner listens (opening the FIFO then fails)."""
+    try:
+        fd = os.open(layout.wake, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:  # no FIFO yet, or nobody reading it (ENXIO)
+        return
+    try:
+        os.write(fd, b"\0")
+    except OSError:  # the pipe is full: wake-ups are pending already
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_wake_fifo(layout: Layout) -> int:
+    """The runner's end of the wake FIFO, opened read-write so it never reads end-of-file."""
+    import stat
+
+    try:
+        if not stat.S_ISFIFO(os.lstat(layout.wake).st_mode):
+            os.unlink(layout.wake)
+            raise FileNotFoundError
+    except FileNotFoundError:
+        os.mkfifo(layout.wake, 0o600)
+    fd = os.open(layout.wake, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
+    return fd
 
 
 def runner_alive(layout: Layout) -> bool:

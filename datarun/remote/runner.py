@@ -23,7 +23,16 @@ import traceback
 from pathlib import Path
 
 from . import isolation
-from .common import Layout, claim, environment, failed_result, read_json, try_lock, write_json
+from .common import (
+    Layout,
+    claim,
+    environment,
+    failed_result,
+    open_wake_fifo,
+    read_json,
+    try_lock,
+    write_json,
+)
 from .tree import TaskRun
 
 TICK = 0.05  # seconds between tree samples
@@ -58,7 +67,9 @@ def _become_subreaper() -> None:
 
 
 def log(message: str) -> None:
-    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+    now = time.time()
+    stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
+    print(f"{stamp} {message}", file=sys.stderr, flush=True)
 
 
 class Runner:
@@ -88,6 +99,8 @@ class Runner:
         os.set_blocking(self.wake_w, False)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
         signal.set_wakeup_fd(self.wake_w)
+        self.wake_fifo = open_wake_fifo(layout)  # written when tasks arrive: see wake_runner
+        self.selector.register(self.wake_fifo, selectors.EVENT_READ)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector when a child ends
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -128,7 +141,13 @@ class Runner:
         """Wait for output or a signal; True when a signal (SIGCHLD) arrived."""
         signalled = False
         for key, _ in self.selector.select(timeout):
-            if key.fd == self.wake_r:
+            if key.fd == self.wake_fifo:  # new tasks: the loop starts them on its way round
+                try:
+                    while os.read(self.wake_fifo, 4096):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+            elif key.fd == self.wake_r:
                 signalled = True
                 try:
                     while os.read(self.wake_r, 4096):
@@ -229,7 +248,7 @@ class Runner:
         gc.freeze()
         sys.stdout.flush()
         sys.stderr.flush()
-        close = [self.lock_fd, read_fd, self.wake_r, self.wake_w, *self.by_fd]
+        close = [self.lock_fd, read_fd, self.wake_r, self.wake_w, self.wake_fifo, *self.by_fd]
         try:
             close.append(self.selector.fileno())
         except (AttributeError, ValueError):

@@ -13,6 +13,7 @@ import sys
 import time
 
 from . import ops
+from .common import Layout, wake_runner
 
 WAIT_TICK = 0.02  # seconds between looks at the task folders while a sync waits
 
@@ -36,6 +37,8 @@ def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: lis
     if slots and (start or waiting) and not state["runner"]["alive"]:
         result["started"] = ops.start_runner(workdir, slots, threads, idle, python=python)
         state = ops.poll(workdir, list(poll))
+    elif start:
+        wake_runner(Layout(workdir))
     deadline = time.monotonic() + wait
     while (wait and time.monotonic() < deadline and state["runner"]["alive"]
            and not any(task["state"] in ("finished", "missing") for task in state["tasks"].values())):
