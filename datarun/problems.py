@@ -10,22 +10,27 @@ written, and the rows go in one transaction, so a bad kit leaves nothing behind.
 Feature files are CSV written by pandas with full float precision: read by pandas 3 (or
 by older pandas with `float_precision="round_trip"`) they give back the very same
 float64 values.
+
+numpy and the fold code are imported where they are used: the dispatcher reads problem
+rows before its first launch, and that path should not wait for numpy.
 """
+
+from __future__ import annotations
 
 import json
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from datarun.blobs import BlobStore
-from datarun.cv import make_folds, split_test
 from datarun.errors import NotFound, UsageError
 from datarun.kits import ProblemSpec, load_kit
-from datarun.scores import get_score_type
 from datarun.workspace import Workspace
+
+if TYPE_CHECKING:
+    import numpy as np
 
 JSON_COLUMNS = ("spec", "classes", "score_names", "limits")
 
@@ -41,8 +46,8 @@ DATA_FILES = ("X_train.csv", "y_train.npy", "X_test.csv", "meta.json")
 
 @dataclass
 class PreparedData:
-    X_train: "object"  # pandas DataFrame
-    X_test: "object"
+    X_train: object  # pandas DataFrame
+    X_test: object
     y_train: np.ndarray
     y_test: np.ndarray
     classes: list | None
@@ -86,6 +91,8 @@ def read_table(path: Path, what: str):
 
 
 def _labels(frame, target: str, kind: str, what: str) -> np.ndarray:
+    import numpy as np
+
     column = frame[target]
     if column.isna().any():
         raise UsageError(f"{what}: target column {target!r} has missing values")
@@ -120,6 +127,9 @@ def _features(frame, spec: ProblemSpec, what: str):
 
 def prepare_data(spec: ProblemSpec) -> PreparedData:
     """Read, check and split the kit's data; compute the folds. Writes nothing."""
+    import numpy as np
+
+    from datarun.cv import make_folds, split_test
     train_name = spec.train
     train = read_table(spec.train_path, "[data] train")
     if spec.target not in train.columns:
@@ -171,6 +181,8 @@ def _write_csv(frame, path: Path) -> None:
 
 def write_data_tree(spec: ProblemSpec, data: PreparedData, folder: Path) -> None:
     """The folder shipped to hosts (docs/PROTOCOL.md, data/<data-hash>/): no test labels."""
+    import numpy as np
+
     _write_csv(data.X_train, folder / "X_train.csv")
     _write_csv(data.X_test, folder / "X_test.csv")
     np.save(folder / "y_train.npy", data.y_train, allow_pickle=False)
@@ -203,6 +215,8 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
     or not at all. The blobs written first are content-addressed and harmless if the
     transaction fails: nothing refers to them.
     """
+    import numpy as np
+
     store = BlobStore(workspace.blobs_dir)
     with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
         data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
@@ -292,6 +306,8 @@ def data_dir(workspace: Workspace, problem: dict) -> Path:
 
 def load_labels(workspace: Workspace, problem: dict) -> tuple[np.ndarray, np.ndarray]:
     """(y_train, y_test) of a registered problem."""
+    import numpy as np
+
     folder = BlobStore(workspace.blobs_dir).tree_path(problem["labels_hash"])
     return (np.load(folder / "y_train.npy", allow_pickle=False),
             np.load(folder / "y_test.npy", allow_pickle=False))
@@ -310,11 +326,15 @@ def load_fold(workspace: Workspace, db, problem: str, fold: int) -> tuple[np.nda
 
 
 def _balance(y: np.ndarray) -> dict:
+    import numpy as np
+
     values, counts = np.unique(y, return_counts=True)
     return {str(v): int(c) for v, c in zip(values.tolist(), counts, strict=True)}
 
 
 def _target_summary(y: np.ndarray) -> dict:
+    import numpy as np
+
     if not len(y):  # a RAMP kit without test data
         return {"mean": None, "std": None, "min": None, "max": None}
     return {"mean": float(np.mean(y)), "std": float(np.std(y)), "min": float(np.min(y)),
@@ -323,6 +343,8 @@ def _target_summary(y: np.ndarray) -> dict:
 
 def describe_problem(workspace: Workspace, db, name: str) -> dict:
     """What `problem show` prints: data shape, class balance, folds, scores, limits, cv."""
+    from datarun.scores import get_score_type
+
     problem = get_problem(db, name)
     spec = problem["spec"]
     y_train, y_test = load_labels(workspace, problem)
