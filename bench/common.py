@@ -112,9 +112,11 @@ def load_note() -> str:
 class Workspace:
     """A datarun workspace driven through the real CLI, with DATARUN_HOME pointing at it."""
 
-    def __init__(self, root: Path, slots: int = 1, threads: int = 1):
+    def __init__(self, root: Path, slots: int = 1, threads: int = 1, warm: bool = False):
+        """warm: whether `submit` starts the local runner ahead of training (datarun's
+        default). Off unless asked, so a bench times a runner started by `train` itself."""
         self.root = root
-        self.env = dict(os.environ, DATARUN_HOME=str(root))
+        self.env = dict(os.environ, DATARUN_HOME=str(root), DATARUN_WARM_RUNNER="1" if warm else "0")
         run(datarun_command() + ["init", str(root)], env=self.env)
         (root / "hosts.toml").write_text(
             f'[hosts.local]\nexecutor = "local"\nslots = {slots}\nthreads = {threads}\n')

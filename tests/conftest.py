@@ -14,9 +14,14 @@ EXAMPLES = REPO / "examples"
 
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
-    """Point DATARUN_HOME at a fresh (not yet initialised) folder and hide ~/.ssh/config."""
+    """Point DATARUN_HOME at a fresh (not yet initialised) folder and hide ~/.ssh/config.
+
+    `datarun submit` does not start the local runner ahead of training here (tests that
+    train start it through the dispatcher; test_warm_runner.py tests the warm start), so
+    a test that only submits leaves no process behind."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("DATARUN_HOME", str(home / "ws"))
+    monkeypatch.setenv("DATARUN_WARM_RUNNER", "0")
     monkeypatch.setenv("HOME", str(home))
     yield
 

@@ -33,6 +33,10 @@ def submit(
     with handled():
         workspace, db = open_workspace()
         result = submit_core(workspace, db, problem, folder, team, name, event=event, force=force)
+    if result["created"]:
+        from datarun.executors.local import warm_runners
+
+        warm_runners(workspace)  # its imports overlap with whatever the organiser does next
     if json_out:
         emit_json(result)
     elif result["created"]:
