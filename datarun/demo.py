@@ -26,8 +26,6 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
              examples: Path = EXAMPLES) -> dict:
     from datarun.db import open_db
     from datarun.leaderboard import leaderboard
-    from datarun.problems import register_problem
-    from datarun.submissions import submit
     from datarun.train import train
     from datarun.workspace import init_workspace
 
@@ -36,13 +34,8 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
     workspace = init_workspace(root)
     db = open_db(workspace)
     problems, submitted = [], []
-    for kit in kits:
-        problem = register_problem(workspace, db, kit)
-        problems.append(problem["name"])
-        for index, folder in enumerate(sorted(p for p in (kit / "submissions").iterdir() if p.is_dir())):
-            result = submit(workspace, db, problem["name"], folder, team=TEAMS[index % len(TEAMS)])
-            submitted.append(result)
     try:
+        _register_and_submit(workspace, db, kits, problems, submitted)
         summary = train(workspace, db, on_progress=on_progress)
     finally:
         stop_local_runner(workspace)
@@ -60,6 +53,19 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
         "leaderboards": [leaderboard(db, name) for name in problems],
         "failures": failures,
     }
+
+
+def _register_and_submit(workspace, db, kits: list[Path], problems: list, submitted: list) -> None:
+    from datarun.executors.local import warm_runners
+    from datarun.problems import register_problem
+    from datarun.submissions import submit
+
+    warm_runners(workspace)  # its imports overlap with registering the kits
+    for kit in kits:
+        problem = register_problem(workspace, db, kit)
+        problems.append(problem["name"])
+        for index, folder in enumerate(sorted(p for p in (kit / "submissions").iterdir() if p.is_dir())):
+            submitted.append(submit(workspace, db, problem["name"], folder, team=TEAMS[index % len(TEAMS)]))
 
 
 def stop_local_runner(workspace) -> None:

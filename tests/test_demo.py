@@ -1,5 +1,6 @@
 """`datarun demo`: the whole flow on the example kits, on the local host."""
 
+import pytest
 from conftest import stop_runners
 
 from datarun.workspace import Workspace
@@ -29,11 +30,13 @@ def test_demo_refuses_an_existing_workspace(tmp_path, cli):
     assert "already a datarun workspace" in result.stderr
 
 
-def test_the_demo_leaves_no_runner_behind(tmp_path, cli):
+@pytest.mark.parametrize("warm", ["0", "1"])  # the runner started by train, or ahead of it
+def test_the_demo_leaves_no_runner_behind(tmp_path, cli, monkeypatch, warm):
     import json
 
     import psutil
 
+    monkeypatch.setenv("DATARUN_WARM_RUNNER", warm)
     assert cli("demo", "--dir", tmp_path / "demo", "--json").exit_code == 0
     pid = json.loads((tmp_path / "demo" / ".datarun" / "hosts" / "local" / "runner.json").read_text())["pid"]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
