@@ -1,0 +1,62 @@
+"""The order queued tasks start in: one fold of each untried submission first, then the
+longest expected first, learned from each submission's finished folds."""
+
+import pytest
+from conftest import EXAMPLES
+
+from datarun.db import open_db
+from datarun.dispatch import Dispatcher
+from datarun.hosts import load_hosts
+
+SUBS = EXAMPLES / "iris" / "submissions"
+
+
+@pytest.fixture
+def queue(workspace, cli):
+    assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
+    for team in ("quick", "slow", "new", "busy"):
+        assert cli("submit", "iris", SUBS / "logreg", "--team", team).exit_code == 0
+    db = open_db(workspace)
+    ids = {row["team"]: row["id"] for row in db.query("SELECT id, team FROM submissions")}
+
+    def set_task(team, fold, state, wall_time=None):
+        db.execute("UPDATE tasks SET state = ?, wall_time = ? WHERE submission = ? AND fold = ?",
+                   [state, wall_time, ids[team], fold])
+        db.conn.commit()
+
+    dispatcher = Dispatcher(workspace, db, load_hosts(workspace.hosts_file))
+    yield ids, set_task, dispatcher
+    dispatcher.close()
+
+
+def order(dispatcher, ids, limit=100, submission=None):
+    teams = {v: k for k, v in ids.items()}
+    return [(teams[t["submission"]], t["fold"])
+            for t in dispatcher.queued_tasks(limit, None, submission)]
+
+
+def test_untried_submissions_probe_first_then_longest_expected_first(queue):
+    ids, set_task, dispatcher = queue
+    set_task("quick", 0, "done", 0.5)
+    set_task("slow", 0, "done", 4.0)
+    set_task("slow", 1, "failed", 2.0)  # a failed fold's time counts too: mean 3.0
+    set_task("busy", 0, "running")  # tried, nothing known yet
+    got = order(dispatcher, ids)
+    assert got[0] == ("new", 0)  # the probe of the submission nothing ran of yet
+    assert got[1:4] == [("slow", 2), ("slow", 3), ("slow", 4)]  # 3.0 s expected
+    assert got[4:8] == [("quick", 1), ("quick", 2), ("quick", 3), ("quick", 4)]  # 0.5 s
+    # Then by submission and fold: the new one's other folds, the busy one's.
+    assert got[8:] == [("new", 1), ("new", 2), ("new", 3), ("new", 4),
+                       ("busy", 1), ("busy", 2), ("busy", 3), ("busy", 4)]
+
+
+def test_every_untried_submission_gets_its_probe_before_any_second_fold(queue):
+    ids, _, dispatcher = queue
+    assert order(dispatcher, ids, limit=4) == [("quick", 0), ("slow", 0), ("new", 0), ("busy", 0)]
+    assert order(dispatcher, ids, limit=6)[4:] == [("quick", 1), ("quick", 2)]
+
+
+def test_the_order_keeps_to_the_selection(queue):
+    ids, set_task, dispatcher = queue
+    set_task("slow", 0, "done", 4.0)
+    assert order(dispatcher, ids, submission=ids["quick"])[:2] == [("quick", 0), ("quick", 1)]
