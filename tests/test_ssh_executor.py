@@ -87,11 +87,12 @@ def test_prepare_ships_harness_and_data_once_per_hash(node, datasets, workspace,
     node.prepare({DATA_IRIS: data / DATA_IRIS})
     assert node.conn.stats.commands == commands  # known present: not even asked
 
-    # A new process asks once, with one command, and sends nothing.
+    # A new process asks once, with one command, and sends nothing; with the harness there
+    # and tasks on their way, one more command starts the runner in the background.
     fresh = SSHExecutor(workspace, node.host)
     try:
         fresh.prepare({DATA_IRIS: data / DATA_IRIS})
-        assert (fresh.conn.stats.commands, fresh.conn.stats.uploads) == (1, 0)
+        assert (fresh.conn.stats.commands, fresh.conn.stats.uploads) == (2, 0)
         fresh.prepare({DATA_IRIS: data / DATA_IRIS, DATA_DIABETES: data / DATA_DIABETES})
         assert fresh.conn.stats.uploads == 1  # only the new data set
         listing = fresh.conn.run(shlex.join(["ls", "-A", f"{fresh.workdir}/data/{DATA_DIABETES}"]))
@@ -103,6 +104,23 @@ def test_prepare_ships_harness_and_data_once_per_hash(node, datasets, workspace,
         assert "__main__.py" in shipped and "__pycache__" not in shipped
     finally:
         fresh.close()
+
+
+def test_preparing_for_tasks_starts_the_runner_before_any_sync(node, datasets):
+    data, _ = datasets
+    node.prepare({})  # the harness alone: no tasks on their way, no runner
+    node.prepare({DATA_IRIS: data / DATA_IRIS})
+    deadline = time.monotonic() + 30
+    state = {}
+    while time.monotonic() < deadline:
+        out = node.conn.run(shlex.join(["cat", f"{node.workdir}/runner.json"])).stdout
+        state = json.loads(out) if out.strip() else {}
+        if state.get("state") == "running":  # serving (written "starting" before its imports)
+            break
+        time.sleep(0.2)
+    assert state.get("pid"), "no runner started"
+    alive = node.conn.run(shlex.join(["kill", "-0", str(int(state["pid"]))]))
+    assert alive.status == 0
 
 
 def test_a_task_runs_end_to_end_and_comes_back_as_data(node, datasets, tmp_path):

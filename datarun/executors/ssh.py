@@ -83,6 +83,7 @@ class SSHExecutor:
         self._workdir: str | None = None
         self._present: set[str] = set()  # remote folders known complete on this connection
         self._libraries_checked = False
+        self._runner_started = False
         self._pack_path: str | None = None
         self._session: HarnessSession | None = None
         self.bundles_sent = False  # whether the last sync got as far as sending its bundles
@@ -199,6 +200,8 @@ class SSHExecutor:
             return
         missing, free = self._missing(unknown)
         self._present.update(set(unknown) - set(missing))
+        if data and self.harness_dir() not in missing:
+            self._start_runner()
         if not missing:
             return
         with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
@@ -219,6 +222,8 @@ class SSHExecutor:
                 if result.status != 0:
                     raise self._fail(result, "unpacking the harness")
                 self._present.add(self.harness_dir())
+                if data:
+                    self._start_runner()
             data_missing = [remote for remote in missing if wanted[remote] is not None]
             if data_missing:
                 archive = Path(tmp) / "data.tar"
@@ -230,6 +235,18 @@ class SSHExecutor:
                 self.conn.put(archive, upload)
                 self.run_harness("accept", upload)
                 self._present.update(data_missing)
+
+    def _start_runner(self) -> None:
+        """Start the runner in the background once the harness is there and tasks are on
+        their way, so its imports (about a second) overlap with shipping the data and the
+        bundles. Nothing waits for it: the sync that follows starts the runner itself if
+        this one failed, and the runner's lock keeps it to one."""
+        if self._runner_started:
+            return
+        self._runner_started = True
+        start = self.harness_command("start", "--slots", str(self.host.slots),
+                                     "--threads", str(self.host.threads))
+        self.conn.run(f"({start}) </dev/null >/dev/null 2>&1 &")
 
     def launch(self, bundles: list[Path]) -> None:
         if not bundles:
