@@ -172,12 +172,13 @@ class Collecting:
                 "UPDATE tasks SET state = ?, error_kind = ?, error = ?, finished_at = ?, train_time = ?, "
                 "valid_time = ?, test_time = ?, wall_time = ?, cpu_time = ?, peak_memory = ?, "
                 "pred_train = ?, pred_test = ?, log = ?, environment = ?, lease_expires = NULL, "
-                "host = ?, attempt = ? WHERE id = ? AND state = ? AND attempt = ?",
+                "host = ?, attempt = ?, ran_from = ?, ran_to = ? WHERE id = ? AND state = ? AND attempt = ?",
                 [state, kind, text, time.time(), measures.get("train_time"), measures.get("valid_time"),
                  measures.get("test_time"), measures.get("wall_time"), measures.get("cpu_time"),
                  int(measures["peak_memory"]) if measures.get("peak_memory") is not None else None,
                  preds[0] if preds else None, preds[1] if preds else None, log_hash,
-                 json.dumps(environment), host_name, task["attempt"], task["id"], *expected])
+                 json.dumps(environment), host_name, task["attempt"], measures.get("started_at"),
+                 measures.get("finished_at"), task["id"], *expected])
             if cursor.rowcount != 1:
                 return False
             self.db.execute("DELETE FROM scores WHERE task = ?", [task["id"]])

@@ -208,7 +208,14 @@ def m004_contributivity(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity]
+def m005_host_run_times(db: sqlite_utils.Database) -> None:
+    # When the task's process ran, by its host's clock (started_at and finished_at are the
+    # dispatcher's: when it claimed the task and when it collected the result).
+    db.execute("ALTER TABLE tasks ADD COLUMN ran_from REAL")
+    db.execute("ALTER TABLE tasks ADD COLUMN ran_to REAL")
+
+
+MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times]
 
 
 def applied_migrations(db: sqlite_utils.Database) -> list[str]:

@@ -203,7 +203,8 @@ def describe_submission(workspace, db, submission_id) -> dict:
     row = get_submission(db, submission_id)
     tasks = list(db.query(
         "SELECT id, fold, state, attempt, host, train_time, valid_time, test_time, wall_time, "
-        "cpu_time, peak_memory, error_kind, error, environment FROM tasks WHERE submission = ? "
+        "cpu_time, peak_memory, ran_from, ran_to, error_kind, error, environment FROM tasks "
+        "WHERE submission = ? "
         "ORDER BY fold", [row["id"]]))
     scores: dict[int, dict] = {}
     for s in db.query(

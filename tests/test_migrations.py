@@ -15,5 +15,5 @@ def test_migrate_from_each_older_schema(tmp_path, applied_before):
     assert migrate(db) == [m.__name__ for m in MIGRATIONS[applied_before:]]
     assert applied_migrations(db) == [m.__name__ for m in MIGRATIONS]
     columns = {c.name for c in db["tasks"].columns}
-    assert {"lost", "attempt", "state"} <= columns
+    assert {"lost", "attempt", "state", "ran_from", "ran_to"} <= columns
     assert {"contributivity", "blends", "events"} <= set(db.table_names())

@@ -64,6 +64,8 @@ def test_train_scores_measures_and_ranks(iris, cli):
         assert task["state"] == "done" and task["host"] == "local"
         assert task["train_time"] > 0 and task["valid_time"] > 0 and task["test_time"] > 0
         assert task["cpu_time"] > 0 and task["peak_memory"] > 10_000_000
+        # When it ran, by the host's clock: as long as its wall time, within the train.
+        assert task["ran_to"] - task["ran_from"] == pytest.approx(task["wall_time"], abs=0.05)
         assert set(task["scores"]) == {"train", "valid", "test"}
         assert task["environment"]["host"] == "local" and "sklearn" in task["environment"]
 
