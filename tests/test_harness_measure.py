@@ -16,7 +16,7 @@ import pytest
 from harness_helpers import DATA_IRIS, stop_runner, submit, wait_finished, write_dataset
 
 from datarun.remote import ops
-from datarun.remote.runner import thread_environment
+from datarun.remote.startup import thread_environment
 
 MiB = 1024**2
 

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: list[str]) -> dict:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from .runner import serve
+        from .startup import serve
 
         return serve(args.workdir, args.slots, args.threads, args.idle)
     from . import ops

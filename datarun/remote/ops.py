@@ -116,7 +116,7 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
     package, root = _package_root()
     env = dict(os.environ)
     # Imported here, not at the top: every other command starts faster without it.
-    from .runner import thread_environment
+    from .startup import thread_environment
 
     env.update(thread_environment(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)

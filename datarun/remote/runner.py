@@ -7,11 +7,11 @@ children's output, sample their process trees every ~50 ms, enforce limits, reap
 heartbeats and, per task, result.json. It exits after `idle` seconds with nothing to do.
 
 Forking (not spawning) is the point: a task starts with numpy, scikit-learn and its data
-already in memory. PR_SET_CHILD_SUBREAPER makes processes orphaned inside a task's tree
-come back to the runner, so their CPU time is still counted and they can still be killed.
+already in memory. The runner is a child subreaper (see startup.py): processes orphaned
+inside a task's tree come back to it, so their CPU time is still counted and they can
+still be killed. How a process becomes a runner (lock, imports, warm-up) is startup.py.
 """
 
-import ctypes
 import fcntl
 import gc
 import os
@@ -30,7 +30,6 @@ from .common import (
     failed_result,
     open_wake_fifo,
     read_json,
-    try_lock,
     write_json,
 )
 from .tree import TaskRun
@@ -38,34 +37,9 @@ from .tree import TaskRun
 TICK = 0.05  # seconds between tree samples
 HEARTBEAT = 1.0
 EXIT_GRACE = 2.0  # how long a finished task's leftover processes may take to exit
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-PR_SET_CHILD_SUBREAPER = 36
 DATA_CACHE_SIZE = 4
 REPORT_CAP = 64 * 1024  # bytes of a task's own notes read back from its jail
 PREDICTIONS_CAP = 4 * 1024**3
-# Imported once by the runner so that tasks, forked from it, find them loaded.
-PRELOAD = (
-    "numpy", "pandas", "sklearn", "sklearn.base", "sklearn.linear_model", "sklearn.ensemble",
-    "sklearn.tree", "sklearn.pipeline", "sklearn.preprocessing", "sklearn.impute",
-    "sklearn.compose", "sklearn.model_selection", "sklearn.neighbors", "sklearn.svm",
-    "sklearn.dummy", "sklearn.naive_bayes", "sklearn.decomposition", "sklearn.metrics",
-    "joblib", "threadpoolctl", "psutil",
-)
-
-
-def thread_environment(threads: int) -> dict[str, str]:
-    return {name: str(int(threads)) for name in THREAD_VARIABLES}
-
-
-def _become_subreaper() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: orphans go to init and only live samples count them
-
-
 def log(message: str) -> None:
     now = time.time()
     stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
@@ -475,56 +449,3 @@ def release_if_idle(layout: Layout, lock_fd: int) -> bool:
     except OSError:
         return True  # a new runner took the folder over and will run the task
     return False
-
-
-def _warm_up(threads: int) -> None:
-    """Pay once, before any fork, what every task's first fit would pay again."""
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=threads)  # inherited by every forked task
-    except ImportError:
-        pass
-    try:
-        import numpy as np
-        import pandas as pd
-        from sklearn.dummy import DummyClassifier
-
-        X = pd.DataFrame({"a": np.arange(4.0), "b": np.arange(4.0)})
-        DummyClassifier().fit(X, np.array([0, 1, 0, 1])).predict_proba(X)
-    except Exception:
-        pass
-
-
-def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
-    """Run the runner in this process until idle; returns at once if another one holds WORKDIR."""
-    layout = Layout(workdir).make()
-    # Thread pools read these when numpy and friends load: set them before any import.
-    os.environ.update(thread_environment(threads))
-    lock_fd = try_lock(layout.runner_lock, attempts=20)
-    if lock_fd is None:
-        return {"pid": os.getpid(), "served": False, "reason": "another runner holds this folder"}
-    _become_subreaper()
-    if os.geteuid() == 0:
-        isolation.remove_stale_jails(layout.root)
-    write_json(layout.runner_json, {
-        "pid": os.getpid(), "started_at": time.time(), "heartbeat": time.time(),
-        "slots": slots, "threads": threads, "state": "starting", "running": [],
-    })
-    try:
-        import importlib
-
-        for name in PRELOAD:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                if name in ("numpy", "pandas", "sklearn", "psutil"):
-                    raise
-        _warm_up(threads)
-        runner = Runner(layout, slots, threads, idle, lock_fd)
-        runner._write_runner_json()
-        log(f"runner {os.getpid()} serving {layout.root} with {slots} slots x {threads} threads")
-        runner.serve()
-    finally:
-        os.close(lock_fd)
-    return {"pid": os.getpid(), "served": True}
