@@ -39,6 +39,7 @@ from datarun.blobs import BlobStore
 from datarun.collect import Collecting, PassReport, task_key  # noqa: F401 (re-exported)
 from datarun.errors import DatarunError
 from datarun.lanes import Lane, Leftovers
+from datarun.schedule import queued_tasks, seats
 
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
@@ -64,18 +65,6 @@ class Limits:
             if mine is not None:
                 merged[name] = mine if merged.get(name) is None else min(merged[name], mine)
         return merged
-
-
-def selection(problem: str | None, submission: int | None) -> tuple[str, list]:
-    """The SQL that narrows a tasks-join-submissions query to a problem and/or submission."""
-    where, args = "", []
-    if problem:
-        where += " AND s.problem = ?"
-        args.append(problem)
-    if submission is not None:
-        where += " AND s.id = ?"
-        args.append(submission)
-    return where, args
 
 
 class Dispatcher(Collecting):
@@ -298,46 +287,8 @@ class Dispatcher(Collecting):
             limits = json.loads(row["limits"]) if row["limits"] else {}
             memory[row["host"]] = memory.get(row["host"], 0) + (limits.get("memory") or 0)
         self._memory_in_use = memory
-        return {name: [s for s in range(self.seats(name)) if s not in busy.get(name, set())]
+        return {name: [s for s in range(seats(self.hosts[name])) if s not in busy.get(name, set())]
                 for name in hosts}
-
-    def seats(self, name: str) -> int:
-        """Tasks a host may hold: its slots, and as many again waiting in its inbox, so its
-        runner starts the next task the moment a slot frees rather than a round trip later.
-        (One waiting task per host measured no better on bench/makespan and worse on
-        bench/overhead.) A host with a memory cap holds only what it runs: the cap counts
-        every task held."""
-        host = self.hosts[name]
-        return host.slots if host.memory else 2 * host.slots
-
-    def queued_tasks(self, limit: int, problem: str | None, submission: int | None) -> list[dict]:
-        """The next queued tasks, in the order they should start.
-
-        First one fold of each submission that has not run yet, oldest submission first: a
-        participant hears early whether their code runs, and the fold's time tells how long
-        the others will take. Then the tasks whose submission has a finished fold, the
-        longest expected first, so the short ones fill the slots at the end of a batch
-        instead of a long one starting last. Then the rest, by submission and fold.
-        """
-        where, args = selection(problem, submission)
-        sql = f"""
-            WITH waiting AS (
-                SELECT submission, MIN(fold) AS first_fold FROM tasks
-                WHERE state = 'queued' GROUP BY submission),
-            seen AS (
-                SELECT t.submission, SUM(t.state != 'queued') AS tried,
-                       AVG(CASE WHEN t.state IN ('done', 'failed') THEN t.wall_time END) AS expected
-                FROM tasks t JOIN waiting w ON w.submission = t.submission GROUP BY t.submission)
-            SELECT t.id, t.submission, t.fold, t.attempt, s.problem, s.files FROM tasks t
-            JOIN submissions s ON s.id = t.submission
-            JOIN waiting w ON w.submission = t.submission
-            JOIN seen ON seen.submission = t.submission
-            WHERE t.state = 'queued'{where}
-            ORDER BY CASE WHEN seen.tried = 0 AND t.fold = w.first_fold THEN 0
-                          WHEN seen.expected IS NOT NULL THEN 1 ELSE 2 END,
-                     -COALESCE(seen.expected, 0), t.submission, t.fold
-            LIMIT ?"""
-        return list(self.db.query(sql, args + [limit]))
 
     def start_jobs(self, report: PassReport, problem: str | None, submission: int | None,
                    force: bool = False) -> None:
@@ -357,7 +308,7 @@ class Dispatcher(Collecting):
                   and name not in self.stalled]
         free = self.free_slots(takers)
         capacity = sum(len(slots) for slots in free.values())
-        plan = self.assign(self.queued_tasks(capacity, problem, submission), free) if capacity else {}
+        plan = self.assign(queued_tasks(self.db, capacity, problem, submission), free) if capacity else {}
         waiting = None
         for name in idle:
             launches = plan.get(name, [])
@@ -367,7 +318,7 @@ class Dispatcher(Collecting):
             if (self.lanes[name].failures or name in self.stalled) and name not in self.unusable:
                 # A probe after the back-off: the sync that makes the host a taker again.
                 if waiting is None:
-                    waiting = bool(self.queued_tasks(1, problem, submission))
+                    waiting = bool(queued_tasks(self.db, 1, problem, submission))
                 probe = waiting
             if not (launches or polled or cleanup or probe or self.leftovers.keys(name)):
                 continue

@@ -6,9 +6,10 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from datarun.dispatch import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport, selection
+from datarun.dispatch import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
 from datarun.errors import Busy, UsageError
 from datarun.hosts import load_hosts
+from datarun.schedule import selection
 
 GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
 

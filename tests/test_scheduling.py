@@ -5,8 +5,8 @@ import pytest
 from conftest import EXAMPLES
 
 from datarun.db import open_db
-from datarun.dispatch import Dispatcher
-from datarun.hosts import load_hosts
+from datarun.hosts import Host
+from datarun.schedule import queued_tasks, seats
 
 SUBS = EXAMPLES / "iris" / "submissions"
 
@@ -24,24 +24,21 @@ def queue(workspace, cli):
                    [state, wall_time, ids[team], fold])
         db.conn.commit()
 
-    dispatcher = Dispatcher(workspace, db, load_hosts(workspace.hosts_file))
-    yield ids, set_task, dispatcher
-    dispatcher.close()
+    return ids, set_task, db
 
 
-def order(dispatcher, ids, limit=100, submission=None):
+def order(db, ids, limit=100, submission=None):
     teams = {v: k for k, v in ids.items()}
-    return [(teams[t["submission"]], t["fold"])
-            for t in dispatcher.queued_tasks(limit, None, submission)]
+    return [(teams[t["submission"]], t["fold"]) for t in queued_tasks(db, limit, None, submission)]
 
 
 def test_untried_submissions_probe_first_then_longest_expected_first(queue):
-    ids, set_task, dispatcher = queue
+    ids, set_task, db = queue
     set_task("quick", 0, "done", 0.5)
     set_task("slow", 0, "done", 4.0)
     set_task("slow", 1, "failed", 2.0)  # a failed fold's time counts too: mean 3.0
     set_task("busy", 0, "running")  # tried, nothing known yet
-    got = order(dispatcher, ids)
+    got = order(db, ids)
     assert got[0] == ("new", 0)  # the probe of the submission nothing ran of yet
     assert got[1:4] == [("slow", 2), ("slow", 3), ("slow", 4)]  # 3.0 s expected
     assert got[4:8] == [("quick", 1), ("quick", 2), ("quick", 3), ("quick", 4)]  # 0.5 s
@@ -51,12 +48,17 @@ def test_untried_submissions_probe_first_then_longest_expected_first(queue):
 
 
 def test_every_untried_submission_gets_its_probe_before_any_second_fold(queue):
-    ids, _, dispatcher = queue
-    assert order(dispatcher, ids, limit=4) == [("quick", 0), ("slow", 0), ("new", 0), ("busy", 0)]
-    assert order(dispatcher, ids, limit=6)[4:] == [("quick", 1), ("quick", 2)]
+    ids, _, db = queue
+    assert order(db, ids, limit=4) == [("quick", 0), ("slow", 0), ("new", 0), ("busy", 0)]
+    assert order(db, ids, limit=6)[4:] == [("quick", 1), ("quick", 2)]
 
 
 def test_the_order_keeps_to_the_selection(queue):
-    ids, set_task, dispatcher = queue
+    ids, set_task, db = queue
     set_task("slow", 0, "done", 4.0)
-    assert order(dispatcher, ids, submission=ids["quick"])[:2] == [("quick", 0), ("quick", 1)]
+    assert order(db, ids, submission=ids["quick"])[:2] == [("quick", 0), ("quick", 1)]
+
+
+def test_a_host_holds_as_many_tasks_again_waiting_unless_memory_capped():
+    assert seats(Host("a", executor="ssh", slots=3)) == 6
+    assert seats(Host("a", executor="ssh", slots=3, memory=8 * 1024**3)) == 3
