@@ -90,7 +90,7 @@ class Injector:
 
 
 def figures(cluster, summary: dict, wall: float) -> dict:
-    from faultproxy import runs
+    from faultcluster import runs
 
     marks = runs(cluster.trace)
     conn = sqlite3.connect(cluster.workspace.db_path)
@@ -115,7 +115,7 @@ def figures(cluster, summary: dict, wall: float) -> dict:
 
 
 def soak(n_tasks: int, faults: bool, seed: int, interval: float) -> dict:
-    from faultproxy import Cluster, Training
+    from faultcluster import Cluster, Training
 
     with tempfile.TemporaryDirectory(prefix="datarun-soak-") as tmp:
         cluster = Cluster(Path(tmp), EXAMPLES, names=HOSTS, folds=2, proxied=True, **SETTINGS)

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 from conftest import EXAMPLES
-from faultproxy import Cluster, datarun_process, make_submission, runs, task_rows, wait_until
+from faultcluster import Cluster, datarun_process, make_submission, runs, task_rows, wait_until
 
 
 @pytest.fixture

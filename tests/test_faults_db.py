@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 from conftest import EXAMPLES
-from faultproxy import Cluster, datarun_process, make_submission, task_rows, wait_until
+from faultcluster import Cluster, datarun_process, make_submission, task_rows, wait_until
 
 from datarun.backup import backup_database
 

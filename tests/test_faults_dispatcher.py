@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import EXAMPLES
-from faultproxy import Cluster, datarun_process, runs, task_rows, wait_until
+from faultcluster import Cluster, datarun_process, runs, task_rows, wait_until
 from sshd import needs_root
 
 pytestmark = [pytest.mark.ssh, needs_root]

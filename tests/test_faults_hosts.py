@@ -11,7 +11,7 @@ import json
 
 import pytest
 from conftest import EXAMPLES
-from faultproxy import Cluster, Training, runs, started_on, task_rows, wait_until
+from faultcluster import Cluster, Training, runs, started_on, task_rows, wait_until
 from sshd import needs_root
 
 from datarun.errors import UsageError

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 from conftest import EXAMPLES
-from faultproxy import Cluster, Training, started_on, task_rows, wait_until
+from faultcluster import Cluster, Training, started_on, task_rows, wait_until
 from sshd import needs_root
 
 from datarun.errors import HostError
