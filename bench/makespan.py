@@ -16,7 +16,10 @@ started them (packing loss versus datarun's own costs), and the wall time of the
 command, which adds its start-up (the CLI, connecting, shipping, and the four runners'
 first imports) and the last collect. On this rig the four "hosts" share the machine's 2
 cores, so their runners' scikit-learn imports (about 1 s of CPU each) queue behind one
-another; the start-up row shows that cost apart.
+another; the start-up row shows that cost apart. The makespan compares times taken on
+different hosts, and the start-up compares a host's time with the bench's: both hold
+here because every "host" is this machine; across real machines their clocks would have
+to agree.
 
 Needs root and the test setup (`bash scripts/setup-test-env.sh`).
 Run: .venv/bin/python bench/makespan.py [--quick] [--json]

@@ -18,7 +18,7 @@ CANCELLED = "cancelled by the organiser"
 _RESET_COLUMNS = (
     "error_kind", "error", "host", "slot", "lease_expires", "started_at", "finished_at",
     "train_time", "valid_time", "test_time", "wall_time", "cpu_time", "peak_memory",
-    "pred_train", "pred_test", "log", "environment",
+    "pred_train", "pred_test", "log", "environment", "ran_from", "ran_to",
 )
 
 

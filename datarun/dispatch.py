@@ -39,7 +39,7 @@ from datarun.blobs import BlobStore
 from datarun.collect import Collecting, PassReport, task_key  # noqa: F401 (re-exported)
 from datarun.errors import DatarunError
 from datarun.lanes import Lane, Leftovers
-from datarun.schedule import queued_tasks, seats
+from datarun.schedule import any_queued, queued_tasks, seats
 
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
@@ -318,7 +318,7 @@ class Dispatcher(Collecting):
             if (self.lanes[name].failures or name in self.stalled) and name not in self.unusable:
                 # A probe after the back-off: the sync that makes the host a taker again.
                 if waiting is None:
-                    waiting = bool(queued_tasks(self.db, 1, problem, submission))
+                    waiting = any_queued(self.db, problem, submission)
                 probe = waiting
             if not (launches or polled or cleanup or probe or self.leftovers.keys(name)):
                 continue

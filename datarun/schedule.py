@@ -38,8 +38,9 @@ def queued_tasks(db, limit: int, problem: str | None, submission: int | None) ->
     where, args = selection(problem, submission)
     sql = f"""
         WITH waiting AS (
-            SELECT submission, MIN(fold) AS first_fold FROM tasks
-            WHERE state = 'queued' GROUP BY submission),
+            SELECT t.submission, MIN(t.fold) AS first_fold FROM tasks t
+            JOIN submissions s ON s.id = t.submission
+            WHERE t.state = 'queued'{where} GROUP BY t.submission),
         seen AS (
             SELECT t.submission, SUM(t.state != 'queued') AS tried,
                    AVG(CASE WHEN t.state IN ('done', 'failed') THEN t.wall_time END) AS expected
@@ -48,9 +49,16 @@ def queued_tasks(db, limit: int, problem: str | None, submission: int | None) ->
         JOIN submissions s ON s.id = t.submission
         JOIN waiting w ON w.submission = t.submission
         JOIN seen ON seen.submission = t.submission
-        WHERE t.state = 'queued'{where}
+        WHERE t.state = 'queued'
         ORDER BY CASE WHEN seen.tried = 0 AND t.fold = w.first_fold THEN 0
                       WHEN seen.expected IS NOT NULL THEN 1 ELSE 2 END,
                  -COALESCE(seen.expected, 0), t.submission, t.fold
         LIMIT ?"""
     return list(db.query(sql, args + [limit]))
+
+
+def any_queued(db, problem: str | None, submission: int | None) -> bool:
+    where, args = selection(problem, submission)
+    return db.execute(
+        "SELECT 1 FROM tasks t JOIN submissions s ON s.id = t.submission "
+        f"WHERE t.state = 'queued'{where} LIMIT 1", args).fetchone() is not None

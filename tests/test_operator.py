@@ -132,9 +132,9 @@ def test_retry_requeues_failed_tasks_clears_errors_and_scores_them_once_they_pas
     result = cli("retry", moody, "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json() == {"submission": moody, "requeued": [t["id"] for t in failed]}
-    rows = db.execute("SELECT state, error_kind, error, lost, host, log FROM tasks WHERE submission = ?",
-                      [moody]).fetchall()
-    assert rows == [("queued", None, None, 0, None, None)] * 2
+    rows = db.execute("SELECT state, error_kind, error, lost, host, log, ran_from, ran_to FROM tasks "
+                      "WHERE submission = ?", [moody]).fetchall()
+    assert rows == [("queued", None, None, 0, None, None, None, None)] * 2
 
     flag.touch()
     assert cli("train").exit_code == 0

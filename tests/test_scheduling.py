@@ -6,7 +6,7 @@ from conftest import EXAMPLES
 
 from datarun.db import open_db
 from datarun.hosts import Host
-from datarun.schedule import queued_tasks, seats
+from datarun.schedule import any_queued, queued_tasks, seats
 
 SUBS = EXAMPLES / "iris" / "submissions"
 
@@ -62,3 +62,11 @@ def test_the_order_keeps_to_the_selection(queue):
 def test_a_host_holds_as_many_tasks_again_waiting_unless_memory_capped():
     assert seats(Host("a", executor="ssh", slots=3)) == 6
     assert seats(Host("a", executor="ssh", slots=3, memory=8 * 1024**3)) == 3
+
+
+def test_any_queued_keeps_to_the_selection(queue):
+    ids, set_task, db = queue
+    assert any_queued(db, None, None) and any_queued(db, "iris", ids["new"])
+    for fold in range(5):
+        set_task("new", fold, "done", 1.0)
+    assert not any_queued(db, None, ids["new"]) and any_queued(db, "iris", None)

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from harness_helpers import DATA_DIABETES, DATA_IRIS, LOGISTIC, task_files, write_dataset
 from sshd import pin, sshd_a, sshd_b  # noqa: F401
@@ -29,14 +30,27 @@ def get_estimator():
 
 
 def stop_remote_runner(server, workdir: str, known_hosts: Path) -> None:
-    """Stop the runner a test started on the host (by the pid it recorded), then its folder."""
+    """Stop the runners a test started on the host, then remove its folder.
+
+    By the pid runner.json records and, for a runner started in the background that had
+    not written it yet, by the pid of any `serve` of this test's own (unique) folder."""
     conn = SSHConnection(resolve_target(server.host("cleanup")), known_hosts)
     try:
         path = conn.expand(workdir)
         out = conn.run(shlex.join(["cat", f"{path}/runner.json"])).stdout
-        pid = json.loads(out).get("pid") if out.strip() else None
-        if pid:
-            conn.run(shlex.join(["kill", str(int(pid))]))
+        pids = {int(json.loads(out)["pid"])} if out.strip() else set()
+        deadline = time.monotonic() + 5
+        while True:
+            serving = {p.pid for p in psutil.process_iter(["cmdline"])
+                       if "serve" in (p.info["cmdline"] or []) and path in (p.info["cmdline"] or [])}
+            pids |= serving
+            if not serving or time.monotonic() > deadline:
+                break
+            for pid in serving:
+                conn.run(shlex.join(["kill", str(pid)]))
+            time.sleep(0.1)
+        for pid in pids:
+            conn.run(shlex.join(["kill", str(pid)]))
         conn.run(shlex.join(["rm", "-rf", path]))
     finally:
         conn.close()
@@ -109,6 +123,9 @@ def test_prepare_ships_harness_and_data_once_per_hash(node, datasets, workspace,
 def test_preparing_for_tasks_starts_the_runner_before_any_sync(node, datasets):
     data, _ = datasets
     node.prepare({})  # the harness alone: no tasks on their way, no runner
+    time.sleep(0.5)
+    none = node.conn.run(shlex.join(["test", "-e", f"{node.workdir}/runner.json"]))
+    assert none.status != 0
     node.prepare({DATA_IRIS: data / DATA_IRIS})
     deadline = time.monotonic() + 30
     state = {}

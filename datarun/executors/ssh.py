@@ -246,7 +246,8 @@ class SSHExecutor:
         self._runner_started = True
         start = self.harness_command("start", "--slots", str(self.host.slots),
                                      "--threads", str(self.host.threads))
-        self.conn.run(f"({start}) </dev/null >/dev/null 2>&1 &")
+        # Through sh whatever the login shell is (csh and fish read these redirections otherwise).
+        self.conn.run(shlex.join(["sh", "-c", f"{start} </dev/null >/dev/null 2>&1 &"]))
 
     def launch(self, bundles: list[Path]) -> None:
         if not bundles:

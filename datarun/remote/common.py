@@ -144,18 +144,22 @@ def wake_runner(layout: Layout) -> None:
         os.close(fd)
 
 
-def open_wake_fifo(layout: Layout) -> int:
-    """The runner's end of the wake FIFO, opened read-write so it never reads end-of-file."""
+def open_wake_fifo(layout: Layout) -> int | None:
+    """The runner's end of the wake FIFO, opened read-write so it never reads end-of-file;
+    None when it cannot be made (a folder in the way, a filesystem without FIFOs): the
+    runner then finds new tasks at its next tick, as it would without it."""
     import stat
 
     try:
-        if not stat.S_ISFIFO(os.lstat(layout.wake).st_mode):
-            os.unlink(layout.wake)
-            raise FileNotFoundError
-    except FileNotFoundError:
-        os.mkfifo(layout.wake, 0o600)
-    fd = os.open(layout.wake, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
-    return fd
+        try:
+            if not stat.S_ISFIFO(os.lstat(layout.wake).st_mode):
+                os.unlink(layout.wake)
+                raise FileNotFoundError
+        except FileNotFoundError:
+            os.mkfifo(layout.wake, 0o600)
+        return os.open(layout.wake, os.O_RDWR | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
 
 
 def runner_alive(layout: Layout) -> bool:

@@ -131,6 +131,10 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
         current = read_json(layout.runner_json) or {}
         if current.get("pid") == process.pid and current.get("state") != "exited":
             return {"pid": process.pid, "started": True}
+        if _serving_elsewhere(layout, current, process.pid):
+            # Another start won the folder (ours gives up on the lock and exits by itself):
+            # say so now rather than after the loser's lock retries.
+            return {"pid": current["pid"], "started": False}
         if process.poll() is not None:
             if runner_alive(layout):  # another start won the folder: that one serves
                 return {"pid": (read_json(layout.runner_json) or {}).get("pid"), "started": False}
@@ -138,6 +142,20 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
                                f"see {layout.runner_log}")
         time.sleep(0.01)
     raise HarnessError(f"the runner did not start within {START_TIMEOUT:.0f} s; see {layout.runner_log}")
+
+
+def _serving_elsewhere(layout: Layout, current: dict, ours: int) -> bool:
+    """Whether runner.json names another live runner and the folder's lock is held."""
+    pid = current.get("pid")
+    if not isinstance(pid, int) or pid == ours or current.get("state") == "exited":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    return runner_alive(layout)
 
 
 def _task_state(layout: Layout, key: str) -> dict:

@@ -74,7 +74,10 @@ class Runner:
         self.selector.register(self.wake_r, selectors.EVENT_READ)
         signal.set_wakeup_fd(self.wake_w)
         self.wake_fifo = open_wake_fifo(layout)  # written when tasks arrive: see wake_runner
-        self.selector.register(self.wake_fifo, selectors.EVENT_READ)
+        if self.wake_fifo is None:
+            log(f"no wake FIFO at {layout.wake}: new tasks are looked for every tick")
+        else:
+            self.selector.register(self.wake_fifo, selectors.EVENT_READ)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector when a child ends
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
@@ -222,7 +225,9 @@ class Runner:
         gc.freeze()
         sys.stdout.flush()
         sys.stderr.flush()
-        close = [self.lock_fd, read_fd, self.wake_r, self.wake_w, self.wake_fifo, *self.by_fd]
+        close = [self.lock_fd, read_fd, self.wake_r, self.wake_w, *self.by_fd]
+        if self.wake_fifo is not None:
+            close.append(self.wake_fifo)
         try:
             close.append(self.selector.fileno())
         except (AttributeError, ValueError):
