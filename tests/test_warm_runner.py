@@ -59,3 +59,19 @@ def test_a_runner_that_cannot_start_does_not_fail_the_submit(iris, cli):
     assert result.exit_code == 0, result.stderr
     assert result.json()["created"]
     assert runner_pid(iris) is None
+
+
+def test_a_board_calling_submit_as_a_subprocess_is_not_held_by_the_runner(iris):
+    # The runner outlives the command; it must not keep the caller's pipes open, or a web
+    # board reading submit's output would wait for the runner's idle exit.
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "datarun", "submit", "iris", str(SUBS / "knn"), "--team", "ada",
+         "--json"], capture_output=True, text=True, timeout=30,
+        env=dict(os.environ, DATARUN_HOME=str(iris.root), DATARUN_WARM_RUNNER="1"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["created"]
+    assert runner_pid(iris) is not None
