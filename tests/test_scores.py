@@ -194,3 +194,15 @@ def test_a_true_label_outside_the_classes_is_an_error_not_a_silent_score(rng):
     accuracy = get_score_type("accuracy", "classification")
     with pytest.raises(ValueError, match="not one of the problem's classes"):
         accuracy(np.array(["setosa", "rose"]), random_proba(rng, 2, 3), CLASSES3)
+
+
+def test_non_finite_predictions_score_as_missing(rng):
+    y = rng.choice(CLASSES3, size=6)
+    proba = random_proba(rng, 6, 3)
+    proba[2, 1] = np.nan
+    with pytest.raises(ValueError, match="predictions hold NaN or infinite values"):
+        get_score_type("accuracy", "classification")(y, proba, CLASSES3)
+    rows = task_scores("classification", CLASSES3.tolist(), ["accuracy"], y, y,
+                       np.arange(3), np.arange(3, 6), proba, proba)
+    assert dict(((s, n), v) for s, n, v in rows)[("train", "accuracy")] is None
+    assert dict(((s, n), v) for s, n, v in rows)[("valid", "accuracy")] is not None
