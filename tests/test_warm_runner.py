@@ -75,3 +75,12 @@ def test_a_board_calling_submit_as_a_subprocess_is_not_held_by_the_runner(iris):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["created"]
     assert runner_pid(iris) is not None
+
+
+def test_an_isolated_local_host_is_left_to_the_dispatcher(iris, cli):
+    hosts = iris.hosts_file.read_text().replace(
+        "[hosts.local]", '[hosts.local]\nisolation = "user"', 1)
+    iris.hosts_file.write_text(hosts)
+    assert cli("host", "list", "--json").json()[0]["isolation"] == "user"  # a valid registry
+    assert cli("submit", "iris", SUBS / "logreg", "--team", "ada").exit_code == 0
+    assert runner_pid(iris) is None

@@ -146,7 +146,7 @@ def warm_runners(workspace) -> list[str]:
     starts. `datarun submit` calls this so that second passes while the organiser types
     the next command, not at the start of `datarun train`. Best effort: a runner that
     cannot start here is reported by the dispatcher that needs it. An idle runner exits
-    after a minute.
+    after a minute. Isolated hosts are left to the dispatcher.
     """
     if os.environ.get(WARM_SWITCH, "1") == "0":
         return []
@@ -160,7 +160,9 @@ def warm_runners(workspace) -> list[str]:
         return []
     started = []
     for host in hosts.values():
-        if host.executor != "local":
+        # An isolated host's runner must be started by whoever trains (root, to switch its
+        # tasks to their own users), not by the user or web board that submits.
+        if host.executor != "local" or host.isolation != "none":
             continue
         executor = LocalExecutor(workspace, host)
         try:
