@@ -52,7 +52,7 @@ class Host:
 
 def _expect(name: str, key: str, value, kinds, what: str):
     if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
-        raise UsageError(f"hosts.toml: [hosts.{name}] {key} must be {what}, got {value!r}")
+        raise UsageError(f"hosts.toml: [hosts.{name}] {key} must be {what}, got {str(value).lower()}")
     if not isinstance(value, kinds):
         raise UsageError(f"hosts.toml: [hosts.{name}] {key} must be {what}, got {value!r}")
     return value
@@ -268,7 +268,10 @@ def register_host(workspace, name: str, table: dict, trust: bool = False) -> dic
     """`host add`: validate, pin the key if asked (before writing), append to hosts.toml."""
     import time
 
-    host = parse_host(name, table)
+    try:
+        host = parse_host(name, table)
+    except UsageError as error:  # the values came from the command's options, not the file
+        raise UsageError(str(error).replace(f"hosts.toml: [hosts.{name}] ", f"host add {name}: --", 1)) from None
     check_new_name(workspace.hosts_file, name)
     key = None
     comment = None

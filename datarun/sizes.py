@@ -17,7 +17,7 @@ _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 def parse_duration(text: str | int | float, what: str = "duration") -> float:
     """Seconds from "90", "90s", "1.5m", "2h"; a bare number is seconds."""
     if isinstance(text, bool):
-        raise UsageError(f"{what}: expected a duration like '30s', '10m' or '2h', got {text!r}")
+        raise UsageError(f"{what}: expected a duration like '30s', '10m' or '2h', got {str(text).lower()}")
     if isinstance(text, int | float):
         value, unit = float(text), "s"
     else:
@@ -36,7 +36,7 @@ def parse_duration(text: str | int | float, what: str = "duration") -> float:
 def parse_size(text: str | int, what: str = "memory") -> int:
     """Bytes from "2GB", "512MiB", "1.5G"; a bare number is bytes."""
     if isinstance(text, bool):
-        raise UsageError(f"{what}: expected a size like '512MB' or '2GB', got {text!r}")
+        raise UsageError(f"{what}: expected a size like '512MB' or '2GB', got {str(text).lower()}")
     if isinstance(text, int | float):
         value, unit = float(text), "b"
     else:

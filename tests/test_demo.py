@@ -28,6 +28,7 @@ def test_demo_refuses_an_existing_workspace(tmp_path, cli):
     result = cli("demo", "--dir", tmp_path / "ws")
     assert result.exit_code == 2
     assert "already a datarun workspace" in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1  # no bar
 
 
 @pytest.mark.parametrize("warm", ["0", "1"])  # the runner started by train, or ahead of it

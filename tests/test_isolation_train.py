@@ -103,7 +103,9 @@ def test_test_labels_never_reach_an_ssh_host(workspace, cli, tmp_path, sshd_a): 
         runner = root / "runner.json"
         if runner.exists():
             try:
-                psutil.Process(json.loads(runner.read_text())["pid"]).terminate()
+                process = psutil.Process(json.loads(runner.read_text())["pid"])
+                process.terminate()
+                process.wait(10)  # gone before its folder goes: it writes runner.json as it exits
             except (psutil.Error, ValueError, KeyError):
                 pass
         shutil.rmtree(root, ignore_errors=True)

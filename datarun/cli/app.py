@@ -61,6 +61,13 @@ def err(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def err_hosts(errors: dict[str, str]) -> None:
+    """One line per host that failed, naming the host once."""
+    for host, message in errors.items():
+        named = message.startswith((f"host {host}:", f"host {host} "))
+        err(message if named else f"host {host}: {message}")
+
+
 def emit_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2 if sys.stdout.isatty() else None, default=str)
     sys.stdout.write("\n")

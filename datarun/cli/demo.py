@@ -20,17 +20,25 @@ def demo(
     from datarun.demo import run_demo
 
     console = Console(stderr=True)
+    # The bar appears with the first progress, so a refusal (a workspace already there, no
+    # examples/) prints its one line alone.
+    progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+                        console=console, disable=json_out)
+    bar = progress.add_task("demo", total=None, detail="")
+
+    def on_progress(counts: dict) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(bar, total=counts["total"], completed=counts["done"] + counts["failed"],
+                        detail=f"{counts['running']} running, {counts['failed']} failed")
+
     with handled():
-        with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                      console=console, disable=json_out) as progress:
-            bar = progress.add_task("demo", total=None, detail="")
-
-            def on_progress(counts: dict) -> None:
-                progress.update(bar, total=counts["total"], completed=counts["done"] + counts["failed"],
-                                detail=f"{counts['running']} running, {counts['failed']} failed")
-
+        try:
             result = run_demo(directory, on_progress=on_progress)
+        finally:
+            if progress.live.is_started:
+                progress.stop()
     if json_out:
         emit_json(result)
         return

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace
+from datarun.cli.app import app, emit_json, err, err_hosts, handled, open_workspace
 from datarun.errors import EXIT_FAILED
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -40,8 +40,7 @@ def cancel(submission: SubmissionArgument, json_out: JsonOption = False) -> None
     else:
         err(f"submission {result['submission']}: {len(result['cancelled'])} tasks cancelled "
             f"({len(result['running'])} running, {len(result['queued'])} queued)")
-    for host, message in result["host_errors"].items():
-        err(f"host {host}: {message}")
+    err_hosts(result["host_errors"])
     if result["host_errors"]:
         raise typer.Exit(EXIT_FAILED)
 

@@ -4,7 +4,15 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+from datarun.cli.app import (
+    app,
+    emit_json,
+    err,
+    err_hosts,
+    handled,
+    open_workspace,
+    print_renderable,
+)
 from datarun.errors import EXIT_FAILED
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
@@ -56,8 +64,7 @@ def train(
             summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
                                  on_progress=on_progress, max_attempts=max_attempts,
                                  on_wait=lambda: err("waiting for another dispatcher to finish..."))
-    for host, message in summary["host_errors"].items():
-        err(f"host {host}: {message}")
+    err_hosts(summary["host_errors"])
     if json_out:
         emit_json(summary)
     else:
@@ -75,8 +82,7 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
     with handled():
         workspace, db = open_workspace()
         summary = dispatch_once(workspace, db, max_attempts=max_attempts)
-    for host, message in summary["host_errors"].items():
-        err(f"host {host}: {message}")
+    err_hosts(summary["host_errors"])
     if json_out:
         emit_json(summary)
     else:

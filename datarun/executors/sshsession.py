@@ -83,8 +83,8 @@ class HarnessSession:
             data = json.loads(answer)
         except ValueError:
             self.close()
-            raise HostError(f"host {self.name}: the harness session answered no JSON: "
-                            f"{answer[-200:]!r}") from None
+            text = answer[-200:].decode(errors="replace")
+            raise HostError(f"host {self.name}: the harness session answered no JSON: {text!r}") from None
         if not isinstance(data, dict):
             raise HostError(f"host {self.name}: the harness session answered {type(data).__name__}")
         if "error" in data:
