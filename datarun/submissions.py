@@ -18,7 +18,6 @@ from datarun.errors import NotFound, UsageError
 from datarun.sizes import format_size
 
 MAX_FILE_BYTES = 512 * 1024
-MAX_TOTAL_BYTES = 2 * 1024 * 1024
 MAX_NAME = 100
 # training_output/ is what ramp-test leaves in a RAMP submission folder.
 IGNORED = {"__pycache__", ".DS_Store", ".ipynb_checkpoints", "training_output"}
@@ -56,7 +55,6 @@ def read_submission_folder(folder: Path, workflow) -> dict[str, bytes]:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder: pass the folder that holds {', '.join(sorted(required))}")
     files: dict[str, bytes] = {}
-    total = 0
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         name = entry.name
         if name in IGNORED:
@@ -86,10 +84,7 @@ def read_submission_folder(folder: Path, workflow) -> dict[str, bytes]:
             for function in workflow.functions.get(name, ()):
                 if function not in _defined_names(tree):
                     raise UsageError(f"{name} does not define {function}(): the {workflow.name} workflow calls it")
-        total += size
         files[name] = data
-    if total > MAX_TOTAL_BYTES:
-        raise UsageError(f"the submission is {format_size(total)}; the cap is {format_size(MAX_TOTAL_BYTES)} in all")
     missing = sorted(required - set(files))
     if missing:
         raise UsageError(f"no {missing[0]} in {folder}: the {workflow.name} workflow needs {', '.join(sorted(required))}")

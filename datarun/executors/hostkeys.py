@@ -66,10 +66,12 @@ def scan_host_key(target: Target, known_hosts: Path | None = None,
         transport.start_client(timeout=target.connect_timeout)
         return transport.get_remote_server_key()
     except (paramiko.SSHException, EOFError, OSError) as error:
+        detail = str(error) or type(error).__name__
+        if "No existing session" in detail or "banner" in detail.lower():
+            detail = "no SSH banner"  # paramiko's words for a port that stays silent
         raise HostError(
             f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
-            f"within {target.connect_timeout:g}s ({error or type(error).__name__}): wrong port, "
-            "or the host hangs"
+            f"within {target.connect_timeout:g}s ({detail}): wrong port, or the host hangs"
         ) from None
     finally:
         transport.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paramiko
 
-from datarun.errors import HostError
+from datarun.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig | None:
     try:
         return paramiko.SSHConfig.from_path(str(path))
     except (OSError, paramiko.ssh_exception.ConfigParseError) as error:
-        raise HostError(f"cannot read {path}: {error}") from None
+        raise UsageError(f"cannot read {path}: {error}: fix the file, or move it aside") from None
 
 
 def resolve_target(host, ssh_config: paramiko.SSHConfig | None = None) -> Target:
