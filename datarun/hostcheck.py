@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
-from datarun.errors import HostError
+from datarun.errors import DatarunError
 from datarun.hosts import Host, get_host, load_hosts
 
 # name in the harness report -> the distribution to install
@@ -137,7 +137,7 @@ def check_host(workspace, host: Host) -> dict:
             report["gpu_names"] = _gpu_names_ssh(executor)
         else:
             report["gpu_names"] = _gpu_names_local()
-    except HostError as error:
+    except DatarunError as error:  # a host fault, or bad SSH settings (~/.ssh/config)
         report["problems"].append(str(error))
         return report
     finally:

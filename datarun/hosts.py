@@ -264,6 +264,17 @@ def trust_host(workspace, name: str) -> str:
     return pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config)
 
 
+def _as_option_error(message: str, name: str) -> str:
+    """A hosts.toml message about `host add`'s own values, told in terms of its options."""
+    table_prefix = f"hosts.toml: [hosts.{name}] "
+    if not message.startswith(table_prefix):
+        return message.removeprefix("hosts.toml: ")  # the host's name
+    rest = message[len(table_prefix):]
+    if rest.startswith("is an ssh host and needs an address"):
+        return f"host add {name}: --address is empty: give the host's name or IP address"
+    return f"host add {name}: --{rest}"
+
+
 def register_host(workspace, name: str, table: dict, trust: bool = False) -> dict:
     """`host add`: validate, pin the key if asked (before writing), append to hosts.toml."""
     import time
@@ -271,7 +282,7 @@ def register_host(workspace, name: str, table: dict, trust: bool = False) -> dic
     try:
         host = parse_host(name, table)
     except UsageError as error:  # the values came from the command's options, not the file
-        raise UsageError(str(error).replace(f"hosts.toml: [hosts.{name}] ", f"host add {name}: --", 1)) from None
+        raise UsageError(_as_option_error(str(error), name)) from None
     check_new_name(workspace.hosts_file, name)
     key = None
     comment = None

@@ -56,6 +56,8 @@ def test_a_host_that_is_not_a_table_is_named(workspace, cli):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--threads", "0"], "host add node1: --threads must be at least 1, got 0"),
+    (["--port", "70000"], "host add node1: --port must be from 1 to 65535, got 70000"),
+    (["--memory", "5XB"], "host add node1: --memory: unknown size unit 'xb' in '5XB' (use KB, MB, GB, MiB, GiB)"),
     (["--gpus", "-1"], "host add node1: --gpus must be 0 or more, got -1"),
     (["--memory", "0GB"], "host add node1: --memory: must be more than zero, got '0GB'"),
 ])
@@ -63,6 +65,27 @@ def test_host_add_refuses_bad_options_and_writes_nothing(workspace, cli, args, m
     before = workspace.hosts_file.read_text()
     refused(cli("host", "add", "node1", "--address", "node1.example.org", *args), 2, message)
     assert workspace.hosts_file.read_text() == before
+
+
+def test_host_add_names_its_own_arguments(workspace, cli):
+    before = workspace.hosts_file.read_text()
+    refused(cli("host", "add", "node1", "--address", ""), 2,
+            "host add node1: --address is empty: give the host's name or IP address")
+    refused(cli("host", "add", "bad name", "--address", "a"), 2,
+            "host name 'bad name' may hold only letters, digits, '_', '-' and '.'")
+    assert workspace.hosts_file.read_text() == before
+
+
+def test_host_check_reports_a_bad_ssh_config_on_the_ssh_hosts_and_checks_the_rest(workspace, cli):
+    config = ssh_config("Host a\n  HostName\n")
+    add_host(workspace.hosts_file, "node", {"address": "a"})
+    result = cli("host", "check", "--json")
+    assert result.exit_code == 1
+    reports = {r["name"]: r for r in result.json()}
+    assert reports["local"]["ok"] is True
+    assert reports["node"]["ok"] is False
+    assert reports["node"]["problems"] == [
+        f"cannot read {config}: Unparsable line HostName: fix the file, or move it aside"]
 
 
 def test_an_unparsable_ssh_config_is_named(workspace, cli):

@@ -66,7 +66,7 @@ def test_a_host_removed_under_running_tasks(flowers, cli, tmp_path):
     # cancel still marks the tasks cancelled, then says which host it could not reach.
     result = cli("cancel", good)
     assert result.exit_code == 1 and result.stdout == ""
-    # The line repeats "host spare:" (the CLI prefixes a message that already names the host).
+    # The host is named once: the message names it already.
     assert result.stderr == (
         f"submission {good}: 2 tasks cancelled (2 running, 0 queued)\n"
         "host spare is no longer in hosts.toml; its tasks are marked cancelled and "

@@ -67,7 +67,7 @@ def scan_host_key(target: Target, known_hosts: Path | None = None,
         return transport.get_remote_server_key()
     except (paramiko.SSHException, EOFError, OSError) as error:
         detail = str(error) or type(error).__name__
-        if "No existing session" in detail or "banner" in detail.lower():
+        if detail == "No existing session":
             detail = "no SSH banner"  # paramiko's words for a port that stays silent
         raise HostError(
             f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
