@@ -14,8 +14,14 @@ from harness_helpers import DATA_IRIS, write_dataset
 
 from datarun.remote import ops
 from datarun.remote.child import DataSet
-from datarun.remote.common import HarnessError, Layout, check_key, runner_alive, try_lock
-from datarun.remote.runner import release_if_idle
+from datarun.remote.common import (
+    HarnessError,
+    Layout,
+    check_key,
+    release_if_idle,
+    runner_alive,
+    try_lock,
+)
 from datarun.remote.tree import OutputBuffer, TaskRun
 from datarun.remote.workflows import TaskFailure, _probabilities, _values, import_submission
 

@@ -16,7 +16,9 @@ path or a name is ever pasted into a shell unquoted. The harness itself is unpac
 `tar`, since it cannot run before it is there.
 """
 
+import atexit
 import json
+import os
 import shlex
 import shutil
 import tarfile
@@ -45,7 +47,15 @@ REQUIRED_LIBRARIES = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-l
 @cache
 def staged_harness() -> tuple[str, Path]:
     """The harness files (no caches) copied to a folder of their own, and their tree hash."""
-    stage = Path(tempfile.mkdtemp(prefix="datarun-harness-")) / HARNESS_PACKAGE
+    folder = tempfile.mkdtemp(prefix="datarun-harness-")
+    owner = os.getpid()  # a forked child that exits normally must not remove it
+
+    @atexit.register
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    stage = Path(folder) / HARNESS_PACKAGE
     shutil.copytree(HARNESS_SOURCE, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return tree_hash(stage), stage
 

@@ -162,6 +162,19 @@ def open_wake_fifo(layout: Layout) -> int | None:
         return None
 
 
+def release_if_idle(layout: Layout, lock_fd: int) -> bool:
+    """Let the lock go; True to exit. Takes it back if a task arrived meanwhile (the race
+    where `start` saw the lock still held and so started no runner for that task)."""
+    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    if not layout.inbox_keys():
+        return True
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # a new runner took the folder over and will run the task
+    return False
+
+
 def runner_alive(layout: Layout) -> bool:
     """True while some runner holds WORKDIR's lock (the lock dies with its holder)."""
     if not layout.runner_lock.exists():

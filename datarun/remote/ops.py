@@ -113,6 +113,7 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
     if runner_alive(layout):
         current = read_json(layout.runner_json) or {}
         return {"pid": current.get("pid"), "started": False}
+    checked = time.time()
     package, root = _package_root()
     env = dict(os.environ)
     # Imported here, not at the top: every other command starts faster without it.
@@ -131,9 +132,11 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
         current = read_json(layout.runner_json) or {}
         if current.get("pid") == process.pid and current.get("state") != "exited":
             return {"pid": process.pid, "started": True}
-        if _serving_elsewhere(layout, current, process.pid):
-            # Another start won the folder (ours gives up on the lock and exits by itself):
-            # say so now rather than after the loser's lock retries.
+        if _serving_elsewhere(layout, current, process.pid, since=checked - 1.0):
+            # Another start won the folder: say so now, not after our runner's lock
+            # retries, and stop ours, or it would take the folder over once the winner ends.
+            process.terminate()
+            process.wait(5)
             return {"pid": current["pid"], "started": False}
         if process.poll() is not None:
             if runner_alive(layout):  # another start won the folder: that one serves
@@ -144,10 +147,13 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
     raise HarnessError(f"the runner did not start within {START_TIMEOUT:.0f} s; see {layout.runner_log}")
 
 
-def _serving_elsewhere(layout: Layout, current: dict, ours: int) -> bool:
-    """Whether runner.json names another live runner and the folder's lock is held."""
+def _serving_elsewhere(layout: Layout, current: dict, ours: int, since: float) -> bool:
+    """Whether runner.json names another live runner, started since `since` (not a stale
+    record whose pid was reused), and the folder's lock is held."""
     pid = current.get("pid")
     if not isinstance(pid, int) or pid == ours or current.get("state") == "exited":
+        return False
+    if not isinstance(current.get("started_at"), int | float) or current["started_at"] < since:
         return False
     try:
         os.kill(pid, 0)

@@ -30,6 +30,7 @@ from .common import (
     failed_result,
     open_wake_fifo,
     read_json,
+    release_if_idle,
     write_json,
 )
 from .tree import TaskRun
@@ -441,16 +442,3 @@ class Runner:
         self._write_runner_json(state="exited")
         fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         log("runner stopped")
-
-
-def release_if_idle(layout: Layout, lock_fd: int) -> bool:
-    """Let the lock go; True to exit. Takes it back if a task arrived meanwhile (the race
-    where `start` saw the lock still held and so started no runner for that task)."""
-    fcntl.flock(lock_fd, fcntl.LOCK_UN)
-    if not layout.inbox_keys():
-        return True
-    try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True  # a new runner took the folder over and will run the task
-    return False
