@@ -49,7 +49,9 @@ class _Rows:
 
     def __init__(self, n: int, shape: tuple):
         self.n = n
-        self.data = np.empty((n + max(8, n // 8),) + shape)
+        # Zeros, not empty: all32 casts the whole buffer, and garbage past the rows
+        # written could overflow float32.
+        self.data = np.zeros((n + max(8, n // 8),) + shape)
         self.data32 = None  # a float32 copy, made when a ranking asks for it
 
     def all(self) -> np.ndarray:
@@ -62,7 +64,7 @@ class _Rows:
 
     def append(self, row: np.ndarray) -> None:
         if self.n == len(self.data):
-            grown = np.empty((2 * self.n,) + self.data.shape[1:])
+            grown = np.zeros((2 * self.n,) + self.data.shape[1:])
             grown[: self.n] = self.all()
             self.data, self.data32 = grown, None
         self.data[self.n] = row
