@@ -62,6 +62,17 @@ def cli():
     return run
 
 
+@pytest.fixture
+def runners():
+    """Pids of harness runners a test started by hand; each is stopped at the end."""
+    from harness_helpers import stop_runner
+
+    pids = []
+    yield pids
+    for pid in pids:
+        stop_runner(pid)
+
+
 def stop_runners(workspace) -> None:
     """Stop the harness runners this workspace's local hosts started (by their recorded PID)."""
     from datarun.demo import stop_local_runner

@@ -80,15 +80,6 @@ def workdir(tmp_path):
     return folder, write_dataset(folder, DATA_IRIS, "classification")
 
 
-@pytest.fixture
-def runners():
-    """Runner pids a test started; each is stopped at the end."""
-    pids = []
-    yield pids
-    for pid in pids:
-        stop_runner(pid)
-
-
 def _task_members(key, meta, code=LOGISTIC):
     return {f"tasks/{key}/{name}": content
             for name, content in task_files(key, code, meta, DATA_IRIS).items()}

@@ -31,15 +31,6 @@ def workdir(tmp_path):
     return folder, write_dataset(folder, DATA_IRIS, "classification")
 
 
-@pytest.fixture
-def runners():
-    """Runner pids a test started; each is stopped at the end."""
-    pids = []
-    yield pids
-    for pid in pids:
-        stop_runner(pid)
-
-
 def test_the_wake_fifo_carries_a_byte_to_the_runner_and_nothing_without_one(tmp_path):
     from datarun.remote.common import Layout, open_wake_fifo, wake_runner
 
