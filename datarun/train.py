@@ -67,7 +67,7 @@ def _check_selection(db, problem: str | None, submission: int | None) -> None:
         get_submission(db, submission)
 
 
-def _preload_ramp_scoring(db, tasks: list[int]) -> None:
+def _preload_ramp_scoring(db, problem: str | None, submission: int | None) -> None:
     """Import ramp-workflow on a thread while the first tasks ship and run, when a RAMP
     kit is among the selected tasks' problems.
 
@@ -75,11 +75,12 @@ def _preload_ramp_scoring(db, tasks: list[int]) -> None:
     on the dispatcher's critical path, after the hosts' runners have already paid theirs.
     Native kits score with `datarun.metrics` and need neither.
     """
-    marks = ",".join("?" * min(len(tasks), 500))
+    where, args = selection(problem, submission)
     ramp = db.execute(
         "SELECT 1 FROM tasks t JOIN submissions s ON s.id = t.submission "
-        f"JOIN problems p ON p.name = s.problem WHERE p.workflow = 'ramp' AND t.id IN ({marks}) "
-        "LIMIT 1", tasks[:500]).fetchone()
+        "JOIN problems p ON p.name = s.problem "
+        f"WHERE p.workflow = 'ramp' AND t.state IN ('queued', 'running'){where} LIMIT 1",
+        args).fetchone()
     if not ramp:
         return
 
@@ -106,7 +107,7 @@ def train(workspace, db, problem: str | None = None, submission: int | None = No
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
         selected = selected_open_tasks(db, problem, submission)
         if selected:
-            _preload_ramp_scoring(db, selected)
+            _preload_ramp_scoring(db, problem, submission)
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
         report = PassReport()
         started = time.time()
