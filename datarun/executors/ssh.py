@@ -259,6 +259,17 @@ class SSHExecutor:
         # Through sh whatever the login shell is (csh and fish read these redirections otherwise).
         self.conn.run(shlex.join(["sh", "-c", f"{start} </dev/null >/dev/null 2>&1 &"]))
 
+    def _put_bundles(self, bundles: list[Path]) -> str:
+        """Upload the bundles as one tar of `tasks/<key>/...`; its path on the host."""
+        with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
+            archive = Path(tmp) / "bundles.tar"
+            with tarfile.open(archive, "w", dereference=True) as tar:
+                for bundle in bundles:
+                    tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
+            upload = self._upload_path("bundles")
+            self.conn.put(archive, upload)
+        return upload
+
     def launch(self, bundles: list[Path]) -> None:
         if not bundles:
             return
@@ -267,13 +278,7 @@ class SSHExecutor:
         self.prepare({})
         if not self._libraries_checked:
             self.check_libraries(self.run_harness("info"))
-        with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
-            archive = Path(tmp) / "bundles.tar"
-            with tarfile.open(archive, "w", dereference=True) as tar:
-                for bundle in bundles:
-                    tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
-            upload = self._upload_path("bundles")
-            self.conn.put(archive, upload)
+        upload = self._put_bundles(bundles)
         python = [self.host.python, "-m", HARNESS_PACKAGE]
         command = shell_and(
             ["cd", self.harness_dir()],
@@ -321,15 +326,8 @@ class SSHExecutor:
             self._pack_path = f"{self.workdir}/.sync-results-{self.host.name}.tar"
         request: dict = {"cleanup": cleanup, "poll": poll, "pack_out": self._pack_path,
                          "slots": self.host.slots, "threads": self.host.threads, "wait": wait}
-        with tempfile.TemporaryDirectory(prefix="datarun-ship-") as tmp:
-            if bundles:
-                archive = Path(tmp) / "bundles.tar"
-                with tarfile.open(archive, "w", dereference=True) as tar:
-                    for bundle in bundles:
-                        tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
-                upload = self._upload_path("bundles")
-                self.conn.put(archive, upload)
-                request["archive"] = upload
+        if bundles:
+            request["archive"] = self._put_bundles(bundles)
         # The archive's digest comes back with the answer, so a download cut short or
         # damaged on the way is refused whole and fetched again at the next sync.
         self.bundles_sent = bool(bundles)
