@@ -3,7 +3,7 @@
 The board calls these as subprocesses on every page view, so start-up counts as much as
 the query. The workspace holds the iris kit registered for real and 2,000 scored
 submissions x 5 folds, written straight into SQLite in one transaction (rows as
-datarun/db.py defines them: submissions, done tasks with timings, per-task scores on
+datarun/store/db.py defines them: submissions, done tasks with timings, per-task scores on
 train/valid/test, bagged scores). Each command runs `--runs` times as a real subprocess
 with --json; the median is compared with the goal, beside the start-up of a Python that
 imports pandas and scikit-learn (what a CLI importing everything up front pays).

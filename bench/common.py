@@ -123,7 +123,7 @@ class Workspace:
 
     @property
     def db_path(self) -> Path:
-        return self.root / ".datarun" / "datarun.db"
+        return self.root / ".datarun" / "datarun.store.db"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run(datarun_command() + [str(a) for a in args], env=self.env)
@@ -173,7 +173,7 @@ def export_folds(workspace: Workspace, problem: str, dest: Path) -> int:
     blobs = workspace.root / ".datarun" / "blobs"
     rows = workspace.query(
         "SELECT fold, train_hash, valid_hash FROM folds WHERE problem = ? ORDER BY fold", (problem,))
-    from datarun.blobs import BlobStore
+    from datarun.store.blobs import BlobStore
 
     store = BlobStore(blobs)
     dest.mkdir(parents=True, exist_ok=True)
@@ -423,9 +423,9 @@ def ssh_traffic() -> Iterator[list[tuple[str, str, int]]]:
 
 def train_in_process(root: Path) -> dict:
     """`datarun train` on a workspace, in this process (so `ssh_traffic` sees its connections)."""
-    from datarun.db import open_db
-    from datarun.train import train
-    from datarun.workspace import find_workspace
+    from datarun.dispatch.train import train
+    from datarun.store.db import open_db
+    from datarun.store.workspace import find_workspace
 
     workspace = find_workspace(root)
     return train(workspace, open_db(workspace))

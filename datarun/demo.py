@@ -24,10 +24,10 @@ def example_kits(examples: Path = EXAMPLES) -> list[Path]:
 
 def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] | None = None,
              examples: Path = EXAMPLES) -> dict:
-    from datarun.db import open_db
-    from datarun.leaderboard import leaderboard
-    from datarun.train import train
-    from datarun.workspace import init_workspace
+    from datarun.board.leaderboard import leaderboard
+    from datarun.dispatch.train import train
+    from datarun.store.db import open_db
+    from datarun.store.workspace import init_workspace
 
     kits = example_kits(examples)
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="datarun-demo-")) / "workspace"
@@ -56,9 +56,9 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
 
 
 def _register_and_submit(workspace, db, kits: list[Path], problems: list, submitted: list) -> None:
+    from datarun.challenge.submissions import submit
     from datarun.executors.local import warm_runners
-    from datarun.problems import register_problem
-    from datarun.submissions import submit
+    from datarun.problems.registry import register_problem
 
     warm_runners(workspace)  # its imports overlap with registering the kits
     for kit in kits:
@@ -70,8 +70,8 @@ def _register_and_submit(workspace, db, kits: list[Path], problems: list, submit
 
 def stop_local_runner(workspace) -> None:
     """The demo leaves no process behind: stop the local host's runner once training is over."""
+    from datarun.executors.hosts import load_hosts
     from datarun.executors.local import LocalExecutor
-    from datarun.hosts import load_hosts
 
     for host in load_hosts(workspace.hosts_file).values():
         if host.executor == "local":

@@ -29,7 +29,7 @@ def isolated_state(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     """An initialised workspace, with DATARUN_HOME pointing at it."""
-    from datarun.workspace import init_workspace
+    from datarun.store.workspace import init_workspace
 
     ws = init_workspace(tmp_path / "ws")
     monkeypatch.setenv("DATARUN_HOME", str(ws.root))

@@ -149,9 +149,9 @@ class Cluster:
                  wall_time: int = 60, proxied: bool = False, local_slots: int = 0, **settings):
         from sshd import start_sshd
 
-        from datarun.db import open_db
-        from datarun.problems import register_problem
-        from datarun.workspace import init_workspace
+        from datarun.problems.registry import register_problem
+        from datarun.store.db import open_db
+        from datarun.store.workspace import init_workspace
 
         self.root = Path(root)
         self.servers: dict = {}
@@ -188,8 +188,8 @@ class Cluster:
         return host_workdir(self.servers[name], self.tables[name]["workdir"])
 
     def submit(self, n: int, sleep: float = 0.0) -> list[int]:
-        from datarun.db import open_db
-        from datarun.submissions import submit
+        from datarun.challenge.submissions import submit
+        from datarun.store.db import open_db
 
         db = open_db(self.workspace)
         try:
@@ -257,8 +257,8 @@ class Training:
         self.error: BaseException | None = None
 
         def run() -> None:
-            from datarun.db import open_db
-            from datarun.train import train
+            from datarun.dispatch.train import train
+            from datarun.store.db import open_db
 
             db = open_db(workspace)
             try:

@@ -113,7 +113,7 @@ class Sshd:
         return table
 
     def host(self, name: str = "node", **changes):
-        from datarun.hosts import parse_host
+        from datarun.executors.hosts import parse_host
 
         return parse_host(name, self.host_table(**changes))
 

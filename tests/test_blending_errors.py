@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from datarun.blending import contributivity
 from datarun.errors import EXIT_USAGE, UsageError
+from datarun.scoring.blending import contributivity
 
 
 def small(n_sub=4, n_valid=6, n_folds=2, seed=0):

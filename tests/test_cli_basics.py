@@ -8,8 +8,8 @@ from io import StringIO
 from conftest import REPO
 from rich.console import Console
 
+from datarun.cli.render import leaderboard_table, status_tables
 from datarun.errors import EXIT_CODES
-from datarun.render import leaderboard_table, status_tables
 
 
 def render(table, width=100) -> str:

@@ -72,8 +72,8 @@ def test_show_renders_settings_balance_and_folds(cli, workspace):
 def test_the_problems_table_lists_one_row_per_problem(cli, workspace):
     cli("problem", "add", EXAMPLES / "iris")
     cli("problem", "add", EXAMPLES / "diabetes")
-    from datarun.db import open_db
-    from datarun.problems import list_problems
+    from datarun.problems.registry import list_problems
+    from datarun.store.db import open_db
 
     db = open_db(workspace)
     text = render(problems_table(list_problems(db)))

@@ -11,7 +11,7 @@ The groups and how each case is fed in:
   problem;
 - hosts/: `hosts.toml` replaces the workspace's, then `datarun host list` reads it;
 - results/: `result/` is what came back from a host for task `t1-a1` of a problem with 4
-  training rows, 2 test rows and 3 classes, checked by `datarun.results.read_result`.
+  training rows, 2 test rows and 3 classes, checked by `datarun.dispatch.results.read_result`.
 
 The CLI cases must fail with exit code 2 and the message on stderr as `error: ...`; the
 result cases must be rejected with the message.
@@ -43,7 +43,7 @@ def answer(name: str, folder: Path, workspace, cli) -> str:
     """What datarun says about this case: the error line or the rejection."""
     group = name.split("/")[0]
     if group == "results":
-        from datarun.results import ResultRejected, read_result
+        from datarun.dispatch.results import ResultRejected, read_result
 
         try:
             read_result(folder / "result", "t1-a1", (4, 3), (2, 3))

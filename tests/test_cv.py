@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from sklearn import model_selection as ms
 
-from datarun.cv import make_folds, split_test
 from datarun.errors import UsageError
+from datarun.problems.cv import make_folds, split_test
 
 Y = np.repeat(np.array(["a", "b", "c"]), [10, 14, 6])
 
@@ -99,7 +99,7 @@ def test_a_stratified_test_split_too_small_for_every_class_is_refused():
 
 
 def test_an_unknown_strategy_is_refused_by_the_splitter_factory():
-    from datarun.cv import make_splitter
+    from datarun.problems.cv import make_splitter
 
     with pytest.raises(UsageError, match="unknown \\[cv\\] strategy 'leave-one-out'"):
         make_splitter("leave-one-out", 3, 0, None)

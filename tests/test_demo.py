@@ -3,7 +3,7 @@
 import pytest
 from conftest import stop_runners
 
-from datarun.workspace import Workspace
+from datarun.store.workspace import Workspace
 
 
 def test_demo_trains_the_examples_and_reports_the_two_failures(tmp_path, cli):

@@ -3,7 +3,7 @@
 import pytest
 from conftest import EXAMPLES
 
-from datarun.events import format_span, parse_when
+from datarun.challenge.events import format_span, parse_when
 
 FUTURE, PAST = "2999-01-01", "2000-01-01"
 

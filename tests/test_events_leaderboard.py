@@ -11,7 +11,7 @@ import io
 import pytest
 from conftest import EXAMPLES
 
-from datarun.db import open_db
+from datarun.store.db import open_db
 
 SUBMISSIONS = EXAMPLES / "iris" / "submissions"
 SCORES = ["accuracy", "log_loss", "roc_auc"]

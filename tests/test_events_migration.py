@@ -2,8 +2,8 @@
 
 import time
 
-from datarun.db import connect, m001_initial, migrate
-from datarun.events import list_events
+from datarun.challenge.events import list_events
+from datarun.store.db import connect, m001_initial, migrate
 
 
 def m001_database(path):

@@ -3,7 +3,7 @@
 import pytest
 from conftest import EXAMPLES
 
-from datarun.events import rule_violations
+from datarun.challenge.events import rule_violations
 
 SUBMISSIONS = EXAMPLES / "iris" / "submissions"
 LOGREG, KNN, FOREST = SUBMISSIONS / "logreg", SUBMISSIONS / "knn", SUBMISSIONS / "random_forest"
@@ -140,8 +140,8 @@ def test_a_workspace_where_an_event_took_a_problems_name_asks_for_an_event(iris,
     # Workspaces from before registration refused such names: the clash is named, not fatal.
     assert cli("problem", "add", EXAMPLES / "diabetes").exit_code == 0
     add_event(cli, name="spring")
-    from datarun.db import open_db
-    from datarun.workspace import find_workspace
+    from datarun.store.db import open_db
+    from datarun.store.workspace import find_workspace
 
     db = open_db(find_workspace())
     db.execute("DELETE FROM events WHERE problem = 'diabetes'")

@@ -19,15 +19,15 @@ import pytest
 from conftest import EXAMPLES
 from faultcluster import Cluster, datarun_process, make_submission, task_rows, wait_until
 
-from datarun.backup import backup_database
+from datarun.store.backup import backup_database
 
 WRITER = textwrap.dedent("""
     import sys
     from pathlib import Path
 
-    from datarun.db import open_db
-    from datarun.submissions import submit
-    from datarun.workspace import find_workspace
+    from datarun.store.db import open_db
+    from datarun.challenge.submissions import submit
+    from datarun.store.workspace import find_workspace
 
     workspace = find_workspace(sys.argv[1])
     db = open_db(workspace)
@@ -68,7 +68,7 @@ def check_consistent(path) -> dict:
 
 
 def test_a_writer_killed_mid_write_leaves_all_or_nothing(local):
-    from datarun.blobs import BlobStore
+    from datarun.store.blobs import BlobStore
 
     folders = [make_submission(local.root, local.trace, f"w{i}", 0.0) for i in range(300)]
     rng = random.Random(4)
@@ -163,7 +163,7 @@ def test_backup_of_a_damaged_database_fails_its_check(local, cli, tmp_path):
 
 def test_backup_of_a_workspace_without_a_database(local, cli, tmp_path):
     for suffix in ("", "-wal", "-shm"):
-        local.workspace.db_path.with_name(f"datarun.db{suffix}").unlink(missing_ok=True)
+        local.workspace.db_path.with_name(f"datarun.store.db{suffix}").unlink(missing_ok=True)
     result = cli("db", "backup", tmp_path / "copy.db")
     assert result.exit_code == 2
     assert "has no database yet: nothing to back up" in result.stderr

@@ -93,8 +93,8 @@ def test_after_max_attempts_a_lost_task_fails_as_host_lost(cluster):
 
 @pytest.mark.parametrize("value", [0, -2, 1.5, True])
 def test_max_attempts_must_be_a_whole_number_of_at_least_one(workspace, value):
-    from datarun.db import open_db
-    from datarun.train import dispatch_once, train
+    from datarun.dispatch.train import dispatch_once, train
+    from datarun.store.db import open_db
 
     db = open_db(workspace)
     for run in (train, dispatch_once):
@@ -104,8 +104,8 @@ def test_max_attempts_must_be_a_whole_number_of_at_least_one(workspace, value):
 
 
 def test_a_hung_host_is_worked_around_and_its_late_results_not_counted(cluster):
-    from datarun.db import open_db
-    from datarun.train import dispatch_once
+    from datarun.dispatch.train import dispatch_once
+    from datarun.store.db import open_db
 
     cluster.submit(3, sleep=2.0)
     training = Training(cluster.workspace)
@@ -136,8 +136,8 @@ def test_a_hung_host_is_worked_around_and_its_late_results_not_counted(cluster):
 
 
 def test_a_host_whose_runner_stops_beating_gets_no_work_and_its_tasks_move(cluster):
-    from datarun.db import open_db
-    from datarun.train import dispatch_once
+    from datarun.dispatch.train import dispatch_once
+    from datarun.store.db import open_db
 
     cluster.submit(3, sleep=2.0)
     training = Training(cluster.workspace)

@@ -41,8 +41,8 @@ def expected_hashes(workspace, fold: int) -> tuple[str, str]:
     """The hashes of the predictions a prior DummyClassifier makes on this fold."""
     from sklearn.dummy import DummyClassifier
 
-    from datarun.db import open_db
-    from datarun.problems import get_problem, load_fold, load_labels
+    from datarun.problems.registry import get_problem, load_fold, load_labels
+    from datarun.store.db import open_db
 
     db = open_db(workspace)
     problem = get_problem(db, "faults")

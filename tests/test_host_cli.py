@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 from sshd import needs_root, pin, sshd_a, sshd_b  # noqa: F401
 
-from datarun.db import open_db
 from datarun.errors import UsageError
-from datarun.hosts import add_host, register_host
+from datarun.executors.hosts import add_host, register_host
+from datarun.store.db import open_db
 
 ORIGINAL_KEYS = {"name", "executor", "address", "port", "user", "identity", "workdir", "python",
                  "slots", "threads", "memory", "gpus", "tags", "isolation", "connect_timeout",

@@ -54,9 +54,9 @@ def labels_in(root: Path, labels_file: Path, target: str) -> list[str]:
 
 
 def labels_file(workspace) -> Path:
-    from datarun.blobs import BlobStore
-    from datarun.db import open_db
-    from datarun.problems import get_problem
+    from datarun.problems.registry import get_problem
+    from datarun.store.blobs import BlobStore
+    from datarun.store.db import open_db
 
     problem = get_problem(open_db(workspace), "flowers")
     return BlobStore(workspace.blobs_dir).tree_path(problem["labels_hash"]) / "y_test.npy"
@@ -135,8 +135,8 @@ def get_estimator():
                     reason="isolation needs root and the host Python of scripts/setup-test-env.sh; "
                     "CI runs as root")
 def test_an_isolated_local_host_trains_good_submissions_and_stops_snooping_ones(cli, tmp_path, monkeypatch):
-    from datarun.dispatch import Dispatcher
-    from datarun.workspace import init_workspace
+    from datarun.dispatch.dispatcher import Dispatcher
+    from datarun.store.workspace import init_workspace
 
     # Outside /tmp (which an isolated task sees as its own jail) and under folders anyone
     # may enter, so only the workspace's own permissions and the isolation protect it.

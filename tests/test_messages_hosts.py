@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sshd import free_port, pin, sshd_a  # noqa: F401
 
-from datarun.hosts import add_host
+from datarun.executors.hosts import add_host
 
 
 def refused(result, exit_code: int, message: str) -> None:

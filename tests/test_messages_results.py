@@ -1,7 +1,7 @@
 """A result a host sent back that no other test triggered: a predictions file whose `.npy`
 header is well formed but claims more rows than any machine could hold.
 
-As the corpus's results/ cases, it is checked by `datarun.results.read_result` for task
+As the corpus's results/ cases, it is checked by `datarun.dispatch.results.read_result` for task
 `t1-a1` of a problem with 4 training rows, 2 test rows and 3 classes.
 """
 
@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from datarun.results import ResultRejected, read_result
+from datarun.dispatch.results import ResultRejected, read_result
 
 RESULT = {
     "key": "t1-a1", "state": "done", "error_kind": None, "error": None, "train_time": 0.1,

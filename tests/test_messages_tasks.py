@@ -10,8 +10,8 @@ import pytest
 from conftest import stop_runners
 from test_operator import GOOD, small_kit, submit, tasks_of
 
-from datarun.db import open_db
-from datarun.hosts import add_host
+from datarun.executors.hosts import add_host
+from datarun.store.db import open_db
 
 
 @pytest.fixture

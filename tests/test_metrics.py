@@ -1,4 +1,4 @@
-"""datarun.metrics against sklearn.metrics, on random inputs and on the edge cases where
+"""datarun.scoring.metrics against sklearn.metrics, on random inputs and on the edge cases where
 a score is undefined or an input is refused."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from datarun import metrics
+from datarun.scoring import metrics
 
 
 def proba_of(rng, n_rows, n_classes, ties=False):

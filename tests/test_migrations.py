@@ -2,7 +2,7 @@
 
 import pytest
 
-from datarun.db import MIGRATIONS, applied_migrations, connect, migrate
+from datarun.store.db import MIGRATIONS, applied_migrations, connect, migrate
 
 
 @pytest.mark.parametrize("applied_before", range(len(MIGRATIONS)))

@@ -119,7 +119,7 @@ def tasks_of(cli, submission: int) -> list[dict]:
 
 
 def test_retry_requeues_failed_tasks_clears_errors_and_scores_them_once_they_pass(flowers, cli, tmp_path):
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     flag = tmp_path / "in-the-mood"
     moody = submit(cli, tmp_path, "moody", FAILS_UNTIL.format(flag=str(flag)))

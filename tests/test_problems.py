@@ -9,10 +9,8 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from datarun.blobs import BlobStore
-from datarun.db import open_db
 from datarun.errors import NotFound, UsageError
-from datarun.problems import (
+from datarun.problems.registry import (
     DATA_FILES,
     data_dir,
     describe_problem,
@@ -22,6 +20,8 @@ from datarun.problems import (
     load_labels,
     register_problem,
 )
+from datarun.store.blobs import BlobStore
+from datarun.store.db import open_db
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -358,7 +358,7 @@ def test_registration_stores_no_test_labels_in_the_shipped_tree(workspace, db):
 
 
 def test_load_kit_fills_in_the_documented_defaults(tmp_path):
-    from datarun.kits import load_kit
+    from datarun.problems.kits import load_kit
 
     toml = 'name = "r"\nkind = "regression"\n[data]\ntrain = "d.csv"\ntarget = "y"\n' \
            '[scores]\nnames = ["r2"]\n'
@@ -369,7 +369,7 @@ def test_load_kit_fills_in_the_documented_defaults(tmp_path):
 
 
 def test_limits_are_parsed_with_units(tmp_path):
-    from datarun.kits import load_kit
+    from datarun.problems.kits import load_kit
 
     toml = BASE + '[limits]\nwall_time = "1.5m"\ncpu_time = "90s"\nmemory = "512MiB"\n'
     spec = load_kit(write_kit(tmp_path / "kit", toml))
@@ -385,7 +385,7 @@ def test_shuffle_split_takes_its_validation_share_from_cv_test_size(workspace, d
 
 
 def test_cv_test_size_is_refused_for_kfold(tmp_path):
-    from datarun.kits import load_kit
+    from datarun.problems.kits import load_kit
 
     toml = BASE.replace("seed = 1", "seed = 1\ntest_size = 0.5")
     with pytest.raises(UsageError, match=r"\[cv\] test_size applies only to shuffle-split"):

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datarun.kits import load_kit
-from datarun.workflows import get_workflow
+from datarun.problems.kits import load_kit
+from datarun.problems.workflows import get_workflow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 KITS = sorted(p.parent.name for p in EXAMPLES.glob("*/problem.toml"))

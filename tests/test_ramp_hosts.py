@@ -84,10 +84,10 @@ def test_submission_faults_are_reported_with_their_own_frames(iris, cli, tmp_pat
 
 def test_a_harness_without_rampwf_fails_the_task_with_what_to_install(workspace, cli, monkeypatch):
     """The harness's side, in-process: the data set loads, each task fails cleanly."""
-    from datarun.db import open_db
-    from datarun.problems import data_dir, get_problem
+    from datarun.problems.registry import data_dir, get_problem
     from datarun.remote.child import DataSet
     from datarun.remote.workflows import WORKFLOWS, PhaseClock, TaskFailure
+    from datarun.store.db import open_db
 
     assert cli("problem", "add", KITS / "cancer_estimator").exit_code == 0
     folder = data_dir(workspace, get_problem(open_db(workspace), "cancer_estimator"))
@@ -102,8 +102,8 @@ def test_a_harness_without_rampwf_fails_the_task_with_what_to_install(workspace,
 
 def test_predictions_come_back_as_the_kits_arrays(iris, cli):
     """What a host sends back is .npy of Predictions(y_pred=...).y_pred, every training row."""
-    from datarun.blobs import BlobStore
-    from datarun.db import open_db
+    from datarun.store.blobs import BlobStore
+    from datarun.store.db import open_db
 
     submission = submit(cli, "iris_classifier", KITS / "iris_classifier" / "submissions" / "knn")
     assert cli("train", "--json").exit_code == 0
@@ -148,7 +148,7 @@ def ssh_only(workspace, sshd_a):  # noqa: F811
 def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_only, cli,
                                                                            sshd_a):  # noqa: F811
     from datarun.executors import open_executor
-    from datarun.hosts import load_hosts
+    from datarun.executors.hosts import load_hosts
 
     if shutil.which(sshd_a.python) is None and not Path(sshd_a.python).exists():
         pytest.skip(f"no host python {sshd_a.python}")
@@ -180,8 +180,8 @@ def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_on
 
 
 def data_copy(workspace, cli, kit: str, tmp_path: Path) -> Path:
-    from datarun.db import open_db
-    from datarun.problems import data_dir, get_problem
+    from datarun.problems.registry import data_dir, get_problem
+    from datarun.store.db import open_db
 
     assert cli("problem", "add", KITS / kit).exit_code == 0
     source = data_dir(workspace, get_problem(open_db(workspace), kit))

@@ -27,7 +27,7 @@ def copy_kit(tmp_path, name, as_name=None) -> Path:
 
 
 def stored(workspace) -> tuple[int, int, list]:
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     db = open_db(workspace)
     problems = db.execute("SELECT count(*) FROM problems").fetchone()[0]
@@ -49,9 +49,9 @@ def test_classifier_kit_registers_with_the_kits_own_folds_and_labels(workspace, 
         ("acc", False, True), ("nll", True, False), ("bal_acc", False, False)]
 
     # The folds are get_cv's, frozen as indices.
-    from datarun.db import open_db
-    from datarun.problems import data_dir, get_problem, load_fold, load_labels
-    from datarun.rampkit import load_ramp_kit
+    from datarun.problems.rampkit import load_ramp_kit
+    from datarun.problems.registry import data_dir, get_problem, load_fold, load_labels
+    from datarun.store.db import open_db
 
     kit = load_ramp_kit(KITS / "iris_classifier")
     X, y = kit.module.get_train_data(path=str(KITS / "iris_classifier"))
@@ -98,8 +98,8 @@ def test_regression_and_feature_extractor_kits_register(workspace, cli):
 
 
 def test_external_data_ships_the_kits_default_copy(workspace, cli):
-    from datarun.db import open_db
-    from datarun.problems import data_dir, get_problem
+    from datarun.problems.registry import data_dir, get_problem
+    from datarun.store.db import open_db
 
     assert add(cli, KITS / "diabetes_external").exit_code == 0
     problem = get_problem(open_db(workspace), "diabetes_external")

@@ -34,7 +34,7 @@ N_FOLDS = {"iris_classifier": 3, "diabetes_regressor": 3, "cancer_estimator": 4,
 
 class Run:
     def __init__(self, root: Path):
-        from datarun.workspace import init_workspace
+        from datarun.store.workspace import init_workspace
 
         self.kits = root / "kits"
         for kit in N_FOLDS:
@@ -142,7 +142,7 @@ def test_export_is_read_back_by_rampwf_as_ramp_tests_own(run, kit, submission, t
     from rampwf.utils.cli.show import _bagged_table_and_headers, _load_score_submission
     from rampwf.utils.io import load_y_pred
 
-    from datarun.rampkit import import_problem
+    from datarun.problems.rampkit import import_problem
 
     exported = tmp_path / "submissions" / "datarun" / "training_output"
     result = run.cli("export", run.ids[kit, submission], "--ramp", exported)

@@ -4,9 +4,9 @@ longest expected first, learned from each submission's finished folds."""
 import pytest
 from conftest import EXAMPLES
 
-from datarun.db import open_db
-from datarun.hosts import Host
-from datarun.schedule import any_queued, queued_tasks, seats
+from datarun.dispatch.schedule import any_queued, queued_tasks, seats
+from datarun.executors.hosts import Host
+from datarun.store.db import open_db
 
 SUBS = EXAMPLES / "iris" / "submissions"
 

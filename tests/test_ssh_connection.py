@@ -161,7 +161,7 @@ def test_user_ssh_config_supplies_name_port_user_key_and_jump(sshd_a, sshd_b, kn
         f"Host direct\n  HostName 127.0.0.1\n  Port {sshd_b.port}\n  User {sshd_b.user}\n"
         f"  IdentityFile {sshd_b.client_key}\n"
     )
-    from datarun.hosts import parse_host
+    from datarun.executors.hosts import parse_host
 
     config = load_ssh_config()
     for alias in ("direct", "inner"):

@@ -182,7 +182,7 @@ def test_two_ssh_hosts_train_the_demo_like_the_local_host(workspace, cli, two_ho
         assert set(two_hosts[host].listing("data")) <= data_hashes(cli)
 
     # The same submissions on the embedded local host, in a workspace of their own.
-    from datarun.workspace import init_workspace
+    from datarun.store.workspace import init_workspace
 
     local_ws = init_workspace(tmp_path / "local")
     at = ("--workspace", str(local_ws.root))

@@ -27,8 +27,8 @@ def direct_bagged_accuracy(workspace, estimator_factory):
     """Fit the same estimator on the frozen folds in-process and bag as ramp-workflow does."""
     from sklearn.metrics import accuracy_score
 
-    from datarun.db import open_db
-    from datarun.problems import data_dir, get_problem, load_fold, load_labels
+    from datarun.problems.registry import data_dir, get_problem, load_fold, load_labels
+    from datarun.store.db import open_db
 
     db = open_db(workspace)
     problem = get_problem(db, "iris")
@@ -164,8 +164,8 @@ def test_dispatch_passes_collect_what_earlier_passes_launched(iris, cli):
 
 
 def test_contributivity_is_kept_up_to_date_after_each_scored_submission(iris, cli):
-    from datarun.contrib import update_contributivity
-    from datarun.db import open_db
+    from datarun.board.contrib import update_contributivity
+    from datarun.store.db import open_db
 
     first = submit(cli, "logreg")
     assert cli("train").exit_code == 0

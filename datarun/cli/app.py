@@ -43,14 +43,14 @@ def _global(
 
 
 def get_workspace():
-    from datarun.workspace import find_workspace
+    from datarun.store.workspace import find_workspace
 
     return find_workspace(state.workspace)
 
 
 def open_workspace():
     """The workspace and its opened database (call inside `handled()`)."""
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     workspace = get_workspace()
     return workspace, open_db(workspace)

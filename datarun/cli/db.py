@@ -18,7 +18,7 @@ def backup(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Copy the database consistently, even while a dispatcher or submit writes to it."""
-    from datarun.backup import backup_database
+    from datarun.store.backup import backup_database
 
     with handled():
         result = backup_database(get_workspace(), file, force=force)

@@ -42,7 +42,7 @@ def demo(
     if json_out:
         emit_json(result)
         return
-    from datarun.render import leaderboard_table
+    from datarun.cli.render import leaderboard_table
 
     err(f"workspace: {result['workspace']}")
     for board in result["leaderboards"]:

@@ -35,7 +35,7 @@ def add(
     json_out: JsonOption = False,
 ) -> None:
     """Create an event on a problem. `submit --event NAME` then enforces its rules."""
-    from datarun.events import add_event
+    from datarun.challenge.events import add_event
 
     with handled():
         _, db = open_workspace()
@@ -55,8 +55,8 @@ def list_command(
     json_out: JsonOption = False,
 ) -> None:
     """Every event with its dates, state and submission count."""
-    from datarun.events import list_events
-    from datarun.render import events_table
+    from datarun.challenge.events import list_events
+    from datarun.cli.render import events_table
 
     with handled():
         _, db = open_workspace()
@@ -73,8 +73,8 @@ def show(
     json_out: JsonOption = False,
 ) -> None:
     """An event's rules, participants and each team's submissions."""
-    from datarun.events import describe_event
-    from datarun.render import event_tables
+    from datarun.challenge.events import describe_event
+    from datarun.cli.render import event_tables
 
     with handled():
         _, db = open_workspace()

@@ -34,11 +34,11 @@ def export_command(
         workspace, db = open_workspace()
         try:
             if ramp is not None:
-                from datarun.export import export_ramp
+                from datarun.board.export import export_ramp
 
                 summary = export_ramp(workspace, db, target, ramp)
             else:
-                from datarun.export import export_tasks
+                from datarun.board.export import export_tasks
 
                 fmt, out = ("csv", csv_file) if csv_file is not None else ("json", json_file)
                 summary = export_tasks(db, target, None if str(out) == "-" else out, fmt)

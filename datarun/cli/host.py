@@ -90,7 +90,7 @@ def add(
     json_out: JsonOption = False,
 ) -> None:
     """Register an SSH host in hosts.toml (and with --trust, pin its host key)."""
-    from datarun.hosts import register_host
+    from datarun.executors.hosts import register_host
 
     table = {
         "executor": "ssh", "address": address, "port": port, "user": user, "identity": identity,
@@ -117,7 +117,7 @@ def trust(
     json_out: JsonOption = False,
 ) -> None:
     """Pin an SSH host's current key in the workspace's known_hosts (never replaces a pin)."""
-    from datarun.hosts import trust_host
+    from datarun.executors.hosts import trust_host
 
     with handled():
         key = trust_host(get_workspace(), name)
@@ -130,7 +130,7 @@ def trust(
 @host_app.command("list")
 def list_hosts(json_out: JsonOption = False) -> None:
     """The hosts of hosts.toml and the result of their last check."""
-    from datarun.hostcheck import host_rows
+    from datarun.executors.check import host_rows
 
     with handled():
         rows = host_rows(get_workspace())
@@ -146,7 +146,7 @@ def remove(
     json_out: JsonOption = False,
 ) -> None:
     """Remove a host from hosts.toml (its pinned key stays in known_hosts)."""
-    from datarun.hosts import unregister_host
+    from datarun.executors.hosts import unregister_host
 
     with handled():
         unregister_host(get_workspace(), name)
@@ -165,7 +165,7 @@ def check(
 
     Exits 1 when a host is not usable; the report says what to install or fix.
     """
-    from datarun.hostcheck import check_hosts
+    from datarun.executors.check import check_hosts
 
     with handled():
         reports = check_hosts(get_workspace(), name)

@@ -19,8 +19,8 @@ def leaderboard_command(
         "--csv", help="Print CSV on stdout, one flat column per value (docs/LEADERBOARD.md).")] = False,
 ) -> None:
     """The ranked submissions of a problem, by bagged validation score."""
+    from datarun.board.leaderboard import leaderboard
     from datarun.errors import UsageError
-    from datarun.leaderboard import leaderboard
 
     with handled():
         if json_out and csv_out:
@@ -35,12 +35,12 @@ def leaderboard_command(
         import csv
         import sys
 
-        from datarun.leaderboard import csv_columns, csv_rows
+        from datarun.board.leaderboard import csv_columns, csv_rows
 
         writer = csv.DictWriter(sys.stdout, fieldnames=csv_columns(board), lineterminator="\n")
         writer.writeheader()
         writer.writerows(csv_rows(board))
     else:
-        from datarun.render import leaderboard_table
+        from datarun.cli.render import leaderboard_table
 
         print_renderable(leaderboard_table(board))

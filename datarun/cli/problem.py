@@ -130,7 +130,7 @@ def add(
 ) -> None:
     """Register a kit: read and check its data, split the test set, freeze the folds."""
     with handled():
-        from datarun.problems import register_problem
+        from datarun.problems.registry import register_problem
 
         workspace, db = open_workspace()
         info = register_problem(workspace, db, kit)
@@ -146,7 +146,7 @@ def add(
 def list_command(json_out: JsonOption = False) -> None:
     """List the registered problems."""
     with handled():
-        from datarun.problems import list_problems
+        from datarun.problems.registry import list_problems
 
         _, db = open_workspace()
         rows = list_problems(db)
@@ -172,7 +172,7 @@ def show(
 ) -> None:
     """Show a problem: data shape, class balance, folds, scores, limits."""
     with handled():
-        from datarun.problems import describe_problem
+        from datarun.problems.registry import describe_problem
 
         workspace, db = open_workspace()
         info = describe_problem(workspace, db, name)

@@ -28,7 +28,7 @@ def submit(
     The event's rules are enforced: when it opens and closes, who takes part, the interval
     between one team's submissions and their number.
     """
-    from datarun.submissions import submit as submit_core
+    from datarun.challenge.submissions import submit as submit_core
 
     with handled():
         workspace, db = open_workspace()
@@ -54,13 +54,13 @@ def list_command(
     json_out: JsonOption = False,
 ) -> None:
     """List submissions with their state."""
-    from datarun.render import submissions_table
-    from datarun.submissions import list_submissions
+    from datarun.challenge.submissions import list_submissions
+    from datarun.cli.render import submissions_table
 
     with handled():
         _, db = open_workspace()
         if problem:
-            from datarun.problems import get_problem
+            from datarun.problems.registry import get_problem
 
             get_problem(db, problem)
         rows = list_submissions(db, problem)
@@ -77,8 +77,8 @@ def show(
     json_out: JsonOption = False,
 ) -> None:
     """Per-fold scores, times, CPU, memory, state and errors of a submission (or its code)."""
-    from datarun.problems import get_problem
-    from datarun.submissions import describe_submission, submission_code
+    from datarun.challenge.submissions import describe_submission, submission_code
+    from datarun.problems.registry import get_problem
 
     with handled():
         workspace, db = open_workspace()
@@ -100,7 +100,7 @@ def show(
     if json_out:
         emit_json(sub)
         return
-    from datarun.render import submission_table
+    from datarun.cli.render import submission_table
 
     print_renderable(submission_table(sub, score_names))
     print_renderable(f"event {sub['event']}")

@@ -15,7 +15,7 @@ SubmissionArgument = Annotated[str, typer.Argument(metavar="SUBMISSION", help="T
 @app.command()
 def retry(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
     """Re-queue a submission's failed tasks (errors cleared, host losses forgotten)."""
-    from datarun.controls import retry_submission
+    from datarun.dispatch.controls import retry_submission
 
     with handled():
         workspace, db = open_workspace()
@@ -30,7 +30,7 @@ def retry(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
 @app.command()
 def cancel(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
     """Stop a submission: kill its running tasks on their hosts, never start its queued ones."""
-    from datarun.controls import cancel_submission
+    from datarun.dispatch.controls import cancel_submission
 
     with handled():
         workspace, db = open_workspace()
@@ -51,7 +51,7 @@ def logs(
     json_out: JsonOption = False,
 ) -> None:
     """Print a task's captured output (stdout and stderr, head and tail when long)."""
-    from datarun.controls import task_log
+    from datarun.dispatch.controls import task_log
 
     with handled():
         workspace, db = open_workspace()

@@ -21,7 +21,7 @@ MaxAttempts = Annotated[int, typer.Option(
 
 
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
-    from datarun.dispatch import Limits
+    from datarun.dispatch.dispatcher import Limits
     from datarun.sizes import parse_duration, parse_size
 
     return Limits(
@@ -45,7 +45,7 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from datarun.train import train as train_core
+    from datarun.dispatch.train import train as train_core
 
     console = Console(stderr=True)
     with handled():
@@ -77,7 +77,7 @@ def train(
 @app.command()
 def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> None:
     """One pass, for cron: collect finished tasks, re-queue lost ones, launch queued ones."""
-    from datarun.train import dispatch_once
+    from datarun.dispatch.train import dispatch_once
 
     with handled():
         workspace, db = open_workspace()
@@ -95,7 +95,7 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
 @app.command()
 def status(json_out: JsonOption = False) -> None:
     """Queued, running, done and failed tasks per problem and per host."""
-    from datarun.status import workspace_status
+    from datarun.dispatch.status import workspace_status
 
     with handled():
         workspace, db = open_workspace()
@@ -103,7 +103,7 @@ def status(json_out: JsonOption = False) -> None:
     if json_out:
         emit_json(report)
         return
-    from datarun.render import status_tables
+    from datarun.cli.render import status_tables
 
     for table in status_tables(report):
         print_renderable(table)

@@ -14,7 +14,7 @@ def init(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Create a workspace: hosts.toml (with the local host) and .datarun/."""
-    from datarun.workspace import init_workspace
+    from datarun.store.workspace import init_workspace
 
     with handled():
         workspace = init_workspace(directory)

@@ -49,7 +49,7 @@ def poll_report(report: dict) -> PollReport:
 
 
 class Executor(Protocol):
-    host: object  # datarun.hosts.Host
+    host: object  # datarun.executors.hosts.Host
 
     def prepare(self, data: dict[str, Path]) -> None:
         """Make sure the harness and these data sets ({data hash: local folder}) are on the host."""

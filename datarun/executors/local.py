@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from datarun.executors.base import PollReport, SyncResult, poll_report
-from datarun.hosts import DEFAULT_PYTHON
+from datarun.executors.hosts import DEFAULT_PYTHON
 from datarun.remote import ops
 from datarun.remote.sync import sync as remote_sync
 
@@ -151,7 +151,7 @@ def warm_runners(workspace) -> list[str]:
     if os.environ.get(WARM_SWITCH, "1") == "0":
         return []
     from datarun.errors import DatarunError
-    from datarun.hosts import load_hosts
+    from datarun.executors.hosts import load_hosts
     from datarun.remote.common import HarnessError
 
     try:

@@ -27,12 +27,12 @@ import uuid
 from functools import cache
 from pathlib import Path
 
-from datarun.blobs import sha256_file, tree_hash
 from datarun.errors import HostError, UsageError
 from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
 from datarun.executors.sshsession import HarnessSession
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
+from datarun.store.blobs import sha256_file, tree_hash
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "remote"
 HARNESS_PACKAGE = "datarun_remote"

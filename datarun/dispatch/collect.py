@@ -1,6 +1,6 @@
 """Taking what a host's sync brought back: results, late results, lost tasks, bagged scores.
 
-Split from `datarun.dispatch` along its seam: the dispatcher decides when to talk to
+Split from `datarun.dispatch.dispatcher` along its seam: the dispatcher decides when to talk to
 hosts; this part decides what their answers mean for the database. Every write is one
 `BEGIN IMMEDIATE` transaction guarded by the state and attempt the row is expected to
 have, so a result is recorded once, for the attempt the database expects, or (when that
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datarun.results import ResultRejected, read_result
+from datarun.dispatch.results import ResultRejected, read_result
 
 # A runner beats every second; one silent for this long gets no new task until it beats
 # again (its tasks are given to others only after the host's grace period).

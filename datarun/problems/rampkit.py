@@ -375,7 +375,7 @@ def ramp_spec(kit: RampKit, data: RampData) -> dict:
 
 def register_ramp_problem(workspace, db, kit_dir: Path) -> dict:
     """Register a RAMP kit; return the problem's summary (as `describe_problem`)."""
-    from datarun.problems import _refuse_registered, describe_problem, store_problem
+    from datarun.problems.registry import _refuse_registered, describe_problem, store_problem
 
     kit = load_ramp_kit(kit_dir)
     _refuse_registered(db, kit.name, RENAME)
@@ -401,7 +401,7 @@ def is_ramp_problem(problem: dict) -> bool:
 
 def problem_module(workspace, problem: dict):
     """The registered problem.py (from the data tree), imported on the organiser's side."""
-    from datarun.problems import data_dir
+    from datarun.problems.registry import data_dir
 
     return import_problem(data_dir(workspace, problem) / RAMP_FILE,
                           f"datarun_ramp_{problem['name'].replace('-', '_')}")

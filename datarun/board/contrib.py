@@ -1,7 +1,7 @@
 """Keeping a problem's contributivity and blended score up to date.
 
 After each newly scored submission the dispatcher calls `update_contributivity`: it
-blends every fully scored submission of the problem (`datarun.blending`, ramp-blend's
+blends every fully scored submission of the problem (`datarun.scoring.blending`, ramp-blend's
 definition) and stores each one's share and the ensemble's scores. The blend's state is
 kept, so when submissions were only appended since the last blend, only the new ones are
 added to it rather than the whole greedy selection being run again.
@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from datarun.blobs import BlobStore
-from datarun.problems import get_problem, list_folds, load_fold, load_labels
+from datarun.problems.registry import get_problem, list_folds, load_fold, load_labels
+from datarun.store.blobs import BlobStore
 
 
 def scored_submissions(db, problem: str) -> list[int]:
@@ -57,9 +57,9 @@ def ramp_combined_test(scorer, fold_tests: list[list[np.ndarray]]) -> float | No
 
 
 def update_contributivity(workspace, db, problem_name: str) -> dict | None:
-    from datarun.blending import contributivity
-    from datarun.blendscores import BUILTIN
-    from datarun.scores import SCORE_TYPES
+    from datarun.scoring.blending import contributivity
+    from datarun.scoring.blendscores import BUILTIN
+    from datarun.scoring.scores import SCORE_TYPES
 
     problem = get_problem(db, problem_name)
     submissions = scored_submissions(db, problem_name)
@@ -81,7 +81,7 @@ def update_contributivity(workspace, db, problem_name: str) -> dict | None:
     name = problem["score_names"][0]
     ramp = None
     if problem["workflow"] == "ramp":
-        from datarun.scoring import RampScorer
+        from datarun.board.scorer import RampScorer
 
         ramp = RampScorer(workspace, db, problem)
         score, lower_is_better = ramp_blend_score(ramp, classes)

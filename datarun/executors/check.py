@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 from datarun.errors import DatarunError
-from datarun.hosts import Host, get_host, load_hosts
+from datarun.executors.hosts import Host, get_host, load_hosts
 
 # name in the harness report -> the distribution to install
 REQUIRED = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn", "psutil": "psutil"}
@@ -157,7 +157,7 @@ def record(db, report: dict) -> None:
 
 def check_hosts(workspace, name: str | None = None) -> list[dict]:
     """Check one host, or every host of hosts.toml side by side; record each report."""
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     hosts = load_hosts(workspace.hosts_file)
     chosen = [get_host(hosts, name)] if name else list(hosts.values())
@@ -186,7 +186,7 @@ def last_checks(db) -> dict[str, dict]:
 
 def host_rows(workspace) -> list[dict]:
     """hosts.toml's hosts with their last check, for `host list`."""
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     hosts = load_hosts(workspace.hosts_file)
     db = open_db(workspace)

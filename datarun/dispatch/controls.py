@@ -31,7 +31,7 @@ def _states(db, submission: int) -> str:
 
 def retry_submission(workspace, db, submission: int | str) -> dict:
     """Re-queue a submission's failed tasks, their error cleared and their loss count reset."""
-    from datarun.submissions import get_submission
+    from datarun.challenge.submissions import get_submission
 
     sub = get_submission(db, submission)
     with db.conn:
@@ -53,8 +53,8 @@ def retry_submission(workspace, db, submission: int | str) -> dict:
 
 def cancel_submission(workspace, db, submission: int | str) -> dict:
     """Fail a submission's queued and running tasks as `cancelled`; kill the running ones on their hosts."""
-    from datarun.dispatch import task_key
-    from datarun.submissions import get_submission
+    from datarun.challenge.submissions import get_submission
+    from datarun.dispatch.dispatcher import task_key
 
     sub = get_submission(db, submission)
     with db.conn:
@@ -94,7 +94,7 @@ def cancel_submission(workspace, db, submission: int | str) -> dict:
 def _on_host(workspace, name: str, action):
     """Run `action(executor)` on host NAME, with harness refusals as HostError; close after."""
     from datarun.executors import open_executor
-    from datarun.hosts import load_hosts
+    from datarun.executors.hosts import load_hosts
     from datarun.remote.common import HarnessError
 
     hosts = load_hosts(workspace.hosts_file)
@@ -113,8 +113,8 @@ def _on_host(workspace, name: str, action):
 
 def task_log(workspace, db, task: int | str) -> dict:
     """A task's captured output: from the blob store once collected, else from its host."""
-    from datarun.blobs import BlobStore
-    from datarun.dispatch import task_key
+    from datarun.dispatch.dispatcher import task_key
+    from datarun.store.blobs import BlobStore
 
     try:
         task_id = int(task)

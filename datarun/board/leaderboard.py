@@ -19,7 +19,7 @@ import json
 import math
 import time
 
-from datarun.problems import get_problem
+from datarun.problems.registry import get_problem
 
 HIDDEN_FIELDS = ("score", "contributivity")
 
@@ -44,11 +44,11 @@ def _hidden_events(db, problem_name: str, now: float) -> dict[str, float]:
 def leaderboard(db, problem_name: str, private: bool = False, event: str | None = None,
                 now: float | None = None) -> dict:
     """The ranked submissions of a problem, or of one of its events (`event`)."""
-    from datarun.scoring import score_directions
+    from datarun.board.scorer import score_directions
 
     problem = get_problem(db, problem_name)
     if event is not None:
-        from datarun.events import resolve_event
+        from datarun.challenge.events import resolve_event
 
         resolve_event(db, problem_name, event)
     now = time.time() if now is None else now
@@ -155,7 +155,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
 
 
 def _notice(hidden_events: dict[str, float]) -> str | None:
-    from datarun.events import format_when
+    from datarun.challenge.events import format_when
 
     if not hidden_events:
         return None

@@ -1,7 +1,7 @@
 """Scoring on the organiser's side: the one place that knows how a problem is scored.
 
 The dispatcher hands pulled predictions here; the problem decides how they are scored:
-native kits with `datarun.scores`, RAMP kits with their own `score_types` and
+native kits with `datarun.scoring.scores`, RAMP kits with their own `score_types` and
 `Predictions`, called exactly as ramp-workflow's `ramp-test` calls them (per fold:
 `score_function(Predictions(y_true=y, fold_is=idx), Predictions(y_pred=p, fold_is=idx))`;
 bagged: `get_score_cv_bags`), so the numbers are ramp-test's. Keeping the choice here lets
@@ -17,7 +17,7 @@ class ProblemScorer:
     """Scores one problem's predictions; caches its labels and folds."""
 
     def __init__(self, workspace, db, problem: dict):
-        from datarun.problems import load_labels
+        from datarun.problems.registry import load_labels
 
         self.workspace = workspace
         self.db = db
@@ -27,7 +27,7 @@ class ProblemScorer:
 
     def fold(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         if fold not in self._folds:
-            from datarun.problems import load_fold
+            from datarun.problems.registry import load_fold
 
             self._folds[fold] = load_fold(self.workspace, self.db, self.problem["name"], fold)
         return self._folds[fold]
@@ -39,7 +39,7 @@ class ProblemScorer:
         return (self.problem["n_train"], *extra), (self.problem["n_test"], *extra)
 
     def task_scores(self, fold: int, y_pred_train, y_pred_test) -> list[tuple[str, str, float | None]]:
-        from datarun.scores import task_scores
+        from datarun.scoring.scores import task_scores
 
         train_idx, valid_idx = self.fold(fold)
         p = self.problem
@@ -47,7 +47,7 @@ class ProblemScorer:
                            train_idx, valid_idx, y_pred_train, y_pred_test)
 
     def bagged_scores(self, folds: list[int], preds_train: list, preds_test: list):
-        from datarun.scores import bagged_scores
+        from datarun.scoring.scores import bagged_scores
 
         p = self.problem
         return bagged_scores(p["kind"], p["classes"], p["score_names"], self.y_train, self.y_test,
@@ -63,7 +63,7 @@ class RampScorer(ProblemScorer):
     """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here)."""
 
     def __init__(self, workspace, db, problem: dict):
-        from datarun.rampkit import problem_module
+        from datarun.problems.rampkit import problem_module
 
         super().__init__(workspace, db, problem)
         self.module = problem_module(workspace, problem)
@@ -122,6 +122,6 @@ def score_directions(problem: dict) -> dict[str, bool]:
     ramp = (problem.get("spec") or {}).get("ramp")
     if ramp:
         return {s["name"]: s["lower_is_better"] for s in ramp["scores"]}
-    from datarun.scores import SCORE_TYPES
+    from datarun.scoring.scores import SCORE_TYPES
 
     return {name: SCORE_TYPES[name].lower_is_better for name in problem["score_names"]}

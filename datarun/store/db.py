@@ -10,7 +10,7 @@ import sqlite3
 import sys
 import time
 
-from datarun.workspace import Workspace
+from datarun.store.workspace import Workspace
 
 
 def _import_sqlite_utils():

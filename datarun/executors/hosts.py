@@ -300,7 +300,7 @@ def register_host(workspace, name: str, table: dict, trust: bool = False) -> dic
 
 def unregister_host(workspace, name: str) -> None:
     """`host remove`: out of hosts.toml, and its last check out of the database."""
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     remove_host(workspace.hosts_file, name)
     db = open_db(workspace)

@@ -1,12 +1,12 @@
 """Moving tasks forward: collect what finished, re-queue what was lost, launch what waits.
 
 One pass (`dispatch_pass`) is what cron's `datarun dispatch` does every minute; `train`
-repeats passes until the tasks it was asked for are finished (both in `datarun.train`).
+repeats passes until the tasks it was asked for are finished (both in `datarun.dispatch.train`).
 Only one dispatcher moves tasks in a workspace at a time (an flock on
 `.datarun/dispatch.lock`); `submit`, `status` and `leaderboard` run alongside freely
 thanks to WAL.
 
-All talk with hosts happens on per-host lanes (`datarun.lanes`): one job at a time per
+All talk with hosts happens on per-host lanes (`datarun.dispatch.lanes`): one job at a time per
 host, on its own thread, so a hung host holds its own slots and nothing else. A job is one
 `sync` with the host (clean up, ship, start, poll, fetch in one round trip); the database
 is touched only from the dispatcher's thread, when it takes a lane's finished job.
@@ -22,9 +22,9 @@ its syncs (its tasks are re-queued once it has failed for its grace period); a h
 times out (the same, through the SSH timeouts); a host that answers but whose runner has
 stopped beating is `stalled` (no new task at once, its tasks re-queued after the grace).
 A host that failed or stalled gets no new task until a sync shows it well again. Every
-attempt given up on is a leftover of its host (`datarun.lanes.Leftovers`): cancelled
+attempt given up on is a leftover of its host (`datarun.dispatch.lanes.Leftovers`): cancelled
 there when the host answers, its late result taken only if it is the task's first
-complete one. What the answers mean for the database is `datarun.collect`.
+complete one. What the answers mean for the database is `datarun.dispatch.collect`.
 """
 
 import json
@@ -35,11 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from datarun.blobs import BlobStore
-from datarun.collect import Collecting, PassReport, task_key  # noqa: F401 (re-exported)
+from datarun.dispatch.collect import Collecting, PassReport, task_key  # noqa: F401 (re-exported)
+from datarun.dispatch.lanes import Lane, Leftovers
+from datarun.dispatch.schedule import any_queued, queued_tasks, seats
 from datarun.errors import DatarunError
-from datarun.lanes import Lane, Leftovers
-from datarun.schedule import any_queued, queued_tasks, seats
+from datarun.store.blobs import BlobStore
 
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
 LEASE_GRACE = 120.0  # seconds a task may go unheard-of past its wall limit
@@ -119,14 +119,14 @@ class Dispatcher(Collecting):
 
     def problem(self, name: str) -> dict:
         if name not in self._problems:
-            from datarun.problems import get_problem
+            from datarun.problems.registry import get_problem
 
             self._problems[name] = get_problem(self.db, name)
         return self._problems[name]
 
     def scorer(self, name: str):
         if name not in self._scorers:
-            from datarun.scoring import scorer_for
+            from datarun.board.scorer import scorer_for
 
             self._scorers[name] = scorer_for(self.workspace, self.db, self.problem(name))
         return self._scorers[name]
@@ -185,7 +185,7 @@ class Dispatcher(Collecting):
             finally:
                 shutil.rmtree(context["scratch"], ignore_errors=True)
         for problem in sorted(self.to_blend):
-            from datarun.contrib import update_contributivity
+            from datarun.board.contrib import update_contributivity
 
             update_contributivity(self.workspace, self.db, problem)
         self.to_blend.clear()

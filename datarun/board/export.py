@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datarun.blobs import BlobStore
+from datarun.challenge.submissions import get_submission
 from datarun.errors import UsageError
-from datarun.problems import get_problem
-from datarun.submissions import get_submission
+from datarun.problems.registry import get_problem
+from datarun.store.blobs import BlobStore
 
 SPLITS = ("train", "valid", "test")
 TASK_COLUMNS = (
@@ -51,7 +51,7 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
 
 def _bagged_table(workspace, db, problem: dict, folds: list[int], preds_train, preds_test):
     """{split: {score: [bagged score of the first 1..n folds]}} as ramp-test computes it."""
-    from datarun.scoring import scorer_for
+    from datarun.board.scorer import scorer_for
 
     scorer = scorer_for(workspace, db, problem)
     if hasattr(scorer, "bagged_table"):  # RAMP: the kit's own bagging

@@ -53,7 +53,7 @@ def workflow_for(problem: dict) -> Workflow:
     """The workflow a registered problem's submissions follow."""
     if problem["workflow"] != "ramp":
         return get_workflow(problem["workflow"])
-    from datarun.rampkit import WORKFLOW_FUNCTIONS
+    from datarun.problems.rampkit import WORKFLOW_FUNCTIONS
 
     ramp = problem["spec"]["ramp"]
     defaults = set(ramp.get("external", []))

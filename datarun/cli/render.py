@@ -116,13 +116,13 @@ def status_tables(status: dict) -> list[Table]:
 
 
 def _utc(timestamp) -> str:
-    from datarun.events import format_when
+    from datarun.challenge.events import format_when
 
     return format_when(timestamp)
 
 
 def _rules(event: dict) -> str:
-    from datarun.events import format_span
+    from datarun.challenge.events import format_span
 
     rules = []
     if event["min_interval"] is not None:

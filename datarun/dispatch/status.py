@@ -1,6 +1,6 @@
 """`datarun status`: task counts per problem and per host, read with SQL only (fast to start)."""
 
-from datarun.hosts import load_hosts
+from datarun.executors.hosts import load_hosts
 
 STATES = ("queued", "running", "done", "failed")
 

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from datarun.dispatch import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
+from datarun.dispatch.dispatcher import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
+from datarun.dispatch.schedule import selection
 from datarun.errors import Busy, UsageError
-from datarun.hosts import load_hosts
-from datarun.schedule import selection
+from datarun.executors.hosts import load_hosts
 
 GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
 
@@ -58,11 +58,11 @@ def _check_attempts(max_attempts: int) -> None:
 
 def _check_selection(db, problem: str | None, submission: int | None) -> None:
     if problem:
-        from datarun.problems import get_problem
+        from datarun.problems.registry import get_problem
 
         get_problem(db, problem)
     if submission is not None:
-        from datarun.submissions import get_submission
+        from datarun.challenge.submissions import get_submission
 
         get_submission(db, submission)
 
@@ -73,7 +73,7 @@ def _preload_ramp_scoring(db, problem: str | None, submission: int | None) -> No
 
     Its score types would otherwise pay ramp-workflow's and scikit-learn's import (~1 s)
     on the dispatcher's critical path, after the hosts' runners have already paid theirs.
-    Native kits score with `datarun.metrics` and need neither.
+    Native kits score with `datarun.scoring.metrics` and need neither.
     """
     where, args = selection(problem, submission)
     ramp = db.execute(

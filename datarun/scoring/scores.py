@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datarun import metrics
 from datarun.errors import UsageError
+from datarun.scoring import metrics
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"

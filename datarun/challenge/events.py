@@ -205,7 +205,7 @@ def add_event(db, name: str, problem: str, opens: str | None = None, closes: str
               public_opens: str | None = None, participants: Path | None = None,
               min_interval: str | None = None, max_submissions: int | None = None) -> dict:
     """Create an event on a problem; everything is checked before anything is stored."""
-    from datarun.problems import get_problem
+    from datarun.problems.registry import get_problem
 
     if not NAME_RE.match(name or ""):
         raise UsageError(f"event name {name!r}: use lowercase letters, digits, '-' and '_'")
@@ -259,7 +259,7 @@ def list_events(db, problem: str | None = None, now: float | None = None) -> lis
     """Every event (the problems' default events included), by problem then name."""
     now = time.time() if now is None else now
     if problem is not None:
-        from datarun.problems import get_problem
+        from datarun.problems.registry import get_problem
 
         get_problem(db, problem)
     _create_default_events(db, problem)

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datarun.blobs import BlobStore
 from datarun.errors import NotFound, UsageError
-from datarun.kits import ProblemSpec, load_kit
-from datarun.workspace import Workspace
+from datarun.problems.kits import ProblemSpec, load_kit
+from datarun.store.blobs import BlobStore
+from datarun.store.workspace import Workspace
 
 if TYPE_CHECKING:
     import numpy as np
@@ -129,7 +129,7 @@ def prepare_data(spec: ProblemSpec) -> PreparedData:
     """Read, check and split the kit's data; compute the folds. Writes nothing."""
     import numpy as np
 
-    from datarun.cv import make_folds, split_test
+    from datarun.problems.cv import make_folds, split_test
     train_name = spec.train
     train = read_table(spec.train_path, "[data] train")
     if spec.target not in train.columns:
@@ -246,7 +246,7 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
 
 def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
     """Register a kit (native, or RAMP with problem.py); return the problem's summary."""
-    from datarun.rampkit import is_ramp_kit, register_ramp_problem
+    from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
 
     if is_ramp_kit(kit_dir):
         return register_ramp_problem(workspace, db, kit_dir)
@@ -343,7 +343,7 @@ def _target_summary(y: np.ndarray) -> dict:
 
 def describe_problem(workspace: Workspace, db, name: str) -> dict:
     """What `problem show` prints: data shape, class balance, folds, scores, limits, cv."""
-    from datarun.scores import get_score_type
+    from datarun.scoring.scores import get_score_type
 
     problem = get_problem(db, name)
     spec = problem["spec"]

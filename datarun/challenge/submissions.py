@@ -13,9 +13,9 @@ import os
 import time
 from pathlib import Path
 
-from datarun.blobs import BlobStore
 from datarun.errors import NotFound, UsageError
 from datarun.sizes import format_size
+from datarun.store.blobs import BlobStore
 
 MAX_FILE_BYTES = 512 * 1024
 MAX_NAME = 100
@@ -106,10 +106,10 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
     the write lock, after the duplicate check (an identical resubmission stores nothing, so
     no rule applies to it); `force` stores a submission that breaks them and records which.
     """
-    from datarun.blobs import sha256_bytes
-    from datarun.events import enforce_rules, resolve_event
-    from datarun.problems import get_problem
-    from datarun.workflows import workflow_for
+    from datarun.challenge.events import enforce_rules, resolve_event
+    from datarun.problems.registry import get_problem
+    from datarun.problems.workflows import workflow_for
+    from datarun.store.blobs import sha256_bytes
 
     problem = get_problem(db, problem_name)
     workflow = workflow_for(problem)

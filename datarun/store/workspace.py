@@ -45,7 +45,7 @@ class Workspace:
 
     @property
     def db_path(self) -> Path:
-        return self.state_dir / "datarun.db"
+        return self.state_dir / "datarun.store.db"
 
     @property
     def blobs_dir(self) -> Path:
@@ -101,7 +101,7 @@ def init_workspace(path: Path | str) -> Workspace:
     workspace.blobs_dir.mkdir()
     if not workspace.hosts_file.exists():
         workspace.hosts_file.write_text(DEFAULT_HOSTS_TOML)
-    from datarun.db import open_db
+    from datarun.store.db import open_db
 
     open_db(workspace).conn.close()
     return workspace

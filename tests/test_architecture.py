@@ -1,0 +1,45 @@
+"""The layering written in pyproject.toml ([tool.importlinter]) holds, and would catch a breach."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint(cwd: Path, pythonpath: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT), "--config", str(cwd / "pyproject.toml"), "--no-cache"],
+                          cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_import_contracts_are_kept():
+    result = lint(REPO, REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broken" not in result.stdout.split("Contracts:")[-1].replace("0 broken", "")
+
+
+def test_a_harness_module_importing_datarun_breaks_a_contract(tmp_path):
+    """Negative control: the same contracts on a copy where the harness imports the store."""
+    shutil.copytree(REPO / "datarun", tmp_path / "datarun",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    common = tmp_path / "datarun" / "remote" / "common.py"
+    common.write_text(common.read_text() + "\nfrom datarun.store import db  # noqa\n")
+    result = lint(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "the harness imports nothing of datarun BROKEN" in result.stdout
+    assert "datarun.remote.common -> datarun.store.db" in result.stdout
+
+
+def test_a_store_module_importing_an_executor_breaks_the_layers(tmp_path):
+    shutil.copytree(REPO / "datarun", tmp_path / "datarun",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    blobs = tmp_path / "datarun" / "store" / "blobs.py"
+    blobs.write_text(blobs.read_text() + "\nfrom datarun.executors import base  # noqa\n")
+    result = lint(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "datarun.store.blobs -> datarun.executors.base" in result.stdout
