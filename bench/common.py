@@ -123,7 +123,7 @@ class Workspace:
 
     @property
     def db_path(self) -> Path:
-        return self.root / ".datarun" / "datarun.store.db"
+        return self.root / ".datarun" / "datarun.db"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return run(datarun_command() + [str(a) for a in args], env=self.env)

@@ -163,7 +163,7 @@ def test_backup_of_a_damaged_database_fails_its_check(local, cli, tmp_path):
 
 def test_backup_of_a_workspace_without_a_database(local, cli, tmp_path):
     for suffix in ("", "-wal", "-shm"):
-        local.workspace.db_path.with_name(f"datarun.store.db{suffix}").unlink(missing_ok=True)
+        local.workspace.db_path.with_name(f"datarun.db{suffix}").unlink(missing_ok=True)
     result = cli("db", "backup", tmp_path / "copy.db")
     assert result.exit_code == 2
     assert "has no database yet: nothing to back up" in result.stderr

@@ -10,7 +10,7 @@ def test_init_creates_hosts_toml_and_state(tmp_path, cli):
     assert result.exit_code == 0
     assert result.json()["workspace"] == str(tmp_path / "ws")
     assert (tmp_path / "ws" / "hosts.toml").read_text().startswith("# Hosts")
-    assert (tmp_path / "ws" / ".datarun" / "datarun.store.db").exists()
+    assert (tmp_path / "ws" / ".datarun" / "datarun.db").exists()
 
 
 def test_second_init_is_refused_and_keeps_state(tmp_path, cli):

@@ -45,7 +45,7 @@ class Workspace:
 
     @property
     def db_path(self) -> Path:
-        return self.state_dir / "datarun.store.db"
+        return self.state_dir / "datarun.db"
 
     @property
     def blobs_dir(self) -> Path:
