@@ -19,8 +19,7 @@ def _yes_no(value) -> str:
 
 def hosts_table(rows: list[dict]):
     """Rows of `host_rows` in, a rich Table out."""
-    from rich.table import Table
-
+    from datarun.cli.render import Table, add_row
     from datarun.sizes import format_size
 
     table = Table(title="Hosts")
@@ -31,7 +30,8 @@ def hosts_table(rows: list[dict]):
         address = "-"
         if row["executor"] == "ssh":
             address = f"{row['user'] + '@' if row['user'] else ''}{row['address']}:{row['port'] or 22}"
-        table.add_row(
+        add_row(
+            table,
             row["name"], row["executor"], address, str(row["slots"]), str(row["threads"]),
             format_size(row["memory"]), str(row["gpus"]), ",".join(row["tags"]) or "-",
             _yes_no(row["ok"]),
@@ -49,8 +49,7 @@ def _version(entry: dict | None) -> str:
 
 def check_table(reports: list[dict]):
     """Reports of `check_hosts` in, a rich Table out: one line per host, then what to fix."""
-    from rich.table import Table
-
+    from datarun.cli.render import Table, add_row
     from datarun.sizes import format_size
 
     table = Table(title="Host check")
@@ -61,7 +60,8 @@ def check_table(reports: list[dict]):
         libraries = report.get("libraries") or {}
         version = [_version(libraries.get(name)) for name in ("numpy", "pandas", "sklearn", "psutil")]
         notes = report["problems"] + report["warnings"]
-        table.add_row(
+        add_row(
+            table,
             report["name"], "ok" if report["ok"] else "NOT OK", report.get("python") or "-",
             *version,
             str(report["cpus"] or "-"), format_size(report["memory"]),
