@@ -77,6 +77,11 @@ def csv_row(row: dict) -> dict:
     return {key: csv_cell(value) for key, value in row.items()}
 
 
+def name_key(value: str) -> str:
+    """A name as it is stored, for looking one up: NFKC, no spaces around it."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
 def check_name(value: str, what: str) -> str:
     """A name NFKC-normalised and without spaces around it; UsageError naming the first
     character of a refused category by its code point."""

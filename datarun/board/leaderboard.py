@@ -50,7 +50,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
     if event is not None:
         from datarun.challenge.events import resolve_event
 
-        resolve_event(db, problem_name, event)
+        event = resolve_event(db, problem_name, event)["name"]
     now = time.time() if now is None else now
     hidden_events = {} if private else _hidden_events(db, problem_name, now)
     names = problem["score_names"]

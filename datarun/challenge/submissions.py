@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
+from datarun.safetext import check_name
 from datarun.sizes import format_size
 from datarun.store.blobs import BlobStore
 
@@ -24,13 +25,12 @@ IGNORED = {"__pycache__", ".DS_Store", ".ipynb_checkpoints", "training_output"}
 
 
 def _check_label(value: str, what: str) -> str:
-    value = value.strip()
+    """A team or submission name: NFKC, trimmed, no invisible characters (datarun.safetext)."""
+    value = check_name(value, what)
     if not value:
         raise UsageError(f"{what} must not be empty")
     if len(value) > MAX_NAME:
         raise UsageError(f"{what} is longer than {MAX_NAME} characters")
-    if any(ord(c) < 32 for c in value):
-        raise UsageError(f"{what} must not contain control characters or newlines")
     return value
 
 
