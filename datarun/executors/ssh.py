@@ -173,8 +173,10 @@ class SSHExecutor:
     def _missing(self, folders: list[str]) -> tuple[list[str], int | None]:
         """Which of these remote folders lack `.complete`, and the free disk, in one command."""
         layout = [f"{self.workdir}/{sub}" for sub in ("harness", "data", "tasks", "inbox")]
+        # umask 077: a WORKDIR made here is its owner's alone (the harness tightens an
+        # older, looser one when it next makes its layout).
         command = (
-            shlex.join(["mkdir", "-p", *layout])
+            "umask 077 && " + shlex.join(["mkdir", "-p", *layout])
             + " && for f in " + " ".join(shlex.quote(f) for f in folders)
             + '; do [ -e "$f/.complete" ] && echo "have $f"; done; '
             + shlex.join(["df", "-Pk", self.workdir])

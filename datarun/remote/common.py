@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -46,8 +47,9 @@ class Layout:
         self.wake = self.root / "wake"  # a FIFO the runner reads: a byte there means "look now"
 
     def make(self) -> "Layout":
-        for folder in (self.root, self.tasks, self.data, self.inbox):
-            folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
+        for folder in (self.tasks, self.data, self.inbox):
+            folder.mkdir(exist_ok=True)
         return self
 
     def task(self, key: str) -> Path:
@@ -72,6 +74,30 @@ class Layout:
             except FileNotFoundError:
                 continue
         return [name for _, name in sorted(stamped)]
+
+
+def private_folder(path: Path) -> None:
+    """WORKDIR as its owner's alone (0700): made so, or tightened if it is looser.
+
+    Other users of a shared host must not read the submissions, data and results in it. A
+    folder that is not this user's, or a shared one (sticky bit, like /tmp), is refused
+    rather than taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise HarnessError(f"workdir {path} is not a folder: give datarun a folder of its own")
+    if info.st_mode & stat.S_ISVTX:
+        raise HarnessError(f"workdir {path} is a shared folder (sticky bit, like /tmp): give "
+                           "datarun a folder of its own inside it")
+    if info.st_uid != os.geteuid():
+        raise HarnessError(f"workdir {path} belongs to uid {info.st_uid}, not to this user "
+                           f"(uid {os.geteuid()}): give datarun a folder of its own")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
 
 
 def write_json(path: Path, data: dict) -> None:
