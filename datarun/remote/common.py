@@ -213,6 +213,32 @@ def runner_alive(layout: Layout) -> bool:
     return False
 
 
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22),
+    or None if there is no such process. A pid is reused; a pid with its start time is not."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+    except (OSError, ValueError):
+        return None
+    # The command name (field 2) is in parentheses and may hold anything, ")" included.
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of `pid` (/proc/<pid>/stat field 5), or None."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+        return int(text[text.rfind(")") + 2:].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def failed_result(key: str, kind: str, error: str, started_at: float | None = None) -> dict:
     """A result.json for a task that produced no predictions."""
     now = time.time()
