@@ -61,10 +61,13 @@ def test_changed_host_key_is_refused(sshd_a, sshd_b, tmp_path):  # noqa: F811
     known = tmp_path / "known_hosts"
     # The key of server b, recorded for server a's address: as if a's key had changed.
     known.write_text(f"[127.0.0.1]:{sshd_a.port} ssh-ed25519 {sshd_b.host_key_pub}\n")
-    with pytest.raises(HostError, match=r"host key of \[127.0.0.1\]:\d+ has CHANGED .*ssh-keygen -R"):
+    with pytest.raises(HostError, match=r"host key of \[127.0.0.1\]:\d+ has CHANGED: it is now "
+                       r"ssh-ed25519 SHA256:\S+, ssh-ed25519 SHA256:\S+ is pinned: if the change is "
+                       r"expected, run `datarun host trust node --replace`"):
         connection(sshd_a, known).connect()
     # Trusting does not overwrite the pin either.
-    with pytest.raises(HostError, match="has CHANGED"):
+    with pytest.raises(HostError, match="is pinned for it: if the change is expected, run "
+                       "`datarun host trust node --replace`"):
         pin_host_key(resolve_target(sshd_a.host("node")), known)
 
 
@@ -72,7 +75,7 @@ def test_trust_pins_a_new_key_once(sshd_a, tmp_path):  # noqa: F811
     known = tmp_path / "ws_known_hosts"
     target = resolve_target(sshd_a.host("node"))
     first = pin_host_key(target, known)
-    assert first.startswith("SHA256:")
+    assert first.fingerprint.startswith("SHA256:") and first.replaced == []
     assert known.read_text() == sshd_a.known_hosts_line()
     assert pin_host_key(target, known) == first
     assert known.read_text() == sshd_a.known_hosts_line()  # not written twice

@@ -35,6 +35,7 @@ from datarun.executors.hostkeys import (  # noqa: F401  (re-exported for callers
     changed_key_message,
     fingerprint,
     known_hosts_files,
+    known_keys,
     pin_host_key,
 )
 from datarun.executors.sshtarget import (  # noqa: F401
@@ -201,6 +202,10 @@ class SSHConnection:
             )
         except UnknownHostKey as error:
             sock.close()
+            files = known_hosts_files(self.known_hosts)
+            pinned = known_keys(error.known_hosts_name, files)
+            if pinned:  # the host no longer shows the pinned key's type: a change all the same
+                raise HostError(changed_key_message(target, error.key, pinned)) from None
             raise HostError(
                 f"host {target.name}: unknown host key {error.key.get_name()} "
                 f"{fingerprint(error.key)} for {error.known_hosts_name}: if it is right, pin it "
@@ -208,8 +213,9 @@ class SSHConnection:
             ) from None
         except paramiko.BadHostKeyException as error:
             sock.close()
-            raise HostError(
-                changed_key_message(target, error.key, known_hosts_files(self.known_hosts))
+            pinned = known_keys(target.known_hosts_name, known_hosts_files(self.known_hosts))
+            raise HostError(changed_key_message(
+                target, error.key, [k for k in pinned if k != error.key] or [error.expected_key])
             ) from None
         except paramiko.AuthenticationException:
             sock.close()
