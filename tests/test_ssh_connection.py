@@ -227,13 +227,20 @@ def test_sftp_put_get_and_size_cap(sshd_a, known_hosts, tmp_path):  # noqa: F811
         local.write_bytes(os.urandom(100_000))
         remote = conn.expand("~/datarun-test-blob")
         assert conn.put(local, remote) == 100_000
-        assert conn.get(remote, tmp_path / "back", max_bytes=200_000) == 100_000
+        with open(tmp_path / "back", "wb") as out:
+            assert conn.get(remote, out, 100_000, max_bytes=200_000) == 100_000
         assert (tmp_path / "back").read_bytes() == local.read_bytes()
-        with pytest.raises(HostError, match="is 100000 bytes, over the 1000-byte cap"):
-            conn.get(remote, tmp_path / "capped", max_bytes=1000)
+        with open(tmp_path / "capped", "wb") as out, pytest.raises(
+                HostError, match="is announced as 100000 bytes, over the 1000-byte cap"):
+            conn.get(remote, out, 100_000, max_bytes=1000)
+        assert (tmp_path / "capped").read_bytes() == b""  # refused before a byte moved
+        with open(tmp_path / "short", "wb") as out, pytest.raises(
+                HostError, match="ended after 100000 of the 100001 bytes announced"):
+            conn.get(remote, out, 100_001, max_bytes=200_000)
         conn.remove(remote)
-        with pytest.raises(HostError, match="datarun-test-blob does not exist"):
-            conn.get(remote, tmp_path / "gone", max_bytes=1000)
+        with open(tmp_path / "gone", "wb") as out, pytest.raises(
+                HostError, match="datarun-test-blob does not exist"):
+            conn.get(remote, out, 10, max_bytes=1000)
         with pytest.raises(HostError, match="cannot write /root/datarun: .*workdir writable"):
             conn.put(local, "/root/datarun")
         with pytest.raises(HostError, match="upload to /nonexistent/datarun failed: .*No such file"):
