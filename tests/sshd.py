@@ -67,9 +67,9 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 10.0) -
     raise RuntimeError(f"sshd did not listen on port {port} within {timeout}s")
 
 
-def keygen(path: Path, passphrase: str = "") -> None:
+def keygen(path: Path, passphrase: str = "", key_type: str = "ed25519") -> None:
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "datarun-test", "-f", str(path)],
+        ["ssh-keygen", "-q", "-t", key_type, "-N", passphrase, "-C", "datarun-test", "-f", str(path)],
         check=True,
     )
 
@@ -82,17 +82,22 @@ class Sshd:
     python: str
     process: subprocess.Popen | None = None
     extra: dict = field(default_factory=dict)
+    key_type: str = "ed25519"
 
     @property
     def host_key_pub(self) -> str:
-        return (self.folder / "host_ed25519.pub").read_text().split()[1]
+        return (self.folder / f"host_{self.key_type}.pub").read_text().split()[1]
+
+    @property
+    def host_key_name(self) -> str:
+        return (self.folder / f"host_{self.key_type}.pub").read_text().split()[0]
 
     @property
     def client_key(self) -> Path:
         return self.folder / "client_ed25519"
 
     def known_hosts_line(self) -> str:
-        return f"[127.0.0.1]:{self.port} ssh-ed25519 {self.host_key_pub}\n"
+        return f"[127.0.0.1]:{self.port} {self.host_key_name} {self.host_key_pub}\n"
 
     def host_table(self, **changes) -> dict:
         """Settings for hosts.toml / Host(...) that reach this server."""
@@ -140,18 +145,26 @@ class Sshd:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_sshd(host_key: Path | None = None) -> Sshd:
-    """A running sshd on a free loopback port. `host_key` reuses a key (a restart)."""
+def start_sshd(host_key: Path | None = None, port: int | None = None,
+               key_type: str = "ed25519", client_key: Path | None = None) -> Sshd:
+    """A running sshd on a free loopback port. `host_key` reuses a key (a restart); `port`,
+    a new `key_type` and the old `client_key` make a host whose key changed."""
     # mkdtemp makes a 0700 folder; sshd reads authorized_keys as the target user.
     folder = Path(tempfile.mkdtemp(prefix="datarun-sshd-"))
     folder.chmod(0o755)
+    host_file = folder / f"host_{key_type}"
     if host_key is None:
-        keygen(folder / "host_ed25519")
+        keygen(host_file, key_type=key_type)
     else:
-        shutil.copy(host_key, folder / "host_ed25519")
-        shutil.copy(f"{host_key}.pub", folder / "host_ed25519.pub")
-        (folder / "host_ed25519").chmod(0o600)
-    keygen(folder / "client_ed25519")
+        shutil.copy(host_key, host_file)
+        shutil.copy(f"{host_key}.pub", f"{host_file}.pub")
+        host_file.chmod(0o600)
+    if client_key is None:
+        keygen(folder / "client_ed25519")
+    else:
+        shutil.copy(client_key, folder / "client_ed25519")
+        shutil.copy(f"{client_key}.pub", folder / "client_ed25519.pub")
+        (folder / "client_ed25519").chmod(0o600)
     authorized = folder / "authorized_keys"
     shutil.copy(folder / "client_ed25519.pub", authorized)
     authorized.chmod(0o644)
@@ -159,12 +172,12 @@ def start_sshd(host_key: Path | None = None) -> Sshd:
     python = TEST_PYTHON if IS_ROOT else (
         TEST_PYTHON if os.access(TEST_PYTHON, os.X_OK) else shutil.which("python3") or "python3"
     )
-    port = free_port()
+    port = port or free_port()
     config = folder / "sshd_config"
     config.write_text(
         f"ListenAddress 127.0.0.1\n"
         f"Port {port}\n"
-        f"HostKey {folder / 'host_ed25519'}\n"
+        f"HostKey {host_file}\n"
         f"AuthorizedKeysFile {authorized}\n"
         "PidFile none\n"
         "UsePAM no\n"
@@ -187,7 +200,8 @@ def start_sshd(host_key: Path | None = None) -> Sshd:
         stdin=subprocess.DEVNULL,
     )
     log.close()
-    server = Sshd(folder=folder, port=port, user=user, python=python, process=process)
+    server = Sshd(folder=folder, port=port, user=user, python=python, process=process,
+                  key_type=key_type)
     try:
         wait_for_port(port, process)
     except RuntimeError:

@@ -2,13 +2,18 @@
 
 Each case is a folder `tests/corpus/<group>/<case>/` with the input and `expected.txt`, the
 one line datarun must answer (`{dir}` stands for the case's folder as the test copies it).
-A file ending in `.gz` is unpacked first (oversized inputs stay small in the repository).
-The groups and how each case is fed in:
+A file ending in `.gz` is unpacked first (oversized inputs stay small in the repository);
+git keeps neither FIFOs nor hard links, so a file ending in `.fifo` becomes a FIFO of the
+name without it, and one ending in `.hardlink` becomes a file with a second hard link
+(outside the case's input). The groups and how each case is fed in:
 
 - kits/: `kit/` is registered with `datarun problem add`; the iris example's `data/` is
   copied in when the kit has none;
 - submissions/: `submission/` is sent with `datarun submit` to a registered two-fold iris
-  problem;
+  problem, by team `ada` or the team in `team.txt` (UTF-8, without its final newline), with
+  the name in `name.txt` when there is one;
+- participants/: `participants.txt` or `participants.csv` is given to `datarun event add
+  --participants`;
 - hosts/: `hosts.toml` replaces the workspace's, then `datarun host list` reads it;
 - results/: `result/` is what came back from a host for task `t1-a1` of a problem with 4
   training rows, 2 test rows and 3 classes, checked by `datarun.dispatch.results.read_result`.
@@ -18,6 +23,7 @@ result cases must be rejected with the message.
 """
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -36,7 +42,17 @@ def _copy_case(name: str, tmp_path: Path) -> Path:
     for packed in list(folder.rglob("*.gz")):
         packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
         packed.unlink()
+    for marker in list(folder.rglob("*.fifo")):
+        os.mkfifo(marker.with_suffix(""))
+        marker.unlink()
+    for marker in list(folder.rglob("*.hardlink")):
+        marker.rename(marker.with_suffix(""))
+        os.link(marker.with_suffix(""), tmp_path / f"other-link-{marker.stem}")
     return folder
+
+
+def _text(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8").removesuffix("\n") if path.exists() else None
 
 
 def answer(name: str, folder: Path, workspace, cli) -> str:
@@ -58,7 +74,13 @@ def answer(name: str, folder: Path, workspace, cli) -> str:
     elif group == "submissions":
         assert cli("problem", "add", small_kit(folder.parent)).exit_code == 0
         (folder / "submission").mkdir(exist_ok=True)
-        result = cli("submit", "flowers", folder / "submission", "--team", "ada")
+        name = _text(folder / "name.txt")
+        result = cli("submit", "flowers", folder / "submission",
+                     "--team", _text(folder / "team.txt") or "ada", *(["--name", name] if name else []))
+    elif group == "participants":
+        assert cli("problem", "add", small_kit(folder.parent)).exit_code == 0
+        [teams] = [path for path in folder.iterdir() if path.stem == "participants"]
+        result = cli("event", "add", "spring", "--problem", "flowers", "--participants", teams)
     elif group == "hosts":
         shutil.copyfile(folder / "hosts.toml", workspace.hosts_file)
         result = cli("host", "list")
@@ -71,7 +93,8 @@ def answer(name: str, folder: Path, workspace, cli) -> str:
 
 def test_the_corpus_is_big_enough():
     assert len(CASES) >= 30
-    assert {name.split("/")[0] for name in CASES} == {"kits", "submissions", "hosts", "results"}
+    assert {name.split("/")[0] for name in CASES} == {
+        "kits", "submissions", "participants", "hosts", "results"}
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -105,7 +105,7 @@ def test_bad_event_settings_are_refused_and_nothing_is_stored(iris, cli, args, m
 @pytest.mark.parametrize(
     "name, data, message",
     [
-        ("teams.txt", "ada\n\tgrace\n", "teams.txt line 2: team name with a tab or control character"),
+        ("teams.txt", "ada\n\tgrace\n", "teams.txt line 2: team '\\tgrace' holds U+0009, a control character: type the name without it"),
         ("teams.txt", "ada\n# x\nada\n", "teams.txt line 3: team 'ada' is listed twice (first on line 1)"),
         ("teams.txt", "ada\n" + "x" * 101 + "\n", "teams.txt line 2: team name longer than 100 characters"),
         ("teams.txt", b"ada\ngr\xe9ce\n", "teams.txt line 2: not UTF-8 text"),

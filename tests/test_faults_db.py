@@ -133,7 +133,7 @@ def test_backup_says_what_it_did(local, cli, tmp_path):
     ("copy.db", "already exists: remove it, or pass --force to replace it"),
     ("folder", "is a folder: give a file name for the copy"),
     ("missing/copy.db", "does not exist: create it first"),
-    ("/proc/datarun-copy.db", "cannot write the copy at /proc/datarun-copy.db: unable to open database file"),
+    ("/proc/datarun-copy.db", "cannot write the copy at /proc/datarun-copy.db: No such file or directory"),
     ("OWN", "is the workspace's own database: give another file for the copy"),
 ])
 def test_backup_refuses_what_it_cannot_do(local, cli, tmp_path, target, message):

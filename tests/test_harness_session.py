@@ -75,13 +75,15 @@ def test_cancel_does_not_wait_on_a_frozen_runner(tmp_path):
     import fcntl
 
     from datarun.remote import ops
+    from datarun.remote.common import process_start
 
     workdir = tmp_path / "wd"
     task = workdir / "tasks" / "t1-a1"
     task.mkdir(parents=True)
     sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        (task / "status.json").write_text(json.dumps({"pid": sleeper.pid, "heartbeat": time.time()}))
+        (task / "status.json").write_text(json.dumps({  # as the runner records its task
+            "pid": sleeper.pid, "pid_start": process_start(sleeper.pid), "heartbeat": time.time()}))
         (workdir / "runner.json").write_text(json.dumps({"pid": 1, "heartbeat": time.time() - 30}))
         with open(workdir / "runner.lock", "w") as lock:  # held: the runner is alive but frozen
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -310,10 +310,8 @@ def test_isolation_without_root_fails_the_task_with_what_to_fix(tmp_path):
         shutil.copytree(REPO / "datarun" / "remote", harness / "datarun_remote",
                         ignore=shutil.ignore_patterns("__pycache__"))
         user = pwd.getpwnam(TEST_USER)
-        for path in [base, *base.rglob("*")]:
-            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
         world = {"base": base, "workdir": workdir, "meta": meta}
-        ship(world, "as-user", LOGISTIC)
+        ship(world, "as-user", LOGISTIC)  # as root, in root's folder; then it is given away
         for path in [base, *base.rglob("*")]:
             os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
         subprocess.run(

@@ -61,10 +61,13 @@ def test_changed_host_key_is_refused(sshd_a, sshd_b, tmp_path):  # noqa: F811
     known = tmp_path / "known_hosts"
     # The key of server b, recorded for server a's address: as if a's key had changed.
     known.write_text(f"[127.0.0.1]:{sshd_a.port} ssh-ed25519 {sshd_b.host_key_pub}\n")
-    with pytest.raises(HostError, match=r"host key of \[127.0.0.1\]:\d+ has CHANGED .*ssh-keygen -R"):
+    with pytest.raises(HostError, match=r"host key of \[127.0.0.1\]:\d+ has CHANGED: it is now "
+                       r"ssh-ed25519 SHA256:\S+, ssh-ed25519 SHA256:\S+ is pinned: if the change is "
+                       r"expected, run `datarun host trust node --replace`"):
         connection(sshd_a, known).connect()
     # Trusting does not overwrite the pin either.
-    with pytest.raises(HostError, match="has CHANGED"):
+    with pytest.raises(HostError, match="is pinned for it: if the change is expected, run "
+                       "`datarun host trust node --replace`"):
         pin_host_key(resolve_target(sshd_a.host("node")), known)
 
 
@@ -72,7 +75,7 @@ def test_trust_pins_a_new_key_once(sshd_a, tmp_path):  # noqa: F811
     known = tmp_path / "ws_known_hosts"
     target = resolve_target(sshd_a.host("node"))
     first = pin_host_key(target, known)
-    assert first.startswith("SHA256:")
+    assert first.fingerprint.startswith("SHA256:") and first.replaced == []
     assert known.read_text() == sshd_a.known_hosts_line()
     assert pin_host_key(target, known) == first
     assert known.read_text() == sshd_a.known_hosts_line()  # not written twice
@@ -224,13 +227,20 @@ def test_sftp_put_get_and_size_cap(sshd_a, known_hosts, tmp_path):  # noqa: F811
         local.write_bytes(os.urandom(100_000))
         remote = conn.expand("~/datarun-test-blob")
         assert conn.put(local, remote) == 100_000
-        assert conn.get(remote, tmp_path / "back", max_bytes=200_000) == 100_000
+        with open(tmp_path / "back", "wb") as out:
+            assert conn.get(remote, out, 100_000, max_bytes=200_000) == 100_000
         assert (tmp_path / "back").read_bytes() == local.read_bytes()
-        with pytest.raises(HostError, match="is 100000 bytes, over the 1000-byte cap"):
-            conn.get(remote, tmp_path / "capped", max_bytes=1000)
+        with open(tmp_path / "capped", "wb") as out, pytest.raises(
+                HostError, match="is announced as 100000 bytes, over the 1000-byte cap"):
+            conn.get(remote, out, 100_000, max_bytes=1000)
+        assert (tmp_path / "capped").read_bytes() == b""  # refused before a byte moved
+        with open(tmp_path / "short", "wb") as out, pytest.raises(
+                HostError, match="ended after 100000 of the 100001 bytes announced"):
+            conn.get(remote, out, 100_001, max_bytes=200_000)
         conn.remove(remote)
-        with pytest.raises(HostError, match="datarun-test-blob does not exist"):
-            conn.get(remote, tmp_path / "gone", max_bytes=1000)
+        with open(tmp_path / "gone", "wb") as out, pytest.raises(
+                HostError, match="datarun-test-blob does not exist"):
+            conn.get(remote, out, 10, max_bytes=1000)
         with pytest.raises(HostError, match="cannot write /root/datarun: .*workdir writable"):
             conn.put(local, "/root/datarun")
         with pytest.raises(HostError, match="upload to /nonexistent/datarun failed: .*No such file"):

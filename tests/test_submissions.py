@@ -92,7 +92,7 @@ def test_a_link_that_climbs_out_of_the_folder_is_refused(iris, cli, tmp_path):
         (["submit", "iris", "/does/not/exist", "--team", "ada"], "submission folder /does/not/exist does not exist"),
         (["submit", "iris", str(LOGREG / "estimator.py"), "--team", "ada"], "is not a folder"),
         (["submit", "iris", str(LOGREG), "--team", "  "], "team must not be empty"),
-        (["submit", "iris", str(LOGREG), "--team", "a\nb"], "team must not contain control characters"),
+        (["submit", "iris", str(LOGREG), "--team", "a\nb"], "error: team 'a\\nb' holds U+000A, a control character: type the name without it"),
         (["submit", "iris", str(LOGREG), "--team", "x" * 101], "team is longer than 100 characters"),
         (["submission", "show", "999"], "no submission 999"),
         (["submission", "show", "abc"], "a submission id is a number"),

@@ -23,6 +23,7 @@ import numpy as np
 from datarun.challenge.submissions import get_submission
 from datarun.errors import UsageError
 from datarun.problems.registry import get_problem
+from datarun.safetext import csv_row
 from datarun.store.blobs import BlobStore
 
 SPLITS = ("train", "valid", "test")
@@ -157,7 +158,7 @@ def export_tasks(db, problem_name: str, out: Path | None, fmt: str) -> dict:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(csv_row(row) for row in rows)  # no cell runs as a spreadsheet formula
         text = buffer.getvalue()
     else:
         text = json.dumps({"problem": problem_name, "columns": columns, "tasks": rows},

@@ -11,7 +11,8 @@ no score, no contributivity and no rank (their order would leak the ranking), an
 last, in submission order. The private view (organisers) shows everything.
 
 `csv_columns` / `csv_rows` flatten a board for `--csv`; docs/LEADERBOARD.md lists the
-columns, whose names are stable.
+columns, whose names are stable, and the rule that keeps a team name from running as a
+spreadsheet formula.
 """
 
 import datetime as dt
@@ -20,6 +21,7 @@ import math
 import time
 
 from datarun.problems.registry import get_problem
+from datarun.safetext import csv_row
 
 HIDDEN_FIELDS = ("score", "contributivity")
 
@@ -50,7 +52,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
     if event is not None:
         from datarun.challenge.events import resolve_event
 
-        resolve_event(db, problem_name, event)
+        event = resolve_event(db, problem_name, event)["name"]
     now = time.time() if now is None else now
     hidden_events = {} if private else _hidden_events(db, problem_name, now)
     names = problem["score_names"]
@@ -177,7 +179,9 @@ def csv_columns(board: dict) -> list[str]:
 
 
 def csv_rows(board: dict) -> list[dict]:
-    """One flat dict a leaderboard row, keyed by `csv_columns`; None is an empty cell."""
+    """One flat dict a leaderboard row, keyed by `csv_columns`; None is an empty cell.
+
+    Text cells that a spreadsheet would run as a formula are escaped (`safetext.csv_cell`)."""
     flat_rows = []
     for row in board["rows"]:
         flat = {key: row[key] for key in ("rank", "id", "team", "submission", "event", "score")}
@@ -195,5 +199,5 @@ def csv_rows(board: dict) -> list[dict]:
         flat["submitted_at"] = (None if submitted is None else dt.datetime.fromtimestamp(
             submitted, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
         flat["scores_hidden"] = int(row["scores_hidden"])
-        flat_rows.append(flat)
+        flat_rows.append(csv_row(flat))
     return flat_rows

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
+from datarun.safetext import check_name, name_key
 from datarun.sizes import parse_duration
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
@@ -73,14 +74,17 @@ def format_span(seconds: float) -> str:
 # -- participants -------------------------------------------------------------------
 
 
-def _team_fault(team: str) -> str | None:
+def _team_name(team: str) -> tuple[str, str | None]:
+    """The team name as stored (NFKC, trimmed) and what is wrong with it, if anything."""
+    try:
+        team = check_name(team, "team")
+    except UsageError as error:
+        return team, str(error)
     if not team:
-        return "empty team name"
+        return team, "empty team name"
     if len(team) > MAX_TEAM:
-        return f"team name longer than {MAX_TEAM} characters"
-    if any(ord(c) < 32 for c in team):
-        return "team name with a tab or control character"
-    return None
+        return team, f"team name longer than {MAX_TEAM} characters"
+    return team, None
 
 
 def _csv_entries(text: str, filename: str) -> list[tuple[int, str]]:
@@ -131,7 +135,7 @@ def read_participants(path: Path) -> list[str]:
                 entries.append((number, team))
     teams: dict[str, int] = {}
     for number, team in entries:
-        fault = _team_fault(team)
+        team, fault = _team_name(team)
         if fault:
             raise UsageError(f"participants file {path.name} line {number}: {fault}")
         if team in teams:
@@ -167,6 +171,7 @@ def _create_default_events(db, problem: str | None = None) -> None:
 
 
 def get_event(db, name: str) -> dict:
+    name = name_key(name)
     rows = list(db.query("SELECT * FROM events WHERE name = ?", [name]))
     if not rows:
         # It may be a default event not created yet.
@@ -207,7 +212,8 @@ def add_event(db, name: str, problem: str, opens: str | None = None, closes: str
     """Create an event on a problem; everything is checked before anything is stored."""
     from datarun.problems.registry import get_problem
 
-    if not NAME_RE.match(name or ""):
+    name = check_name(name or "", "event name")
+    if not NAME_RE.match(name):
         raise UsageError(f"event name {name!r}: use lowercase letters, digits, '-' and '_'")
     get_problem(db, problem)
     if db.execute("SELECT 1 FROM problems WHERE name = ?", [name]).fetchone():
@@ -289,7 +295,7 @@ def describe_event(db, name: str, now: float | None = None) -> dict:
         dict(row) for row in db.query(
             "SELECT team, count(*) AS submissions, max(created_at) AS last_submitted_at, "
             "sum(forced IS NOT NULL) AS forced FROM submissions WHERE event = ? "
-            "GROUP BY team ORDER BY team", [name])
+            "GROUP BY team ORDER BY team", [event["name"]])
     ]
     event["submissions"] = sum(team["submissions"] for team in event["by_team"])
     event["teams"] = len(event["by_team"])

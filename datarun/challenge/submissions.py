@@ -7,30 +7,34 @@ Everything is checked before anything is stored, and the rows go in one transact
 """
 
 import ast
+import errno
 import hashlib
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
+from datarun.safetext import check_name
 from datarun.sizes import format_size
 from datarun.store.blobs import BlobStore
 
 MAX_FILE_BYTES = 512 * 1024
+# A submission file is opened without following a link and without blocking on a FIFO.
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_NAME = 100
 # training_output/ is what ramp-test leaves in a RAMP submission folder.
 IGNORED = {"__pycache__", ".DS_Store", ".ipynb_checkpoints", "training_output"}
 
 
 def _check_label(value: str, what: str) -> str:
-    value = value.strip()
+    """A team or submission name: NFKC, trimmed, no invisible characters (datarun.safetext)."""
+    value = check_name(value, what)
     if not value:
         raise UsageError(f"{what} must not be empty")
     if len(value) > MAX_NAME:
         raise UsageError(f"{what} is longer than {MAX_NAME} characters")
-    if any(ord(c) < 32 for c in value):
-        raise UsageError(f"{what} must not contain control characters or newlines")
     return value
 
 
@@ -46,6 +50,73 @@ def _defined_names(tree: ast.Module) -> set[str]:
     return names
 
 
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a plain file"
+
+
+def _refuse_unless_plain(name: str, info: os.stat_result) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{name} is {_kind(info.st_mode)}, not a regular file: submit plain files only")
+
+
+def _check_opened(name: str, info: os.stat_result) -> None:
+    """What is decided on the opened file itself (fstat), so nothing can be swapped in
+    between the check and the read."""
+    _refuse_unless_plain(name, info)
+    if info.st_nlink != 1:
+        raise UsageError(f"{name} has {info.st_nlink} hard links (its content is also elsewhere): "
+                         "submit a copy of its own")
+    if info.st_size > MAX_FILE_BYTES:
+        raise UsageError(f"{name} is {format_size(info.st_size)}; the cap is "
+                         f"{format_size(MAX_FILE_BYTES)} a file")
+
+
+def _read_plain_file(entry: Path, folder: Path, workflow, allowed: set[str]) -> bytes:
+    """The bytes of one submission file, which must be a regular file with one link.
+
+    A first look (lstat) names links, folders and unexpected names, and keeps FIFOs and
+    devices from being opened at all; the file is then opened without following a link
+    and without blocking (a FIFO swapped in meanwhile cannot hang `submit`), and what
+    decides is fstat on that open descriptor, then at most the cap is read."""
+    name = entry.name
+    first = os.lstat(entry)
+    if stat.S_ISLNK(first.st_mode):
+        raise UsageError(f"{name} is a link (to {os.readlink(entry)}); submit plain files only, "
+                         "nothing outside the folder")
+    if stat.S_ISDIR(first.st_mode):
+        raise UsageError(f"unexpected folder {name}/ in {folder}: the {workflow.name} workflow "
+                         f"takes only {', '.join(sorted(allowed))}")
+    if name not in allowed:
+        raise UsageError(f"unexpected file {name} in {folder}: the {workflow.name} workflow takes "
+                         f"only {', '.join(sorted(allowed))}")
+    _refuse_unless_plain(name, first)
+    try:
+        fd = os.open(entry, OPEN_FLAGS)
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # became a link since the first look
+            raise UsageError(f"{name} is a link; submit plain files only, nothing outside the "
+                             "folder") from None
+        raise UsageError(f"cannot read {name}: {error.strerror or error}") from None
+    try:
+        _check_opened(name, os.fstat(fd))
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:  # it grew while it was read
+        raise UsageError(f"{name} is over the cap of {format_size(MAX_FILE_BYTES)} a file")
+    return b"".join(chunks)
+
+
 def read_submission_folder(folder: Path, workflow) -> dict[str, bytes]:
     """The submission's files {name: bytes}, after every check; raise UsageError on the first fault."""
     folder = Path(folder)
@@ -59,17 +130,7 @@ def read_submission_folder(folder: Path, workflow) -> dict[str, bytes]:
         name = entry.name
         if name in IGNORED:
             continue
-        if entry.is_symlink():
-            target = os.readlink(entry)
-            raise UsageError(f"{name} is a link (to {target}); submit plain files only, nothing outside the folder")
-        if entry.is_dir():
-            raise UsageError(f"unexpected folder {name}/ in {folder}: the {workflow.name} workflow takes only {', '.join(sorted(allowed))}")
-        if name not in allowed:
-            raise UsageError(f"unexpected file {name} in {folder}: the {workflow.name} workflow takes only {', '.join(sorted(allowed))}")
-        size = entry.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UsageError(f"{name} is {format_size(size)}; the cap is {format_size(MAX_FILE_BYTES)} a file")
-        data = entry.read_bytes()
+        data = _read_plain_file(entry, folder, workflow, allowed)
         if b"\0" in data:
             raise UsageError(f"{name} is a binary file; submissions are Python source text")
         try:

@@ -57,8 +57,11 @@ def open_workspace():
 
 
 def err(message: str) -> None:
-    """Chatter and progress go to stderr; stdout is for data."""
-    print(message, file=sys.stderr)
+    """Chatter and progress go to stderr; stdout is for data. Messages quote hosts and
+    tasks, so they are made printable (datarun.safetext) on the way out."""
+    from datarun.safetext import printable
+
+    print(printable(message), file=sys.stderr)
 
 
 def err_hosts(errors: dict[str, str]) -> None:
@@ -69,13 +72,21 @@ def err_hosts(errors: dict[str, str]) -> None:
 
 
 def emit_json(data: Any) -> None:
+    """JSON on stdout. Text from tasks and hosts is kept raw here: json.dump escapes every
+    control and non-ASCII character (ensure_ascii), so no escape sequence reaches a terminal."""
     json.dump(data, sys.stdout, indent=2 if sys.stdout.isatty() else None, default=str)
     sys.stdout.write("\n")
 
 
 def print_renderable(renderable) -> None:
-    """Print a rich renderable, or a plain string taken literally (no markup: it may hold user text)."""
+    """Print a rich renderable, or a plain string taken literally (no markup: it may hold user
+    text) and made printable. Tables are made printable cell by cell (datarun.cli.render)."""
     from rich.console import Console
+
+    from datarun.safetext import printable
+
+    if isinstance(renderable, str):
+        renderable = printable(renderable)
 
     console = Console(soft_wrap=False)
     if not console.is_terminal:
@@ -90,7 +101,10 @@ def handled():
     try:
         yield
     except DatarunError as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        from datarun.safetext import printable
+
+        text = printable(error).strip()
+        message = text.splitlines()[0] if text else type(error).__name__
         print(f"error: {message}", file=sys.stderr)
         raise typer.Exit(error.exit_code) from None
     except KeyboardInterrupt:

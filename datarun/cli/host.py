@@ -19,8 +19,7 @@ def _yes_no(value) -> str:
 
 def hosts_table(rows: list[dict]):
     """Rows of `host_rows` in, a rich Table out."""
-    from rich.table import Table
-
+    from datarun.cli.render import Table, add_row
     from datarun.sizes import format_size
 
     table = Table(title="Hosts")
@@ -31,7 +30,8 @@ def hosts_table(rows: list[dict]):
         address = "-"
         if row["executor"] == "ssh":
             address = f"{row['user'] + '@' if row['user'] else ''}{row['address']}:{row['port'] or 22}"
-        table.add_row(
+        add_row(
+            table,
             row["name"], row["executor"], address, str(row["slots"]), str(row["threads"]),
             format_size(row["memory"]), str(row["gpus"]), ",".join(row["tags"]) or "-",
             _yes_no(row["ok"]),
@@ -49,8 +49,7 @@ def _version(entry: dict | None) -> str:
 
 def check_table(reports: list[dict]):
     """Reports of `check_hosts` in, a rich Table out: one line per host, then what to fix."""
-    from rich.table import Table
-
+    from datarun.cli.render import Table, add_row
     from datarun.sizes import format_size
 
     table = Table(title="Host check")
@@ -61,7 +60,8 @@ def check_table(reports: list[dict]):
         libraries = report.get("libraries") or {}
         version = [_version(libraries.get(name)) for name in ("numpy", "pandas", "sklearn", "psutil")]
         notes = report["problems"] + report["warnings"]
-        table.add_row(
+        add_row(
+            table,
             report["name"], "ok" if report["ok"] else "NOT OK", report.get("python") or "-",
             *version,
             str(report["cpus"] or "-"), format_size(report["memory"]),
@@ -87,6 +87,8 @@ def add(
     gpus: Annotated[int | None, typer.Option("--gpus", help="GPUs on the host.")] = None,
     tags: Annotated[str | None, typer.Option("--tags", help="Comma-separated tags.")] = None,
     trust: Annotated[bool, typer.Option("--trust", help="Pin the host's current SSH key.")] = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="With --trust: replace a different key already pinned for that address.")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Register an SSH host in hosts.toml (and with --trust, pin its host key)."""
@@ -100,13 +102,14 @@ def add(
     }
     table = {key: value for key, value in table.items() if value is not None}
     with handled():
-        result = register_host(get_workspace(), name, table, trust=trust)
+        result = register_host(get_workspace(), name, table, trust=trust, replace=replace)
     if json_out:
         emit_json(result)
         return
     err(f"Added host {name}.")
     if result["host_key"]:
-        err(f"Pinned its host key {result['host_key']}.")
+        replaced = f" (replacing {' and '.join(result['replaced'])})" if result["replaced"] else ""
+        err(f"Pinned its host key {result['host_key']}{replaced}.")
     else:
         err(f"Check it with `datarun host check {name}` (pin its key with `datarun host trust {name}`).")
 
@@ -114,17 +117,23 @@ def add(
 @host_app.command("trust")
 def trust(
     name: Annotated[str, typer.Argument(help="A registered SSH host.")],
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Replace a different key pinned for the host (after a known key change).")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Pin an SSH host's current key in the workspace's known_hosts (never replaces a pin)."""
+    """Pin an SSH host's current key in the workspace's known_hosts.
+
+    A different key already pinned for the host is never replaced without --replace."""
     from datarun.executors.hosts import trust_host
 
     with handled():
-        key = trust_host(get_workspace(), name)
+        pin = trust_host(get_workspace(), name, replace=replace)
     if json_out:
-        emit_json({"name": name, "host_key": key})
+        emit_json({"name": name, "host_key": pin.fingerprint, "replaced": pin.replaced})
+    elif pin.replaced:
+        err(f"Pinned the host key of {name}: {pin.fingerprint} (replacing {' and '.join(pin.replaced)})")
     else:
-        err(f"Pinned the host key of {name}: {key}")
+        err(f"Pinned the host key of {name}: {pin.fingerprint}")
 
 
 @host_app.command("list")

@@ -31,7 +31,7 @@ def _size(size: int | None) -> str:
 
 def problems_table(rows: list[dict]):
     """One line per registered problem."""
-    from rich.table import Table
+    from datarun.cli.render import Table, add_row
 
     table = Table(title="Problems", title_justify="left")
     for column, justify in (("name", "left"), ("kind", "left"), ("train", "right"),
@@ -40,7 +40,8 @@ def problems_table(rows: list[dict]):
         table.add_column(column, justify=justify, no_wrap=column != "scores")
     for row in rows:
         cv = row["spec"]["cv"]
-        table.add_row(
+        add_row(
+            table,
             row["name"], row["kind"], str(row["n_train"]), str(row["n_test"]),
             str(row["n_features"]), f"{cv['strategy']} x{row.get('n_folds', cv['n_splits'])}",
             ", ".join(row["score_names"]),
@@ -50,7 +51,7 @@ def problems_table(rows: list[dict]):
 
 def problem_overview_table(info: dict):
     """The problem's settings: data shape, cv, workflow, scores, limits."""
-    from rich.table import Table
+    from datarun.cli.render import Table, add_row
 
     table = Table(title=f"{info['name']}: {info['title']}", title_justify="left",
                   show_header=False)
@@ -78,13 +79,13 @@ def problem_overview_table(info: dict):
         ("limits", f"wall time {_duration(limits['wall_time'])}, cpu time "
                    f"{_duration(limits['cpu_time'])}, memory {_size(limits['memory'])}"),
     ):
-        table.add_row(key, value)
+        add_row(table, key, value)
     return table
 
 
 def balance_table(info: dict):
     """Class counts (classification) or the target's spread (regression), train and test."""
-    from rich.table import Table
+    from datarun.cli.render import Table, add_row
 
     summary = info["target_summary"]
     if info["kind"] == "classification":
@@ -92,27 +93,27 @@ def balance_table(info: dict):
         for column in ("class", "train", "test"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for label in map(str, info["classes"]):
-            table.add_row(label, str(summary["train"].get(label, 0)),
-                          str(summary["test"].get(label, 0)))
+            add_row(table, label, str(summary["train"].get(label, 0)),
+                    str(summary["test"].get(label, 0)))
         return table
     table = Table(title="Target", title_justify="left")
     for column in ("split", "mean", "std", "min", "max"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for split in ("train", "test"):
         stats = summary[split]
-        table.add_row(split, *("-" if stats.get(k) is None else f"{stats[k]:.4g}"
-                               for k in ("mean", "std", "min", "max")))
+        add_row(table, split, *("-" if stats.get(k) is None else f"{stats[k]:.4g}"
+                                for k in ("mean", "std", "min", "max")))
     return table
 
 
 def folds_table(info: dict):
-    from rich.table import Table
+    from datarun.cli.render import Table, add_row
 
     table = Table(title="Folds", title_justify="left")
     for column in ("fold", "train rows", "valid rows"):
         table.add_column(column, justify="right")
     for fold in info["folds"]:
-        table.add_row(str(fold["fold"]), str(fold["n_train"]), str(fold["n_valid"]))
+        add_row(table, str(fold["fold"]), str(fold["n_train"]), str(fold["n_valid"]))
     return table
 
 

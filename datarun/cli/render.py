@@ -1,10 +1,27 @@
-"""Pure renderers: rows in, rich Tables out. Nothing here reads state or prints."""
+"""Pure renderers: rows in, rich Tables out. Nothing here reads state or prints.
+
+Every cell, title and caption goes through `add_row` / `Table(...)` helpers that pass it
+through `datarun.safetext.printable`: names, errors and versions come from participants
+and hosts, and a terminal must never receive their escape sequences.
+"""
 
 import datetime as dt
 
-from rich.table import Table
+from rich.table import Table as _RichTable
 
+from datarun.safetext import printable
 from datarun.sizes import format_duration, format_size
+
+
+def Table(*, title: str | None = None, caption: str | None = None, **options) -> _RichTable:  # noqa: N802
+    """A rich Table whose title and caption are printable text."""
+    return _RichTable(title=None if title is None else printable(title),
+                      caption=None if caption is None else printable(caption), **options)
+
+
+def add_row(table: _RichTable, *cells) -> None:
+    """Add a row of cells, each made printable (None: an empty cell)."""
+    table.add_row(*("" if cell is None else printable(cell) for cell in cells))
 
 
 def _score(value) -> str:
@@ -57,7 +74,7 @@ def leaderboard_table(board: dict) -> Table:
         cells += [format_duration(row["train_time"]), format_duration(row["valid_time"]),
                   format_duration(row["test_time"]), format_duration(row["cpu_time"]),
                   format_size(row["peak_memory"]), _when(row["submitted_at"])]
-        table.add_row(*cells)
+        add_row(table, *cells)
     return table
 
 
@@ -67,7 +84,7 @@ def submissions_table(rows: list[dict]) -> Table:
         table.add_column(column, justify="right" if column == "id" else "left")
     for row in rows:
         tasks = " ".join(f"{n} {state}" for state, n in row["tasks"].items())
-        table.add_row(str(row["id"]), row["problem"], row["team"], row["name"], row["state"], tasks,
+        add_row(table, str(row["id"]), row["problem"], row["team"], row["name"], row["state"], tasks,
                       _when(row["created_at"]))
     return table
 
@@ -84,13 +101,13 @@ def submission_table(sub: dict, score_names: list[str]) -> Table:
     for task in sub["tasks"]:
         valid = task["scores"].get("valid", {})
         state = task["state"] if not task["error_kind"] else f"{task['state']}: {task['error_kind']}"
-        table.add_row(str(task["fold"]), state, *[_score(valid.get(n)) for n in score_names],
+        add_row(table, str(task["fold"]), state, *[_score(valid.get(n)) for n in score_names],
                       format_duration(task["train_time"]), format_duration(task["valid_time"]),
                       format_duration(task["test_time"]), format_duration(task["cpu_time"]),
                       format_size(task["peak_memory"]), task["host"] or "-")
     if sub["bagged"].get("valid"):
         table.add_section()
-        table.add_row("bagged", "", *[_score(sub["bagged"]["valid"].get(n)) for n in score_names],
+        add_row(table, "bagged", "", *[_score(sub["bagged"]["valid"].get(n)) for n in score_names],
                       "", "", "", "", "", "")
     return table
 
@@ -100,7 +117,7 @@ def status_tables(status: dict) -> list[Table]:
     for column in ("problem", "submissions", "queued", "running", "done", "failed"):
         problems.add_column(column, justify="left" if column == "problem" else "right")
     for name, counts in status["problems"].items():
-        problems.add_row(name, str(counts["submissions"]), str(counts["queued"]), str(counts["running"]),
+        add_row(problems, name, str(counts["submissions"]), str(counts["queued"]), str(counts["running"]),
                          str(counts["done"]), str(counts["failed"]))
     hosts = Table(title="hosts", title_justify="left")
     for column in ("host", "executor", "slots in use", "done", "failed", "check"):
@@ -110,7 +127,7 @@ def status_tables(status: dict) -> list[Table]:
         in_use = f"{host['slots_in_use']}/{host['slots']}"
         if host.get("waiting_on_host"):
             in_use += f" (+{host['waiting_on_host']} waiting)"
-        hosts.add_row(name, host["executor"], in_use, str(host["done"]),
+        add_row(hosts, name, host["executor"], in_use, str(host["done"]),
                       str(host["failed"]), check)
     return [problems, hosts]
 
@@ -140,7 +157,7 @@ def events_table(events: list[dict]) -> Table:
     for event in events:
         allowed = "all" if event["participants"] is None else str(len(event["participants"]))
         name = event["name"] + (" (default)" if event["default"] else "")
-        table.add_row(name, event["problem"], event["state"], _utc(event["opens"]),
+        add_row(table, name, event["problem"], event["state"], _utc(event["opens"]),
                       _utc(event["closes"]), _utc(event["public_opens"]), allowed, _rules(event),
                       str(event["submissions"]))
     return table
@@ -161,11 +178,11 @@ def event_tables(event: dict) -> list[Table]:
         ("submissions", f"{event['submissions']} from {event['teams']} teams"),
     ]
     for key, value in rows:
-        settings.add_row(key, value)
+        add_row(settings, key, value)
     teams = Table(title="submissions per team", title_justify="left")
     for column in ("team", "submissions", "forced", "last submitted"):
         teams.add_column(column, justify="left" if column in ("team", "last submitted") else "right")
     for row in event["by_team"]:
-        teams.add_row(row["team"], str(row["submissions"]), str(row["forced"]),
+        add_row(teams, row["team"], str(row["submissions"]), str(row["forced"]),
                       _utc(row["last_submitted_at"]))
     return [settings, teams] if event["by_team"] else [settings]

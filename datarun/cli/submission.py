@@ -93,9 +93,12 @@ def show(
             return
         from rich.syntax import Syntax
 
+        from datarun.safetext import printable
+
         for filename, text in files.items():
             print_renderable(f"── {filename}")
-            print_renderable(Syntax(text, "python", line_numbers=True))
+            # A participant's code may hold escape characters in its strings.
+            print_renderable(Syntax(printable(text), "python", line_numbers=True))
         return
     if json_out:
         emit_json(sub)

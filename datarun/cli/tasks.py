@@ -57,8 +57,11 @@ def logs(
         workspace, db = open_workspace()
         result = task_log(workspace, db, task)
     if json_out:
-        emit_json(result)
+        emit_json(result)  # the raw text, escaped by JSON
         return
-    sys.stdout.write(result["log"])
-    if result["log"] and not result["log"].endswith("\n"):
+    from datarun.safetext import printable
+
+    text = printable(result["log"])  # the task wrote it: no escape sequence reaches the terminal
+    sys.stdout.write(text)
+    if text and not text.endswith("\n"):
         sys.stdout.write("\n")

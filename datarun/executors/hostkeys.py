@@ -2,13 +2,19 @@
 
 Keys are read from `~/.ssh/known_hosts` and the workspace's `.datarun/known_hosts`. An
 unknown key is refused with its fingerprint and the command that pins it; a changed key
-is refused with how to drop the old one. Pinning writes only the workspace's file and
-never replaces a key already there.
+(of the same type or not) is refused naming both fingerprints. Pinning writes only the
+workspace's file: beside a different key already known for the host it refuses, unless
+told to replace (`host trust --replace`), which drops that host's old pins from the
+workspace's file (and nothing else) and pins the new key. `~/.ssh/known_hosts` is the
+user's and is never edited: a stale key there is named with the `ssh-keygen -R` that
+removes it.
 """
 
 import base64
 import hashlib
 import os
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -23,12 +29,17 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def changed_key_message(target: Target, key: paramiko.PKey, files: list[Path]) -> str:
+def describe(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {fingerprint(key)}"
+
+
+def changed_key_message(target: Target, key: paramiko.PKey, old: list[paramiko.PKey]) -> str:
+    """One line naming the key the host shows now and the pinned one(s) it differs from."""
+    pinned = " and ".join(describe(k) for k in old) or "another key"
     return (
-        f"host {target.name}: the host key of {target.known_hosts_name} has CHANGED (now "
-        f"{key.get_name()} {fingerprint(key)}): if the change is expected, remove the old key "
-        f"with `ssh-keygen -R '{target.known_hosts_name}' -f FILE` (FILE: "
-        f"{' or '.join(str(p) for p in files)}), then run `datarun host trust {target.name}`"
+        f"host {target.name}: the host key of {target.known_hosts_name} has CHANGED: it is now "
+        f"{describe(key)}, {pinned} is pinned: if the change is expected, run "
+        f"`datarun host trust {target.name} --replace`"
     )
 
 
@@ -54,21 +65,31 @@ def known_hosts_files(workspace_known_hosts: Path | None) -> list[Path]:
 
 
 def scan_host_key(target: Target, known_hosts: Path | None = None,
-                  ssh_config: paramiko.SSHConfig | None = None) -> paramiko.PKey:
-    """The key the server proves it holds (the key exchange signs with it); no login."""
+                  ssh_config: paramiko.SSHConfig | None = None,
+                  prefer: list[str] = ()) -> paramiko.PKey:
+    """The key the server proves it holds (the key exchange signs with it); no login.
+
+    `prefer`: key types asked for first (those already pinned, as a connection does), so a
+    host with several keys shows the one that is pinned, if it still has it."""
     from datarun.executors.sshconn import SSHConnection
 
     conn = SSHConnection(target, known_hosts, ssh_config)
     sock = conn._socket()
     transport = paramiko.Transport(sock)
     transport.banner_timeout = target.connect_timeout
+    if prefer:
+        options = transport.get_security_options()
+        types = list(options.key_types)
+        options.key_types = [t for t in prefer if t in types] + [t for t in types if t not in prefer]
     try:
         transport.start_client(timeout=target.connect_timeout)
         return transport.get_remote_server_key()
     except (paramiko.SSHException, EOFError, OSError) as error:
         detail = str(error) or type(error).__name__
-        if detail == "No existing session":
-            detail = "no SSH banner"  # paramiko's words for a port that stays silent
+        if detail == "No existing session" or detail.startswith("Error reading SSH protocol banner"):
+            # paramiko's words for a port that stays silent: which of the two depends on
+            # whether its reader thread or start_client notices the timeout first.
+            detail = "no SSH banner"
         raise HostError(
             f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
             f"within {target.connect_timeout:g}s ({detail}): wrong port, or the host hangs"
@@ -79,27 +100,86 @@ def scan_host_key(target: Target, known_hosts: Path | None = None,
 
 
 def known_keys(name: str, files: list[Path]) -> list[paramiko.PKey]:
-    keys = paramiko.HostKeys()
+    keys: list[paramiko.PKey] = []
     for path in files:
-        keys.load(str(path))
-    entry = keys.lookup(name)
-    return list(entry.values()) if entry else []
+        found = paramiko.HostKeys(str(path)).lookup(name)
+        keys += [key for key in (found.values() if found else []) if key not in keys]
+    return keys
 
 
-def pin_host_key(target: Target, known_hosts: Path, ssh_config: paramiko.SSHConfig | None = None) -> str:
-    """Write the host's key to the workspace's known_hosts; return its fingerprint.
+def other_pins(known: list[paramiko.PKey], key: paramiko.PKey) -> list[paramiko.PKey]:
+    """The pinned keys that are not `key`: of any type, since a host that no longer shows
+    its pinned type is as changed as one that shows another key of that type."""
+    return [k for k in known if k != key]
 
-    A key already pinned is kept; a different key already known is refused (the same
-    message as a changed key at connect time), so `trust` never overwrites a pin.
-    """
-    key = scan_host_key(target, known_hosts, ssh_config)
+
+@dataclass
+class Pin:
+    fingerprint: str
+    replaced: list[str] = field(default_factory=list)  # the pins it replaced, "TYPE SHA256:..."
+
+
+def pin_host_key(target: Target, known_hosts: Path, ssh_config: paramiko.SSHConfig | None = None,
+                 replace: bool = False) -> Pin:
+    """Pin the host's key in the workspace's known_hosts.
+
+    A key already pinned is kept (with `replace`, as the host's only pin). A different key
+    known for the host is refused with both fingerprints, unless `replace`: then the
+    host's other pins in the workspace's file go, and only the host's."""
     files = known_hosts_files(known_hosts)
     known = known_keys(target.known_hosts_name, files)
-    if any(k == key for k in known):
-        return fingerprint(key)
-    if any(k.get_name() == key.get_name() for k in known):
-        raise HostError(changed_key_message(target, key, files))
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with open(known_hosts, "a") as f:
-        f.write(f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n")
-    return fingerprint(key)
+    key = scan_host_key(target, known_hosts, ssh_config, prefer=[k.get_name() for k in known])
+    others = other_pins(known, key)
+    if others and not replace:
+        raise HostError(
+            f"host {target.name}: the host key of {target.known_hosts_name} is now {describe(key)}, "
+            f"but {' and '.join(describe(k) for k in others)} is pinned for it: if the change is "
+            f"expected, run `datarun host trust {target.name} --replace`")
+    users = [path for path in files if path != known_hosts]
+    in_user_file = [k for k in others if k in known_keys(target.known_hosts_name, users)]
+    if in_user_file:
+        raise HostError(
+            f"host {target.name}: the old key {describe(in_user_file[0])} of "
+            f"{target.known_hosts_name} is in {users[0]}, which datarun does not edit: remove it "
+            f"with `ssh-keygen -R '{target.known_hosts_name}' -f {users[0]}`, then run "
+            f"`datarun host trust {target.name}`")
+    if others or key not in known:
+        _write_pins(known_hosts, target.known_hosts_name, key, drop=bool(others))
+    return Pin(fingerprint(key), [describe(k) for k in others])
+
+
+def _names_host(hostname: str, entry_name: str) -> bool:
+    if entry_name.startswith("|1|"):
+        salt = entry_name.split("|")[2]
+        return paramiko.HostKeys.hash_host(hostname, salt) == entry_name
+    return entry_name == hostname
+
+
+def _write_pins(path: Path, hostname: str, key: paramiko.PKey, drop: bool) -> None:
+    """Add `hostname key` to the file; with `drop`, first take every other pin of that host
+    out of it (a line naming other hosts too keeps them). Written whole, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    kept = []
+    for line in lines:
+        fields = line.split()
+        if not drop or not fields or line.lstrip().startswith(("#", "@")):
+            kept.append(line)
+            continue
+        names = fields[0].split(",")
+        remaining = [name for name in names if not _names_host(hostname, name)]
+        if len(remaining) == len(names):
+            kept.append(line)
+        elif remaining:
+            kept.append(" ".join([",".join(remaining), *fields[1:]]) + "\n")
+    if kept and not kept[-1].endswith("\n"):
+        kept[-1] += "\n"
+    kept.append(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.writelines(kept)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

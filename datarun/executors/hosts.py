@@ -253,15 +253,16 @@ def _target(workspace, host: Host):
     return resolve_target(host, ssh_config), ssh_config
 
 
-def trust_host(workspace, name: str) -> str:
-    """Pin the current key of a registered SSH host in .datarun/known_hosts; its fingerprint."""
+def trust_host(workspace, name: str, replace: bool = False):
+    """Pin the current key of a registered SSH host in .datarun/known_hosts (a `Pin`: its
+    fingerprint and the pins it replaced); a different known key needs `replace`."""
     from datarun.executors.sshconn import pin_host_key
 
     host = get_host(load_hosts(workspace.hosts_file), name)
     if host.executor != "ssh":
         raise UsageError(f"host {name!r} is not an ssh host: it has no host key to trust")
     target, ssh_config = _target(workspace, host)
-    return pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config)
+    return pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config, replace=replace)
 
 
 def _as_option_error(message: str, name: str) -> str:
@@ -275,7 +276,8 @@ def _as_option_error(message: str, name: str) -> str:
     return f"host add {name}: --{rest}"
 
 
-def register_host(workspace, name: str, table: dict, trust: bool = False) -> dict:
+def register_host(workspace, name: str, table: dict, trust: bool = False,
+                  replace: bool = False) -> dict:
     """`host add`: validate, pin the key if asked (before writing), append to hosts.toml."""
     import time
 
@@ -284,7 +286,10 @@ def register_host(workspace, name: str, table: dict, trust: bool = False) -> dic
     except UsageError as error:  # the values came from the command's options, not the file
         raise UsageError(_as_option_error(str(error), name)) from None
     check_new_name(workspace.hosts_file, name)
+    if replace and not trust:
+        raise UsageError(f"host add {name}: --replace replaces a pinned key: give it with --trust")
     key = None
+    replaced: list[str] = []
     comment = None
     if trust:
         if host.executor != "ssh":
@@ -292,10 +297,11 @@ def register_host(workspace, name: str, table: dict, trust: bool = False) -> dic
         from datarun.executors.sshconn import pin_host_key
 
         target, ssh_config = _target(workspace, host)
-        key = pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config)
+        pin = pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config, replace=replace)
+        key, replaced = pin.fingerprint, pin.replaced
         comment = f"host key {key}, pinned {time.strftime('%Y-%m-%d')} by `datarun host add --trust`"
     add_host(workspace.hosts_file, name, table, comment)
-    return {"name": name, "host_key": key, "host": host.to_dict()}
+    return {"name": name, "host_key": key, "replaced": replaced, "host": host.to_dict()}
 
 
 def unregister_host(workspace, name: str) -> None:

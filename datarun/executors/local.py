@@ -12,6 +12,7 @@ from pathlib import Path
 from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.hosts import DEFAULT_PYTHON
 from datarun.remote import ops
+from datarun.remote.common import Layout
 from datarun.remote.sync import sync as remote_sync
 
 RESULT_FILES = ("result.json", "output.log")
@@ -22,7 +23,7 @@ class LocalExecutor:
     def __init__(self, workspace, host):
         self.host = host
         self.workdir = workspace.host_dir(host.name)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        Layout(self.workdir).make()  # 0700: the host's other users see none of it
 
     def prepare(self, data: dict[str, Path]) -> None:
         for digest, folder in data.items():

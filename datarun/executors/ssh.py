@@ -173,8 +173,10 @@ class SSHExecutor:
     def _missing(self, folders: list[str]) -> tuple[list[str], int | None]:
         """Which of these remote folders lack `.complete`, and the free disk, in one command."""
         layout = [f"{self.workdir}/{sub}" for sub in ("harness", "data", "tasks", "inbox")]
+        # umask 077: a WORKDIR made here is its owner's alone (the harness tightens an
+        # older, looser one when it next makes its layout).
         command = (
-            shlex.join(["mkdir", "-p", *layout])
+            "umask 077 && " + shlex.join(["mkdir", "-p", *layout])
             + " && for f in " + " ".join(shlex.quote(f) for f in folders)
             + '; do [ -e "$f/.complete" ] && echo "have $f"; done; '
             + shlex.join(["df", "-Pk", self.workdir])
@@ -332,20 +334,35 @@ class SSHExecutor:
         # damaged on the way is refused whole and fetched again at the next sync.
         self.bundles_sent = bool(bundles)
         report = self.session().request(request, self.host.command_timeout + wait)
-        digest = (report.get("pack") or {}).get("sha256")
+        pack = report.get("pack") or {}
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
-        packed = [key for key in (report.get("pack") or {}).get("packed") or [] if key in poll]
+        packed = [key for key in pack.get("packed") or [] if key in poll]
         fetched: list[str] = []
         if packed:
-            Path(dest).mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix="datarun-fetch-", dir=dest) as tmp:
-                local = Path(tmp) / "results.tar"
-                self.conn.get(self._pack_path, local, MAX_RESULT_ARCHIVE)
-                check_download(local, digest, self.host.name)
-                fetched = extract_results(local, Path(dest), packed, f"host {self.host.name}",
-                                          MAX_MEMBER_BYTES)
+            fetched = self._download_results(self._pack_path, pack, Path(dest), packed)
         return SyncResult(poll=poll_report(report.get("poll") or {}), fetched=fetched)
+
+    def _download_results(self, remote: str, pack: dict, dest: Path, keys: list[str]) -> list[str]:
+        """Fetch the results archive the host announced (its size and digest) and unpack it.
+
+        The archive lands in a new file of an unpredictable name (mkstemp, 0600) in dest,
+        inside the workspace's scratch folder, is read to the announced size and no further,
+        within a time limit from that size, and is removed once unpacked."""
+        where = f"host {self.host.name}"
+        if "size" not in pack:
+            raise HostError(f"{where}: the harness announced no size for its results archive "
+                            "(an older harness?): run the command again to ship the current one")
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".results-", suffix=".tar", dir=dest)
+        local = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                self.conn.get(remote, out, pack["size"], MAX_RESULT_ARCHIVE)
+            check_download(local, pack.get("sha256"), self.host.name)
+            return extract_results(local, dest, keys, where, MAX_MEMBER_BYTES)
+        finally:
+            local.unlink(missing_ok=True)
 
     def poll(self, keys: list[str]) -> PollReport:
         keys = [check_key(key) for key in keys]
@@ -358,17 +375,13 @@ class SSHExecutor:
             return []
         self.prepare({})
         remote = self._upload_path("results")
-        packed = self.run_harness("pack", remote, *keys).get("packed") or []
-        if not packed:
+        pack = self.run_harness("pack", remote, *keys)
+        try:
+            if not pack.get("packed"):
+                return []
+            return self._download_results(remote, pack, Path(dest), keys)
+        finally:
             self.conn.remove(remote)
-            return []
-        Path(dest).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="datarun-fetch-", dir=dest) as tmp:
-            local = Path(tmp) / "results.tar"
-            self.conn.get(remote, local, MAX_RESULT_ARCHIVE)
-            self.conn.remove(remote)
-            return extract_results(local, Path(dest), keys, f"host {self.host.name}",
-                                   MAX_MEMBER_BYTES)
 
     def cleanup(self, keys: list[str]) -> None:
         keys = [check_key(key) for key in keys]

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import paramiko
 
@@ -35,6 +36,7 @@ from datarun.executors.hostkeys import (  # noqa: F401  (re-exported for callers
     changed_key_message,
     fingerprint,
     known_hosts_files,
+    known_keys,
     pin_host_key,
 )
 from datarun.executors.sshtarget import (  # noqa: F401
@@ -53,6 +55,14 @@ KEEPALIVE_SECONDS = 15
 MAX_JUMPS = 4
 # Reading a command's output waits this long at most between checks of stderr and exit.
 READ_SLICE = 0.05
+DOWNLOAD_CHUNK = 1 << 20
+# What one command may print (stdout and stderr together): harness answers are a few kB,
+# a task's log is capped on the host at its max_output.
+MAX_COMMAND_OUTPUT = 64 * 1024**2
+
+
+class OutputFlood(Exception):
+    """A command printed more than MAX_COMMAND_OUTPUT."""
 
 
 def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
@@ -201,6 +211,10 @@ class SSHConnection:
             )
         except UnknownHostKey as error:
             sock.close()
+            files = known_hosts_files(self.known_hosts)
+            pinned = known_keys(error.known_hosts_name, files)
+            if pinned:  # the host no longer shows the pinned key's type: a change all the same
+                raise HostError(changed_key_message(target, error.key, pinned)) from None
             raise HostError(
                 f"host {target.name}: unknown host key {error.key.get_name()} "
                 f"{fingerprint(error.key)} for {error.known_hosts_name}: if it is right, pin it "
@@ -208,8 +222,9 @@ class SSHConnection:
             ) from None
         except paramiko.BadHostKeyException as error:
             sock.close()
-            raise HostError(
-                changed_key_message(target, error.key, known_hosts_files(self.known_hosts))
+            pinned = known_keys(target.known_hosts_name, known_hosts_files(self.known_hosts))
+            raise HostError(changed_key_message(
+                target, error.key, [k for k in pinned if k != error.key] or [error.expected_key])
             ) from None
         except paramiko.AuthenticationException:
             sock.close()
@@ -282,7 +297,10 @@ class SSHConnection:
     # --- commands -----------------------------------------------------------------
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        """Run one shell command line (already quoted by the caller) and wait for it."""
+        """Run one shell command line (already quoted by the caller) and wait for it.
+
+        What it prints is capped (MAX_COMMAND_OUTPUT): a host cannot fill the organiser's
+        memory by flooding an answer."""
         timeout = timeout or self.target.command_timeout
         self.connect()
         self.stats.commands += 1
@@ -291,30 +309,41 @@ class SSHConnection:
         deadline = time.monotonic() + timeout
         out: list[bytes] = []
         err: list[bytes] = []
-        with self._watchdog(timeout, "a command"):
-            channel = self._client.get_transport().open_session(timeout=timeout)
-            try:
-                channel.settimeout(timeout)
-                channel.exec_command(command)
-                channel.shutdown_write()
-                while True:
-                    # The channel's fileno wakes on stdout data and on close; stderr and the
-                    # exit status are checked every slice.
-                    select.select([channel], [], [], READ_SLICE)
-                    while channel.recv_ready():
-                        out.append(channel.recv(1 << 16))
-                    while channel.recv_stderr_ready():
-                        err.append(channel.recv_stderr(1 << 16))
-                    if channel.exit_status_ready() and not channel.recv_ready() \
-                            and not channel.recv_stderr_ready():
-                        break
-                    if time.monotonic() > deadline:
-                        raise TimeoutError
-                status = channel.recv_exit_status()
-            finally:
-                channel.close()
+        received = 0
+        try:
+            with self._watchdog(timeout, "a command"):
+                channel = self._client.get_transport().open_session(timeout=timeout)
+                try:
+                    channel.settimeout(timeout)
+                    channel.exec_command(command)
+                    channel.shutdown_write()
+                    while True:
+                        # The channel's fileno wakes on stdout data and on close; stderr and
+                        # the exit status are checked every slice.
+                        select.select([channel], [], [], READ_SLICE)
+                        while channel.recv_ready() and received <= MAX_COMMAND_OUTPUT:
+                            out.append(channel.recv(1 << 16))
+                            received += len(out[-1])
+                        while channel.recv_stderr_ready() and received <= MAX_COMMAND_OUTPUT:
+                            err.append(channel.recv_stderr(1 << 16))
+                            received += len(err[-1])
+                        if received > MAX_COMMAND_OUTPUT:
+                            raise OutputFlood
+                        if channel.exit_status_ready() and not channel.recv_ready() \
+                                and not channel.recv_stderr_ready():
+                            break
+                        if time.monotonic() > deadline:
+                            raise TimeoutError
+                    status = channel.recv_exit_status()
+                finally:
+                    channel.close()
+        except OutputFlood:
+            self.close()  # what is still in flight goes with the connection
+            raise HostError(f"host {self.target.name}: a command printed more than "
+                            f"{MAX_COMMAND_OUTPUT} bytes (datarun's commands print a few kB): "
+                            "is `python` in hosts.toml the host's Python?") from None
         stdout = b"".join(out)
-        self.stats.bytes_received += len(stdout) + sum(map(len, err))
+        self.stats.bytes_received += received
         return CommandResult(status, stdout.decode(errors="replace"), b"".join(err).decode(errors="replace"))
 
     # --- files --------------------------------------------------------------------
@@ -364,20 +393,41 @@ class SSHConnection:
         self.stats.uploads += 1
         return size
 
-    def get(self, remote: str, local: Path, max_bytes: int) -> int:
-        with self._watchdog(self._transfer_timeout(max_bytes), "a download"):
+    def get(self, remote: str, out: BinaryIO, size: int, max_bytes: int) -> int:
+        """Copy exactly `size` bytes of `remote` (the size the host announced) into `out`.
+
+        Never more: a file that grows while it downloads (something on the host appending
+        to it) cannot make the organiser store more than it was told, and `size` itself is
+        refused above `max_bytes` before a byte moves. The whole transfer has a time limit
+        from `size`, not from the cap. A file shorter than announced is an error."""
+        name = self.target.name
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise HostError(f"host {name}: the size announced for {remote} is not a byte count: "
+                            f"{size!r}")
+        if size > max_bytes:
+            raise HostError(f"host {name}: {remote} is announced as {size} bytes, over the "
+                            f"{max_bytes}-byte cap")
+        copied = 0
+        with self._watchdog(self._transfer_timeout(size), "a download"):
             try:
-                size = self.sftp().stat(remote).st_size or 0
-                if size > max_bytes:
-                    raise HostError(
-                        f"host {self.target.name}: {remote} is {size} bytes, over the "
-                        f"{max_bytes}-byte cap"
-                    )
-                self.sftp().get(remote, str(local))
+                with self.sftp().open(remote, "rb") as source:
+                    if size:
+                        source.prefetch(size)  # pipelined reads, of the announced bytes only
+                    while copied < size:
+                        chunk = source.read(min(size - copied, DOWNLOAD_CHUNK))
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        copied += len(chunk)
             except FileNotFoundError:
-                raise HostError(f"host {self.target.name}: {remote} does not exist") from None
-        self.stats.bytes_received += size
-        return size
+                raise HostError(f"host {name}: {remote} does not exist") from None
+            except EOFError:
+                pass  # a prefetch past the end of a shorter file: told below
+        if copied != size:
+            raise HostError(f"host {name}: {remote} ended after {copied} of the {size} bytes "
+                            "announced; it is fetched again at the next sync")
+        self.stats.bytes_received += copied
+        return copied
 
     def remove(self, remote: str) -> None:
         with self._watchdog(self.target.command_timeout, "removing a file"):

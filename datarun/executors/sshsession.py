@@ -55,20 +55,23 @@ class HarnessSession:
                 deadline = time.monotonic() + timeout
                 while b"\n" not in self._buffer:
                     select.select([channel], [], [], READ_SLICE)
-                    while channel.recv_ready():
+                    # The cap is checked as bytes arrive, before anything else: a host that
+                    # floods and exits must not pass for one that ended, nor fill memory.
+                    while channel.recv_ready() and len(self._buffer) <= MAX_ANSWER:
                         self._buffer += channel.recv(1 << 16)
+                    if len(self._buffer) > MAX_ANSWER and b"\n" not in self._buffer:
+                        self.close()
+                        raise HostError(f"host {self.name}: the harness session answered more "
+                                        f"than {MAX_ANSWER} bytes")
                     while channel.recv_stderr_ready():
                         errors.append(channel.recv_stderr(1 << 16))
+                        del errors[:-16]  # the last lines are what a message names
                     if b"\n" in self._buffer:
                         break
                     if channel.exit_status_ready() and not channel.recv_ready():
                         status = channel.recv_exit_status()
                         self._channel = None
                         raise HostError(self._ended(status, b"".join(errors)))
-                    if len(self._buffer) > MAX_ANSWER:
-                        self.close()
-                        raise HostError(f"host {self.name}: the harness session answered more "
-                                        f"than {MAX_ANSWER} bytes")
                     if time.monotonic() > deadline:
                         raise TimeoutError
             except HostError:

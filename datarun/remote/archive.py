@@ -6,8 +6,10 @@ path, no `..`, no link and no device. Each task and data folder is then written 
 temporary name and renamed into place, so the runner never sees half a bundle.
 """
 
+import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import uuid
 from pathlib import Path, PurePosixPath
@@ -100,22 +102,54 @@ def unpack(layout: Layout, archive: Path) -> dict:
 
 
 def pack(layout: Layout, out: Path, keys: list[str]) -> dict:
-    """A tar at OUT of finished tasks' result.json, predictions and output.log, as <key>/..."""
+    """A tar at OUT of finished tasks' result.json, predictions and output.log, as <key>/...
+
+    Its size and SHA-256 are taken from the descriptor that wrote it, before it is renamed
+    into place: whatever is appended to OUT or swapped in afterwards (a task can reach
+    WORKDIR when it runs unsandboxed) is not in what the organiser is told to fetch, so
+    the organiser reads exactly `size` bytes and refuses any other content. Only regular
+    files are packed: a link left in a task folder would make the organiser refuse the
+    whole archive, every other task's results with it."""
     packed, missing = [], []
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for key in keys:
-            folder = layout.task(key)
-            if not (folder / "result.json").exists():
-                missing.append(key)
-                continue
-            names = ["result.json", "output.log"] + sorted(
-                p.name for p in folder.glob("y_pred_*.npy"))
-            for name in names:
-                if (folder / name).is_file():
-                    tar.add(folder / name, arcname=f"{key}/{name}", recursive=False)
-            packed.append(key)
-    os.replace(tmp, out)
-    return {"archive": str(out), "packed": packed, "missing": missing}
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w+b") as handle:
+            with tarfile.open(fileobj=handle, mode="w") as tar:
+                for key in keys:
+                    folder = layout.task(key)
+                    if not (folder / "result.json").exists():
+                        missing.append(key)
+                        continue
+                    names = ["result.json", "output.log"] + sorted(
+                        p.name for p in folder.glob("y_pred_*.npy"))
+                    for name in names:
+                        if _regular(folder / name):
+                            tar.add(folder / name, arcname=f"{key}/{name}", recursive=False)
+                    packed.append(key)
+            size = handle.tell()
+            handle.flush()
+            handle.seek(0)
+            digest, left = hashlib.sha256(), size
+            while left:
+                chunk = handle.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                left -= len(chunk)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"archive": str(out), "packed": packed, "missing": missing, "size": size,
+            "sha256": digest.hexdigest()}
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -46,8 +47,9 @@ class Layout:
         self.wake = self.root / "wake"  # a FIFO the runner reads: a byte there means "look now"
 
     def make(self) -> "Layout":
-        for folder in (self.root, self.tasks, self.data, self.inbox):
-            folder.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
+        for folder in (self.tasks, self.data, self.inbox):
+            folder.mkdir(exist_ok=True)
         return self
 
     def task(self, key: str) -> Path:
@@ -72,6 +74,30 @@ class Layout:
             except FileNotFoundError:
                 continue
         return [name for _, name in sorted(stamped)]
+
+
+def private_folder(path: Path) -> None:
+    """WORKDIR as its owner's alone (0700): made so, or tightened if it is looser.
+
+    Other users of a shared host must not read the submissions, data and results in it. A
+    folder that is not this user's, or a shared one (sticky bit, like /tmp), is refused
+    rather than taken over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise HarnessError(f"workdir {path} is not a folder: give datarun a folder of its own")
+    if info.st_mode & stat.S_ISVTX:
+        raise HarnessError(f"workdir {path} is a shared folder (sticky bit, like /tmp): give "
+                           "datarun a folder of its own inside it")
+    if info.st_uid != os.geteuid():
+        raise HarnessError(f"workdir {path} belongs to uid {info.st_uid}, not to this user "
+                           f"(uid {os.geteuid()}): give datarun a folder of its own")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -185,6 +211,32 @@ def runner_alive(layout: Layout) -> bool:
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
     return False
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat field 22),
+    or None if there is no such process. A pid is reused; a pid with its start time is not."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+    except (OSError, ValueError):
+        return None
+    # The command name (field 2) is in parentheses and may hold anything, ")" included.
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def process_group(pid: int) -> int | None:
+    """The process group of `pid` (/proc/<pid>/stat field 5), or None."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+        return int(text[text.rfind(")") + 2:].split()[2])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def failed_result(key: str, kind: str, error: str, started_at: float | None = None) -> dict:

@@ -26,6 +26,8 @@ from .common import (
     claim,
     failed_result,
     library_versions,
+    process_group,
+    process_start,
     read_json,
     runner_alive,
     write_json,
@@ -248,9 +250,10 @@ def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
             continue
         # No runner to do it: kill the task's session ourselves and record the end.
         status = read_json(folder / "status.json") or {}
-        if status.get("pid"):
+        pid = status.get("pid")
+        if still_the_task(pid, status.get("pid_start")):
             try:
-                os.killpg(int(status["pid"]), signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         write_json(folder / "result.json", failed_result(
@@ -258,6 +261,18 @@ def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
         (folder / "status.json").unlink(missing_ok=True)
         states[key] = "cancelled"
     return {"tasks": states}
+
+
+def still_the_task(pid, pid_start) -> bool:
+    """Whether `pid` is still the task's process that status.json recorded: the same start
+    time, and still the leader of its process group (the task's session), so that killing
+    that group kills the task and nothing else. A pid reused since, a record without its
+    start time, or a forged one names some other process: it is never killed."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
+        return False
+    if isinstance(pid_start, bool) or not isinstance(pid_start, int):
+        return False
+    return process_start(pid) == pid_start and process_group(pid) == pid
 
 
 def log(workdir: str | os.PathLike, key: str) -> dict:

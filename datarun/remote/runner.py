@@ -414,8 +414,8 @@ class Runner:
         except OSError:
             phase = None
         write_json(run.folder / "status.json", {
-            "state": "running", "pid": run.pid, "started_at": run.started_at,
-            "heartbeat": time.time(), "phase": phase,
+            "state": "running", "pid": run.pid, "pid_start": run.pid_start,
+            "started_at": run.started_at, "heartbeat": time.time(), "phase": phase,
         })
         if run.output.total:
             (run.folder / "output.log").write_text(run.output.text())

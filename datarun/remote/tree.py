@@ -19,7 +19,7 @@ import signal
 import time
 from pathlib import Path
 
-from .common import tail_text
+from .common import process_start, tail_text
 
 MB = 1000**2
 SKIPPED_NOTE = "\n[... {skipped} bytes of output skipped ...]\n"
@@ -68,6 +68,8 @@ class TaskRun:
         self.seat = seat  # isolated tasks: which task user id it holds
         self.task = task
         self.pid = pid
+        # With the pid in status.json, so `cancel` never kills a process that reused the pid.
+        self.pid_start = process_start(pid)
         self.output_fd = output_fd
         self.output = OutputBuffer(int(task.get("max_output") or 1024**2))
         self.started_at = time.time()

@@ -8,10 +8,15 @@ Copying the file with `cp` would, and would miss what still sits in the `-wal` f
 The copy is written beside FILE under a temporary name, switched out of WAL (one
 self-contained file), checked with `PRAGMA integrity_check`, and only then renamed to FILE,
 so FILE is either the old file or a whole, checked copy.
+
+The copy holds every team's code hashes, scores and errors: it is created 0600 (mkstemp,
+before SQLite opens it; SQLite gives its journal the same mode), so it is never readable
+by others, not even for the moment before a chmod.
 """
 
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 
 from datarun.errors import Failed, UsageError
@@ -33,7 +38,7 @@ def backup_database(workspace, destination: Path | str, force: bool = False) -> 
         raise UsageError(f"{dest} already exists: remove it, or pass --force to replace it")
     if not dest.parent.is_dir():
         raise UsageError(f"folder {dest.parent} does not exist: create it first")
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = private_tmp(dest)
     try:
         counts = _copy(source_path, tmp, dest)
     except BaseException:
@@ -43,6 +48,17 @@ def backup_database(workspace, destination: Path | str, force: bool = False) -> 
         os.fsync(handle.fileno())
     os.replace(tmp, dest)
     return {"path": str(dest), "bytes": dest.stat().st_size, "rows": counts}
+
+
+def private_tmp(dest: Path) -> Path:
+    """A new empty file beside dest, readable by its owner only (an empty file is an empty
+    SQLite database)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as error:
+        raise UsageError(f"cannot write the copy at {dest}: {error.strerror or error}") from None
+    os.close(fd)
+    return Path(name)
 
 
 def _copy(source_path: Path, tmp: Path, dest: Path) -> dict[str, int]:
