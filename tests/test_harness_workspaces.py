@@ -7,6 +7,7 @@ result.json on every path that writes one.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -214,3 +215,43 @@ def test_a_session_serves_only_the_workspace_it_was_started_for(workdir):
     assert first == {"error": "HarnessError: a session serves the workspace it was started for: "
                               "`space` is not a request argument"}
     assert second["poll"]["tasks"] == {"k": {"state": "missing", "heartbeat": None}}
+
+
+GATED = """
+import os
+import time
+
+from sklearn.linear_model import LogisticRegression
+
+
+class Gated(LogisticRegression):
+    def fit(self, X, y):
+        open("started", "w").close()
+        while not os.path.exists({gate!r}):
+            time.sleep(0.02)
+        return super().fit(X, y)
+
+
+def get_estimator():
+    return Gated(max_iter=500)
+"""
+
+
+def test_the_runner_serves_on_when_a_running_tasks_folder_is_removed(tmp_path, workdir, runners):
+    """A refused result's folder is cleaned up even if the attempt still runs there (the
+    organiser gave it up): the runner must not die of writing into a folder that is gone."""
+    folder, meta = workdir
+    gate = tmp_path / "gate"
+    submit(folder, "gone-a1", GATED.format(gate=str(gate)), meta, DATA_IRIS, space="ws")
+    pid = ops.start_runner(folder, slots=1, threads=1, idle=30, space="ws")["pid"]
+    runners.append(pid)
+    layout = Layout(folder, "ws")
+    wait_for(lambda: (layout.task("gone-a1") / "started").exists(), "the task to start")
+    shutil.rmtree(layout.task("gone-a1"))
+    gate.touch()
+    wait_for(lambda: "task gone-a1: its folder was removed while it ran; no result written"
+             in layout.runner_log.read_text(), "the runner to note the removed folder")
+    submit(folder, "next-a1", LOGISTIC, meta, DATA_IRIS, space="ws")
+    assert wait_finished(folder, ["next-a1"], space="ws")["next-a1"]["state"] == "done"
+    runner = ops.poll(folder, [], space="ws")["runner"]
+    assert (runner["pid"], runner["alive"]) == (pid, True)
