@@ -240,7 +240,7 @@ def test_logs_come_from_the_store_once_collected(flowers, cli, tmp_path):
     assert result.stdout == "fitting a logistic regression\n"
     data = cli("logs", task, "--json").json()
     assert data == {"task": task, "submission": good, "state": "done", "host": "local",
-                    "source": "store", "log": "fitting a logistic regression\n"}
+                    "source": "store", "log": "fitting a logistic regression\n", "events": []}
 
 
 def test_logs_refuses_unknown_and_malformed_task_ids(flowers, cli):

@@ -124,8 +124,11 @@ def task_log(workspace, db, task: int | str) -> dict:
                      [task_id]).fetchone()
     if row is None:
         raise NotFound(f"no task {task_id}: `datarun submission show ID` lists a submission's tasks")
+    from datarun.store.task_events import events_of
+
     _, submission, state, attempt, host, log_hash = row
-    result = {"task": task_id, "submission": submission, "state": state, "host": host}
+    result = {"task": task_id, "submission": submission, "state": state, "host": host,
+              "events": events_of(db, [task_id])[task_id]}
     if log_hash:
         text = BlobStore(workspace.blobs_dir).get_bytes(log_hash).decode("utf-8", "replace")
         return {**result, "source": "store", "log": text}
