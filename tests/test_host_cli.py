@@ -109,6 +109,22 @@ def test_the_local_host_is_checked_in_process_and_recorded(workspace, cli):
     assert row[0] == 1 and json.loads(row[1])["python"] == report["python"]
     table = cli("host", "check", "local")
     assert table.exit_code == 0 and "ok" in table.stdout
+    # Its working folder is the workspace's own: no other workspace there.
+    workspace_id = cli("status", "--json").json()["workspace"]["id"]
+    assert report["sharing"] == {
+        "workdir": str(workspace.host_dir("local")), "workspace": workspace_id, "own_bytes": 0,
+        "own_tasks": 0, "other_workspaces": 0, "other_bytes": 0, "cache_bytes": 0}
+    assert f"local: workdir {workspace.host_dir('local')} used by no other workspace; this " \
+           f"workspace ({workspace_id}): 0 task folders" in table.stdout
+
+
+def test_host_clean_on_a_host_with_nothing_of_this_workspace(workspace, cli):
+    result = cli("host", "clean", "local", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json() == {"host": "local", "workspace": cli("status", "--json").json()["workspace"]["id"],
+                             "removed": [], "running": [], "kept": [], "freed": 0}
+    text = cli("host", "clean", "local")
+    assert text.stderr == "host local: removed 0 task folders of this workspace (0 B); kept 0 running\n"
 
 
 def render(table) -> str:

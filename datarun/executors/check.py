@@ -3,7 +3,9 @@
 A check connects (reachability, authentication, host key), ships the harness if the host
 lacks it, and asks the harness's `info` what the host has: Python, numpy / pandas /
 scikit-learn / psutil versions, cores, memory, free disk in the workdir, GPUs. Versions
-are compared with the organiser's, since a different scikit-learn can change scores.
+are compared with the organiser's, since a different scikit-learn can change scores. Its
+`usage` tells how the workdir is shared: how many other workspaces have a folder there
+and how much disk they hold (counts and sizes only), beside this workspace's own.
 The report is one JSON-able dict, stored in the `hosts` table (`ok` is what decides
 whether a host is given tasks) and rendered by the CLI.
 
@@ -66,7 +68,7 @@ def blank_report(host: Host) -> dict:
         "checked_at": time.time(), "ok": False, "connected": False, "host_key": None,
         "python": None, "libraries": {}, "cpus": None, "memory": None, "disk_free": None,
         "gpus": None, "gpu_names": [], "harness": None, "problems": [], "warnings": [],
-        "install": None,
+        "install": None, "sharing": None,
     }
 
 
@@ -133,6 +135,14 @@ def check_host(workspace, host: Host) -> dict:
             report["host_key"] = f"{key.get_name()} {fingerprint(key)}"
         info = executor.info()
         report["connected"] = True
+        usage = executor.usage()
+        report["sharing"] = {
+            "workdir": usage["workdir"], "workspace": (usage["workspace"] or {}).get("id"),
+            "own_bytes": (usage["workspace"] or {}).get("bytes"),
+            "own_tasks": (usage["workspace"] or {}).get("tasks"),
+            "other_workspaces": usage["other_workspaces"], "other_bytes": usage["other_bytes"],
+            "cache_bytes": usage["shared_bytes"],
+        }
         if host.executor == "ssh":
             report["gpu_names"] = _gpu_names_ssh(executor)
         else:
@@ -161,6 +171,7 @@ def check_hosts(workspace, name: str | None = None) -> list[dict]:
 
     hosts = load_hosts(workspace.hosts_file)
     chosen = [get_host(hosts, name)] if name else list(hosts.values())
+    _ = workspace.id  # read once here, not by each checking thread
     with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
         reports = list(pool.map(lambda host: check_host(workspace, host), chosen))
     db = open_db(workspace)
