@@ -241,3 +241,31 @@ def test_a_full_disk_is_reported(workspace, sshd_a):  # noqa: F811
     finally:
         subprocess.run(["umount", str(mount)], check=True)
         mount.rmdir()
+
+
+@pytest.mark.parametrize("answer", [
+    {"workdir": "/w"}, [], {"workdir": "/w", "workspace": None, "other_workspaces": -1,
+                             "other_bytes": 0, "shared_bytes": 0},
+    {"workdir": 7, "workspace": None, "other_workspaces": 1, "other_bytes": 0, "shared_bytes": 0},
+])
+def test_a_usage_answer_that_is_not_one_leaves_the_sharing_unknown(workspace, cli, monkeypatch, answer):
+    from datarun.executors.local import LocalExecutor
+
+    monkeypatch.setattr(LocalExecutor, "usage", lambda self: answer)
+    [report] = cli("host", "check", "local", "--json").json()
+    assert report["ok"] and report["sharing"] is None
+    assert ("how its workdir is shared is unknown: the harness's usage answer was not "
+            "understood") in report["warnings"]
+
+
+def test_a_usage_request_that_fails_is_a_warning_not_a_fault(workspace, cli, monkeypatch):
+    from datarun.errors import HostError
+    from datarun.executors.local import LocalExecutor
+
+    def fails(self):
+        raise HostError("host local: harness usage failed: no space")
+
+    monkeypatch.setattr(LocalExecutor, "usage", fails)
+    [report] = cli("host", "check", "local", "--json").json()
+    assert report["ok"] and report["sharing"] is None
+    assert "how its workdir is shared is unknown: host local: harness usage failed: no space" in report["warnings"]

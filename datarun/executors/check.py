@@ -116,6 +116,25 @@ def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
     report["ok"] = not report["problems"]
 
 
+def sharing_report(usage) -> dict | None:
+    """The harness's `usage` answer as the report's `sharing`, or None if it is not one: it
+    comes from the host, so it is checked as data (sizes and counts are whole numbers)."""
+    try:
+        mine = usage.get("workspace") or {}
+        numbers = {"own_bytes": mine.get("bytes", 0), "own_tasks": mine.get("tasks", 0),
+                   "other_workspaces": usage["other_workspaces"], "other_bytes": usage["other_bytes"],
+                   "cache_bytes": usage["shared_bytes"]}
+        workdir, workspace = usage["workdir"], mine.get("id")
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
+               for value in numbers.values()):
+        return None
+    if not isinstance(workdir, str) or not (workspace is None or isinstance(workspace, str)):
+        return None
+    return {"workdir": workdir, "workspace": workspace, **numbers}
+
+
 def check_host(workspace, host: Host) -> dict:
     """Check one host; never raises for the host's own faults: they go in `problems`."""
     from datarun.executors import open_executor
@@ -135,14 +154,14 @@ def check_host(workspace, host: Host) -> dict:
             report["host_key"] = f"{key.get_name()} {fingerprint(key)}"
         info = executor.info()
         report["connected"] = True
-        usage = executor.usage()
-        report["sharing"] = {
-            "workdir": usage["workdir"], "workspace": (usage["workspace"] or {}).get("id"),
-            "own_bytes": (usage["workspace"] or {}).get("bytes"),
-            "own_tasks": (usage["workspace"] or {}).get("tasks"),
-            "other_workspaces": usage["other_workspaces"], "other_bytes": usage["other_bytes"],
-            "cache_bytes": usage["shared_bytes"],
-        }
+        try:
+            report["sharing"] = sharing_report(executor.usage())
+        except DatarunError as error:  # how the workdir is shared is news, not a fault
+            report["warnings"].append(f"how its workdir is shared is unknown: {error}")
+        else:
+            if report["sharing"] is None:
+                report["warnings"].append("how its workdir is shared is unknown: the harness's "
+                                          "usage answer was not understood")
         if host.executor == "ssh":
             report["gpu_names"] = _gpu_names_ssh(executor)
         else:
