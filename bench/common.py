@@ -42,9 +42,15 @@ def temp_folder(prefix: str) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        for runner_json in folder.glob("**/.datarun/hosts/*/runner.json"):
-            stop_runner(runner_json)
+        for workdir in folder.glob("**/.datarun/hosts/*"):
+            stop_runners_of(workdir)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def stop_runners_of(workdir: Path) -> None:
+    """Stop the runners of a host workdir: its own and each workspace folder's in it."""
+    for runner_json in [workdir / "runner.json", *workdir.glob("workspaces/*/runner.json")]:
+        stop_runner(runner_json)
 
 
 def stop_runner(runner_json: Path, timeout: float = 10.0) -> None:
@@ -139,8 +145,8 @@ class Workspace:
             return conn.execute(sql, args).fetchall()
 
     def stop_runners(self) -> None:
-        for runner_json in (self.root / ".datarun" / "hosts").glob("*/runner.json"):
-            stop_runner(runner_json)
+        for workdir in (self.root / ".datarun" / "hosts").glob("*"):
+            stop_runners_of(workdir)
 
 
 def make_kit(dest: Path, n_splits: int, submissions: dict[str, str], source: Path = IRIS,
@@ -368,7 +374,7 @@ class RemoteWorkdir:
         self.path = Path(pwd.getpwnam(server.user).pw_dir) / workdir.removeprefix("~/")
 
     def stop_and_remove(self) -> None:
-        stop_runner(self.path / "runner.json")
+        stop_runners_of(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
 
 

@@ -187,6 +187,12 @@ class Cluster:
     def folder(self, name: str) -> Path:
         return host_workdir(self.servers[name], self.tables[name]["workdir"])
 
+    def tasks(self, name: str) -> Path:
+        """The workspace's task folders on host `name`."""
+        from datarun.remote.common import Layout
+
+        return Layout(self.folder(name), self.workspace.id).tasks
+
     def submit(self, n: int, sleep: float = 0.0) -> list[int]:
         from datarun.challenge.submissions import submit
         from datarun.store.db import open_db
@@ -245,8 +251,8 @@ class Cluster:
             shutil.rmtree(self.trace, ignore_errors=True)
         root = getattr(self, "workspace", None)
         if root is not None:
-            for runner_json in (root.state_dir / "hosts").glob("*/runner.json"):
-                stop_host_runner(runner_json.parent)
+            for workdir in (root.state_dir / "hosts").glob("*"):
+                stop_host_runner(workdir)
 
 
 class Training:

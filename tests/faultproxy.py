@@ -181,15 +181,19 @@ def host_workdir(server, workdir: str) -> Path:
 
 
 def runner_tree(folder: Path) -> list[psutil.Process]:
-    """The harness runner serving this workdir (by runner.json) and every process under it."""
-    try:
-        pid = int(json.loads((folder / "runner.json").read_text())["pid"])
-        runner = psutil.Process(pid)
-        if not any("serve" in part for part in runner.cmdline()):
-            return []  # the PID was reused: not a runner of ours
-        return [runner, *runner.children(recursive=True)]
-    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
-        return []
+    """The harness runners serving this workdir (by their runner.json: the workdir's own and
+    each workspace folder's), each followed by every process under it."""
+    found: list[psutil.Process] = []
+    for record in [folder / "runner.json", *sorted(folder.glob("workspaces/*/runner.json"))]:
+        try:
+            pid = int(json.loads(record.read_text())["pid"])
+            runner = psutil.Process(pid)
+            if not any("serve" in part for part in runner.cmdline()):
+                continue  # the PID was reused: not a runner of ours
+            found += [runner, *runner.children(recursive=True)]
+        except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+            continue
+    return found
 
 
 def _signal_all(processes: list[psutil.Process], sig: int) -> None:
@@ -236,8 +240,16 @@ def stop_host_runner(folder: Path) -> None:
     """SIGTERM then SIGKILL the runner of a test workdir, thaw it first, and remove the folder."""
     processes = runner_tree(folder)
     _signal_all(processes, signal.SIGCONT)
-    if processes:
-        _signal_all(processes[:1], signal.SIGTERM)
-        _, alive = psutil.wait_procs(processes[:1], timeout=5)
+    runners = [p for p in processes if _is_runner(p)]
+    if runners:
+        _signal_all(runners, signal.SIGTERM)
+        _, alive = psutil.wait_procs(runners, timeout=5)
         _signal_all(alive, signal.SIGKILL)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_runner(process: psutil.Process) -> bool:
+    try:
+        return "serve" in process.cmdline()
+    except psutil.Error:
+        return False

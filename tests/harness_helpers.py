@@ -63,7 +63,7 @@ def write_dataset(workdir: Path, digest: str, kind: str) -> dict:
 
 
 def task_files(key: str, code: str, meta: dict, digest: str, limits: dict | None = None,
-               max_output: int = 1024**2, files: dict | None = None) -> dict:
+               max_output: int = 1024**2, files: dict | None = None, nonce: str | None = None) -> dict:
     """The files of tasks/<key>/ as {relative path: bytes}."""
     n_train = meta["n_train"]
     indices = np.arange(n_train)
@@ -75,6 +75,8 @@ def task_files(key: str, code: str, meta: dict, digest: str, limits: dict | None
         "limits": {"wall_time": 60.0, "cpu_time": None, "memory": None, **(limits or {})},
         "threads": 1, "max_output": max_output,
     }
+    if nonce is not None:
+        task["nonce"] = nonce
     out = {"task.json": json.dumps(task).encode(),
            "train_idx.npy": _npy(train_idx), "valid_idx.npy": _npy(valid_idx),
            "submission/estimator.py": textwrap.dedent(code).encode()}
@@ -104,25 +106,29 @@ def make_archive(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-def submit(workdir: Path, key: str, code: str, meta: dict, digest: str, **options) -> None:
-    """Ship one task through `accept`, as the organiser would."""
+def submit(workdir: Path, key: str, code: str, meta: dict, digest: str, space: str | None = None,
+           **options) -> None:
+    """Ship one task through `accept`, as the organiser would (`space`: the workspace id)."""
     members = {f"tasks/{key}/{name}": content
                for name, content in task_files(key, code, meta, digest, **options).items()}
-    archive = make_archive(workdir.parent / f"{key}.tar", members)
-    result = ops.accept(workdir, archive)
+    archive = make_archive(workdir.parent / f"{key}-{space}.tar", members)
+    result = ops.accept(workdir, archive, space=space)
     assert result["tasks"] == [key]
 
 
-def wait_finished(workdir: Path, keys: list[str], timeout: float = 60.0) -> dict[str, dict]:
+def wait_finished(workdir: Path, keys: list[str], timeout: float = 60.0,
+                  space: str | None = None) -> dict[str, dict]:
     """Poll until every task is finished; return their result.json."""
+    from datarun.remote.common import Layout
+
+    layout = Layout(workdir, space)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        report = ops.poll(workdir, keys)
+        report = ops.poll(workdir, keys, space=space)
         if all(t["state"] == "finished" for t in report["tasks"].values()):
-            return {key: json.loads((workdir / "tasks" / key / "result.json").read_text())
-                    for key in keys}
+            return {key: json.loads((layout.task(key) / "result.json").read_text()) for key in keys}
         time.sleep(0.05)
-    raise AssertionError(f"tasks not finished after {timeout} s: {ops.poll(workdir, keys)}")
+    raise AssertionError(f"tasks not finished after {timeout} s: {ops.poll(workdir, keys, space=space)}")
 
 
 def stop_runner(pid: int, timeout: float = 10.0) -> None:

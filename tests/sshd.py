@@ -235,6 +235,23 @@ def sshd_fresh():
     yield from _session_sshd()
 
 
+def runner_pids(conn, workdir: str) -> set[int]:
+    """The PIDs the runners of a host workdir recorded: the workdir's own runner.json (the
+    harness driven without a workspace) and each workspace folder's."""
+    import json
+    import shlex
+
+    script = 'for f in "$1"/runner.json "$1"/workspaces/*/runner.json; do [ -f "$f" ] && cat "$f" && echo; done'
+    out = conn.run(shlex.join(["sh", "-c", script, "sh", workdir])).stdout
+    pids = set()
+    for line in out.splitlines():
+        try:
+            pids.add(int(json.loads(line)["pid"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return pids
+
+
 def pin(workspace, *servers: Sshd) -> None:
     """Pin the servers' host keys in the workspace's known_hosts, as `host trust` would."""
     path = workspace.state_dir / "known_hosts"

@@ -15,8 +15,9 @@ name without it, and one ending in `.hardlink` becomes a file with a second hard
 - participants/: `participants.txt` or `participants.csv` is given to `datarun event add
   --participants`;
 - hosts/: `hosts.toml` replaces the workspace's, then `datarun host list` reads it;
-- results/: `result/` is what came back from a host for task `t1-a1` of a problem with 4
-  training rows, 2 test rows and 3 classes, checked by `datarun.dispatch.results.read_result`.
+- results/: `result/` is what came back from a host for task `t1-a1` (sent with the nonce
+  `corpus-nonce-t1-a1`) of a problem with 4 training rows, 2 test rows and 3 classes,
+  checked by `datarun.dispatch.results.read_result`.
 
 The CLI cases must fail with exit code 2 and the message on stderr as `error: ...`; the
 result cases must be rejected with the message.
@@ -32,6 +33,7 @@ from conftest import EXAMPLES
 from test_operator import small_kit
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
+NONCE = "corpus-nonce-t1-a1"  # what the results/ cases' attempt was sent with
 CASES = sorted(f"{group.name}/{case.name}" for group in CORPUS.iterdir() if group.is_dir()
                for case in group.iterdir() if case.is_dir())
 
@@ -62,7 +64,7 @@ def answer(name: str, folder: Path, workspace, cli) -> str:
         from datarun.dispatch.results import ResultRejected, read_result
 
         try:
-            read_result(folder / "result", "t1-a1", (4, 3), (2, 3))
+            read_result(folder / "result", "t1-a1", (4, 3), (2, 3), nonce=NONCE)
         except ResultRejected as error:
             return str(error)
         return "accepted"

@@ -3,6 +3,7 @@
 import pytest
 from conftest import stop_runners
 
+from datarun.executors.local import local_layout
 from datarun.store.workspace import Workspace
 
 
@@ -39,5 +40,5 @@ def test_the_demo_leaves_no_runner_behind(tmp_path, cli, monkeypatch, warm):
 
     monkeypatch.setenv("DATARUN_WARM_RUNNER", warm)
     assert cli("demo", "--dir", tmp_path / "demo", "--json").exit_code == 0
-    pid = json.loads((tmp_path / "demo" / ".datarun" / "hosts" / "local" / "runner.json").read_text())["pid"]
+    pid = json.loads(local_layout(Workspace(tmp_path / "demo")).runner_json.read_text())["pid"]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -121,7 +121,7 @@ def test_a_hung_host_is_worked_around_and_its_late_results_not_counted(cluster):
 
     # Host a wakes up and finishes the attempts it had: they are recognised as late.
     cluster.wake("a")
-    results = [cluster.folder("a") / "tasks" / f"t{t}-a{a}" / "result.json" for t, a in moved.items()]
+    results = [cluster.tasks("a") / f"t{t}-a{a}" / "result.json" for t, a in moved.items()]
     wait_until(lambda: all(path.exists() for path in results), 30, "host a to finish its stale attempts")
     assert all(a in runs(cluster.trace)[str(t)]["fit"] for t, a in moved.items())
     db = open_db(cluster.workspace)
@@ -131,7 +131,7 @@ def test_a_hung_host_is_worked_around_and_its_late_results_not_counted(cluster):
     assert_each_counted_once(cluster, rows)
     # The next pass removes them from the host, and forgets them.
     dispatch_once(cluster.workspace, db)
-    assert not any((cluster.folder("a") / "tasks").iterdir())
+    assert not any(cluster.tasks("a").iterdir())
     assert json.loads((cluster.workspace.state_dir / "leftovers.json").read_text()) == {}
 
 
@@ -152,7 +152,7 @@ def test_a_host_whose_runner_stops_beating_gets_no_work_and_its_tasks_move(clust
     assert_each_counted_once(cluster, rows)
     # The frozen attempts are cancelled on host a (by train, or else by the next cron pass),
     # so they never finish there; a cancelled attempt may already be removed from it.
-    folder = cluster.folder("a") / "tasks"
+    folder = cluster.tasks("a")
     db = open_db(cluster.workspace)
 
     def cancelled() -> bool:

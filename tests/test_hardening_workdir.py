@@ -115,7 +115,7 @@ def test_another_user_of_the_host_reads_nothing_in_workdir(shared_host, datasets
     shared_host.prepare({DATA_IRIS: data / DATA_IRIS})
     shared_host.launch([make_bundle(tmp_path / "b", "t1-a1", LOGISTIC, meta[DATA_IRIS], DATA_IRIS)])
     assert mode(root) == 0o700
-    for path in (old, root / "tasks" / "t1-a1" / "submission" / "estimator.py",
+    for path in (old, shared_host.layout.task("t1-a1") / "submission" / "estimator.py",
                  root / "data" / DATA_IRIS / "y_train.npy"):
         assert path.exists()
         attack = read_as_another_user(path)

@@ -107,7 +107,8 @@ def test_accept_unpacks_tasks_and_data_and_queues_the_tasks(tmp_path, workdir):
         if path.name != ".complete":
             members[f"data/fresh01/{path.name}"] = path.read_bytes()
     archive = make_archive(tmp_path / "bundle.tar", members)
-    assert ops.accept(folder, archive) == {"tasks": ["t1-a1"], "data": ["fresh01"], "skipped": []}
+    assert ops.accept(folder, archive) == {"tasks": ["t1-a1"], "data": ["fresh01"], "skipped": [],
+                                           "refused": {}}
     assert not archive.exists()
     assert (folder / "data" / "fresh01" / ".complete").exists()
     assert (folder / "inbox" / "t1-a1").exists()
@@ -115,14 +116,32 @@ def test_accept_unpacks_tasks_and_data_and_queues_the_tasks(tmp_path, workdir):
     assert ops.poll(folder, ["t1-a1"])["tasks"]["t1-a1"]["state"] == "queued"
 
 
-def test_a_finished_task_sent_again_is_not_run_again(tmp_path, workdir):
+@pytest.mark.parametrize("state", ["finished", "running", "queued", "left over"])
+def test_a_bundle_whose_folder_exists_is_refused_never_merged(tmp_path, workdir, state):
     folder, meta = workdir
     submit(folder, "t1-a1", LOGISTIC, meta, DATA_IRIS)
-    (folder / "tasks" / "t1-a1" / "result.json").write_text("{}")
-    (folder / "inbox" / "t1-a1").unlink()
-    archive = make_archive(tmp_path / "again.tar", _task_members("t1-a1", meta))
-    assert ops.accept(folder, archive)["skipped"] == ["tasks/t1-a1"]
-    assert not (folder / "inbox" / "t1-a1").exists()
+    task = folder / "tasks" / "t1-a1"
+    if state != "queued":
+        (folder / "inbox" / "t1-a1").unlink()
+    if state == "finished":
+        (task / "result.json").write_text('{"stale": true}')
+    elif state == "running":
+        (task / "status.json").write_text("{}")
+    before = sorted(str(p.relative_to(task)) for p in task.rglob("*"))
+    members = _task_members("t1-a1", meta, code="# newer code\n")
+    members["tasks/t1-a1/submission/extra.py"] = b"x = 1\n"
+    members["tasks/t2-a1/task.json"] = members["tasks/t1-a1/task.json"]
+    archive = make_archive(tmp_path / "again.tar", members)
+    result = ops.accept(folder, archive)
+    assert result["tasks"] == ["t2-a1"]  # the rest of the archive is taken
+    assert result["refused"] == {"t1-a1": (
+        f"task folder t1-a1 already exists on the host ({state}): a bundle is never merged "
+        "into an older one; send the task again under a new key")}
+    # Nothing of the new bundle reached the old folder, and it was not queued again.
+    assert sorted(str(p.relative_to(task)) for p in task.rglob("*")) == before
+    assert (task / "submission" / "estimator.py").read_text() != "# newer code\n"
+    assert (folder / "inbox" / "t1-a1").exists() == (state == "queued")
+    assert not list((folder / "tasks").glob(".tmp-*"))
 
 
 @pytest.mark.parametrize("name, kind, message", [

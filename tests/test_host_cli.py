@@ -109,6 +109,24 @@ def test_the_local_host_is_checked_in_process_and_recorded(workspace, cli):
     assert row[0] == 1 and json.loads(row[1])["python"] == report["python"]
     table = cli("host", "check", "local")
     assert table.exit_code == 0 and "ok" in table.stdout
+    # Its working folder is the workspace's own: no other workspace there.
+    workspace_id = cli("status", "--json").json()["workspace"]["id"]
+    sharing = report["sharing"]
+    assert (sharing["workdir"], sharing["workspace"]) == (str(workspace.host_dir("local")), workspace_id)
+    assert (sharing["own_tasks"], sharing["other_workspaces"], sharing["other_bytes"]) == (0, 0, 0)
+    assert set(sharing) == {"workdir", "workspace", "own_bytes", "own_tasks", "other_workspaces",
+                            "other_bytes", "cache_bytes"}
+    assert f"local: workdir {workspace.host_dir('local')} used by no other workspace; this " \
+           f"workspace ({workspace_id}): 0 task folders" in table.stdout
+
+
+def test_host_clean_on_a_host_with_nothing_of_this_workspace(workspace, cli):
+    result = cli("host", "clean", "local", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json() == {"host": "local", "workspace": cli("status", "--json").json()["workspace"]["id"],
+                             "removed": [], "running": [], "kept": [], "freed": 0}
+    text = cli("host", "clean", "local")
+    assert text.stderr == "host local: removed 0 task folders of this workspace (0 B); kept 0 running\n"
 
 
 def render(table) -> str:
@@ -223,3 +241,31 @@ def test_a_full_disk_is_reported(workspace, sshd_a):  # noqa: F811
     finally:
         subprocess.run(["umount", str(mount)], check=True)
         mount.rmdir()
+
+
+@pytest.mark.parametrize("answer", [
+    {"workdir": "/w"}, [], {"workdir": "/w", "workspace": None, "other_workspaces": -1,
+                             "other_bytes": 0, "shared_bytes": 0},
+    {"workdir": 7, "workspace": None, "other_workspaces": 1, "other_bytes": 0, "shared_bytes": 0},
+])
+def test_a_usage_answer_that_is_not_one_leaves_the_sharing_unknown(workspace, cli, monkeypatch, answer):
+    from datarun.executors.local import LocalExecutor
+
+    monkeypatch.setattr(LocalExecutor, "usage", lambda self: answer)
+    [report] = cli("host", "check", "local", "--json").json()
+    assert report["ok"] and report["sharing"] is None
+    assert ("how its workdir is shared is unknown: the harness's usage answer was not "
+            "understood") in report["warnings"]
+
+
+def test_a_usage_request_that_fails_is_a_warning_not_a_fault(workspace, cli, monkeypatch):
+    from datarun.errors import HostError
+    from datarun.executors.local import LocalExecutor
+
+    def fails(self):
+        raise HostError("host local: harness usage failed: no space")
+
+    monkeypatch.setattr(LocalExecutor, "usage", fails)
+    [report] = cli("host", "check", "local", "--json").json()
+    assert report["ok"] and report["sharing"] is None
+    assert "how its workdir is shared is unknown: host local: harness usage failed: no space" in report["warnings"]

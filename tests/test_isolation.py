@@ -34,6 +34,7 @@ from harness_helpers import (
 from sshd import IS_ROOT, TEST_PYTHON, TEST_USER
 
 from datarun.remote import ops
+from datarun.remote.common import Layout
 from datarun.remote.isolation import TASK_UID_BASE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -158,7 +159,8 @@ def get_estimator():
 
 @pytest.fixture(scope="module")
 def world():
-    """A WORKDIR under a folder every user may enter, an organiser's key, a live runner."""
+    """A WORKDIR under a folder every user may enter, an organiser's key, a live runner
+    serving workspace `ws1` there (a second workspace, `ws2`, has a task waiting there)."""
     base = Path(tempfile.mkdtemp(prefix="datarun-isolation-", dir="/var/lib"))
     base.chmod(0o755)
     workdir = base / "work"
@@ -169,26 +171,27 @@ def world():
     keys.mkdir(mode=0o755)
     (keys / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nsecret\n")
     (keys / "id_ed25519").chmod(0o600)
-    runner = ops.start_runner(workdir, slots=2, threads=1, idle=60, python=TEST_PYTHON)
-    yield {"base": base, "workdir": workdir, "meta": meta, "key": keys / "id_ed25519"}
+    runner = ops.start_runner(workdir, slots=2, threads=1, idle=60, python=TEST_PYTHON, space="ws1")
+    yield {"base": base, "workdir": workdir, "meta": meta, "key": keys / "id_ed25519", "space": "ws1",
+           "layout": Layout(workdir, "ws1")}
     stop_runner(runner["pid"])
     shutil.rmtree(base, ignore_errors=True)
 
 
-def ship(world, key: str, code: str, isolation: str = "user", **limits) -> None:
+def ship(world, key: str, code: str, isolation: str = "user", space: str | None = None, **limits) -> None:
     files = task_files(key, textwrap.dedent(code), world["meta"], DATA_IRIS, limits=limits)
     task = json.loads(files["task.json"])
     task["isolation"] = isolation
     files["task.json"] = json.dumps(task).encode()
     archive = make_archive(world["base"] / f"{key}.tar",
                            {f"tasks/{key}/{name}": data for name, data in files.items()})
-    assert ops.accept(world["workdir"], archive)["tasks"] == [key]
+    assert ops.accept(world["workdir"], archive, space=space or world.get("space"))["tasks"] == [key]
 
 
 def results(world, keys: list[str], timeout: float = 60) -> dict[str, dict]:
-    found = wait_finished(world["workdir"], keys, timeout)
+    found = wait_finished(world["workdir"], keys, timeout, space=world.get("space"))
     for key in keys:
-        log = world["workdir"] / "tasks" / key / "output.log"
+        log = Layout(world["workdir"], world.get("space")).task(key) / "output.log"
         found[key]["log"] = log.read_text() if log.exists() else ""
     return found
 
@@ -200,24 +203,29 @@ def test_an_isolated_task_runs_as_a_user_of_its_own_and_its_predictions_come_bac
     uid = TASK_UID_BASE  # the first free seat
     assert f"uid {uid} gid {uid} groups [] cwd /tmp" in result["log"]
     assert f"workers [{uid}]" in result["log"]  # joblib's workers are that user too
-    folder = world["workdir"] / "tasks" / "who"
+    folder = world["layout"].task("who")
     assert np.load(folder / "y_pred_test.npy").shape == (world["meta"]["n_test"], 3)
-    assert not (world["workdir"] / "jail" / "who").exists()  # the jail goes with the task
+    assert not (world["layout"].jails / "who").exists()  # the jail goes with the task
     assert (world["workdir"].stat().st_mode & 0o777) == 0o700
 
 
 def test_an_isolated_task_reads_no_other_task_no_harness_file_no_label_and_no_key(world):
     ship(world, "victim", LOGISTIC, isolation="none")
+    ship(world, "theirs", LOGISTIC, isolation="none", space="ws2")  # another workspace's
     results(world, ["victim"])
-    workdir = world["workdir"]
+    workdir, layout, other = world["workdir"], world["layout"], Layout(world["workdir"], "ws2")
     paths = [
-        str(workdir / "tasks" / "victim" / "submission" / "estimator.py"),  # another submission
-        str(workdir / "runner.json"), str(workdir / "runner.log"),          # the harness's files
-        str(workdir / "data" / DATA_IRIS / "y_train.npy"),                  # a label file
-        str(world["key"]),                                                  # the organiser's key
+        str(layout.task("victim") / "submission" / "estimator.py"),       # another submission
+        str(other.task("theirs") / "submission" / "estimator.py"),        # another workspace's
+        str(layout.runner_json), str(layout.runner_log),                  # the harness's files
+        str(workdir / "data" / DATA_IRIS / "y_train.npy"),                # a label file
+        str(world["key"]),                                                # the organiser's key
     ]
-    for folder in (workdir / "tasks", workdir / "tasks" / "victim", workdir / "tasks" / "victim" / "submission"):
-        folder.chmod(0o755)
+    for path in paths[:2]:
+        for folder in Path(path).parents:
+            if folder == workdir:
+                break
+            folder.chmod(0o755)
     snoop = SNOOP.format(paths=paths)
     ship(world, "snoop-open", snoop, isolation="none")
     ship(world, "snoop", snoop)
@@ -285,7 +293,7 @@ def test_filling_the_disk_stops_at_the_task_cap_in_every_scratch_folder(world):
         assert "OSError: [Errno 28] No space left on device" in result["error"], result["error"]
         written = int(result["log"].split("wrote ")[1].split()[0])
         assert written <= cap
-    assert not list((world["workdir"] / "jail").iterdir())
+    assert not list(world["layout"].jails.iterdir())
     # Without isolation the disk limit still caps each file (RLIMIT_FSIZE).
     ship(world, "fill-open", FILL_ONE_FILE, isolation="none", disk=cap // 4)
     result = results(world, ["fill-open"])["fill-open"]

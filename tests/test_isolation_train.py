@@ -25,6 +25,9 @@ from conftest import stop_runners
 from sshd import IS_ROOT, TEST_PYTHON, pin, sshd_a  # noqa: F401
 from test_operator import GOOD, small_kit, submit, tasks_of
 
+from datarun.executors.local import local_layout
+from datarun.remote.common import Layout
+
 
 def labels_in(root: Path, labels_file: Path, target: str) -> list[str]:
     """Files under ROOT that hold the test labels: their bytes, their values, their column."""
@@ -100,7 +103,7 @@ def test_test_labels_never_reach_an_ssh_host(workspace, cli, tmp_path, sshd_a): 
         assert {t["host"] for t in tasks_of(cli, good)} == {"node"}
         assert_no_labels(root, workspace)
     finally:
-        runner = root / "runner.json"
+        runner = Layout(root, workspace.id).runner_json
         if runner.exists():
             try:
                 process = psutil.Process(json.loads(runner.read_text())["pid"])
@@ -164,7 +167,7 @@ def test_an_isolated_local_host_trains_good_submissions_and_stops_snooping_ones(
         monkeypatch.setattr(Dispatcher, "build_bundle", with_isolation)
         assert cli("problem", "add", small_kit(tmp_path)).exit_code == 0
         paths = [str(labels_file(workspace)), str(workspace.db_path),
-                 str(workspace.state_dir / "hosts" / "local" / "runner.json")]
+                 str(local_layout(workspace).runner_json)]
         good = submit(cli, tmp_path, "good", GOOD)
         snoop = submit(cli, tmp_path, "snoop", SNOOP.format(paths=paths))
         result = cli("train", "--json")
@@ -178,8 +181,7 @@ def test_an_isolated_local_host_trains_good_submissions_and_stops_snooping_ones(
             log = cli("logs", task["id"]).stdout
             assert [line.split()[1] for line in log.splitlines() if line.startswith("refused")] == paths
             assert "read " not in log
-        host = workspace.state_dir / "hosts" / "local"
-        assert not list((host / "jail").iterdir())
+        assert not list(local_layout(workspace).jails.iterdir())
     finally:
         stop_runners(workspace)
         shutil.rmtree(base, ignore_errors=True)

@@ -163,6 +163,6 @@ def test_a_python_that_is_not_python_fails_the_check_in_one_line(workspace, cli,
     result = cli("host", "check", "node")
     assert result.exit_code == 1
     assert result.stderr == (f"node: host node: harness info printed no JSON: "
-                             f"'-m datarun_remote info {home}/{workdir[2:]}\\n'\n")
+                             f"'-m datarun_remote info --space {workspace.id} {home}/{workdir[2:]}\\n'\n")
     [report] = cli("host", "check", "node", "--json").json()
     assert report["ok"] is False and report["connected"] is True

@@ -68,7 +68,7 @@ def test_an_answer_that_is_not_json_is_named(open_node, sshd_a, tmp_path):  # no
     with pytest.raises(HostError) as raised:
         sync(node, tmp_path)
     assert str(raised.value) == (f"host node: the harness session answered no JSON: "
-                                 f"'-m datarun_remote session {node.workdir}'")
+                                 f"'-m datarun_remote session --space {node.space} {node.workdir}'")
 
 
 def test_an_answer_that_is_json_but_not_an_object_is_named(open_node, fake_pythons, tmp_path):
@@ -90,13 +90,13 @@ def test_a_sync_the_harness_refuses_is_named_with_its_reason(open_node, sshd_a, 
     # The real harness: the results archive cannot be written where the sync asks for it.
     node = open_node(sshd_a.python)
     node.prepare({})
-    pack = f"{node.workdir}/.sync-results-node.tar"
+    pack = f"{node.layout.space}/.sync-results-node.tar"
     assert node.conn.run(f"mkdir {pack}").status == 0
     with pytest.raises(HostError) as raised:
         sync(node, tmp_path)
     # The harness writes the archive beside its place, then renames it (a PID in the name).
     assert re.fullmatch(rf"host node: harness sync failed: IsADirectoryError: \[Errno 21\] Is a "
-                        rf"directory: '{re.escape(node.workdir)}/\.\.sync-results-node\.tar\.\d+\.tmp' -> "
+                        rf"directory: '{re.escape(str(node.layout.space))}/\.\.sync-results-node\.tar\.\d+\.tmp' -> "
                         rf"'{re.escape(pack)}'", str(raised.value)), str(raised.value)
     # The session survives a refused request: once the path is free, the next sync works.
     assert node.conn.run(f"rmdir {pack}").status == 0

@@ -11,6 +11,7 @@ from conftest import stop_runners
 from test_operator import GOOD, small_kit, submit, tasks_of
 
 from datarun.executors.hosts import add_host
+from datarun.executors.local import local_layout
 from datarun.store.db import open_db
 
 
@@ -46,7 +47,7 @@ def test_logs_of_a_task_whose_folder_is_gone_from_its_host(flowers, cli, tmp_pat
 def test_logs_of_a_task_whose_output_cannot_be_read(flowers, cli, tmp_path):
     good = submit(cli, tmp_path, "good", GOOD)
     task = mark_running(flowers, good, "local")[0]
-    output = flowers.host_dir("local") / "tasks" / f"t{task}-a1" / "output.log"
+    output = local_layout(flowers).task(f"t{task}-a1") / "output.log"
     output.mkdir(parents=True)  # not a file: reading it fails with an OSError
     result = cli("logs", task)
     assert result.exit_code == 1 and result.stdout == ""

@@ -19,6 +19,8 @@ import psutil
 import pytest
 from conftest import EXAMPLES, stop_runners
 
+from datarun.executors.local import local_layout
+
 KIT_TOML = """
 name = "flowers"
 title = "Iris on two folds"
@@ -193,7 +195,7 @@ def test_cancel_kills_running_trees_on_the_host_while_train_runs_elsewhere(flowe
     train = subprocess.Popen([sys.executable, "-m", "datarun", "train", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
     try:
-        host_tasks = flowers.state_dir / "hosts" / "local" / "tasks"
+        host_tasks = local_layout(flowers).tasks
         pid_files = [host_tasks / f"t{task_id}-a1" / "pids.txt" for task_id in ids]
         _wait(lambda: all(p.exists() and p.read_text() for p in pid_files), 60, "both tasks asleep")
         pids = [int(pid) for p in pid_files for pid in p.read_text().split()]
@@ -232,13 +234,13 @@ def test_logs_come_from_the_store_once_collected(flowers, cli, tmp_path):
     assert queued.exit_code == 2
     assert queued.stderr == f"error: task {task} is queued: it has no output yet (`datarun train` runs it)\n"
     assert cli("train").exit_code == 0
-    shutil.rmtree(flowers.state_dir / "hosts" / "local" / "tasks", ignore_errors=True)
+    shutil.rmtree(local_layout(flowers).tasks, ignore_errors=True)
     result = cli("logs", task)
     assert result.exit_code == 0
     assert result.stdout == "fitting a logistic regression\n"
     data = cli("logs", task, "--json").json()
     assert data == {"task": task, "submission": good, "state": "done", "host": "local",
-                    "source": "store", "log": "fitting a logistic regression\n"}
+                    "source": "store", "log": "fitting a logistic regression\n", "events": []}
 
 
 def test_logs_refuses_unknown_and_malformed_task_ids(flowers, cli):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import stop_runners
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin, runner_pids, sshd_a  # noqa: F401
 
 KITS = Path(__file__).resolve().parent / "ramp_kits"
 
@@ -135,10 +135,8 @@ def ssh_only(workspace, sshd_a):  # noqa: F811
                          workspace.state_dir / "known_hosts")
     try:
         path = conn.expand(workdir)
-        out = conn.run(shlex.join(["cat", f"{path}/runner.json"])).stdout
-        pid = json.loads(out).get("pid") if out.strip() else None
-        if pid:
-            conn.run(shlex.join(["kill", str(int(pid))]))
+        for pid in runner_pids(conn, path):
+            conn.run(shlex.join(["kill", str(pid)]))
         conn.run(shlex.join(["rm", "-rf", path]))
     finally:
         conn.close()

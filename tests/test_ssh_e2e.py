@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, stop_runners
-from sshd import pin, sshd_a, sshd_b  # noqa: F401
+from sshd import pin, runner_pids, sshd_a, sshd_b  # noqa: F401
 
 from datarun.executors.sshconn import SSHConnection, resolve_target
 
@@ -69,11 +69,9 @@ class Remote:
         return sorted(self.sh("ls", "-A", f"{self.workdir}/{sub}").split())
 
     def stop_runner_and_clean(self) -> None:
-        """Stop the runner datarun started in this workdir (by its recorded pid), then remove it."""
-        out = self.conn.run(shlex.join(["cat", f"{self.workdir}/runner.json"])).stdout
-        pid = json.loads(out).get("pid") if out.strip() else None
-        if pid:
-            self.conn.run(shlex.join(["kill", str(int(pid))]))
+        """Stop the runners datarun started in this workdir (by their recorded pids), then remove it."""
+        for pid in runner_pids(self.conn, self.workdir):
+            self.conn.run(shlex.join(["kill", str(pid)]))
         self.conn.run(shlex.join(["rm", "-rf", self.workdir]))
         self.conn.close()
 

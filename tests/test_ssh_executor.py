@@ -10,7 +10,7 @@ import numpy as np
 import psutil
 import pytest
 from harness_helpers import DATA_DIABETES, DATA_IRIS, LOGISTIC, task_files, write_dataset
-from sshd import pin, sshd_a, sshd_b  # noqa: F401
+from sshd import pin, runner_pids, sshd_a, sshd_b  # noqa: F401
 
 from datarun.errors import HostError, UsageError
 from datarun.executors.ssh import SSHExecutor
@@ -32,13 +32,12 @@ def get_estimator():
 def stop_remote_runner(server, workdir: str, known_hosts: Path) -> None:
     """Stop the runners a test started on the host, then remove its folder.
 
-    By the pid runner.json records and, for a runner started in the background that had
-    not written it yet, by the pid of any `serve` of this test's own (unique) folder."""
+    By the pids the runner.json files record and, for a runner started in the background
+    that had not written it yet, by the pid of any `serve` of this test's own (unique) folder."""
     conn = SSHConnection(resolve_target(server.host("cleanup")), known_hosts)
     try:
         path = conn.expand(workdir)
-        out = conn.run(shlex.join(["cat", f"{path}/runner.json"])).stdout
-        pids = {int(json.loads(out)["pid"])} if out.strip() else set()
+        pids = runner_pids(conn, path)
         deadline = time.monotonic() + 5
         while True:
             serving = {p.pid for p in psutil.process_iter(["cmdline"])
@@ -124,13 +123,13 @@ def test_preparing_for_tasks_starts_the_runner_before_any_sync(node, datasets):
     data, _ = datasets
     node.prepare({})  # the harness alone: no tasks on their way, no runner
     time.sleep(0.5)
-    none = node.conn.run(shlex.join(["test", "-e", f"{node.workdir}/runner.json"]))
+    none = node.conn.run(shlex.join(["test", "-e", str(node.layout.runner_json)]))
     assert none.status != 0
     node.prepare({DATA_IRIS: data / DATA_IRIS})
     deadline = time.monotonic() + 30
     state = {}
     while time.monotonic() < deadline:
-        out = node.conn.run(shlex.join(["cat", f"{node.workdir}/runner.json"])).stdout
+        out = node.conn.run(shlex.join(["cat", str(node.layout.runner_json)])).stdout
         state = json.loads(out) if out.strip() else {}
         if state.get("state") == "running":  # serving (written "starting" before its imports)
             break
@@ -195,7 +194,7 @@ def test_shell_metacharacters_in_paths_and_names_inject_nothing(workspace, sshd_
         found = executor.conn.run(shlex.join(["find", executor.conn.home(), "-name", f"{marker}-*"]))
         assert found.stdout == ""
         shipped = executor.conn.run(shlex.join(
-            ["ls", f"{executor.workdir}/tasks/t-weird.1/submission"])).stdout
+            ["ls", str(executor.layout.task("t-weird.1") / "submission")])).stdout
         assert weird in shipped
     finally:
         executor.close()

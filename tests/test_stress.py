@@ -11,6 +11,8 @@ import psutil
 import pytest
 from test_operator import GOOD, flowers, submit, tasks_of  # noqa: F401  (flowers is a fixture)
 
+from datarun.executors.local import local_layout
+
 MEMORY_BOMB = """
 import time
 import numpy as np
@@ -70,7 +72,7 @@ def get_estimator():
 
 
 def runner_pid(workspace) -> int:
-    return json.loads((workspace.state_dir / "hosts" / "local" / "runner.json").read_text())["pid"]
+    return json.loads(local_layout(workspace).runner_json.read_text())["pid"]
 
 
 def train_until_failed(cli, tmp_path, name: str, code: str, *limits: str) -> list[dict]:

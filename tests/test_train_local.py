@@ -87,6 +87,12 @@ def test_train_scores_measures_and_ranks(iris, cli):
     status = cli("status", "--json").json()
     assert status["problems"]["iris"] == {"queued": 0, "running": 0, "done": 10, "failed": 0, "submissions": 2}
     assert status["hosts"]["local"]["done"] == 10 and status["hosts"]["local"]["slots_in_use"] == 0
+    # The local host's folder holds the workspace's own folder, named by its id, and the
+    # shared data cache beside it.
+    host = iris.host_dir("local")
+    assert [p.name for p in (host / "workspaces").iterdir()] == [status["workspace"]["id"]]
+    assert (host / "workspaces" / status["workspace"]["id"] / "runner.json").exists()
+    assert (host / "data").is_dir() and not (host / "tasks").exists()
 
     text = cli("leaderboard", "iris").stdout
     assert "iris — public leaderboard" in text and "grace" in text

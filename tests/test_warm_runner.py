@@ -6,6 +6,8 @@ import psutil
 import pytest
 from conftest import EXAMPLES, stop_runners
 
+from datarun.executors.local import local_layout
+
 SUBS = EXAMPLES / "iris" / "submissions"
 
 
@@ -18,7 +20,7 @@ def iris(workspace, cli, monkeypatch):
 
 
 def runner_pid(workspace) -> int | None:
-    path = workspace.host_dir("local") / "runner.json"
+    path = local_layout(workspace).runner_json
     if not path.exists():
         return None
     pid = json.loads(path.read_text())["pid"]

@@ -58,3 +58,20 @@ def test_migrations_apply_once_from_a_blank_file(tmp_path):
     assert applied_migrations(db) == [m.__name__ for m in MIGRATIONS]
     assert {"problems", "folds", "submissions", "tasks", "scores"} <= set(db.table_names())
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_each_workspace_has_a_random_id_shown_by_init_and_status(tmp_path, cli, monkeypatch):
+    import shutil
+
+    made = cli("init", tmp_path / "ws", "--json").json()
+    assert len(made["id"]) == 16
+    monkeypatch.setenv("DATARUN_HOME", str(tmp_path / "ws"))
+    status = cli("status", "--json").json()
+    assert status["workspace"] == {"root": str(tmp_path / "ws"), "id": made["id"]}
+    assert f"workspace {tmp_path / 'ws'} (id {made['id']})" in cli("status").stdout
+    assert find_workspace().id == made["id"]
+    # Deleted and made again in the same place: a new workspace, a new id.
+    shutil.rmtree(tmp_path / "ws")
+    again = cli("init", tmp_path / "ws")
+    assert again.exit_code == 0 and "(id " in again.stderr
+    assert cli("status", "--json").json()["workspace"]["id"] not in (made["id"], None)

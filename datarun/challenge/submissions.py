@@ -267,9 +267,13 @@ def describe_submission(workspace, db, submission_id) -> dict:
         "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
         "WHERE t.submission = ?", [row["id"]]):
         scores.setdefault(s["task"], {}).setdefault(s["split"], {})[s["score"]] = s["value"]
+    from datarun.store.task_events import events_of
+
+    events = events_of(db, [task["id"] for task in tasks])
     for task in tasks:
         task["scores"] = scores.get(task["id"], {})
         task["environment"] = json.loads(task["environment"]) if task["environment"] else None
+        task["events"] = events[task["id"]]
     bagged: dict[str, dict] = {}
     for s in db.query("SELECT split, score, value FROM bagged_scores WHERE submission = ?", [row["id"]]):
         bagged.setdefault(s["split"], {})[s["score"]] = s["value"]

@@ -1,4 +1,4 @@
-"""`datarun host ...`: the host registry (add, trust, list, remove) and `host check`."""
+"""`datarun host ...`: the host registry (add, trust, list, remove), `host check` and `host clean`."""
 
 from typing import Annotated
 
@@ -70,6 +70,21 @@ def check_table(reports: list[dict]):
             report.get("harness") or "-", "; ".join(notes) or "-",
         )
     return table
+
+
+def sharing_line(name: str, sharing: dict) -> str:
+    """One line on how a host's workdir is shared with other workspaces."""
+    from datarun.sizes import format_size
+
+    others = sharing["other_workspaces"]
+    shared = (f"shared with {others} other workspace{'s' if others != 1 else ''} holding "
+              f"{format_size(sharing['other_bytes'])}" if others else "used by no other workspace")
+    mine = ""
+    if sharing.get("workspace"):
+        mine = (f"; this workspace ({sharing['workspace']}): {sharing['own_tasks']} task folders, "
+                f"{format_size(sharing['own_bytes'])}")
+    return (f"{name}: workdir {sharing['workdir']} {shared}{mine}; caches "
+            f"{format_size(sharing['cache_bytes'])}")
 
 
 @host_app.command("add")
@@ -183,7 +198,39 @@ def check(
     else:
         print_renderable(check_table(reports))
         for report in reports:
+            if report.get("sharing"):
+                print_renderable(sharing_line(report["name"], report["sharing"]))
+        for report in reports:
             for problem in report["problems"]:
                 err(f"{report['name']}: {problem}")
     if not all(report["ok"] for report in reports):
         raise typer.Exit(1)
+
+
+@host_app.command("clean")
+def clean(
+    name: Annotated[str, typer.Argument(help="The host to clean this workspace's leftovers off.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also cancel and remove attempts given up on that still run there.")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Remove this workspace's leftovers on a host: its finished and abandoned task folders.
+
+    Never another workspace's folders, never a task this workspace has running there. An
+    attempt given up on that still runs there is kept, unless --force cancels it first.
+    """
+    from datarun.cli.app import open_workspace
+    from datarun.dispatch.controls import clean_host
+    from datarun.sizes import format_size
+
+    with handled():
+        workspace, db = open_workspace()
+        result = clean_host(workspace, db, name, force=force)
+    if json_out:
+        emit_json(result)
+        return
+    err(f"host {name}: removed {len(result['removed'])} task folders of this workspace "
+        f"({format_size(result['freed'])}); kept {len(result['kept'])} running")
+    if result["running"]:
+        err(f"host {name}: {len(result['running'])} attempts given up on still run there: "
+            f"`datarun host clean {name} --force` cancels and removes them")

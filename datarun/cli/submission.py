@@ -113,6 +113,8 @@ def show(
         if task["error"]:
             tail = task["error"].strip().splitlines()[-3:]
             print_renderable(f"fold {task['fold']} {task['error_kind']}: " + " | ".join(tail))
+        for event in task["events"]:
+            print_renderable(f"fold {task['fold']} attempt {event['attempt']}: {event['text']}")
     environment = next((t["environment"] for t in sub["tasks"] if t["environment"]), None)
     if environment:
         print_renderable("ran with " + ", ".join(f"{k} {v}" for k, v in sorted(environment.items())))

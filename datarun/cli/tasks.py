@@ -61,6 +61,8 @@ def logs(
         return
     from datarun.safetext import printable
 
+    for event in result["events"]:  # what its row does not keep: refused results or bundles
+        err(f"attempt {event['attempt']}: {event['text']}")
     text = printable(result["log"])  # the task wrote it: no escape sequence reaches the terminal
     sys.stdout.write(text)
     if text and not text.endswith("\n"):

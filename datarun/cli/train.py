@@ -105,5 +105,6 @@ def status(json_out: JsonOption = False) -> None:
         return
     from datarun.cli.render import status_tables
 
+    print_renderable(f"workspace {report['workspace']['root']} (id {report['workspace']['id']})")
     for table in status_tables(report):
         print_renderable(table)

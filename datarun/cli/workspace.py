@@ -19,6 +19,7 @@ def init(
     with handled():
         workspace = init_workspace(directory)
     if json_out:
-        emit_json({"workspace": str(workspace.root), "hosts": str(workspace.hosts_file)})
+        emit_json({"workspace": str(workspace.root), "id": workspace.id,
+                   "hosts": str(workspace.hosts_file)})
     else:
-        err(f"Initialised a datarun workspace in {workspace.root}")
+        err(f"Initialised a datarun workspace in {workspace.root} (id {workspace.id})")

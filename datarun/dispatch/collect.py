@@ -5,6 +5,13 @@ hosts; this part decides what their answers mean for the database. Every write i
 `BEGIN IMMEDIATE` transaction guarded by the state and attempt the row is expected to
 have, so a result is recorded once, for the attempt the database expects, or (when that
 attempt was given up on) as the first complete result of the task; never twice.
+
+A result must carry the nonce its attempt was sent with. One that does not is refused
+and recorded as a task event, never scored; the attempt then counts as lost on its host
+(the host answered, but not with this attempt's result): re-queued, or failed as
+`host_lost` once it has been lost `max_attempts` times. A bundle the host refused (a
+folder of its key was there already) goes back to the queue with no loss counted, to be
+sent again as a new attempt; the folder that was there is left alone.
 """
 
 import json
@@ -12,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datarun.dispatch.results import ResultRejected, read_result
+from datarun.dispatch.results import ResultNotOurs, ResultRejected, read_result
+from datarun.store.task_events import record_event
 
 # A runner beats every second; one silent for this long gets no new task until it beats
 # again (its tasks are given to others only after the host's grace period).
@@ -49,9 +57,14 @@ class Collecting:
             self.stalled.add(name)
         else:
             self.stalled.discard(name)
-        lost, touched, never_arrived = [], {}, []
+        lost, touched, never_arrived, refused = [], {}, [], []
         unconfirmed = self.unconfirmed[name]
         for key, task in context["polled"].items():
+            if key in result.refused:  # the host kept an older folder of that key: not ours
+                refused.append(task)
+                record_event(self.db, task["id"], task["attempt"], name, "bundle_refused",
+                             f"host {name} refused the bundle: {result.refused[key]}")
+                continue
             state = poll.tasks.get(key)
             if key in unconfirmed:
                 unconfirmed.discard(key)
@@ -59,10 +72,17 @@ class Collecting:
                     never_arrived.append(task)  # its launch failed before the host had it
                     continue
             if key in fetched:
-                if self.record_result(task, name, results / key):
+                try:
+                    recorded = self.record_result(task, name, results / key)
+                except ResultNotOurs as error:
+                    reason = f"result from host {name} refused: {error}"
+                    record_event(self.db, task["id"], task["attempt"], name, "result_refused", reason)
+                    lost.append((task, reason))
+                    continue
+                if recorded:
                     report.collected.append(task["id"])
                     touched[task["submission"]] = task["problem"]
-                elif self.take_late(name, key, results / key, report, touched):
+                elif self.take_late(name, key, results / key, report, touched, task.get("nonce")):
                     report.collected.append(task["id"])
                 if self._state_of(task["id"]) == "done":
                     self.pending_cleanup[name].add(key)
@@ -81,6 +101,8 @@ class Collecting:
         self.requeue([task for task, _ in lost], report, [reason for _, reason in lost])
         if never_arrived:
             self.unclaim(name, never_arrived)
+        if refused:
+            self.unclaim(name, refused, remember=False)
         self.tidy_leftovers(name, context["leftovers"], poll, fetched, results, report, touched)
         for submission, problem in sorted(touched.items()):
             if self.finish_submission(submission):
@@ -94,7 +116,7 @@ class Collecting:
         for key in keys:
             state = poll.tasks.get(key)
             if key in fetched:
-                self.take_late(name, key, results / key, report, touched)
+                self.take_late(name, key, results / key, report, touched, self.leftovers.nonce(name, key))
                 self.pending_cleanup[name].add(key)
             elif state is None or state.state == "missing":
                 gone.append(key)
@@ -104,8 +126,10 @@ class Collecting:
                 self.to_cancel[name].add(key)
         self.leftovers.forget(name, gone)
 
-    def take_late(self, name: str, key: str, folder: Path, report: PassReport, touched: dict) -> bool:
-        """A result of an attempt given up on: counted only if the task has no result yet."""
+    def take_late(self, name: str, key: str, folder: Path, report: PassReport, touched: dict,
+                  nonce: str | None) -> bool:
+        """A result of an attempt given up on (sent with `nonce`): counted only if it is that
+        attempt's and the task has no result yet."""
         try:
             task_id, attempt = (int(part) for part in key[1:].split("-a"))
         except ValueError:
@@ -116,8 +140,15 @@ class Collecting:
         if row is None:
             return False
         report.late.append(row[0])
-        task = {"id": row[0], "submission": row[1], "fold": row[2], "problem": row[3], "attempt": attempt}
-        if self.record_result(task, name, folder, late=True):
+        task = {"id": row[0], "submission": row[1], "fold": row[2], "problem": row[3], "attempt": attempt,
+                "nonce": nonce}
+        try:
+            recorded = self.record_result(task, name, folder, late=True)
+        except ResultNotOurs as error:
+            record_event(self.db, task["id"], attempt, name, "result_refused",
+                         f"result from host {name} refused: {error}")
+            return False
+        if recorded:
             touched[task["submission"]] = task["problem"]
             return True
         return False
@@ -128,6 +159,8 @@ class Collecting:
 
     def record_result(self, task: dict, host_name: str, folder: Path, late: bool = False) -> bool:
         """Store one task's result; False if it was a late result of an attempt already given up.
+        Raises ResultNotOurs, storing nothing, if the result is not the attempt's own (its
+        nonce is not `task["nonce"]`).
 
         With `late`, the result of an attempt given up on is taken if it is a success and the
         task has no result yet (first complete result wins); the attempt that replaced it, if
@@ -139,7 +172,9 @@ class Collecting:
         key = task_key(task["id"], task["attempt"])
         scores = []
         try:
-            result = read_result(folder, key, *scorer.prediction_shapes())
+            result = read_result(folder, key, *scorer.prediction_shapes(), nonce=task.get("nonce"))
+        except ResultNotOurs:
+            raise
         except ResultRejected as error:
             state, kind, text, measures, environment, preds, log = (
                 "failed", "harness_error", f"result from host {host_name} rejected: {error}", {}, {}, None, b"")
@@ -157,14 +192,14 @@ class Collecting:
         replaced = None
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
-            current = self.db.execute("SELECT state, attempt, host FROM tasks WHERE id = ?",
+            current = self.db.execute("SELECT state, attempt, host, nonce FROM tasks WHERE id = ?",
                                       [task["id"]]).fetchone()
             if late:
                 if current is None or current[0] not in ("queued", "running") or (
                         current[0] == "running" and current[1] == task["attempt"]):
                     return False
                 if current[0] == "running":
-                    replaced = (current[2], task_key(task["id"], current[1]))
+                    replaced = (current[2], task_key(task["id"], current[1]), current[3])
                 expected = (current[0], current[1])
             else:
                 expected = ("running", task["attempt"])
@@ -186,7 +221,7 @@ class Collecting:
                 "INSERT INTO scores (task, split, score, value) VALUES (?, ?, ?, ?)",
                 [(task["id"], split, name, value) for split, name, value in scores])
         if replaced and replaced[0] in self.hosts:
-            self.leftovers.add(replaced[0], [replaced[1]])
+            self.leftovers.add(replaced[0], {replaced[1]: replaced[2]})
         return True
 
     def finish_submission(self, submission: int) -> bool:

@@ -1,4 +1,5 @@
-"""Operator controls: retry a submission's failed tasks, cancel its open ones, read a task's output.
+"""Operator controls: retry a submission's failed tasks, cancel its open ones, read a task's
+output, clean this workspace's leftovers off a host.
 
 These work beside a running dispatcher. Every state change is one `BEGIN IMMEDIATE`
 transaction guarded on the task's state, as the dispatcher's own are: a task cancelled
@@ -124,8 +125,11 @@ def task_log(workspace, db, task: int | str) -> dict:
                      [task_id]).fetchone()
     if row is None:
         raise NotFound(f"no task {task_id}: `datarun submission show ID` lists a submission's tasks")
+    from datarun.store.task_events import events_of
+
     _, submission, state, attempt, host, log_hash = row
-    result = {"task": task_id, "submission": submission, "state": state, "host": host}
+    result = {"task": task_id, "submission": submission, "state": state, "host": host,
+              "events": events_of(db, [task_id])[task_id]}
     if log_hash:
         text = BlobStore(workspace.blobs_dir).get_bytes(log_hash).decode("utf-8", "replace")
         return {**result, "source": "store", "log": text}
@@ -135,3 +139,28 @@ def task_log(workspace, db, task: int | str) -> dict:
     if state == "queued":
         raise UsageError(f"task {task_id} is queued: it has no output yet (`datarun train` runs it)")
     return {**result, "source": None, "log": ""}  # it ended without printing anything
+
+
+def clean_host(workspace, db, name: str, force: bool = False) -> dict:
+    """Remove this workspace's leftovers on host NAME: every task folder of its own there
+    (finished, queued, or left by an attempt given up on), but those of the attempts the
+    database has running on that host. An attempt given up on that still runs there is
+    kept unless `force`: then it is cancelled (its process tree killed) and removed.
+
+    Only this workspace's folder on the host is touched, never another workspace's. Runs
+    under the dispatcher lock, so no task is claimed or shipped meanwhile."""
+    from datarun.dispatch.collect import task_key
+    from datarun.dispatch.lanes import Leftovers
+    from datarun.dispatch.train import dispatcher_lock
+    from datarun.executors.hosts import get_host, load_hosts
+
+    get_host(load_hosts(workspace.hosts_file), name)
+    with dispatcher_lock(workspace, wait=False):
+        live = [task_key(task_id, attempt) for task_id, attempt in db.execute(
+            "SELECT id, attempt FROM tasks WHERE state = 'running' AND host = ?", [name])]
+        result = _on_host(workspace, name, lambda executor: executor.clean(live, force))
+        leftovers = Leftovers(workspace.state_dir / "leftovers.json")
+        leftovers.forget(name, result.get("removed") or [])
+    return {"host": name, "workspace": workspace.id, "removed": result.get("removed") or [],
+            "running": result.get("running") or [], "kept": result.get("kept") or [],
+            "freed": result.get("freed") or 0}

@@ -12,10 +12,14 @@ host, on its own thread, so a hung host holds its own slots and nothing else. A 
 is touched only from the dispatcher's thread, when it takes a lane's finished job.
 
 Task states go `queued -> running -> done | failed`. A task is marked running (with its
-attempt number bumped) *before* its bundle is shipped, so a crash between the two leaves
-a task the next pass sees as missing on its host and re-queues, never a task running
-somewhere the database does not know of. A result is accepted only for the attempt the
-database expects, so a late result of a re-queued attempt is never counted twice.
+attempt number bumped and a new random nonce) *before* its bundle is shipped, so a crash
+between the two leaves a task the next pass sees as missing on its host and re-queues,
+never a task running somewhere the database does not know of. A result is accepted only
+for the attempt the database expects and only with that attempt's nonce, so a late result
+of a re-queued attempt is never counted twice, and a result left in the workspace's folder
+by anything else (an earlier run, a restored database, a forger) is never counted at all.
+A host that already has a folder of a bundle's key refuses the bundle; the task goes back
+to the queue and is sent again as a new attempt.
 
 Hosts fail in three ways, each noticed differently: a crashed or unreachable host fails
 its syncs (its tasks are re-queued once it has failed for its grace period); a hung one
@@ -28,6 +32,7 @@ complete one. What the answers mean for the database is `datarun.dispatch.collec
 """
 
 import json
+import secrets
 import shutil
 import tempfile
 import threading
@@ -180,7 +185,8 @@ class Dispatcher(Collecting):
                     self.job_failed(name, error, context, report)
                 else:
                     self.failing_since.pop(name, None)
-                    report.launched.extend(task["id"] for task, _ in context["claimed"])
+                    report.launched.extend(task["id"] for task, _ in context["claimed"]
+                                           if task_key(task["id"], task["attempt"]) not in result.refused)
                     self.apply_sync(name, result, context, report)
             finally:
                 shutil.rmtree(context["scratch"], ignore_errors=True)
@@ -212,23 +218,24 @@ class Dispatcher(Collecting):
             return
         self.unclaim(name, [task for task, _ in context["claimed"]])
 
-    def unclaim(self, name: str, tasks: list[dict]) -> None:
+    def unclaim(self, name: str, tasks: list[dict], remember: bool = True) -> None:
         """Back to the queue without counting a loss: the next launch gets a new attempt
-        number, so a bundle that did reach the host can never be mistaken for it, and the
-        host is told to cancel and remove it once it answers again."""
+        number and nonce, so a bundle that did reach the host can never be mistaken for it,
+        and (with `remember`) the host is told to cancel and remove it once it answers again."""
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
             for task in tasks:
                 self.db.execute(
                     "UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
                     "WHERE id = ? AND state = 'running' AND attempt = ?", [task["id"], task["attempt"]])
-        self.leftovers.add(name, [task_key(task["id"], task["attempt"]) for task in tasks])
+        if remember:
+            self.leftovers.add(name, {task_key(task["id"], task["attempt"]): task.get("nonce") for task in tasks})
 
     def expire(self, report: PassReport) -> None:
         """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
         now = time.time()
         running = list(self.db.query(
-            "SELECT id, submission, attempt, lost, host, lease_expires FROM tasks WHERE state = 'running'"))
+            "SELECT id, submission, attempt, nonce, lost, host, lease_expires FROM tasks WHERE state = 'running'"))
         for task in running:
             name = task["host"]
             if name not in self.hosts:
@@ -255,7 +262,7 @@ class Dispatcher(Collecting):
             return
         if isinstance(reasons, str):
             reasons = [reasons] * len(tasks)
-        given_up: dict[str, list[str]] = {}
+        given_up: dict[str, dict[str, str | None]] = {}
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
             for task, reason in zip(tasks, reasons, strict=True):
@@ -274,7 +281,7 @@ class Dispatcher(Collecting):
                 if cursor.rowcount:
                     report.requeued.append(task["id"])
                     if task.get("host") in self.hosts:  # a host gone from hosts.toml is not asked
-                        given_up.setdefault(task["host"], []).append(task_key(task["id"], task["attempt"]))
+                        given_up.setdefault(task["host"], {})[task_key(task["id"], task["attempt"])] = task.get("nonce")
         for host, keys in given_up.items():
             self.leftovers.add(host, keys)
 
@@ -299,7 +306,7 @@ class Dispatcher(Collecting):
             return
         running: dict[str, list[dict]] = {}
         for task in self.db.query(
-                "SELECT t.id, t.submission, t.fold, t.attempt, t.host, s.problem FROM tasks t "
+                "SELECT t.id, t.submission, t.fold, t.attempt, t.nonce, t.host, s.problem FROM tasks t "
                 "JOIN submissions s ON s.id = t.submission WHERE t.state = 'running'"):
             running.setdefault(task["host"], []).append(task)
         # A host whose last sync failed gets no new task until a sync succeeds again: its
@@ -390,7 +397,7 @@ class Dispatcher(Collecting):
         return plan
 
     def claim(self, host_name: str, assigned: list) -> list[tuple[dict, dict]]:
-        """Mark tasks running on a host, with a new attempt number, before anything ships."""
+        """Mark tasks running on a host, with a new attempt number and nonce, before anything ships."""
         if not assigned:
             return []
         now = time.time()
@@ -399,13 +406,15 @@ class Dispatcher(Collecting):
             self.db.conn.execute("BEGIN IMMEDIATE")
             for task, slot, limits in assigned:
                 lease = now + (limits.get("wall_time") or 3600) + LEASE_GRACE
+                nonce = secrets.token_hex(16)
                 cursor = self.db.execute(
-                    "UPDATE tasks SET state = 'running', attempt = attempt + 1, host = ?, slot = ?, "
-                    "started_at = ?, lease_expires = ?, limits = ?, error_kind = NULL, error = NULL "
-                    "WHERE id = ? AND state = 'queued'",
-                    [host_name, slot, now, lease, json.dumps(limits), task["id"]])
+                    "UPDATE tasks SET state = 'running', attempt = attempt + 1, nonce = ?, host = ?, "
+                    "slot = ?, started_at = ?, lease_expires = ?, limits = ?, error_kind = NULL, "
+                    "error = NULL WHERE id = ? AND state = 'queued'",
+                    [nonce, host_name, slot, now, lease, json.dumps(limits), task["id"]])
                 if cursor.rowcount == 1:
-                    claimed.append((dict(task, attempt=task["attempt"] + 1, host=host_name), limits))
+                    claimed.append((dict(task, attempt=task["attempt"] + 1, nonce=nonce, host=host_name),
+                                    limits))
         return claimed
 
     def build_bundle(self, staging: Path, task: dict, limits: dict, host) -> Path:
@@ -423,7 +432,8 @@ class Dispatcher(Collecting):
         np.save(folder / "train_idx.npy", train_idx, allow_pickle=False)
         np.save(folder / "valid_idx.npy", valid_idx, allow_pickle=False)
         spec = {
-            "key": key, "task_id": task["id"], "attempt": task["attempt"], "submission": task["submission"],
+            "key": key, "nonce": task["nonce"], "task_id": task["id"], "attempt": task["attempt"],
+            "submission": task["submission"],
             "fold": task["fold"], "problem": problem["name"], "data": problem["data_hash"],
             "workflow": problem["workflow"], "kind": problem["kind"], "classes": problem["classes"],
             "files": sorted(files), "limits": limits, "threads": host.threads, "max_output": 1 << 20,

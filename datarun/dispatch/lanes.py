@@ -73,45 +73,62 @@ class Lane:
 
 
 class Leftovers:
-    """Task keys given up on, per host, that may still sit or run there.
+    """Task keys given up on, per host, that may still sit or run there, with their nonces.
 
     A task re-queued because its host went silent may be alive on that host, and a bundle
     whose launch failed half-way may have arrived after all. Each such key is remembered
     until the host has been told to cancel it and its folder is gone, so a host that comes
-    back frees its slots, its late results are recognised for what they are, and nothing
-    piles up in its workdir. The list is a file, not memory: cron's next `dispatch` (or a
-    dispatcher restarted after a crash) must still know. Only the dispatcher holding the
-    workspace lock writes it; each write replaces the file whole.
+    back frees its slots, its late results are recognised for what they are (by the nonce
+    the attempt was sent with), and nothing piles up in the workspace's folder there. The
+    list is a file, not memory: cron's next `dispatch` (or a dispatcher restarted after a
+    crash) must still know. Only the dispatcher holding the workspace lock writes it; each
+    write replaces the file whole. A file written before nonces lists bare keys: their
+    nonce is unknown, so no late result of theirs is taken.
     """
 
     def __init__(self, path):
         from pathlib import Path
 
         self.path = Path(path)
+        self._keys: dict[str, dict[str, str | None]] = {}
         try:
             data = json.loads(self.path.read_text())
-            self._keys = {str(h): set(map(str, keys)) for h, keys in data.items() if isinstance(keys, list)}
+            for host, keys in data.items():
+                if isinstance(keys, dict):
+                    self._keys[str(host)] = {str(k): v if isinstance(v, str) else None for k, v in keys.items()}
+                elif isinstance(keys, list):
+                    self._keys[str(host)] = dict.fromkeys(map(str, keys))
         except (OSError, ValueError, AttributeError):
             self._keys = {}  # none yet, or a file cut short by a crash: start afresh
 
     def keys(self, host: str) -> list[str]:
         return sorted(self._keys.get(host, ()))
 
-    def add(self, host: str, keys) -> None:
-        keys = set(keys)
-        if keys - self._keys.get(host, set()):
-            self._keys.setdefault(host, set()).update(keys)
+    def nonce(self, host: str, key: str) -> str | None:
+        """The nonce the attempt `key` was sent to `host` with (None when not known)."""
+        return self._keys.get(host, {}).get(key)
+
+    def add(self, host: str, keys: dict[str, str | None]) -> None:
+        """Remember these {key: nonce} attempts as given up on `host`."""
+        mine = self._keys.setdefault(host, {})
+        new = {key: nonce for key, nonce in keys.items() if key not in mine}
+        if new:
+            mine.update(new)
             self._save()
+        elif not mine:
+            del self._keys[host]
 
     def forget(self, host: str, keys) -> None:
         mine = self._keys.get(host)
-        if mine and mine & set(keys):
-            mine -= set(keys)
+        if mine and set(mine) & set(keys):
+            for key in keys:
+                mine.pop(key, None)
             if not mine:
                 del self._keys[host]
             self._save()
 
     def _save(self) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({h: sorted(k) for h, k in sorted(self._keys.items())}, indent=1))
+        tmp.write_text(json.dumps({h: dict(sorted(k.items())) for h, k in sorted(self._keys.items())},
+                                  indent=1))
         os.replace(tmp, self.path)

@@ -4,8 +4,14 @@ A host is not trusted: its `result.json` is size-capped and validated field by f
 and its predictions are `.npy` files loaded with `allow_pickle=False` and checked against
 the shape the problem expects. A result that fails a check is not an error of the
 submission: the task is recorded as `harness_error` with what was wrong.
+
+Before any of that, a result must be the answer of the attempt it is taken for: it must
+carry the nonce that attempt was sent with (task.json's, copied by the harness). One that
+does not (another attempt's, another workspace's, or planted) is `ResultNotOurs`: the
+dispatcher refuses it, records why, and treats the attempt as lost on its host.
 """
 
+import hmac
 import json
 import math
 from dataclasses import dataclass
@@ -24,6 +30,21 @@ NUMBER_FIELDS = ("train_time", "valid_time", "test_time", "wall_time", "cpu_time
 
 class ResultRejected(Exception):
     """What came back from a host is not a valid result."""
+
+
+class ResultNotOurs(ResultRejected):
+    """A result.json that is not the answer of the attempt it was collected for."""
+
+
+def check_nonce(data: dict, nonce: str | None) -> None:
+    """Refuse a result that does not carry the nonce its attempt was sent with."""
+    if nonce is None:
+        raise ResultNotOurs("no nonce is known for this attempt, so no result can be taken for it")
+    theirs = data.get("nonce")
+    if not isinstance(theirs, str):
+        raise ResultNotOurs("result.json carries no nonce: it is not this attempt's result")
+    if not hmac.compare_digest(theirs.encode(), nonce.encode()):
+        raise ResultNotOurs("result.json carries another attempt's nonce: it is not this attempt's result")
 
 
 @dataclass
@@ -77,8 +98,10 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
     return array
 
 
-def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...]) -> TaskResult:
-    """Validate and load the result folder of task `key`; raise ResultRejected if anything is off."""
+def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
+                nonce: str | None) -> TaskResult:
+    """Validate and load the result folder of task `key`, sent with `nonce`; raise
+    ResultNotOurs if it is not that attempt's, ResultRejected if anything else is off."""
     path = Path(folder) / "result.json"
     if not path.is_file() or path.is_symlink():
         raise ResultRejected("result.json is missing")
@@ -90,6 +113,7 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
         raise ResultRejected("result.json is not valid JSON (truncated?)") from None
     if not isinstance(data, dict):
         raise ResultRejected("result.json is not a JSON object")
+    check_nonce(data, nonce)
     if data.get("key") != key:
         raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
     state = data.get("state")

@@ -36,4 +36,7 @@ def workspace_status(workspace, db) -> dict:
             "failed": counts["failed"],
             "checked_ok": None if name not in checks else bool(checks[name]),
         }
-    return {"problems": dict(sorted(problems.items())), "hosts": hosts}
+    from datarun.store.db import workspace_id
+
+    return {"workspace": {"root": str(workspace.root), "id": workspace_id(db)},
+            "problems": dict(sorted(problems.items())), "hosts": hosts}

@@ -2,7 +2,8 @@
 
 The dispatcher builds task bundles as folders (see docs/PROTOCOL.md), hands them to an
 executor, polls, and fetches result folders back. It never knows whether the host is
-this machine or a server over SSH.
+this machine or a server over SSH. An executor acts for one workspace: every path it
+uses on the host is the workspace's own folder there (`datarun.remote.common.Layout`).
 """
 
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class SyncResult:
 
     poll: PollReport
     fetched: list[str]  # keys whose result folders are now in dest/<key>/
+    # Bundles the host would not take, with its reason: their folder was there already.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def poll_report(report: dict) -> PollReport:
@@ -54,8 +57,9 @@ class Executor(Protocol):
     def prepare(self, data: dict[str, Path]) -> None:
         """Make sure the harness and these data sets ({data hash: local folder}) are on the host."""
 
-    def launch(self, bundles: list[Path]) -> None:
-        """Ship task bundles (folders named by task key) and make sure the runner runs."""
+    def launch(self, bundles: list[Path]) -> dict[str, str]:
+        """Ship task bundles (folders named by task key) and make sure the runner runs; return
+        the bundles the host refused ({key: reason}: their folder was there already)."""
 
     def poll(self, keys: list[str]) -> PollReport: ...
 
@@ -76,5 +80,11 @@ class Executor(Protocol):
 
     def info(self) -> dict:
         """The harness `info` report of the host."""
+
+    def usage(self) -> dict:
+        """The harness `usage` report: how the host's workdir is shared among workspaces."""
+
+    def clean(self, keep: list[str], force: bool = False) -> dict:
+        """The harness `clean`: remove this workspace's task folders on the host but `keep`."""
 
     def close(self) -> None: ...

@@ -3,7 +3,9 @@
 A check connects (reachability, authentication, host key), ships the harness if the host
 lacks it, and asks the harness's `info` what the host has: Python, numpy / pandas /
 scikit-learn / psutil versions, cores, memory, free disk in the workdir, GPUs. Versions
-are compared with the organiser's, since a different scikit-learn can change scores.
+are compared with the organiser's, since a different scikit-learn can change scores. Its
+`usage` tells how the workdir is shared: how many other workspaces have a folder there
+and how much disk they hold (counts and sizes only), beside this workspace's own.
 The report is one JSON-able dict, stored in the `hosts` table (`ok` is what decides
 whether a host is given tasks) and rendered by the CLI.
 
@@ -66,7 +68,7 @@ def blank_report(host: Host) -> dict:
         "checked_at": time.time(), "ok": False, "connected": False, "host_key": None,
         "python": None, "libraries": {}, "cpus": None, "memory": None, "disk_free": None,
         "gpus": None, "gpu_names": [], "harness": None, "problems": [], "warnings": [],
-        "install": None,
+        "install": None, "sharing": None,
     }
 
 
@@ -114,6 +116,25 @@ def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
     report["ok"] = not report["problems"]
 
 
+def sharing_report(usage) -> dict | None:
+    """The harness's `usage` answer as the report's `sharing`, or None if it is not one: it
+    comes from the host, so it is checked as data (sizes and counts are whole numbers)."""
+    try:
+        mine = usage.get("workspace") or {}
+        numbers = {"own_bytes": mine.get("bytes", 0), "own_tasks": mine.get("tasks", 0),
+                   "other_workspaces": usage["other_workspaces"], "other_bytes": usage["other_bytes"],
+                   "cache_bytes": usage["shared_bytes"]}
+        workdir, workspace = usage["workdir"], mine.get("id")
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
+               for value in numbers.values()):
+        return None
+    if not isinstance(workdir, str) or not (workspace is None or isinstance(workspace, str)):
+        return None
+    return {"workdir": workdir, "workspace": workspace, **numbers}
+
+
 def check_host(workspace, host: Host) -> dict:
     """Check one host; never raises for the host's own faults: they go in `problems`."""
     from datarun.executors import open_executor
@@ -133,6 +154,14 @@ def check_host(workspace, host: Host) -> dict:
             report["host_key"] = f"{key.get_name()} {fingerprint(key)}"
         info = executor.info()
         report["connected"] = True
+        try:
+            report["sharing"] = sharing_report(executor.usage())
+        except DatarunError as error:  # how the workdir is shared is news, not a fault
+            report["warnings"].append(f"how its workdir is shared is unknown: {error}")
+        else:
+            if report["sharing"] is None:
+                report["warnings"].append("how its workdir is shared is unknown: the harness's "
+                                          "usage answer was not understood")
         if host.executor == "ssh":
             report["gpu_names"] = _gpu_names_ssh(executor)
         else:
@@ -161,6 +190,7 @@ def check_hosts(workspace, name: str | None = None) -> list[dict]:
 
     hosts = load_hosts(workspace.hosts_file)
     chosen = [get_host(hosts, name)] if name else list(hosts.values())
+    _ = workspace.id  # read once here, not by each checking thread
     with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
         reports = list(pool.map(lambda host: check_host(workspace, host), chosen))
     db = open_db(workspace)

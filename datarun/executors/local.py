@@ -12,6 +12,7 @@ from pathlib import Path
 from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.hosts import DEFAULT_PYTHON
 from datarun.remote import ops
+from datarun.remote.archive import refusal
 from datarun.remote.common import Layout
 from datarun.remote.sync import sync as remote_sync
 
@@ -19,15 +20,22 @@ RESULT_FILES = ("result.json", "output.log")
 WARM_SWITCH = "DATARUN_WARM_RUNNER"  # "0" leaves the runner to start with training
 
 
+def local_layout(workspace, host_name: str = "local") -> Layout:
+    """The working folder of a local host, as this workspace sees it (its own folder in it)."""
+    return Layout(workspace.host_dir(host_name), workspace.id)
+
+
 class LocalExecutor:
     def __init__(self, workspace, host):
         self.host = host
-        self.workdir = workspace.host_dir(host.name)
-        Layout(self.workdir).make()  # 0700: the host's other users see none of it
+        self.layout = local_layout(workspace, host.name)
+        self.workdir = self.layout.root
+        self.space = self.layout.space_id
+        self.layout.make()  # WORKDIR 0700: the host's other users see none of it
 
     def prepare(self, data: dict[str, Path]) -> None:
         for digest, folder in data.items():
-            target = self.workdir / "data" / digest
+            target = self.layout.data / digest
             if (target / ".complete").exists():
                 continue
             shutil.rmtree(target, ignore_errors=True)
@@ -39,33 +47,38 @@ class LocalExecutor:
             (tmp / ".complete").touch()
             os.replace(tmp, target)
 
-    def launch(self, bundles: list[Path]) -> None:
-        self._place(bundles)
+    def launch(self, bundles: list[Path]) -> dict[str, str]:
+        refused = self._place(bundles)
         self.start()
+        return refused
 
     def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path,
              wait: float = 0.0) -> SyncResult:
-        self._place(bundles)
+        refused = self._place(bundles)
         report = remote_sync(str(self.workdir), cleanup=cleanup, poll=poll, slots=self.host.slots,
                              threads=self.host.threads, start=bool(bundles), python=self.python,
-                             wait=wait)
+                             wait=wait, space=self.space)
         state = poll_report(report["poll"])
-        finished = [key for key, task in state.tasks.items() if task.state == "finished"]
-        return SyncResult(poll=state, fetched=self.fetch(finished, dest))
+        finished = [key for key, task in state.tasks.items()
+                    if task.state == "finished" and key not in refused]
+        return SyncResult(poll=state, fetched=self.fetch(finished, dest), refused=refused)
 
-    def _place(self, bundles: list[Path]) -> None:
-        tasks = self.workdir / "tasks"
-        inbox = self.workdir / "inbox"
-        tasks.mkdir(exist_ok=True)
-        inbox.mkdir(exist_ok=True)
+    def _place(self, bundles: list[Path]) -> dict[str, str]:
+        """Move the bundles into place and queue them; those whose folder is there already
+        are refused, as the harness's `accept` refuses them: {key: reason}."""
+        self.layout.make()
+        refused = {}
         for bundle in bundles:
-            target = tasks / bundle.name
-            shutil.rmtree(target, ignore_errors=True)
+            target = self.layout.task(bundle.name)
+            if target.exists() or self.layout.marker(bundle.name).exists():
+                refused[bundle.name] = refusal(self.layout, bundle.name)
+                continue
             shutil.move(str(bundle), target)
             # The marker appears only once the bundle is whole: the runner never sees half a task.
-            tmp_marker = inbox / f".{bundle.name}"
+            tmp_marker = self.layout.inbox / f".{bundle.name}"
             tmp_marker.touch()
-            os.replace(tmp_marker, inbox / bundle.name)
+            os.replace(tmp_marker, self.layout.marker(bundle.name))
+        return refused
 
     @property
     def python(self) -> str | None:
@@ -74,16 +87,17 @@ class LocalExecutor:
         return None if self.host.python == DEFAULT_PYTHON else self.host.python
 
     def start(self) -> None:
-        ops.start_runner(str(self.workdir), self.host.slots, self.host.threads, python=self.python)
+        ops.start_runner(str(self.workdir), self.host.slots, self.host.threads, python=self.python,
+                         space=self.space)
 
     def poll(self, keys: list[str]) -> PollReport:
-        report = ops.poll(str(self.workdir), list(keys))
+        report = ops.poll(str(self.workdir), list(keys), space=self.space)
         return poll_report(report)
 
     def fetch(self, keys: list[str], dest: Path) -> list[str]:
         fetched = []
         for key in keys:
-            source = self.workdir / "tasks" / key
+            source = self.layout.task(key)
             if not (source / "result.json").exists():
                 continue
             target = Path(dest) / key
@@ -98,17 +112,23 @@ class LocalExecutor:
 
     def cleanup(self, keys: list[str]) -> None:
         if keys:
-            ops.cleanup(str(self.workdir), list(keys))
+            ops.cleanup(str(self.workdir), list(keys), space=self.space)
 
     def cancel(self, keys: list[str]) -> None:
         if keys:
-            ops.cancel(str(self.workdir), list(keys))
+            ops.cancel(str(self.workdir), list(keys), space=self.space)
 
     def log(self, key: str) -> str:
-        return ops.log(str(self.workdir), key).get("log", "")
+        return ops.log(str(self.workdir), key, space=self.space).get("log", "")
 
     def info(self) -> dict:
-        return ops.info(str(self.workdir))
+        return ops.info(str(self.workdir), space=self.space)
+
+    def usage(self) -> dict:
+        return ops.usage(str(self.workdir), space=self.space)
+
+    def clean(self, keep: list[str], force: bool = False) -> dict:
+        return ops.clean(str(self.workdir), list(keep), force=force, space=self.space)
 
     def stop_runner(self, timeout: float = 10.0) -> bool:
         """Stop this host's runner (SIGTERM, by the PID it recorded); True if one was running.
@@ -122,12 +142,13 @@ class LocalExecutor:
         import psutil
 
         try:
-            pid = json.loads((self.workdir / "runner.json").read_text())["pid"]
+            pid = json.loads(self.layout.runner_json.read_text())["pid"]
             process = psutil.Process(int(pid))
             command = process.cmdline()
         except (OSError, ValueError, KeyError, TypeError, psutil.Error):
             return False
-        if "serve" not in command or str(self.workdir) not in command:
+        if "serve" not in command or str(self.workdir) not in command or (
+                self.space is not None and self.space not in command):
             return False
         process.send_signal(signal.SIGTERM)
         try:
@@ -168,7 +189,7 @@ def warm_runners(workspace) -> list[str]:
         executor = LocalExecutor(workspace, host)
         try:
             if ops.start_runner(str(executor.workdir), host.slots, host.threads,
-                                python=executor.python)["started"]:
+                                python=executor.python, space=executor.space)["started"]:
                 started.append(host.name)
         except (HarnessError, OSError):
             continue

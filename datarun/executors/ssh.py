@@ -32,6 +32,7 @@ from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
 from datarun.executors.sshsession import HarnessSession
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
+from datarun.remote.common import Layout
 from datarun.store.blobs import sha256_file, tree_hash
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "remote"
@@ -90,7 +91,11 @@ class SSHExecutor:
             ssh_config = load_ssh_config()
             connection = SSHConnection(resolve_target(host, ssh_config), known_hosts, ssh_config)
         self.conn = connection
+        # The workspace's own folder in the host's workdir (None: the workdir itself, for a
+        # harness driven without a workspace).
+        self.space: str | None = workspace.id if workspace is not None else None
         self._workdir: str | None = None
+        self._layout: Layout | None = None
         self._present: set[str] = set()  # remote folders known complete on this connection
         self._libraries_checked = False
         self._runner_started = False
@@ -106,18 +111,29 @@ class SSHExecutor:
             self._workdir = self.conn.expand(self.host.workdir).rstrip("/") or "/"
         return self._workdir
 
+    @property
+    def layout(self) -> Layout:
+        """The host's workdir as this workspace sees it (paths on the host, built here)."""
+        if self._layout is None:
+            self._layout = Layout(self.workdir, self.space)
+        return self._layout
+
     def harness_dir(self) -> str:
-        return f"{self.workdir}/harness/{staged_harness()[0]}"
+        return str(self.layout.harness / staged_harness()[0])
+
+    def space_args(self) -> list[str]:
+        return ["--space", self.space] if self.space is not None else []
 
     def harness_command(self, command: str, *args: str) -> str:
-        """`cd HARNESS && PYTHON -m datarun_remote COMMAND WORKDIR ARGS...`, quoted."""
+        """`cd HARNESS && PYTHON -m datarun_remote COMMAND --space ID WORKDIR ARGS...`, quoted
+        (the option first: keys given after it would not be taken as the command's)."""
         return shell_and(
             ["cd", self.harness_dir()],
-            [self.host.python, "-m", HARNESS_PACKAGE, command, self.workdir, *args],
+            [self.host.python, "-m", HARNESS_PACKAGE, command, *self.space_args(), self.workdir, *args],
         )
 
     def _upload_path(self, kind: str) -> str:
-        return f"{self.workdir}/.{kind}-{uuid.uuid4().hex}.tar"
+        return str(self.layout.space / f".{kind}-{uuid.uuid4().hex}.tar")
 
     def _fail(self, result: CommandResult, what: str) -> HostError:
         """The one-line error for a command that failed, naming what to fix."""
@@ -172,11 +188,12 @@ class SSHExecutor:
 
     def _missing(self, folders: list[str]) -> tuple[list[str], int | None]:
         """Which of these remote folders lack `.complete`, and the free disk, in one command."""
-        layout = [f"{self.workdir}/{sub}" for sub in ("harness", "data", "tasks", "inbox")]
+        layout = self.layout
+        made = [str(path) for path in (layout.harness, layout.data, layout.tasks, layout.inbox)]
         # umask 077: a WORKDIR made here is its owner's alone (the harness tightens an
         # older, looser one when it next makes its layout).
         command = (
-            "umask 077 && " + shlex.join(["mkdir", "-p", *layout])
+            "umask 077 && " + shlex.join(["mkdir", "-p", *made])
             + " && for f in " + " ".join(shlex.quote(f) for f in folders)
             + '; do [ -e "$f/.complete" ] && echo "have $f"; done; '
             + shlex.join(["df", "-Pk", self.workdir])
@@ -206,7 +223,7 @@ class SSHExecutor:
         wanted = {self.harness_dir(): None}
         for digest, folder in data.items():
             check_key(digest)
-            wanted[f"{self.workdir}/data/{digest}"] = Path(folder)
+            wanted[str(self.layout.data / digest)] = Path(folder)
         unknown = [remote for remote in wanted if remote not in self._present]
         if not unknown:
             return
@@ -272,9 +289,9 @@ class SSHExecutor:
             self.conn.put(archive, upload)
         return upload
 
-    def launch(self, bundles: list[Path]) -> None:
+    def launch(self, bundles: list[Path]) -> dict[str, str]:
         if not bundles:
-            return
+            return {}
         for bundle in bundles:
             check_key(Path(bundle).name)
         self.prepare({})
@@ -282,16 +299,22 @@ class SSHExecutor:
             self.check_libraries(self.run_harness("info"))
         upload = self._put_bundles(bundles)
         python = [self.host.python, "-m", HARNESS_PACKAGE]
+        space = self.space_args()
         command = shell_and(
             ["cd", self.harness_dir()],
-            [*python, "accept", self.workdir, upload],
-            [*python, "start", self.workdir, "--slots", str(self.host.slots),
+            [*python, "accept", *space, self.workdir, upload],
+            [*python, "start", *space, self.workdir, "--slots", str(self.host.slots),
              "--threads", str(self.host.threads)],
         )
-        self._harness_json(self.conn.run(command), "accept/start")
+        # Two JSON lines come back, accept's then start's: the refusals are in the first.
+        result = self.conn.run(command)
+        self._harness_json(result, "accept/start")
+        accepted = next((json.loads(line) for line in result.stdout.splitlines()
+                         if line.startswith("{") and '"refused"' in line), {})
         # Like the local executor, a launched bundle is consumed: the host has it now.
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
+        return dict(accepted.get("refused") or {})
 
     def check_libraries(self, info: dict) -> None:
         """Refuse a host whose Python lacks what the runner imports: its tasks would never start."""
@@ -325,7 +348,7 @@ class SSHExecutor:
             self.check_libraries(self.run_harness("info"))
         if self._pack_path is None:
             # One fixed path, overwritten by every sync: only one dispatcher runs at a time.
-            self._pack_path = f"{self.workdir}/.sync-results-{self.host.name}.tar"
+            self._pack_path = str(self.layout.space / f".sync-results-{self.host.name}.tar")
         request: dict = {"cleanup": cleanup, "poll": poll, "pack_out": self._pack_path,
                          "slots": self.host.slots, "threads": self.host.threads, "wait": wait}
         if bundles:
@@ -337,11 +360,13 @@ class SSHExecutor:
         pack = report.get("pack") or {}
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
-        packed = [key for key in pack.get("packed") or [] if key in poll]
+        refused = {str(key): str(reason) for key, reason in
+                   ((report.get("accepted") or {}).get("refused") or {}).items()}
+        packed = [key for key in pack.get("packed") or [] if key in poll and key not in refused]
         fetched: list[str] = []
         if packed:
             fetched = self._download_results(self._pack_path, pack, Path(dest), packed)
-        return SyncResult(poll=poll_report(report.get("poll") or {}), fetched=fetched)
+        return SyncResult(poll=poll_report(report.get("poll") or {}), fetched=fetched, refused=refused)
 
     def _download_results(self, remote: str, pack: dict, dest: Path, keys: list[str]) -> list[str]:
         """Fetch the results archive the host announced (its size and digest) and unpack it.
@@ -402,6 +427,15 @@ class SSHExecutor:
     def info(self) -> dict:
         self.prepare({})
         return self.run_harness("info")
+
+    def usage(self) -> dict:
+        self.prepare({})
+        return self.run_harness("usage")
+
+    def clean(self, keep: list[str], force: bool = False) -> dict:
+        keep = [check_key(key) for key in keep]
+        self.prepare({})
+        return self.run_harness("clean", *(["--force"] if force else []), "--keep", *keep)
 
     def close(self) -> None:
         if self._session is not None:

@@ -25,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
         sub.add_argument("workdir")
+        sub.add_argument("--space", default=None,
+                         help="the workspace id: its tasks live in WORKDIR/workspaces/ID/")
         return sub
 
     command("info", "what this host offers")
@@ -41,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     command("cleanup", "remove task folders").add_argument("keys", nargs="*")
     command("cancel", "kill tasks").add_argument("keys", nargs="*")
     command("log", "a task's output").add_argument("key")
+    command("usage", "disk held in WORKDIR: the shared caches, this workspace, the others")
+    sub = command("clean", "remove this workspace's task folders, but those kept")
+    sub.add_argument("--keep", nargs="*", default=[])
+    sub.add_argument("--force", action="store_true", help="cancel running ones, then remove them")
     sub = command("sync", "cleanup, accept, start, poll and pack in one call")
     sub.add_argument("--accept", dest="archive")
     sub.add_argument("--cleanup", nargs="*", default=[])
@@ -59,7 +65,7 @@ def run(argv: list[str]) -> dict:
     if args.command == "serve":
         from .startup import serve
 
-        return serve(args.workdir, args.slots, args.threads, args.idle)
+        return serve(args.workdir, args.slots, args.threads, args.idle, space=args.space)
     from . import ops
 
     if args.command == "sync":
@@ -67,26 +73,31 @@ def run(argv: list[str]) -> dict:
 
         return sync(args.workdir, archive=args.archive, cleanup=args.cleanup, poll=args.poll,
                     pack_out=args.pack_out, slots=args.slots, threads=args.threads, idle=args.idle,
-                    wait=args.wait)
+                    wait=args.wait, space=args.space)
     if args.command == "session":
         from .sync import session
 
-        return session(args.workdir)
+        return session(args.workdir, space=args.space)
+    space = args.space
     if args.command == "info":
-        return ops.info(args.workdir)
+        return ops.info(args.workdir, space=space)
     if args.command == "accept":
-        return ops.accept(args.workdir, args.archive)
+        return ops.accept(args.workdir, args.archive, space=space)
     if args.command == "start":
-        return ops.start_runner(args.workdir, args.slots, args.threads, args.idle)
+        return ops.start_runner(args.workdir, args.slots, args.threads, args.idle, space=space)
     if args.command == "poll":
-        return ops.poll(args.workdir, args.keys)
+        return ops.poll(args.workdir, args.keys, space=space)
     if args.command == "pack":
-        return ops.pack(args.workdir, args.out, args.keys)
+        return ops.pack(args.workdir, args.out, args.keys, space=space)
     if args.command == "cleanup":
-        return ops.cleanup(args.workdir, args.keys)
+        return ops.cleanup(args.workdir, args.keys, space=space)
     if args.command == "cancel":
-        return ops.cancel(args.workdir, args.keys)
-    return ops.log(args.workdir, args.key)
+        return ops.cancel(args.workdir, args.keys, space=space)
+    if args.command == "usage":
+        return ops.usage(args.workdir, space=space)
+    if args.command == "clean":
+        return ops.clean(args.workdir, args.keep, force=args.force, space=space)
+    return ops.log(args.workdir, args.key, space=space)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ path, no `..`, no link and no device. Each task and data folder is then written 
 temporary name and renamed into place, so the runner never sees half a bundle.
 """
 
+import errno
 import hashlib
 import os
 import shutil
@@ -41,8 +42,9 @@ def _member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
     return parts
 
 
-def _extract_group(tar: tarfile.TarFile, members: list, final: Path) -> None:
-    """Write one tasks/<key> or data/<hash> folder under a temporary name, then rename it."""
+def _extract_group(tar: tarfile.TarFile, members: list, final: Path, replace: bool) -> None:
+    """Write one tasks/<key> or data/<hash> folder under a temporary name, then rename it
+    (over an older folder only with `replace`: else OSError if one appeared meanwhile)."""
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
@@ -55,16 +57,32 @@ def _extract_group(tar: tarfile.TarFile, members: list, final: Path) -> None:
             source = tar.extractfile(member)
             with source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
-        if final.exists():
+        if replace and final.exists():
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def refusal(layout: Layout, key: str) -> str:
+    """Why a bundle for `key` is not taken: its folder is there already, in some state."""
+    folder = layout.task(key)
+    if (folder / "result.json").exists():
+        state = "finished"
+    elif (folder / "status.json").exists():
+        state = "running"
+    elif layout.marker(key).exists():
+        state = "queued"
+    else:
+        state = "left over"
+    return (f"task folder {key} already exists on the host ({state}): a bundle is never "
+            "merged into an older one; send the task again under a new key")
+
+
 def unpack(layout: Layout, archive: Path) -> dict:
-    """Unpack a bundle archive into WORKDIR; return {"tasks": [...], "data": [...], "skipped": [...]}."""
+    """Unpack a bundle archive into WORKDIR; return {"tasks": [...], "data": [...],
+    "skipped": ["data/<hash>"], "refused": {key: reason}}."""
     try:
         tar = tarfile.open(archive, "r:*")
     except (OSError, tarfile.TarError) as error:
@@ -79,7 +97,7 @@ def unpack(layout: Layout, archive: Path) -> dict:
         for (top, name), members in groups.items():
             if top == "tasks" and not any(rest == ("task.json",) for _, rest in members):
                 raise HarnessError(f"task {name} in the archive has no task.json")
-        result = {"tasks": [], "data": [], "skipped": []}
+        result = {"tasks": [], "data": [], "skipped": [], "refused": {}}
         # Data first: a task marked runnable must find its data complete.
         for (top, name), members in sorted(groups.items(), key=lambda item: item[0][0] != "data"):
             if top == "data":
@@ -87,15 +105,24 @@ def unpack(layout: Layout, archive: Path) -> dict:
                 if (final / ".complete").exists():
                     result["skipped"].append(f"data/{name}")
                     continue
-                _extract_group(tar, members, final)
+                _extract_group(tar, members, final, replace=True)  # a half-written one
                 (final / ".complete").touch()
                 result["data"].append(name)
             else:
                 final = layout.task(name)
-                if (final / "result.json").exists() or (final / "status.json").exists():
-                    result["skipped"].append(f"tasks/{name}")  # re-sent: never run twice
+                if final.exists() or layout.marker(name).exists():
+                    # Each attempt is sent once under a key of its own: a folder already there
+                    # is another attempt's (an earlier run, a restored database), never ours
+                    # to run again or to merge into.
+                    result["refused"][name] = refusal(layout, name)
                     continue
-                _extract_group(tar, members, final)
+                try:
+                    _extract_group(tar, members, final, replace=False)
+                except OSError as error:
+                    if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                    result["refused"][name] = refusal(layout, name)  # arrived meanwhile
+                    continue
                 layout.marker(name).touch()
                 result["tasks"].append(name)
     return result

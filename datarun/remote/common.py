@@ -34,22 +34,37 @@ def check_key(key: str, what: str = "task key") -> str:
 
 
 class Layout:
-    """The paths of one host working folder."""
+    """The paths of one host working folder, as seen by one workspace.
 
-    def __init__(self, workdir: str | os.PathLike):
+    WORKDIR is shared by every workspace that uses the host account: the content-addressed
+    caches (`harness/<hash>`, `data/<hash>`) live at its root, once for all of them. What
+    belongs to one workspace lives in its own folder, `workspaces/<id>/` (`space`): its task
+    folders, its inbox, and its runner's lock, record, log and wake FIFO, so one runner
+    serves one workspace and no command given for one workspace reaches another's tasks.
+    Without an id (the harness driven by hand) that folder is WORKDIR itself.
+    """
+
+    SPACES = "workspaces"
+
+    def __init__(self, workdir: str | os.PathLike, space: str | None = None):
         self.root = Path(workdir).expanduser().absolute()
-        self.tasks = self.root / "tasks"
+        self.harness = self.root / "harness"
         self.data = self.root / "data"
-        self.inbox = self.root / "inbox"
-        self.runner_json = self.root / "runner.json"
-        self.runner_lock = self.root / "runner.lock"
-        self.runner_log = self.root / "runner.log"
-        self.wake = self.root / "wake"  # a FIFO the runner reads: a byte there means "look now"
+        self.spaces = self.root / self.SPACES
+        self.space_id = check_key(space, "workspace id") if space is not None else None
+        self.space = self.spaces / space if space is not None else self.root
+        self.tasks = self.space / "tasks"
+        self.inbox = self.space / "inbox"
+        self.jails = self.space / "jail"
+        self.runner_json = self.space / "runner.json"
+        self.runner_lock = self.space / "runner.lock"
+        self.runner_log = self.space / "runner.log"
+        self.wake = self.space / "wake"  # a FIFO the runner reads: a byte there means "look now"
 
     def make(self) -> "Layout":
         private_folder(self.root)
-        for folder in (self.tasks, self.data, self.inbox):
-            folder.mkdir(exist_ok=True)
+        for folder in (self.data, self.space, self.tasks, self.inbox):
+            folder.mkdir(parents=True, exist_ok=True)
         return self
 
     def task(self, key: str) -> Path:
@@ -116,6 +131,19 @@ def read_json(path: Path) -> dict | None:
         return None
     except ValueError:
         return None
+
+
+def task_nonce(folder: Path) -> str | None:
+    """The attempt's nonce, from the task's task.json (None when it has none)."""
+    nonce = (read_json(folder / "task.json") or {}).get("nonce")
+    return nonce if isinstance(nonce, str) else None
+
+
+def write_result(folder: Path, result: dict) -> None:
+    """A task's result.json, carrying the nonce its task.json was given: the organiser takes
+    a result only with the nonce it gave that attempt, so a result left by another attempt,
+    another workspace or anyone else is refused, whatever folder it is found in."""
+    write_json(folder / "result.json", dict(result, nonce=task_nonce(folder)))
 
 
 def claim(path: Path) -> bool:

@@ -20,6 +20,7 @@ from . import HARNESS_VERSION
 from .archive import pack as _pack
 from .archive import unpack
 from .common import (
+    KEY_PATTERN,
     HarnessError,
     Layout,
     check_key,
@@ -30,7 +31,7 @@ from .common import (
     process_start,
     read_json,
     runner_alive,
-    write_json,
+    write_result,
 )
 
 START_TIMEOUT = 15.0
@@ -59,9 +60,9 @@ def _gpus() -> int:
         return 0
 
 
-def info(workdir: str | os.PathLike) -> dict:
+def info(workdir: str | os.PathLike, space: str | None = None) -> dict:
     """What this host offers: Python, cores, memory, disk, GPUs and library versions."""
-    root = Layout(workdir).root
+    root = Layout(workdir, space).root
     existing = root
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -83,9 +84,12 @@ def info(workdir: str | os.PathLike) -> dict:
     }
 
 
-def accept(workdir: str | os.PathLike, archive: str | os.PathLike) -> dict:
-    """Unpack a bundle archive safely, mark its tasks runnable, delete the archive."""
-    layout = Layout(workdir).make()
+def accept(workdir: str | os.PathLike, archive: str | os.PathLike, space: str | None = None) -> dict:
+    """Unpack a bundle archive safely, mark its tasks runnable, delete the archive.
+
+    A task whose folder exists already is refused (listed in `refused` with the reason),
+    never merged into the older folder: each attempt is sent once, under a key of its own."""
+    layout = Layout(workdir, space).make()
     archive = Path(archive)
     if not archive.is_file():
         raise HarnessError(f"no archive at {archive}")
@@ -104,14 +108,14 @@ def _package_root() -> tuple[str, Path]:
 
 
 def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0,
-                 python: str | None = None) -> dict:
-    """Start the runner detached unless one is alive; wait until it holds the folder.
+                 python: str | None = None, space: str | None = None) -> dict:
+    """Start the workspace's runner detached unless one is alive; wait until it holds the folder.
 
     `python` runs it on another interpreter than this one (isolated tasks need one that
     their users may execute, for joblib's worker processes)."""
     if int(slots) < 1 or int(threads) < 1:
         raise HarnessError(f"slots and threads must be at least 1, got {slots} and {threads}")
-    layout = Layout(workdir).make()
+    layout = Layout(workdir, space).make()
     if runner_alive(layout):
         current = read_json(layout.runner_json) or {}
         return {"pid": current.get("pid"), "started": False}
@@ -125,6 +129,8 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
     command = [python or sys.executable, "-m", package, "serve", str(layout.root), "--slots",
                str(int(slots)), "--threads", str(int(threads)), "--idle", str(float(idle))]
+    if layout.space_id is not None:
+        command += ["--space", layout.space_id]
     with open(layout.runner_log, "ab") as log_file:
         process = subprocess.Popen(
             command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
@@ -178,9 +184,9 @@ def _task_state(layout: Layout, key: str) -> dict:
     return {"state": "missing", "heartbeat": None}
 
 
-def poll(workdir: str | os.PathLike, keys: list[str]) -> dict:
+def poll(workdir: str | os.PathLike, keys: list[str], space: str | None = None) -> dict:
     """The runner's liveness and each task's state: queued, running, finished or missing."""
-    layout = Layout(workdir)
+    layout = Layout(workdir, space)
     runner = read_json(layout.runner_json) or {}
     return {
         "runner": {"pid": runner.get("pid"), "alive": runner_alive(layout),
@@ -190,14 +196,15 @@ def poll(workdir: str | os.PathLike, keys: list[str]) -> dict:
     }
 
 
-def pack(workdir: str | os.PathLike, out: str | os.PathLike, keys: list[str]) -> dict:
+def pack(workdir: str | os.PathLike, out: str | os.PathLike, keys: list[str],
+         space: str | None = None) -> dict:
     """A tar at OUT of the finished tasks' result.json, predictions and output.log."""
-    return _pack(Layout(workdir), Path(out), keys)
+    return _pack(Layout(workdir, space), Path(out), keys)
 
 
-def cleanup(workdir: str | os.PathLike, keys: list[str]) -> dict:
+def cleanup(workdir: str | os.PathLike, keys: list[str], space: str | None = None) -> dict:
     """Remove finished or queued task folders; a running task is left alone (cancel it first)."""
-    layout = Layout(workdir)
+    layout = Layout(workdir, space)
     removed, running = [], []
     for key in keys:
         folder = layout.task(key)
@@ -211,9 +218,9 @@ def cleanup(workdir: str | os.PathLike, keys: list[str]) -> dict:
     return {"removed": removed, "running": running}
 
 
-def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
+def cancel(workdir: str | os.PathLike, keys: list[str], space: str | None = None) -> dict:
     """Kill these tasks' trees; each ends failed with kind `cancelled`. Returns key -> state."""
-    layout = Layout(workdir)
+    layout = Layout(workdir, space)
     states: dict[str, str] = {}
     waiting = []
     for key in keys:
@@ -226,8 +233,7 @@ def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
             continue
         (folder / "cancel").touch()
         if claim(layout.marker(key)):  # still queued: it never started
-            write_json(folder / "result.json",
-                       failed_result(key, "cancelled", "cancelled by the organiser"))
+            write_result(folder, failed_result(key, "cancelled", "cancelled by the organiser"))
             states[key] = "cancelled"
         else:
             waiting.append(key)
@@ -256,7 +262,7 @@ def cancel(workdir: str | os.PathLike, keys: list[str]) -> dict:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        write_json(folder / "result.json", failed_result(
+        write_result(folder, failed_result(
             key, "cancelled", "cancelled by the organiser", status.get("started_at")))
         (folder / "status.json").unlink(missing_ok=True)
         states[key] = "cancelled"
@@ -275,12 +281,103 @@ def still_the_task(pid, pid_start) -> bool:
     return process_start(pid) == pid_start and process_group(pid) == pid
 
 
-def log(workdir: str | os.PathLike, key: str) -> dict:
+def log(workdir: str | os.PathLike, key: str, space: str | None = None) -> dict:
     """The task's captured output so far (head and tail, capped)."""
-    folder = Layout(workdir).task(check_key(key))
+    folder = Layout(workdir, space).task(check_key(key))
     if not folder.is_dir():
         raise HarnessError(f"no task {key} on this host")
     try:
         return {"log": (folder / "output.log").read_text(errors="replace")}
     except FileNotFoundError:
         return {"log": ""}
+
+
+def _disk_bytes(path: Path) -> int:
+    """What a folder holds on disk, as `du` counts it (allocated blocks, links not followed)."""
+    total, stack = 0, [path]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for entry in entries:
+            try:
+                total += entry.stat(follow_symlinks=False).st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+            except OSError:
+                continue
+    return total
+
+
+def _task_names(layout: Layout) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(layout.tasks) if entry.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
+
+def usage(workdir: str | os.PathLike, space: str | None = None) -> dict:
+    """How WORKDIR's disk is shared: the caches every workspace uses, this workspace's
+    folder, and how many other workspaces have folders there and what they hold (counts
+    and bytes only: nothing of their tasks is read or told)."""
+    layout = Layout(workdir, space)
+    others, others_bytes = 0, 0
+    try:
+        spaces = [entry for entry in os.scandir(layout.spaces) if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        spaces = []
+    for entry in spaces:
+        if entry.name != layout.space_id:
+            others += 1
+            others_bytes += _disk_bytes(Path(entry.path))
+    mine = None
+    if layout.space_id is not None:
+        mine = {"id": layout.space_id, "bytes": _disk_bytes(layout.space),
+                "tasks": len([name for name in _task_names(layout) if not name.startswith(".")])}
+        # Tasks left at WORKDIR/tasks by a datarun older than workspace folders: one more user.
+        older = Layout(workdir)
+        if _task_names(older):
+            others += 1
+            others_bytes += _disk_bytes(older.tasks) + _disk_bytes(older.inbox)
+    return {
+        "workdir": str(layout.root),
+        "shared_bytes": _disk_bytes(layout.harness) + _disk_bytes(layout.data),
+        "workspace": mine,
+        "other_workspaces": others,
+        "other_bytes": others_bytes,
+    }
+
+
+def clean(workdir: str | os.PathLike, keep: list[str] = (), force: bool = False,
+          space: str | None = None) -> dict:
+    """Remove this workspace's task folders, but those in `keep`: finished ones, queued ones
+    (their markers taken back first, so they never start) and what an interrupted `accept`
+    left. A running one is left alone unless `force`: then it is cancelled (its tree
+    killed, as `cancel` does) and removed. Only this workspace's folder is looked at."""
+    layout = Layout(workdir, space)
+    keep = {check_key(key) for key in keep}
+    names = set(_task_names(layout)) | set(layout.inbox_keys())
+    removed, running, kept, freed = [], [], [], 0
+    for name in sorted(names):
+        folder = layout.tasks / name
+        if name.startswith(".tmp-"):  # half an accept, never renamed into place
+            freed += _disk_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if not KEY_PATTERN.match(name) or name.startswith("."):
+            continue
+        if name in keep:
+            kept.append(name)
+            continue
+        if _task_state(layout, name)["state"] == "running":
+            if not force:
+                running.append(name)
+                continue
+            cancel(workdir, [name], space=space)
+        claim(layout.marker(name))
+        if folder.is_dir():
+            freed += _disk_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        removed.append(name)
+    return {"removed": removed, "running": running, "kept": sorted(kept), "freed": freed}

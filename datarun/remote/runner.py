@@ -32,6 +32,7 @@ from .common import (
     read_json,
     release_if_idle,
     write_json,
+    write_result,
 )
 from .tree import TaskRun
 
@@ -160,13 +161,12 @@ class Runner:
                 self._launch(key)
             except isolation.IsolationError as error:
                 log(f"task {key}: {error}")
-                write_json(self.layout.task(key) / "result.json",
-                           failed_result(key, "harness_error", str(error)))
+                write_result(self.layout.task(key), failed_result(key, "harness_error", str(error)))
             except Exception:
                 log(f"task {key}: could not start\n{traceback.format_exc()}")
                 folder = self.layout.task(key)
                 if folder.is_dir() and not (folder / "result.json").exists():
-                    write_json(folder / "result.json", failed_result(
+                    write_result(folder, failed_result(
                         key, "harness_error", "the runner could not start the task:\n"
                         + traceback.format_exc()))
 
@@ -190,8 +190,7 @@ class Runner:
         if (folder / "result.json").exists():
             return  # already finished: a re-sent marker
         if (folder / "cancel").exists():
-            write_json(folder / "result.json", failed_result(key, "cancelled",
-                                                             "cancelled by the organiser"))
+            write_result(folder, failed_result(key, "cancelled", "cancelled by the organiser"))
             return
         workflow = task.get("workflow", "estimator")
         if workflow not in WORKFLOWS:
@@ -202,12 +201,15 @@ class Runner:
         if isolation.wanted(task):
             isolation.require_root()
             if not self.protected:
-                isolation.protect_workdir(self.layout.root)
+                # The workspace's jails are its own; the whole WORKDIR (every workspace's
+                # tasks, the shared data) is what the task must not reach.
+                isolation.protect_workdir(self.layout.space)
+                os.chmod(self.layout.root, 0o700)
                 self.protected = True
             taken = {run.seat for run in self.running.values()}
             seat = min(set(range(len(self.running) + 1)) - taken)
             uid = isolation.TASK_UID_BASE + seat
-            path = isolation.make_jail(self.layout.root, key, folder, uid, isolation.task_disk(task))
+            path = isolation.make_jail(self.layout.space, key, folder, uid, isolation.task_disk(task))
             jail = {"path": str(path), "workdir": str(self.layout.root), "uid": uid}
         try:
             self._fork(key, folder, task, data, jail, seat)
@@ -342,7 +344,13 @@ class Runner:
         finished = False
         for key, run in list(self.running.items()):
             if run.tree_gone:
-                self._finish(run)
+                try:
+                    self._finish(run)
+                except FileNotFoundError:
+                    # Its folder was removed while it ran (a result found there before the
+                    # runner wrote one was refused, and the folder cleaned up): the runner
+                    # serves on, with nothing left to record the task in.
+                    log(f"task {key}: its folder was removed while it ran; no result written")
                 del self.running[key]
                 finished = True
         return finished
@@ -393,7 +401,7 @@ class Runner:
             "predictions": None if failure else predictions,
             "environment": self.environment,
         }
-        write_json(folder / "result.json", result)
+        write_result(folder, result)
         (folder / "status.json").unlink(missing_ok=True)
         log(f"task {run.key}: {result['state']}"
             + (f" ({result['error_kind']})" if failure else ""))
@@ -413,12 +421,15 @@ class Runner:
             phase = (note.decode("utf-8", "replace").strip() or None) if note else None
         except OSError:
             phase = None
-        write_json(run.folder / "status.json", {
-            "state": "running", "pid": run.pid, "pid_start": run.pid_start,
-            "started_at": run.started_at, "heartbeat": time.time(), "phase": phase,
-        })
-        if run.output.total:
-            (run.folder / "output.log").write_text(run.output.text())
+        try:
+            write_json(run.folder / "status.json", {
+                "state": "running", "pid": run.pid, "pid_start": run.pid_start,
+                "started_at": run.started_at, "heartbeat": time.time(), "phase": phase,
+            })
+            if run.output.total:
+                (run.folder / "output.log").write_text(run.output.text())
+        except FileNotFoundError:  # its folder was removed under it: see _finish_done
+            pass
 
     def _heartbeat(self) -> None:
         self._write_runner_json()

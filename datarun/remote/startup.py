@@ -60,9 +60,11 @@ def warm_up(threads: int) -> None:
         pass
 
 
-def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0) -> dict:
-    """Run the runner in this process until idle; returns at once if another one holds WORKDIR."""
-    layout = Layout(workdir).make()
+def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0,
+          space: str | None = None) -> dict:
+    """Run the runner in this process until idle; returns at once if another one holds the
+    workspace's folder (`space`: the workspace id, see common.Layout)."""
+    layout = Layout(workdir, space).make()
     # Thread pools read these when numpy and friends load: set them before any import.
     os.environ.update(thread_environment(threads))
     lock_fd = try_lock(layout.runner_lock, attempts=20)
@@ -70,7 +72,7 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
         return {"pid": os.getpid(), "served": False, "reason": "another runner holds this folder"}
     become_subreaper()
     if os.geteuid() == 0:
-        isolation.remove_stale_jails(layout.root)
+        isolation.remove_stale_jails(layout.space)
     write_json(layout.runner_json, {
         "pid": os.getpid(), "started_at": time.time(), "heartbeat": time.time(),
         "slots": slots, "threads": threads, "state": "starting", "running": [],
@@ -85,7 +87,7 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
         warm_up(threads)
         runner = Runner(layout, slots, threads, idle, lock_fd)
         runner._write_runner_json()
-        log(f"runner {os.getpid()} serving {layout.root} with {slots} slots x {threads} threads")
+        log(f"runner {os.getpid()} serving {layout.space} with {slots} slots x {threads} threads")
         runner.serve()
     finally:
         os.close(lock_fd)

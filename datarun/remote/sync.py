@@ -20,39 +20,40 @@ WAIT_TICK = 0.02  # seconds between looks at the task folders while a sync waits
 def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: list[str] = (),
          poll: list[str] = (), pack_out: str | None = None, slots: int | None = None,
          threads: int = 1, idle: float = 60.0, start: bool = False,
-         python: str | None = None, wait: float = 0.0) -> dict:
+         python: str | None = None, wait: float = 0.0, space: str | None = None) -> dict:
     """`python`: the interpreter a new runner starts on (default: this one). `wait`: when no
     polled task is finished yet, keep looking for up to this many seconds and answer as
     soon as one finishes or the runner dies, so the dispatcher hears of a freed slot at
-    once instead of at its next poll."""
+    once instead of at its next poll. `space`: the workspace whose tasks these are
+    (common.Layout); nothing here reaches another workspace's."""
     result: dict = {}
     if cleanup:
-        result["cleanup"] = ops.cleanup(workdir, list(cleanup))
+        result["cleanup"] = ops.cleanup(workdir, list(cleanup), space=space)
     if archive:
-        result["accepted"] = ops.accept(workdir, archive)
+        result["accepted"] = ops.accept(workdir, archive, space=space)
         start = True
-    state = ops.poll(workdir, list(poll))
+    state = ops.poll(workdir, list(poll), space=space)
     waiting = any(task["state"] == "queued" for task in state["tasks"].values())
     if slots and (start or waiting) and not state["runner"]["alive"]:
-        result["started"] = ops.start_runner(workdir, slots, threads, idle, python=python)
-        state = ops.poll(workdir, list(poll))
+        result["started"] = ops.start_runner(workdir, slots, threads, idle, python=python, space=space)
+        state = ops.poll(workdir, list(poll), space=space)
     elif start:
-        wake_runner(Layout(workdir))
+        wake_runner(Layout(workdir, space))
     deadline = time.monotonic() + wait
     while (wait and time.monotonic() < deadline and state["runner"]["alive"]
            and not any(task["state"] in ("finished", "missing") for task in state["tasks"].values())):
         time.sleep(WAIT_TICK)
-        state = ops.poll(workdir, list(poll))
+        state = ops.poll(workdir, list(poll), space=space)
     result["poll"] = state
     finished = [key for key, task in state["tasks"].items() if task["state"] == "finished"]
     if pack_out:
         # Its size and digest travel with the answer: the organiser reads that many bytes
         # and refuses a download cut short, damaged, or grown on the way.
-        result["pack"] = ops.pack(workdir, pack_out, finished)
+        result["pack"] = ops.pack(workdir, pack_out, finished, space=space)
     return result
 
 
-def session(workdir: str | os.PathLike, stdin=None, stdout=None) -> dict:
+def session(workdir: str | os.PathLike, stdin=None, stdout=None, space: str | None = None) -> dict:
     """Serve `sync` requests, one JSON object a line, until the input ends.
 
     Over SSH this keeps one harness process per dispatcher connection, so a cycle costs a
@@ -69,7 +70,10 @@ def session(workdir: str | os.PathLike, stdin=None, stdout=None) -> dict:
             request = json.loads(line)
             if not isinstance(request, dict):
                 raise ops.HarnessError("a session request is a JSON object of sync's arguments")
-            answer = sync(workdir, **request)
+            if "space" in request:
+                raise ops.HarnessError("a session serves the workspace it was started for: "
+                                       "`space` is not a request argument")
+            answer = sync(workdir, space=space, **request)
         except (ops.HarnessError, OSError, TypeError, ValueError) as error:
             answer = {"error": f"{type(error).__name__}: {error}"}
         stdout.write(json.dumps(answer, default=str) + "\n")

@@ -215,7 +215,62 @@ def m005_host_run_times(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE tasks ADD COLUMN ran_to REAL")
 
 
-MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times]
+def new_workspace_id() -> str:
+    import secrets
+
+    return secrets.token_hex(8)
+
+
+def m006_workspace_id(db: sqlite_utils.Database) -> None:
+    # The workspace's own random id, made once: its folder on every host it uses
+    # (WORKDIR/workspaces/<id>/), so two workspaces sharing a host account, or one made
+    # again with `init` where another was, never meet there. A workspace made before ids
+    # existed gets one now, on its first open.
+    db.execute(
+        """
+        CREATE TABLE workspace (
+            one INTEGER PRIMARY KEY CHECK (one = 1),  -- a single row
+            id TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )"""
+    )
+    db.execute("INSERT INTO workspace (one, id, created_at) VALUES (1, ?, ?)",
+               [new_workspace_id(), time.time()])
+
+
+def m007_attempt_nonces(db: sqlite_utils.Database) -> None:
+    # Each attempt's random nonce, sent in task.json and expected back in result.json: a
+    # result is taken only from the attempt it was asked of.
+    db.execute("ALTER TABLE tasks ADD COLUMN nonce TEXT")
+    # What happened to a task that its row alone does not keep: a result refused, a bundle
+    # a host would not take.
+    db.execute(
+        """
+        CREATE TABLE task_events (
+            id INTEGER PRIMARY KEY,
+            task INTEGER NOT NULL REFERENCES tasks(id),
+            attempt INTEGER NOT NULL,
+            host TEXT,
+            at REAL NOT NULL,
+            kind TEXT NOT NULL,          -- result_refused | bundle_refused
+            text TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX task_events_task ON task_events(task)")
+    # Attempts launched before nonces ran in the host's shared folder, which this version
+    # no longer reads, and could not be accepted without a nonce: they go back to the
+    # queue (no host loss counted) and run again in the workspace's own folder.
+    db.execute("UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
+               "WHERE state = 'running'")
+
+
+MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
+              m006_workspace_id, m007_attempt_nonces]
+
+
+def workspace_id(db: sqlite_utils.Database) -> str:
+    """The workspace's id (see m006_workspace_id)."""
+    return db.execute("SELECT id FROM workspace").fetchone()[0]
 
 
 def applied_migrations(db: sqlite_utils.Database) -> list[str]:

@@ -6,6 +6,7 @@ A workspace is found the way git finds a repository: an explicit `--workspace`, 
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
@@ -58,6 +59,18 @@ class Workspace:
     @property
     def lock_path(self) -> Path:
         return self.state_dir / "dispatch.lock"
+
+    @cached_property
+    def id(self) -> str:
+        """The workspace's random id, made at `init` and kept in its database: the name of
+        its own folder on every host it uses (docs/PROTOCOL.md)."""
+        from datarun.store.db import open_db, workspace_id
+
+        db = open_db(self)
+        try:
+            return workspace_id(db)
+        finally:
+            db.conn.close()
 
     def host_dir(self, host: str) -> Path:
         """The working folder of the embedded local host, and local scratch for others."""
