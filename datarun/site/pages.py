@@ -1,0 +1,78 @@
+"""Rendering a page model into bytes: Jinja2 templates for pages, composed SVG for plots.
+
+Jinja2 is imported here only (by `datarun site`), with autoescaping on: team names,
+submission names, errors and code are participants' text. Plots arrive as frames (SVG
+from matplotlib, through `frame_svg`) and marks (escaped when built, datarun/site/plots.py).
+"""
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from datarun.site import plots
+from datarun.site.model import Page, fmt_score, fmt_share, fmt_when, is_number
+from datarun.sizes import format_duration, format_size
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+PLOT_LABELS = {
+    "frontier": "best score so far against submission time; each submission a dot",
+    "cpu": "CPU time against score; each submission a dot",
+    "shares": "each submission's share of the blended ensemble",
+}
+
+
+def data_value(value) -> str:
+    """A cell's exact value for sorting and checking: the number's repr, or empty."""
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, int | float):
+        return repr(value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def _duration(value) -> str:
+    return format_duration(value) if is_number(value) else "–"
+
+
+def _size(value) -> str:
+    return format_size(value) if is_number(value) else "–"
+
+
+class Renderer:
+    """Renders pages; `frame_svg(spec)` gives a plot's frame, `read_code(files)` a
+    submission's files {name: text} from their blob hashes."""
+
+    def __init__(self, frame_svg: Callable[[dict], str], read_code: Callable[[dict], dict]):
+        import jinja2
+        from markupsafe import Markup
+
+        self.markup = Markup
+        self.frame_svg = frame_svg
+        self.read_code = read_code
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+            undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+            keep_trailing_newline=True)
+        self.env.filters.update(score=fmt_score, share=fmt_share, when=fmt_when,
+                                duration=_duration, size=_size, value=data_value)
+
+    def render(self, page: Page) -> bytes:
+        if page.template == "svg":
+            plot = page.model["plot"]
+            return plots.compose(self.frame_svg(plot["spec"]), plot["marks"], "p",
+                                 page.model["label"], standalone=True).encode()
+        context = dict(page.model)
+        if page.template == "event.html":
+            context["svg"] = {
+                name: self.markup(plots.compose(self.frame_svg(plot["spec"]), plot["marks"], name,
+                                                PLOT_LABELS[name]))
+                for name, plot in page.model["plots"].items()}
+        elif page.template == "submission.html":
+            spread = page.model["spread"]
+            context["layer"] = None if spread is None else self.markup(plots.layer(
+                spread["spec"], spread["layer"], "this submission's fold scores and bagged score"))
+            context["files"] = None if page.model["code"] is None else self.read_code(page.model["code"])
+        return self.env.get_template(page.template).render(context).encode()
+
+    def static(self, name: str) -> bytes:
+        return (TEMPLATES / name).read_bytes()
