@@ -255,11 +255,12 @@ def list_submissions(db, problem: str | None = None) -> list[dict]:
 
 
 SPLITS = ("train", "valid", "test")
-TASK_COLUMNS = ("id, fold, state, attempt, host, train_time, valid_time, test_time, wall_time, "
-                "cpu_time, peak_memory, ran_from, ran_to, error_kind, error, environment")
+TASK_COLUMNS = ("id", "fold", "state", "attempt", "host", "train_time", "valid_time", "test_time",
+                "wall_time", "cpu_time", "peak_memory", "ran_from", "ran_to", "error_kind", "error")
 
 
-def _attach_details(db, rows: list[dict], splits: tuple[str, ...], where: str, args: list) -> None:
+def _attach_details(db, rows: list[dict], splits: tuple[str, ...], where: str, args: list,
+                    environment: bool = True) -> None:
     """Add each submission row's tasks (with their scores), bagged scores and state, in bulk.
 
     `where` selects the same submissions as `rows` (a condition on `s`, the submissions
@@ -269,21 +270,24 @@ def _attach_details(db, rows: list[dict], splits: tuple[str, ...], where: str, a
         row["tasks"], row["bagged"] = [], {}
     wanted = f"JOIN submissions s ON s.id = t.submission WHERE {where}"
     in_splits = f"({', '.join('?' for _ in splits)})" if splits else "(NULL)"
+    columns = TASK_COLUMNS + (("environment",) if environment else ())
     tasks = {}
-    cursor = db.execute(
-        f"SELECT t.submission, {', '.join('t.' + c.strip() for c in TASK_COLUMNS.split(','))} "
-        f"FROM tasks t {wanted} ORDER BY t.submission, t.fold", args)
-    names = [column[0] for column in cursor.description][1:]
-    for values in cursor:
-        task = dict(zip(names, values[1:], strict=True))
+    for values in db.execute(
+            f"SELECT t.submission, {', '.join('t.' + c for c in columns)} "
+            f"FROM tasks t {wanted} ORDER BY t.submission, t.fold", args):
+        task = dict(zip(columns, values[1:], strict=True))
         task["scores"] = {}
-        task["environment"] = json.loads(task["environment"]) if task["environment"] else None
+        if environment:
+            task["environment"] = json.loads(task["environment"]) if task["environment"] else None
         by_id[values[0]]["tasks"].append(task)
         tasks[task["id"]] = task
     for task_id, split, score, value in db.execute(
             f"SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
-            f"{wanted} AND sc.split IN {in_splits}", [*args, *splits]):
-        tasks[task_id]["scores"].setdefault(split, {})[score] = value
+            f"{wanted} AND sc.split IN {in_splits} ORDER BY sc.task, sc.split", [*args, *splits]):
+        scores = tasks[task_id]["scores"]
+        if split not in scores:
+            scores[split] = {}
+        scores[split][score] = value
     for sid, split, score, value in db.execute(
             "SELECT b.submission, b.split, b.score, b.value FROM bagged_scores b "
             f"JOIN submissions s ON s.id = b.submission WHERE {where} AND b.split IN {in_splits}",
@@ -306,11 +310,12 @@ def describe_submission(workspace, db, submission_id) -> dict:
 
 
 def describe_submissions(db, problem: str, event: str | None = None,
-                         splits: tuple[str, ...] = SPLITS) -> dict[int, dict]:
+                         splits: tuple[str, ...] = SPLITS, environment: bool = False) -> dict[int, dict]:
     """`describe_submission` for every submission of a problem (or of one of its events), by id.
 
     Only the scores of `splits` are read: a public view passes ("train", "valid") and so
-    never holds a test score.
+    never holds a test score. The tasks' `environment` (host and library versions) is read
+    only when asked for.
     """
     rows = list(db.query(
         "SELECT * FROM submissions WHERE problem = ? AND (? IS NULL OR event = ?) ORDER BY id",
@@ -318,7 +323,7 @@ def describe_submissions(db, problem: str, event: str | None = None,
     for row in rows:
         row["files"] = json.loads(row["files"])
     _attach_details(db, rows, tuple(splits), "s.problem = ? AND (? IS NULL OR s.event = ?)",
-                    [problem, event, event])
+                    [problem, event, event], environment)
     return {row["id"]: row for row in rows}
 
 

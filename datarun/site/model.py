@@ -23,19 +23,18 @@ the page must be written again (datarun/site/build.py). Nothing here depends on 
 clock at a finer grain than the state of an event ("opens in 3 hours").
 """
 
-import math
 import time
 from dataclasses import dataclass
 
 from datarun.board.leaderboard import leaderboard
 from datarun.board.views import visible_splits
-from datarun.challenge.events import format_when, get_event, list_events, resolve_event
+from datarun.challenge.events import get_event, list_events, resolve_event
 from datarun.challenge.submissions import describe_submissions, error_tail
 from datarun.problems.registry import list_problems
 from datarun.site import plots
+from datarun.site.formats import fmt_span, is_number
 
 ERROR_LINES = 12
-TOP_CONTRIBUTORS = 12
 
 
 @dataclass
@@ -45,41 +44,13 @@ class Page:
     model: dict      # everything the page shows: its digest decides whether it is rewritten
 
 
-# -- formats (also the templates' filters) -------------------------------------------------
-
-
-def is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def fmt_score(value) -> str:
-    return f"{value:.4f}" if is_number(value) else "–"
-
-
-def fmt_share(value) -> str:
-    return f"{value:.0%}" if is_number(value) else "–"
-
-
-def fmt_when(value) -> str:
-    return format_when(value) if value is not None else "–"
-
-
-def _span(seconds: float) -> str:
-    """A coarse duration, so pages that say it change at most every minute, hour or day."""
-    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= 2 * unit:
-            count = int(seconds // unit)
-            return f"{count} {name}s"
-    return "a minute"
-
-
 def state_text(event: dict, now: float) -> str:
     if event["state"] == "upcoming":
-        return f"opens in {_span(event['opens'] - now)}"
+        return f"opens in {fmt_span(event['opens'] - now)}"
     if event["state"] == "closed":
         return "closed"
     if event["closes"] is not None:
-        return f"open, closes in {_span(event['closes'] - now)}"
+        return f"open, closes in {fmt_span(event['closes'] - now)}"
     return "open"
 
 
@@ -190,15 +161,14 @@ def _event_pages(db, problem: dict, ev: dict, private: bool, now: float,
     event_plots = {}
     spread = None
     if visible and scored:
-        event_plots["frontier"] = _frontier(scored, official, lower)
-        cpu = _cpu_plot(scored, official, lower)
+        event_plots["frontier"] = _frontier_spec(scored, official, lower)
+        cpu = [r["cpu_time"] for r in scored if is_number(r["cpu_time"]) and r["cpu_time"] > 0]
         if cpu:
-            event_plots["cpu"] = cpu
-        if figures:
-            shares = _shares_plot(rows)
-            if shares:
-                event_plots["shares"] = shares
-        spread = _spread(scored, details, official)
+            event_plots["cpu"] = _cpu_spec(cpu, scored, official, lower)
+        bars = plots.share_bars(rows) if figures else []
+        if bars:
+            event_plots["shares"] = plots.shares_frame(len(bars))
+        spread = _spread_spec(scored, details, official)
     model = {
         "root": "../", "private": private, "problem": problem_info, "event": info,
         "notice": board["notice"], "blend": blend, "figures": figures, "figures_note": figures_note,
@@ -206,14 +176,14 @@ def _event_pages(db, problem: dict, ev: dict, private: bool, now: float,
     }
     pages = [Page(f"{name}/index.html", "event.html", model)]
     if spread:
-        pages.append(Page(f"{name}/spread.svg", "svg", {"plot": spread["plot"],
-                                                        "label": "the leaderboard's spread"}))
+        pages.append(Page(f"{name}/spread.svg", "svg", {
+            "spec": spread, "points": [(row["id"], row["score"]) for row in scored],
+            "label": f"the leaderboard's spread of {official}"}))
     rows_by_id = {row["id"]: row for row in rows}
     code_shown = private or (ev["closes"] is not None and now >= ev["closes"])
     for sid, sub in details.items():
         pages.append(Page(f"{name}/{sid}.html", "submission.html", _submission_model(
-            sub, rows_by_id.get(sid), problem_info, ev, private, visible, code_shown, spread,
-            official)))
+            sub, rows_by_id.get(sid), problem_info, ev, private, visible, code_shown, spread)))
     best = scored[0] if scored and scored[0]["rank"] == 1 else None
     summary = dict(info, href=f"{name}/index.html",
                    best=None if best is None else {"score": best["score"], "team": best["team"],
@@ -222,14 +192,15 @@ def _event_pages(db, problem: dict, ev: dict, private: bool, now: float,
 
 
 def _submission_model(sub: dict, row: dict | None, problem: dict, ev: dict, private: bool,
-                      visible: bool, code_shown: bool, spread: dict | None, official: str) -> dict:
-    names = problem["scores"]
+                      visible: bool, code_shown: bool, spread: dict | None) -> dict:
     folds = []
     for task in sub["tasks"]:
-        fold = {key: task[key] for key in ("fold", "state", "error_kind", "train_time", "valid_time",
-                                           "test_time", "cpu_time", "peak_memory")}
-        fold["error"] = error_tail(task["error"], ERROR_LINES) if task["state"] == "failed" else []
-        fold["scores"] = {split: [values.get(n) for n in names] for split, values in task["scores"].items()}
+        fold = {"fold": task["fold"], "state": task["state"], "error_kind": task["error_kind"],
+                "train_time": task["train_time"], "valid_time": task["valid_time"],
+                "test_time": task["test_time"], "cpu_time": task["cpu_time"],
+                "peak_memory": task["peak_memory"],
+                "error": error_tail(task["error"], ERROR_LINES) if task["state"] == "failed" else [],
+                "scores": task["scores"]}
         if private:
             fold["host"] = task["host"]
         folds.append(fold)
@@ -254,16 +225,12 @@ def _submission_model(sub: dict, row: dict | None, problem: dict, ev: dict, priv
     if private:
         model["submission"]["forced"] = sub.get("forced")
     if spread and visible:
-        model["spread"] = {"spec": spread["plot"]["spec"],
-                           "layer": _spread_layer(spread["plot"]["spec"], sub, official)}
+        # Its marks are drawn from the folds' scores above when the page is rendered.
+        model["spread"] = {"spec": spread, "bagged": sub["bagged"].get("valid", {}).get(problem["official"])}
     return model
 
 
-# -- plots ----------------------------------------------------------------------------------
-
-
-def _label(row: dict) -> str:
-    return f"#{row['id']} {row['team']} / {row['submission']}"
+# -- plot frames (their marks are drawn from the models when rendered: datarun/site/plots.py) --
 
 
 def _score_axis(values: list[float], official: str, lower: bool) -> dict:
@@ -271,117 +238,29 @@ def _score_axis(values: list[float], official: str, lower: bool) -> dict:
             "label": f"{official} ({'lower' if lower else 'higher'} is better)"}
 
 
-def _frontier(scored: list[dict], official: str, lower: bool) -> dict:
-    """Every submission a dot at (submitted, score); the best so far a line."""
-    ordered = sorted(scored, key=lambda r: (r["submitted_at"], r["id"]))
-    times = [r["submitted_at"] for r in ordered]
-    spec = plots.frame(300, (70, 20, 12, 42),
+def _frontier_spec(scored: list[dict], official: str, lower: bool) -> dict:
+    times = [r["submitted_at"] for r in scored]
+    return plots.frame(300, (70, 20, 12, 42),
                        {"scale": "time", "lim": list(plots.time_limits(times)), "label": "submitted (UTC)"},
-                       _score_axis([r["score"] for r in ordered], official, lower))
-    fx, fy = plots.mapping(spec)
-    marks, line, best = [], [], None
-    for row in ordered:
-        x, y = fx(row["submitted_at"]), fy(row["score"])
-        improves = best is None or (row["score"] < best if lower else row["score"] > best)
-        if improves:
-            if line:
-                line.append((x, line[-1][1]))
-            line.append((x, y))
-            best = row["score"]
-        tooltip = f"{_label(row)}: {fmt_score(row['score'])}" + (" (best so far)" if improves else "")
-        marks.append(plots.dot(x, y, tooltip, row["href"], r=4.5 if improves else 3.5,
-                               colour=plots.COLOURS["best" if improves else "dot"],
-                               opacity=0.9 if improves else 0.55))
-    line.append((fx(ordered[-1]["submitted_at"]), line[-1][1]))
-    return {"spec": spec, "marks": plots.polyline(line) + "".join(marks)}
+                       _score_axis([r["score"] for r in scored], official, lower))
 
 
-def _cpu_plot(scored: list[dict], official: str, lower: bool) -> dict | None:
-    rows = [r for r in scored if is_number(r["cpu_time"]) and r["cpu_time"] > 0]
-    if not rows:
-        return None
-    spec = plots.frame(300, (70, 20, 12, 42),
-                       {"scale": "log", "lim": list(plots.log_limits([r["cpu_time"] for r in rows])),
+def _cpu_spec(cpu: list[float], scored: list[dict], official: str, lower: bool) -> dict:
+    return plots.frame(300, (70, 20, 12, 42),
+                       {"scale": "log", "lim": list(plots.log_limits(cpu)),
                         "label": "CPU time, seconds (all folds, log scale)"},
-                       _score_axis([r["score"] for r in rows], official, lower))
-    fx, fy = plots.mapping(spec)
-    marks = [plots.dot(fx(r["cpu_time"]), fy(r["score"]),
-                       f"{_label(r)}: {fmt_score(r['score'])}, CPU {r['cpu_time']:.2f} s", r["href"])
-             for r in rows]
-    return {"spec": spec, "marks": "".join(marks)}
+                       _score_axis([r["score"] for r in scored], official, lower))
 
 
-def _shares_plot(rows: list[dict]) -> dict | None:
-    shares = sorted((r for r in rows if is_number(r["contributivity"]) and r["contributivity"] > 0),
-                    key=lambda r: (-r["contributivity"], r["id"]))
-    if not shares:
-        return None
-    bars = [(_label(r), r["contributivity"], r["href"]) for r in shares[:TOP_CONTRIBUTORS]]
-    rest = shares[TOP_CONTRIBUTORS:]
-    if rest:
-        bars.append((f"{len(rest)} others", sum(r["contributivity"] for r in rest), None))
-    spec = plots.frame(24 * len(bars) + 46, (230, 50, 8, 38),
-                       {"scale": "percent", "lim": [0.0, 1.0], "label": "share of the ensemble"},
-                       {"scale": "categories", "lim": [""] * len(bars), "label": ""})
-    fx, fy = plots.mapping(spec)
-    marks = []
-    for i, (label, share, href) in enumerate(bars):
-        y = fy(i)
-        bar = plots.rect(fx(0.0), y - 8, fx(share), y + 8, plots.COLOURS["bar"], f"{label}: {fmt_share(share)}")
-        marks.append(f'<a href="{href}">{bar}</a>' if href else bar)
-        short = label if len(label) <= 34 else label[:33] + "…"
-        marks.append(plots.text(fx(0.0) - 8, y, short, anchor="end"))
-        marks.append(plots.text(fx(share) + 6, y, fmt_share(share), size=10, colour="#555555"))
-    return {"spec": spec, "marks": "".join(marks)}
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        position = q * (len(ordered) - 1)
-        low = math.floor(position)
-        high = min(low + 1, len(ordered) - 1)
-        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-    return at(0.25), at(0.5), at(0.75)
-
-
-def _fold_scores(sub: dict, official: str) -> list[tuple[int, float]]:
-    return [(t["fold"], t["scores"]["valid"][official]) for t in sub["tasks"]
-            if is_number(t["scores"].get("valid", {}).get(official))]
-
-
-def _spread(scored: list[dict], details: dict, official: str) -> dict:
-    """The event's spread of official scores, drawn once; each submission's page lays its
-    folds over it (`_spread_layer`), so a new submission rewrites this file, not every page."""
+def _spread_spec(scored: list[dict], details: dict, official: str) -> dict:
+    """The frame of the event's spread of official scores: drawn once, in spread.svg; each
+    submission's page lays its folds over it, so a new submission rewrites that file, not
+    every page. Its limits hold every fold's score too."""
     values = [r["score"] for r in scored]
     for sub in details.values():
-        values += [v for _, v in _fold_scores(sub, official)]
-    spec = plots.frame(150, (110, 20, 10, 40),
+        values += [t["scores"]["valid"][official] for t in sub["tasks"]
+                   if is_number(t["scores"].get("valid", {}).get(official))]
+    return plots.frame(150, (110, 20, 10, 40),
                        {"scale": "linear", "lim": list(plots.nice_limits(values)),
                         "label": f"{official} (valid)"},
                        {"scale": "categories", "lim": ["leaderboard", "this submission"], "label": ""})
-    fx, fy = plots.mapping(spec)
-    y = fy(0)
-    q1, median, q3 = _quartiles([r["score"] for r in scored])
-    marks = [plots.rect(fx(q1), y - 14, fx(q3), y + 14, plots.COLOURS["box"], opacity=0.18,
-                        tooltip=f"middle half: {fmt_score(q1)} to {fmt_score(q3)}"),
-             plots.line(fx(median), y - 14, fx(median), y + 14, plots.COLOURS["box"])]
-    for row in scored:
-        jitter = ((row["id"] * 2654435761) % 1000 / 1000 - 0.5) * 20
-        marks.append(plots.dot(fx(row["score"]), y + jitter, f"{_label(row)}: {fmt_score(row['score'])}",
-                               r=2.5, colour=plots.COLOURS["muted"], opacity=0.6))
-    return {"plot": {"spec": spec, "marks": "".join(marks)}}
-
-
-def _spread_layer(spec: dict, sub: dict, official: str) -> str:
-    fx, fy = plots.mapping(spec)
-    y = fy(1)
-    marks = [plots.dot(fx(value), y, f"fold {fold}: {fmt_score(value)}", r=4.5,
-                       colour=plots.COLOURS["fold"], opacity=0.8)
-             for fold, value in _fold_scores(sub, official)]
-    bagged = sub["bagged"].get("valid", {}).get(official)
-    if is_number(bagged):
-        marks.append(plots.diamond(fx(bagged), y, f"bagged: {fmt_score(bagged)}"))
-    return "".join(marks)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from datarun.site import plots
-from datarun.site.model import Page, fmt_score, fmt_share, fmt_when, is_number
+from datarun.site.formats import fmt_score, fmt_share, fmt_when, is_number
+from datarun.site.model import Page
 from datarun.sizes import format_duration, format_size
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -57,20 +58,26 @@ class Renderer:
                                 duration=_duration, size=_size, value=data_value)
 
     def render(self, page: Page) -> bytes:
+        model = page.model
         if page.template == "svg":
-            plot = page.model["plot"]
-            return plots.compose(self.frame_svg(plot["spec"]), plot["marks"], "p",
-                                 page.model["label"], standalone=True).encode()
-        context = dict(page.model)
+            marks = plots.spread_marks(model["spec"], model["points"])
+            return plots.compose(self.frame_svg(model["spec"]), marks, "p", model["label"],
+                                 standalone=True).encode()
+        context = dict(model)
         if page.template == "event.html":
+            draw = {"frontier": lambda spec: plots.frontier_marks(spec, model["rows"], model["problem"]["lower"]),
+                    "cpu": lambda spec: plots.cpu_marks(spec, model["rows"]),
+                    "shares": lambda spec: plots.shares_marks(spec, model["rows"])}
             context["svg"] = {
-                name: self.markup(plots.compose(self.frame_svg(plot["spec"]), plot["marks"], name,
+                name: self.markup(plots.compose(self.frame_svg(spec), draw[name](spec), name,
                                                 PLOT_LABELS[name]))
-                for name, plot in page.model["plots"].items()}
+                for name, spec in model["plots"].items()}
         elif page.template == "submission.html":
-            spread = page.model["spread"]
+            spread = model["spread"]
             context["layer"] = None if spread is None else self.markup(plots.layer(
-                spread["spec"], spread["layer"], "this submission's fold scores and bagged score"))
+                spread["spec"], plots.spread_layer(spread["spec"], model["folds"],
+                                                   model["problem"]["official"], spread["bagged"]),
+                "this submission's fold scores and bagged score"))
             context["files"] = None if page.model["code"] is None else self.read_code(page.model["code"])
         return self.env.get_template(page.template).render(context).encode()
 

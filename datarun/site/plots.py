@@ -24,8 +24,11 @@ import json
 import math
 import re
 
+from datarun.site.formats import fmt_score, fmt_share, is_number
+
 FRAME_VERSION = 1
 WIDTH = 720
+TOP_CONTRIBUTORS = 12
 COLOURS = {"dot": "#4c72b0", "best": "#c44e52", "line": "#c44e52", "bar": "#55a868",
            "box": "#8172b2", "fold": "#dd8452", "muted": "#9a9a9a"}
 
@@ -251,3 +254,115 @@ def text(x: float, y: float, content: str, anchor: str = "start", size: int = 11
 def line(x0: float, y0: float, x1: float, y1: float, colour: str, width: float = 2) -> str:
     return (f'<line x1="{_n(x0)}" y1="{_n(y0)}" x2="{_n(x1)}" y2="{_n(y1)}" stroke="{colour}" '
             f'stroke-width="{width}"/>')
+
+
+# -- the plots' marks, from the page models (datarun/site/model.py) -------------------------
+
+
+def _label(row: dict) -> str:
+    return f"#{row['id']} {row['team']} / {row['submission']}"
+
+
+def _scored(rows: list[dict]) -> list[dict]:
+    return [row for row in rows if is_number(row["score"])]
+
+
+def frontier_marks(spec: dict, rows: list[dict], lower: bool) -> str:
+    """Every submission a dot at (submitted, score), a link to its page; the best so far a line."""
+    ordered = sorted(_scored(rows), key=lambda r: (r["submitted_at"], r["id"]))
+    fx, fy = mapping(spec)
+    marks, points, best = [], [], None
+    for row in ordered:
+        x, y = fx(row["submitted_at"]), fy(row["score"])
+        improves = best is None or (row["score"] < best if lower else row["score"] > best)
+        if improves:
+            if points:
+                points.append((x, points[-1][1]))
+            points.append((x, y))
+            best = row["score"]
+        tooltip = f"{_label(row)}: {fmt_score(row['score'])}" + (" (best so far)" if improves else "")
+        marks.append(dot(x, y, tooltip, row["href"], r=4.5 if improves else 3.5,
+                         colour=COLOURS["best" if improves else "dot"], opacity=0.9 if improves else 0.55))
+    points.append((fx(ordered[-1]["submitted_at"]), points[-1][1]))
+    return polyline(points) + "".join(marks)
+
+
+def cpu_marks(spec: dict, rows: list[dict]) -> str:
+    fx, fy = mapping(spec)
+    return "".join(
+        dot(fx(r["cpu_time"]), fy(r["score"]),
+            f"{_label(r)}: {fmt_score(r['score'])}, CPU {r['cpu_time']:.2f} s", r["href"])
+        for r in _scored(rows) if is_number(r["cpu_time"]) and r["cpu_time"] > 0)
+
+
+def share_bars(rows: list[dict]) -> list[tuple[str, float, str | None]]:
+    """(label, share, link) of the largest contributors, the rest summed in one bar."""
+    shares = sorted((r for r in rows if is_number(r["contributivity"]) and r["contributivity"] > 0),
+                    key=lambda r: (-r["contributivity"], r["id"]))
+    bars = [(_label(r), r["contributivity"], r["href"]) for r in shares[:TOP_CONTRIBUTORS]]
+    rest = shares[TOP_CONTRIBUTORS:]
+    if rest:
+        bars.append((f"{len(rest)} others", sum(r["contributivity"] for r in rest), None))
+    return bars
+
+
+def shares_frame(count: int) -> dict:
+    return frame(24 * count + 46, (230, 50, 8, 38),
+                 {"scale": "percent", "lim": [0.0, 1.0], "label": "share of the ensemble"},
+                 {"scale": "categories", "lim": [""] * count, "label": ""})
+
+
+def shares_marks(spec: dict, rows: list[dict]) -> str:
+    fx, fy = mapping(spec)
+    marks = []
+    for i, (label, share, href) in enumerate(share_bars(rows)):
+        y = fy(i)
+        bar = rect(fx(0.0), y - 8, fx(share), y + 8, COLOURS["bar"], f"{label}: {fmt_share(share)}")
+        marks.append(f'<a href="{html.escape(href)}">{bar}</a>' if href else bar)
+        short = label if len(label) <= 34 else label[:33] + "…"
+        marks.append(text(fx(0.0) - 8, y, short, anchor="end"))
+        marks.append(text(fx(share) + 6, y, fmt_share(share), size=10, colour="#555555"))
+    return "".join(marks)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        position = q * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return at(0.25), at(0.5), at(0.75)
+
+
+def spread_marks(spec: dict, points: list[tuple[int, float]]) -> str:
+    """The leaderboard's spread on the first row: every ranked submission a grey dot (spread
+    apart by a jitter fixed by its id), the middle half a box, the median a line."""
+    fx, fy = mapping(spec)
+    y = fy(0)
+    q1, median, q3 = _quartiles([score for _, score in points])
+    marks = [rect(fx(q1), y - 14, fx(q3), y + 14, COLOURS["box"], opacity=0.18,
+                  tooltip=f"middle half: {fmt_score(q1)} to {fmt_score(q3)}"),
+             line(fx(median), y - 14, fx(median), y + 14, COLOURS["box"])]
+    for sid, score in points:
+        jitter = ((sid * 2654435761) % 1000 / 1000 - 0.5) * 20
+        marks.append(f'<circle cx="{_n(fx(score))}" cy="{_n(y + jitter)}" r="2.5" '
+                     f'fill="{COLOURS["muted"]}" fill-opacity="0.6"/>')
+    return "".join(marks)
+
+
+def spread_layer(spec: dict, folds: list[dict], official: str, bagged: float | None) -> str:
+    """A submission's marks on the second row: its folds' validation scores, and bagged."""
+    fx, fy = mapping(spec)
+    y = fy(1)
+    marks = []
+    for fold in folds:
+        value = fold["scores"].get("valid", {}).get(official)
+        if is_number(value):
+            marks.append(dot(fx(value), y, f"fold {fold['fold']}: {fmt_score(value)}", r=4.5,
+                             colour=COLOURS["fold"], opacity=0.8))
+    if is_number(bagged):
+        marks.append(diamond(fx(bagged), y, f"bagged: {fmt_score(bagged)}"))
+    return "".join(marks)
