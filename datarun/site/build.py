@@ -187,8 +187,10 @@ def build_site(workspace, db, out: Path, problem: str | None = None, event: str 
         for path in removed:
             _remove(out, path)
         frames.prune(_frame_keys(pages))
-        _write_manifest(state, {"version": MANIFEST_VERSION, "private": private,
-                                "generator": generator, "pages": digests})
+        final = {"version": MANIFEST_VERSION, "private": private, "generator": generator,
+                 "pages": digests}
+        if final != old:
+            _write_manifest(state, final)
     return {"out": str(out), "index": str(out / "index.html"), "private": private,
             "pages": len(digests), "written": written, "unchanged": len(digests) - len(written),
             "removed": removed, "frames_drawn": frames.rendered}

@@ -126,6 +126,7 @@ def _row(row: dict, names: list[str], private: bool, figures: bool) -> dict:
         "href": f"{row['id']}.html", "score": row["score"],
         "valid": [row["valid"][name] for name in names],
         "valid_mean": [row["valid_mean"][name] for name in names],
+        "valid_std": [row["valid_std"][name] for name in names],
         "contributivity": row["contributivity"] if figures else None,
         "train_time": row["train_time"], "valid_time": row["valid_time"],
         "test_time": row["test_time"], "cpu_time": row["cpu_time"],
