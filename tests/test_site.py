@@ -87,7 +87,7 @@ def test_an_event_before_its_public_opening_shows_no_score(site_ws, cli, tmp_pat
     page = (tmp_path / "out" / "secret" / "index.html").read_text()
     assert "Scores are not public yet: they will be shown from 2999-01-01 00:00 UTC" in page
     assert 'class="plot"' not in page and "Blended" not in page
-    row = re.search(r'<tr id="s%d".*?</tr>' % ids["eve"], page, re.S).group(0)
+    row = re.search(rf'<tr id="s{ids["eve"]}".*?</tr>', page, re.S).group(0)
     assert re.findall(r'data-value="([^"]*)"', row)[:4] == ["", "", "", ""]  # rank, scores
     sub = (tmp_path / "out" / "secret" / f"{ids['eve']}.html").read_text()
     assert "Scores are not public yet" in sub and "spread.svg" not in sub
