@@ -283,7 +283,7 @@ def _attach_details(db, rows: list[dict], splits: tuple[str, ...], where: str, a
         tasks[task["id"]] = task
     for task_id, split, score, value in db.execute(
             f"SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
-            f"{wanted} AND sc.split IN {in_splits} ORDER BY sc.task, sc.split", [*args, *splits]):
+            f"{wanted} AND sc.split IN {in_splits}", [*args, *splits]):
         scores = tasks[task_id]["scores"]
         if split not in scores:
             scores[split] = {}
