@@ -434,3 +434,22 @@ def test_other_commands_do_not_import_jinja2_or_matplotlib(workspace):
                             env=dict(os.environ, DATARUN_HOME=str(workspace.root)))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_submissions_public_view_holds_no_test_score(site_ws, cli):
+    """The core rule the site reads its details by (datarun/board/views.py), for any caller."""
+    from datarun.board.views import submission_view, visible_splits
+    from datarun.challenge.submissions import describe_submission
+
+    workspace, ids = site_ws
+    details = describe_submission(workspace, open_db(workspace), ids["ada"])
+    assert "test" in details["bagged"] and "test" in details["tasks"][0]["scores"]
+    public = submission_view(details, private=False, scores_public=True)
+    assert set(public["bagged"]) == {"valid"} and not public["scores_hidden"]
+    assert all(set(task["scores"]) == {"train", "valid"} for task in public["tasks"])
+    before = submission_view(details, private=False, scores_public=False)
+    assert before["bagged"] == {} and before["scores_hidden"]
+    assert all(task["scores"] == {} for task in before["tasks"])
+    assert submission_view(details, private=True, scores_public=False)["bagged"] == details["bagged"]
+    assert "test" in details["bagged"]  # the caller's copy is untouched
+    assert visible_splits(False, True) == ("train", "valid") and visible_splits(True, False)[-1] == "test"
