@@ -453,3 +453,16 @@ def test_a_submissions_public_view_holds_no_test_score(site_ws, cli):
     assert submission_view(details, private=True, scores_public=False)["bagged"] == details["bagged"]
     assert "test" in details["bagged"]  # the caller's copy is untouched
     assert visible_splits(False, True) == ("train", "valid") and visible_splits(True, False)[-1] == "test"
+
+
+def test_control_characters_in_an_error_never_reach_a_page(site_ws, cli, tmp_path):
+    workspace, ids = site_ws
+    db = open_db(workspace)
+    with db.conn:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE tasks SET error = ? WHERE submission = ? AND state = 'failed'",
+                   ["Traceback\nValueError: evil\x1b]52;c;aGk=\x07 \u202eexe.txt\x1b[2J", ids["edsger"]])
+    build(cli, tmp_path / "out")
+    page = (tmp_path / "out" / "spring" / f"{ids['edsger']}.html").read_text()
+    assert "ValueError: evil" in page and "exe.txt" in page
+    assert "\x1b" not in page and "\u202e" not in page and "\x07" not in page

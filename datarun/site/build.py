@@ -139,6 +139,7 @@ def _check_folder(out: Path) -> dict:
 def build_site(workspace, db, out: Path, problem: str | None = None, event: str | None = None,
                private: bool = False, now: float | None = None) -> dict:
     """Write (or bring up to date) the site of the selected problems and events in `out`."""
+    from datarun.safetext import printable
     from datarun.store.blobs import BlobStore
 
     out = Path(out)
@@ -178,7 +179,7 @@ def build_site(workspace, db, out: Path, problem: str | None = None, event: str 
                 from datarun.site.pages import Renderer
 
                 renderer = Renderer(frames.get, lambda files: {
-                    name: store.get_bytes(blob).decode("utf-8", "replace")
+                    name: printable(store.get_bytes(blob).decode("utf-8", "replace"))
                     for name, blob in sorted(files.items())})
             data = renderer.static(page.path) if page.template == "static" else renderer.render(page)
             write_atomic(target, data)

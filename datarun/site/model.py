@@ -31,6 +31,7 @@ from datarun.board.views import visible_splits
 from datarun.challenge.events import get_event, list_events, resolve_event
 from datarun.challenge.submissions import describe_submissions, error_tail
 from datarun.problems.registry import list_problems
+from datarun.safetext import printable
 from datarun.site import plots
 from datarun.site.formats import fmt_span, is_number
 
@@ -200,7 +201,9 @@ def _submission_model(sub: dict, row: dict | None, problem: dict, ev: dict, priv
                 "train_time": task["train_time"], "valid_time": task["valid_time"],
                 "test_time": task["test_time"], "cpu_time": task["cpu_time"],
                 "peak_memory": task["peak_memory"],
-                "error": error_tail(task["error"], ERROR_LINES) if task["state"] == "failed" else [],
+                # A browser obeys no escape sequence, but bidi controls would reorder the text.
+                "error": ([printable(line) for line in error_tail(task["error"], ERROR_LINES)]
+                          if task["state"] == "failed" else []),
                 "scores": task["scores"]}
         if private:
             fold["host"] = task["host"]
