@@ -10,7 +10,7 @@ from datarun.cli.app import app, emit_json, err, handled, open_workspace
 
 @app.command("site")
 def site_command(
-    out: Annotated[Path, typer.Argument(help="The folder to write the site in (new, empty, or "
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="The folder to write the site in (new, empty, or "
                                         "holding a site `datarun site` wrote).")],
     problem: Annotated[str | None, typer.Option("--problem", help="Only this problem's events.")] = None,
     event: Annotated[str | None, typer.Option("--event", help="Only this event.")] = None,
