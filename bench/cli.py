@@ -34,8 +34,10 @@ GOALS = {"status": 0.4, "leaderboard": 1.0}
 SPLITS = ("train", "valid", "test")
 
 
-def fill(workspace: Workspace, problem: str, n_submissions: int, seed: int = 0) -> None:
-    """Insert n scored submissions with one done task per fold, in one transaction."""
+def fill(workspace: Workspace, problem: str, n_submissions: int, seed: int = 0,
+         first: int = 1) -> None:
+    """Insert n scored submissions (ids from `first`) with one done task per fold, in one
+    transaction; submitted a minute apart, the last one now."""
     rng = random.Random(seed)
     with contextlib.closing(sqlite3.connect(workspace.db_path)) as conn:
         folds = [row[0] for row in conn.execute(
@@ -46,10 +48,10 @@ def fill(workspace: Workspace, problem: str, n_submissions: int, seed: int = 0) 
         event = conn.execute("SELECT name FROM events WHERE problem = ? AND is_default = 1",
                              (problem,)).fetchone()
         environment = json.dumps({"hostname": "bench", "python": "3.11", "host": "local"})
-        now = time.time() - n_submissions * 60
+        now = time.time() - (first - 1 + n_submissions) * 60
         submissions, tasks, scores, bagged = [], [], [], []
-        task_id = 0
-        for sid in range(1, n_submissions + 1):
+        task_id = (first - 1) * len(folds)
+        for sid in range(first, first + n_submissions):
             team = f"team{sid % 97}"
             digest = f"{sid:064x}"
             created = now + sid * 60

@@ -2,8 +2,9 @@
 
 It makes a fresh workspace, registers every kit in `examples/`, submits each kit's example
 submissions (two of which fail on purpose: one raises in `fit`, one exceeds its memory
-limit), trains them on the embedded local host and returns the leaderboards and the
-failures. Nothing outside the new workspace is touched.
+limit), trains them on the embedded local host, writes the public site (`datarun site`)
+into the workspace's `site/` folder, and returns the leaderboards, the failures and the
+site's index. Nothing outside the new workspace is touched.
 """
 
 import tempfile
@@ -26,6 +27,7 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
              examples: Path = EXAMPLES) -> dict:
     from datarun.board.leaderboard import leaderboard
     from datarun.dispatch.train import train
+    from datarun.site import build_site
     from datarun.store.db import open_db
     from datarun.store.workspace import init_workspace
 
@@ -45,8 +47,10 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
             "JOIN submissions s ON s.id = t.submission WHERE t.state = 'failed' "
             "GROUP BY s.id ORDER BY s.id")
     ]
+    site = build_site(workspace, db, workspace.root / "site")
     return {
         "workspace": str(workspace.root),
+        "site": site["index"],
         "problems": problems,
         "submissions": submitted,
         "train": summary,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Prepare this machine for datarun's SSH tests: an OpenSSH server binary, an unprivileged
-# login user, and a Python with the harness's libraries that this user can run.
+# Prepare this machine for datarun's tests: an OpenSSH server binary, an unprivileged
+# login user, a Python with the harness's libraries that this user can run, and Debian's
+# chromium (the site's pages are checked in a real browser, headless).
 #
 # Run as root before pytest (`make test`, .ci/run). Idempotent, and quiet when all is
 # there already. The tests start their own sshd processes on 127.0.0.1; this script only
@@ -17,6 +18,7 @@ if [ "$(id -u)" != 0 ]; then
     [ -x /usr/sbin/sshd ] || say "not root: cannot install openssh-server (the SSH tests will skip)"
     id "$TEST_USER" >/dev/null 2>&1 || say "not root: cannot create the user $TEST_USER (tests needing it will skip)"
     [ -x "$HOST_PYTHON/bin/python" ] || say "not root: cannot create $HOST_PYTHON (tests needing it will skip)"
+    command -v chromium >/dev/null 2>&1 || say "not root: cannot install chromium (the browser tests will skip)"
     exit 0
 fi
 
@@ -29,6 +31,13 @@ if [ ! -x /usr/sbin/sshd ]; then
     if command -v systemctl >/dev/null 2>&1; then
         systemctl disable --now ssh >/dev/null 2>&1 || true
     fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+    say "installing chromium"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 # sshd refuses to start without its privilege-separation folder.

@@ -43,3 +43,15 @@ def test_a_store_module_importing_an_executor_breaks_the_layers(tmp_path):
     result = lint(tmp_path, tmp_path)
     assert result.returncode != 0
     assert "datarun.store.blobs -> datarun.executors.base" in result.stdout
+
+
+def test_a_site_module_importing_the_cli_breaks_the_layers(tmp_path):
+    """The site reads the board, never the CLI (and the demo, above it, may write the site)."""
+    shutil.copytree(REPO / "datarun", tmp_path / "datarun",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    model = tmp_path / "datarun" / "site" / "model.py"
+    model.write_text(model.read_text() + "\nfrom datarun.cli import render  # noqa\n")
+    result = lint(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "datarun.site.model -> datarun.cli.render" in result.stdout

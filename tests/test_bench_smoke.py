@@ -69,6 +69,18 @@ def test_cli_bench_times_status_and_leaderboard_on_a_filled_workspace():
     assert not Path(figures["scratch"]).exists()
 
 
+def test_site_bench_times_a_build_an_update_and_the_leaderboard():
+    figures, text = run_bench("site.py")
+    assert figures["submissions"] == 50 and figures["pages"] == 54  # index, css, event, spread, 50
+    for name in ("scratch", "update", "unchanged", "leaderboard"):
+        assert figures[name]["median"] > 0 and len(figures[name]["runs"]) == 2
+    assert figures["update"]["files_written"] == [4, 4]
+    assert figures["update"]["met"] == (figures["update"]["median"] <= 1.0)
+    assert "datarun site OUT, after one new submission" in text
+    assert "datarun leaderboard iris --json" in text
+    assert not Path(figures["scratch_folder"]).exists()
+
+
 def ssh_bench_skip_reason() -> str | None:
     """The SSH benches' own verdict on this machine (root, sshd, the datarun-test user)."""
     import importlib.util

@@ -37,7 +37,7 @@ def test_a_command_outside_a_workspace_fails_with_exit_2(cli, tmp_path, monkeypa
     assert result.stderr.startswith("error: no datarun workspace here")
 
 
-def test_the_wheel_ships_the_harness(tmp_path):
+def test_the_wheel_ships_the_harness_and_the_site_templates(tmp_path):
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(REPO)],
                    check=True, capture_output=True)
     wheel = next(tmp_path.glob("datarun-*.whl"))
@@ -45,6 +45,8 @@ def test_the_wheel_ships_the_harness(tmp_path):
     assert "datarun/remote/__init__.py" in names
     assert "datarun/remote/runner.py" in names
     assert "datarun/cli/app.py" in names
+    for template in ("base.html", "index.html", "event.html", "submission.html", "style.css", "sort.js"):
+        assert f"datarun/site/templates/{template}" in names
 
 
 BOARD = {

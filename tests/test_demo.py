@@ -1,5 +1,7 @@
 """`datarun demo`: the whole flow on the example kits, on the local host."""
 
+from pathlib import Path
+
 import pytest
 from conftest import stop_runners
 
@@ -20,6 +22,20 @@ def test_demo_trains_the_examples_and_reports_the_two_failures(tmp_path, cli):
         failures = {f["name"]: f["error_kind"] for f in data["failures"]}
         assert failures == {"broken_fit": "fit_error", "memory_hog": "memory_limit"}
         assert data["train"]["failed"] == 10 and data["train"]["done"] == 30
+        site = Path(data["site"])
+        assert site == tmp_path / "demo" / "site" / "index.html" and site.is_file()
+        assert {p.name for p in site.parent.iterdir()} >= {"index.html", "style.css", "iris", "diabetes"}
+    finally:
+        stop_runners(Workspace(tmp_path / "demo"))
+
+
+def test_the_demo_prints_where_its_site_is(tmp_path, cli):
+    result = cli("demo", "--dir", tmp_path / "demo")
+    try:
+        assert result.exit_code == 0, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("its site (public view; `datarun site` keeps it current): ")
+        assert Path(last.rsplit(": ", 1)[1]).is_file()
     finally:
         stop_runners(Workspace(tmp_path / "demo"))
 

@@ -254,33 +254,84 @@ def list_submissions(db, problem: str | None = None) -> list[dict]:
     return rows
 
 
+SPLITS = ("train", "valid", "test")
+TASK_COLUMNS = ("id", "fold", "state", "attempt", "host", "train_time", "valid_time", "test_time",
+                "wall_time", "cpu_time", "peak_memory", "ran_from", "ran_to", "error_kind", "error")
+
+
+def _attach_details(db, rows: list[dict], splits: tuple[str, ...], where: str, args: list,
+                    environment: bool = True) -> None:
+    """Add each submission row's tasks (with their scores), bagged scores and state, in bulk.
+
+    `where` selects the same submissions as `rows` (a condition on `s`, the submissions
+    table), so each kind of row is read in one query however many submissions there are."""
+    by_id = {row["id"]: row for row in rows}
+    for row in rows:
+        row["tasks"], row["bagged"] = [], {}
+    wanted = f"JOIN submissions s ON s.id = t.submission WHERE {where}"
+    in_splits = f"({', '.join('?' for _ in splits)})" if splits else "(NULL)"
+    columns = TASK_COLUMNS + (("environment",) if environment else ())
+    tasks = {}
+    for values in db.execute(
+            f"SELECT t.submission, {', '.join('t.' + c for c in columns)} "
+            f"FROM tasks t {wanted} ORDER BY t.submission, t.fold", args):
+        task = dict(zip(columns, values[1:], strict=True))
+        task["scores"] = {}
+        if environment:
+            task["environment"] = json.loads(task["environment"]) if task["environment"] else None
+        by_id[values[0]]["tasks"].append(task)
+        tasks[task["id"]] = task
+    for task_id, split, score, value in db.execute(
+            f"SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
+            f"{wanted} AND sc.split IN {in_splits}", [*args, *splits]):
+        scores = tasks[task_id]["scores"]
+        if split not in scores:
+            scores[split] = {}
+        scores[split][score] = value
+    for sid, split, score, value in db.execute(
+            "SELECT b.submission, b.split, b.score, b.value FROM bagged_scores b "
+            f"JOIN submissions s ON s.id = b.submission WHERE {where} AND b.split IN {in_splits}",
+            [*args, *splits]):
+        by_id[sid]["bagged"].setdefault(split, {})[score] = value
+    for row in rows:
+        row["state"] = submission_state([t["state"] for t in row["tasks"]])
+
+
 def describe_submission(workspace, db, submission_id) -> dict:
     """A submission with its per-fold tasks, scores and bagged scores (for `submission show`)."""
     row = get_submission(db, submission_id)
-    tasks = list(db.query(
-        "SELECT id, fold, state, attempt, host, train_time, valid_time, test_time, wall_time, "
-        "cpu_time, peak_memory, ran_from, ran_to, error_kind, error, environment FROM tasks "
-        "WHERE submission = ? "
-        "ORDER BY fold", [row["id"]]))
-    scores: dict[int, dict] = {}
-    for s in db.query(
-        "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
-        "WHERE t.submission = ?", [row["id"]]):
-        scores.setdefault(s["task"], {}).setdefault(s["split"], {})[s["score"]] = s["value"]
+    _attach_details(db, [row], SPLITS, "s.id = ?", [row["id"]])
     from datarun.store.task_events import events_of
 
-    events = events_of(db, [task["id"] for task in tasks])
-    for task in tasks:
-        task["scores"] = scores.get(task["id"], {})
-        task["environment"] = json.loads(task["environment"]) if task["environment"] else None
+    events = events_of(db, [task["id"] for task in row["tasks"]])
+    for task in row["tasks"]:
         task["events"] = events[task["id"]]
-    bagged: dict[str, dict] = {}
-    for s in db.query("SELECT split, score, value FROM bagged_scores WHERE submission = ?", [row["id"]]):
-        bagged.setdefault(s["split"], {})[s["score"]] = s["value"]
-    row["tasks"] = tasks
-    row["bagged"] = bagged
-    row["state"] = submission_state([t["state"] for t in tasks])
     return row
+
+
+def describe_submissions(db, problem: str, event: str | None = None,
+                         splits: tuple[str, ...] = SPLITS, environment: bool = False) -> dict[int, dict]:
+    """`describe_submission` for every submission of a problem (or of one of its events), by id.
+
+    Only the scores of `splits` are read: a public view passes ("train", "valid") and so
+    never holds a test score. The tasks' `environment` (host and library versions) is read
+    only when asked for.
+    """
+    rows = list(db.query(
+        "SELECT * FROM submissions WHERE problem = ? AND (? IS NULL OR event = ?) ORDER BY id",
+        [problem, event, event]))
+    for row in rows:
+        row["files"] = json.loads(row["files"])
+    _attach_details(db, rows, tuple(splits), "s.problem = ? AND (? IS NULL OR s.event = ?)",
+                    [problem, event, event], environment)
+    return {row["id"]: row for row in rows}
+
+
+def error_tail(error: str | None, lines: int = 3) -> list[str]:
+    """The last `lines` non-empty lines of a task's recorded error (a traceback's end)."""
+    if not error:
+        return []
+    return [line for line in error.strip().splitlines() if line.strip()][-lines:]
 
 
 def submission_code(workspace, db, submission_id) -> dict[str, str]:

@@ -122,7 +122,7 @@ def _register() -> None:
     from datarun.cli import workspace  # noqa: F401
 
     for name in ("problem", "submission", "event", "train", "host", "leaderboard", "demo", "tasks",
-                 "export", "db"):
+                 "export", "db", "site"):
         try:
             __import__(f"datarun.cli.{name}")
         except ModuleNotFoundError as error:

@@ -13,7 +13,8 @@ def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="Make the demo workspace here (default: a new temporary folder).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
-    """Register the example kits, submit their submissions, train them on this machine, show the leaderboards."""
+    """Register the example kits, submit their submissions, train them on this machine, show the
+    leaderboards, and write the demo's site."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -53,3 +54,4 @@ def demo(
         print_renderable(f"  #{failure['id']} {failure['team']} / {failure['name']} on {failure['problem']}: "
                          f"{failure['error_kind']} — {tail[-1] if tail else ''}")
     err(f"explore it: datarun -w {result['workspace']} status | leaderboard PROBLEM | submission show ID")
+    err(f"its site (public view; `datarun site` keeps it current): {result['site']}")

@@ -77,7 +77,7 @@ def show(
     json_out: JsonOption = False,
 ) -> None:
     """Per-fold scores, times, CPU, memory, state and errors of a submission (or its code)."""
-    from datarun.challenge.submissions import describe_submission, submission_code
+    from datarun.challenge.submissions import describe_submission, error_tail, submission_code
     from datarun.problems.registry import get_problem
 
     with handled():
@@ -111,7 +111,7 @@ def show(
         print_renderable(f"submitted with --force, overriding: {sub['forced']}")
     for task in sub["tasks"]:
         if task["error"]:
-            tail = task["error"].strip().splitlines()[-3:]
+            tail = error_tail(task["error"])
             print_renderable(f"fold {task['fold']} {task['error_kind']}: " + " | ".join(tail))
         for event in task["events"]:
             print_renderable(f"fold {task['fold']} attempt {event['attempt']}: {event['text']}")

@@ -1,0 +1,31 @@
+"""Which scores a viewer may see: the public and private views of a submission's details.
+
+The leaderboard applies the same rule to its rows (datarun/board/leaderboard.py): the
+public view (participants) never carries a test score, and no score at all of an event
+whose `public_opens` is still ahead; the private view (organisers) carries everything.
+Code that reads a submission's details for a public audience asks `visible_splits`
+which splits to read at all, so a test score is never loaded, not merely left out.
+"""
+
+import copy
+
+SPLITS = ("train", "valid", "test")
+
+
+def visible_splits(private: bool, scores_public: bool) -> tuple[str, ...]:
+    """The splits whose scores a viewer sees: all privately, train and valid publicly once
+    the event's scores are public, none before."""
+    if private:
+        return SPLITS
+    return ("train", "valid") if scores_public else ()
+
+
+def submission_view(details: dict, private: bool, scores_public: bool) -> dict:
+    """A copy of `describe_submission`'s answer without the scores the viewer may not see."""
+    keep = visible_splits(private, scores_public)
+    view = copy.deepcopy(details)
+    for task in view.get("tasks", []):
+        task["scores"] = {split: values for split, values in task["scores"].items() if split in keep}
+    view["bagged"] = {split: values for split, values in view.get("bagged", {}).items() if split in keep}
+    view["scores_hidden"] = not private and not scores_public
+    return view
