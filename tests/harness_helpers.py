@@ -157,3 +157,16 @@ def session_members(sid: int) -> list[int]:
         except (OSError, psutil.Error):
             continue
     return found
+
+
+def alive_named(name: str) -> list[int]:
+    """Live host processes whose comm is NAME or whose command line holds it."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if info["name"] == name or any(name in part for part in info["cmdline"] or []):
+            if proc.pid != os.getpid():
+                found.append(proc.pid)
+    return found
