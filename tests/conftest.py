@@ -73,11 +73,6 @@ def runners():
         stop_runner(pid)
 
 
-def local_workdir() -> Path:
-    """The local host's working folder in a test: ~/.datarun-host of the test's own HOME."""
-    return Path(os.environ["HOME"]) / ".datarun-host"
-
-
 def stop_runners(workspace) -> None:
     """Stop the harness runners this workspace's local hosts started (by their recorded PID)."""
     from datarun.demo import stop_local_runner

@@ -92,7 +92,11 @@ class Receiver:
             del self.pending[:take]
             self.left -= take
             if self.file is not None:
-                self.file.write(part)
+                try:
+                    self.file.write(part)
+                except OSError as error:
+                    self._fail(f"the runner could not keep the predictions: {error}")
+                    return
             else:
                 self.small += part
             if self.left == 0:
@@ -109,7 +113,11 @@ class Receiver:
         self.kind, self.left = kind, length
         self.small = bytearray()
         if kind in PREDICTION_FILES:
-            self.file = open(self.folder / f".{PREDICTION_FILES[kind]}.part", "wb")
+            try:
+                self.file = open(self.folder / f".{PREDICTION_FILES[kind]}.part", "wb")
+            except OSError as error:  # the task folder removed under the runner
+                self._fail(f"the runner could not keep {PREDICTION_FILES[kind]}: {error}")
+                return
         if length == 0:
             self._close()
 
@@ -120,7 +128,11 @@ class Receiver:
             self.file.close()
             self.file = None
             name = PREDICTION_FILES[kind]
-            os.replace(self.folder / f".{name}.part", self.folder / name)
+            try:
+                os.replace(self.folder / f".{name}.part", self.folder / name)
+            except OSError as error:
+                self._fail(f"the runner could not keep {name}: {error}")
+                return
             self.complete.add(name)
         elif kind == b"C":
             pids = self.small.split()
