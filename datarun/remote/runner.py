@@ -445,7 +445,8 @@ class Runner:
             "wall_time": run.wall_time, "cpu_time": run.cpu_time(),
             "peak_memory": run.memory(), "measured_by": run.measured_by,
             "isolation": "none" if run.task.get("isolation") == "none" else "sandbox",
-            "started_at": run.started_at, "finished_at": time.time(),
+            # When the task's process ended (not when its namespace was torn down after it).
+            "started_at": run.started_at, "finished_at": run.ended_at or time.time(),
             "predictions": None if failure else predictions,
             "environment": self.environment,
         }

@@ -97,6 +97,7 @@ class TaskRun:
         self._samples = 0
         self.child_status: int | None = None
         self.init_reaped = False
+        self.ended_at: float | None = None  # the host's clock when the task's process ended
         self.wall_time: float | None = None
         self.limit_hit: tuple[str, str] | None = None
         self.cancelled = False
@@ -144,6 +145,7 @@ class TaskRun:
         if pid == self.task_pid:
             self._end_namespace()
             self.child_status = status
+            self.ended_at = time.time()
             self.exited_at = time.perf_counter()
             self.wall_time = self.exited_at - self.started
 
