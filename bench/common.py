@@ -118,14 +118,18 @@ def load_note() -> str:
 class Workspace:
     """A datarun workspace driven through the real CLI, with DATARUN_HOME pointing at it."""
 
-    def __init__(self, root: Path, slots: int = 1, threads: int = 1, warm: bool = False):
+    def __init__(self, root: Path, slots: int = 1, threads: int = 1, warm: bool = False,
+                 isolation: str = "sandbox"):
         """warm: whether `submit` starts the local runner ahead of training (datarun's
-        default). Off unless asked, so a bench times a runner started by `train` itself."""
+        default). Off unless asked, so a bench times a runner started by `train` itself.
+        The local host works in a folder of the bench's own (not ~/.datarun-host)."""
         self.root = root
         self.env = dict(os.environ, DATARUN_HOME=str(root), DATARUN_WARM_RUNNER="1" if warm else "0")
         run(datarun_command() + ["init", str(root)], env=self.env)
+        self.host_dir = root / ".host"
         (root / "hosts.toml").write_text(
-            f'[hosts.local]\nexecutor = "local"\nslots = {slots}\nthreads = {threads}\n')
+            f'[hosts.local]\nexecutor = "local"\nslots = {slots}\nthreads = {threads}\n'
+            f'workdir = "{self.host_dir}"\nisolation = "{isolation}"\n')
 
     @property
     def db_path(self) -> Path:
@@ -145,7 +149,7 @@ class Workspace:
             return conn.execute(sql, args).fetchall()
 
     def stop_runners(self) -> None:
-        for workdir in (self.root / ".datarun" / "hosts").glob("*"):
+        for workdir in [self.host_dir, *(self.root / ".datarun" / "hosts").glob("*")]:
             stop_runners_of(workdir)
 
 

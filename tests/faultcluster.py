@@ -169,10 +169,14 @@ class Cluster:
                 if proxied:
                     self.proxies[name] = FaultProxy(server.port)
                     port = self.proxies[name].port
-                table = server.host_table(port=port, workdir=f"~/faults-{tag}-{name}", **settings)
+                # isolation "none": the traced submissions mark their runs in a folder of
+                # the host (the faults, not the sandbox, are what these tests are about).
+                table = server.host_table(port=port, workdir=f"~/faults-{tag}-{name}",
+                                          **{"isolation": "none", **settings})
                 self.tables[name] = table
             if local_slots:
-                self.tables = {"local": {"executor": "local", "slots": local_slots}, **self.tables}
+                self.tables = {"local": {"executor": "local", "slots": local_slots,
+                                         "isolation": "none"}, **self.tables}
             self.workspace.hosts_file.write_text(hosts_toml(self.tables))
             pin_keys(self.workspace, [(self.tables[n]["port"], s.host_key_pub) for n, s in self.servers.items()])
             db = open_db(self.workspace)
@@ -251,7 +255,8 @@ class Cluster:
             shutil.rmtree(self.trace, ignore_errors=True)
         root = getattr(self, "workspace", None)
         if root is not None:
-            for workdir in (root.state_dir / "hosts").glob("*"):
+            for workdir in [Path(os.environ["HOME"]) / ".datarun-host",
+                            *(root.state_dir / "hosts").glob("*")]:
                 stop_host_runner(workdir)
 
 

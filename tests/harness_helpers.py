@@ -63,8 +63,10 @@ def write_dataset(workdir: Path, digest: str, kind: str) -> dict:
 
 
 def task_files(key: str, code: str, meta: dict, digest: str, limits: dict | None = None,
-               max_output: int = 1024**2, files: dict | None = None, nonce: str | None = None) -> dict:
-    """The files of tasks/<key>/ as {relative path: bytes}."""
+               max_output: int = 1024**2, files: dict | None = None, nonce: str | None = None,
+               isolation: str | None = None) -> dict:
+    """The files of tasks/<key>/ as {relative path: bytes}. `isolation`: task.json's (none
+    means the harness's default, the sandbox)."""
     n_train = meta["n_train"]
     indices = np.arange(n_train)
     train_idx, valid_idx = indices[: n_train * 3 // 4], indices[n_train * 3 // 4:]
@@ -77,6 +79,8 @@ def task_files(key: str, code: str, meta: dict, digest: str, limits: dict | None
     }
     if nonce is not None:
         task["nonce"] = nonce
+    if isolation is not None:
+        task["isolation"] = isolation
     out = {"task.json": json.dumps(task).encode(),
            "train_idx.npy": _npy(train_idx), "valid_idx.npy": _npy(valid_idx),
            "submission/estimator.py": textwrap.dedent(code).encode()}
@@ -156,4 +160,17 @@ def session_members(sid: int) -> list[int]:
                 found.append(proc.pid)
         except (OSError, psutil.Error):
             continue
+    return found
+
+
+def alive_named(name: str) -> list[int]:
+    """Live host processes whose comm is NAME or whose command line holds it."""
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if info["name"] == name or any(name in part for part in info["cmdline"] or []):
+            if proc.pid != os.getpid():
+                found.append(proc.pid)
     return found

@@ -36,11 +36,26 @@ def test_overhead_bench_measures_datarun_and_both_baselines():
         assert figures[side]["per_task"] == pytest.approx(
             (figures[side]["wall"] - figures[side]["model_time"] / (2 if side == "datarun_2_slots" else 1))
             / figures["tasks"])
-    assert figures["met"] == (figures["datarun_1_slot"]["per_task"] <= figures["goal_per_task"])
+    assert figures["datarun_1_slot_unsandboxed"]["wall"] > 0
+    assert figures["sandbox_pairs"]["pairs"] == 5
+    assert all(value > 0 for value in figures["sandbox_pairs"]["median"].values())
+    assert figures["met"] == (figures["datarun_1_slot"]["per_task"] <= figures["goal_per_task"]
+                              and figures["sandbox_pairs"]["cost"] <= 0.025)
+    assert "the sandbox adds" in text
     assert 0 < figures["datarun_1_slot"]["steady_interval"] < figures["datarun_1_slot"]["wall"]
     assert "goal: datarun on 1 slot at most 0.100 s per task" in text
     assert "one fresh Python per task" in text
     assert not Path(figures["scratch"]).exists()
+
+
+@pytest.mark.slow
+def test_memory_bench_measures_an_empty_task_and_200_mb_more():
+    figures, text = run_bench("memory.py")
+    methods = [run["measured_by"] for run in figures["runs"]]
+    assert methods[-1] == ["procfs"] and len(methods) == (2 if os.geteuid() == 0 else 1)
+    for run in figures["runs"]:
+        assert 0 < run["empty"] < run["alloc200"] and run["runner_rss"] > run["empty"]
+    assert "goal at most 30 MB" in text and "goal 200 +/- 20" in text
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import time
 
 import psutil
 import pytest
-from harness_helpers import DATA_IRIS, session_members, submit, write_dataset
+from harness_helpers import DATA_IRIS, alive_named, session_members, submit, write_dataset
 from test_harness_ops import SLEEPS
 
 from datarun.remote import ops
@@ -101,7 +101,10 @@ def test_a_task_whose_runner_died_is_killed_by_cancel(tmp_path, runners):
     runners.append(runner)
     task = folder / "tasks" / "victim"
     deadline = time.monotonic() + 30
-    while not (task / "pids.txt").exists() or "pid_start" not in (task / "status.json").read_text():
+    # Once status.json shows the task in its train phase, its pid is the task's own process
+    # (sandboxed: PID 1's sibling in its namespace, announced before the task ran).
+    while (json.loads((task / "status.json").read_text()) if (task / "status.json").exists()
+           else {}).get("phase") != "train":
         assert time.monotonic() < deadline, "the task did not start"
         time.sleep(0.05)
     status = json.loads((task / "status.json").read_text())
@@ -115,6 +118,12 @@ def test_a_task_whose_runner_died_is_killed_by_cancel(tmp_path, runners):
     assert ops.poll(folder, [])["runner"]["alive"] is False
     assert ops.cancel(folder, ["victim"]) == {"tasks": {"victim": "cancelled"}}
     deadline = time.monotonic() + 10
-    while session_members(child):
+    while session_members(child) or alive_named("dr-sleepy"):
         assert time.monotonic() < deadline, "the task's session outlived cancel"
+        time.sleep(0.02)
+    # Its namespace's init was killed too (it may linger, exiting, until the host's init
+    # reaps the task's zombie: its command line is gone at once).
+    init = status["init"]
+    while init is not None and any(p.pid == init for p in map(psutil.Process, alive_named("2147483647"))):
+        assert time.monotonic() < deadline, "the task's namespace outlived cancel"
         time.sleep(0.02)

@@ -132,9 +132,10 @@ def _run(limits=None) -> TaskRun:
 
 def test_limit_messages_name_the_limit_and_what_was_used():
     run = _run({"memory": 200_000_000})
-    run.peak_memory = 431_200_000
+    run.memory_now = 431_200_000
     assert run.check_limits() == (
-        "memory_limit", "memory limit 200.0 MB exceeded: peak 431.2 MB (whole process tree)")
+        "memory_limit",
+        "memory limit 200.0 MB exceeded: peak 431.2 MB (the task's own memory, all its processes)")
     run = _run({"cpu_time": 2.0})
     run.live_cpu = 2.34
     assert run.check_limits() == (

@@ -15,8 +15,8 @@ import pytest
 from harness_helpers import (
     DATA_IRIS,
     LOGISTIC,
+    alive_named,
     make_archive,
-    session_members,
     stop_runner,
     submit,
     task_files,
@@ -31,12 +31,11 @@ from datarun.remote.common import HarnessError
 REPO = Path(__file__).resolve().parent.parent
 
 SLEEPS = """
-import os, time
+import ctypes, time
 
 class Sleepy:
     def fit(self, X, y):
-        with open("pids.txt", "w") as f:
-            f.write(str(os.getpid()))
+        ctypes.CDLL(None).prctl(15, b"dr-sleepy", 0, 0, 0)  # its name, seen from the host
         time.sleep(60)
 
 def get_estimator():
@@ -253,9 +252,8 @@ def test_cancel_kills_a_running_task_and_drops_a_queued_one(workdir, runners):
     submit(folder, "running", SLEEPS, meta, DATA_IRIS)
     submit(folder, "queued", LOGISTIC, meta, DATA_IRIS)
     runners.append(ops.start_runner(folder, slots=1, threads=1, idle=30)["pid"])
-    task = folder / "tasks" / "running"
     deadline = time.monotonic() + 20
-    while not (task / "pids.txt").exists():
+    while not alive_named("dr-sleepy"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     states = ops.cancel(folder, ["running", "queued", "absent"])["tasks"]
@@ -263,8 +261,7 @@ def test_cancel_kills_a_running_task_and_drops_a_queued_one(workdir, runners):
     results = wait_finished(folder, ["running", "queued"])
     for result in results.values():
         assert result["state"] == "failed" and result["error_kind"] == "cancelled"
-    pid = int((task / "pids.txt").read_text())
-    assert session_members(pid) == []
+    assert alive_named("dr-sleepy") == []
     assert ops.cancel(folder, ["running"]) == {"tasks": {"running": "finished"}}
 
 
@@ -274,7 +271,7 @@ def test_a_stopped_runner_records_its_running_task_as_a_harness_error(workdir, r
     pid = ops.start_runner(folder, slots=1, threads=1, idle=30)["pid"]
     runners.append(pid)
     deadline = time.monotonic() + 20
-    while not (folder / "tasks" / "victim" / "pids.txt").exists():
+    while not alive_named("dr-sleepy"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     stop_runner(pid)

@@ -170,7 +170,9 @@ def test_every_timing_and_measure_is_recorded(batch):
     for name in ("train_time", "valid_time", "test_time", "wall_time", "cpu_time"):
         assert result[name] > 0, name
     assert result["wall_time"] >= result["train_time"]
-    assert result["peak_memory"] > 10 * 1024**2
+    # The task's own memory: what it shares with the runner's imports is not counted.
+    assert 0 < result["peak_memory"] < 60 * 1024**2
+    assert result["measured_by"] in ("cgroup-v1", "cgroup-v2", "procfs")
     assert result["finished_at"] >= result["started_at"]
     assert result["environment"]["harness"] == HARNESS_VERSION
     assert result["environment"]["sklearn"] and result["environment"]["numpy"]

@@ -112,11 +112,14 @@ def test_the_local_host_is_checked_in_process_and_recorded(workspace, cli):
     # Its working folder is the workspace's own: no other workspace there.
     workspace_id = cli("status", "--json").json()["workspace"]["id"]
     sharing = report["sharing"]
-    assert (sharing["workdir"], sharing["workspace"]) == (str(workspace.host_dir("local")), workspace_id)
+    from datarun.executors.local import local_layout
+
+    workdir = local_layout(workspace).root  # ~/.datarun-host: outside the workspace
+    assert (sharing["workdir"], sharing["workspace"]) == (str(workdir), workspace_id)
     assert (sharing["own_tasks"], sharing["other_workspaces"], sharing["other_bytes"]) == (0, 0, 0)
     assert set(sharing) == {"workdir", "workspace", "own_bytes", "own_tasks", "other_workspaces",
                             "other_bytes", "cache_bytes"}
-    assert f"local: workdir {workspace.host_dir('local')} used by no other workspace; this " \
+    assert f"local: workdir {workdir} used by no other workspace; this " \
            f"workspace ({workspace_id}): 0 task folders" in table.stdout
 
 

@@ -180,7 +180,10 @@ class SharedHost:
         root = self.tmp / name
         made = self.cli("init", root)
         assert made.exit_code == 0, made.stderr
-        table = self.server.host_table(workdir=self.workdir, slots=2, command_timeout=30.0)
+        # isolation "none": the submissions here wait for a gate file and leave traces on
+        # the host (the sharing of a workdir, not the sandbox, is what these tests are about).
+        table = self.server.host_table(workdir=self.workdir, slots=2, command_timeout=30.0,
+                                       isolation="none")
         lines = ["[hosts.node]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]
         (root / "hosts.toml").write_text("\n".join(lines) + "\n")
         pin(Workspace(root), self.server)
@@ -578,8 +581,8 @@ def test_host_clean_refuses_an_unknown_host_and_waits_for_no_dispatcher(shared):
 
 
 def test_on_the_local_host_too_each_workspace_has_its_own_folder(tmp_path, cli, monkeypatch):
-    """Two workspaces whose local host uses one working folder (as when it moves out of
-    `.datarun/` to a folder of the user's): each has its own folder and runner there."""
+    """Two workspaces whose local host uses one working folder (its default, ~/.datarun-host,
+    is the same for every workspace of a user): each has its own folder and runner there."""
     shared_folder = tmp_path / "local-host"
     kit = make_penguins_kit(tmp_path)
     orgs = {}
@@ -588,14 +591,17 @@ def test_on_the_local_host_too_each_workspace_has_its_own_folder(tmp_path, cli, 
         orgs[name] = Org(tmp_path / name, cli)
         assert orgs[name]("problem", "add", kit).exit_code == 0
     a, b = orgs["a"], orgs["b"]
-    with monkeypatch.context() as patch:
-        patch.setattr(Workspace, "host_dir", lambda self, host: shared_folder)
-        run_both_on(shared_folder, a, b, tmp_path)
-    # By default the local host's folder is in the workspace, and the workspace has its own in it.
+    for org in (a, b):  # the same `workdir` for both (and no sandbox: the tasks leave traces)
+        (org.root / "hosts.toml").write_text(
+            f'[hosts.local]\nexecutor = "local"\nslots = 2\nworkdir = "{shared_folder}"\n'
+            'isolation = "none"\n')
+    run_both_on(shared_folder, a, b, tmp_path)
+    # By default the local host's folder is ~/.datarun-host, the workspace's own folder in it.
     from datarun.executors.local import local_layout
 
+    (a.root / "hosts.toml").write_text('[hosts.local]\nexecutor = "local"\n')
     own = local_layout(Workspace(a.root))
-    assert own.space == a.root / ".datarun" / "hosts" / "local" / "workspaces" / a.id
+    assert own.space == Path.home() / ".datarun-host" / "workspaces" / a.id
 
 
 def run_both_on(shared_folder: Path, a: Org, b: Org, tmp_path: Path) -> None:

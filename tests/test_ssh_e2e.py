@@ -72,7 +72,7 @@ class Remote:
         """Stop the runners datarun started in this workdir (by their recorded pids), then remove it."""
         for pid in runner_pids(self.conn, self.workdir):
             self.conn.run(shlex.join(["kill", str(pid)]))
-        self.conn.run(shlex.join(["rm", "-rf", self.workdir]))
+        self.conn.run(shlex.join(["chmod", "-R", "u+w", self.workdir]) + "; " + shlex.join(["rm", "-rf", self.workdir]))  # data and harness are read-only
         self.conn.close()
 
 

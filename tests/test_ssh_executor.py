@@ -50,7 +50,7 @@ def stop_remote_runner(server, workdir: str, known_hosts: Path) -> None:
             time.sleep(0.1)
         for pid in pids:
             conn.run(shlex.join(["kill", str(pid)]))
-        conn.run(shlex.join(["rm", "-rf", path]))
+        conn.run(shlex.join(["chmod", "-R", "u+w", path]) + "; " + shlex.join(["rm", "-rf", path]))  # data and harness are read-only
     finally:
         conn.close()
 
@@ -237,7 +237,9 @@ def test_a_host_without_that_python(workspace, sshd_a):  # noqa: F811
 
 def test_a_harness_removed_behind_our_back_is_shipped_again(node):
     node.info()
-    node.conn.run(shlex.join(["rm", "-rf", f"{node.workdir}/harness"]))
+    # Read-only once shipped: removing it takes a chmod first.
+    node.conn.run(shlex.join(["chmod", "-R", "u+w", f"{node.workdir}/harness"]) + " && "
+                  + shlex.join(["rm", "-rf", f"{node.workdir}/harness"]))
     with pytest.raises(HostError, match="the harness in .* is gone: run the command again"):
         node.poll(["k1"])
     assert node.poll(["k1"]).tasks["k1"].state == "missing"

@@ -71,6 +71,19 @@ def err_hosts(errors: dict[str, str]) -> None:
         err(message if named else f"host {host}: {message}")
 
 
+def warn_unsandboxed(workspace) -> None:
+    """One line on stderr when a host runs submissions outside the sandbox."""
+    from datarun.errors import DatarunError
+    from datarun.executors.hosts import load_hosts, no_sandbox_warning
+
+    try:
+        line = no_sandbox_warning(load_hosts(workspace.hosts_file))
+    except DatarunError:
+        return  # a bad hosts.toml is reported by the command that needs it
+    if line:
+        err(line)
+
+
 def emit_json(data: Any) -> None:
     """JSON on stdout. Text from tasks and hosts is kept raw here: json.dump escapes every
     control and non-ASCII character (ensure_ascii), so no escape sequence reaches a terminal."""

@@ -47,6 +47,17 @@ def _version(entry: dict | None) -> str:
     return entry["host"] + ("" if entry["same"] else " (differs)")
 
 
+def _sandbox_cell(report: dict) -> str:
+    """"yes (cgroup-v1)", "NO", or "off" for a host that says isolation = "none"."""
+    sandbox = report.get("sandbox")
+    if report.get("isolation") == "none":
+        return "off"
+    if not sandbox:
+        return "-"
+    measured = f" ({report['measured_by']})" if report.get("measured_by") else ""
+    return ("yes" if sandbox.get("ok") else "NO") + measured
+
+
 def check_table(reports: list[dict]):
     """Reports of `check_hosts` in, a rich Table out: one line per host, then what to fix."""
     from datarun.cli.render import Table, add_row
@@ -54,7 +65,7 @@ def check_table(reports: list[dict]):
 
     table = Table(title="Host check")
     for column in ("host", "status", "python", "numpy", "pandas", "sklearn", "psutil", "cpus",
-                   "memory", "disk free", "gpus", "harness", "notes"):
+                   "memory", "disk free", "gpus", "harness", "sandbox", "notes"):
         table.add_column(column)
     for report in reports:
         libraries = report.get("libraries") or {}
@@ -67,7 +78,7 @@ def check_table(reports: list[dict]):
             str(report["cpus"] or "-"), format_size(report["memory"]),
             format_size(report["disk_free"]),
             str(report["gpus"] if report["gpus"] is not None else "-"),
-            report.get("harness") or "-", "; ".join(notes) or "-",
+            report.get("harness") or "-", _sandbox_cell(report), "; ".join(notes) or "-",
         )
     return table
 

@@ -96,19 +96,20 @@ def submission_table(sub: dict, score_names: list[str]) -> Table:
     table.add_column("state")
     for name in score_names:
         table.add_column(f"valid {name}", justify="right")
-    for column in ("train", "valid", "test", "cpu", "memory", "host"):
-        table.add_column(column, justify="right" if column != "host" else "left")
+    for column in ("train", "valid", "test", "cpu", "memory", "measured by", "host"):
+        table.add_column(column, justify="right" if column not in ("host", "measured by") else "left")
     for task in sub["tasks"]:
         valid = task["scores"].get("valid", {})
         state = task["state"] if not task["error_kind"] else f"{task['state']}: {task['error_kind']}"
         add_row(table, str(task["fold"]), state, *[_score(valid.get(n)) for n in score_names],
                       format_duration(task["train_time"]), format_duration(task["valid_time"]),
                       format_duration(task["test_time"]), format_duration(task["cpu_time"]),
-                      format_size(task["peak_memory"]), task["host"] or "-")
+                      format_size(task["peak_memory"]),
+                      (task.get("environment") or {}).get("measured_by") or "-", task["host"] or "-")
     if sub["bagged"].get("valid"):
         table.add_section()
         add_row(table, "bagged", "", *[_score(sub["bagged"]["valid"].get(n)) for n in score_names],
-                      "", "", "", "", "", "")
+                      "", "", "", "", "", "", "")
     return table
 
 
@@ -124,6 +125,10 @@ def status_tables(status: dict) -> list[Table]:
         hosts.add_column(column, justify="left" if column in ("host", "executor", "check") else "right")
     for name, host in status["hosts"].items():
         check = {None: "not checked", True: "ok", False: "NOT OK"}[host["checked_ok"]]
+        if host.get("problem"):
+            check += f": {host['problem']}"
+        if host.get("isolation") == "none":
+            check += " (no sandbox)"
         in_use = f"{host['slots_in_use']}/{host['slots']}"
         if host.get("waiting_on_host"):
             in_use += f" (+{host['waiting_on_host']} waiting)"

@@ -5,7 +5,15 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+from datarun.cli.app import (
+    app,
+    emit_json,
+    err,
+    handled,
+    open_workspace,
+    print_renderable,
+    warn_unsandboxed,
+)
 
 submission_app = typer.Typer(help="List and inspect submissions.", no_args_is_help=True)
 app.add_typer(submission_app, name="submission")
@@ -33,6 +41,7 @@ def submit(
     with handled():
         workspace, db = open_workspace()
         result = submit_core(workspace, db, problem, folder, team, name, event=event, force=force)
+    warn_unsandboxed(workspace)
     if result["created"]:
         from datarun.executors.local import warm_runners
 

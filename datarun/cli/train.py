@@ -12,6 +12,7 @@ from datarun.cli.app import (
     handled,
     open_workspace,
     print_renderable,
+    warn_unsandboxed,
 )
 from datarun.errors import EXIT_FAILED
 
@@ -51,6 +52,7 @@ def train(
     with handled():
         limits = _limits(wall_time, cpu_time, memory)
         workspace, db = open_workspace()
+        warn_unsandboxed(workspace)
         with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
                       console=console, transient=False, disable=json_out) as progress:

@@ -103,6 +103,17 @@ class Dispatcher(Collecting):
         self.unusable = {
             name for name, ok in db.execute("SELECT name, ok FROM hosts").fetchall() if ok == 0
         } if "hosts" in db.table_names() else set()
+        # Why a host gets no tasks, when it is not its last check: a local host that
+        # cannot sandbox (an SSH host's is found by `host check`, or fails its tasks).
+        self.unusable_reasons: dict[str, str] = {}
+        for name, host in hosts.items():
+            if host.executor == "local":
+                from datarun.executors.local import sandbox_problem
+
+                problem = sandbox_problem(host)
+                if problem:
+                    self.unusable.add(name)
+                    self.unusable_reasons[name] = problem
 
     # -- plumbing ---------------------------------------------------------------------------
     def executor(self, name: str):

@@ -24,6 +24,7 @@ ERROR_KINDS = {
     "import_error", "fit_error", "predict_error", "bad_predictions", "timeout",
     "memory_limit", "cpu_limit", "host_lost", "harness_error", "cancelled",
 }
+MEASURED_BY = ("cgroup-v1", "cgroup-v2", "procfs")
 NUMBER_FIELDS = ("train_time", "valid_time", "test_time", "wall_time", "cpu_time", "peak_memory",
                  "started_at", "finished_at")
 
@@ -129,6 +130,11 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
     if not isinstance(environment, dict):
         raise ResultRejected("result.json environment is not an object")
     environment = {str(k)[:40]: str(v)[:200] for k, v in list(environment.items())[:30]}
+    # How the harness measured the task and whether it ran sandboxed, kept with where it ran.
+    if data.get("measured_by") in MEASURED_BY:
+        environment["measured_by"] = data["measured_by"]
+    if data.get("isolation") in ("sandbox", "none"):
+        environment["isolation"] = data["isolation"]
     measures = {field: _number(data.get(field), field) for field in NUMBER_FIELDS}
     result = TaskResult(
         state=state,

@@ -22,7 +22,16 @@ def workspace_status(workspace, db) -> dict:
         "SELECT host, state, count(*) FROM tasks WHERE host IS NOT NULL GROUP BY host, state"
     ):
         hosts_used.setdefault(host, dict.fromkeys(STATES, 0))[state] = count
-    checks = {row[0]: row[1] for row in db.execute("SELECT name, ok FROM hosts")}
+    import json
+
+    checks, host_problems = {}, {}
+    for name, ok, report in db.execute("SELECT name, ok, report FROM hosts"):
+        checks[name] = ok
+        try:
+            found = json.loads(report or "{}").get("problems") or []
+        except ValueError:
+            found = []
+        host_problems[name] = found[0] if found and not ok else None
     hosts = {}
     for name, host in load_hosts(workspace.hosts_file).items():
         counts = hosts_used.get(name, dict.fromkeys(STATES, 0))
@@ -35,6 +44,9 @@ def workspace_status(workspace, db) -> dict:
             "done": counts["done"],
             "failed": counts["failed"],
             "checked_ok": None if name not in checks else bool(checks[name]),
+            # Why its last check found it unusable (e.g. it cannot sandbox): it gets no tasks.
+            "problem": host_problems.get(name),
+            "isolation": host.isolation,
         }
     from datarun.store.db import workspace_id
 

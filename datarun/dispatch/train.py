@@ -7,7 +7,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 from datarun.dispatch.dispatcher import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
-from datarun.dispatch.schedule import selection
+from datarun.dispatch.schedule import any_queued, selection
 from datarun.errors import Busy, UsageError
 from datarun.executors.hosts import load_hosts
 
@@ -120,13 +120,16 @@ def train(workspace, db, problem: str | None = None, submission: int | None = No
                 if counts["queued"] + counts["running"] == 0:
                     break
                 if counts["running"] == 0 and all(
-                        lane.failures >= GIVE_UP_FAILURES for lane in dispatcher.lanes.values()):
+                        lane.failures >= GIVE_UP_FAILURES or name in dispatcher.unusable
+                        for name, lane in dispatcher.lanes.items()):
                     break  # no host takes work: say so rather than spin
                 dispatcher.wait(POLL_INTERVAL)
         finally:
             dispatcher.close()
     errors = {name: dispatcher.last_error[name] for name in dispatcher.failing_since
               if name in dispatcher.last_error}
+    if counts["queued"]:
+        errors.update(dispatcher.unusable_reasons)
     return {"tasks": len(selected), "wall_time": time.time() - started, **counts,
             "requeued": len(report.requeued), "late": len(report.late), "host_errors": errors}
 
@@ -141,6 +144,9 @@ def dispatch_once(workspace, db, limits: Limits | None = None, max_attempts: int
             report = dispatcher.run_pass()
         finally:
             dispatcher.close()
+    errors = dict(report.host_errors)
+    if dispatcher.unusable_reasons and any_queued(db, None, None):
+        errors.update(dispatcher.unusable_reasons)
     return {"collected": len(report.collected), "launched": len(report.launched),
             "requeued": len(report.requeued), "late": len(report.late),
-            "scored_submissions": report.scored_submissions, "host_errors": report.host_errors}
+            "scored_submissions": report.scored_submissions, "host_errors": errors}

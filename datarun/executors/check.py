@@ -2,7 +2,9 @@
 
 A check connects (reachability, authentication, host key), ships the harness if the host
 lacks it, and asks the harness's `info` what the host has: Python, numpy / pandas /
-scikit-learn / psutil versions, cores, memory, free disk in the workdir, GPUs. Versions
+scikit-learn / psutil versions, cores, memory, free disk in the workdir, GPUs, whether a
+sandboxed task starts there (a host that cannot sandbox is not ok unless it says
+`isolation = "none"`) and how task memory is measured (a cgroup or /proc). Versions
 are compared with the organiser's, since a different scikit-learn can change scores. Its
 `usage` tells how the workdir is shared: how many other workspaces have a folder there
 and how much disk they hold (counts and sizes only), beside this workspace's own.
@@ -68,14 +70,21 @@ def blank_report(host: Host) -> dict:
         "checked_at": time.time(), "ok": False, "connected": False, "host_key": None,
         "python": None, "libraries": {}, "cpus": None, "memory": None, "disk_free": None,
         "gpus": None, "gpu_names": [], "harness": None, "problems": [], "warnings": [],
-        "install": None, "sharing": None,
+        "install": None, "sharing": None, "isolation": host.isolation, "sandbox": None,
+        "measured_by": None,
     }
 
 
 def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
     """Fill the report from the harness's `info` and decide whether the host is usable."""
     report.update({key: info.get(key) for key in ("python", "cpus", "memory", "disk_free", "gpus",
-                                                  "harness")})
+                                                  "harness", "sandbox", "measured_by")})
+    sandbox = info.get("sandbox") or {"ok": False, "reason": "the harness did not say"}
+    if host.isolation == "sandbox" and not sandbox.get("ok"):
+        report["problems"].append(f"cannot sandbox tasks, so it gets none: {sandbox.get('reason')}")
+    elif host.isolation == "none":
+        report["warnings"].append('isolation = "none": submissions there can read everything '
+                                  "the host's user can")
     python = info.get("python") or "0"
     version = tuple(int(part) for part in python.split(".")[:2] if part.isdigit())
     if version < MIN_PYTHON:

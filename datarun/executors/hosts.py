@@ -15,7 +15,12 @@ from datarun.sizes import parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EXECUTORS = ("local", "ssh")
-ISOLATIONS = ("none", "user")
+ISOLATIONS = ("sandbox", "none")
+# "user", the root-only isolation of earlier versions, now means the sandbox (which needs
+# no root); accepted so that old hosts.toml files keep their meaning, and shown as "sandbox".
+ISOLATION_ALIASES = {"user": "sandbox"}
+NO_SANDBOX_WARNING = ('warning: host {names} {verb} isolation = "none": submissions there can read '
+                      "everything the host's user can (other teams' code, labels, keys)")
 HOST_KEYS = {
     "executor", "address", "port", "user", "identity", "workdir", "python", "slots",
     "threads", "memory", "gpus", "tags", "isolation", "connect_timeout", "command_timeout",
@@ -40,7 +45,7 @@ class Host:
     memory: int | None = None  # bytes, the cap for all the host's slots together
     gpus: int = 0
     tags: tuple[str, ...] = field(default_factory=tuple)
-    isolation: str = "none"
+    isolation: str = "sandbox"
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
 
@@ -102,12 +107,13 @@ def parse_host(name: str, table: dict) -> Host:
             raise UsageError(f"hosts.toml: [hosts.{name}] tags must be a list of strings")
         values["tags"] = tuple(tags)
     if "isolation" in table:
-        if table["isolation"] not in ISOLATIONS:
+        isolation = ISOLATION_ALIASES.get(table["isolation"], table["isolation"])
+        if isolation not in ISOLATIONS:
             raise UsageError(
                 f"hosts.toml: [hosts.{name}] isolation must be one of {', '.join(ISOLATIONS)}, "
                 f"got {table['isolation']!r}"
             )
-        values["isolation"] = table["isolation"]
+        values["isolation"] = isolation
     if executor == "ssh" and not values.get("address"):
         raise UsageError(f"hosts.toml: [hosts.{name}] is an ssh host and needs an address")
     return Host(**values)
@@ -129,6 +135,14 @@ def load_hosts(path: Path) -> dict[str, Host]:
     if not isinstance(tables, dict):
         raise UsageError(f"{path.name}: 'hosts' must be a table of [hosts.NAME] tables")
     return {name: parse_host(name, table) for name, table in tables.items()}
+
+
+def no_sandbox_warning(hosts: dict[str, Host]) -> str | None:
+    """The one warning line `submit` and `train` print when some host runs tasks unsandboxed."""
+    names = sorted(name for name, host in hosts.items() if host.isolation == "none")
+    if not names:
+        return None
+    return NO_SANDBOX_WARNING.format(names=", ".join(names), verb="says" if len(names) == 1 else "say")
 
 
 def get_host(hosts: dict[str, Host], name: str) -> Host:

@@ -13,22 +13,44 @@ from datarun.executors.base import PollReport, SyncResult, poll_report
 from datarun.executors.hosts import DEFAULT_PYTHON
 from datarun.remote import ops
 from datarun.remote.archive import refusal
-from datarun.remote.common import Layout
+from datarun.remote.common import Layout, make_read_only
 from datarun.remote.sync import sync as remote_sync
 
 RESULT_FILES = ("result.json", "output.log")
 WARM_SWITCH = "DATARUN_WARM_RUNNER"  # "0" leaves the runner to start with training
 
 
+def local_workdir(host) -> Path:
+    """The local host's working folder: `workdir` of hosts.toml (default ~/.datarun-host),
+    outside the workspace, so nothing of the organiser's state lies below a task."""
+    return Path(host.workdir).expanduser().absolute()
+
+
 def local_layout(workspace, host_name: str = "local") -> Layout:
     """The working folder of a local host, as this workspace sees it (its own folder in it)."""
-    return Layout(workspace.host_dir(host_name), workspace.id)
+    from datarun.executors.hosts import Host, load_hosts
+
+    host = load_hosts(workspace.hosts_file).get(host_name) or Host(name=host_name)
+    return Layout(local_workdir(host), workspace.id)
+
+
+def sandbox_problem(host) -> str | None:
+    """Why a local host that sandboxes its tasks cannot, or None (a sandboxed child is
+    tried for real: a few milliseconds)."""
+    if host.isolation != "sandbox":
+        return None
+    from datarun.remote.sandbox import probe
+
+    answer = probe()
+    if answer["ok"]:
+        return None
+    return f"host {host.name} cannot sandbox tasks, so it gets none: {answer['reason']}"
 
 
 class LocalExecutor:
     def __init__(self, workspace, host):
         self.host = host
-        self.layout = local_layout(workspace, host.name)
+        self.layout = Layout(local_workdir(host), workspace.id)
         self.workdir = self.layout.root
         self.space = self.layout.space_id
         self.layout.make()  # WORKDIR 0700: the host's other users see none of it
@@ -45,6 +67,7 @@ class LocalExecutor:
             # A copy, not hard links: a task writing to its data must not reach the blob store.
             shutil.copytree(folder, tmp)
             (tmp / ".complete").touch()
+            make_read_only(tmp)
             os.replace(tmp, target)
 
     def launch(self, bundles: list[Path]) -> dict[str, str]:
@@ -82,8 +105,7 @@ class LocalExecutor:
 
     @property
     def python(self) -> str | None:
-        """The runner's interpreter: this one, unless hosts.toml names another for the local host
-        (an isolated local host needs a Python its task users may run)."""
+        """The runner's interpreter: this one, unless hosts.toml names another for the local host."""
         return None if self.host.python == DEFAULT_PYTHON else self.host.python
 
     def start(self) -> None:
@@ -168,7 +190,7 @@ def warm_runners(workspace) -> list[str]:
     starts. `datarun submit` calls this so that second passes while the organiser types
     the next command, not at the start of `datarun train`. Best effort: a runner that
     cannot start here is reported by the dispatcher that needs it. An idle runner exits
-    after a minute. Isolated hosts are left to the dispatcher.
+    after a minute.
     """
     if os.environ.get(WARM_SWITCH, "1") == "0":
         return []
@@ -182,9 +204,7 @@ def warm_runners(workspace) -> list[str]:
         return []
     started = []
     for host in hosts.values():
-        # An isolated host's runner must be started by whoever trains (root, to switch its
-        # tasks to their own users), not by the user or web board that submits.
-        if host.executor != "local" or host.isolation != "none":
+        if host.executor != "local":
             continue
         executor = LocalExecutor(workspace, host)
         try:

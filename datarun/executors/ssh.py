@@ -241,13 +241,21 @@ class SSHExecutor:
                 self._check_room(2 * archive.stat().st_size, free)
                 upload = self._upload_path("harness")
                 self.conn.put(archive, upload)
-                # The harness cannot unpack itself: plain tar, then `.complete` last.
+                # The harness cannot unpack itself: plain tar into a folder of this upload's
+                # own, `.complete` last, read-only (nothing running as the host's user
+                # rewrites it), then renamed into place; if another upload got there first,
+                # ours goes.
+                unpacked = f"{self.harness_dir()}.{uuid.uuid4().hex[:8]}.tmp"
                 result = self.conn.run(shell_and(
-                    ["mkdir", "-p", self.harness_dir()],
-                    ["tar", "-xf", upload, "-C", self.harness_dir()],
+                    ["mkdir", "-p", unpacked],
+                    ["tar", "-xf", upload, "-C", unpacked],
                     ["rm", "-f", upload],
-                    ["touch", f"{self.harness_dir()}/.complete"],
-                ))
+                    ["touch", f"{unpacked}/.complete"],
+                    ["chmod", "-R", "a-w", unpacked],
+                ) + " && { " + shlex.join(["mv", "-T", unpacked, self.harness_dir()]) + " 2>/dev/null"
+                    + " || { " + shlex.join(["chmod", "-R", "u+w", unpacked]) + "; "
+                    + shlex.join(["rm", "-rf", unpacked]) + "; " + shlex.join(["test", "-e", f"{self.harness_dir()}/.complete"])
+                    + "; }; }")
                 if result.status != 0:
                     raise self._fail(result, "unpacking the harness")
                 self._present.add(self.harness_dir())

@@ -15,7 +15,7 @@ import tarfile
 import uuid
 from pathlib import Path, PurePosixPath
 
-from .common import KEY_PATTERN, HarnessError, Layout
+from .common import KEY_PATTERN, HarnessError, Layout, make_read_only
 
 TOP_FOLDERS = ("tasks", "data")
 
@@ -107,6 +107,7 @@ def unpack(layout: Layout, archive: Path) -> dict:
                     continue
                 _extract_group(tar, members, final, replace=True)  # a half-written one
                 (final / ".complete").touch()
+                make_read_only(final)
                 result["data"].append(name)
             else:
                 final = layout.task(name)

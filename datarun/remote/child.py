@@ -4,8 +4,10 @@ The runner forks once per task, so the child starts with numpy, pandas, scikit-l
 the data set already in memory (copy-on-write) and pays no import cost. The child puts
 itself in its own session, so the runner can kill its whole tree with one killpg, caps its
 address space as a backstop (the runner's tree watchdog is the real memory limit), sends
-its output into the runner's pipe, and reports phase times and any error in a small file.
-It never returns into the runner's loop: it always ends in os._exit.
+its output into the runner's pipe, and sends phase notes, its report and its predictions
+over a second pipe (channel.py): the runner writes every result file itself. Sandboxed
+(sandbox.py), the labels it must not see are scrubbed from its memory first. It never
+returns into the runner's loop: it always ends in os._exit.
 """
 
 import json
@@ -16,11 +18,10 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import channel
 from .common import tail_text
 from .workflows import WORKFLOWS, PhaseClock, TaskFailure
 
-CHILD_REPORT = ".child.json"
-PHASE_FILE = ".phase"
 # Room above the memory limit before RLIMIT_AS turns allocations into MemoryError.
 ADDRESS_SPACE_SLACK = 512 * 1024**2
 
@@ -29,7 +30,6 @@ class DataSet:
     """A prepared data set (docs/PROTOCOL.md), loaded once by the runner per data hash."""
 
     def __init__(self, folder: Path):
-        import numpy as np
         import pandas as pd
 
         self.folder = folder
@@ -42,7 +42,7 @@ class DataSet:
             return
         self.X_train = self._table(folder, "X_train", pd)
         self.X_test = self._table(folder, "X_test", pd)
-        self.y_train = np.load(folder / "y_train.npy", allow_pickle=False)
+        self.y_train = _read_labels(folder / "y_train.npy")
         if len(self.y_train) != len(self.X_train):
             raise ValueError(f"data set {folder.name}: {len(self.X_train)} rows in X_train but "
                              f"{len(self.y_train)} in y_train")
@@ -96,30 +96,120 @@ def _stop_worker_pools() -> None:
             pass
 
 
-def _save(folder: Path, predictions: dict) -> None:
+def _read_labels(path: Path):
+    """y_train.npy read straight into its array: no buffered copy of the labels is left
+    behind in freed memory for a task to find (see scrub_labels)."""
     import numpy as np
 
-    for split, pred in predictions.items():
-        np.save(folder / f"y_pred_{split}.npy", np.ascontiguousarray(pred, dtype=np.float64),
-                allow_pickle=False)
+    with open(path, "rb", buffering=0) as handle:
+        return np.lib.format.read_array(handle, allow_pickle=False)
 
 
-def _report(folder: Path, clock: PhaseClock, kind: str | None, error: str | None) -> None:
+class TaskData:
+    """What one task's workflow is handed: features, the labels of its fit rows, its fold."""
+
+    def __init__(self, data: "DataSet", train_idx):
+        self.train_idx = train_idx
+        self.ramp = getattr(data, "ramp", None)
+        if self.ramp is None:
+            self.X_train, self.X_test = data.X_train, data.X_test
+            self.y_fit = data.y_train[train_idx]  # a copy: fancy indexing
+
+
+def _blank(values) -> None:
+    """Overwrite an array's contents in place (in this process's copy-on-write pages)."""
+    import numpy as np
+
+    if not isinstance(values, np.ndarray) or not values.size:
+        return
+    if values.dtype.kind == "O":
+        values[...] = None
+    elif values.flags.c_contiguous:
+        values.reshape(-1).view(np.uint8)[:] = 0
+    else:
+        values[...] = np.zeros((), dtype=values.dtype)
+
+
+def _blank_labels(y) -> None:
+    import numpy as np
+
+    if isinstance(y, np.ndarray):
+        _blank(y)
+    elif isinstance(y, list):
+        y[:] = [None] * len(y)
+    elif hasattr(y, "to_numpy"):  # a pandas Series or DataFrame: its blocks, in place
+        for block in getattr(getattr(y, "_mgr", None), "arrays", []) or []:
+            _blank(block)
+
+
+def _visible_ramp_labels(y, train_idx):
+    """A copy of a RAMP kit's y_train holding only the labels of the fit rows."""
+    import numpy as np
+
+    if isinstance(y, np.ndarray):
+        visible = np.empty_like(y) if y.dtype.kind == "O" else np.zeros_like(y)
+        visible[train_idx] = y[train_idx]
+        return visible
+    if isinstance(y, list):
+        keep = set(int(i) for i in train_idx)
+        return [value if i in keep else None for i, value in enumerate(y)]
+    if hasattr(y, "iloc"):
+        visible = y.copy()
+        mask = np.ones(len(y), dtype=bool)
+        mask[train_idx] = False
+        visible.iloc[mask] = None
+        return visible
+    return y
+
+
+def scrub_labels(task_data: TaskData, data: "DataSet", cache: dict) -> None:
+    """Before any submission code runs: the labels this task must not see are gone from
+    its memory. It keeps a copy of its fit rows' labels (TaskData); the full y arrays of
+    its data set and of every other data set the runner holds are overwritten in place
+    (the child inherited them through fork, so `del` would leave their bytes to be found),
+    and the other data sets are dropped."""
+    if task_data.ramp is not None:
+        original = task_data.ramp.y_train
+        task_data.ramp.y_train = _visible_ramp_labels(original, task_data.train_idx)
+        _blank_labels(original)
+    else:
+        _blank_labels(data.y_train)
+    for other in list(cache.values()):
+        if other is data:
+            continue
+        ramp = getattr(other, "ramp", None)
+        _blank_labels(ramp.y_train if ramp is not None else getattr(other, "y_train", None))
+    cache.clear()
+
+
+def _send_phase(fd: int):
+    def note(phase: str) -> None:
+        channel.send(fd, b"P", phase.encode()[: channel.PHASE_CAP])
+    return note
+
+
+def _report(fd: int, clock: PhaseClock, kind: str | None, error: str | None) -> None:
     report = {
         "train_time": clock.times.get("train"), "valid_time": clock.times.get("valid"),
         "test_time": clock.times.get("test"), "error_kind": kind, "error": error,
     }
-    tmp = folder / (CHILD_REPORT + ".tmp")
-    tmp.write_text(json.dumps(report))
-    os.replace(tmp, folder / CHILD_REPORT)
+    channel.send(fd, b"R", json.dumps(report).encode()[: channel.REPORT_CAP])
 
 
-def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds: list[int],
-              jail: dict | None = None) -> None:
-    """Run one task in this freshly forked process; never returns.
+def _join_cgroup(files: list[str]) -> None:
+    for path in files:
+        with open(path, "w") as handle:
+            handle.write("0")
 
-    `jail` ({"path", "workdir", "uid"}) runs it isolated (see isolation.py): the task then
-    works in its jail, seen as /tmp, and everything it writes lands there.
+
+def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, result_fd: int,
+              close_fds: list[int], launch: dict) -> None:
+    """Run one task in this freshly forked process (A); never returns.
+
+    `launch`: {"plan": the sandbox plan or None for isolation "none", "seat_uid": the
+    task's uid outside its sandbox (root runner) or None, "cgroup": cgroup.procs files to
+    join, "cache": the runner's data sets by hash}. Sandboxed, the task runs in C, two
+    forks below (sandbox.py), and sees its folder as /task.
     """
     code = 1
     try:
@@ -137,12 +227,28 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        if jail is not None:
-            from .isolation import enter, task_disk, task_processes
+        for stream in (sys.stdout, sys.stderr):  # a line printed is a line kept, crash or not
+            try:
+                stream.reconfigure(line_buffering=True)
+            except (AttributeError, ValueError):
+                pass
+        _join_cgroup(launch.get("cgroup") or [])
+        import numpy as np
 
-            enter(Path(jail["path"]), Path(jail["workdir"]), int(jail["uid"]),
-                  task_processes(task), task_disk(task))
-            folder = Path("/tmp")
+        train_idx = np.load(folder / "train_idx.npy", allow_pickle=False)
+        task_data = TaskData(data, train_idx)
+        the_plan = launch.get("plan")
+        if the_plan is not None:
+            from . import sandbox
+
+            scrub_labels(task_data, data, launch.get("cache") or {})
+            del data
+            files = sandbox.snapshot(str(folder))
+            sandbox.enter(the_plan, files, sandbox.task_disk(task), sandbox.task_processes(task),
+                          sandbox.task_environment(int(task.get("threads") or 1)),
+                          launch.get("seat_uid"),
+                          lambda pid, init: channel.send(result_fd, b"C", f"{pid} {init}".encode()))
+            folder = Path(sandbox.TASK_DIR)
         else:
             os.chdir(folder)
             _limit_file_size(task)
@@ -150,12 +256,12 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds
         # The runner sized the pools before forking (same thread count): 12 ms saved a task.
         if os.environ.get("OMP_NUM_THREADS") != str(int(task.get("threads") or 1)):
             _limit_thread_pools(int(task.get("threads") or 1))
-        clock = PhaseClock(folder / PHASE_FILE)
+        clock = PhaseClock(_send_phase(result_fd))
         kind = error = None
         try:
             workflow = WORKFLOWS[task.get("workflow", "estimator")]
-            predictions = workflow(task, data, folder, clock)
-            clock.run("save", lambda: _save(folder, predictions))
+            predictions = workflow(task, task_data, folder, clock)
+            clock.run("save", lambda: _save(result_fd, predictions))
             code = 0
         except TaskFailure as failure:
             kind, error = failure.kind, failure.text
@@ -164,7 +270,7 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds
         except BaseException:
             kind, error = "harness_error", tail_text(traceback.format_exc())
         _stop_worker_pools()
-        _report(folder, clock, kind, error)
+        _report(result_fd, clock, kind, error)
     except BaseException:
         try:
             sys.stderr.write(traceback.format_exc())
@@ -177,3 +283,8 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, close_fds
             except BaseException:
                 pass
         os._exit(code)
+
+
+def _save(fd: int, predictions: dict) -> None:
+    for split, pred in predictions.items():
+        channel.send_array(fd, b"T" if split == "train" else b"E", pred)

@@ -115,6 +115,17 @@ def private_folder(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+def make_read_only(folder: Path) -> None:
+    """Files 0444 and folders 0555 under FOLDER (a data set, the harness), once shipped:
+    nothing that runs as the host's user rewrites them by mistake or on purpose."""
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o444)
+        os.chmod(root, 0o555)
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

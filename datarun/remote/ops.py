@@ -61,7 +61,8 @@ def _gpus() -> int:
 
 
 def info(workdir: str | os.PathLike, space: str | None = None) -> dict:
-    """What this host offers: Python, cores, memory, disk, GPUs and library versions."""
+    """What this host offers: Python, cores, memory, disk, GPUs, library versions, and
+    whether its tasks can be sandboxed."""
     root = Layout(workdir, space).root
     existing = root
     while not existing.exists() and existing != existing.parent:
@@ -72,6 +73,10 @@ def info(workdir: str | os.PathLike, space: str | None = None) -> dict:
     except AttributeError:
         usable_cpus = os.cpu_count()
     required = ("numpy", "pandas", "sklearn", "psutil")
+    from .accounting import Cgroups
+    from .sandbox import probe
+
+    cgroups = Cgroups.detect()
     return {
         "python": platform.python_version(), "executable": sys.executable,
         "platform": platform.platform(), "hostname": socket.gethostname(),
@@ -81,7 +86,19 @@ def info(workdir: str | os.PathLike, space: str | None = None) -> dict:
         "joblib": versions["joblib"], "threadpoolctl": versions["threadpoolctl"],
         "missing": [name for name in required if versions[name] is None],
         "harness": HARNESS_VERSION, "workdir": str(root),
+        # Whether tasks can run sandboxed here (a sandboxed child is tried for real), and
+        # how their memory and CPU time are measured.
+        "sandbox": probe(), "user_namespaces": _max_user_namespaces(),
+        "measured_by": cgroups.method if cgroups is not None else "procfs",
     }
+
+
+def _max_user_namespaces() -> int | None:
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return None
 
 
 def accept(workdir: str | os.PathLike, archive: str | os.PathLike, space: str | None = None) -> dict:
@@ -107,12 +124,22 @@ def _package_root() -> tuple[str, Path]:
     return name, root
 
 
+# What the runner keeps of the environment that started it: the shell that ran `train`
+# may hold tokens and agent sockets, and every task inherits the runner's memory.
+RUNNER_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+                      "PYTHONPATH", "PYTHONHASHSEED", "VIRTUAL_ENV", "DATARUN_CGROUPS")
+
+
+def runner_environment(source) -> dict[str, str]:
+    return {name: source[name] for name in RUNNER_ENVIRONMENT if name in source}
+
+
 def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0,
                  python: str | None = None, space: str | None = None) -> dict:
     """Start the workspace's runner detached unless one is alive; wait until it holds the folder.
 
-    `python` runs it on another interpreter than this one (isolated tasks need one that
-    their users may execute, for joblib's worker processes)."""
+    `python` runs it on another interpreter than this one. Its environment is
+    RUNNER_ENVIRONMENT of this one, and nothing else."""
     if int(slots) < 1 or int(threads) < 1:
         raise HarnessError(f"slots and threads must be at least 1, got {slots} and {threads}")
     layout = Layout(workdir, space).make()
@@ -121,10 +148,10 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
         return {"pid": current.get("pid"), "started": False}
     checked = time.time()
     package, root = _package_root()
-    env = dict(os.environ)
     # Imported here, not at the top: every other command starts faster without it.
     from .startup import thread_environment
 
+    env = runner_environment(os.environ)
     env.update(thread_environment(threads))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
     command = [python or sys.executable, "-m", package, "serve", str(layout.root), "--slots",
@@ -262,6 +289,12 @@ def cancel(workdir: str | os.PathLike, keys: list[str], space: str | None = None
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        init = status.get("init")  # a sandboxed task's namespace dies with its init
+        if still_the_process(init, status.get("init_start")):
+            try:
+                os.kill(init, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         write_result(folder, failed_result(
             key, "cancelled", "cancelled by the organiser", status.get("started_at")))
         (folder / "status.json").unlink(missing_ok=True)
@@ -279,6 +312,15 @@ def still_the_task(pid, pid_start) -> bool:
     if isinstance(pid_start, bool) or not isinstance(pid_start, int):
         return False
     return process_start(pid) == pid_start and process_group(pid) == pid
+
+
+def still_the_process(pid, pid_start) -> bool:
+    """Whether `pid` still has the start time recorded for it (not a reused pid)."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 1:
+        return False
+    if isinstance(pid_start, bool) or not isinstance(pid_start, int):
+        return False
+    return process_start(pid) == pid_start
 
 
 def log(workdir: str | os.PathLike, key: str, space: str | None = None) -> dict:

@@ -22,7 +22,9 @@ import time
 import traceback
 from pathlib import Path
 
-from . import isolation
+from . import sandbox
+from .accounting import Cgroups
+from .channel import Receiver
 from .common import (
     Layout,
     claim,
@@ -40,8 +42,9 @@ TICK = 0.05  # seconds between tree samples
 HEARTBEAT = 1.0
 EXIT_GRACE = 2.0  # how long a finished task's leftover processes may take to exit
 DATA_CACHE_SIZE = 4
-REPORT_CAP = 64 * 1024  # bytes of a task's own notes read back from its jail
-PREDICTIONS_CAP = 4 * 1024**3
+PREDICTIONS_CAP = 4 * 1024**3  # bytes of one prediction file when the data set does not say
+
+
 def log(message: str) -> None:
     now = time.time()
     stamp = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
@@ -67,7 +70,10 @@ class Runner:
         self.by_fd: dict[int, TaskRun] = {}
         self.data: dict[str, object] = {}
         self.stopping = False
-        self.protected = False  # WORKDIR made private for isolated tasks
+        self.plan: dict | None = None  # what of the host sandboxed tasks see: made once
+        self.hidden = [str(_package_root())]
+        self.cgroups = Cgroups.detect()
+        self.seats = sandbox.seat_uids(self.slots)  # root: each task a uid of its own
         self.environment = environment()
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
@@ -159,7 +165,7 @@ class Runner:
                 continue
             try:
                 self._launch(key)
-            except isolation.IsolationError as error:
+            except sandbox.SandboxError as error:
                 log(f"task {key}: {error}")
                 write_result(self.layout.task(key), failed_result(key, "harness_error", str(error)))
             except Exception:
@@ -196,39 +202,58 @@ class Runner:
         if workflow not in WORKFLOWS:
             raise RuntimeError(f"unknown workflow {workflow!r} (this harness knows "
                                f"{', '.join(sorted(WORKFLOWS))})")
+        isolation = sandbox.mode(task)
         data = self._dataset(task["data"])
-        jail = seat = None
-        if isolation.wanted(task):
-            isolation.require_root()
-            if not self.protected:
-                # The workspace's jails are its own; the whole WORKDIR (every workspace's
-                # tasks, the shared data) is what the task must not reach.
-                isolation.protect_workdir(self.layout.space)
-                os.chmod(self.layout.root, 0o700)
-                self.protected = True
-            taken = {run.seat for run in self.running.values()}
-            seat = min(set(range(len(self.running) + 1)) - taken)
-            uid = isolation.TASK_UID_BASE + seat
-            path = isolation.make_jail(self.layout.space, key, folder, uid, isolation.task_disk(task))
-            jail = {"path": str(path), "workdir": str(self.layout.root), "uid": uid}
+        launch: dict = {"plan": None, "seat_uid": None, "cgroup": [], "cache": self.data}
+        seat = None
+        if isolation == "sandbox":
+            if self.plan is None:
+                answer = sandbox.probe()  # once per runner: a few milliseconds
+                if not answer["ok"]:
+                    raise sandbox.SandboxError(f"this host cannot sandbox tasks: {answer['reason']}")
+                self.plan = sandbox.plan(self.hidden, [str(self.layout.root)])
+            launch["plan"] = self.plan
+            if self.seats:
+                taken = {run.seat for run in self.running.values()}
+                seat = min(set(range(len(self.running) + 1)) - taken)
+                launch["seat_uid"] = sandbox.TASK_UID_BASE + seat
+        group = None
+        if self.cgroups is not None:
+            limits = task.get("limits") or {}
+            group = self.cgroups.make(key, limits.get("memory"), sandbox.task_processes(task))
+            launch["cgroup"] = group.join_files()
         try:
-            self._fork(key, folder, task, data, jail, seat)
+            self._fork(key, folder, task, data, launch, group, seat)
         except BaseException:
-            if jail:
-                isolation.remove_jail(Path(jail["path"]))
+            if group is not None:
+                group.remove()
             raise
 
-    def _fork(self, key: str, folder: Path, task: dict, data, jail: dict | None,
+    def _prediction_caps(self, task: dict, data) -> dict[str, int]:
+        width = len(task.get("classes") or []) or 1
+        ramp = getattr(data, "ramp", None)
+        try:
+            if ramp is not None:
+                rows = {"train": int(ramp.meta["n_train"]), "test": int(ramp.meta["n_test"])}
+            else:
+                rows = {"train": len(data.X_train), "test": len(data.X_test)}
+        except (KeyError, TypeError, ValueError):
+            return {"train": PREDICTIONS_CAP, "test": PREDICTIONS_CAP}
+        return {split: 8 * n * width for split, n in rows.items()}
+
+    def _fork(self, key: str, folder: Path, task: dict, data, launch: dict, group,
               seat: int | None) -> None:
         from .child import run_child
 
         read_fd, write_fd = os.pipe()
+        result_r, result_w = os.pipe()
+        receiver = Receiver(folder, self._prediction_caps(task, data))
         # Objects the runner holds move out of the collector's sight: a task's garbage
         # collections then never touch (and copy-on-write) the runner's inherited heap.
         gc.freeze()
         sys.stdout.flush()
         sys.stderr.flush()
-        close = [self.lock_fd, read_fd, self.wake_r, self.wake_w, *self.by_fd]
+        close = [self.lock_fd, read_fd, result_r, self.wake_r, self.wake_w, *self.by_fd]
         if self.wake_fifo is not None:
             close.append(self.wake_fifo)
         try:
@@ -238,14 +263,17 @@ class Runner:
         pid = os.fork()
         if pid == 0:  # the child never comes back from run_child
             signal.set_wakeup_fd(-1)
-            run_child(folder, task, data, write_fd, close, jail)
+            run_child(folder, task, data, write_fd, result_w, close, launch)
         gc.unfreeze()  # the runner's own garbage stays collectable
         os.close(write_fd)
+        os.close(result_w)
         os.set_blocking(read_fd, False)
-        run = TaskRun(key, folder, task, pid, read_fd, Path(jail["path"]) if jail else None, seat)
+        os.set_blocking(result_r, False)
+        run = TaskRun(key, folder, task, pid, read_fd, result_r, receiver, group, seat)
         self.running[key] = run
-        self.by_fd[read_fd] = run
-        self.selector.register(read_fd, selectors.EVENT_READ)
+        for fd in (read_fd, result_r):
+            self.by_fd[fd] = run
+            self.selector.register(fd, selectors.EVENT_READ)
         self._write_status(run)
         log(f"task {key}: started as pid {pid}")
 
@@ -258,14 +286,24 @@ class Runner:
         except (BlockingIOError, InterruptedError):
             return
         if not chunk:  # every writer closed its end
-            self.selector.unregister(fd)
-            del self.by_fd[fd]
-            os.close(fd)
-            if run is not None:
-                run.output_fd = -1
+            self._close_stream(fd, run)
             return
-        if run is not None:
+        if run is None:
+            return
+        if fd == run.result_fd:
+            run.receiver.feed(chunk)
+        else:
             run.output.add(chunk)
+
+    def _close_stream(self, fd: int, run: TaskRun | None) -> None:
+        self.selector.unregister(fd)
+        self.by_fd.pop(fd, None)
+        os.close(fd)
+        if run is not None:
+            if fd == run.output_fd:
+                run.output_fd = -1
+            elif fd == run.result_fd:
+                run.result_fd = -1
 
     def _owner(self, pid: int) -> TaskRun | None:
         try:
@@ -277,7 +315,15 @@ class Runner:
                 return run
         return None
 
+    def _pump_results(self) -> None:
+        """Read what the result pipes hold now: a sandboxed task's pid arrives there before
+        the process that announced it can be reaped."""
+        for run in list(self.running.values()):
+            if run.result_fd >= 0:
+                self._read_output(run.result_fd)
+
     def _reap(self) -> None:
+        self._pump_results()
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -309,6 +355,8 @@ class Runner:
                 pass
         trees: dict[str, list] = {key: [] for key in self.running}
         roots = {run.pid: key for key, run in self.running.items()}
+        roots.update({run.task_pid: key for key, run in self.running.items()})
+        roots.update({run.init_pid: key for key, run in self.running.items() if run.init_pid})
         for proc in procs:
             key = None
             pid, hops = proc.pid, 0
@@ -355,54 +403,57 @@ class Runner:
                 finished = True
         return finished
 
-    def _finish(self, run: TaskRun) -> None:
-        if run.output_fd >= 0:
+    def _drain(self, run: TaskRun) -> None:
+        for fd in (run.output_fd, run.result_fd):
+            if fd < 0:
+                continue
             try:
                 while True:
-                    chunk = os.read(run.output_fd, 65536)
+                    chunk = os.read(fd, 65536)
                     if not chunk:
                         break
-                    run.output.add(chunk)
+                    if fd == run.result_fd:
+                        run.receiver.feed(chunk)
+                    else:
+                        run.output.add(chunk)
             except (BlockingIOError, InterruptedError, OSError):
                 pass
-            self.selector.unregister(run.output_fd)
-            self.by_fd.pop(run.output_fd, None)
-            os.close(run.output_fd)
-            run.output_fd = -1
-        folder = run.folder
-        from .child import CHILD_REPORT, PHASE_FILE
+            self._close_stream(fd, run)
 
+    def _finish(self, run: TaskRun) -> None:
+        self._drain(run)
+        receiver = run.receiver
+        receiver.close()
+        folder = run.folder
         predictions = {"train": "y_pred_train.npy", "test": "y_pred_test.npy"}
-        if run.work != folder:  # isolated: take its outputs out of the jail, then drop the jail
-            isolation.copy_out(run.work, folder, [CHILD_REPORT, PHASE_FILE], REPORT_CAP)
-            isolation.copy_out(run.work, folder, list(predictions.values()), PREDICTIONS_CAP)
-            isolation.remove_jail(run.work)
-        report = read_json(folder / CHILD_REPORT)
-        try:
-            phase = (folder / PHASE_FILE).read_text().strip() or None
-        except OSError:
-            phase = None
-        written = all((folder / name).exists() for name in predictions.values())
-        failure = run.failure(report, phase, written)
+        written = all(name in receiver.complete for name in predictions.values())
+        channel_error = receiver.error or (_check_predictions(folder, predictions, run.task)
+                                           if written else None)
+        failure = run.failure(receiver.report, receiver.phase, written, channel_error)
         (folder / "output.log").write_text(run.output.text())
         if failure is not None:
             for name in predictions.values():
                 (folder / name).unlink(missing_ok=True)
-        report = report or {}
+        report = receiver.report or {}
         result = {
             "key": run.key, "state": "failed" if failure else "done",
             "error_kind": failure[0] if failure else None,
             "error": failure[1] if failure else None,
-            "train_time": report.get("train_time"), "valid_time": report.get("valid_time"),
-            "test_time": report.get("test_time"),
+            "train_time": _seconds(report.get("train_time")),
+            "valid_time": _seconds(report.get("valid_time")),
+            "test_time": _seconds(report.get("test_time")),
             "wall_time": run.wall_time, "cpu_time": run.cpu_time(),
-            "peak_memory": run.memory(),
-            "started_at": run.started_at, "finished_at": time.time(),
+            "peak_memory": run.memory(), "measured_by": run.measured_by,
+            "isolation": "none" if run.task.get("isolation") == "none" else "sandbox",
+            # When the task's process ended (not when its namespace was torn down after it).
+            "started_at": run.started_at, "finished_at": run.ended_at or time.time(),
             "predictions": None if failure else predictions,
             "environment": self.environment,
         }
         write_result(folder, result)
         (folder / "status.json").unlink(missing_ok=True)
+        if run.group is not None:
+            run.group.remove()
         log(f"task {run.key}: {result['state']}"
             + (f" ({result['error_kind']})" if failure else ""))
 
@@ -417,14 +468,10 @@ class Runner:
 
     def _write_status(self, run: TaskRun) -> None:
         try:
-            note = isolation.read_file(run.work / ".phase", 64)
-            phase = (note.decode("utf-8", "replace").strip() or None) if note else None
-        except OSError:
-            phase = None
-        try:
             write_json(run.folder / "status.json", {
-                "state": "running", "pid": run.pid, "pid_start": run.pid_start,
-                "started_at": run.started_at, "heartbeat": time.time(), "phase": phase,
+                "state": "running", "pid": run.task_pid, "pid_start": run.task_pid_start,
+                "init": run.init_pid, "init_start": run.init_start,
+                "started_at": run.started_at, "heartbeat": time.time(), "phase": run.receiver.phase,
             })
             if run.output.total:
                 (run.folder / "output.log").write_text(run.output.text())
@@ -453,3 +500,43 @@ class Runner:
         self._write_runner_json(state="exited")
         fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         log("runner stopped")
+
+
+def _seconds(value) -> float | None:
+    """A phase time the task reported: a number, or nothing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _check_predictions(folder: Path, names: dict, task: dict) -> str | None:
+    """What is wrong with the prediction files the task sent, or None: float64 .npy of
+    the task's width (the row counts were capped as they arrived)."""
+    import numpy as np
+
+    width = len(task.get("classes") or [])
+    for name in names.values():
+        try:
+            with open(folder / name, "rb") as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(handle)
+                offset = handle.tell()
+            size = (folder / name).stat().st_size
+        except (OSError, ValueError) as error:
+            return f"{name} is not a valid .npy file: {error}"
+        expected_width = (width,) if width else ()
+        if dtype != np.float64 or tuple(shape[1:]) != expected_width or len(shape) != (2 if width else 1):
+            return f"{name} holds {dtype} of shape {shape}, not float64 predictions of width {width or 1}"
+        if size != offset + int(np.prod(shape)) * 8:
+            return f"{name} is {size} bytes, not what its header says"
+    return None
+
+
+def _package_root() -> Path:
+    """The folder the harness package is imported from (kept out of every sandbox)."""
+    root = Path(__file__).resolve().parent
+    for _ in (__package__ or "datarun_remote").split("."):
+        root = root.parent
+    return root

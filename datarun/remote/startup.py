@@ -10,7 +10,6 @@ import importlib
 import os
 import time
 
-from . import isolation
 from .common import Layout, try_lock, write_json
 from .runner import Runner, log
 
@@ -71,13 +70,15 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
     if lock_fd is None:
         return {"pid": os.getpid(), "served": False, "reason": "another runner holds this folder"}
     become_subreaper()
-    if os.geteuid() == 0:
-        isolation.remove_stale_jails(layout.space)
     write_json(layout.runner_json, {
         "pid": os.getpid(), "started_at": time.time(), "heartbeat": time.time(),
         "slots": slots, "threads": threads, "state": "starting", "running": [],
     })
     try:
+        # What a task process runs is imported now: a sandboxed task cannot import the
+        # harness from disk (its folder is not in the sandbox).
+        from . import accounting, channel, child, sandbox, workflows  # noqa: F401
+
         for name in PRELOAD:
             try:
                 importlib.import_module(name)

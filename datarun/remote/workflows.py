@@ -25,17 +25,18 @@ class TaskFailure(Exception):
 
 
 class PhaseClock:
-    """Wall time per phase, and the current phase written where the runner can read it."""
+    """Wall time per phase, and the current phase told to the runner (`note(phase)`)."""
 
-    def __init__(self, phase_file: Path):
-        self.phase_file = phase_file
+    def __init__(self, note: Callable[[str], None] | None = None):
+        self.note = note
         self.times: dict[str, float] = {}
 
     def run(self, phase: str, action: Callable):
-        try:
-            self.phase_file.write_text(phase)
-        except OSError:
-            pass
+        if self.note is not None:
+            try:
+                self.note(phase)
+            except OSError:
+                pass
         start = time.perf_counter()
         try:
             return action()
@@ -152,12 +153,12 @@ def run_estimator(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
     module = clock.run("import", lambda: import_submission(folder / "submission", "estimator"))
     if not callable(getattr(module, "get_estimator", None)):
         raise TaskFailure("import_error", "estimator.py does not define get_estimator()")
-    train_idx = np.load(folder / "train_idx.npy", allow_pickle=False)
+    train_idx = data.train_idx
 
     def fit():
         try:
             estimator = module.get_estimator()
-            estimator.fit(data.X_train.iloc[train_idx], data.y_train[train_idx])
+            estimator.fit(data.X_train.iloc[train_idx], data.y_fit)
         except MemoryError:
             raise
         except Exception:

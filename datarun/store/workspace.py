@@ -20,6 +20,8 @@ DEFAULT_HOSTS_TOML = """\
 [hosts.local]            # this machine, no SSH
 executor = "local"
 slots = 2
+# workdir = "~/.datarun-host"
+# isolation = "none"     # no sandbox: trusted code only (the default is "sandbox")
 
 # [hosts.node1]
 # executor = "ssh"

@@ -1,26 +1,29 @@
-"""Isolation and labels through `datarun train`: what reaches a host, and isolated runs end to end.
+"""The sandbox and the labels through the CLI: what reaches a host, and sandboxed runs end to end.
 
 In every mode the test labels stay on the organiser's machine: after a `train` on the
 local host and on an SSH host (real sshd), every file of the host's working folder is
 searched for them (the same bytes, an array equal to them, a CSV with the target column),
 and the search is shown to find them when they are there.
 
-With `isolation = "user"` on the local host, a good submission is trained and scored as
-usual, while one that tries to read the organiser's labels and database and to reach the
-network fails as a `fit_error`, beside it.
+On the default local host (sandboxed, no `isolation` line), a good submission is trained
+and scored as usual, while one that tries to read the organiser's labels and database and
+to reach the network fails as a `fit_error`, beside it. `isolation = "none"` is announced
+by one warning line; a host that cannot sandbox gets no task, and says why.
+(The attacks themselves, setting by setting, are tests/test_attacks.py.)
 """
 
 import json
 import os
 import pwd
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
 import psutil
-import pytest
 from conftest import stop_runners
 from sshd import IS_ROOT, TEST_PYTHON, pin, sshd_a  # noqa: F401
 from test_operator import GOOD, small_kit, submit, tasks_of
@@ -83,7 +86,7 @@ def test_test_labels_never_reach_the_local_host(workspace, cli, tmp_path):
         good = submit(cli, tmp_path, "good", GOOD)
         assert cli("train").exit_code == 0
         assert {t["state"] for t in tasks_of(cli, good)} == {"done"}
-        assert_no_labels(workspace.state_dir / "hosts" / "local", workspace)
+        assert_no_labels(local_layout(workspace).root, workspace)
     finally:
         stop_runners(workspace)
 
@@ -134,37 +137,18 @@ def get_estimator():
 """
 
 
-@pytest.mark.skipif(not IS_ROOT or not os.access(TEST_PYTHON, os.X_OK),
-                    reason="isolation needs root and the host Python of scripts/setup-test-env.sh; "
-                    "CI runs as root")
-def test_an_isolated_local_host_trains_good_submissions_and_stops_snooping_ones(cli, tmp_path, monkeypatch):
-    from datarun.dispatch.dispatcher import Dispatcher
+def test_a_sandboxed_local_host_trains_good_submissions_and_stops_snooping_ones(cli, tmp_path, monkeypatch):
     from datarun.store.workspace import init_workspace
 
-    # Outside /tmp (which an isolated task sees as its own jail) and under folders anyone
-    # may enter, so only the workspace's own permissions and the isolation protect it.
-    base = Path(tempfile.mkdtemp(prefix="datarun-isolated-ws-", dir="/var/lib"))
+    # Under folders anyone may enter: only the sandbox keeps the task out of the workspace.
+    base = Path(tempfile.mkdtemp(prefix="datarun-sandboxed-ws-", dir="/var/tmp"))
     base.chmod(0o755)
     try:
         workspace = init_workspace(base / "ws")
-        # The organiser's state is the organiser's alone: the database, the blobs (labels).
-        workspace.state_dir.chmod(0o700)
         monkeypatch.setenv("DATARUN_HOME", str(workspace.root))
-        workspace.hosts_file.write_text('[hosts.local]\nexecutor = "local"\nslots = 2\nisolation = "user"\n')
-        # The runner's Python must be one the task users may execute (joblib starts workers
-        # with it); this machine's venv lives under /root, so the local host uses the host Python.
-        monkeypatch.setattr("sys.executable", TEST_PYTHON)
-        build_bundle = Dispatcher.build_bundle
-
-        def with_isolation(self, staging, task, limits, host):
-            # The host's isolation travels in task.json (a no-op once the dispatcher writes it).
-            folder = build_bundle(self, staging, task, limits, host)
-            spec = json.loads((folder / "task.json").read_text())
-            spec.setdefault("isolation", host.isolation)
-            (folder / "task.json").write_text(json.dumps(spec))
-            return folder
-
-        monkeypatch.setattr(Dispatcher, "build_bundle", with_isolation)
+        # The default hosts.toml sets no isolation (it only mentions the choice in a comment).
+        assert not [line for line in workspace.hosts_file.read_text().splitlines()
+                    if line.startswith("isolation")]
         assert cli("problem", "add", small_kit(tmp_path)).exit_code == 0
         paths = [str(labels_file(workspace)), str(workspace.db_path),
                  str(local_layout(workspace).runner_json)]
@@ -172,16 +156,100 @@ def test_an_isolated_local_host_trains_good_submissions_and_stops_snooping_ones(
         snoop = submit(cli, tmp_path, "snoop", SNOOP.format(paths=paths))
         result = cli("train", "--json")
         assert result.exit_code == 1
+        assert result.stderr == ""  # no warning: every host sandboxes
         assert (result.json()["done"], result.json()["failed"]) == (2, 2)
         shown = cli("submission", "show", good, "--json").json()
         assert shown["state"] == "done" and 0.5 < shown["bagged"]["valid"]["accuracy"] <= 1
+        measured = {t["environment"]["measured_by"] for t in shown["tasks"]}
+        assert measured == {"cgroup-v1" if IS_ROOT else "procfs"}
+        table = cli("submission", "show", good).stdout
+        assert "measured by" in table and measured.pop() in table
         for task in tasks_of(cli, snoop):
             assert task["error_kind"] == "fit_error"
             assert "OSError: [Errno 101] Network is unreachable" in task["error"]
             log = cli("logs", task["id"]).stdout
             assert [line.split()[1] for line in log.splitlines() if line.startswith("refused")] == paths
             assert "read " not in log
-        assert not list(local_layout(workspace).jails.iterdir())
     finally:
         stop_runners(workspace)
         shutil.rmtree(base, ignore_errors=True)
+
+
+NO_SANDBOX = ('warning: host local says isolation = "none": submissions there can read everything '
+              "the host's user can (other teams' code, labels, keys)\n")
+
+
+def test_isolation_none_is_announced_by_one_line_on_submit_and_train(workspace, cli, tmp_path):
+    assert cli("problem", "add", small_kit(tmp_path)).exit_code == 0
+    first = cli("submit", "flowers", _folder(tmp_path, "a"), "--team", "ada")
+    assert first.exit_code == 0 and "warning" not in first.stderr
+    text = workspace.hosts_file.read_text()
+    workspace.hosts_file.write_text(text.replace('executor = "local"', 'executor = "local"\nisolation = "none"', 1))
+    try:
+        second = cli("submit", "flowers", _folder(tmp_path, "b"), "--team", "ada", "--json")
+        assert second.exit_code == 0 and second.stderr == NO_SANDBOX
+        trained = cli("train", "--json")
+        assert trained.exit_code == 0 and trained.stderr == NO_SANDBOX
+        assert cli("host", "list", "--json").json()[0]["isolation"] == "none"
+    finally:
+        stop_runners(workspace)
+
+
+def _folder(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / "subs" / name
+    folder.mkdir(parents=True)
+    (folder / "estimator.py").write_text(GOOD)
+    return folder
+
+
+def test_host_check_tells_whether_the_sandbox_works_and_how_memory_is_measured(workspace, cli):
+    report = cli("host", "check", "local", "--json").json()[0]
+    assert report["ok"] and report["isolation"] == "sandbox"
+    assert report["sandbox"] == {"ok": True, "reason": None}
+    assert report["measured_by"] == ("cgroup-v1" if IS_ROOT else "procfs")
+    table = cli("host", "check", "local").stdout
+    assert f"yes ({report['measured_by']})" in table
+
+
+SANDBOX_OFF = ("user namespaces are off on this host (/proc/sys/user/max_user_namespaces is 0): "
+               'raise it, or set isolation = "none" for trusted code')
+
+
+def _without_user_namespaces(*command: str, env: dict) -> subprocess.CompletedProcess:
+    """COMMAND where no user namespace can be made: in a user namespace of its own whose
+    max_user_namespaces is 0 (the host's setting is left alone)."""
+    script = "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\""
+    return subprocess.run(["unshare", "-Ur", "sh", "-c", script, "sh", *command],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_a_host_that_cannot_sandbox_gets_no_tasks_and_says_why(workspace, cli, tmp_path):
+    assert cli("problem", "add", small_kit(tmp_path)).exit_code == 0
+    good = submit(cli, tmp_path, "good", GOOD)
+    env = dict(os.environ)
+    datarun = [sys.executable, "-m", "datarun"]
+    check = _without_user_namespaces(*datarun, "host", "check", "--json", env=env)
+    assert check.returncode == 1, check.stderr
+    report = json.loads(check.stdout)[0]
+    assert report["sandbox"] == {"ok": False, "reason": SANDBOX_OFF}
+    assert report["problems"] == [f"cannot sandbox tasks, so it gets none: {SANDBOX_OFF}"]
+    status = cli("status", "--json").json()["hosts"]["local"]
+    assert status["checked_ok"] is False and status["problem"] == report["problems"][0]
+    assert "NOT OK: cannot sandbox tasks" in cli("status").stdout
+    trained = _without_user_namespaces(*datarun, "train", "--json", env=env)
+    assert trained.returncode == 1
+    assert json.loads(trained.stdout)["queued"] == 2
+    assert trained.stderr == f"host local cannot sandbox tasks, so it gets none: {SANDBOX_OFF}\n"
+    assert {t["state"] for t in tasks_of(cli, good)} == {"queued"}
+    # Trusted code only: the same host with isolation = "none" takes them.
+    text = workspace.hosts_file.read_text()
+    workspace.hosts_file.write_text(text.replace('executor = "local"', 'executor = "local"\nisolation = "none"', 1))
+    try:
+        check = _without_user_namespaces(*datarun, "host", "check", "--json", env=env)
+        assert check.returncode == 0 and json.loads(check.stdout)[0]["warnings"][-1].startswith(
+            'isolation = "none"')
+        trained = _without_user_namespaces(*datarun, "train", "--json", env=env)
+        assert trained.returncode == 0, trained.stderr
+        assert trained.stderr.startswith("warning: host local says isolation")
+    finally:
+        stop_runners(workspace)
