@@ -271,8 +271,8 @@ class TaskRun:
             return ("cancelled", "cancelled by the organiser")
         limit = self.limits.get("memory")
         if self.group is not None and limit and self.group.out_of_memory():
-            return ("memory_limit", f"memory limit {limit / MB:.1f} MB exceeded: the kernel "
-                    f"stopped the task at {self.memory() / MB:.1f} MB (its own memory)")
+            return ("memory_limit", f"memory limit {limit / MB:.1f} MB exceeded: "
+                    f"peak {self.memory() / MB:.1f} MB (the task's own memory; the kernel stopped it)")
         if channel_error:
             return ("bad_predictions", channel_error)
         status = self.child_status
