@@ -2,7 +2,6 @@
 
 import json
 import sys
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -123,11 +122,6 @@ def handled():
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def run_command(function: Callable[[], Any]) -> Any:
-    with handled():
-        return function()
 
 
 def _register() -> None:
