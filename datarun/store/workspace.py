@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
+from datarun.store.db import open_db, workspace_id
 
 STATE_DIR = ".datarun"
 HOSTS_FILE = "hosts.toml"
@@ -66,8 +67,6 @@ class Workspace:
     def id(self) -> str:
         """The workspace's random id, made at `init` and kept in its database: the name of
         its own folder on every host it uses (docs/PROTOCOL.md)."""
-        from datarun.store.db import open_db, workspace_id
-
         db = open_db(self)
         try:
             return workspace_id(db)
@@ -116,7 +115,5 @@ def init_workspace(path: Path | str) -> Workspace:
     workspace.blobs_dir.mkdir()
     if not workspace.hosts_file.exists():
         workspace.hosts_file.write_text(DEFAULT_HOSTS_TOML)
-    from datarun.store.db import open_db
-
     open_db(workspace).conn.close()
     return workspace
