@@ -61,7 +61,7 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
 
 def _register_and_submit(workspace, db, kits: list[Path], problems: list, submitted: list) -> None:
     from datarun.challenge.submissions import submit
-    from datarun.executors.local import warm_runners
+    from datarun.dispatch.runners import warm_runners
     from datarun.problems.registry import register_problem
 
     warm_runners(workspace)  # its imports overlap with registering the kits
@@ -74,9 +74,6 @@ def _register_and_submit(workspace, db, kits: list[Path], problems: list, submit
 
 def stop_local_runner(workspace) -> None:
     """The demo leaves no process behind: stop the local host's runner once training is over."""
-    from datarun.executors.hosts import load_hosts
-    from datarun.executors.local import LocalExecutor
+    from datarun.dispatch.runners import stop_runners
 
-    for host in load_hosts(workspace.hosts_file).values():
-        if host.executor == "local":
-            LocalExecutor(workspace, host).stop_runner()
+    stop_runners(workspace)

@@ -28,8 +28,14 @@ from functools import cache
 from pathlib import Path
 
 from datarun.errors import HostError, UsageError
-from datarun.executors.base import PollReport, SyncResult, poll_report
-from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
+from datarun.executors.base import NVIDIA_QUERY, PollReport, SyncResult, gpu_lines, poll_report
+from datarun.executors.sshconn import (
+    CommandResult,
+    SSHConnection,
+    fingerprint,
+    load_ssh_config,
+    resolve_target,
+)
 from datarun.executors.sshsession import HarnessSession
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
 from datarun.remote.common import Layout
@@ -102,6 +108,12 @@ class SSHExecutor:
         self._pack_path: str | None = None
         self._session: HarnessSession | None = None
         self.bundles_sent = False  # whether the last sync got as far as sending its bundles
+
+    def connect(self) -> str | None:
+        """Connect and authenticate now, the host key checked; the key's type and fingerprint."""
+        self.conn.connect()
+        key = self.conn.host_key
+        return None if key is None else f"{key.get_name()} {fingerprint(key)}"
 
     # --- paths and commands -------------------------------------------------------
 
@@ -439,6 +451,10 @@ class SSHExecutor:
     def usage(self) -> dict:
         self.prepare({})
         return self.run_harness("usage")
+
+    def gpu_names(self) -> list[str]:
+        command = "command -v nvidia-smi >/dev/null 2>&1 && " + shlex.join(NVIDIA_QUERY) + " || true"
+        return gpu_lines(self.conn.run(command).stdout)
 
     def clean(self, keep: list[str], force: bool = False) -> dict:
         keep = [check_key(key) for key in keep]
