@@ -18,7 +18,9 @@ from pathlib import Path
 from datarun.errors import NotFound, UsageError
 from datarun.safetext import check_name
 from datarun.sizes import format_size
+from datarun.store import tasks
 from datarun.store.blobs import BlobStore
+from datarun.store.db import transaction
 
 MAX_FILE_BYTES = 512 * 1024
 # A submission file is opened without following a link and without blocking on a FIFO.
@@ -183,8 +185,7 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
     folds = [row["fold"] for row in db.query(
         "SELECT fold FROM folds WHERE problem = ? ORDER BY fold", [problem["name"]])]
     now = time.time() if now is None else now
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
+    with transaction(db):
         same = db.execute(
             "SELECT id, name, event FROM submissions WHERE problem = ? AND team = ? AND files_hash = ?",
             [problem["name"], team, digest],
@@ -203,22 +204,23 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
             [problem["name"], target["name"], team, name, digest, json.dumps(file_hashes), now, forced],
         )
         submission_id = cursor.lastrowid
-        db.conn.executemany(
-            "INSERT INTO tasks (submission, fold, state, attempt, queued_at) VALUES (?, ?, 'queued', 0, ?)",
-            [(submission_id, fold, now) for fold in folds],
-        )
+        tasks.create(db, submission_id, folds, now)
     return {"id": submission_id, "name": name, "created": True, "tasks": len(folds),
             "problem": problem["name"], "team": team, "event": target["name"], "forced": forced}
 
 
 def submission_state(states: list[str]) -> str:
-    """A submission's state, derived from its tasks' states."""
+    """A submission's state, derived from its tasks' states: done when every fold is, running
+    while any runs or some finished and others wait, failed (or else cancelled) once every
+    fold has finished and some did not succeed."""
     if states and all(s == "done" for s in states):
         return "done"
     if any(s == "running" for s in states):
         return "running"
-    if any(s == "failed" for s in states):
-        return "failed" if all(s in ("done", "failed") for s in states) else "running"
+    finished = all(s in tasks.FINISHED for s in states)
+    for state in ("failed", "cancelled"):
+        if state in states:
+            return state if finished else "running"
     return "queued"
 
 
@@ -249,7 +251,7 @@ def list_submissions(db, problem: str | None = None) -> list[dict]:
     for row in db.query(sql, args):
         states = (row.pop("states") or "").split(",") if row.get("states") else []
         row["state"] = submission_state(states)
-        row["tasks"] = {s: states.count(s) for s in ("queued", "running", "done", "failed") if s in states}
+        row["tasks"] = {s: states.count(s) for s in map(str, tasks.TaskState) if s in states}
         rows.append(row)
     return rows
 

@@ -115,11 +115,11 @@ def submission_table(sub: dict, score_names: list[str]) -> Table:
 
 def status_tables(status: dict) -> list[Table]:
     problems = Table(title="tasks per problem", title_justify="left")
-    for column in ("problem", "submissions", "queued", "running", "done", "failed"):
+    for column in ("problem", "submissions", "queued", "running", "done", "failed", "cancelled"):
         problems.add_column(column, justify="left" if column == "problem" else "right")
     for name, counts in status["problems"].items():
         add_row(problems, name, str(counts["submissions"]), str(counts["queued"]), str(counts["running"]),
-                         str(counts["done"]), str(counts["failed"]))
+                str(counts["done"]), str(counts["failed"]), str(counts["cancelled"]))
     hosts = Table(title="hosts", title_justify="left")
     for column in ("host", "executor", "slots in use", "done", "failed", "check"):
         hosts.add_column(column, justify="left" if column in ("host", "executor", "check") else "right")

@@ -19,4 +19,14 @@ def open_executor(workspace: Workspace, host: Host) -> Executor:
     return SSHExecutor(workspace, host)
 
 
-__all__ = ["Executor", "PollReport", "TaskPoll", "open_executor"]
+def unfit_reason(host: Host) -> str | None:
+    """Why a host can take no task, when that is known here without asking the host: a local
+    host that cannot sandbox. (An SSH host's is found by `host check`, or fails its tasks.)"""
+    if host.executor == "local":
+        from datarun.executors.local import sandbox_problem
+
+        return sandbox_problem(host)
+    return None
+
+
+__all__ = ["Executor", "PollReport", "TaskPoll", "open_executor", "unfit_reason"]

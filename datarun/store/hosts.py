@@ -23,10 +23,17 @@ def record(db: Database, name: str, checked_at: float, ok: bool, report: dict[st
                                   "report": json.dumps(report)}, pk="name")
 
 
+def _report(text: str | None) -> dict[str, Any]:
+    try:
+        report = json.loads(text or "{}")
+    except ValueError:  # cut short: the check says ok or not all the same
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
 def last_checks(db: Database) -> dict[str, Check]:
     """The latest check of each host that has one."""
-    return {row["name"]: Check(row["name"], bool(row["ok"]), row["checked_at"],
-                               json.loads(row["report"] or "{}"))
+    return {row["name"]: Check(row["name"], bool(row["ok"]), row["checked_at"], _report(row["report"]))
             for row in db.table("hosts").rows_where(select="name, checked_at, ok, report")}
 
 

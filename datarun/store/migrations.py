@@ -245,5 +245,12 @@ def m007_attempt_nonces(db: Database) -> None:
                "WHERE state = 'running'")
 
 
+def m008_cancelled_state(db: Database) -> None:
+    # A task the organiser cancelled was `failed` with the error kind `cancelled`; it is now
+    # a state of its own (datarun.store.tasks), so `failed` means the submission or its host
+    # failed. The error kind stays, for those who read it.
+    db.execute("UPDATE tasks SET state = 'cancelled' WHERE state = 'failed' AND error_kind = 'cancelled'")
+
+
 MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
-              m006_workspace_id, m007_attempt_nonces]
+              m006_workspace_id, m007_attempt_nonces, m008_cancelled_state]

@@ -63,6 +63,21 @@ class Workspace:
     def lock_path(self) -> Path:
         return self.state_dir / "dispatch.lock"
 
+    @property
+    def scratch_dir(self) -> Path:
+        """The dispatcher's scratch (bundles, downloads), emptied when a dispatcher starts."""
+        return self.state_dir / "tmp"
+
+    @property
+    def leftovers_path(self) -> Path:
+        """Attempts given up on, per host (datarun.dispatch.lanes.Leftovers)."""
+        return self.state_dir / "leftovers.json"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        """The SSH host keys pinned for this workspace (`host trust`)."""
+        return self.state_dir / "known_hosts"
+
     @cached_property
     def id(self) -> str:
         """The workspace's random id, made at `init` and kept in its database: the name of

@@ -1,0 +1,10 @@
+"""Problems in the database: what other parts read of the registered problems."""
+
+from __future__ import annotations
+
+from datarun.store.db import Database
+
+
+def names(db: Database) -> list[str]:
+    """The registered problems' names, sorted."""
+    return [row[0] for row in db.execute("SELECT name FROM problems ORDER BY name")]
