@@ -55,3 +55,16 @@ def test_a_site_module_importing_the_cli_breaks_the_layers(tmp_path):
     result = lint(tmp_path, tmp_path)
     assert result.returncode != 0
     assert "datarun.site.model -> datarun.cli.render" in result.stdout
+
+
+def test_a_cycle_hidden_in_a_function_level_import_breaks_a_contract(tmp_path):
+    """Negative control: store/db.py reaching back into store/workspace.py, inside a function."""
+    shutil.copytree(REPO / "datarun", tmp_path / "datarun",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    db = tmp_path / "datarun" / "store" / "db.py"
+    db.write_text(db.read_text() + "\n\ndef _later():\n    from datarun.store import workspace  # noqa\n")
+    result = lint(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "no import cycles among the modules of a package BROKEN" in result.stdout
+    assert "No cycles are allowed in datarun.store" in result.stdout

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from . import channel
 from .common import tail_text
-from .workflows import WORKFLOWS, PhaseClock, TaskFailure
+from .registry import WORKFLOWS
+from .workflows import PhaseClock, TaskFailure
 
 # Room above the memory limit before RLIMIT_AS turns allocations into MemoryError.
 ADDRESS_SPACE_SLACK = 512 * 1024**2

@@ -187,7 +187,7 @@ class Runner:
         return self.data[data_hash]
 
     def _launch(self, key: str) -> None:
-        from .workflows import WORKFLOWS
+        from .registry import WORKFLOWS
 
         folder = self.layout.task(key)
         task = read_json(folder / "task.json")

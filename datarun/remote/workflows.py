@@ -3,7 +3,7 @@
 A workflow runs inside the task's child process: it imports the submission, fits on the
 fold's training rows, predicts every training row and the test rows, and returns the
 predictions in the protocol's shape. It raises TaskFailure with an error kind when the
-submission is at fault. RAMP kits run under "ramp" (ramp.py).
+submission is at fault. RAMP kits run under "ramp" (ramp.py); registry.py maps the names.
 """
 
 import importlib.util
@@ -183,12 +183,3 @@ def run_estimator(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
         _check_finite(name, pred, np)
     return predictions
 
-
-def run_ramp(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
-    """A ramp-workflow kit's workflow (ramp.py); imported only for RAMP problems."""
-    from .ramp import run_ramp as run
-
-    return run(task, data, folder, clock)
-
-
-WORKFLOWS: dict[str, Callable] = {"estimator": run_estimator, "ramp": run_ramp}
