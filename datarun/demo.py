@@ -41,13 +41,9 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
         summary = train(workspace, db, on_progress=on_progress)
     finally:
         stop_local_runner(workspace)
-    failures = [
-        dict(row) for row in db.query(
-            "SELECT s.id, s.problem, s.team, s.name, t.fold, t.error_kind, t.error FROM tasks t "
-            "JOIN submissions s ON s.id = t.submission WHERE t.state = 'failed' "
-            "GROUP BY s.id ORDER BY s.id")
-    ]
     site = build_site(workspace, db, workspace.root / "site")
+    from datarun.store.submissions import failures
+
     return {
         "workspace": str(workspace.root),
         "site": site["index"],
@@ -55,7 +51,7 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
         "submissions": submitted,
         "train": summary,
         "leaderboards": [leaderboard(db, name) for name in problems],
-        "failures": failures,
+        "failures": failures(db),
     }
 
 

@@ -320,11 +320,12 @@ def register_host(workspace, name: str, table: dict, trust: bool = False,
 
 def unregister_host(workspace, name: str) -> None:
     """`host remove`: out of hosts.toml, and its last check out of the database."""
+    from datarun.store import hosts as stored_hosts
     from datarun.store.db import open_db
 
     remove_host(workspace.hosts_file, name)
     db = open_db(workspace)
     try:
-        db.execute("DELETE FROM hosts WHERE name = ?", [name])
+        stored_hosts.forget(db, name)
     finally:
         db.conn.close()

@@ -8,3 +8,7 @@ from datarun.store.db import Database
 def names(db: Database) -> list[str]:
     """The registered problems' names, sorted."""
     return [row[0] for row in db.execute("SELECT name FROM problems ORDER BY name")]
+
+
+def exists(db: Database, name: str) -> bool:
+    return db.table("problems").count_where("name = ?", [name]) > 0
