@@ -28,8 +28,6 @@ from datarun.remote.common import HarnessError, Layout, make_read_only
 from datarun.remote.sync import sync as remote_sync
 from datarun.store.workspace import Workspace
 
-RESULT_FILES = ("result.json", "output.log")
-
 
 def local_workdir(host: Host) -> Path:
     """The local host's working folder: `workdir` of hosts.toml (default ~/.datarun-host),
@@ -86,8 +84,8 @@ class LocalExecutor:
 
     def _prepare(self, data: dict[str, Path]) -> None:
         for digest, folder in data.items():
-            target = self.layout.data / digest
-            if (target / ".complete").exists():
+            target = self.layout.data_set(digest)
+            if self.layout.is_complete(target):
                 continue
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +93,7 @@ class LocalExecutor:
             shutil.rmtree(tmp, ignore_errors=True)
             # A copy, not hard links: a task writing to its data must not reach the blob store.
             shutil.copytree(folder, tmp)
-            (tmp / ".complete").touch()
+            self.layout.mark_complete(tmp)
             make_read_only(tmp)
             os.replace(tmp, target)
 
@@ -132,9 +130,9 @@ class LocalExecutor:
                 continue
             shutil.move(str(bundle), target)
             # The marker appears only once the bundle is whole: the runner never sees half a task.
-            tmp_marker = self.layout.inbox / f".{bundle.name}"
-            tmp_marker.touch()
-            os.replace(tmp_marker, self.layout.marker(bundle.name))
+            staging = self.layout.staging_marker(bundle.name)
+            staging.touch()
+            os.replace(staging, self.layout.marker(bundle.name))
         return refused
 
     @property
@@ -164,16 +162,12 @@ class LocalExecutor:
     def _fetch(self, keys: list[str], dest: Path) -> list[str]:
         fetched = []
         for key in keys:
-            source = self.layout.task(key)
-            if not (source / "result.json").exists():
+            if not self.layout.has_result(key):
                 continue
             target = Path(dest) / key
             target.mkdir(parents=True, exist_ok=True)
-            for path in source.iterdir():
-                if path.is_file() and not path.is_symlink() and (
-                    path.name in RESULT_FILES or path.suffix == ".npy" and path.name.startswith("y_pred")
-                ):
-                    shutil.copyfile(path, target / path.name)
+            for path in self.layout.result_files(key):
+                shutil.copyfile(path, target / path.name)
             fetched.append(key)
         return fetched
 

@@ -179,7 +179,7 @@ class Runner:
     def _dataset(self, data_hash: str):
         if data_hash not in self.data:
             folder = self.layout.data / data_hash
-            if not (folder / ".complete").exists():
+            if not Layout.is_complete(folder):
                 raise RuntimeError(f"data set {data_hash} is not on this host (or not complete)")
             while len(self.data) >= DATA_CACHE_SIZE:
                 self.data.pop(next(iter(self.data)))
