@@ -93,7 +93,7 @@ class SSHExecutor:
     def __init__(self, workspace, host, connection: SSHConnection | None = None):
         self.host = host
         self.workspace = workspace
-        known_hosts = workspace.state_dir / "known_hosts" if workspace is not None else None
+        known_hosts = workspace.known_hosts_path if workspace is not None else None
         if connection is None:
             ssh_config = load_ssh_config()
             connection = SSHConnection(resolve_target(host, ssh_config), known_hosts, ssh_config)
