@@ -7,11 +7,23 @@ into the workspace's `site/` folder, and returns the leaderboards, the failures 
 site's index. Nothing outside the new workspace is touched.
 """
 
+from __future__ import annotations
+
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from datarun.board.leaderboard import leaderboard
+from datarun.challenge.submissions import submit
+from datarun.dispatch.runners import stop_runners, warm_runners
+from datarun.dispatch.train import train
 from datarun.errors import UsageError
+from datarun.problems.registry import register_problem
+from datarun.site import build_site
+from datarun.store.db import Database, open_db
+from datarun.store.submissions import failures
+from datarun.store.workspace import Workspace, init_workspace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEAMS = ("ada", "grace", "alan", "barbara", "edsger", "margaret", "donald", "frances")
@@ -23,27 +35,20 @@ def example_kits(examples: Path = EXAMPLES) -> list[Path]:
     return sorted(p for p in examples.iterdir() if (p / "problem.toml").exists())
 
 
-def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] | None = None,
-             examples: Path = EXAMPLES) -> dict:
-    from datarun.board.leaderboard import leaderboard
-    from datarun.dispatch.train import train
-    from datarun.site import build_site
-    from datarun.store.db import open_db
-    from datarun.store.workspace import init_workspace
-
+def run_demo(directory: Path | None = None, on_progress: Callable[[dict[str, int]], None] | None = None,
+             examples: Path = EXAMPLES) -> dict[str, Any]:
     kits = example_kits(examples)
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="datarun-demo-")) / "workspace"
     workspace = init_workspace(root)
     db = open_db(workspace)
-    problems, submitted = [], []
+    problems: list[str] = []
+    submitted: list[dict[str, Any]] = []
     try:
         _register_and_submit(workspace, db, kits, problems, submitted)
         summary = train(workspace, db, on_progress=on_progress)
     finally:
         stop_local_runner(workspace)
     site = build_site(workspace, db, workspace.root / "site")
-    from datarun.store.submissions import failures
-
     return {
         "workspace": str(workspace.root),
         "site": site["index"],
@@ -55,11 +60,8 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
     }
 
 
-def _register_and_submit(workspace, db, kits: list[Path], problems: list, submitted: list) -> None:
-    from datarun.challenge.submissions import submit
-    from datarun.dispatch.runners import warm_runners
-    from datarun.problems.registry import register_problem
-
+def _register_and_submit(workspace: Workspace, db: Database, kits: list[Path], problems: list[str],
+                         submitted: list[dict[str, Any]]) -> None:
     warm_runners(workspace)  # its imports overlap with registering the kits
     for kit in kits:
         problem = register_problem(workspace, db, kit)
@@ -68,8 +70,6 @@ def _register_and_submit(workspace, db, kits: list[Path], problems: list, submit
             submitted.append(submit(workspace, db, problem["name"], folder, team=TEAMS[index % len(TEAMS)]))
 
 
-def stop_local_runner(workspace) -> None:
+def stop_local_runner(workspace: Workspace) -> None:
     """The demo leaves no process behind: stop the local host's runner once training is over."""
-    from datarun.dispatch.runners import stop_runners
-
     stop_runners(workspace)
