@@ -12,3 +12,8 @@ def names(db: Database) -> list[str]:
 
 def exists(db: Database, name: str) -> bool:
     return db.table("problems").count_where("name = ?", [name]) > 0
+
+
+def fold_numbers(db: Database, problem: str) -> list[int]:
+    """The numbers of a problem's frozen folds, in order."""
+    return [row[0] for row in db.execute("SELECT fold FROM folds WHERE problem = ? ORDER BY fold", [problem])]
