@@ -50,6 +50,8 @@ HARNESS_DIR = str(Path(__file__).resolve().parent)
 def _failure(kind: str) -> TaskFailure:
     """The current exception's traceback, without the harness's and importlib's frames."""
     error = sys.exc_info()[1]
+    if error is None:  # called outside an except block: nothing to tell
+        return TaskFailure(kind, "")
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if not frame.filename.startswith((HARNESS_DIR, "<frozen"))]
     text = "".join(["Traceback (most recent call last):\n"] if frames else [])
@@ -69,6 +71,8 @@ def import_submission(folder: Path, module: str):
     # would do: joblib's worker processes re-import the submission's functions by name.
     sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location(module, path)
+    if spec is None or spec.loader is None:
+        raise TaskFailure("import_error", f"{module}.py cannot be imported as a module")
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[module] = loaded
     try:
