@@ -381,7 +381,7 @@ class Runner:
                 run.limit_hit = hit
                 run.kill()
                 log(f"task {key}: {hit[1]}")
-            elif run.child_status is not None and run.live:
+            elif run.child_status is not None and run.live and run.exited_at is not None:
                 # The task is over; its leftovers get a moment, then the same end.
                 if time.perf_counter() - run.exited_at > EXIT_GRACE:
                     run.kill()
