@@ -7,11 +7,23 @@ into the workspace's `site/` folder, and returns the leaderboards, the failures 
 site's index. Nothing outside the new workspace is touched.
 """
 
+from __future__ import annotations
+
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from datarun.board.leaderboard import leaderboard
+from datarun.challenge.submissions import submit
+from datarun.dispatch.runners import stop_runners, warm_runners
+from datarun.dispatch.train import train
 from datarun.errors import UsageError
+from datarun.problems.registry import register_problem
+from datarun.site import build_site
+from datarun.store.db import Database, open_db
+from datarun.store.submissions import failures
+from datarun.store.workspace import Workspace, init_workspace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TEAMS = ("ada", "grace", "alan", "barbara", "edsger", "margaret", "donald", "frances")
@@ -23,30 +35,19 @@ def example_kits(examples: Path = EXAMPLES) -> list[Path]:
     return sorted(p for p in examples.iterdir() if (p / "problem.toml").exists())
 
 
-def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] | None = None,
-             examples: Path = EXAMPLES) -> dict:
-    from datarun.board.leaderboard import leaderboard
-    from datarun.dispatch.train import train
-    from datarun.site import build_site
-    from datarun.store.db import open_db
-    from datarun.store.workspace import init_workspace
-
+def run_demo(directory: Path | None = None, on_progress: Callable[[dict[str, int]], None] | None = None,
+             examples: Path = EXAMPLES) -> dict[str, Any]:
     kits = example_kits(examples)
     root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="datarun-demo-")) / "workspace"
     workspace = init_workspace(root)
     db = open_db(workspace)
-    problems, submitted = [], []
+    problems: list[str] = []
+    submitted: list[dict[str, Any]] = []
     try:
         _register_and_submit(workspace, db, kits, problems, submitted)
         summary = train(workspace, db, on_progress=on_progress)
     finally:
         stop_local_runner(workspace)
-    failures = [
-        dict(row) for row in db.query(
-            "SELECT s.id, s.problem, s.team, s.name, t.fold, t.error_kind, t.error FROM tasks t "
-            "JOIN submissions s ON s.id = t.submission WHERE t.state = 'failed' "
-            "GROUP BY s.id ORDER BY s.id")
-    ]
     site = build_site(workspace, db, workspace.root / "site")
     return {
         "workspace": str(workspace.root),
@@ -55,15 +56,12 @@ def run_demo(directory: Path | None = None, on_progress: Callable[[dict], None] 
         "submissions": submitted,
         "train": summary,
         "leaderboards": [leaderboard(db, name) for name in problems],
-        "failures": failures,
+        "failures": failures(db),
     }
 
 
-def _register_and_submit(workspace, db, kits: list[Path], problems: list, submitted: list) -> None:
-    from datarun.challenge.submissions import submit
-    from datarun.executors.local import warm_runners
-    from datarun.problems.registry import register_problem
-
+def _register_and_submit(workspace: Workspace, db: Database, kits: list[Path], problems: list[str],
+                         submitted: list[dict[str, Any]]) -> None:
     warm_runners(workspace)  # its imports overlap with registering the kits
     for kit in kits:
         problem = register_problem(workspace, db, kit)
@@ -72,11 +70,6 @@ def _register_and_submit(workspace, db, kits: list[Path], problems: list, submit
             submitted.append(submit(workspace, db, problem["name"], folder, team=TEAMS[index % len(TEAMS)]))
 
 
-def stop_local_runner(workspace) -> None:
+def stop_local_runner(workspace: Workspace) -> None:
     """The demo leaves no process behind: stop the local host's runner once training is over."""
-    from datarun.executors.hosts import load_hosts
-    from datarun.executors.local import LocalExecutor
-
-    for host in load_hosts(workspace.hosts_file).values():
-        if host.executor == "local":
-            LocalExecutor(workspace, host).stop_runner()
+    stop_runners(workspace)

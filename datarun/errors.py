@@ -1,14 +1,14 @@
 """datarun's exceptions and the exit codes they map to.
 
 Core functions raise these and never exit the process; the CLI's one wrapper
-(`datarun.cli.app.run_command`) turns them into a one-line message and an exit code.
+(`datarun.cli.app.handled`) turns them into a one-line message and an exit code.
 """
 
 # The exit codes, written once: `datarun --help` and the README quote this table.
 EXIT_OK = 0
 EXIT_FAILED = 1  # some task or host failed
 EXIT_USAGE = 2  # usage error or bad input; nothing was changed
-EXIT_BUSY = 3  # another dispatcher holds the workspace lock (`dispatch --no-wait`)
+EXIT_BUSY = 3  # another dispatcher holds the workspace lock (`dispatch`, `host clean`)
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this machine for datarun's tests: an OpenSSH server binary, an unprivileged
-# login user, a Python with the harness's libraries that this user can run, and Debian's
-# chromium (the site's pages are checked in a real browser, headless).
+# login user, a Python with the harness's libraries that this user can run, GNU time (the
+# measurement test's outside reference), and Debian's chromium (the site's pages are
+# checked in a real browser, headless).
 #
 # Run as root before pytest (`make test`, .ci/run). Idempotent, and quiet when all is
 # there already. The tests start their own sshd processes on 127.0.0.1; this script only
@@ -19,6 +20,7 @@ if [ "$(id -u)" != 0 ]; then
     id "$TEST_USER" >/dev/null 2>&1 || say "not root: cannot create the user $TEST_USER (tests needing it will skip)"
     [ -x "$HOST_PYTHON/bin/python" ] || say "not root: cannot create $HOST_PYTHON (tests needing it will skip)"
     command -v chromium >/dev/null 2>&1 || say "not root: cannot install chromium (the browser tests will skip)"
+    [ -x /usr/bin/time ] || say "not root: cannot install GNU time (tests/test_harness_measure.py will skip)"
     exit 0
 fi
 
@@ -38,6 +40,15 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+# GNU time: tests/test_harness_measure.py checks the harness's CPU and memory figures
+# against `/usr/bin/time -v`, the one outside tool that measures the same work.
+if [ ! -x /usr/bin/time ]; then
+    say "installing GNU time"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends time >/dev/null
 fi
 
 # sshd refuses to start without its privilege-separation folder.

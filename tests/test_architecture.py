@@ -55,3 +55,41 @@ def test_a_site_module_importing_the_cli_breaks_the_layers(tmp_path):
     result = lint(tmp_path, tmp_path)
     assert result.returncode != 0
     assert "datarun.site.model -> datarun.cli.render" in result.stdout
+
+
+def test_a_cycle_hidden_in_a_function_level_import_breaks_a_contract(tmp_path):
+    """Negative control: store/db.py reaching back into store/workspace.py, inside a function."""
+    shutil.copytree(REPO / "datarun", tmp_path / "datarun",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    db = tmp_path / "datarun" / "store" / "db.py"
+    db.write_text(db.read_text() + "\n\ndef _later():\n    from datarun.store import workspace  # noqa\n")
+    result = lint(tmp_path, tmp_path)
+    assert result.returncode != 0
+    assert "no import cycles among the modules of a package BROKEN" in result.stdout
+    assert "No cycles are allowed in datarun.store" in result.stdout
+
+
+def _strings(path: Path) -> list[str]:
+    """The string literals of a module but its docstrings (f-strings' literal parts included)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_executors_take_a_hosts_folder_layout_from_the_harness():
+    """remote/common.Layout says where things live on a host; no executor spells it again."""
+    spelled = {".complete", "tasks/", "data/", "y_pred", "inbox", "runner.json", "workspaces/"}
+    found = {f"{path.name}: {text!r}" for path in (REPO / "datarun" / "executors").glob("*.py")
+             for text in _strings(path) if any(part in text for part in spelled)}
+    assert found == set()
+    # The check reads what it should: the harness spells the layout, in one place.
+    assert any(".complete" in text for text in _strings(REPO / "datarun" / "remote" / "common.py"))

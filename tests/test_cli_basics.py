@@ -78,10 +78,11 @@ def test_leaderboard_renders_at_a_fixed_width():
 
 
 def test_status_tables_show_slots_in_use():
-    status = {"problems": {"iris": {"queued": 1, "running": 2, "done": 3, "failed": 4, "submissions": 2}},
+    status = {"problems": {"iris": {"queued": 1, "running": 2, "done": 3, "failed": 4, "cancelled": 5,
+                                    "submissions": 2}},
               "hosts": {"local": {"executor": "local", "slots": 2, "slots_in_use": 2, "waiting_on_host": 1,
                                   "done": 3, "failed": 4,
                                   "checked_ok": None}}}
     problems, hosts = (render(t) for t in status_tables(status))
-    assert "iris" in problems and "│           2 │      1 │       2 │    3 │      4 │" in problems
+    assert "iris" in problems and "│           2 │      1 │       2 │    3 │      4 │         5 │" in problems
     assert "2/2 (+1 waiting)" in hosts and "not checked" in hosts

@@ -25,6 +25,7 @@ result cases must be rejected with the message.
 
 import gzip
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def test_the_corpus_is_big_enough():
     assert len(CASES) >= 30
     assert {name.split("/")[0] for name in CASES} == {
         "kits", "submissions", "participants", "hosts", "results"}
+
+
+def test_the_readme_counts_the_corpus_as_it_is():
+    readme = (CORPUS.parent.parent / "README.md").read_text()
+    claimed = re.search(r"^\| (\d+) malformed inputs", readme, re.MULTILINE)
+    assert claimed, "the README's Reliability table names no count of malformed inputs"
+    assert int(claimed.group(1)) == len(CASES)
 
 
 @pytest.mark.parametrize("name", CASES)

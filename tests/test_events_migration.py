@@ -3,7 +3,8 @@
 import time
 
 from datarun.challenge.events import list_events
-from datarun.store.db import connect, m001_initial, migrate
+from datarun.store.db import connect, migrate
+from datarun.store.migrations import m001_initial
 
 
 def m001_database(path):

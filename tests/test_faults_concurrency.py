@@ -1,12 +1,17 @@
 """Many datarun processes on one workspace at once, for real: dispatchers racing each
 other, and a crowd of `submit` while `train` runs.
 
-No database error may reach the user, no task may run twice, and every submission must
-be stored exactly once with its tasks.
+No database error may reach the user, no task may run twice, a dispatcher that finds
+another at work exits 3 and says so, and every submission must be stored exactly once
+with its tasks.
 """
 
 import json
+import os
+import signal
 import sqlite3
+import time
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
@@ -25,24 +30,73 @@ def clean(err: str) -> bool:
     return "Traceback" not in err and "database" not in err.lower() and "sqlite" not in err.lower()
 
 
+def lock_holder(workspace) -> int | None:
+    """The pid holding the workspace's dispatcher lock, read from /proc/locks: probing with
+    flock would take the lock for a moment and could itself make a dispatcher lose."""
+    try:
+        info = os.stat(workspace.lock_path)
+    except FileNotFoundError:
+        return None
+    file_id = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 12345 fe:00:2146374 0 EOF"
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == file_id:
+            return int(fields[4])
+    return None
+
+
+def stopped_while_holding_the_lock(workspace, process) -> bool:
+    """SIGSTOP a starting dispatcher the moment it holds the lock: True if it is stopped
+    holding it (it then holds it until SIGCONT), False if it ended first."""
+    while process.poll() is None:
+        if lock_holder(workspace) == process.pid:
+            os.kill(process.pid, signal.SIGSTOP)
+            if lock_holder(workspace) == process.pid:
+                return True
+            os.kill(process.pid, signal.SIGCONT)  # it let go between the look and the stop
+        time.sleep(0.001)
+    return False
+
+
 def test_dispatchers_started_together_never_run_a_task_twice(local):
     local.submit(3, sleep=0.3)
-    outcomes = []
+    losers = 0
     for _ in range(60):
+        # The loser, for certain: a dispatcher that finds the lock held exits 3 at once,
+        # saying why, while the holder (stopped holding it) goes on to finish its pass.
+        holder = datarun_process(local.workspace, "dispatch", "--json")
+        if stopped_while_holding_the_lock(local.workspace, holder):
+            try:
+                loser = datarun_process(local.workspace, "dispatch", "--json")
+                out, err = loser.communicate(timeout=120)
+            finally:
+                os.kill(holder.pid, signal.SIGCONT)
+            assert loser.returncode == 3, (loser.returncode, out, err)
+            assert "another datarun dispatcher is running in this workspace" in err
+            assert clean(err), err
+            losers += 1
+        out, err = holder.communicate(timeout=120)
+        assert holder.returncode == 0, err
+        assert clean(err), err
+        assert json.loads(out)["host_errors"] == {}
+        # A race: two started at the same instant. Both may win, one after the other; both
+        # losing would leave the workspace unserved.
         pair = [datarun_process(local.workspace, "dispatch", "--json") for _ in range(2)]
+        codes = []
         for process in pair:
             out, err = process.communicate(timeout=120)
-            outcomes.append(process.returncode)
-            assert process.returncode in (0, 3), err  # 3: the other one holds the lock
+            codes.append(process.returncode)
             assert clean(err), err
             if process.returncode == 3:
                 assert "another datarun dispatcher is running in this workspace" in err
             else:
+                assert process.returncode == 0, err
                 assert json.loads(out)["host_errors"] == {}
+        assert sorted(codes) in ([0, 0], [0, 3]), codes
         if all(row["state"] == "done" for row in task_rows(local.workspace).values()):
             break
     assert {row["state"] for row in task_rows(local.workspace).values()} == {"done"}
-    assert 0 in outcomes
+    assert losers >= 1, "no dispatcher was ever caught holding the lock"
     for task_id, marks in runs(local.trace).items():
         assert marks == {"start": [1], "fit": [1]}, (task_id, marks)
 

@@ -4,14 +4,8 @@ import re
 
 import pytest
 
-from datarun.store.db import (
-    MIGRATIONS,
-    applied_migrations,
-    connect,
-    m006_workspace_id,
-    migrate,
-    workspace_id,
-)
+from datarun.store.db import MIGRATIONS, applied_migrations, connect, migrate, workspace_id
+from datarun.store.migrations import m006_workspace_id
 
 
 def schema_at(path, applied_before: int):

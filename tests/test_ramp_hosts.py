@@ -86,7 +86,8 @@ def test_a_harness_without_rampwf_fails_the_task_with_what_to_install(workspace,
     """The harness's side, in-process: the data set loads, each task fails cleanly."""
     from datarun.problems.registry import data_dir, get_problem
     from datarun.remote.child import DataSet
-    from datarun.remote.workflows import WORKFLOWS, PhaseClock, TaskFailure
+    from datarun.remote.registry import WORKFLOWS
+    from datarun.remote.workflows import PhaseClock, TaskFailure
     from datarun.store.db import open_db
 
     assert cli("problem", "add", KITS / "cancer_estimator").exit_code == 0
@@ -191,7 +192,8 @@ def data_copy(workspace, cli, kit: str, tmp_path: Path) -> Path:
 def run_task(data_folder: Path, tmp_path: Path, files: dict[str, str], classes, monkeypatch):
     """Run one RAMP task of fold-like indices in this process; return the TaskFailure."""
     from datarun.remote.child import DataSet
-    from datarun.remote.workflows import WORKFLOWS, PhaseClock, TaskFailure
+    from datarun.remote.registry import WORKFLOWS
+    from datarun.remote.workflows import PhaseClock, TaskFailure
 
     data = DataSet(data_folder)
     folder = tmp_path / "task"

@@ -85,7 +85,8 @@ def test_train_scores_measures_and_ranks(iris, cli):
     assert all(set(r["test"]) == {"accuracy", "log_loss", "roc_auc"} for r in private["rows"])
 
     status = cli("status", "--json").json()
-    assert status["problems"]["iris"] == {"queued": 0, "running": 0, "done": 10, "failed": 0, "submissions": 2}
+    assert status["problems"]["iris"] == {"queued": 0, "running": 0, "done": 10, "failed": 0,
+                                          "cancelled": 0, "submissions": 2}
     assert status["hosts"]["local"]["done"] == 10 and status["hosts"]["local"]["slots_in_use"] == 0
     # The local host's folder holds the workspace's own folder, named by its id, and the
     # shared data cache beside it.

@@ -15,20 +15,25 @@ Dates are ISO 8601; one without a zone is UTC. They are stored, and given in `--
 as UTC epoch seconds, like every other time datarun records.
 """
 
+from __future__ import annotations
+
 import csv
 import datetime as dt
 import io
-import json
 import math
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
+from datarun.problems.registry import get_problem
 from datarun.safetext import check_name, name_key
 from datarun.sizes import parse_duration
+from datarun.store import events as stored_events
+from datarun.store import problems as stored_problems
+from datarun.store.db import Database
+from datarun.store.events import Event
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 MAX_TEAM = 100
@@ -122,8 +127,9 @@ def read_participants(path: Path) -> list[str]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise UsageError(f"participants file {path.name} line {line}: not UTF-8 text") from None
+        at = raw[: error.start].count(b"\n") + 1
+        raise UsageError(f"participants file {path.name} line {at}: not UTF-8 text") from None
+    entries: list[tuple[int, str]]
     if path.suffix.lower() == ".csv":
         entries = _csv_entries(text, path.name)
     else:
@@ -150,53 +156,32 @@ def read_participants(path: Path) -> list[str]:
 # -- events -------------------------------------------------------------------------
 
 
-def _decode(row: dict) -> dict:
-    row = dict(row)
-    row["default"] = bool(row.pop("is_default"))
-    row["participants"] = json.loads(row["participants"]) if row["participants"] else None
-    return row
-
-
-def _create_default_events(db, problem: str | None = None) -> None:
-    # One statement, so it is atomic without a transaction of its own; OR IGNORE makes
-    # two concurrent callers harmless (and skips a problem whose name an event took).
-    sql = ("INSERT OR IGNORE INTO events (name, problem, is_default, created_at) "
-           "SELECT p.name, p.name, 1, ? FROM problems p WHERE NOT EXISTS "
-           "(SELECT 1 FROM events e WHERE e.problem = p.name AND e.is_default = 1)")
-    args: list = [time.time()]
-    if problem is not None:
-        sql += " AND p.name = ?"
-        args.append(problem)
-    db.execute(sql, args)
-
-
-def get_event(db, name: str) -> dict:
+def get_event(db: Database, name: str) -> Event:
     name = name_key(name)
-    rows = list(db.query("SELECT * FROM events WHERE name = ?", [name]))
-    if not rows:
+    event = stored_events.get(db, name)
+    if event is None:
         # It may be a default event not created yet.
-        _create_default_events(db)
-        rows = list(db.query("SELECT * FROM events WHERE name = ?", [name]))
-    if not rows:
-        known = [r["name"] for r in db.query("SELECT name FROM events ORDER BY name")]
+        stored_events.create_defaults(db)
+        event = stored_events.get(db, name)
+    if event is None:
+        known = stored_events.names(db)
         hint = f"known: {', '.join(known)}" if known else "none yet: `datarun event add`"
         raise NotFound(f"unknown event {name!r} ({hint})")
-    return _decode(rows[0])
+    return event
 
 
-def default_event(db, problem: str) -> dict:
+def default_event(db: Database, problem: str) -> Event:
     """The problem's open-to-all event, created on first use."""
-    _create_default_events(db, problem)
-    row = db.execute(
-        "SELECT name FROM events WHERE problem = ? AND is_default = 1", [problem]).fetchone()
-    if row is None:
-        other = db.execute("SELECT problem FROM events WHERE name = ?", [problem]).fetchone()
-        raise UsageError(f"event {problem!r} of problem {other[0]!r} has the name of this "
-                         f"problem's default event; submit with --event")
-    return get_event(db, row[0])
+    stored_events.create_defaults(db, problem)
+    name = stored_events.default_of(db, problem)
+    if name is None:
+        other = stored_events.get(db, problem)
+        raise UsageError(f"event {problem!r} of problem {other['problem'] if other else '?'!r} has "
+                         "the name of this problem's default event; submit with --event")
+    return get_event(db, name)
 
 
-def resolve_event(db, problem: str, name: str | None) -> dict:
+def resolve_event(db: Database, problem: str, name: str | None) -> Event:
     """The event a submission to `problem` goes to: `name`, else the problem's default."""
     if name is None:
         return default_event(db, problem)
@@ -206,50 +191,40 @@ def resolve_event(db, problem: str, name: str | None) -> dict:
     return event
 
 
-def add_event(db, name: str, problem: str, opens: str | None = None, closes: str | None = None,
+def add_event(db: Database, name: str, problem: str, opens: str | None = None, closes: str | None = None,
               public_opens: str | None = None, participants: Path | None = None,
-              min_interval: str | None = None, max_submissions: int | None = None) -> dict:
+              min_interval: str | None = None, max_submissions: int | None = None) -> Event:
     """Create an event on a problem; everything is checked before anything is stored."""
-    from datarun.problems.registry import get_problem
-
     name = check_name(name or "", "event name")
     if not NAME_RE.match(name):
         raise UsageError(f"event name {name!r}: use lowercase letters, digits, '-' and '_'")
     get_problem(db, problem)
-    if db.execute("SELECT 1 FROM problems WHERE name = ?", [name]).fetchone():
+    if stored_problems.exists(db, name):
         raise UsageError(f"event name {name!r} is taken by the default event of problem {name!r}; "
                          "choose another name")
-    times = {}
+    times: dict[str, float | None] = {}
     for key, text in (("opens", opens), ("closes", closes), ("public_opens", public_opens)):
         times[key] = None if text is None else parse_when(text, "--" + key.replace("_", "-"))
-    if times["opens"] is not None and times["closes"] is not None and times["closes"] <= times["opens"]:
-        raise UsageError(f"--closes ({format_when(times['closes'])}) must be after --opens "
-                         f"({format_when(times['opens'])})")
-    if (times["opens"] is not None and times["public_opens"] is not None
-            and times["public_opens"] < times["opens"]):
-        raise UsageError(f"--public-opens ({format_when(times['public_opens'])}) must not be "
-                         f"before --opens ({format_when(times['opens'])})")
+    opening, closing, public = times["opens"], times["closes"], times["public_opens"]
+    if opening is not None and closing is not None and closing <= opening:
+        raise UsageError(f"--closes ({format_when(closing)}) must be after --opens "
+                         f"({format_when(opening)})")
+    if opening is not None and public is not None and public < opening:
+        raise UsageError(f"--public-opens ({format_when(public)}) must not be "
+                         f"before --opens ({format_when(opening)})")
     teams = read_participants(participants) if participants is not None else None
     interval = parse_duration(min_interval, "--min-interval") if min_interval is not None else None
     if max_submissions is not None and max_submissions < 1:
         raise UsageError(f"--max-submissions must be at least 1, got {max_submissions}")
-    try:
-        db.execute(
-            "INSERT INTO events (name, problem, is_default, opens, closes, public_opens, "
-            "participants, min_interval, max_submissions, created_at) "
-            "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-            [name, problem, times["opens"], times["closes"], times["public_opens"],
-             json.dumps(teams) if teams is not None else None, interval, max_submissions,
-             time.time()],
-        )
-    except sqlite3.IntegrityError:
+    if not stored_events.insert(db, name, problem, opening, closing, public, teams, interval,
+                                max_submissions):
         other = get_event(db, name)
         raise UsageError(f"event {name!r} already exists (on problem {other['problem']!r}); "
-                         "choose another name") from None
+                         "choose another name")
     return get_event(db, name)
 
 
-def event_state(event: dict, now: float) -> str:
+def event_state(event: Event, now: float) -> str:
     if event["opens"] is not None and now < event["opens"]:
         return "upcoming"
     if event["closes"] is not None and now >= event["closes"]:
@@ -257,46 +232,31 @@ def event_state(event: dict, now: float) -> str:
     return "open"
 
 
-def scores_public(event: dict, now: float) -> bool:
+def scores_public(event: Event, now: float) -> bool:
     return event["public_opens"] is None or now >= event["public_opens"]
 
 
-def list_events(db, problem: str | None = None, now: float | None = None) -> list[dict]:
+def list_events(db: Database, problem: str | None = None, now: float | None = None) -> list[Event]:
     """Every event (the problems' default events included), by problem then name."""
     now = time.time() if now is None else now
     if problem is not None:
-        from datarun.problems.registry import get_problem
-
         get_problem(db, problem)
-    _create_default_events(db, problem)
-    sql = ("SELECT e.*, count(s.id) AS submissions, count(DISTINCT s.team) AS teams "
-           "FROM events e LEFT JOIN submissions s ON s.event = e.name")
-    args = []
-    if problem is not None:
-        sql += " WHERE e.problem = ?"
-        args.append(problem)
-    sql += " GROUP BY e.name ORDER BY e.problem, e.is_default DESC, e.name"
+    stored_events.create_defaults(db, problem)
     events = []
-    for row in db.query(sql, args):
-        event = _decode(row)
+    for event in stored_events.listed(db, problem):
         event["state"] = event_state(event, now)
         event["scores_public"] = scores_public(event, now)
         events.append(event)
     return events
 
 
-def describe_event(db, name: str, now: float | None = None) -> dict:
+def describe_event(db: Database, name: str, now: float | None = None) -> Event:
     """An event's settings, state, and each team's submission count and last submission."""
     now = time.time() if now is None else now
     event = get_event(db, name)
     event["state"] = event_state(event, now)
     event["scores_public"] = scores_public(event, now)
-    event["by_team"] = [
-        dict(row) for row in db.query(
-            "SELECT team, count(*) AS submissions, max(created_at) AS last_submitted_at, "
-            "sum(forced IS NOT NULL) AS forced FROM submissions WHERE event = ? "
-            "GROUP BY team ORDER BY team", [event["name"]])
-    ]
+    event["by_team"] = stored_events.by_team(db, event["name"])
     event["submissions"] = sum(team["submissions"] for team in event["by_team"])
     event["teams"] = len(event["by_team"])
     return event
@@ -311,7 +271,7 @@ class Violation:
     message: str
 
 
-def rule_violations(event: dict, team: str, times: list[float], now: float) -> list[Violation]:
+def rule_violations(event: Event, team: str, times: list[float], now: float) -> list[Violation]:
     """The rules a submission by `team` at `now` would break; `times` are its earlier ones."""
     name = event["name"]
     broken = []
@@ -334,14 +294,13 @@ def rule_violations(event: dict, team: str, times: list[float], now: float) -> l
     return broken
 
 
-def enforce_rules(db, event: dict, team: str, now: float, force: bool = False) -> str | None:
+def enforce_rules(db: Database, event: Event, team: str, now: float, force: bool = False) -> str | None:
     """Refuse a submission that breaks the event's rules, unless forced.
 
     Returns what a forced submission overrode (stored on its row), else None. Call it in
     the transaction that inserts the submission, so the counts it reads are current.
     """
-    times = [row[0] for row in db.execute(
-        "SELECT created_at FROM submissions WHERE event = ? AND team = ?", [event["name"], team])]
+    times = stored_events.submission_times(db, event["name"], team)
     broken = rule_violations(event, team, times, now)
     if not broken:
         return None

@@ -6,19 +6,30 @@ code sent again by the same team on the same problem is recognised and not run a
 Everything is checked before anything is stored, and the rows go in one transaction.
 """
 
+from __future__ import annotations
+
 import ast
 import errno
 import hashlib
-import json
 import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
+from datarun.challenge.events import enforce_rules, resolve_event
 from datarun.errors import NotFound, UsageError
+from datarun.problems.registry import get_problem
+from datarun.problems.workflows import Workflow, workflow_for
 from datarun.safetext import check_name
 from datarun.sizes import format_size
-from datarun.store.blobs import BlobStore
+from datarun.store import problems as stored_problems
+from datarun.store import submissions as stored
+from datarun.store import tasks
+from datarun.store.blobs import BlobStore, sha256_bytes
+from datarun.store.db import Database, transaction
+from datarun.store.task_events import events_of
+from datarun.store.workspace import Workspace
 
 MAX_FILE_BYTES = 512 * 1024
 # A submission file is opened without following a link and without blocking on a FIFO.
@@ -75,7 +86,7 @@ def _check_opened(name: str, info: os.stat_result) -> None:
                          f"{format_size(MAX_FILE_BYTES)} a file")
 
 
-def _read_plain_file(entry: Path, folder: Path, workflow, allowed: set[str]) -> bytes:
+def _read_plain_file(entry: Path, folder: Path, workflow: Workflow, allowed: set[str]) -> bytes:
     """The bytes of one submission file, which must be a regular file with one link.
 
     A first look (lstat) names links, folders and unexpected names, and keeps FIFOs and
@@ -117,7 +128,7 @@ def _read_plain_file(entry: Path, folder: Path, workflow, allowed: set[str]) -> 
     return b"".join(chunks)
 
 
-def read_submission_folder(folder: Path, workflow) -> dict[str, bytes]:
+def read_submission_folder(folder: Path, workflow: Workflow) -> dict[str, bytes]:
     """The submission's files {name: bytes}, after every check; raise UsageError on the first fault."""
     folder = Path(folder)
     allowed, required = set(workflow.files), set(workflow.required)
@@ -159,19 +170,15 @@ def files_digest(file_hashes: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str | None = None,
-           event: str | None = None, force: bool = False, now: float | None = None) -> dict:
+def submit(workspace: Workspace, db: Database, problem_name: str, folder: Path, team: str,
+           name: str | None = None, event: str | None = None, force: bool = False,
+           now: float | None = None) -> dict[str, Any]:
     """Store a submission to an event and queue its tasks; an identical earlier one is returned instead.
 
     `event` defaults to the problem's default event. The event's rules are checked under
     the write lock, after the duplicate check (an identical resubmission stores nothing, so
     no rule applies to it); `force` stores a submission that breaks them and records which.
     """
-    from datarun.challenge.events import enforce_rules, resolve_event
-    from datarun.problems.registry import get_problem
-    from datarun.problems.workflows import workflow_for
-    from datarun.store.blobs import sha256_bytes
-
     problem = get_problem(db, problem_name)
     workflow = workflow_for(problem)
     team = _check_label(team, "team")
@@ -180,150 +187,86 @@ def submit(workspace, db, problem_name: str, folder: Path, team: str, name: str 
     files = read_submission_folder(Path(folder), workflow)
     file_hashes = {filename: sha256_bytes(data) for filename, data in files.items()}
     digest = files_digest(file_hashes)
-    folds = [row["fold"] for row in db.query(
-        "SELECT fold FROM folds WHERE problem = ? ORDER BY fold", [problem["name"]])]
+    folds = stored_problems.fold_numbers(db, problem["name"])
     now = time.time() if now is None else now
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
-        same = db.execute(
-            "SELECT id, name, event FROM submissions WHERE problem = ? AND team = ? AND files_hash = ?",
-            [problem["name"], team, digest],
-        ).fetchone()
+    with transaction(db):
+        same = stored.same_code(db, problem["name"], team, digest)
         if same:
-            return {"id": same[0], "name": same[1], "created": False, "tasks": len(folds),
-                    "problem": problem["name"], "team": team, "event": same[2], "forced": None}
+            return {"id": same["id"], "name": same["name"], "created": False, "tasks": len(folds),
+                    "problem": problem["name"], "team": team, "event": same["event"], "forced": None}
         forced = enforce_rules(db, target, team, now, force)
         # Blobs go in only once the submission is accepted: a refusal leaves nothing behind.
         store = BlobStore(workspace.blobs_dir)
         for data in files.values():
             store.put_bytes(data)
-        cursor = db.execute(
-            "INSERT INTO submissions (problem, event, team, name, files_hash, files, created_at, forced) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [problem["name"], target["name"], team, name, digest, json.dumps(file_hashes), now, forced],
-        )
-        submission_id = cursor.lastrowid
-        db.conn.executemany(
-            "INSERT INTO tasks (submission, fold, state, attempt, queued_at) VALUES (?, ?, 'queued', 0, ?)",
-            [(submission_id, fold, now) for fold in folds],
-        )
+        submission_id = stored.insert(db, problem["name"], target["name"], team, name, digest,
+                                      file_hashes, now, forced)
+        tasks.create(db, submission_id, folds, now)
     return {"id": submission_id, "name": name, "created": True, "tasks": len(folds),
             "problem": problem["name"], "team": team, "event": target["name"], "forced": forced}
 
 
 def submission_state(states: list[str]) -> str:
-    """A submission's state, derived from its tasks' states."""
+    """A submission's state, derived from its tasks' states: done when every fold is, running
+    while any runs or some finished and others wait, failed (or else cancelled) once every
+    fold has finished and some did not succeed."""
     if states and all(s == "done" for s in states):
         return "done"
     if any(s == "running" for s in states):
         return "running"
-    if any(s == "failed" for s in states):
-        return "failed" if all(s in ("done", "failed") for s in states) else "running"
+    finished = all(s in tasks.FINISHED for s in states)
+    for state in ("failed", "cancelled"):
+        if state in states:
+            return state if finished else "running"
     return "queued"
 
 
-def get_submission(db, submission_id: int | str) -> dict:
+def get_submission(db: Database, submission_id: int | str) -> dict[str, Any]:
     try:
         key = int(submission_id)
     except (TypeError, ValueError):
         raise UsageError(f"a submission id is a number, got {submission_id!r}") from None
-    rows = list(db.query("SELECT * FROM submissions WHERE id = ?", [key]))
-    if not rows:
+    row = stored.get(db, key)
+    if row is None:
         raise NotFound(f"no submission {key}: `datarun submission list` shows the ids")
-    row = rows[0]
-    row["files"] = json.loads(row["files"])
     return row
 
 
-def list_submissions(db, problem: str | None = None) -> list[dict]:
-    sql = (
-        "SELECT s.id, s.problem, s.event, s.team, s.name, s.created_at, "
-        "group_concat(t.state) AS states FROM submissions s LEFT JOIN tasks t ON t.submission = s.id"
-    )
-    args: list = []
-    if problem:
-        sql += " WHERE s.problem = ?"
-        args.append(problem)
-    sql += " GROUP BY s.id ORDER BY s.id"
+def list_submissions(db: Database, problem: str | None = None) -> list[dict[str, Any]]:
     rows = []
-    for row in db.query(sql, args):
-        states = (row.pop("states") or "").split(",") if row.get("states") else []
+    for row, states in stored.with_task_states(db, problem):
         row["state"] = submission_state(states)
-        row["tasks"] = {s: states.count(s) for s in ("queued", "running", "done", "failed") if s in states}
+        row["tasks"] = {s: states.count(s) for s in map(str, tasks.TaskState) if s in states}
         rows.append(row)
     return rows
 
 
 SPLITS = ("train", "valid", "test")
-TASK_COLUMNS = ("id", "fold", "state", "attempt", "host", "train_time", "valid_time", "test_time",
-                "wall_time", "cpu_time", "peak_memory", "ran_from", "ran_to", "error_kind", "error")
 
 
-def _attach_details(db, rows: list[dict], splits: tuple[str, ...], where: str, args: list,
-                    environment: bool = True) -> None:
-    """Add each submission row's tasks (with their scores), bagged scores and state, in bulk.
-
-    `where` selects the same submissions as `rows` (a condition on `s`, the submissions
-    table), so each kind of row is read in one query however many submissions there are."""
-    by_id = {row["id"]: row for row in rows}
-    for row in rows:
-        row["tasks"], row["bagged"] = [], {}
-    wanted = f"JOIN submissions s ON s.id = t.submission WHERE {where}"
-    in_splits = f"({', '.join('?' for _ in splits)})" if splits else "(NULL)"
-    columns = TASK_COLUMNS + (("environment",) if environment else ())
-    tasks = {}
-    for values in db.execute(
-            f"SELECT t.submission, {', '.join('t.' + c for c in columns)} "
-            f"FROM tasks t {wanted} ORDER BY t.submission, t.fold", args):
-        task = dict(zip(columns, values[1:], strict=True))
-        task["scores"] = {}
-        if environment:
-            task["environment"] = json.loads(task["environment"]) if task["environment"] else None
-        by_id[values[0]]["tasks"].append(task)
-        tasks[task["id"]] = task
-    for task_id, split, score, value in db.execute(
-            f"SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
-            f"{wanted} AND sc.split IN {in_splits}", [*args, *splits]):
-        scores = tasks[task_id]["scores"]
-        if split not in scores:
-            scores[split] = {}
-        scores[split][score] = value
-    for sid, split, score, value in db.execute(
-            "SELECT b.submission, b.split, b.score, b.value FROM bagged_scores b "
-            f"JOIN submissions s ON s.id = b.submission WHERE {where} AND b.split IN {in_splits}",
-            [*args, *splits]):
-        by_id[sid]["bagged"].setdefault(split, {})[score] = value
-    for row in rows:
-        row["state"] = submission_state([t["state"] for t in row["tasks"]])
-
-
-def describe_submission(workspace, db, submission_id) -> dict:
+def describe_submission(workspace: Workspace, db: Database, submission_id: int | str) -> dict[str, Any]:
     """A submission with its per-fold tasks, scores and bagged scores (for `submission show`)."""
     row = get_submission(db, submission_id)
-    _attach_details(db, [row], SPLITS, "s.id = ?", [row["id"]])
-    from datarun.store.task_events import events_of
-
+    stored.attach_details(db, [row], SPLITS)
+    row["state"] = submission_state([task["state"] for task in row["tasks"]])
     events = events_of(db, [task["id"] for task in row["tasks"]])
     for task in row["tasks"]:
         task["events"] = events[task["id"]]
     return row
 
 
-def describe_submissions(db, problem: str, event: str | None = None,
-                         splits: tuple[str, ...] = SPLITS, environment: bool = False) -> dict[int, dict]:
+def describe_submissions(db: Database, problem: str, event: str | None = None,
+                         splits: tuple[str, ...] = SPLITS, environment: bool = False) -> dict[int, dict[str, Any]]:
     """`describe_submission` for every submission of a problem (or of one of its events), by id.
 
     Only the scores of `splits` are read: a public view passes ("train", "valid") and so
     never holds a test score. The tasks' `environment` (host and library versions) is read
     only when asked for.
     """
-    rows = list(db.query(
-        "SELECT * FROM submissions WHERE problem = ? AND (? IS NULL OR event = ?) ORDER BY id",
-        [problem, event, event]))
+    rows = stored.of_problem(db, problem, event)
+    stored.attach_details(db, rows, tuple(splits), problem, event, environment)
     for row in rows:
-        row["files"] = json.loads(row["files"])
-    _attach_details(db, rows, tuple(splits), "s.problem = ? AND (? IS NULL OR s.event = ?)",
-                    [problem, event, event], environment)
+        row["state"] = submission_state([task["state"] for task in row["tasks"]])
     return {row["id"]: row for row in rows}
 
 
@@ -334,7 +277,7 @@ def error_tail(error: str | None, lines: int = 3) -> list[str]:
     return [line for line in error.strip().splitlines() if line.strip()][-lines:]
 
 
-def submission_code(workspace, db, submission_id) -> dict[str, str]:
+def submission_code(workspace: Workspace, db: Database, submission_id: int | str) -> dict[str, str]:
     row = get_submission(db, submission_id)
     store = BlobStore(workspace.blobs_dir)
     return {name: store.get_bytes(digest).decode("utf-8") for name, digest in sorted(row["files"].items())}

@@ -1,8 +1,11 @@
-"""The Typer app, its global options, and the one error-mapping wrapper."""
+"""The Typer app, its global options, and the one error-mapping wrapper.
+
+The command groups import this module and add their commands to `app`; this module
+imports none of them (datarun/cli/__init__.py does), so the CLI has no import cycle.
+"""
 
 import json
 import sys
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -123,28 +126,3 @@ def handled():
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def run_command(function: Callable[[], Any]) -> Any:
-    with handled():
-        return function()
-
-
-def _register() -> None:
-    # Each group module adds its commands to `app` when imported.
-    from datarun.cli import workspace  # noqa: F401
-
-    for name in ("problem", "submission", "event", "train", "host", "leaderboard", "demo", "tasks",
-                 "export", "db", "site"):
-        try:
-            __import__(f"datarun.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"datarun.cli.{name}":
-                raise
-
-
-_register()
-
-
-def main() -> None:
-    app()

@@ -28,10 +28,11 @@ def demo(
                         console=console, disable=json_out)
     bar = progress.add_task("demo", total=None, detail="")
 
-    def on_progress(counts: dict) -> None:
+    def on_progress(counts: dict[str, int]) -> None:
         if not progress.live.is_started:
             progress.start()
-        progress.update(bar, total=counts["total"], completed=counts["done"] + counts["failed"],
+        finished = counts["done"] + counts["failed"] + counts["cancelled"]
+        progress.update(bar, total=counts["total"], completed=finished,
                         detail=f"{counts['running']} running, {counts['failed']} failed")
 
     with handled():

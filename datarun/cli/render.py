@@ -36,7 +36,7 @@ def _when(timestamp) -> str:
     return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
-def leaderboard_table(board: dict) -> Table:
+def leaderboard_table(board: dict) -> _RichTable:
     names = board["scores"]
     official = board["official_score"]
     scope = board["problem"] + (f" / event {board['event']}" if board.get("event") else "")
@@ -78,7 +78,7 @@ def leaderboard_table(board: dict) -> Table:
     return table
 
 
-def submissions_table(rows: list[dict]) -> Table:
+def submissions_table(rows: list[dict]) -> _RichTable:
     table = Table(title="submissions", title_justify="left")
     for column in ("id", "problem", "team", "name", "state", "tasks", "submitted"):
         table.add_column(column, justify="right" if column == "id" else "left")
@@ -89,7 +89,7 @@ def submissions_table(rows: list[dict]) -> Table:
     return table
 
 
-def submission_table(sub: dict, score_names: list[str]) -> Table:
+def submission_table(sub: dict, score_names: list[str]) -> _RichTable:
     title = f"submission {sub['id']}: {sub['team']} / {sub['name']} on {sub['problem']} — {sub['state']}"
     table = Table(title=title, title_justify="left")
     table.add_column("fold", justify="right")
@@ -113,13 +113,13 @@ def submission_table(sub: dict, score_names: list[str]) -> Table:
     return table
 
 
-def status_tables(status: dict) -> list[Table]:
+def status_tables(status: dict) -> list[_RichTable]:
     problems = Table(title="tasks per problem", title_justify="left")
-    for column in ("problem", "submissions", "queued", "running", "done", "failed"):
+    for column in ("problem", "submissions", "queued", "running", "done", "failed", "cancelled"):
         problems.add_column(column, justify="left" if column == "problem" else "right")
     for name, counts in status["problems"].items():
         add_row(problems, name, str(counts["submissions"]), str(counts["queued"]), str(counts["running"]),
-                         str(counts["done"]), str(counts["failed"]))
+                str(counts["done"]), str(counts["failed"]), str(counts["cancelled"]))
     hosts = Table(title="hosts", title_justify="left")
     for column in ("host", "executor", "slots in use", "done", "failed", "check"):
         hosts.add_column(column, justify="left" if column in ("host", "executor", "check") else "right")
@@ -154,7 +154,7 @@ def _rules(event: dict) -> str:
     return ", ".join(rules) or "-"
 
 
-def events_table(events: list[dict]) -> Table:
+def events_table(events: list[dict]) -> _RichTable:
     table = Table(title="events", title_justify="left")
     for column in ("event", "problem", "state", "opens", "closes", "public from", "teams allowed",
                    "limits", "submissions"):
@@ -168,7 +168,7 @@ def events_table(events: list[dict]) -> Table:
     return table
 
 
-def event_tables(event: dict) -> list[Table]:
+def event_tables(event: dict) -> list[_RichTable]:
     settings = Table(title=f"event {event['name']} on {event['problem']} — {event['state']}",
                      title_justify="left", show_header=False)
     settings.add_column("setting")

@@ -43,7 +43,7 @@ def submit(
         result = submit_core(workspace, db, problem, folder, team, name, event=event, force=force)
     warn_unsandboxed(workspace)
     if result["created"]:
-        from datarun.executors.local import warm_runners
+        from datarun.dispatch.runners import warm_runners
 
         warm_runners(workspace)  # its imports overlap with whatever the organiser does next
     if json_out:

@@ -14,7 +14,7 @@ SubmissionArgument = Annotated[str, typer.Argument(metavar="SUBMISSION", help="T
 
 @app.command()
 def retry(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
-    """Re-queue a submission's failed tasks (errors cleared, host losses forgotten)."""
+    """Re-queue a submission's failed and cancelled tasks (errors cleared, host losses forgotten)."""
     from datarun.dispatch.controls import retry_submission
 
     with handled():
@@ -23,7 +23,7 @@ def retry(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
     if json_out:
         emit_json(result)
     else:
-        err(f"submission {result['submission']}: {len(result['requeued'])} failed tasks re-queued; "
+        err(f"submission {result['submission']}: {len(result['requeued'])} tasks re-queued; "
             "`datarun train` (or cron's `datarun dispatch`) runs them")
 
 

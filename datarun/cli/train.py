@@ -58,9 +58,10 @@ def train(
                       console=console, transient=False, disable=json_out) as progress:
             bar = progress.add_task("train", total=None, detail="")
 
-            def on_progress(counts: dict) -> None:
-                finished = counts["done"] + counts["failed"]
-                detail = f"{counts['running']} running, {counts['failed']} failed"
+            def on_progress(counts: dict[str, int]) -> None:
+                finished = counts["done"] + counts["failed"] + counts["cancelled"]
+                detail = f"{counts['running']} running, {counts['failed']} failed" + (
+                    f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
                 progress.update(bar, total=counts["total"], completed=finished, detail=detail)
 
             summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
@@ -70,9 +71,11 @@ def train(
     if json_out:
         emit_json(summary)
     else:
-        err(f"{summary['done']} done, {summary['failed']} failed of {summary['tasks']} tasks "
+        cancelled = f", {summary['cancelled']} cancelled" if summary["cancelled"] else ""
+        err(f"{summary['done']} done, {summary['failed']} failed{cancelled} of {summary['tasks']} tasks "
             f"in {summary['wall_time']:.1f}s")
-    if summary["failed"] or summary["queued"] or summary["host_errors"]:
+    # Exit 1 unless every task it was asked to run is done: failed, cancelled, or left queued.
+    if summary["failed"] or summary["cancelled"] or summary["queued"] or summary["host_errors"]:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -96,7 +99,7 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
 
 @app.command()
 def status(json_out: JsonOption = False) -> None:
-    """Queued, running, done and failed tasks per problem and per host."""
+    """Queued, running, done, failed and cancelled tasks per problem and per host."""
     from datarun.dispatch.status import workspace_status
 
     with handled():

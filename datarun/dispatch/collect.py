@@ -1,10 +1,10 @@
 """Taking what a host's sync brought back: results, late results, lost tasks, bagged scores.
 
-Split from `datarun.dispatch.dispatcher` along its seam: the dispatcher decides when to talk to
-hosts; this part decides what their answers mean for the database. Every write is one
-`BEGIN IMMEDIATE` transaction guarded by the state and attempt the row is expected to
-have, so a result is recorded once, for the attempt the database expects, or (when that
-attempt was given up on) as the first complete result of the task; never twice.
+The dispatcher decides when to talk to hosts; the `Collector` decides what their answers
+mean for the database. Every change of a task goes through `datarun.store.tasks`, guarded
+by the state and attempt the row is expected to have, so a result is recorded once, for
+the attempt the database expects, or (when that attempt was given up on) as the first
+complete result of the task; never twice.
 
 A result must carry the nonce its attempt was sent with. One that does not is refused
 and recorded as a task event, never scored; the attempt then counts as lost on its host
@@ -14,21 +14,31 @@ folder of its key was there already) goes back to the queue with no loss counted
 sent again as a new attempt; the folder that was there is left alone.
 """
 
-import json
+from __future__ import annotations
+
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from datarun.board.contrib import update_contributivity
+from datarun.dispatch.hoststate import HostState
+from datarun.dispatch.job import SyncJob
+from datarun.dispatch.lanes import Leftovers
+from datarun.dispatch.problemcache import ProblemCache
 from datarun.dispatch.results import ResultNotOurs, ResultRejected, read_result
+from datarun.executors.base import PollReport, SyncResult
+from datarun.store import scores as stored_scores
+from datarun.store import tasks
+from datarun.store.blobs import BlobStore
+from datarun.store.db import Database, transaction
 from datarun.store.task_events import record_event
+from datarun.store.tasks import Outcome, Replaced, Task, TaskState
+from datarun.store.workspace import Workspace
 
 # A runner beats every second; one silent for this long gets no new task until it beats
 # again (its tasks are given to others only after the host's grace period).
 RUNNER_SLOW = 5.0
-
-
-def task_key(task_id: int, attempt: int) -> str:
-    return f"t{task_id}-a{attempt}"
 
 
 @dataclass
@@ -41,51 +51,60 @@ class PassReport:
     late: list[int] = field(default_factory=list)  # tasks whose given-up attempt came back
 
 
-class Collecting:
-    """The dispatcher's side that applies a host's answers (mixed into `Dispatcher`)."""
+class Collector:
+    """Applies hosts' answers to the database: results, losses, leftovers, bagged scores."""
 
-    def apply_sync(self, name: str, result, context: dict, report: PassReport) -> None:
-        poll = result.poll
+    def __init__(self, workspace: Workspace, db: Database, store: BlobStore, problems: ProblemCache,
+                 leftovers: Leftovers, hosts: Mapping[str, HostState], max_attempts: int):
+        self.workspace = workspace
+        self.db = db
+        self.store = store
+        self.problems = problems
+        self.leftovers = leftovers
+        self.hosts = hosts
+        self.max_attempts = max_attempts
+        self.to_blend: set[str] = set()  # problems with newly scored submissions
+
+    def apply(self, host: HostState, result: SyncResult, job: SyncJob, report: PassReport) -> None:
+        """Read one sync's answer against the job that asked it."""
+        name, poll = host.name, result.poll
         fetched = set(result.fetched)
-        results = context["scratch"] / "results"
-        grace = self.grace(name)
         # A runner that holds its lock but has not written its heartbeat for the grace
         # period is frozen (a stopped or swapping host): its tasks will not move either.
         silent = poll.now - poll.runner_heartbeat if poll.runner_alive and poll.runner_heartbeat else 0.0
-        frozen = silent > grace
-        if silent > RUNNER_SLOW:
-            self.stalled.add(name)
-        else:
-            self.stalled.discard(name)
-        lost, touched, never_arrived, refused = [], {}, [], []
-        unconfirmed = self.unconfirmed[name]
-        for key, task in context["polled"].items():
+        frozen = silent > host.grace
+        host.stalled = silent > RUNNER_SLOW
+        lost: list[tuple[Task, str]] = []
+        touched: dict[int, str] = {}
+        never_arrived: list[Task] = []
+        refused: list[Task] = []
+        for key, task in job.polled.items():
             if key in result.refused:  # the host kept an older folder of that key: not ours
                 refused.append(task)
-                record_event(self.db, task["id"], task["attempt"], name, "bundle_refused",
+                record_event(self.db, task.id, task.attempt, name, "bundle_refused",
                              f"host {name} refused the bundle: {result.refused[key]}")
                 continue
             state = poll.tasks.get(key)
-            if key in unconfirmed:
-                unconfirmed.discard(key)
+            if key in host.unconfirmed:
+                host.unconfirmed.discard(key)
                 if state is None or state.state == "missing":
                     never_arrived.append(task)  # its launch failed before the host had it
                     continue
             if key in fetched:
                 try:
-                    recorded = self.record_result(task, name, results / key)
+                    recorded = self.record_result(task, name, job.results / key)
                 except ResultNotOurs as error:
                     reason = f"result from host {name} refused: {error}"
-                    record_event(self.db, task["id"], task["attempt"], name, "result_refused", reason)
+                    record_event(self.db, task.id, task.attempt, name, "result_refused", reason)
                     lost.append((task, reason))
                     continue
                 if recorded:
-                    report.collected.append(task["id"])
-                    touched[task["submission"]] = task["problem"]
-                elif self.take_late(name, key, results / key, report, touched, task.get("nonce")):
-                    report.collected.append(task["id"])
-                if self._state_of(task["id"]) == "done":
-                    self.pending_cleanup[name].add(key)
+                    report.collected.append(task.id)
+                    touched[task.submission] = task.problem
+                elif self.take_late(host, key, job.results / key, report, touched, task.nonce):
+                    report.collected.append(task.id)
+                if tasks.state_of(self.db, task.id) == TaskState.DONE:
+                    host.cleanup.add(key)
                 continue
             if state is None or state.state == "missing":
                 lost.append((task, f"host {name} has no trace of the task"))
@@ -93,74 +112,95 @@ class Collecting:
                 if state.state == "running":
                     lost.append((task, f"the runner on host {name} died"))
             elif state.state in ("running", "queued") and frozen:
-                lost.append((task, f"the runner on host {name} has not beaten for "
-                                   f"{poll.now - poll.runner_heartbeat:.0f}s"))
-            elif state.state == "running" and state.heartbeat and poll.now - state.heartbeat > grace:
+                lost.append((task, f"the runner on host {name} has not beaten for {silent:.0f}s"))
+            elif state.state == "running" and state.heartbeat and poll.now - state.heartbeat > host.grace:
                 lost.append((task, f"no heartbeat from the task on host {name} for "
                                    f"{poll.now - state.heartbeat:.0f}s"))
-        self.requeue([task for task, _ in lost], report, [reason for _, reason in lost])
+        self.lose([task for task, _ in lost], report, [reason for _, reason in lost])
         if never_arrived:
-            self.unclaim(name, never_arrived)
+            self.unclaim(host, never_arrived)
         if refused:
-            self.unclaim(name, refused, remember=False)
-        self.tidy_leftovers(name, context["leftovers"], poll, fetched, results, report, touched)
+            self.unclaim(host, refused, remember=False)
+        self.tidy_leftovers(host, job.leftovers, poll, fetched, job.results, report, touched)
         for submission, problem in sorted(touched.items()):
             if self.finish_submission(submission):
                 report.scored_submissions.append(submission)
                 self.to_blend.add(problem)
 
-    def tidy_leftovers(self, name: str, keys: list[str], poll, fetched: set[str], results: Path,
-                       report: PassReport, touched: dict) -> None:
+    def lose(self, lost: list[Task], report: PassReport, reasons: str | list[str]) -> None:
+        """Put tasks whose host was lost back in the queue, or fail them as host_lost after
+        max_attempts losses.
+
+        The lost attempts are remembered as leftovers of their hosts: if a host comes back,
+        it is told to cancel them, and their late results are recognised, never counted twice.
+        """
+        if not lost:
+            return
+        if isinstance(reasons, str):
+            reasons = [reasons] * len(lost)
+        given_up: dict[str, dict[str, str | None]] = {}
+        now = time.time()
+        with transaction(self.db):
+            for task, reason in zip(lost, reasons, strict=True):
+                if tasks.lose(self.db, task, reason, self.max_attempts, now) is None:
+                    continue
+                report.requeued.append(task.id)
+                if task.host is not None and task.host in self.hosts:  # one gone from hosts.toml is not asked
+                    given_up.setdefault(task.host, {})[task.key] = task.nonce
+        for name, keys in given_up.items():
+            self.leftovers.add(name, keys)
+
+    def unclaim(self, host: HostState, claimed: list[Task], remember: bool = True) -> None:
+        """Back to the queue without counting a loss: the next launch gets a new attempt
+        number and nonce, so a bundle that did reach the host can never be mistaken for it,
+        and (with `remember`) the host is told to cancel and remove it once it answers again."""
+        with transaction(self.db):
+            for task in claimed:
+                tasks.unclaim(self.db, task)
+        if remember:
+            self.leftovers.add(host.name, {task.key: task.nonce for task in claimed})
+
+    def tidy_leftovers(self, host: HostState, keys: list[str], poll: PollReport, fetched: set[str],
+                       results: Path, report: PassReport, touched: dict[int, str]) -> None:
         """Late results are recognised, what still runs is cancelled, what is gone is forgotten."""
         gone = []
         for key in keys:
             state = poll.tasks.get(key)
             if key in fetched:
-                self.take_late(name, key, results / key, report, touched, self.leftovers.nonce(name, key))
-                self.pending_cleanup[name].add(key)
+                self.take_late(host, key, results / key, report, touched, self.leftovers.nonce(host.name, key))
+                host.cleanup.add(key)
             elif state is None or state.state == "missing":
                 gone.append(key)
             elif state.state == "finished":
-                self.pending_cleanup[name].add(key)
+                host.cleanup.add(key)
             else:
-                self.to_cancel[name].add(key)
-        self.leftovers.forget(name, gone)
+                host.to_cancel.add(key)
+        self.leftovers.forget(host.name, gone)
 
-    def take_late(self, name: str, key: str, folder: Path, report: PassReport, touched: dict,
-                  nonce: str | None) -> bool:
+    def take_late(self, host: HostState, key: str, folder: Path, report: PassReport,
+                  touched: dict[int, str], nonce: str | None) -> bool:
         """A result of an attempt given up on (sent with `nonce`): counted only if it is that
         attempt's and the task has no result yet."""
-        try:
-            task_id, attempt = (int(part) for part in key[1:].split("-a"))
-        except ValueError:
+        parsed = tasks.parse_key(key)
+        task = tasks.get(self.db, parsed[0]) if parsed else None
+        if parsed is None or task is None:
             return False
-        row = self.db.execute(
-            "SELECT t.id, t.submission, t.fold, s.problem FROM tasks t JOIN submissions s "
-            "ON s.id = t.submission WHERE t.id = ?", [task_id]).fetchone()
-        if row is None:
-            return False
-        report.late.append(row[0])
-        task = {"id": row[0], "submission": row[1], "fold": row[2], "problem": row[3], "attempt": attempt,
-                "nonce": nonce}
+        report.late.append(task.id)
+        late = replace(task, attempt=parsed[1], nonce=nonce)
         try:
-            recorded = self.record_result(task, name, folder, late=True)
+            recorded = self.record_result(late, host.name, folder, late=True)
         except ResultNotOurs as error:
-            record_event(self.db, task["id"], attempt, name, "result_refused",
-                         f"result from host {name} refused: {error}")
+            record_event(self.db, task.id, late.attempt, host.name, "result_refused",
+                         f"result from host {host.name} refused: {error}")
             return False
         if recorded:
-            touched[task["submission"]] = task["problem"]
-            return True
-        return False
+            touched[task.submission] = task.problem
+        return recorded
 
-    def _state_of(self, task_id: int) -> str | None:
-        row = self.db.execute("SELECT state FROM tasks WHERE id = ?", [task_id]).fetchone()
-        return row[0] if row else None
-
-    def record_result(self, task: dict, host_name: str, folder: Path, late: bool = False) -> bool:
+    def record_result(self, task: Task, host_name: str, folder: Path, late: bool = False) -> bool:
         """Store one task's result; False if it was a late result of an attempt already given up.
         Raises ResultNotOurs, storing nothing, if the result is not the attempt's own (its
-        nonce is not `task["nonce"]`).
+        nonce is not `task.nonce`).
 
         With `late`, the result of an attempt given up on is taken if it is a success and the
         task has no result yet (first complete result wins); the attempt that replaced it, if
@@ -168,78 +208,70 @@ class Collecting:
         """
         if late and not (folder / "result.json").is_file():
             return False
-        scorer = self.scorer(task["problem"])
-        key = task_key(task["id"], task["attempt"])
-        scores = []
+        scorer = self.problems.scorer(task.problem)
+        scores: list[tuple[str, str, float | None]] = []
         try:
-            result = read_result(folder, key, *scorer.prediction_shapes(), nonce=task.get("nonce"))
+            result = read_result(folder, task.key, *scorer.prediction_shapes(), nonce=task.nonce)
         except ResultNotOurs:
             raise
         except ResultRejected as error:
-            state, kind, text, measures, environment, preds, log = (
-                "failed", "harness_error", f"result from host {host_name} rejected: {error}", {}, {}, None, b"")
+            outcome = Outcome(TaskState.FAILED, time.time(), error_kind="harness_error",
+                              error=f"result from host {host_name} rejected: {error}",
+                              environment={"host": host_name})
         else:
-            state, kind, text = result.state, result.error_kind, result.error
-            measures, environment, log = result.measures, result.environment, result.log
-            preds = None
-            if state == "done":
-                scores = scorer.task_scores(task["fold"], result.y_pred_train, result.y_pred_test)
+            state = Outcome.state_of(result.state, result.error_kind)
+            if late and state != TaskState.DONE:
+                return False  # a failure (or our own cancel) of a given-up attempt decides nothing
+            preds: tuple[str | None, str | None] = (None, None)
+            if state == TaskState.DONE:
+                scores = scorer.task_scores(task.fold, result.y_pred_train, result.y_pred_test)
                 preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
-        if late and state != "done":
-            return False  # a failure (or our own cancel) of a given-up attempt decides nothing
-        environment = dict(environment, host=host_name)
-        log_hash = self.store.put_bytes(log) if log else None
-        replaced = None
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            current = self.db.execute("SELECT state, attempt, host, nonce FROM tasks WHERE id = ?",
-                                      [task["id"]]).fetchone()
+            measures = result.measures
+            peak = measures.get("peak_memory")
+            outcome = Outcome(
+                state, time.time(), error_kind=result.error_kind, error=result.error,
+                train_time=measures.get("train_time"), valid_time=measures.get("valid_time"),
+                test_time=measures.get("test_time"), wall_time=measures.get("wall_time"),
+                cpu_time=measures.get("cpu_time"), peak_memory=int(peak) if peak is not None else None,
+                ran_from=measures.get("started_at"), ran_to=measures.get("finished_at"),
+                pred_train=preds[0], pred_test=preds[1],
+                log=self.store.put_bytes(result.log) if result.log else None,
+                environment=dict(result.environment, host=host_name))
+        if late and outcome.state != TaskState.DONE:
+            return False
+        taken: Replaced | bool
+        with transaction(self.db):
             if late:
-                if current is None or current[0] not in ("queued", "running") or (
-                        current[0] == "running" and current[1] == task["attempt"]):
-                    return False
-                if current[0] == "running":
-                    replaced = (current[2], task_key(task["id"], current[1]), current[3])
-                expected = (current[0], current[1])
+                taken = tasks.finish_late(self.db, task.id, task.attempt, host_name, outcome)
             else:
-                expected = ("running", task["attempt"])
-            cursor = self.db.execute(
-                "UPDATE tasks SET state = ?, error_kind = ?, error = ?, finished_at = ?, train_time = ?, "
-                "valid_time = ?, test_time = ?, wall_time = ?, cpu_time = ?, peak_memory = ?, "
-                "pred_train = ?, pred_test = ?, log = ?, environment = ?, lease_expires = NULL, "
-                "host = ?, attempt = ?, ran_from = ?, ran_to = ? WHERE id = ? AND state = ? AND attempt = ?",
-                [state, kind, text, time.time(), measures.get("train_time"), measures.get("valid_time"),
-                 measures.get("test_time"), measures.get("wall_time"), measures.get("cpu_time"),
-                 int(measures["peak_memory"]) if measures.get("peak_memory") is not None else None,
-                 preds[0] if preds else None, preds[1] if preds else None, log_hash,
-                 json.dumps(environment), host_name, task["attempt"], measures.get("started_at"),
-                 measures.get("finished_at"), task["id"], *expected])
-            if cursor.rowcount != 1:
+                taken = tasks.finish(self.db, task, host_name, outcome)
+            if not taken:
                 return False
-            self.db.execute("DELETE FROM scores WHERE task = ?", [task["id"]])
-            self.db.conn.executemany(
-                "INSERT INTO scores (task, split, score, value) VALUES (?, ?, ?, ?)",
-                [(task["id"], split, name, value) for split, name, value in scores])
-        if replaced and replaced[0] in self.hosts:
-            self.leftovers.add(replaced[0], {replaced[1]: replaced[2]})
+            stored_scores.replace_task_scores(self.db, task.id, scores)
+        if isinstance(taken, Replaced) and taken.host is not None and taken.host in self.hosts:
+            self.leftovers.add(taken.host, {taken.key: taken.nonce})
         return True
 
     def finish_submission(self, submission: int) -> bool:
         """Compute bagged scores once every fold is done; True if it was computed now."""
-        rows = list(self.db.query(
-            "SELECT t.fold, t.state, t.pred_train, t.pred_test, s.problem FROM tasks t "
-            "JOIN submissions s ON s.id = t.submission WHERE t.submission = ? ORDER BY t.fold", [submission]))
-        if not rows or any(r["state"] != "done" for r in rows):
+        folds = tasks.of_submission(self.db, submission)
+        if not folds or any(task.state != TaskState.DONE for task in folds):
             return False
-        if self.db.execute("SELECT 1 FROM bagged_scores WHERE submission = ?", [submission]).fetchone():
+        if stored_scores.has_bagged(self.db, submission):
             return False
-        preds_train = [self.store.get_array(r["pred_train"]) for r in rows]
-        preds_test = [self.store.get_array(r["pred_test"]) for r in rows]
-        scores = self.scorer(rows[0]["problem"]).bagged_scores(
-            [r["fold"] for r in rows], preds_train, preds_test)
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            self.db.conn.executemany(
-                "INSERT OR REPLACE INTO bagged_scores (submission, split, score, value) VALUES (?, ?, ?, ?)",
-                [(submission, split, score, value) for split, score, value in scores])
+        preds_train, preds_test = [], []
+        for task in folds:
+            if task.pred_train is None or task.pred_test is None:
+                return False  # a done task always has them; without, there is nothing to bag
+            preds_train.append(self.store.get_array(task.pred_train))
+            preds_test.append(self.store.get_array(task.pred_test))
+        scores = self.problems.scorer(folds[0].problem).bagged_scores(
+            [task.fold for task in folds], preds_train, preds_test)
+        stored_scores.set_bagged(self.db, submission, scores)
         return True
+
+    def blend(self) -> None:
+        """Recompute the contributivity of the problems with newly scored submissions."""
+        for problem in sorted(self.to_blend):
+            update_contributivity(self.workspace, self.db, problem)
+        self.to_blend.clear()

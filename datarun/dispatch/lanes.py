@@ -2,18 +2,33 @@
 
 Talking to a host can hang (a stopped machine answers nothing until a timeout fires), so
 the dispatcher never talks to hosts from its own thread. Each host has a lane that runs
-at most one job at a time on a daemon thread; the dispatcher starts jobs on idle lanes,
-and takes their results when they are done. A hung host keeps its own lane busy and
-nothing else: the other hosts and the database carry on, and a process that exits does
-not wait for a lane stuck in a timeout.
+at most one sync job at a time on a daemon thread; the dispatcher starts jobs on idle
+lanes, and takes their results when they are done. A hung host keeps its own lane busy
+and nothing else: the other hosts and the database carry on, and a process that exits
+does not wait for a lane stuck in a timeout.
 """
+
+from __future__ import annotations
 
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datarun.dispatch.job import SyncJob
+from datarun.executors.base import Executor, SyncResult
+
+
+@dataclass
+class Finished:
+    """A lane's finished job, with what its sync brought back or the error that ended it."""
+
+    job: SyncJob
+    result: SyncResult | None
+    error: BaseException | None
 
 
 class Lane:
@@ -21,10 +36,9 @@ class Lane:
         self.name = name
         self._wake = wake
         self._thread: threading.Thread | None = None
-        self._outcome: tuple[Any, BaseException | None] | None = None
-        self.context: Any = None  # what the dispatcher needs to apply the job's result
+        self._job: SyncJob | None = None
+        self._outcome: tuple[SyncResult | None, BaseException | None] | None = None
         self.started_at: float | None = None
-        self.last_ok: float | None = None  # when a job of this lane last succeeded
         self.failures = 0  # failed jobs in a row
         self.last_failure: float | None = None
 
@@ -32,15 +46,16 @@ class Lane:
     def busy(self) -> bool:
         return self._thread is not None
 
-    def start(self, job: Callable[[], Any], context: Any = None) -> None:
+    def start(self, job: SyncJob, executor: Executor) -> None:
         assert not self.busy, f"lane {self.name} already runs a job"
-        self.context = context
+        self._job = job
         self.started_at = time.time()
         self._outcome = None
 
         def run() -> None:
+            outcome: tuple[SyncResult | None, BaseException | None]
             try:
-                outcome = (job(), None)
+                outcome = (job.run(executor), None)
             except BaseException as error:  # handed to the dispatcher, never lost in the thread
                 outcome = (None, error)
             self._outcome = outcome
@@ -49,27 +64,31 @@ class Lane:
         self._thread = threading.Thread(target=run, name=f"datarun-lane-{self.name}", daemon=True)
         self._thread.start()
 
-    def take(self) -> tuple[Any, BaseException | None, Any] | None:
-        """The finished job's (result, error, context), or None while it still runs."""
-        if self._thread is None or self._outcome is None:
+    def take(self) -> Finished | None:
+        """The finished job, or None while it still runs (or none was started)."""
+        if self._thread is None or self._outcome is None or self._job is None:
             return None
         self._thread.join()
-        result, error = self._outcome
-        context = self.context
-        self._thread, self._outcome, self.context = None, None, None
+        (result, error), job = self._outcome, self._job
+        self._thread, self._outcome, self._job = None, None, None
         if error is None:
-            self.last_ok = time.time()
             self.failures = 0
         else:
-            self.failures += 1
-            self.last_failure = time.time()
-        return result, error, context
+            self.note_failure()
+        return Finished(job, result, error)
+
+    def note_failure(self) -> None:
+        self.failures += 1
+        self.last_failure = time.time()
 
     def backoff(self) -> float:
         """Seconds to leave the host alone after failures: 2, 4, 8 ... up to 60."""
         if not self.failures:
             return 0.0
         return min(60.0, 2.0 ** self.failures)
+
+    def backing_off(self, now: float) -> bool:
+        return bool(self.failures) and self.last_failure is not None and now - self.last_failure < self.backoff()
 
 
 class Leftovers:
@@ -86,9 +105,7 @@ class Leftovers:
     nonce is unknown, so no late result of theirs is taken.
     """
 
-    def __init__(self, path):
-        from pathlib import Path
-
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._keys: dict[str, dict[str, str | None]] = {}
         try:
@@ -118,7 +135,8 @@ class Leftovers:
         elif not mine:
             del self._keys[host]
 
-    def forget(self, host: str, keys) -> None:
+    def forget(self, host: str, keys: Iterable[str]) -> None:
+        keys = list(keys)
         mine = self._keys.get(host)
         if mine and set(mine) & set(keys):
             for key in keys:

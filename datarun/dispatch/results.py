@@ -17,13 +17,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from datarun.remote.common import ERROR_KINDS
+
 MAX_RESULT_BYTES = 256 * 1024
 MAX_LOG_BYTES = 4 * 1024 * 1024
 MAX_ERROR_CHARS = 4000
-ERROR_KINDS = {
-    "import_error", "fit_error", "predict_error", "bad_predictions", "timeout",
-    "memory_limit", "cpu_limit", "host_lost", "harness_error", "cancelled",
-}
 MEASURED_BY = ("cgroup-v1", "cgroup-v2", "procfs")
 NUMBER_FIELDS = ("train_time", "valid_time", "test_time", "wall_time", "cpu_time", "peak_memory",
                  "started_at", "finished_at")
@@ -121,7 +119,7 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
     if state not in ("done", "failed"):
         raise ResultRejected(f"result.json state is {state!r}, not done or failed")
     error_kind = data.get("error_kind")
-    if state == "failed" and error_kind not in ERROR_KINDS:
+    if state == "failed" and error_kind not in ERROR_KINDS:  # the harness's kinds: host_lost is ours
         raise ResultRejected(f"result.json error_kind {error_kind!r} is not a known kind")
     error = data.get("error")
     if error is not None and not isinstance(error, str):

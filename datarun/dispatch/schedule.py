@@ -1,23 +1,23 @@
-"""Which queued tasks start next, and how many tasks each host holds.
+"""Where queued tasks go: how many tasks each host holds, and which seat each task takes.
 
-Plain functions over the database and the host registry, so the order is tested as data
-(tests/test_scheduling.py) without a dispatcher or a host.
+Plain functions over task rows and the host registry, so placement is tested as data
+(tests/test_scheduling.py) without a dispatcher or a host. The order queued tasks start
+in is the query `datarun.store.tasks.next_queued`.
 """
 
+from __future__ import annotations
 
-def selection(problem: str | None, submission: int | None) -> tuple[str, list]:
-    """The SQL that narrows a tasks-join-submissions query to a problem and/or submission."""
-    where, args = "", []
-    if problem:
-        where += " AND s.problem = ?"
-        args.append(problem)
-    if submission is not None:
-        where += " AND s.id = ?"
-        args.append(submission)
-    return where, args
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from datarun.executors.hosts import Host
+from datarun.store.tasks import Task
+
+Plan = dict[str, list[tuple[Task, int, dict[str, Any]]]]  # host -> [(task, seat, limits)]
 
 
-def seats(host) -> int:
+def seats(host: Host) -> int:
     """Tasks a host may hold: its slots, and as many again waiting in its inbox, so its
     runner starts the next task the moment a slot frees rather than a round trip later.
     (One waiting task per host measured no better on bench/makespan and worse on
@@ -26,39 +26,47 @@ def seats(host) -> int:
     return host.slots if host.memory else 2 * host.slots
 
 
-def queued_tasks(db, limit: int, problem: str | None, submission: int | None) -> list[dict]:
-    """The next queued tasks, in the order they should start.
+@dataclass
+class FreeSeats:
+    """The seats hosts have free, and the memory their held tasks take from their caps."""
 
-    First one fold of each submission that has not run yet, oldest submission first: a
-    participant hears early whether their code runs, and the fold's time tells how long
-    the others will take. Then the tasks whose submission has a finished fold, the
-    longest expected first, so the short ones fill the slots at the end of a batch
-    instead of a long one starting last. Then the rest, by submission and fold.
-    """
-    where, args = selection(problem, submission)
-    sql = f"""
-        WITH waiting AS (
-            SELECT t.submission, MIN(t.fold) AS first_fold FROM tasks t
-            JOIN submissions s ON s.id = t.submission
-            WHERE t.state = 'queued'{where} GROUP BY t.submission),
-        seen AS (
-            SELECT t.submission, SUM(t.state != 'queued') AS tried,
-                   AVG(CASE WHEN t.state IN ('done', 'failed') THEN t.wall_time END) AS expected
-            FROM tasks t JOIN waiting w ON w.submission = t.submission GROUP BY t.submission)
-        SELECT t.id, t.submission, t.fold, t.attempt, s.problem, s.files FROM tasks t
-        JOIN submissions s ON s.id = t.submission
-        JOIN waiting w ON w.submission = t.submission
-        JOIN seen ON seen.submission = t.submission
-        WHERE t.state = 'queued'
-        ORDER BY CASE WHEN seen.tried = 0 AND t.fold = w.first_fold THEN 0
-                      WHEN seen.expected IS NOT NULL THEN 1 ELSE 2 END,
-                 -COALESCE(seen.expected, 0), t.submission, t.fold
-        LIMIT ?"""
-    return list(db.query(sql, args + [limit]))
+    seats: dict[str, list[int]] = field(default_factory=dict)  # host -> free seat numbers
+    memory: dict[str, int] = field(default_factory=dict)  # host -> bytes held (limits' memory)
+
+    @property
+    def count(self) -> int:
+        return sum(len(free) for free in self.seats.values())
 
 
-def any_queued(db, problem: str | None, submission: int | None) -> bool:
-    where, args = selection(problem, submission)
-    return db.execute(
-        "SELECT 1 FROM tasks t JOIN submissions s ON s.id = t.submission "
-        f"WHERE t.state = 'queued'{where} LIMIT 1", args).fetchone() is not None
+def free_seats(hosts: Mapping[str, Host], running: Iterable[Task], takers: Iterable[str]) -> FreeSeats:
+    """The free seats of the `takers` among `hosts`, given the tasks running anywhere."""
+    busy: dict[str | None, set[int | None]] = {}
+    memory: dict[str, int] = {}
+    for task in running:
+        busy.setdefault(task.host, set()).add(task.slot)
+        if task.host is not None:
+            memory[task.host] = memory.get(task.host, 0) + ((task.limits or {}).get("memory") or 0)
+    return FreeSeats(
+        seats={name: [seat for seat in range(seats(hosts[name])) if seat not in busy.get(name, set())]
+               for name in takers},
+        memory=memory)
+
+
+def assign(queued: Iterable[Task], free: FreeSeats, hosts: Mapping[str, Host],
+           limits_of: Callable[[Task], dict[str, Any]]) -> Plan:
+    """Spread tasks over hosts' free seats, most free seats first, within each host's memory
+    cap. `free` is left as it was."""
+    left = {name: list(free_list) for name, free_list in free.seats.items()}
+    memory = dict(free.memory)
+    plan: Plan = {}
+    for task in queued:
+        limits = limits_of(task)
+        need = limits.get("memory") or 0
+        for name in sorted((h for h in left if left[h]), key=lambda h: (-len(left[h]), h)):
+            cap = hosts[name].memory
+            if cap and memory.get(name, 0) + need > cap:
+                continue
+            memory[name] = memory.get(name, 0) + need
+            plan.setdefault(name, []).append((task, left[name].pop(0), limits))
+            break
+    return plan

@@ -1,40 +1,38 @@
 """`datarun status`: task counts per problem and per host, read with SQL only (fast to start)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from datarun.executors.hosts import load_hosts
+from datarun.store import hosts as stored_hosts
+from datarun.store import problems as stored_problems
+from datarun.store import tasks
+from datarun.store.db import Database, workspace_id
+from datarun.store.submissions import count_by_problem
+from datarun.store.workspace import Workspace
 
-STATES = ("queued", "running", "done", "failed")
+
+def _first_problem(check: stored_hosts.Check | None) -> str | None:
+    if check is None or check.ok:
+        return None
+    problems = check.report.get("problems")
+    return str(problems[0]) if isinstance(problems, list) and problems else None
 
 
-def workspace_status(workspace, db) -> dict:
-    problems: dict[str, dict] = {}
-    for name, state, count in db.execute(
-        "SELECT s.problem, t.state, count(*) FROM tasks t JOIN submissions s ON s.id = t.submission "
-        "GROUP BY s.problem, t.state"
-    ):
-        problems.setdefault(name, dict.fromkeys(STATES, 0))[state] = count
-    for (name,) in db.execute("SELECT name FROM problems"):
-        problems.setdefault(name, dict.fromkeys(STATES, 0))
-    submissions = dict(db.execute("SELECT problem, count(*) FROM submissions GROUP BY problem").fetchall())
-    for name, counts in problems.items():
-        counts["submissions"] = submissions.get(name, 0)
-    hosts_used: dict[str, dict] = {}
-    for host, state, count in db.execute(
-        "SELECT host, state, count(*) FROM tasks WHERE host IS NOT NULL GROUP BY host, state"
-    ):
-        hosts_used.setdefault(host, dict.fromkeys(STATES, 0))[state] = count
-    import json
-
-    checks, host_problems = {}, {}
-    for name, ok, report in db.execute("SELECT name, ok, report FROM hosts"):
-        checks[name] = ok
-        try:
-            found = json.loads(report or "{}").get("problems") or []
-        except ValueError:
-            found = []
-        host_problems[name] = found[0] if found and not ok else None
+def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
+    problems = tasks.counts_by_problem(db)
+    for name in stored_problems.names(db):
+        problems.setdefault(name, tasks.no_counts())
+    submissions = count_by_problem(db)
+    report: dict[str, dict[str, Any]] = {name: {**counts, "submissions": submissions.get(name, 0)}
+                                         for name, counts in problems.items()}
+    hosts_used = tasks.counts_by_host(db)
+    checks = stored_hosts.last_checks(db)
     hosts = {}
     for name, host in load_hosts(workspace.hosts_file).items():
-        counts = hosts_used.get(name, dict.fromkeys(STATES, 0))
+        counts = hosts_used.get(name, tasks.no_counts())
+        check = checks.get(name)
         hosts[name] = {
             "executor": host.executor,
             "slots": host.slots,
@@ -43,12 +41,10 @@ def workspace_status(workspace, db) -> dict:
             "waiting_on_host": max(0, counts["running"] - host.slots),
             "done": counts["done"],
             "failed": counts["failed"],
-            "checked_ok": None if name not in checks else bool(checks[name]),
+            "checked_ok": None if check is None else check.ok,
             # Why its last check found it unusable (e.g. it cannot sandbox): it gets no tasks.
-            "problem": host_problems.get(name),
+            "problem": _first_problem(check),
             "isolation": host.isolation,
         }
-    from datarun.store.db import workspace_id
-
     return {"workspace": {"root": str(workspace.root), "id": workspace_id(db)},
-            "problems": dict(sorted(problems.items())), "hosts": hosts}
+            "problems": dict(sorted(report.items())), "hosts": hosts}

@@ -1,21 +1,29 @@
 """`train` and `dispatch`: the dispatcher's loop and its single pass, under the workspace lock."""
 
+from __future__ import annotations
+
 import fcntl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
+from datarun.challenge.submissions import get_submission
 from datarun.dispatch.dispatcher import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
-from datarun.dispatch.schedule import any_queued, selection
 from datarun.errors import Busy, UsageError
 from datarun.executors.hosts import load_hosts
+from datarun.problems.registry import get_problem
+from datarun.store import tasks
+from datarun.store.db import Database
+from datarun.store.tasks import Selection
+from datarun.store.workspace import Workspace
 
 GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
 
 
 @contextmanager
-def dispatcher_lock(workspace, wait: bool, on_wait=None):
+def dispatcher_lock(workspace: Workspace, wait: bool, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the workspace's dispatcher lock; raise Busy if another holds it and wait is False."""
     workspace.state_dir.mkdir(parents=True, exist_ok=True)
     with open(workspace.lock_path, "a+") as handle:
@@ -33,41 +41,19 @@ def dispatcher_lock(workspace, wait: bool, on_wait=None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def selected_open_tasks(db, problem: str | None, submission: int | None) -> list[int]:
-    where, args = selection(problem, submission)
-    sql = ("SELECT t.id FROM tasks t JOIN submissions s ON s.id = t.submission "
-           f"WHERE t.state IN ('queued', 'running'){where}")
-    return [row[0] for row in db.execute(sql, args).fetchall()]
-
-
-def task_states(db, ids: list[int]) -> dict[str, int]:
-    counts = {"queued": 0, "running": 0, "done": 0, "failed": 0}
-    for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start:chunk_start + 500]
-        marks = ",".join("?" * len(chunk))
-        for state, count in db.execute(
-                f"SELECT state, count(*) FROM tasks WHERE id IN ({marks}) GROUP BY state", chunk):
-            counts[state] = counts.get(state, 0) + count
-    return counts
-
-
 def _check_attempts(max_attempts: int) -> None:
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise UsageError(f"--max-attempts must be a whole number of at least 1, got {max_attempts!r}")
 
 
-def _check_selection(db, problem: str | None, submission: int | None) -> None:
-    if problem:
-        from datarun.problems.registry import get_problem
-
-        get_problem(db, problem)
-    if submission is not None:
-        from datarun.challenge.submissions import get_submission
-
-        get_submission(db, submission)
+def _check_selection(db: Database, selection: Selection) -> None:
+    if selection.problem:
+        get_problem(db, selection.problem)
+    if selection.submission is not None:
+        get_submission(db, selection.submission)
 
 
-def _preload_ramp_scoring(db, problem: str | None, submission: int | None) -> None:
+def _preload_ramp_scoring(db: Database, selection: Selection) -> None:
     """Import ramp-workflow on a thread while the first tasks ship and run, when a RAMP
     kit is among the selected tasks' problems.
 
@@ -75,13 +61,7 @@ def _preload_ramp_scoring(db, problem: str | None, submission: int | None) -> No
     on the dispatcher's critical path, after the hosts' runners have already paid theirs.
     Native kits score with `datarun.scoring.metrics` and need neither.
     """
-    where, args = selection(problem, submission)
-    ramp = db.execute(
-        "SELECT 1 FROM tasks t JOIN submissions s ON s.id = t.submission "
-        "JOIN problems p ON p.name = s.problem "
-        f"WHERE p.workflow = 'ramp' AND t.state IN ('queued', 'running'){where} LIMIT 1",
-        args).fetchone()
-    if not ramp:
+    if not tasks.any_open_of_workflow(db, "ramp", selection):
         return
 
     def load() -> None:
@@ -93,48 +73,47 @@ def _preload_ramp_scoring(db, problem: str | None, submission: int | None) -> No
     threading.Thread(target=load, name="datarun-preload", daemon=True).start()
 
 
-def train(workspace, db, problem: str | None = None, submission: int | None = None,
-          limits: Limits | None = None, on_progress: Callable[[dict], None] | None = None,
-          on_wait: Callable[[], None] | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict:
-    """Run the dispatcher until every selected queued or running task is done or failed.
+def train(workspace: Workspace, db: Database, problem: str | None = None, submission: int | None = None,
+          limits: Limits | None = None, on_progress: Callable[[dict[str, int]], None] | None = None,
+          on_wait: Callable[[], None] | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
+    """Run the dispatcher until every selected queued or running task has finished.
 
     A task whose host is lost under it goes back to the queue; the `max_attempts`-th loss
     fails it as `host_lost`.
     """
     _check_attempts(max_attempts)
-    _check_selection(db, problem, submission)
+    selection = Selection(problem, submission)
+    _check_selection(db, selection)
     hosts = load_hosts(workspace.hosts_file)
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
-        selected = selected_open_tasks(db, problem, submission)
+        selected = tasks.open_ids(db, selection)
         if selected:
-            _preload_ramp_scoring(db, problem, submission)
+            _preload_ramp_scoring(db, selection)
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
         report = PassReport()
         started = time.time()
         try:
             while True:
-                dispatcher.step(report, problem=problem, submission=submission)
-                counts = task_states(db, selected)
+                dispatcher.step(report, selection)
+                counts = tasks.count_states(db, selected)
                 if on_progress:
                     on_progress(dict(counts, total=len(selected)))
                 if counts["queued"] + counts["running"] == 0:
                     break
-                if counts["running"] == 0 and all(
-                        lane.failures >= GIVE_UP_FAILURES or name in dispatcher.unusable
-                        for name, lane in dispatcher.lanes.items()):
+                if counts["running"] == 0 and dispatcher.none_takes_tasks(GIVE_UP_FAILURES):
                     break  # no host takes work: say so rather than spin
                 dispatcher.wait(POLL_INTERVAL)
         finally:
             dispatcher.close()
-    errors = {name: dispatcher.last_error[name] for name in dispatcher.failing_since
-              if name in dispatcher.last_error}
+    errors = dispatcher.host_errors()
     if counts["queued"]:
-        errors.update(dispatcher.unusable_reasons)
+        errors.update(dispatcher.unusable_reasons())
     return {"tasks": len(selected), "wall_time": time.time() - started, **counts,
             "requeued": len(report.requeued), "late": len(report.late), "host_errors": errors}
 
 
-def dispatch_once(workspace, db, limits: Limits | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict:
+def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = None,
+                  max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
     """One non-blocking pass, for cron: collect, re-queue, launch; Busy if another dispatcher runs."""
     _check_attempts(max_attempts)
     hosts = load_hosts(workspace.hosts_file)
@@ -145,8 +124,8 @@ def dispatch_once(workspace, db, limits: Limits | None = None, max_attempts: int
         finally:
             dispatcher.close()
     errors = dict(report.host_errors)
-    if dispatcher.unusable_reasons and any_queued(db, None, None):
-        errors.update(dispatcher.unusable_reasons)
+    if dispatcher.unusable_reasons() and tasks.any_queued(db):
+        errors.update(dispatcher.unusable_reasons())
     return {"collected": len(report.collected), "launched": len(report.launched),
             "requeued": len(report.requeued), "late": len(report.late),
             "scored_submissions": report.scored_submissions, "host_errors": errors}

@@ -1,9 +1,15 @@
-"""Executors: how tasks reach a host. One interface, two transports (local, ssh)."""
+"""Executors: how tasks reach a host. One interface (`base.Executor`), two transports (local, ssh)."""
+
+from __future__ import annotations
 
 from datarun.executors.base import Executor, PollReport, TaskPoll
+from datarun.executors.hosts import Host
+from datarun.store.workspace import Workspace
 
 
-def open_executor(workspace, host) -> Executor:
+def open_executor(workspace: Workspace, host: Host) -> Executor:
+    """The executor for one host of the workspace's registry. Each transport is imported only
+    when a host needs it (paramiko alone costs a tenth of a second)."""
     if host.executor == "local":
         from datarun.executors.local import LocalExecutor
 
@@ -13,4 +19,14 @@ def open_executor(workspace, host) -> Executor:
     return SSHExecutor(workspace, host)
 
 
-__all__ = ["Executor", "PollReport", "TaskPoll", "open_executor"]
+def unfit_reason(host: Host) -> str | None:
+    """Why a host can take no task, when that is known here without asking the host: a local
+    host that cannot sandbox. (An SSH host's is found by `host check`, or fails its tasks.)"""
+    if host.executor == "local":
+        from datarun.executors.local import sandbox_problem
+
+        return sandbox_problem(host)
+    return None
+
+
+__all__ = ["Executor", "PollReport", "TaskPoll", "open_executor", "unfit_reason"]

@@ -6,9 +6,15 @@ this machine or a server over SSH. An executor acts for one workspace: every pat
 uses on the host is the workspace's own folder there (`datarun.remote.common.Layout`).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from datarun.executors.hosts import Host
+
+NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
 
 
 @dataclass
@@ -35,7 +41,7 @@ class SyncResult:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def poll_report(report: dict) -> PollReport:
+def poll_report(report: dict[str, Any]) -> PollReport:
     """The harness's `poll` JSON as a PollReport."""
     runner = report.get("runner") or {}
     tasks = {
@@ -52,7 +58,20 @@ def poll_report(report: dict) -> PollReport:
 
 
 class Executor(Protocol):
-    host: object  # datarun.executors.hosts.Host
+    """What the dispatcher, the operator controls and `host check` may ask of a host.
+
+    Every method raises datarun's own errors (`HostError` for the host's faults), never
+    the harness's or the transport's: each executor wraps them at this boundary.
+    """
+
+    host: Host
+    # Whether the last `sync` got as far as sending its bundles: after a failed sync,
+    # bundles that may have arrived are left for the next answer to confirm.
+    bundles_sent: bool
+
+    def connect(self) -> str | None:
+        """Reach the host (connect, authenticate, check its key); the host key's type and
+        fingerprint ("ssh-ed25519 SHA256:..."), or None for a host reached without SSH."""
 
     def prepare(self, data: dict[str, Path]) -> None:
         """Make sure the harness and these data sets ({data hash: local folder}) are on the host."""
@@ -78,13 +97,21 @@ class Executor(Protocol):
 
     def log(self, key: str) -> str: ...
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """The harness `info` report of the host."""
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         """The harness `usage` report: how the host's workdir is shared among workspaces."""
 
-    def clean(self, keep: list[str], force: bool = False) -> dict:
+    def gpu_names(self) -> list[str]:
+        """The names of the host's GPUs, as `nvidia-smi` lists them (none without it)."""
+
+    def clean(self, keep: list[str], force: bool = False) -> dict[str, Any]:
         """The harness `clean`: remove this workspace's task folders on the host but `keep`."""
 
     def close(self) -> None: ...
+
+
+def gpu_lines(output: str) -> list[str]:
+    """The GPU names in the output of `NVIDIA_QUERY`."""
+    return [line.strip() for line in output.splitlines() if line.strip()]

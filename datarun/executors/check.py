@@ -15,22 +15,26 @@ Hosts are checked side by side, each in its own thread with its own timeouts, so
 hung host delays nothing but its own line of the report.
 """
 
-import json
+from __future__ import annotations
+
 import platform
-import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
+from typing import Any
 
 from datarun.errors import DatarunError
+from datarun.executors import open_executor
+from datarun.executors.base import Executor
 from datarun.executors.hosts import Host, get_host, load_hosts
+from datarun.store import hosts as stored_hosts
+from datarun.store.db import Database, open_db, transaction
+from datarun.store.workspace import Workspace
 
 # name in the harness report -> the distribution to install
 REQUIRED = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn", "psutil": "psutil"}
 MIN_PYTHON = (3, 9)
 LOW_DISK = 1024**3
-NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"]
 
 
 def organiser_versions() -> dict[str, str | None]:
@@ -43,25 +47,7 @@ def organiser_versions() -> dict[str, str | None]:
     return versions
 
 
-def _gpu_names_local() -> list[str]:
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(NVIDIA_QUERY, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def _gpu_names_ssh(executor) -> list[str]:
-    import shlex
-
-    command = "command -v nvidia-smi >/dev/null 2>&1 && " + shlex.join(NVIDIA_QUERY) + " || true"
-    out = executor.conn.run(command).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def blank_report(host: Host) -> dict:
+def blank_report(host: Host) -> dict[str, Any]:
     address = None
     if host.executor == "ssh":
         address = f"{host.user + '@' if host.user else ''}{host.address}:{host.port or 22}"
@@ -75,7 +61,7 @@ def blank_report(host: Host) -> dict:
     }
 
 
-def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
+def judge(report: dict[str, Any], host: Host, info: dict[str, Any], mine: dict[str, str | None]) -> None:
     """Fill the report from the harness's `info` and decide whether the host is usable."""
     report.update({key: info.get(key) for key in ("python", "cpus", "memory", "disk_free", "gpus",
                                                   "harness", "sandbox", "measured_by")})
@@ -125,7 +111,7 @@ def judge(report: dict, host: Host, info: dict, mine: dict) -> None:
     report["ok"] = not report["problems"]
 
 
-def sharing_report(usage) -> dict | None:
+def sharing_report(usage: Any) -> dict[str, Any] | None:
     """The harness's `usage` answer as the report's `sharing`, or None if it is not one: it
     comes from the host, so it is checked as data (sizes and counts are whole numbers)."""
     try:
@@ -144,23 +130,17 @@ def sharing_report(usage) -> dict | None:
     return {"workdir": workdir, "workspace": workspace, **numbers}
 
 
-def check_host(workspace, host: Host) -> dict:
+def check_host(workspace: Workspace, host: Host) -> dict[str, Any]:
     """Check one host; never raises for the host's own faults: they go in `problems`."""
-    from datarun.executors import open_executor
-
     report = blank_report(host)
     mine = organiser_versions()
     report["organiser"] = mine
-    executor = None
+    executor: Executor | None = None
     try:
         executor = open_executor(workspace, host)
-        if host.executor == "ssh":
-            from datarun.executors.sshconn import fingerprint
-
-            executor.conn.connect()
-            report["connected"] = True
-            key = executor.conn.host_key
-            report["host_key"] = f"{key.get_name()} {fingerprint(key)}"
+        host_key = executor.connect()
+        if host_key is not None:
+            report["connected"], report["host_key"] = True, host_key
         info = executor.info()
         report["connected"] = True
         try:
@@ -171,10 +151,7 @@ def check_host(workspace, host: Host) -> dict:
             if report["sharing"] is None:
                 report["warnings"].append("how its workdir is shared is unknown: the harness's "
                                           "usage answer was not understood")
-        if host.executor == "ssh":
-            report["gpu_names"] = _gpu_names_ssh(executor)
-        else:
-            report["gpu_names"] = _gpu_names_local()
+        report["gpu_names"] = executor.gpu_names()
     except DatarunError as error:  # a host fault, or bad SSH settings (~/.ssh/config)
         report["problems"].append(str(error))
         return report
@@ -185,18 +162,12 @@ def check_host(workspace, host: Host) -> dict:
     return report
 
 
-def record(db, report: dict) -> None:
-    db["hosts"].upsert(
-        {"name": report["name"], "checked_at": report["checked_at"], "ok": int(report["ok"]),
-         "report": json.dumps(report)},
-        pk="name",
-    )
+def record(db: Database, report: dict[str, Any]) -> None:
+    stored_hosts.record(db, report["name"], report["checked_at"], report["ok"], report)
 
 
-def check_hosts(workspace, name: str | None = None) -> list[dict]:
+def check_hosts(workspace: Workspace, name: str | None = None) -> list[dict[str, Any]]:
     """Check one host, or every host of hosts.toml side by side; record each report."""
-    from datarun.store.db import open_db
-
     hosts = load_hosts(workspace.hosts_file)
     chosen = [get_host(hosts, name)] if name else list(hosts.values())
     _ = workspace.id  # read once here, not by each checking thread
@@ -204,7 +175,7 @@ def check_hosts(workspace, name: str | None = None) -> list[dict]:
         reports = list(pool.map(lambda host: check_host(workspace, host), chosen))
     db = open_db(workspace)
     try:
-        with db.conn:
+        with transaction(db):
             for report in reports:
                 record(db, report)
     finally:
@@ -212,32 +183,19 @@ def check_hosts(workspace, name: str | None = None) -> list[dict]:
     return reports
 
 
-def last_checks(db) -> dict[str, dict]:
-    """The latest check of each host: {name: {"ok", "checked_at", "report"}}."""
-    if "hosts" not in db.table_names():
-        return {}
-    return {
-        row["name"]: {"ok": bool(row["ok"]), "checked_at": row["checked_at"],
-                      "report": json.loads(row["report"] or "{}")}
-        for row in db.query("SELECT name, checked_at, ok, report FROM hosts")
-    }
-
-
-def host_rows(workspace) -> list[dict]:
+def host_rows(workspace: Workspace) -> list[dict[str, Any]]:
     """hosts.toml's hosts with their last check, for `host list`."""
-    from datarun.store.db import open_db
-
     hosts = load_hosts(workspace.hosts_file)
     db = open_db(workspace)
     try:
-        checks = last_checks(db)
+        checks = stored_hosts.last_checks(db)
     finally:
         db.conn.close()
     rows = []
     for host in hosts.values():
         row = host.to_dict()
         check = checks.get(host.name)
-        row["checked_at"] = check["checked_at"] if check else None
-        row["ok"] = check["ok"] if check else None
+        row["checked_at"] = check.checked_at if check else None
+        row["ok"] = check.ok if check else None
         rows.append(row)
     return rows

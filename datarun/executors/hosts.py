@@ -276,7 +276,7 @@ def trust_host(workspace, name: str, replace: bool = False):
     if host.executor != "ssh":
         raise UsageError(f"host {name!r} is not an ssh host: it has no host key to trust")
     target, ssh_config = _target(workspace, host)
-    return pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config, replace=replace)
+    return pin_host_key(target, workspace.known_hosts_path, ssh_config, replace=replace)
 
 
 def _as_option_error(message: str, name: str) -> str:
@@ -311,7 +311,7 @@ def register_host(workspace, name: str, table: dict, trust: bool = False,
         from datarun.executors.sshconn import pin_host_key
 
         target, ssh_config = _target(workspace, host)
-        pin = pin_host_key(target, workspace.state_dir / "known_hosts", ssh_config, replace=replace)
+        pin = pin_host_key(target, workspace.known_hosts_path, ssh_config, replace=replace)
         key, replaced = pin.fingerprint, pin.replaced
         comment = f"host key {key}, pinned {time.strftime('%Y-%m-%d')} by `datarun host add --trust`"
     add_host(workspace.hosts_file, name, table, comment)
@@ -320,11 +320,12 @@ def register_host(workspace, name: str, table: dict, trust: bool = False,
 
 def unregister_host(workspace, name: str) -> None:
     """`host remove`: out of hosts.toml, and its last check out of the database."""
+    from datarun.store import hosts as stored_hosts
     from datarun.store.db import open_db
 
     remove_host(workspace.hosts_file, name)
     db = open_db(workspace)
     try:
-        db.execute("DELETE FROM hosts WHERE name = ?", [name])
+        stored_hosts.forget(db, name)
     finally:
         db.conn.close()

@@ -28,8 +28,14 @@ from functools import cache
 from pathlib import Path
 
 from datarun.errors import HostError, UsageError
-from datarun.executors.base import PollReport, SyncResult, poll_report
-from datarun.executors.sshconn import CommandResult, SSHConnection, load_ssh_config, resolve_target
+from datarun.executors.base import NVIDIA_QUERY, PollReport, SyncResult, gpu_lines, poll_report
+from datarun.executors.sshconn import (
+    CommandResult,
+    SSHConnection,
+    fingerprint,
+    load_ssh_config,
+    resolve_target,
+)
 from datarun.executors.sshsession import HarnessSession
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
 from datarun.remote.common import Layout
@@ -37,6 +43,7 @@ from datarun.store.blobs import sha256_file, tree_hash
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "remote"
 HARNESS_PACKAGE = "datarun_remote"
+tasks_and_data = Layout.ARCHIVE_FOLDERS  # the archive `accept` takes: tasks/<key>/, data/<hash>/
 KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 # Unpacking needs the archive and its contents side by side, plus some room to spare.
 DISK_MARGIN = 16 * 1024**2
@@ -86,7 +93,7 @@ class SSHExecutor:
     def __init__(self, workspace, host, connection: SSHConnection | None = None):
         self.host = host
         self.workspace = workspace
-        known_hosts = workspace.state_dir / "known_hosts" if workspace is not None else None
+        known_hosts = workspace.known_hosts_path if workspace is not None else None
         if connection is None:
             ssh_config = load_ssh_config()
             connection = SSHConnection(resolve_target(host, ssh_config), known_hosts, ssh_config)
@@ -102,6 +109,12 @@ class SSHExecutor:
         self._pack_path: str | None = None
         self._session: HarnessSession | None = None
         self.bundles_sent = False  # whether the last sync got as far as sending its bundles
+
+    def connect(self) -> str | None:
+        """Connect and authenticate now, the host key checked; the key's type and fingerprint."""
+        self.conn.connect()
+        key = self.conn.host_key
+        return None if key is None else f"{key.get_name()} {fingerprint(key)}"
 
     # --- paths and commands -------------------------------------------------------
 
@@ -119,7 +132,7 @@ class SSHExecutor:
         return self._layout
 
     def harness_dir(self) -> str:
-        return str(self.layout.harness / staged_harness()[0])
+        return str(self.layout.harness_copy(staged_harness()[0]))
 
     def space_args(self) -> list[str]:
         return ["--space", self.space] if self.space is not None else []
@@ -195,7 +208,7 @@ class SSHExecutor:
         command = (
             "umask 077 && " + shlex.join(["mkdir", "-p", *made])
             + " && for f in " + " ".join(shlex.quote(f) for f in folders)
-            + '; do [ -e "$f/.complete" ] && echo "have $f"; done; '
+            + f'; do [ -e "$f/{Layout.COMPLETE}" ] && echo "have $f"; done; '
             + shlex.join(["df", "-Pk", self.workdir])
         )
         result = self.conn.run(command)
@@ -223,7 +236,7 @@ class SSHExecutor:
         wanted = {self.harness_dir(): None}
         for digest, folder in data.items():
             check_key(digest)
-            wanted[str(self.layout.data / digest)] = Path(folder)
+            wanted[str(self.layout.data_set(digest))] = Path(folder)
         unknown = [remote for remote in wanted if remote not in self._present]
         if not unknown:
             return
@@ -250,11 +263,11 @@ class SSHExecutor:
                     ["mkdir", "-p", unpacked],
                     ["tar", "-xf", upload, "-C", unpacked],
                     ["rm", "-f", upload],
-                    ["touch", f"{unpacked}/.complete"],
+                    ["touch", f"{unpacked}/{Layout.COMPLETE}"],
                     ["chmod", "-R", "a-w", unpacked],
                 ) + " && { " + shlex.join(["mv", "-T", unpacked, self.harness_dir()]) + " 2>/dev/null"
                     + " || { " + shlex.join(["chmod", "-R", "u+w", unpacked]) + "; "
-                    + shlex.join(["rm", "-rf", unpacked]) + "; " + shlex.join(["test", "-e", f"{self.harness_dir()}/.complete"])
+                    + shlex.join(["rm", "-rf", unpacked]) + "; " + shlex.join(["test", "-e", f"{self.harness_dir()}/{Layout.COMPLETE}"])
                     + "; }; }")
                 if result.status != 0:
                     raise self._fail(result, "unpacking the harness")
@@ -266,7 +279,7 @@ class SSHExecutor:
                 archive = Path(tmp) / "data.tar"
                 with tarfile.open(archive, "w", dereference=True) as tar:
                     for remote in data_missing:
-                        tar.add(wanted[remote], arcname=f"data/{remote.rsplit('/', 1)[1]}")
+                        tar.add(wanted[remote], arcname=f"{tasks_and_data[1]}/{remote.rsplit('/', 1)[1]}")
                 self._check_room(2 * archive.stat().st_size, free)
                 upload = self._upload_path("data")
                 self.conn.put(archive, upload)
@@ -292,7 +305,7 @@ class SSHExecutor:
             archive = Path(tmp) / "bundles.tar"
             with tarfile.open(archive, "w", dereference=True) as tar:
                 for bundle in bundles:
-                    tar.add(bundle, arcname=f"tasks/{Path(bundle).name}")
+                    tar.add(bundle, arcname=f"{tasks_and_data[0]}/{Path(bundle).name}")
             upload = self._upload_path("bundles")
             self.conn.put(archive, upload)
         return upload
@@ -439,6 +452,10 @@ class SSHExecutor:
     def usage(self) -> dict:
         self.prepare({})
         return self.run_harness("usage")
+
+    def gpu_names(self) -> list[str]:
+        command = "command -v nvidia-smi >/dev/null 2>&1 && " + shlex.join(NVIDIA_QUERY) + " || true"
+        return gpu_lines(self.conn.run(command).stdout)
 
     def clean(self, keep: list[str], force: bool = False) -> dict:
         keep = [check_key(key) for key in keep]

@@ -395,10 +395,6 @@ def register_ramp_problem(workspace, db, kit_dir: Path) -> dict:
     return describe_problem(workspace, db, kit.name)
 
 
-def is_ramp_problem(problem: dict) -> bool:
-    return problem.get("workflow") == "ramp"
-
-
 def problem_module(workspace, problem: dict):
     """The registered problem.py (from the data tree), imported on the organiser's side."""
     from datarun.problems.registry import data_dir

@@ -10,14 +10,14 @@ import errno
 import hashlib
 import os
 import shutil
-import stat
 import tarfile
 import uuid
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .common import KEY_PATTERN, HarnessError, Layout, make_read_only
 
-TOP_FOLDERS = ("tasks", "data")
+TOP_FOLDERS = Layout.ARCHIVE_FOLDERS
 
 
 def _member_parts(member: tarfile.TarInfo) -> tuple[str, ...]:
@@ -55,6 +55,8 @@ def _extract_group(tar: tarfile.TarFile, members: list, final: Path, replace: bo
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             source = tar.extractfile(member)
+            if source is None:  # a plain file always has its data; _member_parts checked that
+                raise HarnessError(f"archive member {member.name!r} has no data")
             with source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
         if replace and final.exists():
@@ -97,16 +99,16 @@ def unpack(layout: Layout, archive: Path) -> dict:
         for (top, name), members in groups.items():
             if top == "tasks" and not any(rest == ("task.json",) for _, rest in members):
                 raise HarnessError(f"task {name} in the archive has no task.json")
-        result = {"tasks": [], "data": [], "skipped": [], "refused": {}}
+        result: dict[str, Any] = {"tasks": [], "data": [], "skipped": [], "refused": {}}
         # Data first: a task marked runnable must find its data complete.
         for (top, name), members in sorted(groups.items(), key=lambda item: item[0][0] != "data"):
             if top == "data":
-                final = layout.data / name
-                if (final / ".complete").exists():
+                final = layout.data_set(name)
+                if layout.is_complete(final):
                     result["skipped"].append(f"data/{name}")
                     continue
                 _extract_group(tar, members, final, replace=True)  # a half-written one
-                (final / ".complete").touch()
+                layout.mark_complete(final)
                 make_read_only(final)
                 result["data"].append(name)
             else:
@@ -148,15 +150,11 @@ def pack(layout: Layout, out: Path, keys: list[str]) -> dict:
         with os.fdopen(fd, "w+b") as handle:
             with tarfile.open(fileobj=handle, mode="w") as tar:
                 for key in keys:
-                    folder = layout.task(key)
-                    if not (folder / "result.json").exists():
+                    if not layout.has_result(key):
                         missing.append(key)
                         continue
-                    names = ["result.json", "output.log"] + sorted(
-                        p.name for p in folder.glob("y_pred_*.npy"))
-                    for name in names:
-                        if _regular(folder / name):
-                            tar.add(folder / name, arcname=f"{key}/{name}", recursive=False)
+                    for path in layout.result_files(key):
+                        tar.add(path, arcname=f"{key}/{path.name}", recursive=False)
                     packed.append(key)
             size = handle.tell()
             handle.flush()
@@ -175,9 +173,3 @@ def pack(layout: Layout, out: Path, keys: list[str]) -> dict:
     return {"archive": str(out), "packed": packed, "missing": missing, "size": size,
             "sha256": digest.hexdigest()}
 
-
-def _regular(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from . import channel
 from .common import tail_text
-from .workflows import WORKFLOWS, PhaseClock, TaskFailure
+from .registry import WORKFLOWS
+from .workflows import PhaseClock, TaskFailure
 
 # Room above the memory limit before RLIMIT_AS turns allocations into MemoryError.
 ADDRESS_SPACE_SLACK = 512 * 1024**2
@@ -228,9 +229,11 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, result_fd
         os.dup2(devnull, 0)
         os.close(devnull)
         for stream in (sys.stdout, sys.stderr):  # a line printed is a line kept, crash or not
+            reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper's, not every stream's
             try:
-                stream.reconfigure(line_buffering=True)
-            except (AttributeError, ValueError):
+                if reconfigure is not None:
+                    reconfigure(line_buffering=True)
+            except ValueError:
                 pass
         _join_cgroup(launch.get("cgroup") or [])
         import numpy as np

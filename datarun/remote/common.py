@@ -45,6 +45,9 @@ class Layout:
     """
 
     SPACES = "workspaces"
+    COMPLETE = ".complete"  # written last into a data set or harness folder: it is whole
+    ARCHIVE_FOLDERS = ("tasks", "data")  # an archive for `accept`: tasks/<key>/, data/<hash>/
+    RESULT_FILES = ("result.json", "output.log")  # with y_pred_*.npy: what a finished task gives back
 
     def __init__(self, workdir: str | os.PathLike, space: str | None = None):
         self.root = Path(workdir).expanduser().absolute()
@@ -73,6 +76,35 @@ class Layout:
     def marker(self, key: str) -> Path:
         return self.inbox / check_key(key)
 
+    def staging_marker(self, key: str) -> Path:
+        """Where a marker is written before it is renamed into place (`inbox_keys` skips it)."""
+        return self.inbox / f".{check_key(key)}"
+
+    def data_set(self, digest: str) -> Path:
+        return self.data / check_key(digest, "data hash")
+
+    def harness_copy(self, digest: str) -> Path:
+        return self.harness / check_key(digest, "harness hash")
+
+    @classmethod
+    def is_complete(cls, folder: Path) -> bool:
+        return (folder / cls.COMPLETE).exists()
+
+    @classmethod
+    def mark_complete(cls, folder: Path) -> None:
+        (folder / cls.COMPLETE).touch()
+
+    def has_result(self, key: str) -> bool:
+        return (self.task(key) / "result.json").exists()
+
+    def result_files(self, key: str) -> list[Path]:
+        """The files of a finished task that go back to the organiser: result.json, output.log
+        and the predictions, regular files only (a link is never followed out of the folder)."""
+        folder = self.task(key)
+        paths = [folder / name for name in self.RESULT_FILES]
+        paths += sorted(folder.glob("y_pred_*.npy"))
+        return [path for path in paths if _regular(path)]
+
     def inbox_keys(self) -> list[str]:
         """Queued keys, oldest marker first, so tasks run in the order they arrived."""
         try:
@@ -89,6 +121,13 @@ class Layout:
             except FileNotFoundError:
                 continue
         return [name for _, name in sorted(stamped)]
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def private_folder(path: Path) -> None:
@@ -318,7 +357,7 @@ def library_versions() -> dict:
     if _versions_cache is None:
         from importlib import metadata
 
-        found = {}
+        found: dict[str, str | None] = {}
         for name, dist in _DISTRIBUTIONS.items():
             try:
                 found[name] = metadata.version(dist)

@@ -179,7 +179,7 @@ class Runner:
     def _dataset(self, data_hash: str):
         if data_hash not in self.data:
             folder = self.layout.data / data_hash
-            if not (folder / ".complete").exists():
+            if not Layout.is_complete(folder):
                 raise RuntimeError(f"data set {data_hash} is not on this host (or not complete)")
             while len(self.data) >= DATA_CACHE_SIZE:
                 self.data.pop(next(iter(self.data)))
@@ -187,7 +187,7 @@ class Runner:
         return self.data[data_hash]
 
     def _launch(self, key: str) -> None:
-        from .workflows import WORKFLOWS
+        from .registry import WORKFLOWS
 
         folder = self.layout.task(key)
         task = read_json(folder / "task.json")
@@ -381,7 +381,7 @@ class Runner:
                 run.limit_hit = hit
                 run.kill()
                 log(f"task {key}: {hit[1]}")
-            elif run.child_status is not None and run.live:
+            elif run.child_status is not None and run.live and run.exited_at is not None:
                 # The task is over; its leftovers get a moment, then the same end.
                 if time.perf_counter() - run.exited_at > EXIT_GRACE:
                     run.kill()

@@ -3,7 +3,7 @@
 A workflow runs inside the task's child process: it imports the submission, fits on the
 fold's training rows, predicts every training row and the test rows, and returns the
 predictions in the protocol's shape. It raises TaskFailure with an error kind when the
-submission is at fault. RAMP kits run under "ramp" (ramp.py).
+submission is at fault. RAMP kits run under "ramp" (ramp.py); registry.py maps the names.
 """
 
 import importlib.util
@@ -50,6 +50,8 @@ HARNESS_DIR = str(Path(__file__).resolve().parent)
 def _failure(kind: str) -> TaskFailure:
     """The current exception's traceback, without the harness's and importlib's frames."""
     error = sys.exc_info()[1]
+    if error is None:  # called outside an except block: nothing to tell
+        return TaskFailure(kind, "")
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if not frame.filename.startswith((HARNESS_DIR, "<frozen"))]
     text = "".join(["Traceback (most recent call last):\n"] if frames else [])
@@ -69,6 +71,8 @@ def import_submission(folder: Path, module: str):
     # would do: joblib's worker processes re-import the submission's functions by name.
     sys.path.insert(0, str(folder))
     spec = importlib.util.spec_from_file_location(module, path)
+    if spec is None or spec.loader is None:
+        raise TaskFailure("import_error", f"{module}.py cannot be imported as a module")
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[module] = loaded
     try:
@@ -183,12 +187,3 @@ def run_estimator(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
         _check_finite(name, pred, np)
     return predictions
 
-
-def run_ramp(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
-    """A ramp-workflow kit's workflow (ramp.py); imported only for RAMP problems."""
-    from .ramp import run_ramp as run
-
-    return run(task, data, folder, clock)
-
-
-WORKFLOWS: dict[str, Callable] = {"estimator": run_estimator, "ramp": run_ramp}

@@ -57,10 +57,6 @@ class ScoreType:
         """Whether score a beats score b."""
         return a < b if self.lower_is_better else a > b
 
-    @property
-    def direction(self) -> str:
-        return "lower is better" if self.lower_is_better else "higher is better"
-
 
 SCORE_TYPES: dict[str, ScoreType] = {
     score.name: score

@@ -59,9 +59,6 @@ class BlobStore:
             os.replace(tmp, target)
         return digest
 
-    def put_file(self, path: Path) -> str:
-        return self.put_bytes(Path(path).read_bytes())
-
     def get_bytes(self, digest: str) -> bytes:
         return self.path(digest).read_bytes()
 

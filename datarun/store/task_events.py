@@ -7,17 +7,21 @@ attempt), and the row forgets why. These events keep it, for `submission show` a
 `datarun logs`. Written by the dispatcher (datarun.dispatch.collect).
 """
 
+from __future__ import annotations
+
 import time
+from typing import Any
+
+from datarun.store.db import Database, transaction
 
 KINDS = ("result_refused", "bundle_refused")
 
 
-def record_event(db, task_id: int, attempt: int, host: str | None, kind: str, text: str) -> None:
+def record_event(db: Database, task_id: int, attempt: int, host: str | None, kind: str, text: str) -> None:
     """Note an event once per attempt and kind: the first reason is the one kept (what the
     given-up attempt's folder yields at later syncs, until it is removed, is not news)."""
     assert kind in KINDS, kind
-    with db.conn:
-        db.conn.execute("BEGIN IMMEDIATE")
+    with transaction(db):
         if db.execute("SELECT 1 FROM task_events WHERE task = ? AND attempt = ? AND kind = ?",
                       [task_id, attempt, kind]).fetchone():
             return
@@ -25,9 +29,9 @@ def record_event(db, task_id: int, attempt: int, host: str | None, kind: str, te
                    [task_id, attempt, host, time.time(), kind, text])
 
 
-def events_of(db, task_ids: list[int]) -> dict[int, list[dict]]:
+def events_of(db: Database, task_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
     """Each task's events, oldest first: {task id: [{"attempt", "host", "at", "kind", "text"}]}."""
-    found: dict[int, list[dict]] = {task_id: [] for task_id in task_ids}
+    found: dict[int, list[dict[str, Any]]] = {task_id: [] for task_id in task_ids}
     for start in range(0, len(task_ids), 500):
         chunk = task_ids[start:start + 500]
         marks = ",".join("?" * len(chunk))

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
+from datarun.store.db import open_db, workspace_id
 
 STATE_DIR = ".datarun"
 HOSTS_FILE = "hosts.toml"
@@ -62,12 +63,25 @@ class Workspace:
     def lock_path(self) -> Path:
         return self.state_dir / "dispatch.lock"
 
+    @property
+    def scratch_dir(self) -> Path:
+        """The dispatcher's scratch (bundles, downloads), emptied when a dispatcher starts."""
+        return self.state_dir / "tmp"
+
+    @property
+    def leftovers_path(self) -> Path:
+        """Attempts given up on, per host (datarun.dispatch.lanes.Leftovers)."""
+        return self.state_dir / "leftovers.json"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        """The SSH host keys pinned for this workspace (`host trust`)."""
+        return self.state_dir / "known_hosts"
+
     @cached_property
     def id(self) -> str:
         """The workspace's random id, made at `init` and kept in its database: the name of
         its own folder on every host it uses (docs/PROTOCOL.md)."""
-        from datarun.store.db import open_db, workspace_id
-
         db = open_db(self)
         try:
             return workspace_id(db)
@@ -116,7 +130,5 @@ def init_workspace(path: Path | str) -> Workspace:
     workspace.blobs_dir.mkdir()
     if not workspace.hosts_file.exists():
         workspace.hosts_file.write_text(DEFAULT_HOSTS_TOML)
-    from datarun.store.db import open_db
-
     open_db(workspace).conn.close()
     return workspace
