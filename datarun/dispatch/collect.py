@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datarun.dispatch.results import ResultNotOurs, ResultRejected, read_result
+from datarun.dispatch.results import BadPredictions, ResultNotOurs, ResultRejected, read_result
 from datarun.store.task_events import record_event
 
 # A runner beats every second; one silent for this long gets no new task until it beats
@@ -172,9 +172,15 @@ class Collecting:
         key = task_key(task["id"], task["attempt"])
         scores = []
         try:
-            result = read_result(folder, key, *scorer.prediction_shapes(), nonce=task.get("nonce"))
+            result = read_result(folder, key, *scorer.prediction_shapes(), nonce=task.get("nonce"),
+                                 probabilities=scorer.probabilities)
         except ResultNotOurs:
             raise
+        except BadPredictions as error:
+            # The harness makes the same check; a host that skipped it changes nothing.
+            state, kind, preds = "failed", "bad_predictions", None
+            text = f"{error} (checked on the organiser's machine; sent by host {host_name})"
+            measures, environment, log = error.result.measures, error.result.environment, error.result.log
         except ResultRejected as error:
             state, kind, text, measures, environment, preds, log = (
                 "failed", "harness_error", f"result from host {host_name} rejected: {error}", {}, {}, None, b"")
