@@ -180,6 +180,7 @@ class Dispatcher(Collecting):
                 self.wait(0.05)
                 self.take_finished(report)
         self.take_finished(report)
+        self.refresh_blends()
         for name, lane in self.lanes.items():
             if lane.busy:
                 report.host_errors[name] = f"host {name} did not answer within {deadline:.0f}s"
@@ -206,6 +207,14 @@ class Dispatcher(Collecting):
 
             update_contributivity(self.workspace, self.db, problem)
         self.to_blend.clear()
+
+    def refresh_blends(self) -> None:
+        """Bring every problem's blends up to date: a scope's submissions also change without
+        a new result (an event's scores become public, a retried submission, a migration)."""
+        from datarun.board.contrib import update_contributivity
+
+        for (problem,) in self.db.execute("SELECT name FROM problems ORDER BY name").fetchall():
+            update_contributivity(self.workspace, self.db, problem)
 
     def job_failed(self, name: str, error: BaseException, context: dict, report: PassReport) -> None:
         if isinstance(error, DatarunError):

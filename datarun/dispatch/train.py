@@ -124,6 +124,7 @@ def train(workspace, db, problem: str | None = None, submission: int | None = No
                         for name, lane in dispatcher.lanes.items()):
                     break  # no host takes work: say so rather than spin
                 dispatcher.wait(POLL_INTERVAL)
+            dispatcher.refresh_blends()
         finally:
             dispatcher.close()
     errors = {name: dispatcher.last_error[name] for name in dispatcher.failing_since
