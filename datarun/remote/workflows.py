@@ -156,6 +156,8 @@ def _number(value: float) -> str:
 def prediction_fault(pred, classification: bool, np) -> str | None:
     """None when pred is valid; else what is wrong with its first bad row, and the rule."""
     pred = np.asarray(pred, dtype=np.float64)
+    if not pred.size:
+        return None
     if not classification:
         bad = ~np.isfinite(pred.reshape(len(pred), -1))
         if not bad.any():

@@ -34,6 +34,8 @@ def prediction_fault(pred: np.ndarray, classification: bool) -> str | None:
     are checked by the caller, which knows what they should be.
     """
     pred = np.asarray(pred, dtype=np.float64)
+    if not pred.size:
+        return None
     if not classification:
         bad = ~np.isfinite(pred.reshape(len(pred), -1))
         if not bad.any():
