@@ -298,3 +298,57 @@ def test_bad_stored_predictions_stop_no_train_dispatch_or_leaderboard(flowers, c
     assert len(list(csv.DictReader(io.StringIO(public.stdout)))) == len(STORED) + 2
     table = cli("leaderboard", "flowers")
     assert table.exit_code == 0 and "blended" in table.stdout
+
+
+# --- RAMP kits ---------------------------------------------------------------------------
+
+RAMP_CLASSIFIER = """
+from sklearn.linear_model import LogisticRegression
+
+
+class Classifier:
+    def fit(self, X, y):
+        self.clf = LogisticRegression(max_iter=500, C={c})
+        self.clf.fit(X, y)
+
+    def predict_proba(self, X):
+        return self.clf.predict_proba(X) * {factor}
+"""
+
+
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
+def test_a_ramp_kit_keeps_ramp_tests_rule_and_nothing_downstream_raises(flowers, cli, tmp_path):
+    """ramp-test takes whatever the kit's Predictions accept: rows summing to 1.5 are trained
+    and kept. The kit's log-likelihood (official here) raises on them; that score is
+    recorded as undefined and the submission is never chosen by the blend."""
+    import shutil
+
+    kit_dir = tmp_path / "iris_nll"
+    shutil.copytree(Path(__file__).parent / "ramp_kits" / "iris_classifier", kit_dir,
+                    ignore=shutil.ignore_patterns("training_output", "__pycache__"))
+    problem = (kit_dir / "problem.py").read_text()
+    nll = "    rw.score_types.NegativeLogLikelihood(name='nll'),\n"
+    problem = problem.replace(nll, "").replace("score_types = [\n", "score_types = [\n" + nll)
+    (kit_dir / "problem.py").write_text(problem)
+    assert cli("problem", "add", kit_dir).exit_code == 0
+    ids = {}
+    for name, c, factor in (("good", 1.0, 1.0), ("other", 0.1, 1.0), ("scaled", 1.0, 1.5),
+                            ("short", 0.3, 0.9)):
+        folder = tmp_path / "subs" / name
+        folder.mkdir(parents=True)
+        (folder / "classifier.py").write_text(RAMP_CLASSIFIER.format(c=c, factor=factor))
+        result = cli("submit", "iris_nll", folder, "--team", name, "--json")
+        assert result.exit_code == 0, result.stderr
+        ids[name] = result.json()["id"]
+    result = cli("train")
+    assert result.exit_code == 0, result.stderr
+    scaled = show(cli, ids["scaled"])
+    assert scaled["state"] == "done"
+    assert {t["scores"]["valid"]["nll"] for t in scaled["tasks"]} == {None}  # the kit's score raised
+    assert {t["scores"]["valid"]["acc"] is not None for t in scaled["tasks"]} == {True}
+    shown = cli("leaderboard", "iris_nll", "--private", "--json")
+    assert shown.exit_code == 0, shown.stderr
+    rows = {row["id"]: row for row in shown.json()["rows"]}
+    assert rows[ids["scaled"]]["contributivity"] == 0  # its own score is undefined on every fold
+    assert sum(row["contributivity"] for row in rows.values()) == pytest.approx(1.0)
+    assert cli("leaderboard", "iris_nll").exit_code == 0
