@@ -287,8 +287,13 @@ def test_ensembles_giving_the_true_class_zero_are_scored_as_ramp_blend_scores_th
 def test_probabilities_outside_zero_one_are_combined_as_ramp_workflow_combines_them():
     ys, preds = classification_folds(22, n_sub=10, n_valid=80)
     scaled = [p * np.linspace(0.5, 1.5, len(p))[:, None, None] for p in preds]  # rows off 1
+    for p in scaled:
+        p[3, ::2] = [-0.2, 0.6, 0.6]  # negative values
+        p[7, ::3] = [1.5, -0.25, -0.25]  # above one
     blend = contributivity("classification", "accuracy", ys, scaled)
     assert_same_as_ramp(blend, "classification", Accuracy(), ys, scaled)
+    blend = contributivity("classification", "log_loss", ys, scaled)  # no error: combined first
+    assert all(np.isfinite(blend.combined_scores))
 
 
 def undefined_on(folds_and_candidates):
