@@ -42,7 +42,7 @@ import numpy as np
 
 from datarun.errors import UsageError
 from datarun.scoring.blendrank import LazyLogLoss, SquaredError
-from datarun.scoring.blendscores import _identity, _resolve_score, _Score
+from datarun.scoring.blendscores import _identity, _resolve_score, _Score, _true_class
 
 MAX_N_ENSEMBLE = 80  # ramp-blend's cap on the ensemble's size
 CHUNK = 1 << 18  # numbers per block when scoring many candidates at once
@@ -322,8 +322,23 @@ def combinable(kind: str, preds: np.ndarray) -> np.ndarray:
     if kind != "classification":
         return np.array(preds, dtype=np.float64)
     out = np.clip(preds, CLIP, 1 - CLIP)
-    out /= out.sum(axis=-1, keepdims=True)
+    out /= _clipped_row_sums(preds)[..., None]
     return out
+
+
+def _clipped_row_sums(preds: np.ndarray) -> np.ndarray:
+    """Each row's sum once clipped, as np.sum gives it. numpy sums a short last axis slowly
+    (several times slower than adding its columns); below 8 classes its sum is the plain
+    left-to-right one, which adding the columns repeats exactly."""
+    # Most models' probabilities need no clipping (trees' and kNN's zeros do): then skip it.
+    if preds.size and (preds.min() < CLIP or preds.max() > 1 - CLIP):
+        preds = np.clip(preds, CLIP, 1 - CLIP)
+    if preds.shape[-1] >= 8:
+        return preds.sum(axis=-1)
+    total = preds[..., 0].copy()
+    for c in range(1, preds.shape[-1]):
+        total += preds[..., c]
+    return total
 
 
 def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds,
@@ -343,9 +358,17 @@ def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds,
         raise UsageError(f"fold {f}: true classes must be indices 0..{preds.shape[2] - 1}")
     rows = _Rows(n_submissions, preds.shape[1:] if score.features is _identity else (len(y),))
     score.features(y, preds, rows.all())
+    singles = np.empty(n_submissions)
+    per = max(1, CHUNK // max(1, rows.all()[0].size)) if rows.n else 1
     with np.errstate(all="ignore"):
-        singles = np.asarray(score.exact(y, rows.all()), dtype=np.float64)
-    if kind == "classification":
+        for start in range(0, rows.n, per):  # in blocks that stay in the cache
+            singles[start : start + per] = score.exact(y, rows.all()[start : start + per])
+    if kind == "classification" and score.features is _true_class:
+        # Only the true class's share of each clipped row is read: no full copy needed.
+        share = rows.all()
+        np.clip(share, CLIP, 1 - CLIP, out=share)
+        share /= _clipped_row_sums(preds)
+    elif kind == "classification":
         score.features(y, combinable(kind, preds), rows.all())
     return rows, singles
 
