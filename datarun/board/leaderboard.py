@@ -18,7 +18,7 @@ the scores of an event whose `public_opens` is still ahead are withheld: such ro
 no score, no contributivity and no rank (their order would leak the ranking), and come
 last, in submission order. The private view (organisers) shows everything. Every figure a
 board shows (ranks, contributivity, the blended and best single scores) is computed from
-the submissions it shows: the blend of the board's scope (`datarun.board.contrib`).
+the submissions it shows: the blend of the board's scope (`datarun.board.scopes`).
 
 `csv_columns` / `csv_rows` flatten a board for `--csv`; docs/LEADERBOARD.md lists the
 columns, whose names are stable, and the rule that keeps a team name from running as a
