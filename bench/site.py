@@ -2,7 +2,7 @@
 
 The workspace is bench/cli.py's: the iris kit registered for real and 2,000 scored
 submissions x 5 folds written straight into SQLite, plus contributivity for a dozen of
-them and a blend row (as datarun/board/contrib.py stores them). Timed as real
+them and a blend row per scope (as datarun/board/contrib.py stores them). Timed as real
 subprocesses, as cron runs it:
 
 - from scratch: `datarun site OUT` into a new folder (every page, every plot frame);
@@ -42,18 +42,39 @@ from common import (
 GOALS = {"scratch": 10.0, "update": 1.0}
 
 
+SCOPES = ("*", "iris")  # the whole problem's blend and its default event's (the same set)
+
+
 def add_contributivity(workspace: Workspace, problem: str, n_submissions: int, seed: int = 1) -> None:
-    """Shares for a dozen submissions (summing to one) and the problem's blend row."""
+    """Shares for a dozen submissions (summing to one) and a blend row, for each scope."""
     rng = random.Random(seed)
     members = rng.sample(range(1, n_submissions + 1), min(12, n_submissions))
     weights = [rng.random() for _ in members]
+    considered = json.dumps(list(range(1, n_submissions + 1)))
     with contextlib.closing(sqlite3.connect(workspace.db_path)) as conn, conn:
-        conn.executemany("INSERT INTO contributivity (problem, submission, value) VALUES (?, ?, ?)",
-                         [(problem, sid, w / sum(weights)) for sid, w in zip(members, weights, strict=True)])
-        conn.execute(
-            "INSERT INTO blends (problem, submissions, state, score, combined_valid, "
-            "best_single_valid, combined_test, updated_at) VALUES (?, ?, '{}', 'accuracy', 0.991, "
-            "0.989, 0.987, ?)", (problem, json.dumps(list(range(1, n_submissions + 1))), time.time()))
+        for scope in SCOPES:
+            conn.executemany(
+                "INSERT INTO contributivity (problem, scope, submission, value) VALUES (?, ?, ?, ?)",
+                [(problem, scope, sid, w / sum(weights)) for sid, w in zip(members, weights, strict=True)])
+            conn.execute(
+                "INSERT INTO blends (problem, scope, considered, submissions, state, score, "
+                "combined_valid, best_single_valid, combined_test, updated_at) "
+                "VALUES (?, ?, ?, ?, NULL, 'accuracy', 0.991, 0.989, 0.987, ?)",
+                (problem, scope, considered, considered, time.time()))
+
+
+def join_blends(workspace: Workspace, problem: str, sid: int) -> None:
+    """A new submission the blends took in without changing anyone's share (its own is 0),
+    as the dispatcher stores it once scored: only its pages and the event's change."""
+    with contextlib.closing(sqlite3.connect(workspace.db_path)) as conn, conn:
+        for scope in SCOPES:
+            considered = json.loads(conn.execute(
+                "SELECT considered FROM blends WHERE problem = ? AND scope = ?", (problem, scope)).fetchone()[0])
+            members = json.dumps([*considered, sid])
+            conn.execute("UPDATE blends SET considered = ?, submissions = ? WHERE problem = ? AND "
+                         "scope = ?", (members, members, problem, scope))
+            conn.execute("INSERT INTO contributivity (problem, scope, submission, value) "
+                         "VALUES (?, ?, ?, 0.0)", (problem, scope, sid))
 
 
 def timed_cpu_result(command: list[str], env: dict):
@@ -103,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         next_id = n_submissions + 1
         for _ in range(runs):
             fill(workspace, "iris", 1, seed=next_id, first=next_id)
+            join_blends(workspace, "iris", next_id)
             next_id += 1
             figure, result = site(out)
             update.append(figure)

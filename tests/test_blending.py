@@ -253,3 +253,118 @@ def test_adding_follows_the_score_and_the_options(score, options, which):
     blend = contributivity("classification", score, ys, preds, **options).add(new)
     everyone = [np.concatenate([p, n[None]]) for p, n in zip(preds, new, strict=True)]
     assert blend.members == contributivity("classification", score, ys, everyone, **options).members
+
+
+# --- ramp-workflow's combination, and undefined scores -----------------------------------
+
+
+def test_ensembles_giving_the_true_class_zero_are_scored_as_ramp_blend_scores_them():
+    """Every member says 0 for the true class on some rows: ramp-workflow's combine clips
+    to 1e-15 and renormalises, where a raw mean would be clipped by log_loss at 2.2e-16."""
+    rng = np.random.default_rng(21)
+    ys, preds = [], []
+    for _ in range(2):
+        y = rng.integers(0, N_CLASSES, 200)
+        flipped = rng.random(200) < 0.1  # mislabelled rows: every model is sure of another class
+        seen = np.where(flipped, (y + 1) % N_CLASSES, y)
+        guess = np.where(rng.random((12, 200)) < 0.8, seen, rng.integers(0, N_CLASSES, (12, 200)))
+        guess[:, flipped] = seen[flipped]
+        hard = np.eye(N_CLASSES)[guess]  # trees: 0 or 1
+        votes = np.stack([np.eye(N_CLASSES)[np.where(rng.random((12, 200)) < 0.7, seen,
+                                                     rng.integers(0, N_CLASSES, (12, 200)))]
+                          for _ in range(5)]).sum(axis=0)
+        votes[:, flipped] = 5 * np.eye(N_CLASSES)[seen[flipped]]
+        ys.append(y)
+        preds.append(np.concatenate([hard, votes / 5]))  # kNN: votes of 5 neighbours
+    blend = contributivity("classification", "log_loss", ys, preds)
+    members = assert_same_as_ramp(blend, "classification", NegativeLogLikelihood(), ys, preds)
+    for y, p, chosen, score in zip(ys, preds, members, blend.combined_scores, strict=True):
+        raw = p[chosen].mean(axis=0)
+        assert (raw[np.arange(len(y)), y] == 0).any()  # the case the clipping decides
+        assert abs(log_loss(y, raw, labels=range(N_CLASSES)) - score) > 1e-3
+
+
+def test_probabilities_outside_zero_one_are_combined_as_ramp_workflow_combines_them():
+    ys, preds = classification_folds(22, n_sub=10, n_valid=80)
+    scaled = [p * np.linspace(0.5, 1.5, len(p))[:, None, None] for p in preds]  # rows off 1
+    for p in scaled:
+        p[3, ::2] = [-0.2, 0.6, 0.6]  # negative values
+        p[7, ::3] = [1.5, -0.25, -0.25]  # above one
+    blend = contributivity("classification", "accuracy", ys, scaled)
+    assert_same_as_ramp(blend, "classification", Accuracy(), ys, scaled)
+    blend = contributivity("classification", "log_loss", ys, scaled)  # no error: combined first
+    assert all(np.isfinite(blend.combined_scores))
+
+
+def undefined_on(folds_and_candidates):
+    """accuracy, undefined (NaN) for the given (fold size, candidate rows) pairs."""
+
+    def score(y, p):
+        if len(y) in folds_and_candidates.get("folds", ()):
+            return math.nan
+        if float(p[0, 0]) in folds_and_candidates.get("first_values", ()):
+            return math.nan
+        return float(np.mean(p.argmax(axis=1) == y))
+
+    return score
+
+
+def test_a_fold_undefined_for_every_submission_gives_no_contributivity():
+    ys, preds = classification_folds(23, n_sub=12, n_valid=100, n_folds=3)
+    ys[1], preds[1] = ys[1][:90], preds[1][:, :90]  # fold 1 is told apart by its size
+    blend = contributivity("classification", undefined_on({"folds": (90,)}), ys, preds,
+                           lower_is_better=False)
+    assert blend.members[1] == [] and blend.n_blended_folds == 2
+    assert math.isnan(blend.combined_scores[1]) and math.isnan(blend.best_single_scores[1])
+    assert (blend.fold_contributivity[:, 1] == 0).all()
+    assert blend.contributivity.sum() == pytest.approx(1.0)
+    defined = contributivity("classification", "accuracy", [ys[0], ys[2]], [preds[0], preds[2]])
+    np.testing.assert_allclose(blend.contributivity, defined.contributivity, atol=1e-15)
+
+
+def test_nothing_defined_anywhere_gives_no_contributivity_at_all():
+    ys, preds = classification_folds(24, n_sub=5, n_valid=50)
+    blend = contributivity("classification", lambda y, p: math.nan, ys, preds, lower_is_better=True)
+    assert blend.members == [[], []] and blend.n_blended_folds == 0
+    assert (blend.contributivity == 0).all()
+
+
+def test_a_submission_undefined_on_a_fold_is_never_chosen_there():
+    ys, preds = classification_folds(25, n_sub=15, n_valid=120)
+    best = contributivity("classification", "accuracy", ys, preds)
+    first = best.members[0][0]
+    marked = [p.copy() for p in preds]
+    marked[0][first, 0] = [0.5, 0.25, 0.25]  # its mark: a first row no other has
+    score = undefined_on({"first_values": (0.5,)})
+    blend = contributivity("classification", score, ys, marked, lower_is_better=False)
+    assert first not in blend.members[0] and blend.fold_contributivity[first, 0] == 0
+    # On the other fold, where its score is defined, the blend is accuracy's.
+    assert blend.members[1] == contributivity("classification", "accuracy", ys, marked).members[1]
+
+
+@pytest.mark.parametrize("how", ["add", "resume"])
+def test_undefined_folds_survive_adding_and_resuming(how):
+    ys, preds = classification_folds(26, n_sub=14, n_valid=100, n_folds=3)
+    ys[2], preds[2] = ys[2][:90], preds[2][:, :90]
+    score = undefined_on({"folds": (90,)})
+    full = contributivity("classification", score, ys, preds, lower_is_better=False)
+    if how == "add":
+        blend = contributivity("classification", score, ys, [p[:10] for p in preds],
+                               lower_is_better=False)
+        for j in range(10, 14):
+            blend.add([p[j] for p in preds])
+    else:
+        state = json.loads(json.dumps(contributivity(
+            "classification", score, ys, [p[:10] for p in preds], lower_is_better=False).state()))
+        blend = contributivity("classification", score, ys, preds, lower_is_better=False,
+                               previous=state)
+    assert blend.members == full.members and blend.members[2] == []
+    np.testing.assert_allclose(blend.contributivity, full.contributivity)
+
+
+def test_a_state_stored_before_blends_clipped_is_not_resumed():
+    ys, preds = classification_folds(27, n_sub=12)
+    state = contributivity("classification", "log_loss", ys, [p[:8] for p in preds]).state()
+    del state["combine"]
+    resumed = contributivity("classification", "log_loss", ys, preds, previous=state)
+    assert resumed.members == contributivity("classification", "log_loss", ys, preds).members

@@ -76,13 +76,13 @@ def test_prediction_shapes_must_match_the_kind_and_the_folds():
     refused(r"regression needs \(n_submissions, n_valid\) = \(4, 6\)", "regression", "rmse", ys, preds)
 
 
-def test_predictions_must_be_finite_probabilities():
+def test_predictions_must_be_finite():
     ys, preds = small()
     broken = [preds[0].copy(), preds[1]]
     broken[0][1, 2, 0] = np.nan
     refused(r"fold 0: predictions hold NaN or infinite values", "classification", "log_loss", ys, broken)
-    refused(r"fold 1: log_loss needs probabilities between 0 and 1", "classification", "log_loss", ys,
-            [preds[0], preds[1] * 3])
+    broken[0][1, 2, 0] = -np.inf
+    refused(r"fold 0: predictions hold NaN or infinite values", "classification", "log_loss", ys, broken)
 
 
 def test_a_new_submission_must_fit_the_blend():

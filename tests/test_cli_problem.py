@@ -61,7 +61,8 @@ def test_show_renders_settings_balance_and_folds(cli, workspace):
     assert "120 train rows, 30 test rows, 4 features" in text
     assert "accuracy (higher is better, official), log_loss (lower is better)" in text
     assert "wall time 1m00s, cpu time none, memory 1.0 GB" in text
-    assert "stratified-kfold, 5 splits, seed 42" in text
+    assert "stratified-kfold, 5 splits, shuffled with seed 42" in text
+    assert "data/test.csv (a file of its own)" in text
     balance = render(balance_table(info)).splitlines()
     assert any(line.split("│")[1:4] == [" setosa     ", "    40 ", "   10 "] for line in balance)
     assert all(len(line) <= 100 for line in text.splitlines())

@@ -16,8 +16,8 @@ name without it, and one ending in `.hardlink` becomes a file with a second hard
   --participants`;
 - hosts/: `hosts.toml` replaces the workspace's, then `datarun host list` reads it;
 - results/: `result/` is what came back from a host for task `t1-a1` (sent with the nonce
-  `corpus-nonce-t1-a1`) of a problem with 4 training rows, 2 test rows and 3 classes,
-  checked by `datarun.dispatch.results.read_result`.
+  `corpus-nonce-t1-a1`) of a problem with 4 training rows, 2 test rows and 3 classes (a
+  native kit: class probabilities), checked by `datarun.dispatch.results.read_result`.
 
 The CLI cases must fail with exit code 2 and the message on stderr as `error: ...`; the
 result cases must be rejected with the message.
@@ -65,7 +65,7 @@ def answer(name: str, folder: Path, workspace, cli) -> str:
         from datarun.dispatch.results import ResultRejected, read_result
 
         try:
-            read_result(folder / "result", "t1-a1", (4, 3), (2, 3), nonce=NONCE)
+            read_result(folder / "result", "t1-a1", (4, 3), (2, 3), nonce=NONCE, probabilities=True)
         except ResultRejected as error:
             return str(error)
         return "accepted"

@@ -165,6 +165,15 @@ def test_dates_parse_with_and_without_zone():
     assert parse_when("2026-12-01T09:00+02:00", "--opens") == parse_when("2026-12-01 07:00", "--opens")
 
 
+def test_scores_are_public_from_the_public_opens_instant_included():
+    from datarun.challenge.events import scores_public
+
+    event = {"public_opens": parse_when("2027-06-01", "--public-opens")}
+    assert not scores_public(event, event["public_opens"] - 0.001)
+    assert scores_public(event, event["public_opens"])
+    assert scores_public({"public_opens": None}, 0.0)
+
+
 @pytest.mark.parametrize("seconds, words", [
     (0.2, "1 second"), (45, "45 seconds"), (119.5, "120 seconds"), (120, "2 minutes"),
     (900, "15 minutes"), (899.1, "15 minutes"), (5400, "90 minutes"), (7200, "2 hours"),

@@ -164,7 +164,9 @@ EVENT = {"name": "e", "opens": 100.0, "closes": 200.0, "participants": ["ada"],
     [
         ("ada", [], 150.0, []),
         ("ada", [], 99.0, ["not_open"]),
-        ("ada", [], 200.0, ["closed"]),
+        ("ada", [], 100.0, []),  # opens: included
+        ("ada", [], 199.9, []),
+        ("ada", [], 200.0, ["closed"]),  # closes: excluded
         ("eve", [], 150.0, ["not_participant"]),
         ("ada", [100.0], 159.0, ["wait"]),
         ("ada", [100.0], 160.0, []),

@@ -205,7 +205,8 @@ def test_a_class_the_estimator_never_saw_gets_a_column_of_zeros(batch):
     ("no-get", "import_error", ["estimator.py does not define get_estimator()"]),
     ("fit-fails", "fit_error", ["ValueError: no fit today", "in helper", "Traceback"]),
     ("predict-fails", "predict_error", ["RuntimeError: cannot see the test rows", "predict_proba"]),
-    ("nan", "bad_predictions", ["train predictions hold 1 NaN or infinite values"]),
+    ("nan", "bad_predictions", ["train predictions, row 0 holds nan (the row sums to nan); class "
+                                "probabilities must be finite, within [0, 1] and sum to 1 per row"]),
     ("shape", "bad_predictions", ["predict returned shape", "expected ("]),
 ])
 def test_each_failure_has_its_kind_and_the_tail_of_its_traceback(batch, key, kind, needles):

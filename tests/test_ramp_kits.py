@@ -94,7 +94,7 @@ def test_regression_and_feature_extractor_kits_register(workspace, cli):
             "regression", None, workflow)
         assert info["ramp"]["prediction"] == "regression"
     shown = cli("problem", "show", "diabetes_features")
-    assert shown.exit_code == 0 and "get_cv, 2 splits" in shown.stdout
+    assert shown.exit_code == 0 and "the kit's get_cv, 2 folds" in shown.stdout
 
 
 def test_external_data_ships_the_kits_default_copy(workspace, cli):

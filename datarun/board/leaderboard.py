@@ -1,14 +1,24 @@
 """Leaderboard rows, built as plain data with SQL; rendering is elsewhere.
 
-A submission is on the leaderboard once every fold is done. Its official score is the
-bagged validation score of the problem's first score type (the test scores appear only
-in the private view). Times and CPU are totals over the folds, memory the largest peak
-of any fold: what the submission cost, and the most it needed at once.
+A submission is on the leaderboard once every fold is finished and at least one is done.
+Its official score is the bagged validation score of the problem's first score type (the
+test scores appear only in the private view). Times and CPU are totals over the folds,
+memory the largest peak of any fold: what the submission cost, and the most it needed at
+once.
+
+Ranks go to rows with an official score only, best first; equal scores share a rank and
+the next rank skips (1, 2, 2, 4: "standard competition ranking"); rows tied on score are
+listed by id. A submission with a failed fold (`state` "partial") is listed with its
+scored folds' means, unranked, with no bagged score and no contributivity: it is not
+blended. Rows without an official score (undefined on these rows, e.g. roc_auc where a
+class never appears in the validation rows) are listed unranked after the ranked ones.
 
 A leaderboard shows one event's submissions, or all of a problem's. In the public view,
 the scores of an event whose `public_opens` is still ahead are withheld: such rows carry
 no score, no contributivity and no rank (their order would leak the ranking), and come
-last, in submission order. The private view (organisers) shows everything.
+last, in submission order. The private view (organisers) shows everything. Every figure a
+board shows (ranks, contributivity, the blended and best single scores) is computed from
+the submissions it shows: the blend of the board's scope (`datarun.board.scopes`).
 
 `csv_columns` / `csv_rows` flatten a board for `--csv`; docs/LEADERBOARD.md lists the
 columns, whose names are stable, and the rule that keeps a team name from running as a
@@ -34,18 +44,45 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
-def _hidden_events(db, problem_name: str, now: float) -> dict[str, float]:
-    """The problem's events whose scores are not public yet: {name: public_opens}."""
-    if "events" not in db.table_names():
-        return {}
-    return dict(db.execute(
-        "SELECT name, public_opens FROM events WHERE problem = ? AND public_opens > ?",
-        [problem_name, now]).fetchall())
+def competition_ranks(values: list[float], lower_is_better: bool) -> list[int]:
+    """1 + the number of strictly better values, for each value: ties share a rank and the
+    next rank skips (1, 2, 2, 4)."""
+    ordered = sorted(values, reverse=not lower_is_better)
+    first: dict[float, int] = {}
+    for position, value in enumerate(ordered, 1):
+        first.setdefault(value, position)
+    return [first[value] for value in values]
+
+
+def _defined(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _blend_of(db, problem_name: str, scope: str, shown: list[int]) -> tuple[dict | None, dict, bool]:
+    """(blend summary, {submission: contributivity}, current) of the board's scope.
+
+    `shown`: the fully trained submissions the board shows in that scope. Figures stored
+    for another set of submissions (not recomputed yet) are not shown."""
+    if "blends" not in db.table_names():
+        return None, {}, not shown
+    found = list(db.query(
+        "SELECT considered, score, combined_valid, best_single_valid, combined_test FROM blends "
+        "WHERE problem = ? AND scope = ?", [problem_name, scope]))
+    if not found:
+        return None, {}, not shown
+    blend = found[0]
+    if json.loads(blend.pop("considered")) != shown:
+        return None, {}, False
+    shares = dict(db.execute(
+        "SELECT submission, value FROM contributivity WHERE problem = ? AND scope = ?",
+        [problem_name, scope]).fetchall())
+    return dict(blend, scope=scope), shares, True
 
 
 def leaderboard(db, problem_name: str, private: bool = False, event: str | None = None,
                 now: float | None = None) -> dict:
     """The ranked submissions of a problem, or of one of its events (`event`)."""
+    from datarun.board.scopes import board_scope, hidden_events
     from datarun.board.scorer import score_directions
 
     problem = get_problem(db, problem_name)
@@ -54,7 +91,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
 
         event = resolve_event(db, problem_name, event)["name"]
     now = time.time() if now is None else now
-    hidden_events = {} if private else _hidden_events(db, problem_name, now)
+    hidden = {} if private else hidden_events(db, problem_name, now)
     names = problem["score_names"]
     official = names[0]
     lower = score_directions(problem)
@@ -62,11 +99,12 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         row["id"]: row
         for row in db.query(
             "SELECT s.id, s.team, s.name, s.event, s.created_at, count(t.id) AS folds, "
-            "sum(t.state = 'done') AS done, sum(t.train_time) AS train_time, "
+            "sum(t.state = 'done') AS done, sum(t.state IN ('queued', 'running')) AS pending, "
+            "sum(t.train_time) AS train_time, "
             "sum(t.valid_time) AS valid_time, sum(t.test_time) AS test_time, "
             "sum(t.cpu_time) AS cpu_time, max(t.peak_memory) AS peak_memory "
             "FROM submissions s JOIN tasks t ON t.submission = s.id WHERE s.problem = ? "
-            "AND (? IS NULL OR s.event = ?) GROUP BY s.id HAVING done = folds",
+            "AND (? IS NULL OR s.event = ?) GROUP BY s.id HAVING pending = 0 AND done > 0",
             [problem_name, event, event],
         )
     }
@@ -81,18 +119,27 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         "JOIN submissions s ON s.id = t.submission WHERE s.problem = ? AND sc.split = 'valid'",
         [problem_name]):
         fold_scores.setdefault(sid, {}).setdefault(score, []).append(value)
-    contributivity = {}
-    if "contributivity" in db.table_names():
-        contributivity = dict(db.execute(
-            "SELECT submission, value FROM contributivity WHERE problem = ?", [problem_name]).fetchall())
+    trained = [sid for sid, sub in submissions.items() if sub["done"] == sub["folds"]]
+    withheld = {sid for sid in trained if submissions[sid]["event"] in hidden}
+    scope = board_scope(event, private, {submissions[sid]["event"] for sid in withheld})
+    blend, contributivity, current = None, {}, True
+    if not (event is not None and event in hidden):
+        blend, contributivity, current = _blend_of(
+            db, problem_name, scope, sorted(sid for sid in trained if sid not in withheld))
+    if blend is not None and not private:
+        blend.pop("combined_test")
     rows = []
     for sid, sub in submissions.items():
-        valid = bagged.get(sid, {}).get("valid", {})
+        scored = sub["done"] == sub["folds"]
+        valid = bagged.get(sid, {}).get("valid", {}) if scored else {}
         row = {
             "id": sid,
             "team": sub["team"],
             "submission": sub["name"],
             "event": sub["event"],
+            "state": "scored" if scored else "partial",
+            "folds": sub["folds"],
+            "folds_scored": sub["done"],
             "score": valid.get(official),
             "valid": {name: valid.get(name) for name in names},
             "valid_mean": {},
@@ -108,9 +155,9 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         for name in names:
             row["valid_mean"][name], row["valid_std"][name] = _mean_std(fold_scores.get(sid, {}).get(name, []))
         if private:
-            test = bagged.get(sid, {}).get("test", {})
+            test = bagged.get(sid, {}).get("test", {}) if scored else {}
             row["test"] = {name: test.get(name) for name in names}
-        row["scores_hidden"] = sub["event"] in hidden_events
+        row["scores_hidden"] = sub["event"] in hidden
         if row["scores_hidden"]:
             for key in HIDDEN_FIELDS:
                 row[key] = None
@@ -118,34 +165,37 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
                 row[key] = {name: None for name in names}
         rows.append(row)
 
+    ranked = [row for row in rows if not row["scores_hidden"] and row["state"] == "scored"
+              and _defined(row["score"])]
+    for row, rank in zip(ranked, competition_ranks([r["score"] for r in ranked], lower[official]),
+                         strict=True):
+        row["rank"] = rank
+
     def sort_key(row):
         if row["scores_hidden"]:
-            return (2, row["submitted_at"], row["id"])
-        value = row["score"]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return (1, 0.0, row["id"])
-        return (0, value if lower[official] else -value, row["id"])
+            return (3, row["submitted_at"], row["id"])
+        if row.get("rank") is None:
+            return (1 if row["state"] == "scored" else 2, 0, row["id"])
+        return (0, row["rank"], row["id"])
 
+    for row in rows:
+        row.setdefault("rank", None)
     rows.sort(key=sort_key)
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = None if row["scores_hidden"] else rank
-    shown_hidden = {name: when for name, when in hidden_events.items()
+    shown_hidden = {name: when for name, when in hidden.items()
                     if any(row["event"] == name for row in rows) or name == event}
-    blend = None
-    if "blends" in db.table_names() and (private or not shown_hidden):
-        found = list(db.query(
-            "SELECT score, combined_valid, best_single_valid, combined_test FROM blends WHERE problem = ?",
-            [problem_name]))
-        if found:
-            blend = found[0]
-            if not private:
-                blend.pop("combined_test")
+    notices = []
+    if shown_hidden:
+        notices.append(_notice(shown_hidden))
+    if not current:
+        notices.append("contributivity and the blended score are not up to date for these "
+                       "submissions: the next `datarun dispatch` or `datarun train` computes them")
     return {
         "problem": problem_name,
         "event": event,
         "blend": blend,
         "hidden_events": shown_hidden,
-        "notice": _notice(shown_hidden),
+        "notice": "; ".join(notices) or None,
+        "blend_current": current,
         "official_score": official,
         "scores": names,
         "lower_is_better": lower,
@@ -174,7 +224,7 @@ def csv_columns(board: dict) -> list[str]:
     if board["private"]:
         columns += [f"test_{name}" for name in board["scores"]]
     columns += ["contributivity", "train_time", "valid_time", "test_time", "cpu_time",
-                "peak_memory", "submitted_at", "scores_hidden"]
+                "peak_memory", "submitted_at", "scores_hidden", "state", "folds", "folds_scored"]
     return columns
 
 
@@ -199,5 +249,7 @@ def csv_rows(board: dict) -> list[dict]:
         flat["submitted_at"] = (None if submitted is None else dt.datetime.fromtimestamp(
             submitted, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
         flat["scores_hidden"] = int(row["scores_hidden"])
+        for key in ("state", "folds", "folds_scored"):
+            flat[key] = row[key]
         flat_rows.append(csv_row(flat))
     return flat_rows

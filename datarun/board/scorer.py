@@ -32,6 +32,11 @@ class ProblemScorer:
             self._folds[fold] = load_fold(self.workspace, self.db, self.problem["name"], fold)
         return self._folds[fold]
 
+    @property
+    def probabilities(self) -> bool:
+        """Whether predictions must be class probabilities (`datarun.scoring.predictions`)."""
+        return self.problem["kind"] == "classification"
+
     def prediction_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The shapes y_pred_train and y_pred_test must have."""
         classes = self.problem["classes"]
@@ -59,8 +64,23 @@ def _value(score) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _kit_score(function, *args) -> float | None:
+    """A kit's score, or None (undefined) when the kit's own code cannot compute it.
+
+    ramp-test would stop there; here one submission's predictions must not stop the
+    scoring of the others, so the score is recorded as missing instead."""
+    try:
+        return _value(function(*args))
+    except Exception:
+        return None
+
+
 class RampScorer(ProblemScorer):
     """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here)."""
+
+    # RAMP kits keep ramp-test's rule: predictions are whatever the kit's Predictions
+    # accept (checked to be finite numbers of the right shape), not datarun's.
+    probabilities = False
 
     def __init__(self, workspace, db, problem: dict):
         from datarun.problems.rampkit import problem_module
@@ -71,7 +91,7 @@ class RampScorer(ProblemScorer):
         self.score_types = list(self.module.score_types)
 
     def score_rows(self, split: str, truth, predictions) -> list[tuple[str, str, float | None]]:
-        return [(split, st.name, _value(st.score_function(truth, predictions)))
+        return [(split, st.name, _kit_score(st.score_function, truth, predictions))
                 for st in self.score_types]
 
     def task_scores(self, fold: int, y_pred_train, y_pred_test) -> list[tuple[str, str, float | None]]:
@@ -99,8 +119,11 @@ class RampScorer(ProblemScorer):
                            for p, idx in zip(preds, indices or [None] * len(preds), strict=True)]
             table[split] = {}
             for st in self.score_types:
-                _, scores = get_score_cv_bags(st, predictions, truth, test_is_list=indices)
-                table[split][st.name] = [_value(v) for v in scores]
+                try:
+                    _, scores = get_score_cv_bags(st, predictions, truth, test_is_list=indices)
+                    table[split][st.name] = [_value(v) for v in scores]
+                except Exception:  # the kit's score cannot be computed: undefined, as above
+                    table[split][st.name] = [None] * len(predictions)
         return table
 
     def bagged_scores(self, folds: list[int], preds_train: list, preds_test: list):

@@ -57,10 +57,6 @@ def problem_overview_table(info: dict):
                   show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    cv = info["cv"]
-    cv_text = f"{cv['strategy']}, {cv['n_splits']} splits, seed {cv['seed']}"
-    if cv.get("test_size") is not None:
-        cv_text += f", valid share {cv['test_size']}"
     scores = ", ".join(
         f"{s['name']} ({'lower' if s['lower_is_better'] else 'higher'} is better"
         f"{', official' if s['official'] else ''})" for s in info["scores"]
@@ -74,7 +70,8 @@ def problem_overview_table(info: dict):
         ("features", ", ".join(info["columns"])),
         ("classes", ", ".join(map(str, info["classes"])) if info["classes"] else "-"),
         ("workflow", info["workflow"]),
-        ("cv", cv_text),
+        ("test split", info["split"]["test"]["text"]),
+        ("cv", info["split"]["folds"]["text"]),
         ("scores", scores),
         ("limits", f"wall time {_duration(limits['wall_time'])}, cpu time "
                    f"{_duration(limits['cpu_time'])}, memory {_size(limits['memory'])}"),
@@ -138,8 +135,10 @@ def add(
     if json_out:
         emit_json(info)
         return
+    split = info["split"]
     err(f"Registered problem {info['name']!r}: {info['n_train']} train rows, {info['n_test']} "
         f"test rows, {info['n_features']} features, {len(info['folds'])} folds")
+    err(f"test split: {split['test']['text']}; folds: {split['folds']['text']}")
     print_renderable(problem_view(info))
 
 

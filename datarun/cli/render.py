@@ -52,6 +52,10 @@ def leaderboard_table(board: dict) -> _RichTable:
     table.add_column("rank", justify="right")
     table.add_column("team")
     table.add_column("submission")
+    # Only when some submission has a failed fold: how many of its folds were scored.
+    partial = any(row.get("state") == "partial" for row in board["rows"])
+    if partial:
+        table.add_column("folds", justify="right")
     arrow = "↓" if board["lower_is_better"][official] else "↑"
     table.add_column(f"{official} {arrow}", justify="right")
     for name in names[1:]:
@@ -65,7 +69,10 @@ def leaderboard_table(board: dict) -> _RichTable:
     table.add_column("submitted")
     for row in board["rows"]:
         rank = "-" if row.get("rank") is None else str(row["rank"])
-        cells = [rank, row["team"], row["submission"], _score(row["score"])]
+        cells = [rank, row["team"], row["submission"]]
+        if partial:
+            cells.append(f"{row['folds_scored']}/{row['folds']}")
+        cells.append(_score(row["score"]))
         cells += [_score(row["valid"][name]) for name in names[1:]]
         if board["private"]:
             cells += [_score(row["test"][name]) for name in names]

@@ -26,9 +26,10 @@ from datarun.dispatch.hoststate import HostState
 from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Leftovers
 from datarun.dispatch.problemcache import ProblemCache
-from datarun.dispatch.results import ResultNotOurs, ResultRejected, read_result
+from datarun.dispatch.results import BadPredictions, ResultNotOurs, ResultRejected, read_result
 from datarun.executors.base import PollReport, SyncResult
 from datarun.store import scores as stored_scores
+from datarun.store.problems import names as problem_names
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
 from datarun.store.db import Database, transaction
@@ -60,10 +61,10 @@ class Collector:
         self.db = db
         self.store = store
         self.problems = problems
+        self.to_blend: set[str] = set()  # problems with newly scored submissions
         self.leftovers = leftovers
         self.hosts = hosts
         self.max_attempts = max_attempts
-        self.to_blend: set[str] = set()  # problems with newly scored submissions
 
     def apply(self, host: HostState, result: SyncResult, job: SyncJob, report: PassReport) -> None:
         """Read one sync's answer against the job that asked it."""
@@ -211,9 +212,16 @@ class Collector:
         scorer = self.problems.scorer(task.problem)
         scores: list[tuple[str, str, float | None]] = []
         try:
-            result = read_result(folder, task.key, *scorer.prediction_shapes(), nonce=task.nonce)
+            result = read_result(folder, task.key, *scorer.prediction_shapes(), nonce=task.nonce,
+                                 probabilities=scorer.probabilities)
         except ResultNotOurs:
             raise
+        except BadPredictions as error:
+            # The harness makes the same check; a host that skipped it changes nothing.
+            bad = error.result
+            outcome = self.outcome(TaskState.FAILED, bad.measures, bad.environment, bad.log, host_name,
+                                   error_kind="bad_predictions",
+                                   error=f"{error} (checked on the organiser's machine; sent by host {host_name})")
         except ResultRejected as error:
             outcome = Outcome(TaskState.FAILED, time.time(), error_kind="harness_error",
                               error=f"result from host {host_name} rejected: {error}",
@@ -226,17 +234,9 @@ class Collector:
             if state == TaskState.DONE:
                 scores = scorer.task_scores(task.fold, result.y_pred_train, result.y_pred_test)
                 preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
-            measures = result.measures
-            peak = measures.get("peak_memory")
-            outcome = Outcome(
-                state, time.time(), error_kind=result.error_kind, error=result.error,
-                train_time=measures.get("train_time"), valid_time=measures.get("valid_time"),
-                test_time=measures.get("test_time"), wall_time=measures.get("wall_time"),
-                cpu_time=measures.get("cpu_time"), peak_memory=int(peak) if peak is not None else None,
-                ran_from=measures.get("started_at"), ran_to=measures.get("finished_at"),
-                pred_train=preds[0], pred_test=preds[1],
-                log=self.store.put_bytes(result.log) if result.log else None,
-                environment=dict(result.environment, host=host_name))
+            outcome = self.outcome(state, result.measures, result.environment, result.log, host_name,
+                                   error_kind=result.error_kind, error=result.error,
+                                   pred_train=preds[0], pred_test=preds[1])
         if late and outcome.state != TaskState.DONE:
             return False
         taken: Replaced | bool
@@ -251,6 +251,19 @@ class Collector:
         if isinstance(taken, Replaced) and taken.host is not None and taken.host in self.hosts:
             self.leftovers.add(taken.host, {taken.key: taken.nonce})
         return True
+
+    def outcome(self, state: TaskState, measures: Mapping, environment: Mapping, log: bytes,
+                host_name: str, **fields) -> Outcome:
+        """A result's figures as the task's outcome; the log goes to the blob store."""
+        peak = measures.get("peak_memory")
+        return Outcome(
+            state, time.time(),
+            train_time=measures.get("train_time"), valid_time=measures.get("valid_time"),
+            test_time=measures.get("test_time"), wall_time=measures.get("wall_time"),
+            cpu_time=measures.get("cpu_time"), peak_memory=int(peak) if peak is not None else None,
+            ran_from=measures.get("started_at"), ran_to=measures.get("finished_at"),
+            log=self.store.put_bytes(log) if log else None,
+            environment=dict(environment, host=host_name), **fields)
 
     def finish_submission(self, submission: int) -> bool:
         """Compute bagged scores once every fold is done; True if it was computed now."""
@@ -275,3 +288,10 @@ class Collector:
         for problem in sorted(self.to_blend):
             update_contributivity(self.workspace, self.db, problem)
         self.to_blend.clear()
+
+    def refresh_blends(self) -> None:
+        """Bring every problem's blends up to date. A board's submissions also change without
+        a new result (an event's scores become public, a retried submission, a migration);
+        a problem whose scopes are current costs a few queries."""
+        for problem in problem_names(self.db):
+            update_contributivity(self.workspace, self.db, problem)

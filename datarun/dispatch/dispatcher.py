@@ -172,6 +172,7 @@ class Dispatcher:
                 self.wait(0.05)
                 self.take_finished(report)
         self.take_finished(report)
+        self.collector.refresh_blends()
         for name, host in self.hosts.items():
             if host.lane.busy:
                 report.host_errors[name] = f"host {name} did not answer within {deadline:.0f}s"

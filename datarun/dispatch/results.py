@@ -1,9 +1,13 @@
 """Checking what comes back from a host before any of it is believed.
 
 A host is not trusted: its `result.json` is size-capped and validated field by field,
-and its predictions are `.npy` files loaded with `allow_pickle=False` and checked against
-the shape the problem expects. A result that fails a check is not an error of the
-submission: the task is recorded as `harness_error` with what was wrong.
+and its predictions are `.npy` files loaded with `allow_pickle=False`. A result that
+cannot be read as one (missing, oversized, pickled, not numbers, a bad field) is not an
+error of the submission: the task is recorded as `harness_error` with what was wrong.
+Predictions that are read but are not valid predictions for the problem (the wrong
+shape, NaN or infinite values, class probabilities outside [0, 1] or rows not summing to
+one: `datarun.scoring.predictions`, the check the harness makes) are `bad_predictions`,
+as the harness would have recorded them: a host that skipped its check changes nothing.
 
 Before any of that, a result must be the answer of the attempt it is taken for: it must
 carry the nonce that attempt was sent with (task.json's, copied by the harness). One that
@@ -46,6 +50,14 @@ def check_nonce(data: dict, nonce: str | None) -> None:
         raise ResultNotOurs("result.json carries another attempt's nonce: it is not this attempt's result")
 
 
+class BadPredictions(ResultRejected):
+    """The result is readable, but its predictions are not valid for the problem.
+
+    `result` is the rest of it (measures, environment, log), set by `read_result`."""
+
+    result: "TaskResult | None" = None
+
+
 @dataclass
 class TaskResult:
     state: str  # done | failed
@@ -66,8 +78,10 @@ def _number(value, field: str):
     return float(value)
 
 
-def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
+def _load_predictions(path: Path, expected_shape: tuple[int, ...], classification: bool):
     import numpy as np
+
+    from datarun.scoring.predictions import prediction_fault
 
     if not path.is_file() or path.is_symlink():
         raise ResultRejected(f"{path.name} is missing")
@@ -90,17 +104,20 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         raise ResultRejected(f"{path.name} holds {getattr(array, 'dtype', type(array))}, not numbers")
     if array.shape != expected_shape:
-        raise ResultRejected(f"{path.name} has shape {array.shape}, expected {expected_shape}")
+        raise BadPredictions(f"{path.name} has shape {array.shape}, expected {expected_shape}")
     array = array.astype("float64", copy=False)
-    if not np.isfinite(array).all():
-        raise ResultRejected(f"{path.name} holds NaN or infinite values")
+    fault = prediction_fault(array, classification)
+    if fault:
+        raise BadPredictions(f"{path.name}, {fault}")
     return array
 
 
 def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
-                nonce: str | None) -> TaskResult:
+                nonce: str | None, probabilities: bool = False) -> TaskResult:
     """Validate and load the result folder of task `key`, sent with `nonce`; raise
-    ResultNotOurs if it is not that attempt's, ResultRejected if anything else is off."""
+    ResultNotOurs if it is not that attempt's, BadPredictions if only its predictions are
+    off, ResultRejected if anything else is. `probabilities`: the predictions must be class
+    probabilities (a native classification problem); else only finite numbers."""
     path = Path(folder) / "result.json"
     if not path.is_file() or path.is_symlink():
         raise ResultRejected("result.json is missing")
@@ -146,6 +163,12 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
         with open(log, "rb") as f:
             result.log = f.read(MAX_LOG_BYTES)
     if state == "done":
-        result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy", shape_train)
-        result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy", shape_test)
+        try:
+            result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy",
+                                                    shape_train, probabilities)
+            result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy",
+                                                   shape_test, probabilities)
+        except BadPredictions as error:
+            error.result = result
+            raise
     return result

@@ -67,12 +67,56 @@ def make_folds(strategy: str, n_splits: int, seed: int, test_size: float | None,
     return folds
 
 
+def test_split_method(kind: str, strategy: str) -> str:
+    """How a kit without a test file has its test rows held out (see `split_test`)."""
+    if strategy == "time-series":
+        return "last-rows"
+    return "stratified-shuffle" if kind == "classification" else "shuffle"
+
+
+def describe_split(spec: dict, kind: str) -> dict:
+    """Which test split and which folds a registered problem's settings made, and their seeds.
+
+    {"test": {method, file, test_size, seed, text}, "folds": {strategy, n_splits, test_size,
+    seed, text}}; a seed is None where the split takes none (time-series keeps the order).
+    """
+    data, cv = spec["data"], spec["cv"]
+    if spec.get("ramp"):
+        return {
+            "test": {"method": "kit", "file": None, "test_size": None, "seed": None,
+                     "text": "the kit's get_test_data"},
+            "folds": {"strategy": "get_cv", "n_splits": cv["n_splits"], "test_size": None,
+                      "seed": None, "text": f"the kit's get_cv, {cv['n_splits']} folds"},
+        }
+    strategy, seed = cv["strategy"], cv["seed"]
+    ordered = strategy == "time-series"
+    if data.get("test"):
+        test = {"method": "file", "file": data["test"], "test_size": None, "seed": None,
+                "text": f"{data['test']} (a file of its own)"}
+    else:
+        method = test_split_method(kind, strategy)
+        share = f"{data['test_size']:.0%} of the rows"
+        text = {"last-rows": f"the last {share} (time-series: in order, no seed)",
+                "stratified-shuffle": f"{share}, stratified by class, shuffled with seed {seed}",
+                "shuffle": f"{share}, shuffled (not stratified) with seed {seed}"}[method]
+        test = {"method": method, "file": None, "test_size": data["test_size"],
+                "seed": None if ordered else seed, "text": text}
+    folds_text = f"{strategy}, {cv['n_splits']} splits"
+    if cv.get("test_size") is not None:
+        folds_text += f", validation share {cv['test_size']}"
+    folds_text += ", in order (no seed)" if ordered else f", shuffled with seed {seed}"
+    folds = {"strategy": strategy, "n_splits": cv["n_splits"], "test_size": cv.get("test_size"),
+             "seed": None if ordered else seed, "text": folds_text}
+    return {"test": test, "folds": folds}
+
+
 def split_test(n_rows: int, test_size: float, seed: int, y: np.ndarray | None,
                ordered: bool) -> tuple[np.ndarray, np.ndarray]:
     """(train_rows, test_rows) of a table with no separate test file.
 
-    Classification is split stratified (y given); a time-series problem keeps the order
-    and holds out its last rows, so the test set lies after everything trained on.
+    Classification is split stratified (y given), regression by a plain shuffle, both
+    seeded by [cv] seed; a time-series problem keeps the order and holds out its last
+    rows, so the test set lies after everything trained on (`test_split_method`).
     """
     n_test = int(np.ceil(n_rows * test_size))
     if n_test < 1 or n_test >= n_rows:

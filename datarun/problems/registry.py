@@ -129,7 +129,7 @@ def prepare_data(spec: ProblemSpec) -> PreparedData:
     """Read, check and split the kit's data; compute the folds. Writes nothing."""
     import numpy as np
 
-    from datarun.problems.cv import make_folds, split_test
+    from datarun.problems.cv import make_folds, split_test, test_split_method
     train_name = spec.train
     train = read_table(spec.train_path, "[data] train")
     if spec.target not in train.columns:
@@ -152,10 +152,11 @@ def prepare_data(spec: ProblemSpec) -> PreparedData:
         X_train, X_test = _features(train, spec, train_name), _features(test, spec, spec.test)
     else:
         y_all = _labels(train, spec.target, spec.kind, train_name)
+        method = test_split_method(spec.kind, spec.cv_strategy)
         rows_train, rows_test = split_test(
             len(train), spec.test_size, spec.seed,
-            y_all if spec.kind == "classification" else None,
-            ordered=spec.cv_strategy == "time-series",
+            y_all if method == "stratified-shuffle" else None,
+            ordered=method == "last-rows",
         )
         features = _features(train, spec, train_name)
         X_train = features.iloc[rows_train].reset_index(drop=True)
@@ -342,7 +343,9 @@ def _target_summary(y: np.ndarray) -> dict:
 
 
 def describe_problem(workspace: Workspace, db, name: str) -> dict:
-    """What `problem show` prints: data shape, class balance, folds, scores, limits, cv."""
+    """What `problem show` prints: data shape, class balance, folds, scores, limits, cv, and
+    which test split and folds were made (`split`)."""
+    from datarun.problems.cv import describe_split
     from datarun.scoring.scores import get_score_type
 
     problem = get_problem(db, name)
@@ -369,6 +372,7 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
         "classes": problem["classes"],
         "target_summary": {"train": summary(y_train), "test": summary(y_test)},
         "cv": spec["cv"],
+        "split": describe_split(spec, problem["kind"]),
         "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]}
                   for f in list_folds(db, name)],
         "scores": scores,

@@ -2,10 +2,18 @@
 
 The definition is ramp-workflow's (`ramp-blend`): on each fold, greedy forward selection
 with replacement (Caruana et al. 2004) over every submission's validation predictions.
-The ensemble starts from the best single submission; its prediction is the mean of its
-members'; each step adds the submission whose addition scores best (the first one on a
-tie) and the selection stops when no addition improves the score, or at 80 members. A
-submission's contributivity is its share of the members, averaged over folds.
+The ensemble starts from the best single submission (by its own score); its prediction
+is its members' predictions combined as ramp-workflow's `Predictions.combine` does:
+class probabilities clipped to [1e-15, 1 - 1e-15] and renormalised per row, then
+averaged; regression values averaged. Each step adds the submission whose addition
+scores best (the first one on a tie) and the selection stops when no addition improves
+the score, or at 80 members. A submission's contributivity is its share of the members,
+averaged over the folds that have an ensemble.
+
+Where ramp-blend meets an undefined score (NaN, e.g. roc_auc on a fold whose validation
+rows lack a class) it takes the first submission by default; here a submission whose own
+score is undefined on a fold is never chosen on that fold, and a fold where every
+submission's score is undefined has no ensemble and gives no contributivity to anyone.
 
 ramp-workflow re-averages the whole ensemble for every candidate, which is what made
 ramp-board drop contributivity from its loop. Here a step costs far less:
@@ -34,11 +42,13 @@ import numpy as np
 
 from datarun.errors import UsageError
 from datarun.scoring.blendrank import LazyLogLoss, SquaredError
-from datarun.scoring.blendscores import _identity, _resolve_score, _Score
+from datarun.scoring.blendscores import _identity, _resolve_score, _Score, _true_class
 
 MAX_N_ENSEMBLE = 80  # ramp-blend's cap on the ensemble's size
 CHUNK = 1 << 18  # numbers per block when scoring many candidates at once
 KINDS = ("classification", "regression")
+CLIP = 1e-15  # ramp-workflow's multiclass combine clips probabilities to [CLIP, 1 - CLIP]
+COMBINE = "clip-renormalise-mean"  # in a stored state: the combination it was built with
 
 
 # --- per-fold state and the greedy selection
@@ -76,10 +86,15 @@ class _Rows:
 @dataclass
 class _Fold:
     y: np.ndarray
-    rows: _Rows  # what the score reads of each submission's predictions
+    rows: _Rows  # what the score reads of each submission's combinable predictions
     shape: tuple  # one submission's predictions on this fold: (n_valid[, n_classes])
-    members: list[int] = field(default_factory=list)
+    singles: np.ndarray  # each submission's own score on the fold (NaN: undefined)
+    members: list[int] = field(default_factory=list)  # empty: no submission has a score here
     scores: list[float] = field(default_factory=list)  # the ensemble's score after each join
+
+    def eligible(self, n: int | None = None) -> np.ndarray:
+        """Which of the first n submissions may be chosen on this fold."""
+        return ~np.isnan(self.singles[: self.rows.n if n is None else n])
 
 
 def _better(a: float, b: float, lower: bool, min_improvement: float) -> bool:
@@ -101,9 +116,14 @@ def _scores_of(score: _Score, fold: _Fold, total, k: int, candidates) -> np.ndar
 
 
 def _pick(scores: np.ndarray, current: float, lower: bool, min_improvement: float) -> int | None:
-    """The candidate ramp-workflow's scan keeps: each one must beat the best so far."""
+    """The candidate ramp-workflow's scan keeps: each one must beat the best so far. An
+    undefined (NaN) score never does."""
     if min_improvement == 0:
-        i = int(np.argmin(scores) if lower else np.argmax(scores))
+        defined = ~np.isnan(scores)
+        if not defined.any():
+            return None
+        masked = np.where(defined, scores, np.inf if lower else -np.inf)
+        i = int(np.argmin(masked) if lower else np.argmax(masked))
         return i if _better(scores[i], current, lower, 0.0) else None
     best, pick = current, None
     for i, s in enumerate(scores):
@@ -123,19 +143,28 @@ def _ranker(score: _Score, fold: _Fold, total: np.ndarray, max_n: int):
 def _grow(fold: _Fold, score: _Score, max_n: int, min_improvement: float) -> None:
     """Run the greedy selection from the fold's current members to its end."""
     rows, lower = fold.rows.all(), score.lower_is_better
-    everyone = np.arange(len(rows))
+    eligible = fold.eligible()
+    if not eligible.any():
+        fold.members, fold.scores = [], []
+        return
+    everyone = np.flatnonzero(eligible)
     if not fold.members:
-        singles = _scores_of(score, fold, None, 0, everyone)
-        best = int(np.argmin(singles) if lower else np.argmax(singles))
-        fold.members, fold.scores = [best], [float(singles[best])]
+        # ramp-blend picks the first member by the submissions' own scores (argmin: the
+        # first one on a tie); the ensemble's score is then that of its combination.
+        singles = fold.singles[everyone]
+        best = int(everyone[np.argmin(singles) if lower else np.argmax(singles)])
+        first = _scores_of(score, fold, None, 0, np.array([best]))[0]
+        fold.members, fold.scores = [best], [float(first)]
     total = rows[fold.members[0]].copy()
     for c in fold.members[1:]:
         total += rows[c]
-    ranker = _ranker(score, fold, total, max_n) if min_improvement == 0 else None
+    # The rankers short-list among every submission: with some left out, score the rest.
+    ranker = _ranker(score, fold, total, max_n) if min_improvement == 0 and eligible.all() else None
     while len(fold.members) < max_n:
         k = len(fold.members)
         candidates = ranker.shortlist(total, k) if ranker else everyone
         scores = _scores_of(score, fold, total, k, candidates)
+        scores[~eligible[candidates]] = np.nan
         i = _pick(scores, fold.scores[-1], lower, min_improvement)
         if i is None:
             break
@@ -153,6 +182,11 @@ def _replay(fold: _Fold, score: _Score, max_n: int, min_improvement: float) -> N
     """Fit the fold's last submission into its stored path, recomputing from where it joins."""
     rows, lower = fold.rows.all(), score.lower_is_better
     new, members, scores = len(rows) - 1, fold.members, fold.scores
+    if np.isnan(fold.singles[new]):
+        return  # its own score is undefined here: never chosen on this fold
+    if not members:  # no one had a score on this fold: it starts the ensemble
+        _grow(fold, score, max_n, min_improvement)
+        return
     n_members = len(members)
     sums = np.cumsum(rows[members], axis=0)  # the running sums, as the greedy built them
     combined = np.empty((n_members + 1,) + rows.shape[1:])
@@ -161,7 +195,7 @@ def _replay(fold: _Fold, score: _Score, max_n: int, min_improvement: float) -> N
     combined[1:] /= np.arange(2, n_members + 2).reshape((-1,) + (1,) * (rows.ndim - 1))
     new_scores = score.exact(fold.y, combined)
     joins = None
-    if _better(new_scores[0], scores[0], lower, 0.0):
+    if _better(fold.singles[new], fold.singles[members[0]], lower, 0.0):
         joins = 0
     else:
         for t in range(1, n_members + 1):
@@ -203,27 +237,35 @@ class Blend:
         return [list(f.members) for f in self._folds]
 
     @property
+    def n_blended_folds(self) -> int:
+        """Folds with an ensemble: those where some submission's score is defined."""
+        return sum(1 for f in self._folds if f.members)
+
+    @property
     def fold_contributivity(self) -> np.ndarray:
-        """(n_submissions, n_folds): each submission's share of a fold's ensemble / n_folds."""
+        """(n_submissions, n_folds): each submission's share of a fold's ensemble, divided by
+        the number of folds with an ensemble (a fold without one has a column of zeros)."""
         out = np.zeros((self.n_submissions, len(self._folds)))
         for f, fold in enumerate(self._folds):
-            np.add.at(out[:, f], fold.members, 1.0 / len(fold.members))
-        return out / len(self._folds)
+            if fold.members:
+                np.add.at(out[:, f], fold.members, 1.0 / len(fold.members))
+        return out / max(1, self.n_blended_folds)
 
     @property
     def contributivity(self) -> np.ndarray:
-        """(n_submissions,): shares of the ensembles' members averaged over folds; sums to 1."""
+        """(n_submissions,): shares of the ensembles' members averaged over the folds that
+        have an ensemble; sums to 1, or is all zeros when no fold has one."""
         return self.fold_contributivity.sum(axis=1)
 
     @property
     def combined_scores(self) -> list[float]:
-        """Per fold, the valid score of the blended ensemble."""
-        return [f.scores[-1] for f in self._folds]
+        """Per fold, the valid score of the blended ensemble (NaN: no ensemble)."""
+        return [f.scores[-1] if f.members else math.nan for f in self._folds]
 
     @property
     def best_single_scores(self) -> list[float]:
-        """Per fold, the valid score of the best single submission."""
-        return [f.scores[0] for f in self._folds]
+        """Per fold, the best single submission's own valid score (NaN: none defined)."""
+        return [float(f.singles[f.members[0]]) if f.members else math.nan for f in self._folds]
 
     def add(self, preds_per_fold: Sequence[np.ndarray]) -> "Blend":
         """Add one submission (per fold: n_valid[, n_classes]) as the last one; in place."""
@@ -240,14 +282,16 @@ class Blend:
                     f"the others' have {fold.shape}"
                 )
             rows.append(_features(self._kind, self._score, f, fold.y, np.asarray(p)[None], 1))
-        for fold, row in zip(self._folds, rows, strict=True):
+        for fold, (row, singles) in zip(self._folds, rows, strict=True):
             fold.rows.append(row.all()[0])
+            fold.singles = np.append(fold.singles[: fold.rows.n - 1], singles)
         self._each_fold(_replay)
         return self
 
     def state(self) -> dict:
         """A small JSON-able summary from which `contributivity(previous=...)` resumes."""
         return {
+            "combine": COMBINE,
             "score": self.score,
             "lower_is_better": self.lower_is_better,
             "max_n_ensemble": self.max_n_ensemble,
@@ -269,8 +313,38 @@ class Blend:
                 step(fold, *args)
 
 
-def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds, n_submissions: int) -> _Rows:
-    """Check one fold's predictions and return what the score reads of them."""
+def combinable(kind: str, preds: np.ndarray) -> np.ndarray:
+    """Predictions as ramp-workflow's combine uses them: a new array.
+
+    Class probabilities are clipped to [1e-15, 1 - 1e-15] and renormalised per row (the
+    last axis), so their mean is ramp-blend's combination; regression values are as given.
+    """
+    if kind != "classification":
+        return np.array(preds, dtype=np.float64)
+    out = np.clip(preds, CLIP, 1 - CLIP)
+    out /= _clipped_row_sums(preds)[..., None]
+    return out
+
+
+def _clipped_row_sums(preds: np.ndarray) -> np.ndarray:
+    """Each row's sum once clipped, as np.sum gives it. numpy sums a short last axis slowly
+    (several times slower than adding its columns); below 8 classes its sum is the plain
+    left-to-right one, which adding the columns repeats exactly."""
+    # Most models' probabilities need no clipping (trees' and kNN's zeros do): then skip it.
+    if preds.size and (preds.min() < CLIP or preds.max() > 1 - CLIP):
+        preds = np.clip(preds, CLIP, 1 - CLIP)
+    if preds.shape[-1] >= 8:
+        return preds.sum(axis=-1)
+    total = preds[..., 0].copy()
+    for c in range(1, preds.shape[-1]):
+        total += preds[..., c]
+    return total
+
+
+def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds,
+              n_submissions: int) -> tuple[_Rows, np.ndarray]:
+    """Check one fold's predictions; return what the score reads of their combinable form,
+    and each submission's own score on the raw predictions (NaN where undefined)."""
     preds = np.asarray(preds, dtype=np.float64)
     per_row = ", n_classes" if kind == "classification" else ""
     if preds.ndim != (3 if per_row else 2) or preds.shape[:2] != (n_submissions, len(y)):
@@ -284,9 +358,19 @@ def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds, n_submissi
         raise UsageError(f"fold {f}: true classes must be indices 0..{preds.shape[2] - 1}")
     rows = _Rows(n_submissions, preds.shape[1:] if score.features is _identity else (len(y),))
     score.features(y, preds, rows.all())
-    if score.ranking == "log_loss" and rows.n and (rows.all().min() < 0 or rows.all().max() > 1):
-        raise UsageError(f"fold {f}: log_loss needs probabilities between 0 and 1")
-    return rows
+    singles = np.empty(n_submissions)
+    per = max(1, CHUNK // max(1, rows.all()[0].size)) if rows.n else 1
+    with np.errstate(all="ignore"):
+        for start in range(0, rows.n, per):  # in blocks that stay in the cache
+            singles[start : start + per] = score.exact(y, rows.all()[start : start + per])
+    if kind == "classification" and score.features is _true_class:
+        # Only the true class's share of each clipped row is read: no full copy needed.
+        share = rows.all()
+        np.clip(share, CLIP, 1 - CLIP, out=share)
+        share /= _clipped_row_sums(preds)
+    elif kind == "classification":
+        score.features(y, combinable(kind, preds), rows.all())
+    return rows, singles
 
 
 def _resumable(previous: dict | None, blend: Blend, n_submissions: int) -> int:
@@ -294,7 +378,8 @@ def _resumable(previous: dict | None, blend: Blend, n_submissions: int) -> int:
     try:
         folds, n_old = previous["folds"], int(previous["n_submissions"])
         if (
-            (previous["score"], previous["lower_is_better"]) != (blend.score, blend.lower_is_better)
+            previous.get("combine") != COMBINE
+            or (previous["score"], previous["lower_is_better"]) != (blend.score, blend.lower_is_better)
             or (previous["max_n_ensemble"], previous["min_improvement"])
             != (blend.max_n_ensemble, blend.min_improvement)
             or len(folds) != len(blend._folds)
@@ -303,9 +388,14 @@ def _resumable(previous: dict | None, blend: Blend, n_submissions: int) -> int:
             return 0
         for stored, fold in zip(folds, blend._folds, strict=True):
             members, scores = [int(m) for m in stored["members"]], [float(s) for s in stored["scores"]]
-            if stored["n_valid"] != len(fold.y) or not members or len(members) != len(scores):
+            if stored["n_valid"] != len(fold.y) or len(members) != len(scores):
                 return 0
-            if min(members) < 0 or max(members) >= n_old:
+            eligible = fold.eligible(n_old)
+            if not members:  # right only if no one's score was defined on this fold
+                if eligible.any():
+                    return 0
+                continue
+            if min(members) < 0 or max(members) >= n_old or not eligible[members].all():
                 return 0
             total = fold.rows.all()[members].sum(axis=0) / len(members)
             if not math.isclose(blend._score.exact(fold.y, total[None])[0], scores[-1], rel_tol=1e-9):
@@ -352,10 +442,10 @@ def contributivity(
     ys = [np.asarray(y) for y in y_true_per_fold]
     if kind == "classification" and not all(np.issubdtype(y.dtype, np.integer) for y in ys):
         raise UsageError("classification true values must be class indices (integers)")
-    folds = [
-        _Fold(y, _features(kind, resolved, f, y, p, n_submissions), np.shape(p)[1:])
-        for f, (y, p) in enumerate(zip(ys, preds_per_fold, strict=True))
-    ]
+    folds = []
+    for f, (y, p) in enumerate(zip(ys, preds_per_fold, strict=True)):
+        rows, singles = _features(kind, resolved, f, y, p, n_submissions)
+        folds.append(_Fold(y, rows, np.shape(p)[1:], singles))
     blend = Blend(
         resolved.name, resolved.lower_is_better, max_n_ensemble, float(min_improvement),
         folds, resolved, kind, n_jobs,

@@ -75,6 +75,15 @@ BUILTIN = {
 }
 
 
+def _undefined_if_refused(score, y, p) -> float:
+    """score(y, p), or NaN (undefined) when the score refuses the input with a ValueError,
+    as scikit-learn's scores do for, e.g., roc_auc of rows holding one class only."""
+    try:
+        return float(score(y, p))
+    except ValueError:
+        return float("nan")
+
+
 def _resolve_score(score, lower_is_better: bool | None) -> _Score:
     if isinstance(score, str):
         if score not in BUILTIN:
@@ -87,6 +96,6 @@ def _resolve_score(score, lower_is_better: bool | None) -> _Score:
         raise UsageError("a score function needs lower_is_better=True or False")
 
     def exact(y, preds):
-        return np.array([float(score(y, p)) for p in preds])
+        return np.array([_undefined_if_refused(score, y, p) for p in preds])
 
     return _Score(getattr(score, "__name__", "score"), bool(lower_is_better), exact, _identity, None)

@@ -10,10 +10,10 @@ What a viewer may see is decided here, before anything is rendered:
 - the public view reads no test score at all (`visible_splits`), and no score of an event
   whose `public_opens` is still ahead (its pages list its submissions and their runs,
   without scores, plots or contributivity);
-- on the public view of a problem that has such an event, contributivity and the blended
-  score are shown on an event's page only when that event's own submissions make up the
-  whole ensemble (its shares sum to one): otherwise they were computed with submissions
-  whose scores are not public yet;
+- an event's contributivity and blended score are its own: the board blends that event's
+  submissions only (datarun/board/scopes.py). As a guard, the public view still shows
+  them only when the event's shares sum to one, so figures of a wider ensemble (which may
+  hold submissions whose scores are not public yet) never reach a public page;
 - a submission's code is shown once its event has closed (an event without a closing
   date never shows code publicly); the private view shows it always;
 - host names, the organiser's `--force` notes and the participants list are private.
@@ -149,7 +149,9 @@ def _event_pages(db, problem: dict, ev: dict, private: bool, now: float,
     names, official = board["scores"], board["official_score"]
     lower = board["lower_is_better"][official]
     figures, figures_note = _board_figures(board, private, problem_withheld)
-    rows = [_row(row, names, private, figures) for row in board["rows"]]
+    # A submission with a failed fold (state "partial") is listed apart, with what failed.
+    rows = [_row(row, names, private, figures) for row in board["rows"]
+            if row.get("state", "scored") == "scored"]
     on_board = {row["id"] for row in rows}
     others = [{"id": sid, "team": sub["team"], "submission": sub["name"], "href": f"{sid}.html",
                "state": sub["state"], "submitted_at": sub["created_at"],

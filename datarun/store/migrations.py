@@ -252,5 +252,42 @@ def m008_cancelled_state(db: Database) -> None:
     db.execute("UPDATE tasks SET state = 'cancelled' WHERE state = 'failed' AND error_kind = 'cancelled'")
 
 
+def m009_blend_scopes(db: Database) -> None:
+    # A board shows figures computed from what it shows: the whole problem ('*'), one event
+    # (its name), or the problem's public view while some event's scores are withheld
+    # ('*public'). The stored blends were of the whole problem only, and averaged the raw
+    # probabilities rather than combining them as ramp-blend does: they are dropped, and the
+    # next dispatcher pass computes every scope anew.
+    db.execute("DROP TABLE contributivity")
+    db.execute("DROP TABLE blends")
+    db.execute(
+        """
+        CREATE TABLE contributivity (
+            problem TEXT NOT NULL REFERENCES problems(name),
+            scope TEXT NOT NULL,         -- '*', '*public' or an event's name
+            submission INTEGER NOT NULL REFERENCES submissions(id),
+            value REAL NOT NULL,
+            PRIMARY KEY (problem, scope, submission)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE blends (
+            problem TEXT NOT NULL REFERENCES problems(name),
+            scope TEXT NOT NULL,
+            considered TEXT NOT NULL,    -- JSON list: the scope's fully trained submissions
+            submissions TEXT NOT NULL,   -- JSON list of those blended (valid predictions), in order
+            state TEXT,                  -- JSON Blend.state(), to add the next one incrementally
+            score TEXT NOT NULL,
+            combined_valid REAL,         -- mean over folds of the ensemble's valid score
+            best_single_valid REAL,
+            combined_test REAL,          -- the fold ensembles' test predictions, bagged
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (problem, scope)
+        )"""
+    )
+
+
 MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
-              m006_workspace_id, m007_attempt_nonces, m008_cancelled_state]
+              m006_workspace_id, m007_attempt_nonces, m008_cancelled_state,
+              m009_blend_scopes]
