@@ -29,10 +29,10 @@ from datarun.dispatch.problemcache import ProblemCache
 from datarun.dispatch.results import BadPredictions, ResultNotOurs, ResultRejected, read_result
 from datarun.executors.base import PollReport, SyncResult
 from datarun.store import scores as stored_scores
-from datarun.store.problems import names as problem_names
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
 from datarun.store.db import Database, transaction
+from datarun.store.problems import names as problem_names
 from datarun.store.task_events import record_event
 from datarun.store.tasks import Outcome, Replaced, Task, TaskState
 from datarun.store.workspace import Workspace
