@@ -232,7 +232,7 @@ def test_unreadable_data_set_is_a_harness_error(workspace, cli, tmp_path, monkey
 
 def test_problem_py_failing_on_the_host_is_an_import_error(workspace, cli, tmp_path, monkeypatch):
     data = data_copy(workspace, cli, "iris_classifier", tmp_path)
-    (data / "problem.py").write_text("raise RuntimeError('not on this host')\n")
+    (data / "kit" / "problem.py").write_text("raise RuntimeError('not on this host')\n")
     failure = run_task(data, tmp_path, {"classifier.py": "x = 1\n"}, IRIS, monkeypatch)
     assert (failure.kind, failure.text) == (
         "import_error", "problem.py failed to import on this host: RuntimeError: not on this host\n")

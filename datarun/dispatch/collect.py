@@ -172,7 +172,8 @@ class Collecting:
         key = task_key(task["id"], task["attempt"])
         scores = []
         try:
-            result = read_result(folder, key, *scorer.prediction_shapes(), nonce=task.get("nonce"))
+            result = read_result(folder, key, *scorer.prediction_shapes(), nonce=task.get("nonce"),
+                                 keep_dtype=scorer.keeps_dtype)
         except ResultNotOurs:
             raise
         except ResultRejected as error:
@@ -235,11 +236,13 @@ class Collecting:
             return False
         preds_train = [self.store.get_array(r["pred_train"]) for r in rows]
         preds_test = [self.store.get_array(r["pred_test"]) for r in rows]
-        scores = self.scorer(rows[0]["problem"]).bagged_scores(
+        scores = self.scorer(rows[0]["problem"]).bagged_rows(
             [r["fold"] for r in rows], preds_train, preds_test)
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
             self.db.conn.executemany(
-                "INSERT OR REPLACE INTO bagged_scores (submission, split, score, value) VALUES (?, ?, ?, ?)",
-                [(submission, split, score, value) for split, score, value in scores])
+                "INSERT OR REPLACE INTO bagged_scores (submission, split, score, value, curve, note) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(submission, split, score, value, None if curve is None else json.dumps(curve),
+                  note) for split, score, value, curve, note in scores])
         return True

@@ -68,7 +68,9 @@ def _number(value, field: str):
     return float(value)
 
 
-def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
+def _load_predictions(path: Path, expected_shape: tuple[int, ...], keep_dtype: bool = False):
+    """The array, checked; as float64 unless `keep_dtype` (a RAMP kit scores the kit's own
+    y_pred dtype, bool, integers or floats, as ramp-test does)."""
     import numpy as np
 
     if not path.is_file() or path.is_symlink():
@@ -89,20 +91,24 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...]):
         raise ResultRejected(f"{path.name} is truncated or damaged ({error})") from None
     except Exception as error:  # truncated or garbage file
         raise ResultRejected(f"{path.name} is not a readable .npy file ({type(error).__name__})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+    kinds = "biuf" if keep_dtype else "fiu"
+    if (not isinstance(array, np.ndarray) or array.dtype.kind not in kinds
+            or array.dtype.itemsize > 8):
         raise ResultRejected(f"{path.name} holds {getattr(array, 'dtype', type(array))}, not numbers")
     if array.shape != expected_shape:
         raise ResultRejected(f"{path.name} has shape {array.shape}, expected {expected_shape}")
-    array = array.astype("float64", copy=False)
-    if not np.isfinite(array).all():
+    if not keep_dtype:
+        array = array.astype("float64", copy=False)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise ResultRejected(f"{path.name} holds NaN or infinite values")
     return array
 
 
 def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
-                nonce: str | None) -> TaskResult:
+                nonce: str | None, keep_dtype: bool = False) -> TaskResult:
     """Validate and load the result folder of task `key`, sent with `nonce`; raise
-    ResultNotOurs if it is not that attempt's, ResultRejected if anything else is off."""
+    ResultNotOurs if it is not that attempt's, ResultRejected if anything else is off.
+    `keep_dtype`: predictions in their own numeric dtype (RAMP kits), else float64."""
     path = Path(folder) / "result.json"
     if not path.is_file() or path.is_symlink():
         raise ResultRejected("result.json is missing")
@@ -148,6 +154,8 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
         with open(log, "rb") as f:
             result.log = f.read(MAX_LOG_BYTES)
     if state == "done":
-        result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy", shape_train)
-        result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy", shape_test)
+        result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy", shape_train,
+                                                keep_dtype)
+        result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy", shape_test,
+                                               keep_dtype)
     return result

@@ -207,9 +207,11 @@ def _refuse_registered(db, name: str, fix: str = "pick another name in problem.t
 
 
 def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_test, folds,
-                  make_row, refuse_fix: str = "pick another name in problem.toml") -> None:
+                  make_row, refuse_fix: str = "pick another name in problem.toml",
+                  write_labels=None) -> None:
     """Store a checked problem: its data tree (what hosts get), its labels tree (what they
     never get), its folds, and its row, built by `make_row(data_hash, labels_hash)`.
+    `write_labels(folder)` adds files of its own to the labels tree.
 
     Raw SQL inside one explicit transaction: the problem and its folds are stored together
     or not at all. The blobs written first are content-addressed and harmless if the
@@ -225,6 +227,8 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
         write_data(data_folder)
         np.save(labels_folder / "y_train.npy", y_train, allow_pickle=False)
         np.save(labels_folder / "y_test.npy", y_test, allow_pickle=False)
+        if write_labels is not None:
+            write_labels(labels_folder)
         data_hash = store.put_tree(data_folder)
         labels_hash = store.put_tree(labels_folder)
     fold_rows = [
@@ -244,12 +248,25 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
             "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
 
 
-def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
-    """Register a kit (native, or RAMP with problem.py); return the problem's summary."""
+def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
+                     data_file_cap: int | None = None) -> dict:
+    """Register a kit (native, or RAMP with problem.py); return the problem's summary.
+
+    `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
+    submission's data files) are for RAMP kits: a problem.toml kit runs no code of its own
+    and its estimator workflow takes no data files.
+    """
     from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
 
     if is_ramp_kit(kit_dir):
-        return register_ramp_problem(workspace, db, kit_dir)
+        return register_ramp_problem(workspace, db, kit_dir, env, data_file_cap)
+    if env:
+        raise UsageError("--env is for RAMP kits (problem.py), whose code reads its environment: "
+                         f"{Path(kit_dir).name} is a problem.toml kit, which runs no code of its own")
+    if data_file_cap is not None:
+        raise UsageError("--data-file-cap is for RAMP kits (problem.py), whose workflows may take "
+                         f"data files: {Path(kit_dir).name} is a problem.toml kit, whose estimator "
+                         "workflow takes estimator.py only")
     spec = load_kit(kit_dir)
     _refuse_registered(db, spec.name)
     data = prepare_data(spec)
@@ -335,7 +352,7 @@ def _balance(y: np.ndarray) -> dict:
 def _target_summary(y: np.ndarray) -> dict:
     import numpy as np
 
-    if not len(y):  # a RAMP kit without test data
+    if not len(y) or y.dtype.kind not in "biuf":  # no test data; labels that are no numbers
         return {"mean": None, "std": None, "min": None, "max": None}
     return {"mean": float(np.mean(y)), "std": float(np.std(y)), "min": float(np.min(y)),
             "max": float(np.max(y))}
