@@ -6,9 +6,8 @@ definition) and stores each one's share and the ensemble's scores. The blend's s
 kept, so when submissions were only appended since the last blend, only the new ones are
 added to it rather than the whole greedy selection being run again.
 
-A RAMP problem is blended on its kit's first score type and combined with its kit's
-`Predictions.combine`, as ramp-blend does; the blender then scores each candidate with
-the kit's own score function.
+A RAMP problem is blended by `datarun.board.rampblend`, with its kit's own Predictions,
+combine and first score type, as ramp-blend does.
 """
 
 import json
@@ -32,30 +31,6 @@ def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([position[label] for label in y.tolist()], dtype=np.int64)
 
 
-def ramp_blend_score(scorer, classes):
-    """(score(y, p), lower_is_better) with a RAMP kit's first score type, as ramp-blend scores."""
-    score_type, P = scorer.score_types[0], scorer.Predictions
-    truths: dict[int, tuple] = {}  # per fold's y: built once, not per candidate
-
-    def score(y, p):
-        if id(y) not in truths:
-            truths[id(y)] = (y, P(y_true=classes[y] if classes is not None else y))
-        return float(score_type.score_function(truths[id(y)][1], P(y_pred=p)))
-
-    return score, bool(score_type.is_lower_the_better)
-
-
-def ramp_combined_test(scorer, fold_tests: list[list[np.ndarray]]) -> float | None:
-    """ramp-blend's combined test score: each fold's members combined, the folds bagged."""
-    from rampwf.utils.combine import get_score_cv_bags
-
-    P = scorer.Predictions
-    combined = [P.combine([P(y_pred=t) for t in tests]) for tests in fold_tests]
-    _, scores = get_score_cv_bags(scorer.score_types[0], combined, P(y_true=scorer.y_test))
-    value = float(scores[-1])
-    return None if np.isnan(value) else value
-
-
 def update_contributivity(workspace, db, problem_name: str) -> dict | None:
     from datarun.scoring.blending import contributivity
     from datarun.scoring.blendscores import BUILTIN
@@ -65,6 +40,10 @@ def update_contributivity(workspace, db, problem_name: str) -> dict | None:
     submissions = scored_submissions(db, problem_name)
     if not submissions:
         return None
+    if problem["workflow"] == "ramp":
+        from datarun.board.rampblend import update_ramp_contributivity
+
+        return update_ramp_contributivity(workspace, db, problem, submissions)
     store = BlobStore(workspace.blobs_dir)
     classes = np.array(problem["classes"]) if problem["classes"] else None
     y_train, y_test = load_labels(workspace, problem)
@@ -79,20 +58,13 @@ def update_contributivity(workspace, db, problem_name: str) -> dict | None:
         ys.append(class_indices(classes, y) if classes is not None else y.astype(np.float64))
         valid_preds.append(np.stack([store.get_array(preds[sid, fold][0])[valid_idx] for sid in submissions]))
     name = problem["score_names"][0]
-    ramp = None
-    if problem["workflow"] == "ramp":
-        from datarun.board.scorer import RampScorer
-
-        ramp = RampScorer(workspace, db, problem)
-        score, lower_is_better = ramp_blend_score(ramp, classes)
-    else:
-        score_type = SCORE_TYPES[name]
-        lower_is_better = score_type.lower_is_better
-        if name in BUILTIN:
-            score = name
-        else:  # a datarun score the blender has no fast path for: hand it the exact function
-            def score(y, p, _score=score_type):
-                return _score(classes[y] if classes is not None else y, p, classes)
+    score_type = SCORE_TYPES[name]
+    lower_is_better = score_type.lower_is_better
+    if name in BUILTIN:
+        score = name
+    else:  # a datarun score the blender has no fast path for: hand it the exact function
+        def score(y, p, _score=score_type):
+            return _score(classes[y] if classes is not None else y, p, classes)
     row = db.execute("SELECT submissions, state FROM blends WHERE problem = ?", [problem_name]).fetchone()
     previous = None
     if row and submissions[: len(json.loads(row[0]))] == json.loads(row[0]):
@@ -104,11 +76,9 @@ def update_contributivity(workspace, db, problem_name: str) -> dict | None:
     fold_tests = []
     for fold, members in zip(folds, blend.members, strict=True):
         tests = [store.get_array(preds[submissions[m], fold][1]) for m in members]
-        fold_tests.append(tests if ramp else np.mean(tests, axis=0))
+        fold_tests.append(np.mean(tests, axis=0))
     combined_test = None
-    if len(y_test) and ramp:
-        combined_test = ramp_combined_test(ramp, fold_tests)
-    elif len(y_test):
+    if len(y_test):
         combined_test = score_type(y_test, np.mean(fold_tests, axis=0), classes)
     shares = blend.contributivity
     with db.conn:
