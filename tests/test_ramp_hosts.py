@@ -250,6 +250,10 @@ def test_data_file_element_without_a_default_must_be_sent(workspace, cli, tmp_pa
 @pytest.mark.parametrize(("proba", "message"), [
     ("np.full((len(X), 3), np.nan)", "train predictions hold 330 NaN or infinite values"),
     ("np.full((10, 3), 1 / 3)", "the train predictions have shape (10, 3), expected (110, 3)"),
+    ("np.full((len(X), 3), None)", "the train predictions are Python objects (dtype object), "
+     "which cannot leave the host as .npy without pickle: predict numbers"),
+    ("np.full((len(X), 3), 'a')", "the train predictions have dtype <U1; predictions are "
+     "numbers of at most 8 bytes (float64, float32, int64, bool...)"),
 ])
 def test_bad_predictions(workspace, cli, tmp_path, monkeypatch, proba, message):
     data = data_copy(workspace, cli, "iris_classifier", tmp_path)

@@ -156,16 +156,11 @@ class RampScorer(ProblemScorer):
 
 def combine_note(error: BaseException, what: str) -> str:
     """One line for a kit whose predictions cannot be combined: `what` is not there
-    ("no bagged scores", "no contributivity"), and why, as ramp-test would fail."""
-    import traceback
-
+    ("no bagged scores", "no contributivity"), and why; ramp-test would fail there too."""
     text = " ".join(f"{type(error).__name__}: {error}".split())
     if len(text) > 160:
         text = text[:160] + "..."
-    frames = {frame.name for frame in traceback.extract_tb(error.__traceback__)}
-    cause = "the kit's Predictions.combine" if frames & {"combine", "_combine"} else (
-        "ramp-workflow's bagging")
-    return f"{what}: {cause} fails on these predictions ({text}), as it would in ramp-test"
+    return f"{what}: combining the kit's predictions fails ({text}), as it would in ramp-test"
 
 
 def scorer_for(workspace, db, problem: dict) -> ProblemScorer:

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from datarun.errors import UsageError
+from datarun.sizes import format_cap, format_size
 
 RAMP_FILE = "problem.py"
 KIT_FOLDER = "kit"  # in the shipped data tree: problem.py and the kit's modules
@@ -458,9 +459,9 @@ def _kit_files(kit_dir: Path) -> list[str]:
                 found.append(str(path.relative_to(kit_dir)))
                 total += path.stat().st_size
     if total > MAX_KIT_FILES_BYTES:
-        raise UsageError(f"the kit's Python files and {EXTERNAL_IMPORTS}/ hold {total} bytes, "
-                         f"more than the {MAX_KIT_FILES_BYTES // 1000**2} MB shipped to hosts: "
-                         "move data to data/")
+        raise UsageError(f"the kit's Python files and {EXTERNAL_IMPORTS}/ hold "
+                         f"{format_size(total)}, more than the {format_cap(MAX_KIT_FILES_BYTES)} "
+                         "shipped to hosts with the data: keep data in data/")
     return found
 
 
@@ -487,6 +488,13 @@ def prepare_ramp_data(kit: RampKit) -> RampData:
                                  f"{type(pair).__name__}")
         X_train, y_train = train
         X_test, y_test = test
+        for what, X in (("get_train_data", X_train), ("get_test_data", X_test)):
+            local = _local_path(X, kit.kit_dir)
+            if local is not None:
+                raise UsageError(
+                    f"{RAMP_FILE}: {what} gives the path {local!r} of this machine, where the "
+                    "workflow would read files at run time; hosts get the objects "
+                    "get_train_data returns, not the files they name: datarun cannot run this kit")
         if X_train is None or y_train is None:
             raise UsageError(f"{RAMP_FILE}: get_train_data returned no data (None)")
         n_train = _length(kit, X_train, "X_train")
@@ -505,13 +513,6 @@ def prepare_ramp_data(kit: RampKit) -> RampData:
                                  f"{len(y_test)} labels")
             labels_test = _plain_labels(kit, y_test, "y_test")
             _check_truth(kit, y_test, "y_test")
-        for what, X in (("get_train_data", X_train), ("get_test_data", X_test)):
-            local = _local_path(X, kit.kit_dir)
-            if local is not None:
-                raise UsageError(
-                    f"{RAMP_FILE}: {what} gives the path {local!r} of this machine, where the "
-                    "workflow would read files at run time; hosts get the objects "
-                    "get_train_data returns, not the files they name: datarun cannot run this kit")
         cv = _call(kit, "get_cv", lambda: list(module.get_cv(X_train, y_train)))
     if not cv:
         raise UsageError(f"{RAMP_FILE}: get_cv gave no folds")
