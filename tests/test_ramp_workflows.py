@@ -5,7 +5,7 @@ the embedded local host; ramp-test runs as a subprocess where its behaviour is t
 reference (a kit whose predictions cannot be combined fails there at bagging).
 """
 
-import json
+import io
 import shutil
 import subprocess
 import sys
@@ -86,7 +86,7 @@ def test_predictions_that_cannot_be_combined_get_one_line_and_fold_scores(traine
     assert table.exit_code == 0
     assert f"note: {NOTE}" in " ".join(table.stdout.split())
 
-    rows = list(pd.read_csv(__import__("io").StringIO(
+    rows = list(pd.read_csv(io.StringIO(
         cli("leaderboard", "uncombinable", "--csv").stdout)).itertuples())
     assert all(r.note.startswith("no bagged scores: combining") for r in rows)
 

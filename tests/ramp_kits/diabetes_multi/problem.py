@@ -1,7 +1,6 @@
+import diabetes_io
 import rampwf as rw
 from sklearn.model_selection import KFold
-
-import diabetes_io
 
 problem_title = 'Diabetes progression and two blood serums (3 regression targets)'
 Predictions = rw.prediction_types.make_regression(label_names=diabetes_io.TARGETS)
