@@ -161,8 +161,16 @@ def add(
             from datarun.sizes import parse_size
 
             cap = parse_size(data_file_cap, "--data-file-cap")
+        from datarun.launch import take
+
         workspace, db = open_workspace()
-        info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap)
+        head_start = take(kit, variables)  # the kit read while the CLI loaded (launch.py)
+        try:
+            info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap,
+                                    prepared=head_start.result if head_start else None)
+        finally:
+            if head_start is not None:
+                head_start.discard()
     for note in info.get("notes", []):
         err(f"note: {note}")
     if json_out:

@@ -134,7 +134,8 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def kit_environment(kit_dir: Path, env: dict[str, str]):
-    """Run the kit's code as ramp-test would, with the problem's environment only.
+    """Run the kit's code as ramp-test would, with the problem's environment only (what it
+    prints goes to stderr).
 
     `RAMP_*` variables of this process are hidden unless the problem sets them; the kit's
     folder and its `external_imports/` are on sys.path; modules imported from the kit are
@@ -148,7 +149,8 @@ def kit_environment(kit_dir: Path, env: dict[str, str]):
             del os.environ[name]
         os.environ.update(env)
         sys.path[:0] = [str(kit_dir / EXTERNAL_IMPORTS), str(kit_dir)]
-        yield
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for datarun's data (--json)
+            yield
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
@@ -571,60 +573,97 @@ def write_ramp_data_tree(kit: RampKit, data: RampData, folder: Path) -> None:
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def write_ramp_labels(data: RampData, folder: Path) -> None:
-    """The kit's own label objects, beside the plain arrays: the score types read these."""
-    _pickle(data.y_train, folder / "y_train.pkl", "y_train")
-    _pickle(data.y_test, folder / "y_test.pkl", "y_test")
+def ramp_spec(kit: RampKit, data: RampData) -> dict:
+    """What `problems.spec["ramp"]` holds (registration adds the data-file cap)."""
+    return {"workflow": kit.workflow, "elements": kit.elements, "files": kit.files,
+            "prediction": kit.prediction, "label_names": kit.label_names,
+            "scores": kit.scores, "external": sorted(data.external),
+            "pred_shape": kit.pred_shape, "env": kit.env,
+            "save_y_pred": callable(getattr(kit.module, "save_y_pred", None)),
+            "early_checks": type(kit.module.workflow).__module__.startswith(
+                "rampwf.workflows") and kit.workflow in EARLY_CHECKS}
 
 
-def ramp_spec(kit: RampKit, data: RampData, data_file_cap: int) -> dict:
-    """What `problems.spec` holds for a RAMP problem (the keys native problems have, and "ramp")."""
-    return {
-        "name": kit.name, "title": kit.title, "kind": kit.kind,
-        "data": {"train": None, "test": None, "target": None, "test_size": None, "drop": []},
-        "cv": {"strategy": "get_cv", "n_splits": len(data.folds), "seed": None, "test_size": None},
-        "workflow": {"kind": "ramp"},
-        "scores": {"names": [s["name"] for s in kit.scores]},
-        "limits": DEFAULT_LIMITS,
-        "ramp": {"workflow": kit.workflow, "elements": kit.elements,
-                 "files": kit.files, "prediction": kit.prediction,
-                 "label_names": kit.label_names, "scores": kit.scores,
-                 "external": sorted(data.external), "pred_shape": kit.pred_shape,
-                 "data_file_cap": int(data_file_cap), "env": kit.env,
-                 "save_y_pred": callable(getattr(kit.module, "save_y_pred", None)),
-                 "early_checks": type(kit.module.workflow).__module__.startswith(
-                     "rampwf.workflows") and kit.workflow in EARLY_CHECKS},
+def prepare_kit(kit_dir: Path, env: dict[str, str], out: Path) -> dict:
+    """Read and check a kit and write what registration stores under `out`: `data/` (the
+    tree shipped to hosts), `labels/` (kept here), `folds/<i>-train.npy` and
+    `<i>-valid.npy`; return the summary registration needs (JSON-able, also written to
+    `out/summary.json`). Touches no workspace, so it may run in another process."""
+    env = check_env(env)
+    ignored = ignored_environment(env)
+    kit = load_ramp_kit(kit_dir, env)
+    check_starting_kit(kit)
+    data = prepare_ramp_data(kit)
+    for name in ("data", "labels", "folds"):
+        (out / name).mkdir()
+    write_ramp_data_tree(kit, data, out / "data")
+    np.save(out / "labels" / "y_train.npy", data.labels_train, allow_pickle=False)
+    np.save(out / "labels" / "y_test.npy", data.labels_test, allow_pickle=False)
+    _pickle(data.y_train, out / "labels" / "y_train.pkl", "y_train")
+    _pickle(data.y_test, out / "labels" / "y_test.pkl", "y_test")
+    for i, (train, valid) in enumerate(data.folds):
+        np.save(out / "folds" / f"{i}-train.npy", train, allow_pickle=False)
+        np.save(out / "folds" / f"{i}-valid.npy", valid, allow_pickle=False)
+    summary = {
+        "kit_dir": str(kit.kit_dir), "name": kit.name, "title": kit.title, "kind": kit.kind,
+        "label_names": kit.label_names, "scores": kit.scores, "n_folds": len(data.folds),
+        "n_train": len(data.labels_train), "n_test": len(data.labels_test),
+        "n_features": _n_features(data.X_train),
+        "ramp": ramp_spec(kit, data),
+        "notes": [f"{name} is set in this environment but the kit does not see it: pass "
+                  f"--env {name}={os.environ[name]} to give it to the kit and its tasks"
+                  for name in ignored],
     }
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
 
 
 def register_ramp_problem(workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
-                          data_file_cap: int | None = None) -> dict:
-    """Register a RAMP kit; return the problem's summary (as `describe_problem`)."""
-    from datarun.problems.registry import _refuse_registered, describe_problem, store_problem
+                          data_file_cap: int | None = None, prepared=None) -> dict:
+    """Register a RAMP kit; return the problem's summary (as `describe_problem`).
 
-    env = check_env(env or {})
-    ignored = ignored_environment(env)
-    kit = load_ramp_kit(kit_dir, env)
-    _refuse_registered(db, kit.name, RENAME)
-    check_starting_kit(kit)
-    data = prepare_ramp_data(kit)
-    cap = DEFAULT_DATA_FILE_CAP if data_file_cap is None else int(data_file_cap)
-    spec = ramp_spec(kit, data, cap)
-    store_problem(
-        workspace, db, kit.name, lambda folder: write_ramp_data_tree(kit, data, folder),
-        data.labels_train, data.labels_test, data.folds,
-        lambda data_hash, labels_hash: (
-            kit.name, kit.title, kit.kind, "ramp", json.dumps(spec), data_hash, labels_hash,
-            len(data.labels_train), len(data.labels_test), _n_features(data.X_train),
-            None if kit.kind != "classification" else json.dumps(kit.label_names),
-            json.dumps([s["name"] for s in kit.scores]), json.dumps(DEFAULT_LIMITS),
-            str(kit.kit_dir), time.time(),
-        ),
-        RENAME, write_labels=lambda folder: write_ramp_labels(data, folder))
-    info = describe_problem(workspace, db, kit.name)
-    info["notes"] = [
-        f"{name} is set in this environment but the kit does not see it: pass --env "
-        f"{name}={os.environ[name]} to give it to the kit and its tasks" for name in ignored]
+    `prepared()`: the folder `prepare_kit` filled for this kit and env in another process
+    (it raises the kit's refusal), or None: the kit is then read here."""
+    import tempfile
+
+    from datarun.problems.registry import _refuse_registered, describe_problem, store_prepared
+
+    kit_dir = Path(kit_dir).expanduser().resolve()
+    name = kit_name(kit_dir)
+    _refuse_registered(db, name, RENAME)
+    prepared = prepared() if prepared is not None else None
+    with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
+        folder = Path(tmp) if prepared is None else Path(prepared)
+        summary = (prepare_kit(kit_dir, env or {}, folder) if prepared is None
+                   else json.loads((folder / "summary.json").read_text()))
+        cap = DEFAULT_DATA_FILE_CAP if data_file_cap is None else int(data_file_cap)
+        spec = {
+            "name": name, "title": summary["title"], "kind": summary["kind"],
+            "data": {"train": None, "test": None, "target": None, "test_size": None,
+                     "drop": []},
+            "cv": {"strategy": "get_cv", "n_splits": summary["n_folds"], "seed": None,
+                   "test_size": None},
+            "workflow": {"kind": "ramp"},
+            "scores": {"names": [s["name"] for s in summary["scores"]]},
+            "limits": DEFAULT_LIMITS,
+            "ramp": dict(summary["ramp"], data_file_cap=cap),
+        }
+        folds = [(np.load(folder / "folds" / f"{i}-train.npy", allow_pickle=False),
+                  np.load(folder / "folds" / f"{i}-valid.npy", allow_pickle=False))
+                 for i in range(summary["n_folds"])]
+        classes = summary["label_names"] if summary["kind"] == "classification" else None
+        store_prepared(
+            workspace, db, name, folder / "data", folder / "labels", folds,
+            lambda data_hash, labels_hash: (
+                name, summary["title"], summary["kind"], "ramp", json.dumps(spec), data_hash,
+                labels_hash, summary["n_train"], summary["n_test"], summary["n_features"],
+                None if classes is None else json.dumps(classes),
+                json.dumps(spec["scores"]["names"]), json.dumps(DEFAULT_LIMITS),
+                summary["kit_dir"], time.time(),
+            ),
+            RENAME)
+    info = describe_problem(workspace, db, name)
+    info["notes"] = summary["notes"]
     return info
 
 

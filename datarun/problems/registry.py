@@ -207,19 +207,12 @@ def _refuse_registered(db, name: str, fix: str = "pick another name in problem.t
 
 
 def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_test, folds,
-                  make_row, refuse_fix: str = "pick another name in problem.toml",
-                  write_labels=None) -> None:
-    """Store a checked problem: its data tree (what hosts get), its labels tree (what they
-    never get), its folds, and its row, built by `make_row(data_hash, labels_hash)`.
-    `write_labels(folder)` adds files of its own to the labels tree.
-
-    Raw SQL inside one explicit transaction: the problem and its folds are stored together
-    or not at all. The blobs written first are content-addressed and harmless if the
-    transaction fails: nothing refers to them.
-    """
+                  make_row, refuse_fix: str = "pick another name in problem.toml") -> None:
+    """Store a checked problem: its data tree (what hosts get, written by
+    `write_data(folder)`), its labels tree (what they never get), its folds, and its row,
+    built by `make_row(data_hash, labels_hash)`."""
     import numpy as np
 
-    store = BlobStore(workspace.blobs_dir)
     with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
         data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
         data_folder.mkdir()
@@ -227,10 +220,21 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
         write_data(data_folder)
         np.save(labels_folder / "y_train.npy", y_train, allow_pickle=False)
         np.save(labels_folder / "y_test.npy", y_test, allow_pickle=False)
-        if write_labels is not None:
-            write_labels(labels_folder)
-        data_hash = store.put_tree(data_folder)
-        labels_hash = store.put_tree(labels_folder)
+        store_prepared(workspace, db, name, data_folder, labels_folder, folds, make_row,
+                       refuse_fix)
+
+
+def store_prepared(workspace: Workspace, db, name: str, data_folder: Path, labels_folder: Path,
+                   folds, make_row, refuse_fix: str = "pick another name in problem.toml") -> None:
+    """Store a problem whose data and labels trees are written already.
+
+    Raw SQL inside one explicit transaction: the problem and its folds are stored together
+    or not at all. The blobs written first are content-addressed and harmless if the
+    transaction fails: nothing refers to them.
+    """
+    store = BlobStore(workspace.blobs_dir)
+    data_hash = store.put_tree(data_folder)
+    labels_hash = store.put_tree(labels_folder)
     fold_rows = [
         (name, fold, store.put_array(train), store.put_array(valid), len(train), len(valid))
         for fold, (train, valid) in enumerate(folds)
@@ -249,17 +253,18 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
 
 
 def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
-                     data_file_cap: int | None = None) -> dict:
+                     data_file_cap: int | None = None, prepared=None) -> dict:
     """Register a kit (native, or RAMP with problem.py); return the problem's summary.
 
     `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
     submission's data files) are for RAMP kits: a problem.toml kit runs no code of its own
-    and its estimator workflow takes no data files.
+    and its estimator workflow takes no data files. `prepared()`: the folder where
+    `rampkit.prepare_kit` read the RAMP kit in another process, or None to read it here.
     """
     from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
 
     if is_ramp_kit(kit_dir):
-        return register_ramp_problem(workspace, db, kit_dir, env, data_file_cap)
+        return register_ramp_problem(workspace, db, kit_dir, env, data_file_cap, prepared)
     if env:
         raise UsageError("--env is for RAMP kits (problem.py), whose code reads its environment: "
                          f"{Path(kit_dir).name} is a problem.toml kit, which runs no code of its own")
