@@ -177,8 +177,8 @@ def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_on
 def python_with_rampwf(folder: Path, base: str) -> str:
     """A host `python` that is `base` with this environment's ramp-workflow (and the two
     pure-Python libraries it needs) on its path: a wrapper the SSH user can run."""
-    import cloudpickle
     import click
+    import cloudpickle
     import rampwf
 
     site = folder / "site"
