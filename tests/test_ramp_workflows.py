@@ -315,3 +315,84 @@ def test_a_kit_with_too_much_code_to_ship_is_refused(workspace, cli, tmp_path, m
     assert registration_refused(workspace, cli, kit) == (
         f"error: the kit's Python files and external_imports/ hold {size / 1000:.1f} kB, more "
         "than the 1 kB shipped to hosts with the data: keep data in data/")
+
+
+ONE_AT_A_TIME = '''_Regression = rw.prediction_types.make_regression()
+
+
+class Predictions(_Regression):
+    @classmethod
+    def combine(cls, predictions_list, index_list=None):
+        if index_list is None:
+            index_list = range(len(predictions_list))
+        if len(index_list) > 1:
+            raise ValueError('one at a time')
+        return cls(y_pred=predictions_list[index_list[0]].y_pred)
+'''
+
+
+def test_a_blend_that_fails_alone_says_so_and_keeps_the_bagged_scores(trained, cli, tmp_path):
+    """One fold: bagging combines one prediction at a time; blending needs two."""
+    kit = copy_kit(tmp_path, "diabetes_regressor", "one_fold")
+    edit(kit / "problem.py", "Predictions = rw.prediction_types.make_regression()\n",
+         ONE_AT_A_TIME)
+    edit(kit / "problem.py", "KFold(n_splits=3, shuffle=True, random_state=3)",
+         "ShuffleSplit(n_splits=1, test_size=0.3, random_state=3)")
+    edit(kit / "problem.py", "import KFold", "import ShuffleSplit")
+    assert cli("problem", "add", kit).exit_code == 0
+    for name in ("starting_kit", "tree"):
+        assert cli("submit", "one_fold", kit / "submissions" / name, "--team", name).exit_code == 0
+    assert cli("train", "--json").exit_code == 0
+    board = cli("leaderboard", "one_fold", "--json").json()
+    assert board["note"] == ("no contributivity: combining the kit's predictions fails "
+                             "(ValueError: one at a time), as it would in ramp-test")
+    assert all(row["note"] is None and row["score"] is not None for row in board["rows"])
+
+
+SAVE_Y_PRED = '''
+
+def save_y_pred(y_pred, data_path, output_path, suffix):
+    import pandas as pd
+    if os.path.basename(output_path) == 'fold_1' and os.environ.get('FAIL_SAVE'):
+        raise ValueError('cannot save this fold')
+    pd.DataFrame({'pred': y_pred}).to_csv(
+        os.path.join(output_path, 'y_pred_{}.csv'.format(suffix)), index=False)
+
+
+def load_y_pred(data_path, input_path, suffix):
+    import pandas as pd
+    return pd.read_csv(os.path.join(input_path, 'y_pred_{}.csv'.format(suffix)))['pred'].values
+'''
+
+
+def test_a_kit_that_saves_its_own_predictions_is_exported_its_way(trained, cli, tmp_path,
+                                                                  monkeypatch):
+    from rampwf.utils.io import load_y_pred
+
+    from datarun.problems.rampkit import import_problem, kit_environment
+
+    kit = copy_kit(tmp_path, "diabetes_regressor", "own_saver")
+    (kit / "problem.py").write_text((kit / "problem.py").read_text() + SAVE_Y_PRED)
+    assert cli("problem", "add", kit).exit_code == 0
+    sid = cli("submit", "own_saver", kit / "submissions" / "starting_kit", "--team", "ada",
+              "--json").json()["id"]
+    assert cli("train", "--json").exit_code == 0
+    out = tmp_path / "out"
+    assert cli("export", sid, "--ramp", out).exit_code == 0
+    assert sorted(p.name for p in (out / "fold_0").iterdir()) == [
+        "scores.csv", "test_time", "train_time", "valid_time", "y_pred_test.csv",
+        "y_pred_train.csv"]
+    with kit_environment(kit, {}):
+        problem = import_problem(kit / "problem.py")
+    from datarun.store.blobs import BlobStore
+    from datarun.store.db import open_db
+
+    row = open_db(trained).execute("SELECT pred_train FROM tasks WHERE submission = ? AND "
+                                   "fold = 0", [sid]).fetchone()
+    np.testing.assert_array_equal(load_y_pred(problem, input_path=str(out / "fold_0"),
+                                              suffix="train"),
+                                  BlobStore(trained.blobs_dir).get_array(row[0]))
+
+    monkeypatch.setenv("FAIL_SAVE", "1")
+    assert refused(cli, "export", sid, "--ramp", tmp_path / "again") == (
+        "error: problem.py save_y_pred failed: ValueError: cannot save this fold")

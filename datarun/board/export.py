@@ -158,13 +158,20 @@ def _pred_writer(workspace, problem: dict):
     ramp = (problem.get("spec") or {}).get("ramp") or {}
     if not ramp.get("save_y_pred"):
         return savez
-    from datarun.problems.rampkit import problem_module
+    from datarun.problems.rampkit import (
+        kit_environment,
+        kit_folder,
+        problem_environment,
+        problem_module,
+    )
 
     module = problem_module(workspace, problem)
+    kit, env = kit_folder(workspace, problem), problem_environment(problem)
 
     def kits_own(y_pred, folder: Path, suffix: str) -> None:
         try:
-            module.save_y_pred(y_pred, problem["kit_path"], str(folder), suffix)
+            with kit_environment(kit, env):
+                module.save_y_pred(y_pred, problem["kit_path"], str(folder), suffix)
         except OSError:
             raise
         except Exception as error:

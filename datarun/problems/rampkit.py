@@ -671,14 +671,23 @@ def is_ramp_problem(problem: dict) -> bool:
     return problem.get("workflow") == "ramp"
 
 
-def problem_module(workspace, problem: dict):
-    """The registered problem.py (from the data tree), imported on the organiser's side."""
+def kit_folder(workspace, problem: dict) -> Path:
+    """The registered kit's code, in its data tree (problems registered before kit/ existed
+    have problem.py at the tree's top)."""
     from datarun.problems.registry import data_dir
 
     folder = data_dir(workspace, problem)
-    kit = folder / KIT_FOLDER if (folder / KIT_FOLDER / RAMP_FILE).is_file() else folder
-    env = (problem.get("spec") or {}).get("ramp", {}).get("env") or {}
-    with kit_environment(kit, env):
+    return folder / KIT_FOLDER if (folder / KIT_FOLDER / RAMP_FILE).is_file() else folder
+
+
+def problem_environment(problem: dict) -> dict[str, str]:
+    return dict((problem.get("spec") or {}).get("ramp", {}).get("env") or {})
+
+
+def problem_module(workspace, problem: dict):
+    """The registered problem.py (from the data tree), imported on the organiser's side."""
+    kit = kit_folder(workspace, problem)
+    with kit_environment(kit, problem_environment(problem)):
         return import_problem(kit / RAMP_FILE, f"datarun_ramp_{problem['name'].replace('-', '_')}")
 
 
