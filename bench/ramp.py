@@ -10,14 +10,16 @@ For each kit of tests/ramp_kits/ (a copy, in a scratch folder), from the same ru
   export SUBMISSION --ramp DIR`;
 - ramp-test: `ramp-test --submission starting_kit` in the kit, its whole wall.
 
-Each figure is the median wall over --repeat runs, the sides interleaved so they share
-the machine's load. The goal: `problem add` and `export --ramp` take at most "rampwf +
-data".
+Each side runs --repeat times, the sides interleaved so they share the machine's load;
+the table gives the least wall of the runs (the run least disturbed by other work on the
+shared cores, the same rule for every side) and the median beside it. The goal:
+`problem add` and `export --ramp` take at most "rampwf + data", on the least walls.
 
 Run: .venv/bin/python bench/ramp.py [--quick] [--repeat N] [--json]
 """
 
 import argparse
+import io
 import shutil
 import statistics
 import sys
@@ -72,11 +74,12 @@ def bench_kit(scratch: Path, name: str, repeat: int) -> dict:
             workspace.stop_runners()
         wall, _ = timed([str(RAMP_TEST), "--submission", "starting_kit"], cwd=kit)
         runs["ramp_test"].append(wall)
-    figures = {key: {"median": median(values), "runs": values} for key, values in runs.items()}
-    goal = figures["rampwf_data"]["median"]
+    figures = {key: {"min": min(values), "median": median(values), "runs": values}
+               for key, values in runs.items()}
+    goal = figures["rampwf_data"]["min"]
     figures["goal"] = goal
-    figures["problem_add_met"] = figures["problem_add"]["median"] <= goal
-    figures["export_met"] = figures["export"]["median"] <= goal
+    figures["problem_add_met"] = figures["problem_add"]["min"] <= goal
+    figures["export_met"] = figures["export"]["min"] <= goal
     return figures
 
 
@@ -93,14 +96,12 @@ def main(argv: list[str] | None = None) -> dict:
         results = {name: bench_kit(scratch, name, repeat) for name in kits}
     rows = []
     for name, f in results.items():
-        rows.append([name, *(f"{f[k]['median']:.2f}" for k in (
+        rows.append([name, *(f"{f[k]['min']:.2f} ({f[k]['median']:.2f})" for k in (
             "import_rampwf", "rampwf_data", "problem_add", "export", "train", "ramp_test")),
             "met" if f["problem_add_met"] else "MISSED", "met" if f["export_met"] else "MISSED"])
     lines = []
-    import io
-
     text = io.StringIO()
-    print_table(f"RAMP kits, median wall seconds of {repeat} run(s) each "
+    print_table(f"RAMP kits, least (median) wall seconds of {repeat} run(s) each "
                 f"({load_before} before, {load_note()} after)",
                 ["kit", "import rampwf", "rampwf + data", "problem add", "export --ramp",
                  "train", "ramp-test", "add <= goal", "export <= goal"], rows, out=text)
