@@ -105,6 +105,9 @@ def test_ramp_bench_times_registration_training_and_export_beside_ramp_test():
                      "ramp_test"):
             assert kit[side]["min"] == kit[side]["median"] > 0 and len(kit[side]["runs"]) == 1
         assert kit["problem_add_met"] == (kit["problem_add"]["min"] <= kit["goal"])
+        assert kit["cpu"]["add_critical_path"] == pytest.approx(
+            kit["cpu"]["child"] + kit["cpu"]["store"])
+        assert kit["cpu"]["parent"] > 0 and kit["cpu"]["rampwf_data"] > 0
     assert "goal: problem add and export --ramp at most 'rampwf + data'" in text
     assert not Path(figures["scratch"]).exists()
 
