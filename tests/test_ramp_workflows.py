@@ -86,6 +86,10 @@ def test_predictions_that_cannot_be_combined_get_one_line_and_fold_scores(traine
     assert table.exit_code == 0
     assert f"note: {NOTE}" in " ".join(table.stdout.split())
 
+    assert cli("site", tmp_path / "site").exit_code == 0
+    assert f"{NOTE}." in (tmp_path / "site" / "uncombinable" / "index.html").read_text().replace(
+        "&#39;", "'")
+
     rows = list(pd.read_csv(io.StringIO(
         cli("leaderboard", "uncombinable", "--csv").stdout)).itertuples())
     assert all(r.note.startswith("no bagged scores: combining") for r in rows)
