@@ -53,7 +53,8 @@ def write_scores(workspace, sid: int, public_low: float, failed_fold: int | None
             for split in ("valid", "test"):
                 low = 0.30 if split == "test" else public_low
                 for score in SCORES:
-                    db.execute("INSERT INTO bagged_scores VALUES (?, ?, ?, ?)",
+                    db.execute("INSERT INTO bagged_scores (submission, split, score, value) "
+                               "VALUES (?, ?, ?, ?)",
                                [sid, split, score, _value(rng, low)])
 
 
@@ -87,8 +88,9 @@ def make_workspace(workspace, cli) -> dict:
         db.execute("BEGIN IMMEDIATE")
         for team, share in (("ada", ada), ("grace", grace), ("eve", 1 - ada - grace), ("bob", 0.0)):
             db.execute("INSERT INTO contributivity VALUES ('iris', ?, ?)", [ids[team], share])
-        db.execute("INSERT INTO blends VALUES ('iris', '[]', '{}', 'accuracy', 0.5523456789, "
-                   "0.5611234567, 0.3377123456, 0)")
+        db.execute("INSERT INTO blends (problem, submissions, state, score, combined_valid, "
+                   "best_single_valid, combined_test, updated_at) VALUES ('iris', '[]', '{}', "
+                   "'accuracy', 0.5523456789, 0.5611234567, 0.3377123456, 0)")
     return ids
 
 
