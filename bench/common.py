@@ -78,17 +78,19 @@ def stop_runner(runner_json: Path, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def run(command: list[str], env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+def run(command: list[str], env: dict | None = None, check: bool = True,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {result.returncode}:\n{result.stderr[-2000:]}")
     return result
 
 
-def timed(command: list[str], env: dict | None = None, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+def timed(command: list[str], env: dict | None = None, check: bool = True,
+          cwd: Path | None = None) -> tuple[float, subprocess.CompletedProcess]:
     """Wall seconds of one subprocess, from fork to exit."""
     start = time.perf_counter()
-    result = run(command, env=env, check=check)
+    result = run(command, env=env, check=check, cwd=cwd)
     return time.perf_counter() - start, result
 
 

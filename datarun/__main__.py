@@ -1,3 +1,3 @@
-from datarun.cli import main
+from datarun.launch import main
 
 main()

@@ -52,6 +52,16 @@ def parse_size(text: str | int, what: str = "memory") -> int:
     return size
 
 
+def format_cap(size: int) -> str:
+    """A cap as written in the README and the options: "512 kB", "50 MB" (decimal units,
+    as format_size), without a decimal when the size is a whole number of its unit."""
+    for unit, factor in (("GB", 1000**3), ("MB", 1000**2), ("kB", 1000)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{int(size)} B"
+
+
 def format_size(size: float | None) -> str:
     if size is None:
         return "-"

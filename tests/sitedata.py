@@ -54,7 +54,8 @@ def write_scores(workspace, sid: int, public_low: float, failed_fold: int | None
             for split in ("valid", "test"):
                 low = 0.30 if split == "test" else public_low
                 for score in SCORES:
-                    db.execute("INSERT INTO bagged_scores VALUES (?, ?, ?, ?)",
+                    db.execute("INSERT INTO bagged_scores (submission, split, score, value) "
+                               "VALUES (?, ?, ?, ?)",
                                [sid, split, score, _value(rng, low)])
 
 

@@ -96,6 +96,22 @@ def test_site_bench_times_a_build_an_update_and_the_leaderboard():
     assert not Path(figures["scratch_folder"]).exists()
 
 
+@pytest.mark.slow
+def test_ramp_bench_times_registration_training_and_export_beside_ramp_test():
+    figures, text = run_bench("ramp.py")
+    assert sorted(figures["kits"]) == ["iris_classifier", "wine_custom"]
+    for kit in figures["kits"].values():
+        for side in ("import_rampwf", "rampwf_data", "problem_add", "train", "export",
+                     "ramp_test"):
+            assert kit[side]["min"] == kit[side]["median"] > 0 and len(kit[side]["runs"]) == 1
+        assert kit["problem_add_met"] == (kit["problem_add"]["min"] <= kit["goal"])
+        assert kit["cpu"]["add_critical_path"] == pytest.approx(
+            kit["cpu"]["child"] + kit["cpu"]["store"])
+        assert kit["cpu"]["parent"] > 0 and kit["cpu"]["rampwf_data"] > 0
+    assert "goal: problem add and export --ramp at most 'rampwf + data'" in text
+    assert not Path(figures["scratch"]).exists()
+
+
 def ssh_bench_skip_reason() -> str | None:
     """The SSH benches' own verdict on this machine (root, sshd, the datarun-test user)."""
     import importlib.util

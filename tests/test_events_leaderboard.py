@@ -36,7 +36,8 @@ def submit_scored(workspace, cli, folder, team, accuracy, event=None):
             db.execute("INSERT INTO scores VALUES (?, 'valid', 'accuracy', ?)", [task, accuracy + fold / 100])
         for split, offset in (("valid", 0.0), ("test", -0.5)):
             for score, value in zip(SCORES, (accuracy + offset, 1 - accuracy, 0.9), strict=True):
-                db.execute("INSERT INTO bagged_scores VALUES (?, ?, ?, ?)", [sid, split, score, value])
+                db.execute("INSERT INTO bagged_scores (submission, split, score, value) "
+                           "VALUES (?, ?, ?, ?)", [sid, split, score, value])
     return sid
 
 
@@ -103,7 +104,7 @@ def test_csv_has_every_column_flat_with_stable_names(board, cli):
     assert reader.fieldnames == [
         "rank", "id", "team", "submission", "event", "score", *per_score, "contributivity",
         "train_time", "valid_time", "test_time", "cpu_time", "peak_memory", "submitted_at",
-        "scores_hidden", "state", "folds", "folds_scored"]
+        "scores_hidden", "state", "folds", "folds_scored", "note"]
     first = next(reader)
     assert (first["rank"], first["id"], first["team"], first["submission"], first["event"]) == (
         "1", str(board["grace"]), "grace", "knn", "spring")

@@ -125,7 +125,7 @@ def test_a_hard_link_to_a_file_outside_the_folder_is_refused(flowers, cli, tmp_p
     assert cli("submission", "list", "--json").json() == []
     # Negative control: without the link count, the organiser's file is stored as the code.
     monkeypatch.setattr(submissions, "_check_opened",
-                        lambda name, info: submissions._refuse_unless_plain(name, info))
+                        lambda name, info, *cap: submissions._refuse_unless_plain(name, info))
     result = cli("submit", "flowers", folder, "--team", "ada", "--json")
     assert result.exit_code == 0
     code = cli("submission", "show", result.json()["id"], "--code", "--json").json()

@@ -175,6 +175,79 @@ def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_on
                                  "pip install ramp-workflow")
 
 
+def python_with_rampwf(folder: Path, base: str) -> str:
+    """A host `python` that is `base` with this environment's ramp-workflow (and the two
+    pure-Python libraries it needs) on its path: a wrapper the SSH user can run."""
+    import click
+    import cloudpickle
+    import rampwf
+
+    site = folder / "site"
+    site.mkdir(parents=True)
+    for module in (rampwf, cloudpickle, click):
+        (site / module.__name__).symlink_to(Path(module.__file__).parent)
+    wrapper = folder / "python"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={site}${{PYTHONPATH:+:$PYTHONPATH}} '
+                       f'exec {base} "$@"\n')
+    for path in (folder, site, wrapper):
+        path.chmod(0o755)
+    return str(wrapper)
+
+
+@pytest.mark.ssh
+def test_ramp_kits_run_on_an_ssh_host_as_on_this_one(workspace, cli, sshd_a, tmp_path):  # noqa: F811
+    """A kit's own workflow (shipped from the kit folder) and a kit helper in
+    external_imports/, trained on a loopback SSH host: every score equals a local run's."""
+    import tempfile
+
+    from datarun.executors.sshconn import SSHConnection, resolve_target
+
+    if not Path(sshd_a.python).exists():
+        pytest.skip(f"no host python {sshd_a.python}")
+    from datarun.store.workspace import init_workspace
+
+    wrapper_dir = Path(tempfile.mkdtemp(prefix="datarun-rampwf-"))
+    local = init_workspace(tmp_path / "local")
+    kits, submissions = ("wine_custom", "diabetes_multi"), ("starting_kit", "forest")
+    workdir = f"~/ramp-{uuid.uuid4().hex[:8]}"
+    try:
+        python = python_with_rampwf(wrapper_dir, sshd_a.python)
+        table = sshd_a.host_table(workdir=workdir, python=python, command_timeout=30.0)
+        workspace.hosts_file.write_text("[hosts.node-a]\n" + "".join(
+            f"{key} = {json.dumps(value)}\n" for key, value in table.items()))
+        pin(workspace, sshd_a)
+        results = {}
+        for where in ("ssh", "local"):
+            ws = ["-w", local.root] if where == "local" else []
+            for kit in kits:
+                assert cli(*ws, "problem", "add", KITS / kit).exit_code == 0
+                for name in submissions:
+                    assert cli(*ws, "submit", kit, KITS / kit / "submissions" / name, "--team",
+                               name).exit_code == 0
+            trained = cli(*ws, "train", "--json")
+            assert trained.exit_code == 0, trained.stdout + trained.stderr
+            shown = [cli(*ws, "submission", "show", sid, "--json").json() for sid in range(1, 5)]
+            results[where] = [(s["bagged"], [t["scores"] for t in s["tasks"]]) for s in shown]
+            if where == "ssh":
+                assert {t["host"] for s in shown for t in s["tasks"]} == {"node-a"}
+        assert results["ssh"] == results["local"]
+    finally:
+        stop_runners(workspace)
+        stop_runners(local)
+        conn = SSHConnection(resolve_target(sshd_a.host("probe", workdir=workdir)),
+                             workspace.state_dir / "known_hosts")
+        try:
+            path = conn.expand(workdir)
+            out = conn.run(shlex.join(["cat", f"{path}/runner.json"])).stdout
+            pid = json.loads(out).get("pid") if out.strip() else None
+            if pid:
+                conn.run(shlex.join(["kill", str(int(pid))]))
+            conn.run(shlex.join(["rm", "-rf", path]))
+        finally:
+            conn.close()
+            shutil.rmtree(wrapper_dir, ignore_errors=True)
+
+
 # --- the harness's refusals, in-process ----------------------------------------------------------
 
 
@@ -234,7 +307,7 @@ def test_unreadable_data_set_is_a_harness_error(workspace, cli, tmp_path, monkey
 
 def test_problem_py_failing_on_the_host_is_an_import_error(workspace, cli, tmp_path, monkeypatch):
     data = data_copy(workspace, cli, "iris_classifier", tmp_path)
-    (data / "problem.py").write_text("raise RuntimeError('not on this host')\n")
+    (data / "kit" / "problem.py").write_text("raise RuntimeError('not on this host')\n")
     failure = run_task(data, tmp_path, {"classifier.py": "x = 1\n"}, IRIS, monkeypatch)
     assert (failure.kind, failure.text) == (
         "import_error", "problem.py failed to import on this host: RuntimeError: not on this host\n")
@@ -252,6 +325,10 @@ def test_data_file_element_without_a_default_must_be_sent(workspace, cli, tmp_pa
 @pytest.mark.parametrize(("proba", "message"), [
     ("np.full((len(X), 3), np.nan)", "train predictions hold 330 NaN or infinite values"),
     ("np.full((10, 3), 1 / 3)", "the train predictions have shape (10, 3), expected (110, 3)"),
+    ("np.full((len(X), 3), None)", "the train predictions are Python objects (dtype object), "
+     "which cannot leave the host as .npy without pickle: predict numbers"),
+    ("np.full((len(X), 3), 'a')", "the train predictions have dtype <U1; predictions are "
+     "numbers of at most 8 bytes (float64, float32, int64, bool...)"),
 ])
 def test_bad_predictions(workspace, cli, tmp_path, monkeypatch, proba, message):
     data = data_copy(workspace, cli, "iris_classifier", tmp_path)

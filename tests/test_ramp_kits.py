@@ -66,7 +66,9 @@ def test_classifier_kit_registers_with_the_kits_own_folds_and_labels(workspace, 
     problem = get_problem(db, "iris_classifier")
     shipped = data_dir(workspace, problem)
     assert sorted(p.name for p in shipped.iterdir()) == [
-        "X_test.pkl", "X_train.pkl", "meta.json", "problem.py", "y_train.pkl"]
+        "X_test.pkl", "X_train.pkl", "kit", "meta.json", "y_train.pkl"]
+    assert sorted(str(p.relative_to(shipped)) for p in (shipped / "kit").rglob("*")) == [
+        "kit/problem.py"]
     with open(shipped / "X_train.pkl", "rb") as handle:
         assert np.array_equal(pickle.load(handle), X)
     meta = json.loads((shipped / "meta.json").read_text())
@@ -206,26 +208,35 @@ def test_problem_py_missing_a_required_name(workspace, cli, tmp_path):
                        "get_train_data, get_test_data, get_cv, workflow, score_types, Predictions")
 
 
-def test_unsupported_workflow_is_named(workspace, cli, tmp_path):
+def test_workflow_the_starting_kit_does_not_follow_is_refused(workspace, cli, tmp_path):
     kit = copy_kit(tmp_path, "iris_classifier")
-    edit_problem(kit, "rw.workflows.Classifier()", "rw.workflows.ObjectDetector()")
+    edit_problem(kit, "rw.workflows.Classifier()", "rw.workflows.Regressor()")
     message = refused(workspace, cli, kit)
-    assert "workflow ObjectDetector is not supported (datarun runs Estimator," in message
+    assert message == ("error: submissions/starting_kit has no regressor.py, which workflow "
+                       "Regressor's element 'regressor' names: the workflow and the kit's files "
+                       "disagree")
 
 
-def test_unsupported_prediction_type_is_named(workspace, cli, tmp_path):
+def test_object_predictions_cannot_travel_and_are_refused_with_why(workspace, cli, tmp_path):
     kit = copy_kit(tmp_path, "iris_classifier")
     edit_problem(kit, "rw.prediction_types.make_multiclass(\n    label_names=_prediction_label_names)",
                  "rw.prediction_types.make_detection()")
     message = refused(workspace, cli, kit)
-    assert "prediction type 'detection' is not supported" in message
+    assert message == (
+        "error: problem.py: prediction type 'detection' holds Python objects (dtype object) in "
+        "its y_pred, which cannot travel from hosts as .npy without pickle: datarun cannot run "
+        "this kit")
 
 
-def test_multi_target_regression_is_refused(workspace, cli, tmp_path):
+def test_labels_the_kits_predictions_cannot_read_are_refused(workspace, cli, tmp_path):
+    """Two target columns declared, one given: ramp-test's scoring would fail on every fold."""
     kit = copy_kit(tmp_path, "diabetes_regressor")
     edit_problem(kit, "make_regression()", "make_regression(label_names=['a', 'b'])")
     message = refused(workspace, cli, kit)
-    assert "multi-target regression predictions (2 columns) are not supported" in message
+    assert message == (
+        "error: problem.py: Predictions(y_true=y_train) fails, as ramp-test's scoring would: "
+        "ValueError: Wrong y_pred dimensions: y_pred should be 2D with 2 columns, instead its "
+        "shape is (160,)")
 
 
 def test_failing_data_function_shows_where(workspace, cli, tmp_path):
@@ -287,7 +298,7 @@ BROKEN_KITS = [
      "    X, y = _read_data(path, 'test.csv')\n    return X[:-2], y\n",
      "problem.py: get_test_data gives 38 rows of X but 40 labels"),
     ("iris_classifier", IRIS_READ, "    X, y = _read_data(path, 'train.csv')\n    return X, X\n",
-     "problem.py: y_train has shape (110, 4); datarun needs one label or value per row"),
+     "problem.py: y_train has shape (110, 4); a classification kit needs one label per row"),
     ("diabetes_regressor", "    y_array = data[_target_column_name].values\n",
      "    y_array = data[_target_column_name].astype(str).values + 'x'\n",
      "problem.py: y_train is not numeric, but the predictions are regression"),

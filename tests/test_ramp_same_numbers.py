@@ -21,15 +21,43 @@ from typer.testing import CliRunner
 
 KITS = Path(__file__).resolve().parent / "ramp_kits"
 RAMP_TEST = Path(sys.executable).parent / "ramp-test"
+RAMP_BLEND = Path(sys.executable).parent / "ramp-blend"
 RTOL = 1e-9
 SUBMISSIONS = [
     ("iris_classifier", "starting_kit"), ("iris_classifier", "knn"),
+    # float32 probabilities: scored in float32, as ramp-test scores them.
+    ("iris_classifier", "float32"),
     ("diabetes_regressor", "starting_kit"), ("diabetes_regressor", "tree"),
     ("cancer_estimator", "starting_kit"), ("diabetes_features", "starting_kit"),
     ("diabetes_external", "starting_kit"), ("diabetes_external", "own_data"),
+    # A submission with its own 5 MB data file (made by the fixture: see big_external_data).
+    ("diabetes_external", "big_data"),
+    # The kit's own workflow class (a feature step and a model) and its own score type.
+    ("wine_custom", "starting_kit"), ("wine_custom", "forest"),
+    # Three regression targets: predictions of shape (n, 3); a helper in external_imports/.
+    ("diabetes_multi", "starting_kit"), ("diabetes_multi", "forest"),
 ]
 N_FOLDS = {"iris_classifier": 3, "diabetes_regressor": 3, "cancer_estimator": 4,
-           "diabetes_features": 2, "diabetes_external": 2}
+           "diabetes_features": 2, "diabetes_external": 2, "wine_custom": 3,
+           "diabetes_multi": 3}
+BIG = 5 * 1000**2
+
+
+def big_external_data(kit: Path) -> Path:
+    """A submission of the external-data kit whose external_data.csv is over 5 MB: its own
+    bmi for the kit's keys (doubled), then rows of keys no feature carries."""
+    folder = kit / "submissions" / "big_data"
+    folder.mkdir()
+    shutil.copy(kit / "submissions" / "starting_kit" / "estimator.py", folder)
+    frame = pd.read_csv(kit / "data" / "external_data.csv")
+    frame["bmi"] = (frame["bmi"] * 2).round(6)
+    rng = np.random.default_rng(0)
+    n_pad = BIG // 16
+    pad = pd.DataFrame({"key": np.arange(10**6, 10**6 + n_pad),
+                        "bmi": rng.normal(0, 0.05, n_pad).round(6)})
+    pd.concat([frame, pad]).to_csv(folder / "external_data.csv", index=False)
+    assert (folder / "external_data.csv").stat().st_size > BIG
+    return folder
 
 
 class Run:
@@ -68,6 +96,7 @@ class Run:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = Run(tmp_path_factory.mktemp("ramp-same"))
+    big_external_data(run.kits / "diabetes_external")
     for kit in N_FOLDS:
         run.ok("problem", "add", run.kits / kit)
     for kit, submission in SUBMISSIONS:
@@ -129,20 +158,39 @@ def test_kits_default_external_data_stands_in_for_a_missing_file(run):
     bare = run.ok("submission", "show", run.ids["diabetes_external", "bare"])
     same = run.ok("submission", "show", run.ids["diabetes_external", "starting_kit"])
     own = run.ok("submission", "show", run.ids["diabetes_external", "own_data"])
+    big = run.ok("submission", "show", run.ids["diabetes_external", "big_data"])
     assert bare["bagged"] == same["bagged"]
-    # own_data ships its own external_data.csv (bmi zeroed): it is the one used.
+    # own_data and big_data ship their own external_data.csv: it is the one used.
     assert own["bagged"]["valid"]["rmse"] != same["bagged"]["valid"]["rmse"]
+    assert big["bagged"]["valid"]["rmse"] not in (same["bagged"]["valid"]["rmse"],
+                                                  own["bagged"]["valid"]["rmse"])
+
+
+def test_multi_target_predictions_keep_their_three_columns(run):
+    from datarun.problems.registry import get_problem
+    from datarun.store.blobs import BlobStore
+    from datarun.store.db import open_db
+
+    db = open_db(run.workspace)
+    assert get_problem(db, "diabetes_multi")["spec"]["ramp"]["pred_shape"] == [3]
+    store = BlobStore(run.workspace.blobs_dir)
+    for pred_train, pred_test in db.execute(
+            "SELECT pred_train, pred_test FROM tasks WHERE submission = ?",
+            [run.ids["diabetes_multi", "forest"]]):
+        assert store.get_array(pred_train).shape == (300, 3)
+        assert store.get_array(pred_test).shape == (142, 3)
 
 
 @pytest.mark.parametrize(("kit", "submission"), [
     ("iris_classifier", "knn"), ("diabetes_regressor", "starting_kit"),
-    ("cancer_estimator", "starting_kit"),
+    ("cancer_estimator", "starting_kit"), ("wine_custom", "forest"),
+    ("diabetes_multi", "forest"), ("diabetes_external", "big_data"),
 ])
 def test_export_is_read_back_by_rampwf_as_ramp_tests_own(run, kit, submission, tmp_path):
     from rampwf.utils.cli.show import _bagged_table_and_headers, _load_score_submission
     from rampwf.utils.io import load_y_pred
 
-    from datarun.problems.rampkit import import_problem
+    from datarun.problems.rampkit import import_problem, kit_environment
 
     exported = tmp_path / "submissions" / "datarun" / "training_output"
     result = run.cli("export", run.ids[kit, submission], "--ramp", exported)
@@ -174,7 +222,8 @@ def test_export_is_read_back_by_rampwf_as_ramp_tests_own(run, kit, submission, t
     np.testing.assert_allclose(full_ours.iloc[:, 2:].to_numpy(), full_theirs.iloc[:, 2:].to_numpy(),
                                rtol=RTOL)
 
-    problem = import_problem(run.kits / kit / "problem.py")
+    with kit_environment(run.kits / kit, {}):
+        problem = import_problem(run.kits / kit / "problem.py")
     for fold in range(N_FOLDS[kit]):
         for suffix in ("train", "test"):
             if not (ramp_dir / f"fold_{fold}" / f"y_pred_{suffix}.npz").exists():
@@ -188,10 +237,31 @@ def test_export_is_read_back_by_rampwf_as_ramp_tests_own(run, kit, submission, t
 
 
 
+@pytest.mark.parametrize("kit", ["iris_classifier", "diabetes_regressor", "wine_custom",
+                                 "diabetes_multi"])
+def test_contributivity_is_ramp_blends(run, kit):
+    """ramp-blend on ramp-test's outputs, the submissions in datarun's order: the same
+    per-fold shares and the same combined test score."""
+    names = [s for k, s in SUBMISSIONS if k == kit]
+    done = subprocess.run([str(RAMP_BLEND), "--submissions", repr(names), "--save-output"],
+                          cwd=run.kits / kit, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    output = run.kits / kit / "submissions" / "training_output"
+    theirs = pd.read_csv(output / "contributivities.csv").set_index("submission")
+    folds = [c for c in theirs.columns if c.startswith("fold_")]
+    board = run.ok("leaderboard", kit, "--private")
+    ours = {row["submission"]: row["contributivity"] for row in board["rows"]}
+    for name in names:
+        assert ours[name] == pytest.approx(theirs.loc[name, folds].sum(), rel=1e-12, abs=1e-12)
+    combined = pd.read_csv(output / "bagged_scores_combined.csv")
+    last = combined[(combined["step"] == "test") & (combined["n_bag"] == N_FOLDS[kit] - 1)]
+    assert_close(board["blend"]["combined_test"], last.iloc[0, 2], f"{kit} combined test")
+
+
 def test_leaderboard_ranks_ramp_submissions_through_the_cli(run):
     board = run.ok("leaderboard", "iris_classifier", "--private")
     rows = board["rows"]
-    assert {r["submission"] for r in rows} == {"starting_kit", "knn"}
+    assert {r["submission"] for r in rows} == {"starting_kit", "knn", "float32"}
     assert board["lower_is_better"]["nll"] is True
     assert rows[0]["score"] >= rows[1]["score"]  # acc: higher is better
     assert all(r["contributivity"] is not None for r in rows)

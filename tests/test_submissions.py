@@ -60,7 +60,7 @@ def test_identical_resubmission_is_recognised_and_not_queued_again(iris, cli, tm
         (lambda d: (d / "estimator.py").write_text("x = 1\n"), "does not define get_estimator()"),
         (lambda d: (d / "estimator.py").write_bytes(b"\x00\x01binary"), "is a binary file"),
         (lambda d: (d / "estimator.py").write_bytes(b"\xff\xfe caf\xe9"), "is not UTF-8 text"),
-        (lambda d: (d / "estimator.py").write_text("# pad\n" * 100_000), "the cap is 524.3 kB a file"),
+        (lambda d: (d / "estimator.py").write_text("# pad\n" * 100_000), "estimator.py is 600.0 kB; the cap is 512 kB a code file"),
     ],
 )
 def test_bad_submission_folders_are_refused_with_what_to_fix(iris, cli, tmp_path, make, message):

@@ -18,8 +18,9 @@ cannot be read, have the wrong shape or fail the check made where predictions en
 left out of the blend; the others are blended as usual. Nothing here raises on what is
 stored: a score that cannot be computed is recorded as undefined.
 
-A RAMP problem is blended on its kit's first score type, as ramp-blend does; the blender
-scores each candidate with the kit's own score function.
+A RAMP problem is blended by `datarun.board.rampblend`, with its kit's own Predictions,
+combine and first score type, as ramp-blend does; a kit whose predictions cannot be
+combined gets, in that scope, no contributivity and a one-line note.
 """
 
 import json
@@ -39,38 +40,6 @@ def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([position[label] for label in y.tolist()], dtype=np.int64)
 
 
-def ramp_blend_score(scorer, classes):
-    """(score(y, p), lower_is_better) with a RAMP kit's first score type, as ramp-blend scores.
-
-    A score the kit's code cannot compute is undefined (NaN): that candidate is not chosen."""
-    score_type, P = scorer.score_types[0], scorer.Predictions
-    truths: dict[int, tuple] = {}  # per fold's y: built once, not per candidate
-
-    def score(y, p):
-        if id(y) not in truths:
-            truths[id(y)] = (y, P(y_true=classes[y] if classes is not None else y))
-        try:
-            return float(score_type.score_function(truths[id(y)][1], P(y_pred=p)))
-        except Exception:
-            return math.nan
-
-    return score, bool(score_type.is_lower_the_better)
-
-
-def ramp_combined_test(scorer, fold_tests: list[list[np.ndarray]]) -> float | None:
-    """ramp-blend's combined test score: each fold's members combined, the folds bagged."""
-    from rampwf.utils.combine import get_score_cv_bags
-
-    P = scorer.Predictions
-    try:
-        combined = [P.combine([P(y_pred=t) for t in tests]) for tests in fold_tests]
-        _, scores = get_score_cv_bags(scorer.score_types[0], combined, P(y_true=scorer.y_test))
-        value = float(scores[-1])
-    except Exception:  # the kit's code cannot score it: undefined
-        return None
-    return None if math.isnan(value) else value
-
-
 def _mean_defined(values: list[float]) -> float | None:
     defined = [v for v in values if not math.isnan(v)]
     return float(np.mean(defined)) if defined else None
@@ -87,11 +56,8 @@ class _Inputs:
         self.problem = problem = get_problem(db, problem_name)
         self.store = BlobStore(workspace.blobs_dir)
         self.classes = np.array(problem["classes"]) if problem["classes"] else None
-        self.y_train, self.y_test = load_labels(workspace, problem)
         self.folds = [row["fold"] for row in list_folds(db, problem_name)]
         self.valid_idx = [load_fold(workspace, db, problem_name, f)[1] for f in self.folds]
-        self.ys = [class_indices(self.classes, self.y_train[v]) if self.classes is not None
-                   else self.y_train[v].astype(np.float64) for v in self.valid_idx]
         self.name = problem["score_names"][0]
         self.ramp = None
         self.score_type = None
@@ -99,8 +65,15 @@ class _Inputs:
             from datarun.board.scorer import RampScorer
 
             self.ramp = RampScorer(workspace, db, problem)
-            self.score, self.lower_is_better = ramp_blend_score(self.ramp, self.classes)
+            self.shapes = self.ramp.prediction_shapes()
+            self.n_test = self.shapes[1][0]
         else:
+            self.y_train, self.y_test = load_labels(workspace, problem)
+            self.n_test = len(self.y_test)
+            extra = (len(self.classes),) if self.classes is not None else ()
+            self.shapes = ((len(self.y_train), *extra), (len(self.y_test), *extra))
+            self.ys = [class_indices(self.classes, self.y_train[v]) if self.classes is not None
+                       else self.y_train[v].astype(np.float64) for v in self.valid_idx]
             self.score_type = score_type = SCORE_TYPES[self.name]
             self.lower_is_better = score_type.lower_is_better
             if self.name in BUILTIN:
@@ -116,16 +89,19 @@ class _Inputs:
             "SELECT t.submission, t.fold, t.pred_train, t.pred_test FROM tasks t "
             "JOIN submissions s ON s.id = t.submission WHERE s.problem = ?", [problem_name])}
         self.valid: dict[int, list[np.ndarray] | None] = {}
+        self.train: dict[int, list[np.ndarray]] = {}  # RAMP: every training row, per fold
 
     def _load(self, digest: str | None, shape: tuple) -> np.ndarray | None:
         """A stored prediction array if it is one this problem can use, else None."""
         from datarun.scoring.predictions import prediction_fault
 
         try:
-            array = np.asarray(self.store.get_array(digest), dtype=np.float64)
+            array = np.asarray(self.store.get_array(digest))
+            if self.ramp is None:  # a RAMP kit scores its predictions in their own dtype
+                array = array.astype(np.float64, copy=False)
         except Exception:  # missing, damaged or not numbers: not usable
             return None
-        if array.shape != shape:
+        if array.shape != shape or array.dtype.kind not in "biuf":
             return None
         probabilities = self.ramp is None and self.classes is not None
         return None if prediction_fault(array, probabilities) else array
@@ -133,28 +109,36 @@ class _Inputs:
     def valid_predictions(self, sid: int) -> list[np.ndarray] | None:
         """A submission's predictions on each fold's validation rows, or None if unusable."""
         if sid not in self.valid:
-            extra = (len(self.classes),) if self.classes is not None else ()
-            shape = (len(self.y_train), *extra)
-            per_fold = []
+            per_fold: list[np.ndarray] | None = []
+            trains = []
             for fold, valid_idx in zip(self.folds, self.valid_idx, strict=True):
-                train = self._load(self.tasks.get((sid, fold), (None, None))[0], shape)
+                train = self._load(self.tasks.get((sid, fold), (None, None))[0], self.shapes[0])
                 if train is None:
                     per_fold = None
                     break
                 per_fold.append(train[valid_idx])
+                trains.append(train)
             self.valid[sid] = per_fold
+            if self.ramp is not None and per_fold is not None:
+                self.train[sid] = trains
         return self.valid[sid]
 
     def test_predictions(self, sid: int, fold: int) -> np.ndarray | None:
-        extra = (len(self.classes),) if self.classes is not None else ()
-        return self._load(self.tasks.get((sid, fold), (None, None))[1], (len(self.y_test), *extra))
+        return self._load(self.tasks.get((sid, fold), (None, None))[1], self.shapes[1])
 
     def combined_test(self, candidates: list[int], members: list[list[int]]) -> float | None:
         """The blended test score: each fold's ensemble on the test rows, the folds bagged."""
         from datarun.scoring.scores import combine_predictions, score_rows
 
-        if not len(self.y_test):
+        if not self.n_test:
             return None
+        if self.ramp is not None:  # ramp-blend combines each fold's members by their indices
+            from datarun.board.rampblend import combined_test_score
+
+            tests = [[self.test_predictions(sid, fold) for sid in candidates] for fold in self.folds]
+            if any(t is None for fold_tests in tests for t in fold_tests):
+                return None
+            return combined_test_score(self.ramp, members, tests)
         fold_tests = []
         for fold, fold_members in zip(self.folds, members, strict=True):
             if not fold_members:
@@ -165,11 +149,26 @@ class _Inputs:
             fold_tests.append(tests)
         if not fold_tests:
             return None
-        if self.ramp:
-            return ramp_combined_test(self.ramp, fold_tests)
         kind = self.problem["kind"]
         bagged = combine_predictions(kind, [combine_predictions(kind, t) for t in fold_tests])
         return score_rows(kind, self.problem["classes"], [self.name], "test", self.y_test, bagged)[0][2]
+
+
+class _RampBlend:
+    """`datarun.board.rampblend`'s per-fold ensembles, read as a `scoring.blending` blend."""
+
+    def __init__(self, folds: list, state: dict, n: int):
+        self.members = [fold.members for fold in folds]
+        self.contributivity = np.zeros(n)
+        for fold in folds:
+            np.add.at(self.contributivity, fold.members, 1.0 / len(fold.members) / len(folds))
+        self.n_blended_folds = len(folds)
+        self.combined_scores = [fold.scores[-1] for fold in folds]
+        self.best_single_scores = [fold.single for fold in folds]
+        self._state = state
+
+    def state(self) -> dict:
+        return self._state
 
 
 def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
@@ -180,6 +179,12 @@ def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
         stored = json.loads(previous_row["submissions"])
         if stored and candidates[: len(stored)] == stored:
             previous = json.loads(previous_row["state"])
+    if inputs.ramp is not None:
+        from datarun.board.rampblend import blend
+
+        preds = [[inputs.train[sid][f] for sid in candidates] for f in range(len(inputs.folds))]
+        folds, state = blend(inputs.ramp, inputs.valid_idx, preds, previous)
+        return _RampBlend(folds, state, len(candidates))
     preds = [np.stack([inputs.valid_predictions(sid)[f] for sid in candidates])
              for f in range(len(inputs.folds))]
     return contributivity(inputs.problem["kind"], inputs.score, inputs.ys, preds,
@@ -204,18 +209,26 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
         candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
         key = tuple(candidates)
         if key not in results:
-            blend, test = None, None
+            blend, test, note = None, None, None
             if candidates:
-                blend = _blend(inputs, candidates, stored.get(scope))
-                test = inputs.combined_test(candidates, blend.members)
-            results[key] = (blend, test)
+                try:
+                    blend = _blend(inputs, candidates, stored.get(scope))
+                    test = inputs.combined_test(candidates, blend.members)
+                except Exception as error:
+                    if inputs.ramp is None:
+                        raise
+                    # The kit's own combine or score raises, as it would in ramp-blend.
+                    from datarun.board.scorer import combine_note
+
+                    blend, test, note = None, None, combine_note(error, "no contributivity")
+            results[key] = (blend, test, note)
         writes.append((scope, ids, candidates, *results[key]))
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
         for scope in obsolete + list(stale):
             db.execute("DELETE FROM contributivity WHERE problem = ? AND scope = ?", [problem_name, scope])
             db.execute("DELETE FROM blends WHERE problem = ? AND scope = ?", [problem_name, scope])
-        for scope, ids, candidates, blend, test in writes:
+        for scope, ids, candidates, blend, test, note in writes:
             blended = blend is not None and blend.n_blended_folds > 0
             if blended:
                 shares = blend.contributivity
@@ -224,11 +237,11 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
                     [(problem_name, scope, sid, float(shares[i])) for i, sid in enumerate(candidates)])
             db.execute(
                 "INSERT INTO blends (problem, scope, considered, submissions, state, score, "
-                "combined_valid, best_single_valid, combined_test, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "combined_valid, best_single_valid, combined_test, updated_at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [problem_name, scope, json.dumps(ids), json.dumps(candidates),
                  json.dumps(blend.state()) if blend is not None else None, inputs.name,
                  _mean_defined(blend.combined_scores) if blended else None,
                  _mean_defined(blend.best_single_scores) if blended else None,
-                 test if blended else None, now])
+                 test if blended else None, now, note])
     return {"problem": problem_name, "scopes": sorted(stale), "removed": sorted(obsolete)}

@@ -9,6 +9,12 @@ text), and `bagged_scores.csv` (`step`, `n_bag`, one column per score type: the 
 the first n_bag + 1 folds bagged). Without test data (a RAMP kit whose `get_test_data`
 gives `(None, None)`) the test files and rows are left out, as ramp-test does.
 
+The bagged scores come from what training stored (the curve of every bagged prefix), so
+exporting imports neither ramp-workflow nor the kit; only a kit that saves its predictions
+its own way (`save_y_pred` in problem.py) is imported, to write them as ramp-test would. A
+kit whose predictions cannot be combined gets no `bagged_scores.csv` (ramp-test stops
+there too), and the summary says why.
+
 `task_rows` flattens every task of a problem (native or RAMP) for `--csv`/`--json`; the
 column names are stable and listed in docs/RAMP.md.
 """
@@ -50,6 +56,24 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stored_table(db, submission: int) -> tuple[dict | None, str | None]:
+    """The bagged curves stored at training ({split: {score: [...]}}) and any note; no table
+    when a curve is missing (stored before curves were kept)."""
+    table: dict[str, dict[str, list]] = {}
+    note = None
+    for split, score, curve, row_note in db.execute(
+            "SELECT split, score, curve, note FROM bagged_scores WHERE submission = ?", [submission]):
+        if row_note:
+            note = row_note
+        elif curve is None:
+            return None, None
+        else:
+            table.setdefault(split, {})[score] = json.loads(curve)
+    if note:
+        return None, note
+    return table or None, None
+
+
 def _bagged_table(workspace, db, problem: dict, folds: list[int], preds_train, preds_test):
     """{split: {score: [bagged score of the first 1..n folds]}} as ramp-test computes it."""
     from datarun.board.scorer import scorer_for
@@ -88,7 +112,9 @@ def export_ramp(workspace, db, submission_id, out_dir: Path) -> dict:
     has_test = problem["n_test"] > 0
     steps = SPLITS if has_test else SPLITS[:2]
     store = BlobStore(workspace.blobs_dir)
+    save = _pred_writer(workspace, problem)
     preds_train, preds_test = [], []
+    table, note = _stored_table(db, submission["id"])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for i, task in enumerate(tasks):
@@ -98,27 +124,61 @@ def export_ramp(workspace, db, submission_id, out_dir: Path) -> dict:
             test = store.get_array(task["pred_test"])
             preds_train.append(train)
             preds_test.append(test)
-            np.savez_compressed(fold_dir / "y_pred_train.npz", y_pred=train)
+            save(train, fold_dir, "train")
             if has_test:
-                np.savez_compressed(fold_dir / "y_pred_test.npz", y_pred=test)
+                save(test, fold_dir, "test")
             task_scores = scores.get(task["id"], {})
             rows = [[step, *[task_scores.get(step, {}).get(n) for n in names],
                      task[f"{step}_time"]] for step in steps]
             _write_text(fold_dir / "scores.csv", _csv_text(["step", *names, "time"], rows))
             for step in steps:
                 _write_text(fold_dir / f"{step}_time", str(task[f"{step}_time"]))
-        table = _bagged_table(workspace, db, problem, [t["fold"] for t in tasks],
-                              preds_train, preds_test)
-        rows = []
-        for step in ("valid", "test"):
-            for n_bag in range(len(tasks)):
-                if step in table:
-                    rows.append([step, n_bag, *[table[step][n][n_bag] for n in names]])
-        _write_text(out_dir / "bagged_scores.csv", _csv_text(["step", "n_bag", *names], rows))
+        if table is None and note is None:
+            table = _bagged_table(workspace, db, problem, [t["fold"] for t in tasks],
+                                  preds_train, preds_test)
+        if table is not None:
+            rows = []
+            for step in ("valid", "test"):
+                for n_bag in range(len(tasks)):
+                    if step in table:
+                        rows.append([step, n_bag, *[table[step][n][n_bag] for n in names]])
+            _write_text(out_dir / "bagged_scores.csv", _csv_text(["step", "n_bag", *names], rows))
     except OSError as error:
         raise UsageError(f"cannot write to {out_dir}: {error.strerror or error}") from None
     return {"submission": submission["id"], "problem": problem["name"], "folder": str(out_dir),
-            "folds": len(tasks), "test": has_test}
+            "folds": len(tasks), "test": has_test, "note": note}
+
+
+def _pred_writer(workspace, problem: dict):
+    """How ramp-test's save_y_pred writes one fold's predictions: the kit's own save_y_pred
+    when problem.py defines one, else `np.savez_compressed(y_pred_<suffix>.npz, y_pred=...)`."""
+    def savez(y_pred, folder: Path, suffix: str) -> None:
+        np.savez_compressed(folder / f"y_pred_{suffix}.npz", y_pred=y_pred)
+
+    ramp = (problem.get("spec") or {}).get("ramp") or {}
+    if not ramp.get("save_y_pred"):
+        return savez
+    from datarun.problems.rampkit import (
+        kit_environment,
+        kit_folder,
+        problem_environment,
+        problem_module,
+    )
+
+    module = problem_module(workspace, problem)
+    kit, env = kit_folder(workspace, problem), problem_environment(problem)
+
+    def kits_own(y_pred, folder: Path, suffix: str) -> None:
+        try:
+            with kit_environment(kit, env):
+                module.save_y_pred(y_pred, problem["kit_path"], str(folder), suffix)
+        except OSError:
+            raise
+        except Exception as error:
+            raise UsageError(f"problem.py save_y_pred failed: {type(error).__name__}: "
+                             f"{error}") from None
+
+    return kits_own
 
 
 def task_rows(db, problem_name: str) -> tuple[list[str], list[dict]]:

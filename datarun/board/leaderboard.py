@@ -20,6 +20,11 @@ last, in submission order. The private view (organisers) shows everything. Every
 board shows (ranks, contributivity, the blended and best single scores) is computed from
 the submissions it shows: the blend of the board's scope (`datarun.board.scopes`).
 
+A RAMP kit whose predictions cannot be combined (its `Predictions.combine` raises, as it
+would in ramp-test) has no bagged scores and no contributivity: its rows show the mean of
+the fold scores instead, and the board carries one line saying so (`note`, printed under
+the table, a `note` column in the CSV).
+
 `csv_columns` / `csv_rows` flatten a board for `--csv`; docs/LEADERBOARD.md lists the
 columns, whose names are stable, and the rule that keeps a team name from running as a
 spreadsheet formula.
@@ -66,7 +71,7 @@ def _blend_of(db, problem_name: str, scope: str, shown: list[int]) -> tuple[dict
     if "blends" not in db.table_names():
         return None, {}, not shown
     found = list(db.query(
-        "SELECT considered, score, combined_valid, best_single_valid, combined_test FROM blends "
+        "SELECT considered, score, combined_valid, best_single_valid, combined_test, note FROM blends "
         "WHERE problem = ? AND scope = ?", [problem_name, scope]))
     if not found:
         return None, {}, not shown
@@ -109,16 +114,21 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         )
     }
     bagged: dict[int, dict] = {}
-    for sid, split, score, value in db.execute(
-        "SELECT b.submission, b.split, b.score, b.value FROM bagged_scores b "
+    notes: dict[int, str] = {}  # why a submission has no bagged scores
+    for sid, split, score, value, note in db.execute(
+        "SELECT b.submission, b.split, b.score, b.value, b.note FROM bagged_scores b "
         "JOIN submissions s ON s.id = b.submission WHERE s.problem = ?", [problem_name]):
         bagged.setdefault(sid, {}).setdefault(split, {})[score] = value
+        if note:
+            notes[sid] = note
     fold_scores: dict[int, dict[str, list]] = {}
-    for sid, score, value in db.execute(
-        "SELECT t.submission, sc.score, sc.value FROM scores sc JOIN tasks t ON t.id = sc.task "
-        "JOIN submissions s ON s.id = t.submission WHERE s.problem = ? AND sc.split = 'valid'",
-        [problem_name]):
-        fold_scores.setdefault(sid, {}).setdefault(score, []).append(value)
+    test_fold_scores: dict[int, dict[str, list]] = {}
+    for sid, split, score, value in db.execute(
+        "SELECT t.submission, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t "
+        "ON t.id = sc.task JOIN submissions s ON s.id = t.submission WHERE s.problem = ? "
+        "AND sc.split IN ('valid', 'test')", [problem_name]):
+        chosen = fold_scores if split == "valid" else test_fold_scores
+        chosen.setdefault(sid, {}).setdefault(score, []).append(value)
     trained = [sid for sid, sub in submissions.items() if sub["done"] == sub["folds"]]
     withheld = {sid for sid in trained if submissions[sid]["event"] in hidden}
     scope = board_scope(event, private, {submissions[sid]["event"] for sid in withheld})
@@ -126,6 +136,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
     if not (event is not None and event in hidden):
         blend, contributivity, current = _blend_of(
             db, problem_name, scope, sorted(sid for sid in trained if sid not in withheld))
+    blend_note = blend.pop("note") if blend is not None else None
     if blend is not None and not private:
         blend.pop("combined_test")
     rows = []
@@ -154,9 +165,16 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         }
         for name in names:
             row["valid_mean"][name], row["valid_std"][name] = _mean_std(fold_scores.get(sid, {}).get(name, []))
+        row["note"] = notes.get(sid)
+        if row["note"]:  # not bagged: the mean of the fold scores stands in
+            row["valid"] = dict(row["valid_mean"])
+            row["score"] = row["valid"][official]
         if private:
             test = bagged.get(sid, {}).get("test", {}) if scored else {}
             row["test"] = {name: test.get(name) for name in names}
+            if row["note"]:
+                row["test"] = {name: _mean_std(test_fold_scores.get(sid, {}).get(name, []))[0]
+                               for name in names}
         row["scores_hidden"] = sub["event"] in hidden
         if row["scores_hidden"]:
             for key in HIDDEN_FIELDS:
@@ -196,6 +214,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         "hidden_events": shown_hidden,
         "notice": "; ".join(notices) or None,
         "blend_current": current,
+        "note": _note([row["note"] for row in rows if row["note"]], blend_note),
         "official_score": official,
         "scores": names,
         "lower_is_better": lower,
@@ -204,6 +223,18 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
         "limits": problem["limits"],
         "spec": json.loads(problem["spec"]) if isinstance(problem.get("spec"), str) else problem.get("spec"),
     }
+
+
+def _note(bagging: list[str], blend: str | None) -> str | None:
+    """One line: why scores are fold means (no bagging) and why there is no contributivity."""
+    parts = []
+    if bagging:
+        parts.append(f"{bagging[0]}; the scores shown are means over folds")
+    if blend and not (bagging and blend.split(": ", 1)[1] == bagging[0].split(": ", 1)[1]):
+        parts.append(blend)
+    elif blend:
+        parts[0] = "no bagged scores and no contributivity: " + parts[0].split(": ", 1)[1]
+    return "; ".join(parts) or None
 
 
 def _notice(hidden_events: dict[str, float]) -> str | None:
@@ -224,7 +255,7 @@ def csv_columns(board: dict) -> list[str]:
     if board["private"]:
         columns += [f"test_{name}" for name in board["scores"]]
     columns += ["contributivity", "train_time", "valid_time", "test_time", "cpu_time",
-                "peak_memory", "submitted_at", "scores_hidden", "state", "folds", "folds_scored"]
+                "peak_memory", "submitted_at", "scores_hidden", "state", "folds", "folds_scored", "note"]
     return columns
 
 
@@ -251,5 +282,6 @@ def csv_rows(board: dict) -> list[dict]:
         flat["scores_hidden"] = int(row["scores_hidden"])
         for key in ("state", "folds", "folds_scored"):
             flat[key] = row[key]
+        flat["note"] = row.get("note") or board.get("note")
         flat_rows.append(csv_row(flat))
     return flat_rows

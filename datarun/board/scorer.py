@@ -16,6 +16,8 @@ import numpy as np
 class ProblemScorer:
     """Scores one problem's predictions; caches its labels and folds."""
 
+    keeps_dtype = False  # predictions are read as float64
+
     def __init__(self, workspace, db, problem: dict):
         from datarun.problems.registry import load_labels
 
@@ -58,6 +60,13 @@ class ProblemScorer:
         return bagged_scores(p["kind"], p["classes"], p["score_names"], self.y_train, self.y_test,
                              [self.fold(f)[1] for f in folds], preds_train, preds_test)
 
+    def bagged_rows(self, folds: list[int], preds_train: list, preds_test: list):
+        """(split, score, value, curve, note) rows to store; `curve` (the scores of the first
+        1, 2, ... folds bagged, for `export --ramp`) and `note` (why there is no value) may
+        be None."""
+        return [(split, name, value, None, None)
+                for split, name, value in self.bagged_scores(folds, preds_train, preds_test)]
+
 
 def _value(score) -> float | None:
     value = float(score)
@@ -76,19 +85,37 @@ def _kit_score(function, *args) -> float | None:
 
 
 class RampScorer(ProblemScorer):
-    """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here)."""
+    """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here).
+
+    The truths are the kit's own label objects (as get_train_data and get_test_data
+    returned them) and the predictions the kit's own y_pred arrays, in their dtype: the
+    kit's Predictions and score types get exactly what ramp-test gives them.
+    """
+
+    keeps_dtype = True
 
     # RAMP kits keep ramp-test's rule: predictions are whatever the kit's Predictions
     # accept (checked to be finite numbers of the right shape), not datarun's.
     probabilities = False
 
     def __init__(self, workspace, db, problem: dict):
-        from datarun.problems.rampkit import problem_module
+        from datarun.problems.rampkit import load_ramp_labels, problem_module
 
-        super().__init__(workspace, db, problem)
+        self.workspace = workspace
+        self.db = db
+        self.problem = problem
+        self._folds = {}
+        self.truth_train, self.truth_test = load_ramp_labels(workspace, problem)
         self.module = problem_module(workspace, problem)
         self.Predictions = self.module.Predictions
         self.score_types = list(self.module.score_types)
+
+    def prediction_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        ramp = self.problem["spec"]["ramp"]
+        if "pred_shape" not in ramp:  # registered before any prediction shape ran
+            return super().prediction_shapes()
+        row = tuple(int(n) for n in ramp["pred_shape"])
+        return (self.problem["n_train"], *row), (self.problem["n_test"], *row)
 
     def score_rows(self, split: str, truth, predictions) -> list[tuple[str, str, float | None]]:
         return [(split, st.name, _kit_score(st.score_function, truth, predictions))
@@ -99,10 +126,10 @@ class RampScorer(ProblemScorer):
         train_idx, valid_idx = self.fold(fold)
         rows = []
         for split, idx in (("train", train_idx), ("valid", valid_idx)):
-            rows += self.score_rows(split, P(y_true=self.y_train, fold_is=idx),
+            rows += self.score_rows(split, P(y_true=self.truth_train, fold_is=idx),
                                     P(y_pred=y_pred_train, fold_is=idx))
-        if len(self.y_test):
-            rows += self.score_rows("test", P(y_true=self.y_test), P(y_pred=y_pred_test))
+        if self.truth_test is not None:
+            rows += self.score_rows("test", P(y_true=self.truth_test), P(y_pred=y_pred_test))
         return rows
 
     def bagged_table(self, folds: list[int], preds_train: list, preds_test: list) -> dict:
@@ -111,9 +138,10 @@ class RampScorer(ProblemScorer):
 
         P = self.Predictions
         table = {}
-        steps = [("valid", preds_train, P(y_true=self.y_train), [self.fold(f)[1] for f in folds])]
-        if len(self.y_test):
-            steps.append(("test", preds_test, P(y_true=self.y_test), None))
+        steps = [("valid", preds_train, P(y_true=self.truth_train),
+                  [self.fold(f)[1] for f in folds])]
+        if self.truth_test is not None:
+            steps.append(("test", preds_test, P(y_true=self.truth_test), None))
         for split, preds, truth, indices in steps:
             predictions = [P(y_pred=p, fold_is=None if indices is None else idx)
                            for p, idx in zip(preds, indices or [None] * len(preds), strict=True)]
@@ -132,6 +160,30 @@ class RampScorer(ProblemScorer):
         table = self.bagged_table(folds, preds_train, preds_test)
         return [(split, name, values[-1]) for split, scores in table.items()
                 for name, values in scores.items()]
+
+    def bagged_rows(self, folds: list[int], preds_train: list, preds_test: list):
+        """As ramp-test bags them; a kit whose Predictions cannot be bagged (its combine
+        raises, as ramp-test's bagging would) gets rows without values and a note why."""
+        if not folds:
+            return []
+        try:
+            table = self.bagged_table(folds, preds_train, preds_test)
+        except Exception as error:
+            note = combine_note(error, "no bagged scores")
+            splits = ("valid", "test") if self.truth_test is not None else ("valid",)
+            return [(split, st.name, None, None, note) for split in splits
+                    for st in self.score_types]
+        return [(split, name, values[-1], values, None) for split, scores in table.items()
+                for name, values in scores.items()]
+
+
+def combine_note(error: BaseException, what: str) -> str:
+    """One line for a kit whose predictions cannot be combined: `what` is not there
+    ("no bagged scores", "no contributivity"), and why; ramp-test would fail there too."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    if len(text) > 160:
+        text = text[:160] + "..."
+    return f"{what}: combining the kit's predictions fails ({text}), as it would in ramp-test"
 
 
 def scorer_for(workspace, db, problem: dict) -> ProblemScorer:

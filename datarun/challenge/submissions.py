@@ -20,9 +20,9 @@ from typing import Any
 from datarun.challenge.events import enforce_rules, resolve_event
 from datarun.errors import NotFound, UsageError
 from datarun.problems.registry import get_problem
-from datarun.problems.workflows import Workflow, workflow_for
+from datarun.problems.workflows import CODE_FILE_CAP, Workflow, workflow_for
 from datarun.safetext import check_name
-from datarun.sizes import format_size
+from datarun.sizes import format_cap, format_size
 from datarun.store import problems as stored_problems
 from datarun.store import submissions as stored
 from datarun.store import tasks
@@ -31,7 +31,7 @@ from datarun.store.db import Database, transaction
 from datarun.store.task_events import events_of
 from datarun.store.workspace import Workspace
 
-MAX_FILE_BYTES = 512 * 1024
+DATA_CAP = "a data file (the problem's: problem add --data-file-cap)"
 # A submission file is opened without following a link and without blocking on a FIFO.
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_NAME = 100
@@ -74,16 +74,28 @@ def _refuse_unless_plain(name: str, info: os.stat_result) -> None:
         raise UsageError(f"{name} is {_kind(info.st_mode)}, not a regular file: submit plain files only")
 
 
-def _check_opened(name: str, info: os.stat_result) -> None:
+def is_code(name: str) -> bool:
+    """A workflow's code file (.py); any other element (external_data.csv) is a data file."""
+    return name.endswith(".py")
+
+
+def _cap(name: str, workflow) -> tuple[int, str]:
+    """(bytes, what it caps): code files 512 kB, data files the problem's data-file cap."""
+    if is_code(name):
+        return CODE_FILE_CAP, "a code file"
+    return workflow.data_file_cap, DATA_CAP
+
+
+def _check_opened(name: str, info: os.stat_result, cap: int, what: str) -> None:
     """What is decided on the opened file itself (fstat), so nothing can be swapped in
     between the check and the read."""
     _refuse_unless_plain(name, info)
     if info.st_nlink != 1:
         raise UsageError(f"{name} has {info.st_nlink} hard links (its content is also elsewhere): "
                          "submit a copy of its own")
-    if info.st_size > MAX_FILE_BYTES:
-        raise UsageError(f"{name} is {format_size(info.st_size)}; the cap is "
-                         f"{format_size(MAX_FILE_BYTES)} a file")
+    if info.st_size > cap:
+        raise UsageError(f"{name} is {format_size(info.st_size)}; the cap is {format_cap(cap)} "
+                         f"{what}")
 
 
 def _read_plain_file(entry: Path, folder: Path, workflow: Workflow, allowed: set[str]) -> bytes:
@@ -112,19 +124,20 @@ def _read_plain_file(entry: Path, folder: Path, workflow: Workflow, allowed: set
             raise UsageError(f"{name} is a link; submit plain files only, nothing outside the "
                              "folder") from None
         raise UsageError(f"cannot read {name}: {error.strerror or error}") from None
+    cap, what = _cap(name, workflow)
     try:
-        _check_opened(name, os.fstat(fd))
+        _check_opened(name, os.fstat(fd), cap, what)
         chunks, size = [], 0
-        while size <= MAX_FILE_BYTES:
-            chunk = os.read(fd, MAX_FILE_BYTES + 1 - size)
+        while size <= cap:
+            chunk = os.read(fd, min(cap + 1 - size, 1 << 24))
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
     finally:
         os.close(fd)
-    if size > MAX_FILE_BYTES:  # it grew while it was read
-        raise UsageError(f"{name} is over the cap of {format_size(MAX_FILE_BYTES)} a file")
+    if size > cap:  # it grew while it was read
+        raise UsageError(f"{name} is over the cap of {format_cap(cap)} {what}")
     return b"".join(chunks)
 
 
@@ -142,6 +155,9 @@ def read_submission_folder(folder: Path, workflow: Workflow) -> dict[str, bytes]
         if name in IGNORED:
             continue
         data = _read_plain_file(entry, folder, workflow, allowed)
+        if not is_code(name):  # a workflow's data file: any bytes
+            files[name] = data
+            continue
         if b"\0" in data:
             raise UsageError(f"{name} is a binary file; submissions are Python source text")
         try:

@@ -47,6 +47,8 @@ def export_command(
     if ramp is not None:
         err(f"Wrote submission {summary['submission']}'s {summary['folds']} folds to "
             f"{summary['folder']} (ramp-test's training_output/ layout)")
+        if summary.get("note"):
+            err(f"note: {summary['note']}: no bagged_scores.csv written")
         return
     if summary["text"] is not None:
         if fmt == "json":

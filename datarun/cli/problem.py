@@ -121,17 +121,55 @@ def problem_view(info: dict):
     return Group(problem_overview_table(info), balance_table(info), folds_table(info))
 
 
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    from datarun.errors import UsageError
+
+    variables = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals:
+            raise UsageError(f"--env takes NAME=VALUE, got {pair!r}")
+        variables[name] = value
+    return variables
+
+
 @problem_app.command("add")
 def add(
-    kit: Annotated[Path, typer.Argument(help="The kit folder (holding problem.toml).")],
+    kit: Annotated[Path, typer.Argument(
+        help="The kit folder (holding problem.toml, or a RAMP kit's problem.py).")],
+    env: Annotated[list[str] | None, typer.Option(
+        "--env", metavar="NAME=VALUE",
+        help="RAMP kits: a variable the kit's code reads (RAMP_TEST_MODE=1), set at "
+        "registration and in every task; repeatable. Nothing else of this environment "
+        "named RAMP_* reaches the kit.")] = None,
+    data_file_cap: Annotated[str | None, typer.Option(
+        "--data-file-cap", metavar="SIZE",
+        help="RAMP kits: the size cap of a submission's data file (a workflow element such "
+        "as external_data.csv), e.g. 100MB (default 50 MB). Code files stay at 512 kB.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Register a kit: read and check its data, split the test set, freeze the folds."""
     with handled():
         from datarun.problems.registry import register_problem
 
+        variables = _parse_env(env or [])
+        cap = None
+        if data_file_cap is not None:
+            from datarun.sizes import parse_size
+
+            cap = parse_size(data_file_cap, "--data-file-cap")
+        from datarun.prefetch import take
+
         workspace, db = open_workspace()
-        info = register_problem(workspace, db, kit)
+        head_start = take(kit, variables)  # the kit read while the CLI loaded (launch.py)
+        try:
+            info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap,
+                                    prepared=head_start.result if head_start else None)
+        finally:
+            if head_start is not None:
+                head_start.discard()
+    for note in info.get("notes", []):
+        err(f"note: {note}")
     if json_out:
         emit_json(info)
         return

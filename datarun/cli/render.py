@@ -48,6 +48,8 @@ def leaderboard_table(board: dict) -> _RichTable:
                    f"best single {_score(blend['best_single_valid'])}")
         if blend.get("combined_test") is not None:
             caption += f"; blended test {_score(blend['combined_test'])}"
+    if board.get("note"):
+        caption = (caption + "\n" if caption else "") + f"note: {board['note']}"
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("team")

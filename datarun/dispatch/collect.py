@@ -213,7 +213,7 @@ class Collector:
         scores: list[tuple[str, str, float | None]] = []
         try:
             result = read_result(folder, task.key, *scorer.prediction_shapes(), nonce=task.nonce,
-                                 probabilities=scorer.probabilities)
+                                 probabilities=scorer.probabilities, keep_dtype=scorer.keeps_dtype)
         except ResultNotOurs:
             raise
         except BadPredictions as error:
@@ -278,7 +278,7 @@ class Collector:
                 return False  # a done task always has them; without, there is nothing to bag
             preds_train.append(self.store.get_array(task.pred_train))
             preds_test.append(self.store.get_array(task.pred_test))
-        scores = self.problems.scorer(folds[0].problem).bagged_scores(
+        scores = self.problems.scorer(folds[0].problem).bagged_rows(
             [task.fold for task in folds], preds_train, preds_test)
         stored_scores.set_bagged(self.db, submission, scores)
         return True

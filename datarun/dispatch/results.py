@@ -78,7 +78,10 @@ def _number(value, field: str):
     return float(value)
 
 
-def _load_predictions(path: Path, expected_shape: tuple[int, ...], classification: bool):
+def _load_predictions(path: Path, expected_shape: tuple[int, ...], classification: bool,
+                      keep_dtype: bool = False):
+    """The array, checked; as float64 unless `keep_dtype` (a RAMP kit scores the kit's own
+    y_pred dtype, bool, integers or floats, as ramp-test does)."""
     import numpy as np
 
     from datarun.scoring.predictions import prediction_fault
@@ -101,11 +104,14 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...], classificatio
         raise ResultRejected(f"{path.name} is truncated or damaged ({error})") from None
     except Exception as error:  # truncated or garbage file
         raise ResultRejected(f"{path.name} is not a readable .npy file ({type(error).__name__})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+    kinds = "biuf" if keep_dtype else "fiu"
+    if (not isinstance(array, np.ndarray) or array.dtype.kind not in kinds
+            or array.dtype.itemsize > 8):
         raise ResultRejected(f"{path.name} holds {getattr(array, 'dtype', type(array))}, not numbers")
     if array.shape != expected_shape:
         raise BadPredictions(f"{path.name} has shape {array.shape}, expected {expected_shape}")
-    array = array.astype("float64", copy=False)
+    if not keep_dtype:
+        array = array.astype("float64", copy=False)
     fault = prediction_fault(array, classification)
     if fault:
         raise BadPredictions(f"{path.name}, {fault}")
@@ -113,11 +119,12 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...], classificatio
 
 
 def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
-                nonce: str | None, probabilities: bool = False) -> TaskResult:
+                nonce: str | None, probabilities: bool = False, keep_dtype: bool = False) -> TaskResult:
     """Validate and load the result folder of task `key`, sent with `nonce`; raise
     ResultNotOurs if it is not that attempt's, BadPredictions if only its predictions are
     off, ResultRejected if anything else is. `probabilities`: the predictions must be class
-    probabilities (a native classification problem); else only finite numbers."""
+    probabilities (a native classification problem); else only finite numbers. `keep_dtype`:
+    predictions in their own numeric dtype (RAMP kits), else float64."""
     path = Path(folder) / "result.json"
     if not path.is_file() or path.is_symlink():
         raise ResultRejected("result.json is missing")
@@ -165,9 +172,9 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
     if state == "done":
         try:
             result.y_pred_train = _load_predictions(Path(folder) / "y_pred_train.npy",
-                                                    shape_train, probabilities)
+                                                    shape_train, probabilities, keep_dtype)
             result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy",
-                                                   shape_test, probabilities)
+                                                   shape_test, probabilities, keep_dtype)
         except BadPredictions as error:
             error.result = result
             raise

@@ -2,47 +2,76 @@
 
 A RAMP kit describes its problem in code, so datarun runs that code rather than
 re-describing it: the kit's own `get_train_data`, `get_test_data`, `get_cv`, `workflow`,
-`score_types` and `Predictions`. Registration calls them once, checks what they return,
-freezes the folds `get_cv` gives as index arrays (like any other problem's), and stores:
+`score_types` and `Predictions`, whatever they are. There is no list of workflows or
+prediction types: any workflow object with `element_names`, `train_submission` and
+`test_submission` runs (ramp-workflow's own, or one the kit defines), with any
+`Predictions` type whose `y_pred` is a numeric array. Registration imports problem.py
+once, calls the kit's functions once, checks what they return, freezes the folds `get_cv`
+gives as index arrays (like any other problem's), and stores:
 
 - the data tree shipped to hosts: `X_train.pkl`, `y_train.pkl`, `X_test.pkl` (exactly the
   objects the kit returned, pickled here by the organiser, so the submission sees what
-  `ramp-test` would give it), the kit's `problem.py` (the host needs its workflow and
-  Predictions), `external/<file>` for workflow elements that are data files
-  (EstimatorExternalData's `external_data.csv`), and `meta.json` with `"format": "ramp"`;
-- the labels tree kept here: `y_train.npy` and `y_test.npy`, plain arrays (test labels
-  never leave the organiser's machine).
+  `ramp-test` would give it), `kit/` (problem.py and every other Python file of the kit
+  outside data/ and submissions/, and its `external_imports/` folder: what the workflow
+  and Predictions may need), `external/<file>` for workflow elements that are data files
+  (a default copy from the kit), and `meta.json` with `"format": "ramp"`;
+- the labels tree kept here: `y_train.pkl` and `y_test.pkl` (the kit's own objects, which
+  the kit's score types read, as ramp-test's do) and `y_train.npy`, `y_test.npy` (plain
+  arrays for `problem show`). Test labels never leave the organiser's machine.
+
+Only what cannot run is refused, each with its reason: predictions that are object arrays
+(they cannot travel as .npy without pickle), features that name files on this machine
+(hosts do not have them), a workflow without the calls ramp-test makes.
+
+Environment variables a kit reads (RAMP_TEST_MODE and the like) are the problem's, given
+with `problem add --env`: the kit's code runs with them at registration and in every
+task, and never with a `RAMP_*` variable of the organiser's or a host's own environment.
 
 ramp-workflow is an optional extra, imported only for RAMP kits. Every mistake in the
 kit is found before anything is written, and reported in one line.
 """
 
+import contextlib
 import importlib.util
 import json
+import os
 import pickle
 import re
+import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from datarun.errors import UsageError
+from datarun.sizes import format_cap, format_size
 
 RAMP_FILE = "problem.py"
+KIT_FOLDER = "kit"  # in the shipped data tree: problem.py and the kit's modules
+EXTERNAL_IMPORTS = "external_imports"  # ramp-test puts this kit folder on sys.path
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+KIT_ENV_PREFIX = "RAMP_"  # never taken from the organiser's or a host's environment
 REQUIRED_NAMES = ("get_train_data", "get_test_data", "get_cv", "workflow", "score_types",
                   "Predictions")
+WORKFLOW_CALLS = ("train_submission", "test_submission")
 PICKLE_PROTOCOL = 4  # readable by any Python a host may run (3.8 and later)
 DEFAULT_LIMITS = {"wall_time": 600.0, "cpu_time": None, "memory": 4 * 1000**3}
+DEFAULT_DATA_FILE_CAP = 50 * 1000**2
+SKIPPED_DIRS = {"data", "submissions", "__pycache__", "training_output", ".git",
+                ".ipynb_checkpoints"}
+MAX_KIT_FILES_BYTES = 20 * 1000**2
+LABEL_CHECK_ROWS = 1000
 RENAME = "a RAMP kit is registered under its folder's name: rename the folder"
 RAMPWF_MISSING = ("this is a RAMP kit (problem.py), which needs ramp-workflow: "
                   "pip install 'datarun[ramp]'")
 
-# The ramp-workflow workflows datarun runs, and what the file of each element (by position)
-# must define: checked when a submission arrives.
-WORKFLOW_FUNCTIONS: dict[str, tuple[tuple[str, ...], ...]] = {
+# What the files of ramp-workflow's own workflows must define, checked when a submission
+# arrives (an early, clear refusal instead of a failed training run). Other workflows,
+# the kit's own included, get no such check: their tasks say what is missing.
+EARLY_CHECKS: dict[str, tuple[tuple[str, ...], ...]] = {
     "Estimator": (("get_estimator",),),
     "EstimatorExternalData": (("get_estimator",), ()),
     "SKLearnPipeline": (("get_estimator",),),
@@ -51,7 +80,6 @@ WORKFLOW_FUNCTIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     "FeatureExtractorClassifier": (("FeatureExtractor",), ("Classifier",)),
     "FeatureExtractorRegressor": (("FeatureExtractor",), ("Regressor",)),
 }
-PREDICTION_KINDS = {"multiclass": "classification", "regression": "regression"}
 
 
 def is_ramp_kit(kit_dir: Path) -> bool:
@@ -81,14 +109,56 @@ def _where(error: BaseException, path: Path) -> str:
     return f" ({Path(frame.filename).name} line {frame.lineno}{inside})"
 
 
-def kit_error(what: str, error: BaseException, path: Path) -> UsageError:
-    """One line from a kit's traceback: what failed, the exception, and where in problem.py."""
+def _one_line(error: BaseException) -> str:
     text = " ".join(f"{type(error).__name__}: {error}".split())
     if isinstance(error, SyntaxError):
         text = f"SyntaxError: {error.msg}"
-    if len(text) > 300:
-        text = text[:300] + "..."
-    return UsageError(f"{what}: {text}{_where(error, path)}")
+    return text[:300] + "..." if len(text) > 300 else text
+
+
+def kit_error(what: str, error: BaseException, path: Path) -> UsageError:
+    """One line from a kit's traceback: what failed, the exception, and where in problem.py."""
+    return UsageError(f"{what}: {_one_line(error)}{_where(error, path)}")
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    """The problem's environment, checked: names like shell variables, values one line."""
+    for name, value in env.items():
+        if not ENV_NAME_RE.match(name):
+            raise UsageError(f"--env {name}=...: a variable name holds letters, digits and '_' "
+                             "and does not start with a digit")
+        if "\0" in value or "\n" in value:
+            raise UsageError(f"--env {name}: the value must be one line of text")
+    return dict(env)
+
+
+@contextlib.contextmanager
+def kit_environment(kit_dir: Path, env: dict[str, str]):
+    """Run the kit's code as ramp-test would, with the problem's environment only (what it
+    prints goes to stderr).
+
+    `RAMP_*` variables of this process are hidden unless the problem sets them; the kit's
+    folder and its `external_imports/` are on sys.path; modules imported from the kit are
+    dropped from sys.modules afterwards (another kit may have modules of the same name).
+    """
+    saved_env = dict(os.environ)
+    saved_path = list(sys.path)
+    before = set(sys.modules)
+    try:
+        for name in [n for n in os.environ if n.startswith(KIT_ENV_PREFIX) and n not in env]:
+            del os.environ[name]
+        os.environ.update(env)
+        sys.path[:0] = [str(kit_dir / EXTERNAL_IMPORTS), str(kit_dir)]
+        with contextlib.redirect_stdout(sys.stderr):  # stdout is for datarun's data (--json)
+            yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.path[:] = saved_path
+        root = str(kit_dir) + os.sep
+        for name in set(sys.modules) - before:
+            if (getattr(sys.modules.get(name), "__file__", None) or "").startswith(root):
+                del sys.modules[name]
 
 
 def import_problem(path: Path, module_name: str = "datarun_ramp_problem"):
@@ -103,18 +173,25 @@ def import_problem(path: Path, module_name: str = "datarun_ramp_problem"):
     return module
 
 
+def ignored_environment(env: dict[str, str]) -> list[str]:
+    """The organiser's own RAMP_* variables that the kit will not see: `problem add` says so."""
+    return sorted(n for n in os.environ if n.startswith(KIT_ENV_PREFIX) and n not in env)
+
+
 @dataclass
 class RampKit:
     kit_dir: Path
     module: object
     name: str
     title: str
-    workflow: str  # the ramp-workflow class name
+    workflow: str  # the workflow's class name
     elements: list[str]  # the workflow's element names, as the kit gives them
-    prediction: str  # multiclass | regression
-    kind: str  # classification | regression
+    prediction: str  # what Predictions is: multiclass, regression, combined... or the kit's class
+    kind: str  # classification | regression | other
     label_names: list | None
     scores: list[dict]  # [{"name", "lower_is_better", "precision"}], the first is official
+    pred_shape: list[int]  # y_pred's shape after the rows: [] (a value), [3] (three columns)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def files(self) -> list[str]:
@@ -123,27 +200,51 @@ class RampKit:
 
 
 def element_file(element: str) -> str:
+    """An element without an extension is Python code; one with an extension is a data file."""
     return element if Path(element).suffix else f"{element}.py"
+
+
+def is_data_file(name: str) -> bool:
+    return not name.endswith(".py")
 
 
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def prediction_kind(Predictions) -> str:
-    """multiclass or regression, from the module ramp-workflow built the type in."""
+def _rampwf_kind(Predictions) -> str | None:
+    """multiclass, regression, combined, detection, clustering for ramp-workflow's own types."""
     module = getattr(getattr(Predictions, "__init__", None), "__module__", "") or ""
-    kind = module.rsplit(".", 1)[-1]
-    if not module.startswith("rampwf.prediction_types.") or kind not in PREDICTION_KINDS:
-        label = kind if module.startswith("rampwf.") else getattr(Predictions, "__name__", "?")
+    if module.startswith("rampwf.prediction_types."):
+        return module.rsplit(".", 1)[-1]
+    return None
+
+
+def _prediction_type(Predictions) -> tuple[str, str, list[int]]:
+    """(what it is, the problem's kind, y_pred's shape after the rows), or UsageError."""
+    rampwf_kind = _rampwf_kind(Predictions)
+    label = rampwf_kind or f"{getattr(Predictions, '__name__', '?')} (the kit's own)"
+    try:
+        container = Predictions(n_samples=2)
+        y_pred = np.asarray(container.y_pred)
+    except Exception as error:
+        raise UsageError(f"{RAMP_FILE}: Predictions(n_samples=...) failed ({_one_line(error)}); "
+                         "ramp-test's bagging makes its empty predictions that way") from None
+    if y_pred.dtype == object:
         raise UsageError(
-            f"{RAMP_FILE}: prediction type {label!r} is not supported (datarun scores "
-            "multiclass, binary and regression predictions: make_multiclass, make_regression)")
-    if kind == "regression" and getattr(Predictions, "n_columns", 0):
-        raise UsageError(
-            f"{RAMP_FILE}: multi-target regression predictions ({Predictions.n_columns} "
-            "columns) are not supported: datarun scores one regression target")
-    return kind
+            f"{RAMP_FILE}: prediction type {label!r} holds Python objects (dtype object) in its "
+            "y_pred, which cannot travel from hosts as .npy without pickle: datarun cannot "
+            "run this kit")
+    if y_pred.ndim < 1 or len(y_pred) != 2:
+        raise UsageError(f"{RAMP_FILE}: Predictions(n_samples=2).y_pred has shape "
+                         f"{y_pred.shape}; ramp-workflow's predictions have one row per sample")
+    if rampwf_kind == "multiclass":
+        kind = "classification"
+    elif rampwf_kind == "regression":
+        kind = "regression"
+    else:
+        kind = "other"
+    return label, kind, [int(n) for n in y_pred.shape[1:]]
 
 
 def kit_name(kit_dir: Path) -> str:
@@ -155,30 +256,49 @@ def kit_name(kit_dir: Path) -> str:
     return name
 
 
-def load_ramp_kit(kit_dir: Path) -> RampKit:
+def _check_workflow(workflow) -> tuple[str, list[str]]:
+    name = type(workflow).__name__
+    missing = [call for call in WORKFLOW_CALLS if not callable(getattr(workflow, call, None))]
+    if missing:
+        raise UsageError(f"{RAMP_FILE}: workflow {name} has no {' or '.join(missing)}: ramp-test "
+                         "calls workflow.train_submission and workflow.test_submission")
+    elements = getattr(workflow, "element_names", None)
+    if not isinstance(elements, list | tuple) or not elements or not all(
+            isinstance(e, str) for e in elements):
+        raise UsageError(f"{RAMP_FILE}: workflow {name} has no element_names (a list of the "
+                         "submission's file names): datarun needs it to know what a "
+                         "submission holds")
+    for element in elements:
+        if (not element or element != Path(element).name or element.startswith(".")
+                or element in (".", "..")):
+            raise UsageError(f"{RAMP_FILE}: workflow {name} has element {element!r}, which is "
+                             "not a plain file name")
+    files = [element_file(e) for e in elements]
+    if len(set(files)) != len(files):
+        raise UsageError(f"{RAMP_FILE}: workflow {name} names a file twice: {files}")
+    return name, list(elements)
+
+
+def load_ramp_kit(kit_dir: Path, env: dict[str, str] | None = None) -> RampKit:
     """Import and check a kit's problem.py (its data is not read here)."""
     kit_dir = Path(kit_dir).expanduser().resolve()
+    env = check_env(env or {})
     path = kit_dir / RAMP_FILE
-    module = import_problem(path)
+    with kit_environment(kit_dir, env):
+        module = import_problem(path)
     missing = [name for name in REQUIRED_NAMES if not hasattr(module, name)]
     if missing:
         raise UsageError(f"{RAMP_FILE} does not define {', '.join(missing)}: a RAMP kit needs "
                          f"{', '.join(REQUIRED_NAMES)}")
-    workflow = module.workflow
-    workflow_name = type(workflow).__name__
-    if (not type(workflow).__module__.startswith("rampwf.workflows")
-            or workflow_name not in WORKFLOW_FUNCTIONS):
-        raise UsageError(
-            f"{RAMP_FILE}: workflow {workflow_name} is not supported (datarun runs "
-            f"{', '.join(WORKFLOW_FUNCTIONS)} from ramp-workflow)")
-    elements = [str(e) for e in workflow.element_names]
-    prediction = prediction_kind(module.Predictions)
+    workflow_name, elements = _check_workflow(module.workflow)
+    prediction, kind, pred_shape = _prediction_type(module.Predictions)
+    raw_labels = getattr(module.Predictions, "label_names", None)
     label_names = None
-    if prediction == "multiclass":
-        label_names = [_plain(label) for label in module.Predictions.label_names]
-        if len(label_names) < 2:
-            raise UsageError(f"{RAMP_FILE}: Predictions has {len(label_names)} label names; "
-                             "classification needs two or more")
+    if isinstance(raw_labels, list | tuple | np.ndarray):
+        label_names = [_plain(label) for label in raw_labels]
+    if kind == "classification" and (label_names is None or len(label_names) < 2):
+        raise UsageError(f"{RAMP_FILE}: Predictions has {len(label_names or [])} label names; "
+                         "classification needs two or more")
     score_types = module.score_types
     if not isinstance(score_types, list | tuple) or not score_types:
         raise UsageError(f"{RAMP_FILE}: score_types must be a non-empty list of score types")
@@ -196,8 +316,22 @@ def load_ramp_kit(kit_dir: Path) -> RampKit:
                          "name=")
     title = str(getattr(module, "problem_title", "") or kit_dir.name)
     return RampKit(kit_dir=kit_dir, module=module, name=kit_name(kit_dir), title=title,
-                   workflow=workflow_name, elements=elements, prediction=prediction,
-                   kind=PREDICTION_KINDS[prediction], label_names=label_names, scores=scores)
+                   workflow=workflow_name, elements=elements, prediction=prediction, kind=kind,
+                   label_names=label_names,
+                   scores=scores, pred_shape=pred_shape, env=env)
+
+
+def check_starting_kit(kit: RampKit) -> None:
+    """The starting kit (when the kit has one) holds the workflow's code files: otherwise the
+    workflow's element names and the kit disagree, and no submission could follow both."""
+    folder = kit.kit_dir / "submissions" / "starting_kit"
+    if not folder.is_dir():
+        return
+    for name in kit.files:
+        if not is_data_file(name) and not (folder / name).is_file():
+            raise UsageError(
+                f"submissions/starting_kit has no {name}, which workflow {kit.workflow}'s "
+                f"element {Path(name).stem!r} names: the workflow and the kit's files disagree")
 
 
 @dataclass
@@ -205,10 +339,12 @@ class RampData:
     X_train: object
     y_train: object  # as the kit returned it: what the host's workflow is given
     X_test: object  # None when the kit has no test data
-    labels_train: np.ndarray  # plain arrays for scoring here
+    y_test: object  # None when the kit has no test data
+    labels_train: np.ndarray  # plain arrays, for `problem show`
     labels_test: np.ndarray
     folds: list[tuple[np.ndarray, np.ndarray]]
     external: dict[str, Path]  # data-file elements: name -> the kit's default file
+    kit_files: list[str]  # what of the kit folder ships with the data (relative paths)
 
 
 def _call(kit: RampKit, what: str, function, *args, **kwargs):
@@ -225,17 +361,27 @@ def _length(kit: RampKit, value, what: str) -> int:
         raise UsageError(f"{RAMP_FILE}: {what} has no length ({type(value).__name__})") from None
 
 
-def _labels(kit: RampKit, y, what: str) -> np.ndarray:
+def _head(y, n: int):
+    try:
+        return y[:n]
+    except Exception:
+        return y
+
+
+def _check_truth(kit: RampKit, y, what: str) -> None:
+    """The kit's Predictions reads these labels, as ramp-test's scoring will (first rows)."""
+    try:
+        kit.module.Predictions(y_true=_head(y, LABEL_CHECK_ROWS))
+    except Exception as error:
+        raise UsageError(f"{RAMP_FILE}: Predictions(y_true={what}) fails, as ramp-test's scoring "
+                         f"would: {_one_line(error)}") from None
+
+
+def _class_labels(kit: RampKit, y, what: str) -> np.ndarray:
     array = np.asarray(y)
     if array.ndim != 1:
-        raise UsageError(f"{RAMP_FILE}: {what} has shape {array.shape}; datarun needs one "
-                         "label or value per row")
-    if kit.kind == "regression":
-        try:
-            return array.astype(np.float64)
-        except (TypeError, ValueError):
-            raise UsageError(f"{RAMP_FILE}: {what} is not numeric, but the predictions are "
-                             "regression") from None
+        raise UsageError(f"{RAMP_FILE}: {what} has shape {array.shape}; a classification kit "
+                         "needs one label per row")
     if array.dtype == object:
         kinds = {type(_plain(v)) for v in array}
         array = array.astype(np.int64 if kinds <= {int, bool} else str)
@@ -245,6 +391,25 @@ def _labels(kit: RampKit, y, what: str) -> np.ndarray:
     if unknown:
         raise UsageError(f"{RAMP_FILE}: {what} holds label {unknown[0]!r}, which is not in "
                          f"Predictions' label_names {kit.label_names}")
+    return array
+
+
+def _plain_labels(kit: RampKit, y, what: str) -> np.ndarray:
+    """A plain array of the labels (no objects: it is saved without pickle), for `problem show`."""
+    if kit.kind == "classification":
+        return _class_labels(kit, y, what)
+    array = np.asarray(y)
+    if kit.kind == "regression":
+        try:
+            return array.astype(np.float64)
+        except (TypeError, ValueError):
+            raise UsageError(f"{RAMP_FILE}: {what} is not numeric, but the predictions are "
+                             "regression") from None
+    if array.dtype == object:
+        try:
+            return array.astype(np.float64)
+        except (TypeError, ValueError):
+            return array.astype(str)
     return array
 
 
@@ -267,44 +432,90 @@ def _fold_indices(kit: RampKit, part, n: int, fold: int, what: str) -> np.ndarra
 def _external_files(kit: RampKit) -> dict[str, Path]:
     """The kit's default copy of each data-file element (data/<name>, else the starting kit's)."""
     found = {}
-    for element in kit.elements:
-        if not Path(element).suffix:
+    for name in kit.files:
+        if not is_data_file(name):
             continue
-        for candidate in (kit.kit_dir / "data" / element,
-                          kit.kit_dir / "submissions" / "starting_kit" / element):
+        for candidate in (kit.kit_dir / "data" / name,
+                          kit.kit_dir / "submissions" / "starting_kit" / name):
             if candidate.is_file():
-                found[element] = candidate
+                found[name] = candidate
                 break
     return found
+
+
+def _kit_files(kit_dir: Path) -> list[str]:
+    """What of the kit ships to hosts: its Python files outside data/ and submissions/, and
+    everything in external_imports/ (the helpers ramp-test puts on sys.path)."""
+    found, total = [], 0
+    for root, dirs, files in os.walk(kit_dir):
+        here = Path(root)
+        inside_imports = here == kit_dir / EXTERNAL_IMPORTS or (
+            kit_dir / EXTERNAL_IMPORTS) in here.parents
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__" and (
+            here != kit_dir or d not in SKIPPED_DIRS))
+        for name in sorted(files):
+            path = here / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            if inside_imports or name.endswith(".py"):
+                found.append(str(path.relative_to(kit_dir)))
+                total += path.stat().st_size
+    if total > MAX_KIT_FILES_BYTES:
+        raise UsageError(f"the kit's Python files and {EXTERNAL_IMPORTS}/ hold "
+                         f"{format_size(total)}, more than the {format_cap(MAX_KIT_FILES_BYTES)} "
+                         "shipped to hosts with the data: keep data in data/")
+    return found
+
+
+def _local_path(X, kit_dir: Path) -> str | None:
+    """A file or folder of this machine that X names (image kits give (folder, ids))."""
+    parts = X if isinstance(X, tuple) and len(X) <= 16 else (X,)
+    for part in parts:
+        if isinstance(part, str | os.PathLike) and len(str(part)) < 4096:
+            path = Path(part)
+            if (path if path.is_absolute() else kit_dir / path).exists():
+                return str(part)
+    return None
 
 
 def prepare_ramp_data(kit: RampKit) -> RampData:
     """Call the kit's data and cv functions and check what they give. Writes nothing."""
     module, path = kit.module, str(kit.kit_dir)
-    train = _call(kit, "get_train_data", module.get_train_data, path=path)
-    test = _call(kit, "get_test_data", module.get_test_data, path=path)
-    for what, pair in (("get_train_data", train), ("get_test_data", test)):
-        if not isinstance(pair, tuple | list) or len(pair) != 2:
-            raise UsageError(f"{RAMP_FILE}: {what} must return (X, y), got {type(pair).__name__}")
-    X_train, y_train = train
-    X_test, y_test = test
-    if X_train is None or y_train is None:
-        raise UsageError(f"{RAMP_FILE}: get_train_data returned no data (None)")
-    n_train = _length(kit, X_train, "X_train")
-    if n_train != _length(kit, y_train, "y_train"):
-        raise UsageError(f"{RAMP_FILE}: get_train_data gives {n_train} rows of X but "
-                         f"{len(y_train)} labels")
-    labels_train = _labels(kit, y_train, "y_train")
-    if X_test is None or y_test is None:  # ramp-test then scores train and valid only
-        X_test = None
-        labels_test = labels_train[:0]
-    else:
-        n_test = _length(kit, X_test, "X_test")
-        if n_test != _length(kit, y_test, "y_test"):
-            raise UsageError(f"{RAMP_FILE}: get_test_data gives {n_test} rows of X but "
-                             f"{len(y_test)} labels")
-        labels_test = _labels(kit, y_test, "y_test")
-    cv = _call(kit, "get_cv", lambda: list(module.get_cv(X_train, y_train)))
+    with kit_environment(kit.kit_dir, kit.env):
+        train = _call(kit, "get_train_data", module.get_train_data, path=path)
+        test = _call(kit, "get_test_data", module.get_test_data, path=path)
+        for what, pair in (("get_train_data", train), ("get_test_data", test)):
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise UsageError(f"{RAMP_FILE}: {what} must return (X, y), got "
+                                 f"{type(pair).__name__}")
+        X_train, y_train = train
+        X_test, y_test = test
+        for what, X in (("get_train_data", X_train), ("get_test_data", X_test)):
+            local = _local_path(X, kit.kit_dir)
+            if local is not None:
+                raise UsageError(
+                    f"{RAMP_FILE}: {what} gives the path {local!r} of this machine, where the "
+                    "workflow would read files at run time; hosts get the objects "
+                    "get_train_data returns, not the files they name: datarun cannot run this kit")
+        if X_train is None or y_train is None:
+            raise UsageError(f"{RAMP_FILE}: get_train_data returned no data (None)")
+        n_train = _length(kit, X_train, "X_train")
+        if n_train != _length(kit, y_train, "y_train"):
+            raise UsageError(f"{RAMP_FILE}: get_train_data gives {n_train} rows of X but "
+                             f"{len(y_train)} labels")
+        labels_train = _plain_labels(kit, y_train, "y_train")
+        _check_truth(kit, y_train, "y_train")
+        if X_test is None or y_test is None:  # ramp-test then scores train and valid only
+            X_test = y_test = None
+            labels_test = labels_train[:0]
+        else:
+            n_test = _length(kit, X_test, "X_test")
+            if n_test != _length(kit, y_test, "y_test"):
+                raise UsageError(f"{RAMP_FILE}: get_test_data gives {n_test} rows of X but "
+                                 f"{len(y_test)} labels")
+            labels_test = _plain_labels(kit, y_test, "y_test")
+            _check_truth(kit, y_test, "y_test")
+        cv = _call(kit, "get_cv", lambda: list(module.get_cv(X_train, y_train)))
     if not cv:
         raise UsageError(f"{RAMP_FILE}: get_cv gave no folds")
     folds = []
@@ -316,8 +527,8 @@ def prepare_ramp_data(kit: RampKit) -> RampData:
         if not len(train_idx) or not len(valid_idx):
             raise UsageError(f"{RAMP_FILE}: get_cv fold {index} has no train or no valid rows")
         folds.append((train_idx, valid_idx))
-    return RampData(X_train, y_train, X_test, labels_train, labels_test, folds,
-                    _external_files(kit))
+    return RampData(X_train, y_train, X_test, y_test, labels_train, labels_test, folds,
+                    _external_files(kit), _kit_files(kit.kit_dir))
 
 
 def _pickle(value, path: Path, what: str) -> None:
@@ -339,65 +550,155 @@ def _n_features(X) -> int:
 
 
 def write_ramp_data_tree(kit: RampKit, data: RampData, folder: Path) -> None:
-    """The folder shipped to hosts (data/<data-hash>/): features, training labels, problem.py."""
+    """The folder shipped to hosts (data/<data-hash>/): features, training labels, the kit's code."""
     _pickle(data.X_train, folder / "X_train.pkl", "X_train")
     _pickle(data.y_train, folder / "y_train.pkl", "y_train")
     _pickle(data.X_test, folder / "X_test.pkl", "X_test")
-    (folder / RAMP_FILE).write_bytes((kit.kit_dir / RAMP_FILE).read_bytes())
+    for relative in data.kit_files:
+        target = folder / KIT_FOLDER / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((kit.kit_dir / relative).read_bytes())
     if data.external:
         (folder / "external").mkdir()
         for name, source in data.external.items():
             (folder / "external" / name).write_bytes(source.read_bytes())
     meta = {
-        "format": "ramp", "kind": kit.kind, "classes": kit.label_names, "target": None,
+        "format": "ramp", "kind": kit.kind,
+        "classes": kit.label_names if kit.kind == "classification" else None, "target": None,
         "n_train": len(data.labels_train), "n_test": len(data.labels_test),
         "columns": _columns(data.X_train), "workflow": kit.workflow, "elements": kit.elements,
-        "prediction": kit.prediction, "external": sorted(data.external),
+        "prediction": kit.prediction, "pred_shape": kit.pred_shape,
+        "external": sorted(data.external), "kit": KIT_FOLDER, "env": kit.env,
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def ramp_spec(kit: RampKit, data: RampData) -> dict:
-    """What `problems.spec` holds for a RAMP problem (the keys native problems have, and "ramp")."""
-    return {
-        "name": kit.name, "title": kit.title, "kind": kit.kind,
-        "data": {"train": None, "test": None, "target": None, "test_size": None, "drop": []},
-        "cv": {"strategy": "get_cv", "n_splits": len(data.folds), "seed": None, "test_size": None},
-        "workflow": {"kind": "ramp"},
-        "scores": {"names": [s["name"] for s in kit.scores]},
-        "limits": DEFAULT_LIMITS,
-        "ramp": {"workflow": kit.workflow, "elements": kit.elements,
-                 "files": kit.files, "prediction": kit.prediction,
-                 "label_names": kit.label_names, "scores": kit.scores,
-                 "external": sorted(data.external)},
-    }
+    """What `problems.spec["ramp"]` holds (registration adds the data-file cap)."""
+    return {"workflow": kit.workflow, "elements": kit.elements, "files": kit.files,
+            "prediction": kit.prediction, "label_names": kit.label_names,
+            "scores": kit.scores, "external": sorted(data.external),
+            "pred_shape": kit.pred_shape, "env": kit.env,
+            "save_y_pred": callable(getattr(kit.module, "save_y_pred", None)),
+            "early_checks": type(kit.module.workflow).__module__.startswith(
+                "rampwf.workflows") and kit.workflow in EARLY_CHECKS}
 
 
-def register_ramp_problem(workspace, db, kit_dir: Path) -> dict:
-    """Register a RAMP kit; return the problem's summary (as `describe_problem`)."""
-    from datarun.problems.registry import _refuse_registered, describe_problem, store_problem
-
-    kit = load_ramp_kit(kit_dir)
-    _refuse_registered(db, kit.name, RENAME)
+def prepare_kit(kit_dir: Path, env: dict[str, str], out: Path) -> dict:
+    """Read and check a kit and write what registration stores under `out`: `data/` (the
+    tree shipped to hosts), `labels/` (kept here), `folds/<i>-train.npy` and
+    `<i>-valid.npy`; return the summary registration needs (JSON-able, also written to
+    `out/summary.json`). Touches no workspace, so it may run in another process."""
+    env = check_env(env)
+    ignored = ignored_environment(env)
+    kit = load_ramp_kit(kit_dir, env)
+    check_starting_kit(kit)
     data = prepare_ramp_data(kit)
-    spec = ramp_spec(kit, data)
-    store_problem(
-        workspace, db, kit.name, lambda folder: write_ramp_data_tree(kit, data, folder),
-        data.labels_train, data.labels_test, data.folds,
-        lambda data_hash, labels_hash: (
-            kit.name, kit.title, kit.kind, "ramp", json.dumps(spec), data_hash, labels_hash,
-            len(data.labels_train), len(data.labels_test), _n_features(data.X_train),
-            None if kit.label_names is None else json.dumps(kit.label_names),
-            json.dumps([s["name"] for s in kit.scores]), json.dumps(DEFAULT_LIMITS),
-            str(kit.kit_dir), time.time(),
-        ),
-        RENAME)
-    return describe_problem(workspace, db, kit.name)
+    for name in ("data", "labels", "folds"):
+        (out / name).mkdir()
+    write_ramp_data_tree(kit, data, out / "data")
+    np.save(out / "labels" / "y_train.npy", data.labels_train, allow_pickle=False)
+    np.save(out / "labels" / "y_test.npy", data.labels_test, allow_pickle=False)
+    _pickle(data.y_train, out / "labels" / "y_train.pkl", "y_train")
+    _pickle(data.y_test, out / "labels" / "y_test.pkl", "y_test")
+    for i, (train, valid) in enumerate(data.folds):
+        np.save(out / "folds" / f"{i}-train.npy", train, allow_pickle=False)
+        np.save(out / "folds" / f"{i}-valid.npy", valid, allow_pickle=False)
+    summary = {
+        "kit_dir": str(kit.kit_dir), "name": kit.name, "title": kit.title, "kind": kit.kind,
+        "label_names": kit.label_names, "scores": kit.scores, "n_folds": len(data.folds),
+        "n_train": len(data.labels_train), "n_test": len(data.labels_test),
+        "n_features": _n_features(data.X_train),
+        "ramp": ramp_spec(kit, data),
+        "notes": [f"{name} is set in this environment but the kit does not see it: pass "
+                  f"--env {name}={os.environ[name]} to give it to the kit and its tasks"
+                  for name in ignored],
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+def register_ramp_problem(workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
+                          data_file_cap: int | None = None, prepared=None) -> dict:
+    """Register a RAMP kit; return the problem's summary (as `describe_problem`).
+
+    `prepared()`: the folder `prepare_kit` filled for this kit and env in another process
+    (it raises the kit's refusal), or None: the kit is then read here."""
+    import tempfile
+
+    from datarun.problems.registry import _refuse_registered, describe_problem, store_prepared
+
+    kit_dir = Path(kit_dir).expanduser().resolve()
+    name = kit_name(kit_dir)
+    _refuse_registered(db, name, RENAME)
+    prepared = prepared() if prepared is not None else None
+    with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
+        folder = Path(tmp) if prepared is None else Path(prepared)
+        summary = (prepare_kit(kit_dir, env or {}, folder) if prepared is None
+                   else json.loads((folder / "summary.json").read_text()))
+        cap = DEFAULT_DATA_FILE_CAP if data_file_cap is None else int(data_file_cap)
+        spec = {
+            "name": name, "title": summary["title"], "kind": summary["kind"],
+            "data": {"train": None, "test": None, "target": None, "test_size": None,
+                     "drop": []},
+            "cv": {"strategy": "get_cv", "n_splits": summary["n_folds"], "seed": None,
+                   "test_size": None},
+            "workflow": {"kind": "ramp"},
+            "scores": {"names": [s["name"] for s in summary["scores"]]},
+            "limits": DEFAULT_LIMITS,
+            "ramp": dict(summary["ramp"], data_file_cap=cap),
+        }
+        folds = [(np.load(folder / "folds" / f"{i}-train.npy", allow_pickle=False),
+                  np.load(folder / "folds" / f"{i}-valid.npy", allow_pickle=False))
+                 for i in range(summary["n_folds"])]
+        classes = summary["label_names"] if summary["kind"] == "classification" else None
+        store_prepared(
+            workspace, db, name, folder / "data", folder / "labels", folds,
+            lambda data_hash, labels_hash: (
+                name, summary["title"], summary["kind"], "ramp", json.dumps(spec), data_hash,
+                labels_hash, summary["n_train"], summary["n_test"], summary["n_features"],
+                None if classes is None else json.dumps(classes),
+                json.dumps(spec["scores"]["names"]), json.dumps(DEFAULT_LIMITS),
+                summary["kit_dir"], time.time(),
+            ),
+            RENAME)
+    info = describe_problem(workspace, db, name)
+    info["notes"] = summary["notes"]
+    return info
+
+
+def kit_folder(workspace, problem: dict) -> Path:
+    """The registered kit's code, in its data tree (problems registered before kit/ existed
+    have problem.py at the tree's top)."""
+    from datarun.problems.registry import data_dir
+
+    folder = data_dir(workspace, problem)
+    return folder / KIT_FOLDER if (folder / KIT_FOLDER / RAMP_FILE).is_file() else folder
+
+
+def problem_environment(problem: dict) -> dict[str, str]:
+    return dict((problem.get("spec") or {}).get("ramp", {}).get("env") or {})
 
 
 def problem_module(workspace, problem: dict):
     """The registered problem.py (from the data tree), imported on the organiser's side."""
-    from datarun.problems.registry import data_dir
+    kit = kit_folder(workspace, problem)
+    with kit_environment(kit, problem_environment(problem)):
+        return import_problem(kit / RAMP_FILE, f"datarun_ramp_{problem['name'].replace('-', '_')}")
 
-    return import_problem(data_dir(workspace, problem) / RAMP_FILE,
-                          f"datarun_ramp_{problem['name'].replace('-', '_')}")
+
+def load_ramp_labels(workspace, problem: dict) -> tuple[object, object]:
+    """(y_train, y_test) as the kit returned them (y_test None without test data)."""
+    from datarun.store.blobs import BlobStore
+
+    folder = BlobStore(workspace.blobs_dir).tree_path(problem["labels_hash"])
+    values = []
+    for name in ("y_train", "y_test"):
+        path = folder / f"{name}.pkl"
+        if path.is_file():  # written here at registration: organiser to organiser
+            with open(path, "rb") as handle:
+                values.append(pickle.load(handle))
+        else:  # a problem registered before the labels were kept as the kit's objects
+            array = np.load(folder / f"{name}.npy", allow_pickle=False)
+            values.append(array if name == "y_train" or len(array) else None)
+    return values[0], values[1]

@@ -209,16 +209,11 @@ def _refuse_registered(db, name: str, fix: str = "pick another name in problem.t
 
 def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_test, folds,
                   make_row, refuse_fix: str = "pick another name in problem.toml") -> None:
-    """Store a checked problem: its data tree (what hosts get), its labels tree (what they
-    never get), its folds, and its row, built by `make_row(data_hash, labels_hash)`.
-
-    Raw SQL inside one explicit transaction: the problem and its folds are stored together
-    or not at all. The blobs written first are content-addressed and harmless if the
-    transaction fails: nothing refers to them.
-    """
+    """Store a checked problem: its data tree (what hosts get, written by
+    `write_data(folder)`), its labels tree (what they never get), its folds, and its row,
+    built by `make_row(data_hash, labels_hash)`."""
     import numpy as np
 
-    store = BlobStore(workspace.blobs_dir)
     with tempfile.TemporaryDirectory(prefix="datarun-kit-") as tmp:
         data_folder, labels_folder = Path(tmp, "data"), Path(tmp, "labels")
         data_folder.mkdir()
@@ -226,8 +221,21 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
         write_data(data_folder)
         np.save(labels_folder / "y_train.npy", y_train, allow_pickle=False)
         np.save(labels_folder / "y_test.npy", y_test, allow_pickle=False)
-        data_hash = store.put_tree(data_folder)
-        labels_hash = store.put_tree(labels_folder)
+        store_prepared(workspace, db, name, data_folder, labels_folder, folds, make_row,
+                       refuse_fix)
+
+
+def store_prepared(workspace: Workspace, db, name: str, data_folder: Path, labels_folder: Path,
+                   folds, make_row, refuse_fix: str = "pick another name in problem.toml") -> None:
+    """Store a problem whose data and labels trees are written already.
+
+    Raw SQL inside one explicit transaction: the problem and its folds are stored together
+    or not at all. The blobs written first are content-addressed and harmless if the
+    transaction fails: nothing refers to them.
+    """
+    store = BlobStore(workspace.blobs_dir)
+    data_hash = store.put_tree(data_folder)
+    labels_hash = store.put_tree(labels_folder)
     fold_rows = [
         (name, fold, store.put_array(train), store.put_array(valid), len(train), len(valid))
         for fold, (train, valid) in enumerate(folds)
@@ -245,12 +253,26 @@ def store_problem(workspace: Workspace, db, name: str, write_data, y_train, y_te
             "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
 
 
-def register_problem(workspace: Workspace, db, kit_dir: Path) -> dict:
-    """Register a kit (native, or RAMP with problem.py); return the problem's summary."""
+def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
+                     data_file_cap: int | None = None, prepared=None) -> dict:
+    """Register a kit (native, or RAMP with problem.py); return the problem's summary.
+
+    `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
+    submission's data files) are for RAMP kits: a problem.toml kit runs no code of its own
+    and its estimator workflow takes no data files. `prepared()`: the folder where
+    `rampkit.prepare_kit` read the RAMP kit in another process, or None to read it here.
+    """
     from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
 
     if is_ramp_kit(kit_dir):
-        return register_ramp_problem(workspace, db, kit_dir)
+        return register_ramp_problem(workspace, db, kit_dir, env, data_file_cap, prepared)
+    if env:
+        raise UsageError("--env is for RAMP kits (problem.py), whose code reads its environment: "
+                         f"{Path(kit_dir).name} is a problem.toml kit, which runs no code of its own")
+    if data_file_cap is not None:
+        raise UsageError("--data-file-cap is for RAMP kits (problem.py), whose workflows may take "
+                         f"data files: {Path(kit_dir).name} is a problem.toml kit, whose estimator "
+                         "workflow takes estimator.py only")
     spec = load_kit(kit_dir)
     _refuse_registered(db, spec.name)
     data = prepare_data(spec)
@@ -336,7 +358,7 @@ def _balance(y: np.ndarray) -> dict:
 def _target_summary(y: np.ndarray) -> dict:
     import numpy as np
 
-    if not len(y):  # a RAMP kit without test data
+    if not len(y) or y.dtype.kind not in "biuf":  # no test data; labels that are no numbers
         return {"mean": None, "std": None, "min": None, "max": None}
     return {"mean": float(np.mean(y)), "std": float(np.std(y)), "min": float(np.min(y)),
             "max": float(np.max(y))}

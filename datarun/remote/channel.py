@@ -9,8 +9,9 @@ notes, its report and its predictions go over a pipe of its own, as frames:
   them, "TASK INIT" (sent once, by the process that made them, before the task runs);
 - `P`: the phase the task enters (UTF-8 text, at most 64 bytes);
 - `R`: its report, a JSON object (at most 64 KiB): phase times, error kind and text;
-- `T` and `E`: the train and test predictions, each a `.npy` file's bytes (float64),
-  at most the size the runner expects from the data set's rows and the task's classes.
+- `T` and `E`: the train and test predictions, each a `.npy` file's bytes (float64, or a
+  RAMP kit's own numbers of at most 8 bytes), at most the size the runner expects from the
+  data set's rows and the shape of a row.
 
 The runner reads the pipe as data arrives, streams predictions into files of the task
 folder, and ignores the rest of the stream once a frame breaks a rule (an unknown kind, a
@@ -42,10 +43,11 @@ def send(fd: int, kind: bytes, payload: bytes) -> None:
 
 
 def send_array(fd: int, kind: bytes, array) -> None:
-    """A float64 array as .npy bytes, without a second copy of its data."""
+    """An array as .npy bytes in its own dtype (the workflow's choice: float64, or a RAMP
+    kit's), without a second copy of its data."""
     import numpy as np
 
-    array = np.ascontiguousarray(array, dtype=np.float64)
+    array = np.ascontiguousarray(array)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
     head = header.getvalue()

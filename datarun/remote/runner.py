@@ -67,6 +67,7 @@ class Runner:
         self.me = psutil.Process()
         self.started_at = time.time()
         self.running: dict[str, TaskRun] = {}
+        self.forms: dict[str, tuple] = {}  # per task: the shape of a prediction row, its dtypes
         self.by_fd: dict[int, TaskRun] = {}
         self.data: dict[str, object] = {}
         self.stopping = False
@@ -229,8 +230,22 @@ class Runner:
                 group.remove()
             raise
 
+    @staticmethod
+    def _prediction_form(task: dict, data) -> tuple[tuple[int, ...], str]:
+        """(the shape of one row of predictions, the dtype kinds they may have): float64
+        class probabilities or values, or what a RAMP kit's Predictions holds (ramp.py)."""
+        ramp = getattr(data, "ramp", None)
+        if ramp is not None:
+            from .ramp import prediction_form
+
+            return prediction_form(task, ramp.meta)
+        width = len(task.get("classes") or [])
+        return ((width,) if width else ()), "f"
+
     def _prediction_caps(self, task: dict, data) -> dict[str, int]:
-        width = len(task.get("classes") or []) or 1
+        width = 1
+        for n in self._prediction_form(task, data)[0]:
+            width *= n
         ramp = getattr(data, "ramp", None)
         try:
             if ramp is not None:
@@ -248,6 +263,7 @@ class Runner:
         read_fd, write_fd = os.pipe()
         result_r, result_w = os.pipe()
         receiver = Receiver(folder, self._prediction_caps(task, data))
+        self.forms[key] = self._prediction_form(task, data)
         # Objects the runner holds move out of the collector's sight: a task's garbage
         # collections then never touch (and copy-on-write) the runner's inherited heap.
         gc.freeze()
@@ -427,7 +443,8 @@ class Runner:
         folder = run.folder
         predictions = {"train": "y_pred_train.npy", "test": "y_pred_test.npy"}
         written = all(name in receiver.complete for name in predictions.values())
-        channel_error = receiver.error or (_check_predictions(folder, predictions, run.task)
+        form = self.forms.pop(run.key, ((), "f"))
+        channel_error = receiver.error or (_check_predictions(folder, predictions, *form)
                                            if written else None)
         failure = run.failure(receiver.report, receiver.phase, written, channel_error)
         (folder / "output.log").write_text(run.output.text())
@@ -509,12 +526,12 @@ def _seconds(value) -> float | None:
     return float(value)
 
 
-def _check_predictions(folder: Path, names: dict, task: dict) -> str | None:
-    """What is wrong with the prediction files the task sent, or None: float64 .npy of
-    the task's width (the row counts were capped as they arrived)."""
+def _check_predictions(folder: Path, names: dict, row: tuple[int, ...], kinds: str) -> str | None:
+    """What is wrong with the prediction files the task sent, or None: .npy of rows of shape
+    `row`, float64 (or, `kinds` "biuf", any number of at most 8 bytes: a RAMP kit's own
+    dtype); the row counts were capped as they arrived."""
     import numpy as np
 
-    width = len(task.get("classes") or [])
     for name in names.values():
         try:
             with open(folder / name, "rb") as handle:
@@ -526,10 +543,13 @@ def _check_predictions(folder: Path, names: dict, task: dict) -> str | None:
             size = (folder / name).stat().st_size
         except (OSError, ValueError) as error:
             return f"{name} is not a valid .npy file: {error}"
-        expected_width = (width,) if width else ()
-        if dtype != np.float64 or tuple(shape[1:]) != expected_width or len(shape) != (2 if width else 1):
-            return f"{name} holds {dtype} of shape {shape}, not float64 predictions of width {width or 1}"
-        if size != offset + int(np.prod(shape)) * 8:
+        numbers = dtype == np.float64 if kinds == "f" else (
+            dtype.kind in kinds and dtype.itemsize <= 8)
+        if not numbers or tuple(shape[1:]) != row or len(shape) != 1 + len(row):
+            what = "float64 predictions" if kinds == "f" else "predictions of numbers"
+            width = "" if not row else f" of width {row[0]}" if len(row) == 1 else f" of row shape {row}"
+            return f"{name} holds {dtype} of shape {shape}, not {what}{width or ' of width 1'}"
+        if size != offset + int(np.prod(shape)) * dtype.itemsize:
             return f"{name} is {size} bytes, not what its header says"
     return None
 

@@ -175,7 +175,8 @@ def _event_pages(db, problem: dict, ev: dict, private: bool, now: float,
         spread = _spread_spec(scored, details, official)
     model = {
         "root": "../", "private": private, "problem": problem_info, "event": info,
-        "notice": board["notice"], "blend": blend, "figures": figures, "figures_note": figures_note,
+        "notice": board["notice"], "note": board.get("note"), "blend": blend, "figures": figures,
+        "figures_note": figures_note,
         "rows": rows, "others": others, "plots": event_plots,
     }
     pages = [Page(f"{name}/index.html", "event.html", model)]

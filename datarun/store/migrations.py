@@ -288,6 +288,16 @@ def m009_blend_scopes(db: Database) -> None:
     )
 
 
+def m010_bagging_curves_and_notes(db: Database) -> None:
+    # The bagged score of the first 1, 2, ... folds (JSON list), which ramp-test's
+    # bagged_scores.csv holds: kept when computed, so `export --ramp` need not recompute it.
+    db.execute("ALTER TABLE bagged_scores ADD COLUMN curve TEXT")
+    # Why a value is missing: a RAMP kit whose Predictions cannot be combined has no
+    # bagged scores and no contributivity, and the leaderboard says so in one line.
+    db.execute("ALTER TABLE bagged_scores ADD COLUMN note TEXT")
+    db.execute("ALTER TABLE blends ADD COLUMN note TEXT")
+
+
 MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
               m006_workspace_id, m007_attempt_nonces, m008_cancelled_state,
-              m009_blend_scopes]
+              m009_blend_scopes, m010_bagging_curves_and_notes]

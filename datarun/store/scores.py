@@ -6,11 +6,14 @@ A task's scores are written with its result, in the transaction that records it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from datarun.store.db import Database, transaction
 
 ScoreRow = tuple[str, str, float | None]  # (split, score name, value)
+# (split, score name, value, the bagged score of the first 1, 2, ... folds, why a value is missing)
+BaggedRow = tuple[str, str, float | None, list[float | None] | None, str | None]
 
 
 def replace_task_scores(db: Database, task: int, rows: Iterable[ScoreRow]) -> None:
@@ -25,11 +28,12 @@ def has_bagged(db: Database, submission: int) -> bool:
                       [submission]).fetchone() is not None
 
 
-def set_bagged(db: Database, submission: int, rows: Iterable[ScoreRow]) -> None:
+def set_bagged(db: Database, submission: int, rows: Iterable[BaggedRow]) -> None:
     with transaction(db):
         db.table("bagged_scores").insert_all(
-            [{"submission": submission, "split": split, "score": name, "value": value}
-             for split, name, value in rows], replace=True)
+            [{"submission": submission, "split": split, "score": name, "value": value,
+              "curve": None if curve is None else json.dumps(curve), "note": note}
+             for split, name, value, curve, note in rows], replace=True)
 
 
 def forget(db: Database, tasks: list[int], submission: int) -> None:

@@ -7,7 +7,7 @@ says where they came from and rebuilds them.
 from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,6 +41,15 @@ def main():
     keyed = keyed.drop(columns=["bmi"])
     write(keyed.iloc[:160], "diabetes_external", "train.csv")
     write(keyed.iloc[160:], "diabetes_external", "test.csv")
+
+    # Three targets: the progression and two serum measurements, from the other columns.
+    write(diabetes.iloc[:300], "diabetes_multi", "train.csv")
+    write(diabetes.iloc[300:], "diabetes_multi", "test.csv")
+
+    wine = load_wine(as_frame=True).frame.rename(columns={"target": "cultivar"})
+    wine = shuffled(wine.round(6), seed=1)
+    write(wine.iloc[:130], "wine_custom", "train.csv")
+    write(wine.iloc[130:], "wine_custom", "test.csv")
 
     cancer = load_breast_cancer(as_frame=True).frame
     columns = ["mean radius", "mean texture", "mean smoothness", "worst concavity", "target"]
