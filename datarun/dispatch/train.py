@@ -103,7 +103,7 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
                 if counts["running"] == 0 and dispatcher.none_takes_tasks(GIVE_UP_FAILURES):
                     break  # no host takes work: say so rather than spin
                 dispatcher.wait(POLL_INTERVAL)
-            dispatcher.refresh_blends()
+            dispatcher.collector.refresh_blends()
         finally:
             dispatcher.close()
     errors = dispatcher.host_errors()
