@@ -84,6 +84,19 @@ def _kit_score(function, *args) -> float | None:
         return None
 
 
+class _Lenient:
+    """A kit's score type whose score function gives NaN (undefined) where it raises."""
+
+    def __init__(self, score_type):
+        self.score_type = score_type
+
+    def score_function(self, truth, predictions) -> float:
+        try:
+            return self.score_type.score_function(truth, predictions)
+        except Exception:
+            return math.nan
+
+
 class RampScorer(ProblemScorer):
     """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here).
 
@@ -146,12 +159,12 @@ class RampScorer(ProblemScorer):
             predictions = [P(y_pred=p, fold_is=None if indices is None else idx)
                            for p, idx in zip(preds, indices or [None] * len(preds), strict=True)]
             table[split] = {}
+            # A kit whose predictions cannot be combined has no bagged scores at all (this
+            # raises; the caller says so in a note); a score function that raises gives one
+            # undefined score.
             for st in self.score_types:
-                try:
-                    _, scores = get_score_cv_bags(st, predictions, truth, test_is_list=indices)
-                    table[split][st.name] = [_value(v) for v in scores]
-                except Exception:  # the kit's score cannot be computed: undefined, as above
-                    table[split][st.name] = [None] * len(predictions)
+                _, scores = get_score_cv_bags(_Lenient(st), predictions, truth, test_is_list=indices)
+                table[split][st.name] = [_value(v) for v in scores]
         return table
 
     def bagged_scores(self, folds: list[int], preds_train: list, preds_test: list):
