@@ -170,10 +170,10 @@ def test_user_ssh_config_supplies_name_port_user_key_and_jump(sshd_a, sshd_b, kn
     for alias in ("direct", "inner"):
         target = resolve_target(parse_host("n", {"address": alias}), config)
         assert (target.hostname, target.port, target.user) == ("127.0.0.1", sshd_b.port, sshd_b.user)
-        conn = SSHConnection(target, known_hosts, config)
+        conn = SSHConnection(target, known_hosts)
         try:
             assert conn.run("echo $SSH_CONNECTION").stdout.split()[2] == "127.0.0.1"
-            assert (conn._jump is not None) == (alias == "inner")
+            assert bool(conn.fabric.gateway) == (alias == "inner")  # Fabric's gateway: the jump host
         finally:
             conn.close()
 
