@@ -7,12 +7,15 @@ organiser's agent, no TCP_NODELAY, ProxyJump hops in reverse, jump hosts left op
 """
 
 import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import fabric
 import pytest
-from sshd import sshd_a, sshd_b  # noqa: F401
+from sshd import sshd_a, sshd_b, sshd_fresh  # noqa: F401
 
 import datarun.executors.sshconn as sshconn
 from datarun.errors import HostError
@@ -232,5 +235,45 @@ def test_a_connection_whose_transport_died_gets_a_new_sftp_session(sshd_a, tmp_p
         conn.fabric.transport.close()  # the link dies under it
         assert conn.home().startswith("/")  # Fabric would hand back the dead session
         assert conn.sftp() is not first and conn.stats.connects == 2
+    finally:
+        conn.close()
+
+
+@pytest.mark.ssh
+def test_a_hung_host_outlives_the_timeout_of_fabrics_run_not_datarun_s(sshd_fresh,  # noqa: F811
+                                                                      tmp_path):
+    """Why commands do not go through Fabric's `run`: its timeout starts only once the
+    command is under way, so a host that hangs before answering holds it past it."""
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd_fresh.known_hosts_line())
+    conn = SSHConnection(resolve_target(sshd_fresh.host("node", connect_timeout=30.0,
+                                                        command_timeout=1.0)), known)
+    try:
+        assert conn.run("echo up").stdout == "up\n"
+        sessions = sshd_fresh.session_processes()
+        for process in sessions:
+            process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(HostError, match="a command timed out after 1s"):
+                conn.run("echo still there?")
+            assert time.monotonic() - started < 3
+            # Negative control: the same hang through Fabric's run, told to give up after 1 s.
+            # A new connection, hung in turn once its session process serves it.
+            assert conn.run("echo again").stdout == "again\n"
+            for process in sshd_fresh.session_processes():
+                process.send_signal(signal.SIGSTOP)
+            outcome: list = []
+            runner = threading.Thread(target=lambda: outcome.append(
+                conn.fabric.run("echo late", hide=True, in_stream=False, timeout=1, warn=True)),
+                daemon=True)
+            runner.start()
+            runner.join(3)
+            assert runner.is_alive() and not outcome  # still waiting, 3 s after its 1 s
+        finally:
+            for process in sshd_fresh.session_processes():
+                process.send_signal(signal.SIGCONT)
+        runner.join(10)
+        assert not runner.is_alive()
     finally:
         conn.close()

@@ -13,9 +13,10 @@ Fabric's defaults would be wrong for hosts that may be hostile or hung:
   small command waits ~40 ms on Nagle and delayed ACKs; neither Fabric nor paramiko sets
   it) and keepalive, and with one-line errors for names that do not resolve, refused
   ports and silent hosts;
-- timeouts: every step of connecting has one (Fabric's own `connect_timeout` is an int,
-  so 0.5 s would mean none, and its jump channel has none); agent forwarding is off
-  whatever ssh_config says (a host must not use the organiser's keys);
+- timeouts: every step of connecting has one, from hosts.toml (Fabric's own
+  `connect_timeout` is an int, so 0.5 s would mean none, and its jump channel waits
+  paramiko's default hour); agent forwarding is off whatever ssh_config says (a host
+  must not use the organiser's keys);
 - ProxyJump hops are visited in ssh's order (the first hop first; Fabric reverses a
   chain of several), each a `HostConnection` with the same key checking, and a loop in
   ~/.ssh/config is refused after MAX_JUMPS hops rather than recursing;
