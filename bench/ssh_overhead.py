@@ -48,6 +48,7 @@ from common import (
     Workspace,
     code_at,
     finish,
+    load_note,
     make_kit,
     print_table,
     recorded_model_time,
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     local_runs, ssh_runs, old_runs = [], [], []
     layers: dict[str, dict] = {}
+    load_before = load_note()
     with temp_folder("datarun-bench-ssh-overhead-") as tmp, ssh_servers(2) as servers:
         kit = make_kit(tmp / "kit", n_folds,
                        {f"dummy_{s}": DUMMY.format(strategy=s) for s in STRATEGIES[:n_subs]})
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     only_bundles = second["harness"] == 0 and second["data"] == 0 and second["bundles"] > 0
     figures = {
         "scratch": str(tmp), "tasks": tasks, "runs": repeat, "goal_per_task": GOAL,
+        "load": [load_before, load_note()],
         "local": {"wall": local_wall, "walls": [r["wall"] for r in local_runs],
                   "train_core_walls": [r["train_core_wall"] for r in local_runs],
                   "model_time": statistics.median(r["model_time"] for r in local_runs)},
@@ -297,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         out=text)
     lines = [
         text.getvalue().rstrip(),
+        f"machine: {figures['load'][0]} before, {figures['load'][1]} after",
         f"SSH adds {added * 1000:.0f} ms per task to the wall time "
         f"({added * 2000:.0f} ms per task on each of the 2 lanes)",
         f"goal: SSH adds at most {GOAL * 1000:.0f} ms per task: {verdict(added, GOAL)} ({added * 1000:.0f} ms)",
