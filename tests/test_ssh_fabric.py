@@ -150,6 +150,19 @@ def test_a_proxyjump_with_a_port_that_is_not_a_number_is_named(workspace, cli,
                              "[user@]host[:port]: fix the file, or move it aside\n")
 
 
+def test_an_ssh_config_that_cannot_be_applied_to_the_address_is_named(workspace, cli,
+                                                                      no_system_ssh_config):
+    # glibc refuses a name with a space before asking any DNS server: nothing leaves the machine.
+    ssh_config("Host *\n  CanonicalizeHostname yes\n  CanonicalDomains example.invalid\n"
+               "  CanonicalizeFallbackLocal no\n")
+    workspace.hosts_file.write_text('[hosts.node]\naddress = "bad name"\n')
+    result = cli("host", "trust", "node")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == ("error: host node: ssh_config cannot be applied to 'bad name' "
+                             "(CanonicalizeHostname found no name for it): fix the file, or move "
+                             "it aside\n")
+
+
 def test_agent_forwarding_stays_off_whatever_ssh_config_says(no_system_ssh_config):
     ssh_config("Host *\n  ForwardAgent yes\n")
     config = load_ssh_config()

@@ -179,9 +179,11 @@ def _fabric_view(name: str, spec: str, config: fabric.Config, user: str | None =
                 "port as `user` and `port`") from None
         raise UsageError(f"host {name}: ProxyJump {spec!r} in ssh_config is not "
                          "[user@]host[:port]: fix the file, or move it aside") from None
-    except paramiko.SSHException as error:  # ssh_config cannot be applied to it (Match, canonical)
-        raise UsageError(f"host {name}: ssh_config cannot be applied to {spec!r}: {error}: fix "
-                         "the file, or move it aside") from None
+    except paramiko.SSHException as error:  # ssh_config cannot be applied to it
+        detail = ("CanonicalizeHostname found no name for it"
+                  if isinstance(error, paramiko.ssh_exception.CouldNotCanonicalize) else str(error))
+        raise UsageError(f"host {name}: ssh_config cannot be applied to {spec!r} ({detail}): "
+                         "fix the file, or move it aside") from None
 
 
 def _identities(view: fabric.Connection) -> tuple[str, ...]:
