@@ -26,7 +26,7 @@ layer alone, which the train figures blur with everything else: connecting, one 
 on an open connection, an upload and a download of 64 kB, each the median of many,
 measured in a fresh Python with each version's `SSHConnection` (the current one also
 through Fabric's own `Connection.run`, the per-command cost of using it for commands).
-The SSH layer moved onto Fabric's `Connection` after commit d0031e7 (`--compare d0031e7`
+The SSH layer moved onto Fabric's `Connection` after commit 04dd77f (`--compare 04dd77f`
 compares with the paramiko layer written by hand).
 
 Needs root and the test setup (`bash scripts/setup-test-env.sh`).
