@@ -483,6 +483,15 @@ class Stats:
     commands_run: list[str] = field(default_factory=list)
 
 
+def drained(channel: paramiko.Channel) -> bool:
+    """Whether all a command printed has been read: the server sent EOF (or closed the
+    channel) and nothing is left in the buffers. The exit status alone does not say it:
+    OpenSSH sends it as soon as the command exits, ahead of output still waiting for the
+    client's window, so a reader that stopped there lost the end of a large output."""
+    return bool((channel.eof_received or channel.closed) and not channel.recv_ready()
+                and not channel.recv_stderr_ready())
+
+
 class SSHConnection:
     """Commands and transfers on one `HostConnection`, each with its deadline."""
 
@@ -578,8 +587,7 @@ class SSHConnection:
                             received += len(err[-1])
                         if received > MAX_COMMAND_OUTPUT:
                             raise OutputFlood
-                        if channel.exit_status_ready() and not channel.recv_ready() \
-                                and not channel.recv_stderr_ready():
+                        if channel.exit_status_ready() and drained(channel):
                             break
                         if time.monotonic() > deadline:
                             raise TimeoutError

@@ -16,7 +16,7 @@ from typing import Any
 import paramiko
 
 from datarun.errors import HostError
-from datarun.executors.sshconn import READ_SLICE, SSHConnection
+from datarun.executors.sshconn import READ_SLICE, SSHConnection, drained
 
 MAX_ANSWER = 16 * 1024 * 1024  # an answer is a few kB; anything near this is not ours
 
@@ -73,7 +73,7 @@ class HarnessSession:
                         del errors[:-16]  # the last lines are what a message names
                     if b"\n" in self._buffer:
                         break
-                    if channel.exit_status_ready() and not channel.recv_ready():
+                    if channel.exit_status_ready() and drained(channel):
                         status = channel.recv_exit_status()
                         self._channel = None
                         raise HostError(self._ended(status, b"".join(errors)))
