@@ -121,13 +121,19 @@ class Workspace:
     """A datarun workspace driven through the real CLI, with DATARUN_HOME pointing at it."""
 
     def __init__(self, root: Path, slots: int = 1, threads: int = 1, warm: bool = False,
-                 isolation: str = "sandbox"):
+                 isolation: str = "sandbox", code: Path | None = None):
         """warm: whether `submit` starts the local runner ahead of training (datarun's
         default). Off unless asked, so a bench times a runner started by `train` itself.
-        The local host works in a folder of the bench's own (not ~/.datarun-host)."""
+        The local host works in a folder of the bench's own (not ~/.datarun-host).
+        code: a folder holding another version of the `datarun` package (`code_at`), run
+        as `python -m datarun` with that folder first on PYTHONPATH, instead of this one."""
         self.root = root
         self.env = dict(os.environ, DATARUN_HOME=str(root), DATARUN_WARM_RUNNER="1" if warm else "0")
-        run(datarun_command() + ["init", str(root)], env=self.env)
+        self.command = datarun_command()
+        if code is not None:
+            self.env["PYTHONPATH"] = str(code)
+            self.command = [sys.executable, "-m", "datarun"]
+        run(self.command + ["init", str(root)], env=self.env)
         self.host_dir = root / ".host"
         (root / "hosts.toml").write_text(
             f'[hosts.local]\nexecutor = "local"\nslots = {slots}\nthreads = {threads}\n'
@@ -138,13 +144,13 @@ class Workspace:
         return self.root / ".datarun" / "datarun.db"
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return run(datarun_command() + [str(a) for a in args], env=self.env)
+        return run(self.command + [str(a) for a in args], env=self.env)
 
     def cli_json(self, *args: str):
         return json.loads(self.cli(*args, "--json").stdout)
 
     def timed_cli(self, *args: str) -> tuple[float, subprocess.CompletedProcess]:
-        return timed(datarun_command() + [str(a) for a in args], env=self.env)
+        return timed(self.command + [str(a) for a in args], env=self.env)
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with contextlib.closing(sqlite3.connect(self.db_path)) as conn:
@@ -153,6 +159,22 @@ class Workspace:
     def stop_runners(self) -> None:
         for workdir in [self.host_dir, *(self.root / ".datarun" / "hosts").glob("*")]:
             stop_runners_of(workdir)
+
+
+def code_at(revision: str, dest: Path) -> tuple[Path, str]:
+    """The `datarun` package as it is at a git revision of this repository, extracted
+    (`git archive`, nothing of the working tree or of git's state touched) into dest, and
+    the revision's short hash: a bench compares it with the current code in the same run."""
+    described = run(["git", "-C", str(REPO), "rev-parse", "--short", f"{revision}^{{commit}}"])
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", revision, "datarun"],
+                             capture_output=True, check=True)
+    dest.mkdir(parents=True)
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest, described.stdout.strip()
 
 
 def make_kit(dest: Path, n_splits: int, submissions: dict[str, str], source: Path = IRIS,

@@ -15,19 +15,40 @@ process (so the connections can be watched), one submission is trained and then 
 one on the same problem, and the bytes sent for each are split into harness, data, task
 bundles and command lines.
 
+With `--compare REV` the same run also measures the SSH layer of another version of
+datarun, to tell what a change of that layer costs: the `datarun` package at git revision
+REV of this repository is extracted (`git archive`, into the scratch folder) and run as
+`python -m datarun` with that folder first on PYTHONPATH, on the same sshd servers, the
+same kit and the same number of runs, its SSH runs alternating with the current code's
+(local, SSH, SSH at REV, then again) so a noisy neighbour hurts both alike. Both the
+per-task figure above and the ratio of the two SSH walls are printed. Then the connection
+layer alone, which the train figures blur with everything else: connecting, one command
+on an open connection, an upload and a download of 64 kB, each the median of many,
+measured in a fresh Python with each version's `SSHConnection` (the current one also
+through Fabric's own `Connection.run`, the per-command cost of using it for commands).
+The SSH layer moved onto Fabric's `Connection` after commit 04dd77f (`--compare 04dd77f`
+compares with the paramiko layer written by hand).
+
 Needs root and the test setup (`bash scripts/setup-test-env.sh`).
-Run: .venv/bin/python bench/ssh_overhead.py [--quick] [--repeat N] [--json]
+Run: .venv/bin/python bench/ssh_overhead.py [--quick] [--repeat N] [--compare REV] [--json]
 """
 
 import argparse
 import io
+import json
+import os
 import statistics
+import subprocess
 import sys
+import time
 import uuid
+from pathlib import Path
 
 from common import (
     Workspace,
+    code_at,
     finish,
+    load_note,
     make_kit,
     print_table,
     recorded_model_time,
@@ -42,7 +63,9 @@ from common import (
 from overhead import DUMMY, STRATEGIES
 
 GOAL = 0.050  # seconds SSH may add per task
+COMPARE_GOAL = 1.10  # the SSH wall may grow by at most this factor against --compare's
 KINDS = ("harness", "data", "bundles", "commands")
+PROBE_BYTES = 64 * 1024
 
 
 def run_train(workspace: Workspace, kit, names: list[str]) -> dict:
@@ -68,8 +91,8 @@ def run_local(root, kit, names: list[str]) -> dict:
         workspace.stop_runners()
 
 
-def run_ssh(root, kit, names: list[str], servers: list) -> dict:
-    workspace = Workspace(root)
+def run_ssh(root, kit, names: list[str], servers: list, code: Path | None = None) -> dict:
+    workspace = Workspace(root, code=code)
     remotes = use_ssh_hosts(workspace, servers, slots=1, tag=uuid.uuid4().hex[:8])
     try:
         return run_train(workspace, kit, names)
@@ -106,12 +129,85 @@ def measure_shipping(root, kit, names: list[str], servers: list) -> dict:
     return figures
 
 
+def probe(spec: dict) -> dict:
+    """The connection layer's own costs, in this process, with whichever `datarun` is first
+    on sys.path: what `--probe` runs in a fresh Python for each version compared."""
+    from datarun.executors.hosts import parse_host
+    from datarun.executors.sshconn import SSHConnection, resolve_target
+
+    host = parse_host("probe", spec["host"])
+    known = Path(spec["known_hosts"])
+    rounds = spec["rounds"]
+
+    def median_ms(action) -> float:
+        samples = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            action()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples) * 1000
+
+    def connect_once() -> None:
+        conn = SSHConnection(resolve_target(host), known)
+        conn.connect()
+        conn.close()
+
+    figures = {"connect": median_ms(connect_once)}
+    conn = SSHConnection(resolve_target(host), known)
+    try:
+        local = Path(spec["scratch"]) / f"probe-{os.getpid()}"
+        local.write_bytes(os.urandom(PROBE_BYTES))
+        remote = conn.expand(f"~/.datarun-probe-{uuid.uuid4().hex}")
+        conn.run("true")  # connected, SFTP not yet: each figure pays only its own
+        figures["command"] = median_ms(lambda: conn.run("true"))
+        figures["upload"] = median_ms(lambda: conn.put(local, remote))
+        figures["download"] = median_ms(
+            lambda: conn.get(remote, io.BytesIO(), PROBE_BYTES, PROBE_BYTES))
+        conn.remove(remote)
+        fabric_conn = getattr(conn, "fabric", None)  # the layer on Fabric's Connection only
+        if fabric_conn is not None:
+            figures["fabric_run"] = median_ms(
+                lambda: fabric_conn.run("true", hide=True, in_stream=False))
+    finally:
+        conn.close()
+    return figures
+
+
+def probe_layers(servers: list, tmp: Path, codes: dict[str, Path | None], repeat: int,
+                 rounds: int) -> dict[str, dict]:
+    """`probe` in a fresh Python per version (PYTHONPATH first), alternating, `repeat` times;
+    each figure is the median over the repeats of the per-repeat medians."""
+    known = tmp / "probe_known_hosts"
+    known.write_text(servers[0].known_hosts_line())
+    spec = json.dumps({"host": servers[0].host_table(), "known_hosts": str(known),
+                       "rounds": rounds, "scratch": str(tmp)})
+    samples: dict[str, list[dict]] = {label: [] for label in codes}
+    for _ in range(repeat):
+        for label, code in codes.items():
+            env = dict(os.environ)
+            if code is not None:
+                env["PYTHONPATH"] = str(code)
+            result = subprocess.run([sys.executable, __file__, "--probe", spec], env=env,
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"probe of {label} failed:\n{result.stderr[-2000:]}")
+            samples[label].append(json.loads(result.stdout))
+    return {label: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+            for label, runs in samples.items()}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 submissions x 2 folds, 1 run (smoke test)")
     parser.add_argument("--repeat", type=int, default=None, help="runs per side (default 3, quick 1)")
     parser.add_argument("--json", action="store_true", help="figures as JSON on stdout, text on stderr")
+    parser.add_argument("--compare", metavar="REV", default=None,
+                        help="also measure the SSH side with datarun at git revision REV")
+    parser.add_argument("--probe", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe(json.loads(args.probe))))
+        return {}
     missing = ssh_setup_missing()
     if missing:
         print(f"ssh_overhead: cannot run: {missing}", file=sys.stderr)
@@ -121,17 +217,25 @@ def main(argv: list[str] | None = None) -> dict:
     names = [f"dummy_{s}" for s in STRATEGIES[:n_subs]]
     tasks = n_subs * n_folds
 
-    local_runs, ssh_runs = [], []
+    local_runs, ssh_runs, old_runs = [], [], []
+    layers: dict[str, dict] = {}
+    load_before = load_note()
     with temp_folder("datarun-bench-ssh-overhead-") as tmp, ssh_servers(2) as servers:
         kit = make_kit(tmp / "kit", n_folds,
                        {f"dummy_{s}": DUMMY.format(strategy=s) for s in STRATEGIES[:n_subs]})
+        old_code, old_rev = code_at(args.compare, tmp / "compare") if args.compare else (None, None)
         for run in range(repeat):
             # Alternate the sides so a noisy neighbour hurts both alike.
             local_runs.append(run_local(tmp / f"local{run}", kit, names))
             ssh_runs.append(run_ssh(tmp / f"ssh{run}", kit, names, servers))
+            if old_code is not None:
+                old_runs.append(run_ssh(tmp / f"old{run}", kit, names, servers, code=old_code))
         shipping = measure_shipping(tmp / "shipping", kit, names, servers)
+        if old_code is not None:
+            layers = probe_layers(servers, tmp, {"old": old_code, "new": None}, repeat,
+                                  rounds=10 if args.quick else 50)
 
-    for outcome in ssh_runs:
+    for outcome in ssh_runs + old_runs:
         if len(outcome["hosts"]) != 2:
             raise RuntimeError(f"the SSH run used hosts {outcome['hosts']}, not both")
     local_wall = statistics.median(r["wall"] for r in local_runs)
@@ -141,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     only_bundles = second["harness"] == 0 and second["data"] == 0 and second["bundles"] > 0
     figures = {
         "scratch": str(tmp), "tasks": tasks, "runs": repeat, "goal_per_task": GOAL,
+        "load": [load_before, load_note()],
         "local": {"wall": local_wall, "walls": [r["wall"] for r in local_runs],
                   "train_core_walls": [r["train_core_wall"] for r in local_runs],
                   "model_time": statistics.median(r["model_time"] for r in local_runs)},
@@ -154,17 +259,39 @@ def main(argv: list[str] | None = None) -> dict:
         "shipping": shipping,
         "second_only_bundles": only_bundles,
     }
+    if old_runs:
+        old_wall = statistics.median(r["wall"] for r in old_runs)
+        old_added = (old_wall - local_wall) / tasks
+        figures["compare"] = {
+            "revision": old_rev, "wall": old_wall, "walls": [r["wall"] for r in old_runs],
+            "train_core_walls": [r["train_core_wall"] for r in old_runs],
+            "model_time": statistics.median(r["model_time"] for r in old_runs),
+            "added_per_task": old_added, "wall_ratio": ssh_wall / old_wall,
+            "met": ssh_wall / old_wall <= COMPARE_GOAL, "layers": layers,
+        }
 
     text = io.StringIO()
+    rows = [["datarun train, local host, 2 slots", f"{local_wall:.2f} s",
+             f"{figures['local']['model_time']:.2f} s", " ".join(f"{w:.2f}" for w in figures["local"]["walls"])],
+            ["datarun train, 2 SSH hosts x 1 slot", f"{ssh_wall:.2f} s",
+             f"{figures['ssh']['model_time']:.2f} s", " ".join(f"{w:.2f}" for w in figures["ssh"]["walls"])]]
+    compare = figures.get("compare")
+    if compare:
+        rows.append([f"same, datarun at {compare['revision']}", f"{compare['wall']:.2f} s",
+                     f"{compare['model_time']:.2f} s", " ".join(f"{w:.2f}" for w in compare["walls"])])
     print_table(
         f"ssh overhead: {n_subs} DummyClassifier submissions x {n_folds} folds = {tasks} tasks, "
         f"2 slots each side, median of {repeat} run(s)",
-        ["", "wall", "fit+predict", "runs"],
-        [["datarun train, local host, 2 slots", f"{local_wall:.2f} s",
-          f"{figures['local']['model_time']:.2f} s", " ".join(f"{w:.2f}" for w in figures["local"]["walls"])],
-         ["datarun train, 2 SSH hosts x 1 slot", f"{ssh_wall:.2f} s",
-          f"{figures['ssh']['model_time']:.2f} s", " ".join(f"{w:.2f}" for w in figures["ssh"]["walls"])]],
-        out=text)
+        ["", "wall", "fit+predict", "runs"], rows, out=text)
+    if compare and compare["layers"]:
+        old, new = compare["layers"]["old"], compare["layers"]["new"]
+        labels = {"connect": "connect and log in", "command": "one command, connection open",
+                  "upload": f"upload {PROBE_BYTES // 1024} kB", "download": f"download {PROBE_BYTES // 1024} kB"}
+        layer_rows = [[label, f"{old[key]:.2f}", f"{new[key]:.2f}"] for key, label in labels.items()]
+        if "fabric_run" in new:
+            layer_rows.append(["one command through Fabric's Connection.run", "", f"{new['fabric_run']:.2f}"])
+        print_table(f"\nthe connection layer alone, ms (median of {repeat} x {10 if args.quick else 50})",
+                    ["", f"datarun at {compare['revision']}", "this datarun"], layer_rows, out=text)
     print_table(
         "\nbytes sent over SSH (both hosts), by what they carried",
         ["", *KINDS, "tasks"],
@@ -173,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         out=text)
     lines = [
         text.getvalue().rstrip(),
+        f"machine: {figures['load'][0]} before, {figures['load'][1]} after",
         f"SSH adds {added * 1000:.0f} ms per task to the wall time "
         f"({added * 2000:.0f} ms per task on each of the 2 lanes)",
         f"goal: SSH adds at most {GOAL * 1000:.0f} ms per task: {verdict(added, GOAL)} ({added * 1000:.0f} ms)",
@@ -180,6 +308,14 @@ def main(argv: list[str] | None = None) -> dict:
         + ("met" if only_bundles else "MISSED")
         + f" (harness {second['harness']:,} B, data {second['data']:,} B, bundles {second['bundles']:,} B)",
     ]
+    if compare:
+        lines += [
+            f"datarun at {compare['revision']}: SSH adds {compare['added_per_task'] * 1000:.0f} ms per "
+            f"task (this datarun: {added * 1000:.0f} ms)",
+            f"goal: the SSH wall at most {COMPARE_GOAL:.2f} x datarun at {compare['revision']}'s: "
+            f"{'met' if compare['met'] else 'MISSED'} ({compare['wall_ratio']:.3f} x: "
+            f"{ssh_wall:.2f} s vs {compare['wall']:.2f} s)",
+        ]
     finish(figures, lines, args.json)
     return figures
 

@@ -16,11 +16,11 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
-def run_bench(name: str) -> tuple[dict, str]:
+def run_bench(name: str, *options: str) -> tuple[dict, str]:
     # The benches build their own temporary workspaces; DATARUN_HOME from the test
     # fixtures must not leak into them (each sets its own).
     env = {k: v for k, v in os.environ.items() if k != "DATARUN_HOME"}
-    result = subprocess.run([sys.executable, str(BENCH / name), "--quick", "--json"],
+    result = subprocess.run([sys.executable, str(BENCH / name), "--quick", "--json", *options],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), result.stderr
@@ -132,7 +132,9 @@ def ssh_bench_setup():
 @pytest.mark.slow
 @pytest.mark.ssh
 def test_ssh_overhead_bench_compares_ssh_hosts_with_the_local_host(ssh_bench_setup):
-    figures, text = run_bench("ssh_overhead.py")
+    # --compare: the same run measures the code of a git revision too (here the one checked
+    # out, so only that the comparison runs and reports is checked).
+    figures, text = run_bench("ssh_overhead.py", "--compare", "HEAD")
     assert figures["tasks"] == 4
     for side in ("local", "ssh"):
         assert figures[side]["wall"] > figures[side]["model_time"] > 0
@@ -145,6 +147,14 @@ def test_ssh_overhead_bench_compares_ssh_hosts_with_the_local_host(ssh_bench_set
     assert second["harness"] == 0 and second["data"] == 0 and second["bundles"] > 0
     assert figures["second_only_bundles"] is True
     assert "goal: SSH adds at most 50 ms per task" in text
+    compare = figures["compare"]
+    assert compare["wall"] > compare["model_time"] > 0 and len(compare["walls"]) == 1
+    assert compare["wall_ratio"] == pytest.approx(figures["ssh"]["wall"] / compare["wall"])
+    for side in ("old", "new"):
+        assert all(compare["layers"][side][key] > 0
+                   for key in ("connect", "command", "upload", "download"))
+    assert compare["layers"]["new"]["fabric_run"] > 0
+    assert f"goal: the SSH wall at most 1.10 x datarun at {compare['revision']}'s" in text
     assert not Path(figures["scratch"]).exists()
 
 

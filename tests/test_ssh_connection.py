@@ -170,10 +170,10 @@ def test_user_ssh_config_supplies_name_port_user_key_and_jump(sshd_a, sshd_b, kn
     for alias in ("direct", "inner"):
         target = resolve_target(parse_host("n", {"address": alias}), config)
         assert (target.hostname, target.port, target.user) == ("127.0.0.1", sshd_b.port, sshd_b.user)
-        conn = SSHConnection(target, known_hosts, config)
+        conn = SSHConnection(target, known_hosts)
         try:
             assert conn.run("echo $SSH_CONNECTION").stdout.split()[2] == "127.0.0.1"
-            assert (conn._jump is not None) == (alias == "inner")
+            assert bool(conn.fabric.gateway) == (alias == "inner")  # Fabric's gateway: the jump host
         finally:
             conn.close()
 
@@ -255,3 +255,33 @@ def test_sshd_fixture_servers_have_distinct_keys(sshd_a, sshd_b):  # noqa: F811
     out = subprocess.run(["ssh-keygen", "-lf", str(sshd_a.folder / "host_ed25519.pub")],
                          capture_output=True, text=True).stdout
     assert "ED25519" in out
+
+
+def test_a_large_output_is_read_to_its_end_though_the_exit_status_comes_first(sshd_a, tmp_path,  # noqa: F811
+                                                                             monkeypatch):
+    # Over a paced link the client's window fills; OpenSSH sends the exit status as soon as
+    # the command exits, ahead of the output it still holds for the window.
+    import shlex
+
+    from test_hardening_downloads import SlowProxy
+
+    import datarun.executors.sshconn as sshconn
+
+    proxy = SlowProxy(sshd_a.port)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{proxy.port} ssh-ed25519 {sshd_a.host_key_pub}\n")
+    conn = connection(sshd_a, known, port=proxy.port)
+    size = 6 * 1024**2
+    command = shlex.join(["head", "-c", str(size), "/dev/zero"])
+    try:
+        conn.run("true")
+        proxy.rate = 8_000_000
+        assert [len(conn.run(command).stdout) for _ in range(3)] == [size] * 3
+        # Negative control: stopping at the exit status once the buffers are empty (the
+        # old rule) loses the end of the output.
+        monkeypatch.setattr(sshconn, "drained", lambda channel: not channel.recv_ready()
+                            and not channel.recv_stderr_ready())
+        assert any(len(conn.run(command).stdout) < size for _ in range(5))
+    finally:
+        conn.close()
+        proxy.close()

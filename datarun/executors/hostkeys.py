@@ -8,19 +8,23 @@ told to replace (`host trust --replace`), which drops that host's old pins from 
 workspace's file (and nothing else) and pins the new key. `~/.ssh/known_hosts` is the
 user's and is never edited: a stale key there is named with the `ssh-keygen -R` that
 removes it.
+
+This module knows keys, files and names only; it opens no connection. What the host
+shows is read by the caller (`sshconn.scan_host_key`) and handed in, so the connection
+layer imports this module and never the other way round.
 """
 
 import base64
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
 from datarun.errors import HostError
-from datarun.executors.sshtarget import Target
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -33,13 +37,19 @@ def describe(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {fingerprint(key)}"
 
 
-def changed_key_message(target: Target, key: paramiko.PKey, old: list[paramiko.PKey]) -> str:
+def unknown_key_message(name: str, known_hosts_name: str, key: paramiko.PKey) -> str:
+    return (f"host {name}: unknown host key {describe(key)} for {known_hosts_name}: if it is "
+            f"right, pin it with `datarun host trust {name}`")
+
+
+def changed_key_message(name: str, known_hosts_name: str, key: paramiko.PKey,
+                        old: list[paramiko.PKey]) -> str:
     """One line naming the key the host shows now and the pinned one(s) it differs from."""
     pinned = " and ".join(describe(k) for k in old) or "another key"
     return (
-        f"host {target.name}: the host key of {target.known_hosts_name} has CHANGED: it is now "
+        f"host {name}: the host key of {known_hosts_name} has CHANGED: it is now "
         f"{describe(key)}, {pinned} is pinned: if the change is expected, run "
-        f"`datarun host trust {target.name} --replace`"
+        f"`datarun host trust {name} --replace`"
     )
 
 
@@ -51,9 +61,12 @@ class UnknownHostKey(Exception):
 
 
 class RefuseUnknown(paramiko.MissingHostKeyPolicy):
-    """Like RejectPolicy, but carries the key so the message can name its fingerprint."""
+    """Like RejectPolicy, but carries the key so the message can name its fingerprint.
 
-    def missing_host_key(self, client, hostname, key):
+    It stands where Fabric puts its AutoAddPolicy: a key nobody pinned is never taken."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
         raise UnknownHostKey(hostname, key)
 
 
@@ -62,41 +75,6 @@ def known_hosts_files(workspace_known_hosts: Path | None) -> list[Path]:
     if workspace_known_hosts is not None:
         files.append(workspace_known_hosts)
     return [path for path in files if path.is_file()]
-
-
-def scan_host_key(target: Target, known_hosts: Path | None = None,
-                  ssh_config: paramiko.SSHConfig | None = None,
-                  prefer: list[str] = ()) -> paramiko.PKey:
-    """The key the server proves it holds (the key exchange signs with it); no login.
-
-    `prefer`: key types asked for first (those already pinned, as a connection does), so a
-    host with several keys shows the one that is pinned, if it still has it."""
-    from datarun.executors.sshconn import SSHConnection
-
-    conn = SSHConnection(target, known_hosts, ssh_config)
-    sock = conn._socket()
-    transport = paramiko.Transport(sock)
-    transport.banner_timeout = target.connect_timeout
-    if prefer:
-        options = transport.get_security_options()
-        types = list(options.key_types)
-        options.key_types = [t for t in prefer if t in types] + [t for t in types if t not in prefer]
-    try:
-        transport.start_client(timeout=target.connect_timeout)
-        return transport.get_remote_server_key()
-    except (paramiko.SSHException, EOFError, OSError) as error:
-        detail = str(error) or type(error).__name__
-        if detail == "No existing session" or detail.startswith("Error reading SSH protocol banner"):
-            # paramiko's words for a port that stays silent: which of the two depends on
-            # whether its reader thread or start_client notices the timeout first.
-            detail = "no SSH banner"
-        raise HostError(
-            f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
-            f"within {target.connect_timeout:g}s ({detail}): wrong port, or the host hangs"
-        ) from None
-    finally:
-        transport.close()
-        conn.close()
 
 
 def known_keys(name: str, files: list[Path]) -> list[paramiko.PKey]:
@@ -119,39 +97,43 @@ class Pin:
     replaced: list[str] = field(default_factory=list)  # the pins it replaced, "TYPE SHA256:..."
 
 
-def pin_host_key(target: Target, known_hosts: Path, ssh_config: paramiko.SSHConfig | None = None,
-                 replace: bool = False) -> Pin:
-    """Pin the host's key in the workspace's known_hosts.
+# What the host shows, asked for with the key types to prefer first (those already pinned).
+Scan = Callable[[list[str]], paramiko.PKey]
+
+
+def pin_key(name: str, known_hosts_name: str, known_hosts: Path, scan: Scan,
+            replace: bool = False) -> Pin:
+    """Pin the key `scan` reads from the host in the workspace's known_hosts.
 
     A key already pinned is kept (with `replace`, as the host's only pin). A different key
     known for the host is refused with both fingerprints, unless `replace`: then the
     host's other pins in the workspace's file go, and only the host's."""
     files = known_hosts_files(known_hosts)
-    known = known_keys(target.known_hosts_name, files)
-    key = scan_host_key(target, known_hosts, ssh_config, prefer=[k.get_name() for k in known])
+    known = known_keys(known_hosts_name, files)
+    key = scan([k.get_name() for k in known])
     others = other_pins(known, key)
     if others and not replace:
         raise HostError(
-            f"host {target.name}: the host key of {target.known_hosts_name} is now {describe(key)}, "
+            f"host {name}: the host key of {known_hosts_name} is now {describe(key)}, "
             f"but {' and '.join(describe(k) for k in others)} is pinned for it: if the change is "
-            f"expected, run `datarun host trust {target.name} --replace`")
+            f"expected, run `datarun host trust {name} --replace`")
     users = [path for path in files if path != known_hosts]
-    in_user_file = [k for k in others if k in known_keys(target.known_hosts_name, users)]
+    in_user_file = [k for k in others if k in known_keys(known_hosts_name, users)]
     if in_user_file:
         raise HostError(
-            f"host {target.name}: the old key {describe(in_user_file[0])} of "
-            f"{target.known_hosts_name} is in {users[0]}, which datarun does not edit: remove it "
-            f"with `ssh-keygen -R '{target.known_hosts_name}' -f {users[0]}`, then run "
-            f"`datarun host trust {target.name}`")
+            f"host {name}: the old key {describe(in_user_file[0])} of "
+            f"{known_hosts_name} is in {users[0]}, which datarun does not edit: remove it "
+            f"with `ssh-keygen -R '{known_hosts_name}' -f {users[0]}`, then run "
+            f"`datarun host trust {name}`")
     if others or key not in known:
-        _write_pins(known_hosts, target.known_hosts_name, key, drop=bool(others))
+        _write_pins(known_hosts, known_hosts_name, key, drop=bool(others))
     return Pin(fingerprint(key), [describe(k) for k in others])
 
 
 def _names_host(hostname: str, entry_name: str) -> bool:
     if entry_name.startswith("|1|"):
         salt = entry_name.split("|")[2]
-        return paramiko.HostKeys.hash_host(hostname, salt) == entry_name
+        return bool(paramiko.HostKeys.hash_host(hostname, salt) == entry_name)
     return entry_name == hostname
 
 

@@ -260,11 +260,10 @@ def remove_host(path: Path, name: str) -> None:
 
 # Workspace-level operations behind `host add`, `host trust` and `host remove`.
 
-def _target(workspace, host: Host):
+def _target(host: Host):
     from datarun.executors.sshconn import load_ssh_config, resolve_target
 
-    ssh_config = load_ssh_config()
-    return resolve_target(host, ssh_config), ssh_config
+    return resolve_target(host, load_ssh_config())
 
 
 def trust_host(workspace, name: str, replace: bool = False):
@@ -275,8 +274,7 @@ def trust_host(workspace, name: str, replace: bool = False):
     host = get_host(load_hosts(workspace.hosts_file), name)
     if host.executor != "ssh":
         raise UsageError(f"host {name!r} is not an ssh host: it has no host key to trust")
-    target, ssh_config = _target(workspace, host)
-    return pin_host_key(target, workspace.known_hosts_path, ssh_config, replace=replace)
+    return pin_host_key(_target(host), workspace.known_hosts_path, replace=replace)
 
 
 def _as_option_error(message: str, name: str) -> str:
@@ -310,8 +308,7 @@ def register_host(workspace, name: str, table: dict, trust: bool = False,
             raise UsageError(f"host {name!r} is not an ssh host: --trust needs an ssh host")
         from datarun.executors.sshconn import pin_host_key
 
-        target, ssh_config = _target(workspace, host)
-        pin = pin_host_key(target, workspace.known_hosts_path, ssh_config, replace=replace)
+        pin = pin_host_key(_target(host), workspace.known_hosts_path, replace=replace)
         key, replaced = pin.fingerprint, pin.replaced
         comment = f"host key {key}, pinned {time.strftime('%Y-%m-%d')} by `datarun host add --trust`"
     add_host(workspace.hosts_file, name, table, comment)

@@ -26,6 +26,7 @@ import tempfile
 import uuid
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from datarun.errors import HostError, UsageError
 from datarun.executors.base import NVIDIA_QUERY, PollReport, SyncResult, gpu_lines, poll_report
@@ -40,6 +41,10 @@ from datarun.executors.sshsession import HarnessSession
 from datarun.executors.tarsafe import MAX_MEMBER_BYTES, extract_results
 from datarun.remote.common import Layout
 from datarun.store.blobs import sha256_file, tree_hash
+
+if TYPE_CHECKING:
+    from datarun.executors.hosts import Host
+    from datarun.store.workspace import Workspace
 
 HARNESS_SOURCE = Path(__file__).resolve().parent.parent / "remote"
 HARNESS_PACKAGE = "datarun_remote"
@@ -90,13 +95,13 @@ def shell_and(*commands: list[str]) -> str:
 
 
 class SSHExecutor:
-    def __init__(self, workspace, host, connection: SSHConnection | None = None):
+    def __init__(self, workspace: "Workspace | None", host: "Host",
+                 connection: SSHConnection | None = None) -> None:
         self.host = host
         self.workspace = workspace
         known_hosts = workspace.known_hosts_path if workspace is not None else None
         if connection is None:
-            ssh_config = load_ssh_config()
-            connection = SSHConnection(resolve_target(host, ssh_config), known_hosts, ssh_config)
+            connection = SSHConnection(resolve_target(host, load_ssh_config()), known_hosts)
         self.conn = connection
         # The workspace's own folder in the host's workdir (None: the workdir itself, for a
         # harness driven without a workspace).
@@ -182,11 +187,11 @@ class SSHExecutor:
                     return HostError(f"host {name}: harness {what} failed: {error}")
         return HostError(f"host {name}: {what} failed ({last})")
 
-    def run_harness(self, command: str, *args: str, timeout: float | None = None) -> dict:
+    def run_harness(self, command: str, *args: str, timeout: float | None = None) -> dict[str, Any]:
         result = self.conn.run(self.harness_command(command, *args), timeout=timeout)
         return self._harness_json(result, command)
 
-    def _harness_json(self, result: CommandResult, what: str) -> dict:
+    def _harness_json(self, result: CommandResult, what: str) -> dict[str, Any]:
         if result.status != 0:
             raise self._fail(result, what)
         lines = [line for line in result.stdout.splitlines() if line.strip()]
@@ -233,7 +238,7 @@ class SSHExecutor:
 
     def prepare(self, data: dict[str, Path]) -> None:
         harness_hash, stage = staged_harness()
-        wanted = {self.harness_dir(): None}
+        wanted: dict[str, Path | None] = {self.harness_dir(): None}
         for digest, folder in data.items():
             check_key(digest)
             wanted[str(self.layout.data_set(digest))] = Path(folder)
@@ -279,7 +284,9 @@ class SSHExecutor:
                 archive = Path(tmp) / "data.tar"
                 with tarfile.open(archive, "w", dereference=True) as tar:
                     for remote in data_missing:
-                        tar.add(wanted[remote], arcname=f"{tasks_and_data[1]}/{remote.rsplit('/', 1)[1]}")
+                        source = wanted[remote]
+                        assert source is not None  # only data sets have a local folder
+                        tar.add(source, arcname=f"{tasks_and_data[1]}/{remote.rsplit('/', 1)[1]}")
                 self._check_room(2 * archive.stat().st_size, free)
                 upload = self._upload_path("data")
                 self.conn.put(archive, upload)
@@ -330,14 +337,14 @@ class SSHExecutor:
         # Two JSON lines come back, accept's then start's: the refusals are in the first.
         result = self.conn.run(command)
         self._harness_json(result, "accept/start")
-        accepted = next((json.loads(line) for line in result.stdout.splitlines()
+        accepted: dict[str, Any] = next((json.loads(line) for line in result.stdout.splitlines()
                          if line.startswith("{") and '"refused"' in line), {})
         # Like the local executor, a launched bundle is consumed: the host has it now.
         for bundle in bundles:
             shutil.rmtree(bundle, ignore_errors=True)
         return dict(accepted.get("refused") or {})
 
-    def check_libraries(self, info: dict) -> None:
+    def check_libraries(self, info: dict[str, Any]) -> None:
         """Refuse a host whose Python lacks what the runner imports: its tasks would never start."""
         missing = [REQUIRED_LIBRARIES.get(name, name) for name in info.get("missing") or []]
         if missing:
@@ -370,7 +377,7 @@ class SSHExecutor:
         if self._pack_path is None:
             # One fixed path, overwritten by every sync: only one dispatcher runs at a time.
             self._pack_path = str(self.layout.space / f".sync-results-{self.host.name}.tar")
-        request: dict = {"cleanup": cleanup, "poll": poll, "pack_out": self._pack_path,
+        request: dict[str, Any] = {"cleanup": cleanup, "poll": poll, "pack_out": self._pack_path,
                          "slots": self.host.slots, "threads": self.host.threads, "wait": wait}
         if bundles:
             request["archive"] = self._put_bundles(bundles)
@@ -389,7 +396,8 @@ class SSHExecutor:
             fetched = self._download_results(self._pack_path, pack, Path(dest), packed)
         return SyncResult(poll=poll_report(report.get("poll") or {}), fetched=fetched, refused=refused)
 
-    def _download_results(self, remote: str, pack: dict, dest: Path, keys: list[str]) -> list[str]:
+    def _download_results(self, remote: str, pack: dict[str, Any], dest: Path,
+                          keys: list[str]) -> list[str]:
         """Fetch the results archive the host announced (its size and digest) and unpack it.
 
         The archive lands in a new file of an unpredictable name (mkstemp, 0600) in dest,
@@ -445,11 +453,11 @@ class SSHExecutor:
         self.prepare({})
         return self.run_harness("log", check_key(key)).get("log", "")
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         self.prepare({})
         return self.run_harness("info")
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         self.prepare({})
         return self.run_harness("usage")
 
@@ -457,7 +465,7 @@ class SSHExecutor:
         command = "command -v nvidia-smi >/dev/null 2>&1 && " + shlex.join(NVIDIA_QUERY) + " || true"
         return gpu_lines(self.conn.run(command).stdout)
 
-    def clean(self, keep: list[str], force: bool = False) -> dict:
+    def clean(self, keep: list[str], force: bool = False) -> dict[str, Any]:
         keep = [check_key(key) for key in keep]
         self.prepare({})
         return self.run_harness("clean", *(["--force"] if force else []), "--keep", *keep)

@@ -1,51 +1,73 @@
-"""One SSH connection to one host, reused for every command and transfer.
+"""One SSH connection to one host, on Fabric's `Connection`, reused for every command and transfer.
 
-Built on paramiko directly rather than through Fabric's `Connection`: Fabric adds ~30 ms
-to every command (its runner threads), auto-adds unknown host keys, and has no way to set
-TCP_NODELAY. What Fabric does that datarun wants is kept: `~/.ssh/config` is read with
-paramiko's own parser (HostName, Port, User, IdentityFile, ProxyJump), the way Fabric
-reads it.
+Fabric does what it is good at: its configuration loads `~/.ssh/config` (then
+`/etc/ssh/ssh_config`, as ssh reads them) and a `fabric.Connection` applies it, so
+HostName, Port, User, IdentityFile and ProxyJump come from Fabric's lookup, never from a
+parser of datarun's; hosts.toml settings win (they are given to Fabric as arguments). The
+connection itself is a `fabric.Connection` (`HostConnection`) with datarun's rules where
+Fabric's defaults would be wrong for hosts that may be hostile or hung:
 
-Every blocking step has a deadline: the TCP connect, the handshake and authentication,
-opening a channel, every command, every SFTP request. paramiko has no timeout on some
-channel requests (`exec_command` waits forever for the server's answer), so each command
+- host keys: Fabric's AutoAddPolicy is replaced by a policy that refuses (`hostkeys`), and
+  the known keys are `~/.ssh/known_hosts` plus the workspace's `.datarun/known_hosts`;
+- the socket is datarun's, handed to Fabric as `sock`: with TCP_NODELAY (without it each
+  small command waits ~40 ms on Nagle and delayed ACKs; neither Fabric nor paramiko sets
+  it) and keepalive, and with one-line errors for names that do not resolve, refused
+  ports and silent hosts;
+- timeouts: every step of connecting has one, from hosts.toml (Fabric's own
+  `connect_timeout` is an int, so 0.5 s would mean none, and its jump channel waits
+  paramiko's default hour); agent forwarding is off whatever ssh_config says (a host
+  must not use the organiser's keys);
+- ProxyJump hops are visited in ssh's order (the first hop first; Fabric reverses a
+  chain of several), each a `HostConnection` with the same key checking, and a loop in
+  ~/.ssh/config is refused after MAX_JUMPS hops rather than recursing;
+- closing closes what Fabric leaves open: a dead transport's SFTP session and the jump
+  hosts' connections.
+
+Commands and downloads stay on the connection's transport and SFTP session, not on
+Fabric's `run` and `get`: `run` (invoke's runner and its I/O threads) cannot cap what a
+host prints and blocks with no timeout in `exec_command` on a hung host, and costs more
+per command (`bench/ssh_overhead.py` prints both); `get` reads to EOF, while a download
+here reads exactly the size the host announced. Uploads are Fabric's `put`.
+
+Every blocking step has a deadline: paramiko has no timeout on some channel requests
+(`exec_command` waits forever for the server's answer), so each command and transfer
 runs under a watchdog that closes the transport when its time is up; a hung host then
 costs its own caller one timeout and nothing more.
-
-Host keys are checked against `~/.ssh/known_hosts` and the workspace's
-`.datarun/known_hosts`; an unknown or changed key is refused, never added.
 """
 
 import logging
+import os
 import select
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+import fabric  # type: ignore[import-untyped]
 import paramiko
 
-from datarun.errors import HostError
-from datarun.executors.hostkeys import (  # noqa: F401  (re-exported for callers)
+from datarun.errors import HostError, UsageError
+from datarun.executors import hostkeys
+from datarun.executors.hostkeys import (
+    Pin,
     RefuseUnknown,
     UnknownHostKey,
     changed_key_message,
     fingerprint,
     known_hosts_files,
     known_keys,
-    pin_host_key,
+    unknown_key_message,
 )
-from datarun.executors.sshtarget import (  # noqa: F401
-    Target,
-    jump_target_for,
-    load_ssh_config,
-    replace_target,
-    resolve_target,
-)
+
+if TYPE_CHECKING:
+    from datarun.executors.hosts import Host
+
+__all__ = ["CommandResult", "HostConnection", "SSHConnection", "Stats", "Target", "fingerprint",
+           "load_ssh_config", "pin_host_key", "resolve_target", "scan_host_key"]
 
 # paramiko logs a traceback at ERROR for every banner timeout or reset it then raises;
 # datarun turns those into one-line HostErrors, so keep the tracebacks off stderr.
@@ -59,13 +81,163 @@ DOWNLOAD_CHUNK = 1 << 20
 # What one command may print (stdout and stderr together): harness answers are a few kB,
 # a task's log is capped on the host at its max_output.
 MAX_COMMAND_OUTPUT = 64 * 1024**2
+# The ssh_config files, in the order ssh reads them (the first value found wins).
+USER_SSH_CONFIG = "~/.ssh/config"
+SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 
 
 class OutputFlood(Exception):
     """A command printed more than MAX_COMMAND_OUTPUT."""
 
 
-def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
+# --- where a host is: hosts.toml over ssh_config, looked up by Fabric ---------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to connect, resolved: hosts.toml settings over what Fabric's lookup
+    of ssh_config gives, with the jump host (ProxyJump) to go through, resolved too."""
+
+    name: str  # the datarun host name, for messages
+    hostname: str
+    port: int
+    user: str
+    identities: tuple[str, ...] = ()
+    identity_required: bool = False  # set in hosts.toml: a missing file is an error
+    jump: "Target | None" = None  # the last hop before this host; it has its own `jump`
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts files use: `host`, or `[host]:port` off port 22."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def hops(self) -> list["Target"]:
+        """The jump hosts in the order they are connected to, the first one first."""
+        chain: list[Target] = []
+        jump = self.jump
+        while jump is not None:
+            chain.insert(0, jump)
+            jump = jump.jump
+        return chain
+
+
+def ssh_config_paths() -> list[Path]:
+    return [Path(os.path.expanduser(USER_SSH_CONFIG)), Path(SYSTEM_SSH_CONFIG)]
+
+
+def load_ssh_config() -> fabric.Config:
+    """Fabric's configuration with the ssh_config files loaded by Fabric's loader.
+
+    Each file is handed to Fabric on its own (its `runtime_ssh_path`), the user's first,
+    so a file that cannot be read or parsed is named. Fabric's own configuration files
+    (`~/.fabric.yaml` and the like) are not read: datarun's settings are hosts.toml's."""
+    config = fabric.Config(lazy=True)
+    for path in ssh_config_paths():
+        if not path.is_file():
+            continue
+        config.set_runtime_ssh_path(str(path))
+        try:
+            config.load_ssh_config()
+        except (OSError, paramiko.SSHException) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise UsageError(f"cannot read {path}: {reason}: fix the file, or move it aside") from None
+    config.set_runtime_ssh_path(None)
+    return config
+
+
+def _fabric_view(name: str, spec: str, config: fabric.Config, user: str | None = None,
+                 port: int | None = None, source: str = "address") -> fabric.Connection:
+    """A `fabric.Connection` for `spec`, never opened: its attributes are Fabric's lookup of
+    ssh_config. `spec` is Fabric's shorthand, [user@]host[:port], which is ProxyJump's
+    syntax too; `[v6 address]:port`, which Fabric does not split, is split here."""
+    login, at, rest = spec.rpartition("@")
+    bracketed = rest.startswith("[") and "]" in rest
+    if bracketed:
+        address, _, tail = rest[1:].partition("]")
+        rest = address
+    try:
+        if bracketed and tail:
+            if not tail.startswith(":") or port is not None:
+                raise ValueError(tail)
+            port = int(tail[1:])
+        # connect_kwargs of its own: given none, Fabric writes the IdentityFiles it finds
+        # into the configuration's, and every later lookup would inherit them.
+        return fabric.Connection(login + at + rest, user=user, port=port, config=config,
+                                 gateway=False, forward_agent=False,
+                                 connect_kwargs={"key_filename": []})
+    except ValueError:  # a user or port given twice, or a port that is not a number
+        if source == "address":
+            raise UsageError(
+                f"hosts.toml: [hosts.{name}] address {spec!r} is not a host name with at most a "
+                "user@ and a :port: give the host's name alone as `address`, and its user and "
+                "port as `user` and `port`") from None
+        raise UsageError(f"host {name}: ProxyJump {spec!r} in ssh_config is not "
+                         "[user@]host[:port]: fix the file, or move it aside") from None
+    except paramiko.SSHException as error:  # ssh_config cannot be applied to it
+        detail = ("CanonicalizeHostname found no name for it"
+                  if isinstance(error, paramiko.ssh_exception.CouldNotCanonicalize) else str(error))
+        raise UsageError(f"host {name}: ssh_config cannot be applied to {spec!r} ({detail}): "
+                         "fix the file, or move it aside") from None
+
+
+def _identities(view: fabric.Connection) -> tuple[str, ...]:
+    """The IdentityFile entries Fabric gathered for the connection."""
+    keys = dict(view.connect_kwargs).get("key_filename") or []
+    return tuple(os.path.expanduser(path) for path in ([keys] if isinstance(keys, str) else keys))
+
+
+def _jump(via: Target, proxyjump: str | None, config: fabric.Config, depth: int) -> Target | None:
+    """The hop `via` is reached through. ssh visits the hops of "a,b" in order: `a` as its
+    own ssh_config entry says (its ProxyJump too), `b` through `a`, then `via` through `b`."""
+    hops = [hop.strip() for hop in (proxyjump or "").split(",") if hop.strip()]
+    if not hops or hops[0].lower() == "none":
+        return None
+    if depth >= MAX_JUMPS:
+        raise HostError(f"host {via.name}: more than {MAX_JUMPS} ProxyJump hops in ~/.ssh/config")
+    jump: Target | None = None
+    for spec in hops:
+        view = _fabric_view(via.name, spec, config, source="proxyjump")
+        hop = Target(
+            name=f"{via.name} (jump host {view.original_host})",
+            hostname=view.host, port=int(view.port), user=view.user, identities=_identities(view),
+            connect_timeout=via.connect_timeout, command_timeout=via.command_timeout,
+        )
+        if jump is None:
+            jump = replace(hop, jump=_jump(hop, view.ssh_config.get("proxyjump"), config, depth + 1))
+        else:
+            jump = replace(hop, jump=jump)
+    return jump
+
+
+def resolve_target(host: "Host", ssh_config: fabric.Config | None = None) -> Target:
+    """Settings in hosts.toml win; ssh_config (as Fabric applies it) fills what they leave
+    out, as ssh does. An explicit `identity` is the only key tried."""
+    config = ssh_config if ssh_config is not None else fabric.Config(lazy=True)
+    assert host.address, "parse_host refuses an ssh host without an address"
+    view = _fabric_view(host.name, host.address, config, user=host.user, port=host.port)
+    target = Target(
+        name=host.name,
+        hostname=view.host,
+        port=int(view.port),
+        user=view.user,
+        identities=(os.path.expanduser(host.identity),) if host.identity else _identities(view),
+        identity_required=bool(host.identity),
+        connect_timeout=host.connect_timeout,
+        command_timeout=host.command_timeout,
+    )
+    return replace(target, jump=_jump(target, view.ssh_config.get("proxyjump"), config, 0))
+
+
+# --- connecting -----------------------------------------------------------------------------
+
+
+def load_identity(target: Target, path: str) -> paramiko.PKey | None:
     try:
         return paramiko.PKey.from_path(path)
     except FileNotFoundError:
@@ -91,7 +263,9 @@ def _load_identity(target: Target, path: str) -> paramiko.PKey | None:
         ) from None
 
 
-def _tcp_socket(hostname: str, port: int, timeout: float, name: str) -> socket.socket:
+def tcp_socket(target: Target) -> socket.socket:
+    """The TCP connection to the host, with TCP_NODELAY and keepalive, or a one-line error."""
+    hostname, port, timeout, name = target.hostname, target.port, target.connect_timeout, target.name
     try:
         sock = socket.create_connection((hostname, port), timeout=timeout)
     except (socket.gaierror, UnicodeError) as error:
@@ -108,10 +282,186 @@ def _tcp_socket(hostname: str, port: int, timeout: float, name: str) -> socket.s
         reason = f"no answer within {timeout:g}s" if isinstance(error, TimeoutError) else (
             error.strerror or str(error))
         raise HostError(f"host {name}: {hostname}:{port} is unreachable ({reason})") from None
-    # Without TCP_NODELAY each small command waits ~40 ms on Nagle and delayed ACKs.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return sock
+
+
+class HostConnection(fabric.Connection):
+    """A `fabric.Connection` to a resolved Target, with datarun's host keys, socket,
+    timeouts and jump hosts (see the module's docstring)."""
+
+    # Declared on the class as Fabric declares its own: invoke's config proxy would take
+    # an attribute it does not find on the class for a configuration setting.
+    target: Target | None = None
+    known_hosts: Path | None = None
+    host_key: paramiko.PKey | None = None
+    _sftp: paramiko.SFTPClient | None = None  # Fabric's, declared here with its type
+
+    def __init__(self, target: Target, known_hosts: Path | None = None) -> None:
+        gateway = HostConnection(target.jump, known_hosts) if target.jump is not None else False
+        # The target is resolved already: a configuration without ssh_config keeps Fabric
+        # from looking the resolved name up a second time.
+        super().__init__(target.hostname, user=target.user, port=target.port,
+                         config=fabric.Config(lazy=True), gateway=gateway, forward_agent=False)
+        self.target = target
+        self.known_hosts = known_hosts
+        self.connect_timeout = target.connect_timeout  # a float, where Fabric's is int()ed
+        # Never Fabric's AutoAddPolicy, not even on a client that is not used: `open` makes
+        # a new one with the pins as they are then.
+        self.client.set_missing_host_key_policy(RefuseUnknown())
+
+    def _target(self) -> Target:
+        assert self.target is not None
+        return self.target
+
+    def _strict_client(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        for path in known_hosts_files(self.known_hosts):
+            client.get_host_keys().load(str(path))
+        client.set_missing_host_key_policy(RefuseUnknown())
+        return client
+
+    def open(self) -> None:
+        if self.is_connected:
+            return None
+        self.close()  # what a dead transport left: its SFTP session, its jump hosts
+        target = self._target()
+        keys = [key for key in (load_identity(target, p) for p in target.identities) if key]
+        timeout = target.connect_timeout
+        self.client = self._strict_client()  # the pins as they are now
+        sock = None if self.gateway else tcp_socket(target)
+        self.connect_kwargs = {
+            "pkey": keys[0] if keys else None,
+            # An explicit key is the only one tried: a stray agent key must not log in as
+            # someone else. Without one, do what ssh does (agent, default keys).
+            "allow_agent": not keys,
+            "look_for_keys": not keys,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+            "channel_timeout": timeout,
+            **({"sock": sock} if sock is not None else {}),  # else Fabric's open_gateway()
+        }
+        try:
+            super().open()
+        except BaseException as error:
+            self.close()
+            if sock is not None:
+                sock.close()
+            told = self._connect_error(error)
+            if told is error:
+                raise
+            raise told from None
+        assert self.transport is not None
+        self.transport.set_keepalive(KEEPALIVE_SECONDS)
+        self.host_key = self.transport.get_remote_server_key()
+        return None
+
+    def _connect_error(self, error: BaseException) -> BaseException:
+        """The one-line HostError for what connecting raised (anything else as it is)."""
+        target = self._target()
+        if isinstance(error, HostError):  # the socket, an identity, a jump host: said already
+            return error
+        if isinstance(error, UnknownHostKey):
+            pinned = known_keys(error.known_hosts_name, known_hosts_files(self.known_hosts))
+            if pinned:  # the host no longer shows the pinned key's type: a change all the same
+                return HostError(changed_key_message(target.name, target.known_hosts_name,
+                                                     error.key, pinned))
+            return HostError(unknown_key_message(target.name, error.known_hosts_name, error.key))
+        if isinstance(error, paramiko.BadHostKeyException):
+            pinned = known_keys(target.known_hosts_name, known_hosts_files(self.known_hosts))
+            return HostError(changed_key_message(
+                target.name, target.known_hosts_name, error.key,
+                [k for k in pinned if k != error.key] or [error.expected_key]))
+        if isinstance(error, paramiko.AuthenticationException):
+            key = ", ".join(target.identities) or "agent and default keys"
+            return HostError(
+                f"host {target.name}: authentication refused for {target.where} (key: {key}): "
+                "add the public key to that user's ~/.ssh/authorized_keys, or fix `user` / "
+                "`identity` in hosts.toml")
+        if isinstance(error, paramiko.SSHException | EOFError | OSError):
+            return HostError(
+                f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
+                f"within {target.connect_timeout:g}s ({error or type(error).__name__}): wrong "
+                "port, or the host hangs")
+        return error
+
+    @property
+    def sftp_session(self) -> paramiko.SFTPClient | None:
+        """The SFTP session `sftp()` opened on this connection, if any (None after close)."""
+        return self._sftp
+
+    def open_gateway(self) -> paramiko.Channel:
+        """The channel to this host through its jump host, which is opened first."""
+        gateway, target = self.gateway, self._target()
+        assert isinstance(gateway, HostConnection) and gateway.target is not None
+        gateway.open()
+        assert gateway.transport is not None
+        try:
+            return gateway.transport.open_channel(
+                "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0),
+                timeout=target.connect_timeout)
+        except (paramiko.SSHException, OSError) as error:
+            raise HostError(
+                f"host {target.name}: the jump host {gateway.target.hostname} could not reach "
+                f"{target.hostname}:{target.port}: {error}"
+            ) from None
+
+    def close(self) -> None:
+        """Close the SFTP session, the client and the jump hosts, whether or not the
+        transport is still alive (Fabric's close leaves a dead one's and the hops' open)."""
+        gateway = self.gateway if isinstance(self.gateway, HostConnection) else None
+        for closable in (self._sftp, self.client, gateway):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception:  # closing a dead connection may raise anything; it is gone
+                    pass
+        self._sftp = None
+
+
+def scan_host_key(target: Target, known_hosts: Path | None = None,
+                  prefer: list[str] | tuple[str, ...] = ()) -> paramiko.PKey:
+    """The key the server proves it holds (the key exchange signs with it); no login.
+
+    `prefer`: key types asked for first (those already pinned, as a connection does), so a
+    host with several keys shows the one that is pinned, if it still has it. The jump
+    hosts on the way are connected to as usual, their keys checked."""
+    conn = HostConnection(target, known_hosts)
+    transport: paramiko.Transport | None = None
+    try:
+        sock = conn.open_gateway() if conn.gateway else tcp_socket(target)
+        transport = paramiko.Transport(sock)
+        transport.banner_timeout = target.connect_timeout
+        if prefer:
+            options = transport.get_security_options()
+            types = list(options.key_types)
+            options.key_types = [t for t in prefer if t in types] + [t for t in types if t not in prefer]
+        transport.start_client(timeout=target.connect_timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, EOFError, OSError) as error:
+        detail = str(error) or type(error).__name__
+        if detail == "No existing session" or detail.startswith("Error reading SSH protocol banner"):
+            # paramiko's words for a port that stays silent: which of the two depends on
+            # whether its reader thread or start_client notices the timeout first.
+            detail = "no SSH banner"
+        raise HostError(
+            f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
+            f"within {target.connect_timeout:g}s ({detail}): wrong port, or the host hangs"
+        ) from None
+    finally:
+        if transport is not None:
+            transport.close()
+        conn.close()
+
+
+def pin_host_key(target: Target, known_hosts: Path, replace: bool = False) -> Pin:
+    """Pin the host's key in the workspace's known_hosts (see `hostkeys.pin_key`)."""
+    return hostkeys.pin_key(target.name, target.known_hosts_name, known_hosts,
+                            lambda prefer: scan_host_key(target, known_hosts, prefer), replace)
+
+
+# --- commands and transfers ---------------------------------------------------------------
 
 
 @dataclass
@@ -133,141 +483,51 @@ class Stats:
     commands_run: list[str] = field(default_factory=list)
 
 
+def drained(channel: paramiko.Channel) -> bool:
+    """Whether all a command printed has been read: the server sent EOF (or closed the
+    channel) and nothing is left in the buffers. The exit status alone does not say it:
+    OpenSSH sends it as soon as the command exits, ahead of output still waiting for the
+    client's window, so a reader that stopped there lost the end of a large output."""
+    return bool((channel.eof_received or channel.closed) and not channel.recv_ready()
+                and not channel.recv_stderr_ready())
+
+
 class SSHConnection:
-    def __init__(
-        self,
-        target: Target,
-        known_hosts: Path | None = None,
-        ssh_config: paramiko.SSHConfig | None = None,
-        depth: int = 0,
-    ):
+    """Commands and transfers on one `HostConnection`, each with its deadline."""
+
+    def __init__(self, target: Target, known_hosts: Path | None = None) -> None:
         self.target = target
         self.known_hosts = known_hosts  # the workspace's .datarun/known_hosts
-        self.ssh_config = ssh_config
-        self.depth = depth
         self.stats = Stats()
-        self._client: paramiko.SSHClient | None = None
-        self._sftp: paramiko.SFTPClient | None = None
-        self._jump: SSHConnection | None = None
+        self.fabric = HostConnection(target, known_hosts)
         self._home: str | None = None
-        self.host_key: paramiko.PKey | None = None
 
-    # --- connecting ---------------------------------------------------------------
-
-    def _socket(self):
-        target = self.target
-        if not target.proxyjump or target.proxyjump.lower() == "none":
-            return _tcp_socket(target.hostname, target.port, target.connect_timeout, target.name)
-        if self.depth >= MAX_JUMPS:
-            raise HostError(f"host {target.name}: more than {MAX_JUMPS} ProxyJump hops in ~/.ssh/config")
-        # ssh goes through the hops of "a,b" in order: connect to the first, then onwards.
-        hops = [hop.strip() for hop in target.proxyjump.split(",") if hop.strip()]
-        jump_target = jump_target_for(hops[0], target, self.ssh_config)
-        if len(hops) > 1:
-            jump_target = replace_target(jump_target, proxyjump=",".join(hops[1:]))
-        self._jump = SSHConnection(jump_target, self.known_hosts, self.ssh_config, self.depth + 1)
-        transport = self._jump.transport()
-        try:
-            return transport.open_channel(
-                "direct-tcpip",
-                (target.hostname, target.port),
-                ("127.0.0.1", 0),
-                timeout=target.connect_timeout,
-            )
-        except (paramiko.SSHException, OSError) as error:
-            raise HostError(
-                f"host {target.name}: the jump host {jump_target.hostname} could not reach "
-                f"{target.hostname}:{target.port}: {error}"
-            ) from None
+    @property
+    def host_key(self) -> paramiko.PKey | None:
+        return self.fabric.host_key
 
     def connect(self) -> None:
-        if self._client is not None and self._client.get_transport() is not None and \
-                self._client.get_transport().is_active():
+        if self.fabric.is_connected:
             return
-        self.close()
-        target = self.target
-        keys = [key for key in (_load_identity(target, p) for p in target.identities) if key]
-        client = paramiko.SSHClient()
-        for path in known_hosts_files(self.known_hosts):
-            client.get_host_keys().load(str(path))
-        client.set_missing_host_key_policy(RefuseUnknown())
-        sock = self._socket()
-        timeout = target.connect_timeout
-        try:
-            client.connect(
-                target.hostname,
-                port=target.port,
-                username=target.user,
-                pkey=keys[0] if keys else None,
-                # An explicit key is the only one tried: a stray agent key must not log in
-                # as someone else. Without one, do what ssh does (agent, default keys).
-                allow_agent=not keys,
-                look_for_keys=not keys,
-                sock=sock,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-            )
-        except UnknownHostKey as error:
-            sock.close()
-            files = known_hosts_files(self.known_hosts)
-            pinned = known_keys(error.known_hosts_name, files)
-            if pinned:  # the host no longer shows the pinned key's type: a change all the same
-                raise HostError(changed_key_message(target, error.key, pinned)) from None
-            raise HostError(
-                f"host {target.name}: unknown host key {error.key.get_name()} "
-                f"{fingerprint(error.key)} for {error.known_hosts_name}: if it is right, pin it "
-                f"with `datarun host trust {target.name}`"
-            ) from None
-        except paramiko.BadHostKeyException as error:
-            sock.close()
-            pinned = known_keys(target.known_hosts_name, known_hosts_files(self.known_hosts))
-            raise HostError(changed_key_message(
-                target, error.key, [k for k in pinned if k != error.key] or [error.expected_key])
-            ) from None
-        except paramiko.AuthenticationException:
-            sock.close()
-            key = ", ".join(target.identities) or "agent and default keys"
-            raise HostError(
-                f"host {target.name}: authentication refused for {target.where} (key: {key}): "
-                "add the public key to that user's ~/.ssh/authorized_keys, or fix `user` / "
-                "`identity` in hosts.toml"
-            ) from None
-        except (paramiko.SSHException, EOFError, OSError) as error:
-            sock.close()
-            raise HostError(
-                f"host {target.name}: no SSH server answered at {target.hostname}:{target.port} "
-                f"within {timeout:g}s ({error or type(error).__name__}): wrong port, or the "
-                "host hangs"
-            ) from None
-        transport = client.get_transport()
-        transport.set_keepalive(KEEPALIVE_SECONDS)
-        self.host_key = transport.get_remote_server_key()
-        self._client = client
+        self.fabric.open()
         self.stats.connects += 1
 
     def transport(self) -> paramiko.Transport:
         self.connect()
-        return self._client.get_transport()
+        transport: paramiko.Transport = self.fabric.transport
+        return transport
 
     def close(self) -> None:
-        for closable in (self._sftp, self._client, self._jump):
-            if closable is not None:
-                try:
-                    closable.close()
-                except Exception:  # closing a dead connection may raise anything; it is gone
-                    pass
-        self._sftp = self._client = self._jump = None
+        self.fabric.close()
 
     @contextmanager
     def _watchdog(self, timeout: float, what: str) -> Iterator[None]:
         """Close the transport if `what` outlives `timeout`: it unblocks any paramiko wait."""
         fired = threading.Event()
-        transport = self._client.get_transport() if self._client else None
 
-        def fire():
+        def fire() -> None:
             fired.set()
+            transport = self.fabric.transport
             if transport is not None:
                 transport.close()
 
@@ -294,8 +554,6 @@ class SSHConnection:
                 "or is overloaded)"
             )
 
-    # --- commands -----------------------------------------------------------------
-
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run one shell command line (already quoted by the caller) and wait for it.
 
@@ -312,7 +570,7 @@ class SSHConnection:
         received = 0
         try:
             with self._watchdog(timeout, "a command"):
-                channel = self._client.get_transport().open_session(timeout=timeout)
+                channel = self.transport().open_session(timeout=timeout)
                 try:
                     channel.settimeout(timeout)
                     channel.exec_command(command)
@@ -329,8 +587,7 @@ class SSHConnection:
                             received += len(err[-1])
                         if received > MAX_COMMAND_OUTPUT:
                             raise OutputFlood
-                        if channel.exit_status_ready() and not channel.recv_ready() \
-                                and not channel.recv_stderr_ready():
+                        if channel.exit_status_ready() and drained(channel):
                             break
                         if time.monotonic() > deadline:
                             raise TimeoutError
@@ -342,22 +599,23 @@ class SSHConnection:
             raise HostError(f"host {self.target.name}: a command printed more than "
                             f"{MAX_COMMAND_OUTPUT} bytes (datarun's commands print a few kB): "
                             "is `python` in hosts.toml the host's Python?") from None
-        stdout = b"".join(out)
         self.stats.bytes_received += received
-        return CommandResult(status, stdout.decode(errors="replace"), b"".join(err).decode(errors="replace"))
-
-    # --- files --------------------------------------------------------------------
+        return CommandResult(status, b"".join(out).decode(errors="replace"),
+                             b"".join(err).decode(errors="replace"))
 
     def sftp(self) -> paramiko.SFTPClient:
+        """Fabric's SFTP session of this connection (one, kept), every request of it
+        waiting at most the command timeout for its answer."""
         self.connect()
-        if self._sftp is None:
+        sftp = self.fabric.sftp_session
+        if sftp is None:
             timeout = self.target.command_timeout
             with self._watchdog(timeout, "opening SFTP"):
-                sftp = self._client.open_sftp()
-            # Every SFTP request waits at most this long for its answer.
-            sftp.get_channel().settimeout(timeout)
-            self._sftp = sftp
-        return self._sftp
+                sftp = self.fabric.sftp()
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(timeout)
+        return sftp
 
     def home(self) -> str:
         """The login folder, asked once of the SFTP server (which does not expand `~`)."""
@@ -376,10 +634,12 @@ class SSHConnection:
         return path
 
     def put(self, local: Path, remote: str) -> int:
+        """Upload `local` to the absolute path `remote` with Fabric's put."""
         size = Path(local).stat().st_size
         with self._watchdog(self._transfer_timeout(size), "an upload"):
+            self.sftp()  # connected, and its requests under the timeout, before Fabric uses it
             try:
-                self.sftp().put(str(local), remote, confirm=True)
+                self.fabric.put(str(local), remote, preserve_mode=False)
             except PermissionError as error:
                 raise HostError(
                     f"host {self.target.name}: cannot write {remote}: {error.strerror or error} "

@@ -2,27 +2,31 @@
 
 Starting Python on the host for every dispatcher cycle costs tens of milliseconds of the
 host's CPU and as much latency; a session starts `python -m datarun_remote session` once
-per connection and then each `sync` is a line each way on the open channel. When the
-channel or its connection dies, the next request opens a new one; every request has a
-timeout, enforced by the connection's watchdog so a hung host cannot block past it.
+per connection and then each `sync` is a line each way on the open channel: a channel of
+the connection's transport (Fabric's, see `sshconn`). When the channel or its connection
+dies, the next request opens a new one; every request has a timeout, enforced by the
+connection's watchdog so a hung host cannot block past it.
 """
 
 import json
 import select
 import time
+from typing import Any
+
+import paramiko
 
 from datarun.errors import HostError
-from datarun.executors.sshconn import READ_SLICE, SSHConnection
+from datarun.executors.sshconn import READ_SLICE, SSHConnection, drained
 
 MAX_ANSWER = 16 * 1024 * 1024  # an answer is a few kB; anything near this is not ours
 
 
 class HarnessSession:
-    def __init__(self, conn: SSHConnection, command: str, name: str):
+    def __init__(self, conn: SSHConnection, command: str, name: str) -> None:
         self.conn = conn
         self.command = command
         self.name = name
-        self._channel = None
+        self._channel: paramiko.Channel | None = None
         self._buffer = b""
         self.opened = 0
 
@@ -40,7 +44,7 @@ class HarnessSession:
         return (channel is not None and not channel.closed and not channel.exit_status_ready()
                 and self.conn.transport().is_active())
 
-    def request(self, payload: dict, timeout: float) -> dict:
+    def request(self, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request and wait for its answer line; HostError on any failure."""
         line = (json.dumps(payload) + "\n").encode()
         errors: list[bytes] = []
@@ -49,6 +53,7 @@ class HarnessSession:
                 if not self._alive():
                     self._open(timeout)
                 channel = self._channel
+                assert channel is not None
                 channel.settimeout(timeout)
                 channel.sendall(line)
                 self.conn.stats.bytes_sent += len(line)
@@ -68,7 +73,7 @@ class HarnessSession:
                         del errors[:-16]  # the last lines are what a message names
                     if b"\n" in self._buffer:
                         break
-                    if channel.exit_status_ready() and not channel.recv_ready():
+                    if channel.exit_status_ready() and drained(channel):
                         status = channel.recv_exit_status()
                         self._channel = None
                         raise HostError(self._ended(status, b"".join(errors)))

@@ -10,6 +10,7 @@ can write outside the task's own folder.
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from datarun.errors import HostError
 
@@ -17,7 +18,8 @@ MAX_MEMBER_BYTES = 512 * 1024**2
 MAX_RESULT_JSON_BYTES = 1024**2
 
 
-def _checked_members(tar: tarfile.TarFile, keys: set[str], where: str, max_member: int):
+def _checked_members(tar: tarfile.TarFile, keys: set[str], where: str,
+                     max_member: int) -> list[tuple[tarfile.TarInfo, str, str]]:
     members = []
     for member in tar.getmembers():
         name = member.name
@@ -57,6 +59,7 @@ def extract_results(
             target = Path(dest) / key
             target.mkdir(parents=True, exist_ok=True)
             source = tar.extractfile(member)
+            assert source is not None  # a regular file, checked above
             with source, open(target / filename, "wb") as out:
                 # Copy at most the declared size: a member cannot grow past its header.
                 shutil.copyfileobj(_Limited(source, member.size), out)
@@ -66,7 +69,7 @@ def extract_results(
 
 
 class _Limited:
-    def __init__(self, source, limit: int):
+    def __init__(self, source: IO[bytes], limit: int) -> None:
         self.source = source
         self.left = limit
 
