@@ -118,7 +118,7 @@ def _child(kit: Path, env: dict[str, str], folder: Path, write_fd: int) -> None:
 
         try:
             prepare_kit(kit, env, folder)
-            answer = {"ok": True}
+            answer: dict[str, object] = {"ok": True}
         except UsageError as error:
             answer = {"error": str(error)}
     except BaseException:  # the CLI will read the kit itself and show what goes wrong

@@ -95,6 +95,8 @@ class _Inputs:
         """A stored prediction array if it is one this problem can use, else None."""
         from datarun.scoring.predictions import prediction_fault
 
+        if digest is None:
+            return None
         try:
             array = np.asarray(self.store.get_array(digest))
             if self.ramp is None:  # a RAMP kit scores its predictions in their own dtype
@@ -109,22 +111,29 @@ class _Inputs:
     def valid_predictions(self, sid: int) -> list[np.ndarray] | None:
         """A submission's predictions on each fold's validation rows, or None if unusable."""
         if sid not in self.valid:
-            per_fold: list[np.ndarray] | None = []
             trains = []
-            for fold, valid_idx in zip(self.folds, self.valid_idx, strict=True):
+            for fold in self.folds:
                 train = self._load(self.tasks.get((sid, fold), (None, None))[0], self.shapes[0])
                 if train is None:
-                    per_fold = None
                     break
-                per_fold.append(train[valid_idx])
                 trains.append(train)
-            self.valid[sid] = per_fold
-            if self.ramp is not None and per_fold is not None:
-                self.train[sid] = trains
+            if len(trains) < len(self.folds):
+                self.valid[sid] = None
+            else:
+                self.valid[sid] = [train[valid_idx] for train, valid_idx
+                                   in zip(trains, self.valid_idx, strict=True)]
+                if self.ramp is not None:
+                    self.train[sid] = trains
         return self.valid[sid]
 
     def test_predictions(self, sid: int, fold: int) -> np.ndarray | None:
         return self._load(self.tasks.get((sid, fold), (None, None))[1], self.shapes[1])
+
+    @staticmethod
+    def _tests(arrays: list[np.ndarray | None]) -> list[np.ndarray] | None:
+        """The arrays if every one is usable, else None."""
+        usable = [a for a in arrays if a is not None]
+        return usable if len(usable) == len(arrays) else None
 
     def combined_test(self, candidates: list[int], members: list[list[int]]) -> float | None:
         """The blended test score: each fold's ensemble on the test rows, the folds bagged."""
@@ -135,16 +144,18 @@ class _Inputs:
         if self.ramp is not None:  # ramp-blend combines each fold's members by their indices
             from datarun.board.rampblend import combined_test_score
 
-            tests = [[self.test_predictions(sid, fold) for sid in candidates] for fold in self.folds]
-            if any(t is None for fold_tests in tests for t in fold_tests):
+            every = [self._tests([self.test_predictions(sid, fold) for sid in candidates])
+                     for fold in self.folds]
+            usable = [tests for tests in every if tests is not None]
+            if len(usable) < len(every):
                 return None
-            return combined_test_score(self.ramp, members, tests)
+            return combined_test_score(self.ramp, members, usable)
         fold_tests = []
         for fold, fold_members in zip(self.folds, members, strict=True):
             if not fold_members:
                 continue
-            tests = [self.test_predictions(candidates[m], fold) for m in fold_members]
-            if any(t is None for t in tests):
+            tests = self._tests([self.test_predictions(candidates[m], fold) for m in fold_members])
+            if tests is None:
                 return None
             fold_tests.append(tests)
         if not fold_tests:
@@ -182,11 +193,11 @@ def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
     if inputs.ramp is not None:
         from datarun.board.rampblend import blend
 
-        preds = [[inputs.train[sid][f] for sid in candidates] for f in range(len(inputs.folds))]
-        folds, state = blend(inputs.ramp, inputs.valid_idx, preds, previous)
+        trains = [[inputs.train[sid][f] for sid in candidates] for f in range(len(inputs.folds))]
+        folds, state = blend(inputs.ramp, inputs.valid_idx, trains, previous)
         return _RampBlend(folds, state, len(candidates))
-    preds = [np.stack([inputs.valid_predictions(sid)[f] for sid in candidates])
-             for f in range(len(inputs.folds))]
+    valid = [inputs.valid_predictions(sid) for sid in candidates]
+    preds = [np.stack([v[f] for v in valid if v is not None]) for f in range(len(inputs.folds))]
     return contributivity(inputs.problem["kind"], inputs.score, inputs.ys, preds,
                           lower_is_better=inputs.lower_is_better, previous=previous)
 
@@ -202,27 +213,30 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
     obsolete = [scope for scope in stored if scope not in scopes]
     if not stale and not obsolete:
         return None
-    inputs = _Inputs(workspace, db, problem_name) if stale else None
     results: dict[tuple[int, ...], tuple] = {}  # scopes of the same submissions blend once
     writes = []
-    for scope, ids in stale.items():
-        candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
-        key = tuple(candidates)
-        if key not in results:
-            blend, test, note = None, None, None
-            if candidates:
-                try:
-                    blend = _blend(inputs, candidates, stored.get(scope))
-                    test = inputs.combined_test(candidates, blend.members)
-                except Exception as error:
-                    if inputs.ramp is None:
-                        raise
-                    # The kit's own combine or score raises, as it would in ramp-blend.
-                    from datarun.board.scorer import combine_note
+    score_name = None
+    if stale:
+        inputs = _Inputs(workspace, db, problem_name)
+        score_name = inputs.name
+        for scope, ids in stale.items():
+            candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
+            key = tuple(candidates)
+            if key not in results:
+                blend, test, note = None, None, None
+                if candidates:
+                    try:
+                        blend = _blend(inputs, candidates, stored.get(scope))
+                        test = inputs.combined_test(candidates, blend.members)
+                    except Exception as error:
+                        if inputs.ramp is None:
+                            raise
+                        # The kit's own combine or score raises, as it would in ramp-blend.
+                        from datarun.board.scorer import combine_note
 
-                    blend, test, note = None, None, combine_note(error, "no contributivity")
-            results[key] = (blend, test, note)
-        writes.append((scope, ids, candidates, *results[key]))
+                        blend, test, note = None, None, combine_note(error, "no contributivity")
+                results[key] = (blend, test, note)
+            writes.append((scope, ids, candidates, *results[key]))
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
         for scope in obsolete + list(stale):
@@ -240,7 +254,7 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
                 "combined_valid, best_single_valid, combined_test, updated_at, note) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [problem_name, scope, json.dumps(ids), json.dumps(candidates),
-                 json.dumps(blend.state()) if blend is not None else None, inputs.name,
+                 json.dumps(blend.state()) if blend is not None else None, score_name,
                  _mean_defined(blend.combined_scores) if blended else None,
                  _mean_defined(blend.best_single_scores) if blended else None,
                  test if blended else None, now, note])

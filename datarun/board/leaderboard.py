@@ -132,7 +132,8 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
     trained = [sid for sid, sub in submissions.items() if sub["done"] == sub["folds"]]
     withheld = {sid for sid in trained if submissions[sid]["event"] in hidden}
     scope = board_scope(event, private, {submissions[sid]["event"] for sid in withheld})
-    blend, contributivity, current = None, {}, True
+    blend, current = None, True
+    contributivity: dict[int, float] = {}
     if not (event is not None and event in hidden):
         blend, contributivity, current = _blend_of(
             db, problem_name, scope, sorted(sid for sid in trained if sid not in withheld))
@@ -201,9 +202,10 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
     rows.sort(key=sort_key)
     shown_hidden = {name: when for name, when in hidden.items()
                     if any(row["event"] == name for row in rows) or name == event}
-    notices = []
-    if shown_hidden:
-        notices.append(_notice(shown_hidden))
+    notices: list[str] = []
+    withheld_notice = _notice(shown_hidden)
+    if withheld_notice:
+        notices.append(withheld_notice)
     if not current:
         notices.append("contributivity and the blended score are not up to date for these "
                        "submissions: the next `datarun dispatch` or `datarun train` computes them")

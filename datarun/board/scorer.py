@@ -9,6 +9,7 @@ each kind of kit score its own way without the dispatcher knowing.
 """
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -150,8 +151,8 @@ class RampScorer(ProblemScorer):
         from rampwf.utils.combine import get_score_cv_bags
 
         P = self.Predictions
-        table = {}
-        steps = [("valid", preds_train, P(y_true=self.truth_train),
+        table: dict[str, dict[str, list[float | None]]] = {}
+        steps: list[tuple[str, list, Any, list | None]] = [("valid", preds_train, P(y_true=self.truth_train),
                   [self.fold(f)[1] for f in folds])]
         if self.truth_test is not None:
             steps.append(("test", preds_test, P(y_true=self.truth_test), None))

@@ -37,7 +37,8 @@ def problems_table(rows: list[dict]):
     for column, justify in (("name", "left"), ("kind", "left"), ("train", "right"),
                             ("test", "right"), ("features", "right"), ("cv", "left"),
                             ("scores", "left")):
-        table.add_column(column, justify=justify, no_wrap=column != "scores")
+        table.add_column(column, justify="right" if justify == "right" else "left",
+                         no_wrap=column != "scores")
     for row in rows:
         cv = row["spec"]["cv"]
         add_row(

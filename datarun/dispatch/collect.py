@@ -219,6 +219,7 @@ class Collector:
         except BadPredictions as error:
             # The harness makes the same check; a host that skipped it changes nothing.
             bad = error.result
+            assert bad is not None  # read_result sets it before raising
             outcome = self.outcome(TaskState.FAILED, bad.measures, bad.environment, bad.log, host_name,
                                    error_kind="bad_predictions",
                                    error=f"{error} (checked on the organiser's machine; sent by host {host_name})")

@@ -175,7 +175,7 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
                                                     shape_train, probabilities, keep_dtype)
             result.y_pred_test = _load_predictions(Path(folder) / "y_pred_test.npy",
                                                    shape_test, probabilities, keep_dtype)
-        except BadPredictions as error:
-            error.result = result
+        except BadPredictions as bad:
+            bad.result = result
             raise
     return result

@@ -42,6 +42,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -165,6 +166,8 @@ def import_problem(path: Path, module_name: str = "datarun_ramp_problem"):
     """Import a kit's problem.py as a module of its own (not kept in sys.modules)."""
     require_rampwf()
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{path.name} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -181,7 +184,7 @@ def ignored_environment(env: dict[str, str]) -> list[str]:
 @dataclass
 class RampKit:
     kit_dir: Path
-    module: object
+    module: Any  # the kit's problem.py
     name: str
     title: str
     workflow: str  # the workflow's class name
@@ -385,7 +388,7 @@ def _class_labels(kit: RampKit, y, what: str) -> np.ndarray:
     if array.dtype == object:
         kinds = {type(_plain(v)) for v in array}
         array = array.astype(np.int64 if kinds <= {int, bool} else str)
-    known = {_plain(label) for label in kit.label_names}
+    known = {_plain(label) for label in kit.label_names or ()}
     unknown = [v for v in np.unique(array).tolist() if v not in known
                and not (isinstance(v, float) and v.is_integer() and int(v) in known)]
     if unknown:

@@ -31,6 +31,7 @@ from datarun.store.workspace import Workspace
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
 JSON_COLUMNS = ("spec", "classes", "score_names", "limits")
 
@@ -46,7 +47,7 @@ DATA_FILES = ("X_train.csv", "y_train.npy", "X_test.csv", "meta.json")
 
 @dataclass
 class PreparedData:
-    X_train: object  # pandas DataFrame
+    X_train: pd.DataFrame
     X_test: object
     y_train: np.ndarray
     y_test: np.ndarray
@@ -138,6 +139,7 @@ def prepare_data(spec: ProblemSpec) -> PreparedData:
             f"(columns: {', '.join(map(str, train.columns[:20]))})"
         )
     if spec.test_path is not None:
+        assert spec.test is not None  # test_path is test's path
         test = read_table(spec.test_path, "[data] test")
         if list(test.columns) != list(train.columns):
             missing = [c for c in train.columns if c not in test.columns]
@@ -151,6 +153,7 @@ def prepare_data(spec: ProblemSpec) -> PreparedData:
         y_test = _labels(test, spec.target, spec.kind, spec.test)
         X_train, X_test = _features(train, spec, train_name), _features(test, spec, spec.test)
     else:
+        assert spec.test_size is not None  # the kit parser sets a default without a test file
         y_all = _labels(train, spec.target, spec.kind, train_name)
         method = test_split_method(spec.kind, spec.cv_strategy)
         rows_train, rows_test = split_test(

@@ -45,7 +45,7 @@ def _own_groups() -> dict[str, str]:
 
 def _mounts() -> dict[str, str]:
     """controller -> mount point of its cgroup hierarchy ("" for the v2 hierarchy)."""
-    found = {}
+    found: dict[str, str] = {}
     try:
         for line in _read("/proc/self/mountinfo").splitlines():
             left, _, right = line.partition(" - ")
@@ -201,7 +201,7 @@ class TaskGroup:
         return False
 
     def pids(self) -> list[int]:
-        found = set()
+        found: set[int] = set()
         for path in self.paths.values():
             try:
                 found.update(int(p) for p in _read(os.path.join(path, "cgroup.procs")).split())

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import struct
+from typing import BinaryIO
 
 HEADER = struct.Struct(">cQ")
 PHASE_CAP = 64
@@ -69,7 +70,7 @@ class Receiver:
         self.kind: bytes | None = None
         self.left = 0
         self.small = bytearray()
-        self.file = None
+        self.file: BinaryIO | None = None
         self.phase: str | None = None
         self.task_pid: int | None = None
         self.init_pid: int | None = None
@@ -127,6 +128,7 @@ class Receiver:
         kind = self.kind
         self.kind = None
         if self.file is not None:
+            assert kind is not None  # a file is open only while a prediction frame arrives
             self.file.close()
             self.file = None
             name = PREDICTION_FILES[kind]

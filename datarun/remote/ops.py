@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import HARNESS_VERSION
@@ -68,6 +69,7 @@ def info(workdir: str | os.PathLike, space: str | None = None) -> dict:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     versions = library_versions()
+    usable_cpus: int | None
     try:
         usable_cpus = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -284,13 +286,13 @@ def cancel(workdir: str | os.PathLike, keys: list[str], space: str | None = None
         # No runner to do it: kill the task's session ourselves and record the end.
         status = read_json(folder / "status.json") or {}
         pid = status.get("pid")
-        if still_the_task(pid, status.get("pid_start")):
+        if isinstance(pid, int) and still_the_task(pid, status.get("pid_start")):
             try:
                 os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         init = status.get("init")  # a sandboxed task's namespace dies with its init
-        if still_the_process(init, status.get("init_start")):
+        if isinstance(init, int) and still_the_process(init, status.get("init_start")):
             try:
                 os.kill(init, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -336,7 +338,7 @@ def log(workdir: str | os.PathLike, key: str, space: str | None = None) -> dict:
 
 def _disk_bytes(path: Path) -> int:
     """What a folder holds on disk, as `du` counts it (allocated blocks, links not followed)."""
-    total, stack = 0, [path]
+    total, stack = 0, [os.fspath(path)]
     while stack:
         try:
             entries = list(os.scandir(stack.pop()))
@@ -391,14 +393,14 @@ def usage(workdir: str | os.PathLike, space: str | None = None) -> dict:
     }
 
 
-def clean(workdir: str | os.PathLike, keep: list[str] = (), force: bool = False,
+def clean(workdir: str | os.PathLike, keep: Sequence[str] = (), force: bool = False,
           space: str | None = None) -> dict:
     """Remove this workspace's task folders, but those in `keep`: finished ones, queued ones
     (their markers taken back first, so they never start) and what an interrupted `accept`
     left. A running one is left alone unless `force`: then it is cancelled (its tree
     killed, as `cancel` does) and removed. Only this workspace's folder is looked at."""
     layout = Layout(workdir, space)
-    keep = {check_key(key) for key in keep}
+    keeping = {check_key(key) for key in keep}
     names = set(_task_names(layout)) | set(layout.inbox_keys())
     removed, running, kept, freed = [], [], [], 0
     for name in sorted(names):
@@ -409,7 +411,7 @@ def clean(workdir: str | os.PathLike, keep: list[str] = (), force: bool = False,
             continue
         if not KEY_PATTERN.match(name) or name.startswith("."):
             continue
-        if name in keep:
+        if name in keeping:
             kept.append(name)
             continue
         if _task_state(layout, name)["state"] == "running":

@@ -122,6 +122,8 @@ def _unpickle(path: Path):
 def _import_problem(path: Path, digest: str):
     name = "datarun_ramp_problem_" + "".join(c if c.isalnum() else "_" for c in digest)
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path.name} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -134,8 +136,9 @@ def load_ramp_data(folder: Path, meta: dict) -> RampData:
 def _skipped_dirs() -> tuple[str, ...]:
     dirs = [HARNESS_DIR, "<frozen"]
     module = sys.modules.get("rampwf")
-    if module is not None and getattr(module, "__file__", None):
-        dirs.append(str(Path(module.__file__).resolve().parent))
+    location = getattr(module, "__file__", None)
+    if location:
+        dirs.append(str(Path(location).resolve().parent))
     return tuple(dirs)
 
 
@@ -143,6 +146,7 @@ def _failure(kind: str) -> TaskFailure:
     """The current exception, with only the submission's and the kit's frames (not ours,
     not rampwf's)."""
     error = sys.exc_info()[1]
+    assert error is not None, "called while an exception is handled"
     skipped = _skipped_dirs()
     frames = [frame for frame in traceback.extract_tb(error.__traceback__)
               if not frame.filename.startswith(skipped)]
@@ -207,6 +211,7 @@ def run_ramp(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
     # This process is the task's own (forked): its environment and paths are the kit's now.
     apply_environment(ramp.env)
     sys.path[:0] = kit_paths(ramp.kit)
+    assert ramp.problem is not None  # set whenever ramp.error is not
     problem, workflow = ramp.problem, ramp.problem.workflow
     submission = folder / "submission"
     for name, content in ramp.external.items():

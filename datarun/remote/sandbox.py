@@ -48,6 +48,7 @@ import resource
 import signal
 import struct
 import sys
+from collections.abc import Sequence
 
 ISOLATIONS = ("sandbox", "none")
 ALIASES = {"user": "sandbox"}  # the name of the root-only isolation of earlier versions
@@ -201,7 +202,7 @@ def _read_only(target: str) -> None:
 
 # --- the plan: what of the host a task sees (made once per runner) -------------------
 
-def plan(hidden: list[str] = (), private: list[str] = ()) -> dict:
+def plan(hidden: Sequence[str] = (), private: Sequence[str] = ()) -> dict:
     """The host paths a sandboxed task gets, read-only: {"dirs", "links", "files", "devices"}.
 
     `hidden`: sys.path folders never bound (the harness's own folder: the task needs none
@@ -481,8 +482,8 @@ def probe() -> dict:
             pass
     if not answer:
         pids, answer = b"", pids  # the probe failed before it had any process to report
-    answer = answer.decode(errors="replace")
-    if answer == "ok":
+    said = answer.decode(errors="replace")
+    if said == "ok":
         return {"ok": True, "reason": None}
-    return {"ok": False, "reason": f"a sandboxed process could not start here ({answer or 'no answer'}): "
+    return {"ok": False, "reason": f"a sandboxed process could not start here ({said or 'no answer'}): "
             'allow unprivileged user namespaces, or set isolation = "none" for trusted code'}

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 
 from . import ops
 from .common import Layout, wake_runner
@@ -17,8 +18,8 @@ from .common import Layout, wake_runner
 WAIT_TICK = 0.02  # seconds between looks at the task folders while a sync waits
 
 
-def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: list[str] = (),
-         poll: list[str] = (), pack_out: str | None = None, slots: int | None = None,
+def sync(workdir: str | os.PathLike, *, archive: str | None = None, cleanup: Sequence[str] = (),
+         poll: Sequence[str] = (), pack_out: str | None = None, slots: int | None = None,
          threads: int = 1, idle: float = 60.0, start: bool = False,
          python: str | None = None, wait: float = 0.0, space: str | None = None) -> dict:
     """`python`: the interpreter a new runner starts on (default: this one). `wait`: when no

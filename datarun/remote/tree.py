@@ -232,7 +232,7 @@ class TaskRun:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        for pid in {*self.live, self.task_pid, self.init_pid} - {None}:
+        for pid in [p for p in {*self.live, self.task_pid, self.init_pid} if p is not None]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -62,7 +62,7 @@ class _Rows:
         # Zeros, not empty: all32 casts the whole buffer, and garbage past the rows
         # written could overflow float32.
         self.data = np.zeros((n + max(8, n // 8),) + shape)
-        self.data32 = None  # a float32 copy, made when a ranking asks for it
+        self.data32: np.ndarray | None = None  # a float32 copy, made when a ranking asks for it
 
     def all(self) -> np.ndarray:
         return self.data[: self.n]
@@ -373,7 +373,7 @@ def _features(kind: str, score: _Score, f: int, y: np.ndarray, preds,
     return rows, singles
 
 
-def _resumable(previous: dict | None, blend: Blend, n_submissions: int) -> int:
+def _resumable(previous: dict, blend: Blend, n_submissions: int) -> int:
     """How many submissions a stored state covers, or 0 if it does not fit these inputs."""
     try:
         folds, n_old = previous["folds"], int(previous["n_submissions"])
@@ -451,7 +451,7 @@ def contributivity(
         folds, resolved, kind, n_jobs,
     )
     n_old = _resumable(previous, blend, n_submissions) if previous else 0
-    if not n_old:
+    if not n_old or previous is None:
         blend._each_fold(_grow)
         return blend
     for stored, fold in zip(previous["folds"], folds, strict=True):

@@ -36,12 +36,13 @@ class LazyLogLoss:
         self.rows, self.rows32 = rows.all(), rows.all32()
         self.tau = EPS * (max_n + 2) * 2
         self.bound = np.full(rows.n, np.inf)
-        self.normal = None
+        self.normal: np.ndarray | None = None
         self.joined(total)
 
     def joining(self, row: np.ndarray, total: np.ndarray) -> None:
         with np.errstate(divide="ignore", invalid="ignore"):
             slope = np.log1p(row / total) - np.log1p(row / (total + 1))
+        assert self.normal is not None  # set by joined() before the first join
         slope[~self.normal] = 0.0
         # a hair less than the float32 product, so a rounding error never makes it a non-bound
         self.bound -= _matvec(self.rows32, slope.astype(np.float32)) * (1 - 1e-4)

@@ -45,8 +45,8 @@ def prediction_fault(pred: np.ndarray, classification: bool) -> str | None:
         return f"row {i} holds {_number(value)}; {VALUE_RULE}"
     with np.errstate(invalid="ignore", over="ignore"):
         sums = pred.sum(axis=1)
-        finite = np.isfinite(pred).all(axis=1)
-        within = ((pred >= 0) & (pred <= 1)).all(axis=1)
+        finite = np.asarray(np.isfinite(pred).all(axis=1), dtype=bool)
+        within = np.asarray(((pred >= 0) & (pred <= 1)).all(axis=1), dtype=bool)
         ok = finite & within & (np.abs(sums - 1) <= PROBABILITY_TOLERANCE)
     if ok.all():
         return None

@@ -25,6 +25,7 @@ import pickle
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from datarun.errors import UsageError
 from datarun.site.model import Page, site_pages
@@ -156,8 +157,9 @@ def build_site(workspace, db, out: Path, problem: str | None = None, event: str 
         pages.append(Page("style.css", "static", {}))
         generator = generator_digest()
         old_pages = old.get("pages", {}) if old.get("generator") == generator else {}
-        manifest = {"version": MANIFEST_VERSION, "private": private,
-                     "generator": old.get("generator"), "pages": dict(old.get("pages", {}))}
+        manifest: dict[str, Any] = {"version": MANIFEST_VERSION, "private": private,
+                                    "generator": old.get("generator"),
+                                    "pages": dict(old.get("pages", {}))}
         new_paths = [page.path for page in pages if page.path not in manifest["pages"]]
         if new_paths or not old:
             # Record every file this run may write before writing it, so a run that dies

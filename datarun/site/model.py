@@ -25,6 +25,7 @@ clock at a finer grain than the state of an event ("opens in 3 hours").
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from datarun.board.leaderboard import leaderboard
 from datarun.board.views import visible_splits
@@ -212,7 +213,7 @@ def _submission_model(sub: dict, row: dict | None, problem: dict, ev: dict, priv
             fold["host"] = task["host"]
         folds.append(fold)
     splits = [s for s in ("train", "valid", "test") if any(s in f["scores"] for f in folds)]
-    model = {
+    model: dict[str, Any] = {
         "root": "../", "private": private, "problem": problem,
         "event": {"name": ev["name"], "scores_public": ev["scores_public"],
                   "public_opens": ev["public_opens"], "closes": ev["closes"]},

@@ -23,6 +23,7 @@ import io
 import json
 import math
 import re
+from typing import Any
 
 from datarun.site.formats import fmt_score, fmt_share, is_number
 
@@ -126,7 +127,9 @@ def render_frame(spec: dict) -> str:
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
 
-    style = {"svg.fonttype": "none", "svg.hashsalt": "datarun-site", "font.size": 10,
+    # matplotlib types rc_context's keys as a Literal of every rcParam name: a plain dict
+    # of some of them is what it takes at run time.
+    style: Any = {"svg.fonttype": "none", "svg.hashsalt": "datarun-site", "font.size": 10,
              "font.family": "sans-serif", "axes.edgecolor": "#777777", "axes.labelcolor": "#333333",
              "xtick.color": "#555555", "ytick.color": "#555555", "grid.color": "#e6e6e6"}
     width, height = spec["width"], spec["height"]
@@ -271,7 +274,9 @@ def frontier_marks(spec: dict, rows: list[dict], lower: bool) -> str:
     """Every submission a dot at (submitted, score), a link to its page; the best so far a line."""
     ordered = sorted(_scored(rows), key=lambda r: (r["submitted_at"], r["id"]))
     fx, fy = mapping(spec)
-    marks, points, best = [], [], None
+    marks: list[str] = []
+    points: list[tuple[float, float]] = []
+    best = None
     for row in ordered:
         x, y = fx(row["submitted_at"]), fy(row["score"])
         improves = best is None or (row["score"] < best if lower else row["score"] > best)
