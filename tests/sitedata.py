@@ -117,7 +117,9 @@ def write_blends(workspace, ids: dict) -> None:
             for team, share in shares.items():
                 db.execute("INSERT INTO contributivity VALUES ('iris', ?, ?, ?)",
                            [scope, ids[team], share])
-            db.execute("INSERT INTO blends VALUES ('iris', ?, ?, ?, NULL, 'accuracy', ?, ?, ?, ?)",
+            db.execute("INSERT INTO blends (problem, scope, considered, submissions, state, score, "
+                       "combined_valid, best_single_valid, combined_test, updated_at) "
+                       "VALUES ('iris', ?, ?, ?, NULL, 'accuracy', ?, ?, ?, ?)",
                        [scope, json.dumps(members), json.dumps(members), combined, best, test,
                         time.time()])
 

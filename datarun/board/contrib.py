@@ -149,7 +149,11 @@ class _Inputs:
             usable = [tests for tests in every if tests is not None]
             if len(usable) < len(every):
                 return None
-            return combined_test_score(self.ramp, members, usable)
+            blended = [i for i, fold_members in enumerate(members) if fold_members]
+            if not blended:
+                return None
+            return combined_test_score(self.ramp, [members[i] for i in blended],
+                                       [usable[i] for i in blended])
         fold_tests = []
         for fold, fold_members in zip(self.folds, members, strict=True):
             if not fold_members:
@@ -169,13 +173,14 @@ class _RampBlend:
     """`datarun.board.rampblend`'s per-fold ensembles, read as a `scoring.blending` blend."""
 
     def __init__(self, folds: list, state: dict, n: int):
-        self.members = [fold.members for fold in folds]
+        self.members = [fold.members for fold in folds]  # [] where no one can be scored
+        blended = [fold for fold in folds if fold.members]
         self.contributivity = np.zeros(n)
-        for fold in folds:
-            np.add.at(self.contributivity, fold.members, 1.0 / len(fold.members) / len(folds))
-        self.n_blended_folds = len(folds)
-        self.combined_scores = [fold.scores[-1] for fold in folds]
-        self.best_single_scores = [fold.single for fold in folds]
+        for fold in blended:  # shares averaged over the folds that have an ensemble
+            np.add.at(self.contributivity, fold.members, 1.0 / len(fold.members) / len(blended))
+        self.n_blended_folds = len(blended)
+        self.combined_scores = [fold.scores[-1] for fold in blended]
+        self.best_single_scores = [fold.single for fold in blended]
         self._state = state
 
     def state(self) -> dict:

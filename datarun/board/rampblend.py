@@ -95,9 +95,22 @@ class _KitCombine:
         return [*total, i]
 
 
+def _defined_score(score, truth):
+    """The kit's score of some predictions; NaN (undefined) where the kit's function raises,
+    so that a submission the kit cannot score is never chosen (ramp-blend would stop)."""
+
+    def scored(predictions) -> float:
+        try:
+            return float(score(truth, predictions))
+        except Exception:
+            return math.nan
+
+    return scored
+
+
 class _Fold:
     def __init__(self, score, lower: bool, truth, P, arrays: list[np.ndarray], mean: str | None):
-        self.score = lambda predictions: float(score(truth, predictions))
+        self.score = _defined_score(score, truth)
         self.lower = lower
         self.P = P
         self.arrays = arrays
@@ -115,7 +128,10 @@ class _Fold:
     def run(self, n: int) -> None:
         """The whole selection over the first n submissions, as ramp-blend runs it."""
         singles = [self.single_score(i) for i in range(n)]
-        best = int(np.argmin(singles) if self.lower else np.argmax(singles))
+        if all(math.isnan(s) for s in singles):  # no ensemble: no one contributes on this fold
+            self.members, self.scores, self.single = [], [], math.nan
+            return
+        best = int(np.nanargmin(singles) if self.lower else np.nanargmax(singles))
         self.single = singles[best]
         self.members = [best]
         self.scores = [self.score(self.combiner.combined(self.combiner.total([best]), 1))]
@@ -123,6 +139,8 @@ class _Fold:
 
     def grow(self, n: int) -> None:
         """Greedy steps from the current members on, candidates 0..n-1 in order."""
+        if not self.members:
+            return
         total = self.combiner.total(self.members)
         while len(self.members) < MAX_N_ENSEMBLE:
             k, current = len(self.members), self.scores[-1]
@@ -139,7 +157,7 @@ class _Fold:
 
     def replay(self, new: int) -> None:
         """Fit submission `new` (the last of new + 1) into the stored path."""
-        if self.better(self.single_score(new), self.single):
+        if not self.members or self.better(self.single_score(new), self.single):
             self.run(new + 1)
             return
         total = None
