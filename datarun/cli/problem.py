@@ -29,6 +29,15 @@ def _size(size: int | None) -> str:
     return "none" if size is None else format_size(size)
 
 
+def _needs(resources: dict | None) -> str:
+    from datarun.problems.resources import Needs
+
+    if not resources:
+        return "nothing special"
+    return Needs(tuple(resources.get("tags") or ()), int(resources.get("gpus") or 0),
+                 resources.get("memory"), resources.get("threads")).describe()
+
+
 def problems_table(rows: list[dict]):
     """One line per registered problem."""
     from datarun.cli.render import Table, add_row
@@ -76,6 +85,7 @@ def problem_overview_table(info: dict):
         ("scores", scores),
         ("limits", f"wall time {_duration(limits['wall_time'])}, cpu time "
                    f"{_duration(limits['cpu_time'])}, memory {_size(limits['memory'])}"),
+        ("needs", _needs(info.get("resources"))),
     ):
         add_row(table, key, value)
     return table
@@ -147,11 +157,16 @@ def add(
         "--data-file-cap", metavar="SIZE",
         help="RAMP kits: the size cap of a submission's data file (a workflow element such "
         "as external_data.csv), e.g. 100MB (default 50 MB). Code files stay at 512 kB.")] = None,
+    needs: Annotated[list[str] | None, typer.Option(
+        "--needs", metavar="KEY=VALUE",
+        help="What a host must offer each task, over the kit's [resources]: tags=gpu,big, "
+             "gpus=1, memory=8GB, threads=4 (repeatable).")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Register a kit: read and check its data, split the test set, freeze the folds."""
     with handled():
         from datarun.problems.registry import register_problem
+        from datarun.problems.resources import parse_needs
 
         variables = _parse_env(env or [])
         cap = None
@@ -161,11 +176,12 @@ def add(
             cap = parse_size(data_file_cap, "--data-file-cap")
         from datarun.prefetch import take
 
+        table = parse_needs(needs or [])
         workspace, db = open_workspace()
         head_start = take(kit, variables)  # the kit read while the CLI loaded (launch.py)
         try:
             info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap,
-                                    prepared=head_start.result if head_start else None)
+                                    prepared=head_start.result if head_start else None, needs=table or None)
         finally:
             if head_start is not None:
                 head_start.discard()

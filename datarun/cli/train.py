@@ -21,6 +21,12 @@ MaxAttempts = Annotated[int, typer.Option(
     "--max-attempts", help="Times a task's host may be lost under it before it fails as host_lost.")]
 
 
+def err_unfit(unfit: list[dict]) -> None:
+    """One `error:` line per group of queued tasks that fit no host."""
+    for group in unfit:
+        err(f"error: {group['reason']}")
+
+
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
     from datarun.dispatch.dispatcher import Limits
     from datarun.sizes import parse_duration, parse_size
@@ -64,16 +70,25 @@ def train(
                     f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
                 progress.update(bar, total=counts["total"], completed=finished, detail=detail)
 
+            def on_unfit(lines: list[str]) -> None:
+                for line in lines:
+                    progress.console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+
             summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
                                  on_progress=on_progress, max_attempts=max_attempts,
-                                 on_wait=lambda: err("waiting for another dispatcher to finish..."))
+                                 on_wait=lambda: err("waiting for another dispatcher to finish..."),
+                                 on_unfit=on_unfit if not json_out else None)
     err_hosts(summary["host_errors"])
+    if json_out:
+        err_unfit(summary["unfit"])
     if json_out:
         emit_json(summary)
     else:
         cancelled = f", {summary['cancelled']} cancelled" if summary["cancelled"] else ""
+        unfit = sum(len(u["tasks"]) for u in summary["unfit"])
+        left = f", {unfit} left queued: they fit no host (above)" if unfit else ""
         err(f"{summary['done']} done, {summary['failed']} failed{cancelled} of {summary['tasks']} tasks "
-            f"in {summary['wall_time']:.1f}s")
+            f"in {summary['wall_time']:.1f}s{left}")
     # Exit 1 unless every task it was asked to run is done: failed, cancelled, or left queued.
     if summary["failed"] or summary["cancelled"] or summary["queued"] or summary["host_errors"]:
         raise typer.Exit(EXIT_FAILED)
@@ -88,12 +103,14 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
         workspace, db = open_workspace()
         summary = dispatch_once(workspace, db, max_attempts=max_attempts)
     err_hosts(summary["host_errors"])
+    err_unfit(summary["unfit"])
     if json_out:
         emit_json(summary)
     else:
         err(f"collected {summary['collected']}, launched {summary['launched']}, "
             f"re-queued {summary['requeued']}")
-    if summary["host_errors"]:
+    # Exit 1 when a host failed, or when queued tasks can never run as hosts.toml stands.
+    if summary["host_errors"] or summary["unfit"]:
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -113,3 +130,5 @@ def status(json_out: JsonOption = False) -> None:
     print_renderable(f"workspace {report['workspace']['root']} (id {report['workspace']['id']})")
     for table in status_tables(report):
         print_renderable(table)
+    for group in report["unfit"]:
+        print_renderable(f"waiting for no host: {group['reason']}")

@@ -56,11 +56,12 @@ from datarun.dispatch.hoststate import HostState
 from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Finished, Lane, Leftovers
 from datarun.dispatch.problemcache import ProblemCache
-from datarun.dispatch.schedule import assign, free_seats
+from datarun.dispatch.schedule import Unfit, assign, blocked_hosts, free_seats, unfit
 from datarun.errors import DatarunError
 from datarun.executors import open_executor, unfit_reason
 from datarun.executors.base import Executor
 from datarun.executors.hosts import Host
+from datarun.problems.resources import Needs, needs_of
 from datarun.store import hosts as stored_hosts
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
@@ -103,12 +104,15 @@ class Dispatcher:
         self.limits = limits or Limits()
         self.store = BlobStore(workspace.blobs_dir)
         self.wake = threading.Event()
-        unfit = stored_hosts.unusable(db)
+        failed_checks = stored_hosts.unusable(db)
         self.hosts: dict[str, HostState] = {}
         for name, host in hosts.items():
             reason = unfit_reason(host)
             self.hosts[name] = HostState(host, Lane(name, self.wake),
-                                         unusable=name in unfit or reason is not None, unusable_reason=reason)
+                                         unusable=name in failed_checks or reason is not None,
+                                         unusable_reason=reason)
+        self.blocked = blocked_hosts(db, hosts, {name: state.unusable_reason for name, state in self.hosts.items()
+                                                 if state.unusable_reason})
         self.scratch = workspace.scratch_dir
         # Scratch of a dispatcher that died: under the lock nobody else can be using it.
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -244,9 +248,9 @@ class Dispatcher:
         for task in running:
             on_host.setdefault(task.host or "", []).append(task)
         takers = [host.name for host in idle if host.takes_tasks()]
-        free = free_seats({name: host.host for name, host in self.hosts.items()}, running, takers)
-        plan = assign(tasks.next_queued(self.db, free.count, selection), free,
-                      {name: host.host for name, host in self.hosts.items()}, self.limits_of) if free.count else {}
+        registry = {name: host.host for name, host in self.hosts.items()}
+        free = free_seats(registry, running, takers)
+        plan = self.place(free, registry, selection) if free.count else {}
         waiting: bool | None = None
         for host in idle:
             launches = plan.get(host.name, [])
@@ -263,6 +267,26 @@ class Dispatcher:
             # of asking again and again. A cron pass (force) asks once and leaves.
             wait = LONG_POLL if not (launches or force or host.cleanup or probe) and polled else 0.0
             self.start_job(host, launches, polled, report, wait)
+
+    def place(self, free, registry: Mapping[str, Host], selection: Selection) -> dict:
+        """The plan for the free seats. Queued tasks that cannot go where seats are free (a
+        GPU problem's while the GPU hosts are full, an unfit one's) must not hide those
+        behind them that can: look further down the queue until the seats are used."""
+        limit = free.count
+        while True:
+            queued = tasks.next_queued(self.db, limit, selection)
+            plan = assign(queued, free, registry, self.limits_of, self.needs_of)
+            if sum(map(len, plan.values())) >= free.count or len(queued) < limit:
+                return plan
+            limit *= 4
+
+    def needs_of(self, task: Task) -> Needs:
+        return needs_of(self.problems.problem(task.problem))
+
+    def unfit(self, selection: Selection = Selection()) -> list[Unfit]:
+        """The selected queued tasks that no host can take, and why (one line each)."""
+        return unfit(tasks.next_queued(self.db, -1, selection), {name: h.host for name, h in self.hosts.items()},
+                     self.blocked, self.limits_of, self.needs_of)
 
     def limits_of(self, task: Task) -> dict[str, Any]:
         """The task's limits for this run: its problem's, lowered by `train --wall-time ...`."""

@@ -20,6 +20,24 @@ def _first_problem(check: stored_hosts.Check | None) -> str | None:
     return str(problems[0]) if isinstance(problems, list) and problems else None
 
 
+def unfit_tasks(workspace: Workspace, db: Database, hosts: dict) -> list[dict[str, Any]]:
+    """The queued tasks no host can take as hosts.toml and the last checks stand, and why
+    (the same report `train` and `dispatch` give, under the problems' own limits)."""
+    from datarun.dispatch.schedule import blocked_hosts, unfit
+    from datarun.executors import unfit_reason
+    from datarun.problems.registry import get_problem
+    from datarun.problems.resources import needs_of
+
+    queued = tasks.next_queued(db, -1)
+    if not queued:
+        return []
+    problems = {name: get_problem(db, name) for name in {task.problem for task in queued}}
+    reasons = {name: reason for name, host in hosts.items() if (reason := unfit_reason(host))}
+    return [u.to_dict() for u in unfit(queued, hosts, blocked_hosts(db, hosts, reasons),
+                                       lambda task: problems[task.problem]["limits"],
+                                       lambda task: needs_of(problems[task.problem]))]
+
+
 def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
     problems = tasks.counts_by_problem(db)
     for name in stored_problems.names(db):
@@ -30,7 +48,8 @@ def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
     hosts_used = tasks.counts_by_host(db)
     checks = stored_hosts.last_checks(db)
     hosts = {}
-    for name, host in load_hosts(workspace.hosts_file).items():
+    registry = load_hosts(workspace.hosts_file)
+    for name, host in registry.items():
         counts = hosts_used.get(name, tasks.no_counts())
         check = checks.get(name)
         hosts[name] = {
@@ -45,6 +64,9 @@ def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
             # Why its last check found it unusable (e.g. it cannot sandbox): it gets no tasks.
             "problem": _first_problem(check),
             "isolation": host.isolation,
+            "gpus": host.gpus,
+            "tags": list(host.tags),
         }
     return {"workspace": {"root": str(workspace.root), "id": workspace_id(db)},
-            "problems": dict(sorted(report.items())), "hosts": hosts}
+            "problems": dict(sorted(report.items())), "hosts": hosts,
+            "unfit": unfit_tasks(workspace, db, registry)}

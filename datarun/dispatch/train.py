@@ -75,11 +75,15 @@ def _preload_ramp_scoring(db: Database, selection: Selection) -> None:
 
 def train(workspace: Workspace, db: Database, problem: str | None = None, submission: int | None = None,
           limits: Limits | None = None, on_progress: Callable[[dict[str, int]], None] | None = None,
-          on_wait: Callable[[], None] | None = None, max_attempts: int = MAX_ATTEMPTS) -> dict[str, Any]:
-    """Run the dispatcher until every selected queued or running task has finished.
+          on_wait: Callable[[], None] | None = None, max_attempts: int = MAX_ATTEMPTS,
+          on_unfit: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
+    """Run the dispatcher until every selected queued or running task has finished, or
+    until what is left fits no host.
 
     A task whose host is lost under it goes back to the queue; the `max_attempts`-th loss
-    fails it as `host_lost`.
+    fails it as `host_lost`. Tasks that fit no host (a requirement no host meets, a memory
+    limit over every cap, every fitting host unusable) are told to `on_unfit` at once, one
+    line each; the others run, then `train` stops with them still queued.
     """
     _check_attempts(max_attempts)
     selection = Selection(problem, submission)
@@ -92,6 +96,9 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
         report = PassReport()
         started = time.time()
+        unfit = dispatcher.unfit(selection)
+        if unfit and on_unfit:
+            on_unfit([u.line for u in unfit])
         try:
             while True:
                 dispatcher.step(report, selection)
@@ -100,8 +107,12 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
                     on_progress(dict(counts, total=len(selected)))
                 if counts["queued"] + counts["running"] == 0:
                     break
-                if counts["running"] == 0 and dispatcher.none_takes_tasks(GIVE_UP_FAILURES):
-                    break  # no host takes work: say so rather than spin
+                if counts["running"] == 0:
+                    unfit = dispatcher.unfit(selection)
+                    if sum(len(u.tasks) for u in unfit) >= counts["queued"]:
+                        break  # what is left can never run: said above, and in the summary
+                    if dispatcher.none_takes_tasks(GIVE_UP_FAILURES):
+                        break  # no host takes work: say so rather than spin
                 dispatcher.wait(POLL_INTERVAL)
             dispatcher.collector.refresh_blends()
         finally:
@@ -110,7 +121,8 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
     if counts["queued"]:
         errors.update(dispatcher.unusable_reasons())
     return {"tasks": len(selected), "wall_time": time.time() - started, **counts,
-            "requeued": len(report.requeued), "late": len(report.late), "host_errors": errors}
+            "requeued": len(report.requeued), "late": len(report.late), "host_errors": errors,
+            "unfit": [u.to_dict() for u in unfit] if counts["queued"] else []}
 
 
 def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = None,
@@ -122,6 +134,7 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
         try:
             report = dispatcher.run_pass()
+            unfit = dispatcher.unfit()
         finally:
             dispatcher.close()
     errors = dict(report.host_errors)
@@ -129,4 +142,5 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
         errors.update(dispatcher.unusable_reasons())
     return {"collected": len(report.collected), "launched": len(report.launched),
             "requeued": len(report.requeued), "late": len(report.late),
-            "scored_submissions": report.scored_submissions, "host_errors": errors}
+            "scored_submissions": report.scored_submissions, "host_errors": errors,
+            "unfit": [u.to_dict() for u in unfit]}

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datarun.errors import UsageError
+from datarun.problems.resources import Needs, parse_resources
 from datarun.sizes import parse_duration, parse_size
 
 KIT_FILE = "problem.toml"
@@ -29,7 +30,7 @@ DEFAULT_WALL_TIME = "10m"
 DEFAULT_MEMORY = "4GB"
 
 # Which keys each table may hold, and which of them must be there.
-_TOP_KEYS = {"name", "title", "kind", "data", "cv", "workflow", "scores", "limits"}
+_TOP_KEYS = {"name", "title", "kind", "data", "cv", "workflow", "scores", "limits", "resources"}
 _TABLE_KEYS = {
     "data": {"train", "test", "target", "test_size", "drop"},
     "cv": {"strategy", "n_splits", "seed", "test_size"},
@@ -69,6 +70,7 @@ class ProblemSpec:
     workflow: str = "estimator"
     score_names: tuple[str, ...] = field(default_factory=tuple)
     limits: Limits = field(default_factory=lambda: Limits(600.0, None, 4 * 1000**3))
+    resources: Needs = field(default_factory=Needs)  # what a host must offer its tasks
 
     @property
     def train_path(self) -> Path:
@@ -91,6 +93,7 @@ class ProblemSpec:
             "workflow": {"kind": self.workflow},
             "scores": {"names": list(self.score_names)},
             "limits": self.limits.to_dict(),
+            "resources": self.resources.to_dict(),
         }
 
 
@@ -225,11 +228,12 @@ def parse_spec(data: dict, kit_dir: Path) -> ProblemSpec:
         get_score_type(score, kind)
 
     limits = parse_limits(_table(data, "limits"))
+    resources = parse_resources(data.get("resources", {}), f"{KIT_FILE}: [resources]")
     return ProblemSpec(
         kit_dir=kit_dir, name=name, title=title, kind=kind, train=train, target=target,
         test=test, test_size=test_size, drop=tuple(drop), cv_strategy=strategy,
         n_splits=n_splits, seed=seed, cv_test_size=cv_test_size, workflow=workflow,
-        score_names=tuple(names), limits=limits,
+        score_names=tuple(names), limits=limits, resources=resources,
     )
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from datarun.errors import NotFound, UsageError
 from datarun.problems.kits import ProblemSpec, load_kit
+from datarun.problems.resources import needs_of, parse_resources
 from datarun.store.blobs import BlobStore
 from datarun.store.workspace import Workspace
 
@@ -257,18 +258,25 @@ def store_prepared(workspace: Workspace, db, name: str, data_folder: Path, label
 
 
 def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
-                     data_file_cap: int | None = None, prepared=None) -> dict:
+                     data_file_cap: int | None = None, prepared=None, needs: dict | None = None) -> dict:
     """Register a kit (native, or RAMP with problem.py); return the problem's summary.
 
     `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
     submission's data files) are for RAMP kits: a problem.toml kit runs no code of its own
     and its estimator workflow takes no data files. `prepared()`: the folder where
     `rampkit.prepare_kit` read the RAMP kit in another process, or None to read it here.
+    `needs` (from `problem add --needs`) sets what a host must offer the problem's tasks,
+    over the kit's own `[resources]` key by key; it is checked before any data is read.
     """
     from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
 
+    if needs:
+        parse_resources(needs, "--needs")
     if is_ramp_kit(kit_dir):
-        return register_ramp_problem(workspace, db, kit_dir, env, data_file_cap, prepared)
+        info = register_ramp_problem(workspace, db, kit_dir, env, data_file_cap, prepared)
+        if needs:
+            info.update(_with_needs(workspace, db, info["name"], needs))  # its notes kept
+        return info
     if env:
         raise UsageError("--env is for RAMP kits (problem.py), whose code reads its environment: "
                          f"{Path(kit_dir).name} is a problem.toml kit, which runs no code of its own")
@@ -289,7 +297,17 @@ def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str
             json.dumps(list(spec.score_names)), json.dumps(spec.limits.to_dict()),
             str(spec.kit_dir), time.time(),
         ))
-    return describe_problem(workspace, db, spec.name)
+    return _with_needs(workspace, db, spec.name, needs) if needs else describe_problem(workspace, db, spec.name)
+
+
+def _with_needs(workspace: Workspace, db, name: str, needs: dict) -> dict:
+    from datarun.store.problems import set_spec_keys
+
+    table = {key: value for key, value in get_problem(db, name)["spec"].get("resources", {}).items()
+             if value not in (None, [], 0)}
+    table.update(needs)
+    set_spec_keys(db, name, {"resources": parse_resources(table, "--needs").to_dict()})
+    return describe_problem(workspace, db, name)
 
 
 def _decode(row: dict) -> dict:
@@ -402,6 +420,7 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
                   for f in list_folds(db, name)],
         "scores": scores,
         "limits": problem["limits"],
+        "resources": needs_of(problem).to_dict(),
         "data_hash": problem["data_hash"],
         "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],

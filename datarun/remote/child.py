@@ -247,14 +247,20 @@ def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, result_fd
             scrub_labels(task_data, data, launch.get("cache") or {})
             del data
             files = sandbox.snapshot(str(folder))
+            devices = list((task.get("limits") or {}).get("devices") or [])
+            if devices:
+                the_plan = dict(the_plan, devices=the_plan["devices"] + sandbox.gpu_device_files(devices))
             sandbox.enter(the_plan, files, sandbox.task_disk(task), sandbox.task_processes(task),
-                          sandbox.task_environment(int(task.get("threads") or 1)),
+                          sandbox.task_environment(int(task.get("threads") or 1), devices),
                           launch.get("seat_uid"),
                           lambda pid, init: channel.send(result_fd, b"C", f"{pid} {init}".encode()))
             folder = Path(sandbox.TASK_DIR)
         else:
             os.chdir(folder)
             _limit_file_size(task)
+            from .sandbox import device_environment
+
+            os.environ.update(device_environment(list((task.get("limits") or {}).get("devices") or [])))
         _memory_backstop(task.get("limits", {}).get("memory"))
         # The runner sized the pools before forking (same thread count): 12 ms saved a task.
         if os.environ.get("OMP_NUM_THREADS") != str(int(task.get("threads") or 1)):

@@ -115,12 +115,33 @@ def task_processes(task: dict) -> int:
     return int((task.get("limits") or {}).get("processes") or DEFAULT_PROCESSES)
 
 
-def task_environment(threads: int) -> dict[str, str]:
+def task_environment(threads: int, devices: list[int] | None = None) -> dict[str, str]:
     """The whole environment of a sandboxed task: nothing is inherited."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "USER": "root", "LOGNAME": "root"}
     env.update({name: str(int(threads)) for name in THREAD_VARIABLES})
+    env.update(device_environment(devices or []))
     return env
+
+
+GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+GPU_SHARED_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
+
+
+def device_environment(devices: list[int]) -> dict[str, str]:
+    """The GPUs a task may use, by index: the ones its dispatcher gave it, none for a CPU
+    task (an empty value hides every GPU from CUDA)."""
+    value = ",".join(str(int(index)) for index in devices)
+    return {name: value for name in GPU_VARIABLES}
+
+
+def gpu_device_files(devices: list[int]) -> list[str]:
+    """The device files a sandboxed task with these GPUs needs: its own /dev/nvidiaN and
+    the driver's shared ones, those that exist; nothing for a CPU task."""
+    if not devices:
+        return []
+    names = [f"nvidia{int(index)}" for index in devices] + list(GPU_SHARED_DEVICES)
+    return [f"/dev/{name}" for name in names if os.path.exists(f"/dev/{name}")]
 
 
 def seat_uids(count: int = 64) -> bool:

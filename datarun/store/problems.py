@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datarun.store.db import Database
+import json
+from typing import Any
+
+from datarun.store.db import Database, transaction
 
 
 def names(db: Database) -> list[str]:
@@ -17,3 +20,12 @@ def exists(db: Database, name: str) -> bool:
 def fold_numbers(db: Database, problem: str) -> list[int]:
     """The numbers of a problem's frozen folds, in order."""
     return [row[0] for row in db.execute("SELECT fold FROM folds WHERE problem = ? ORDER BY fold", [problem])]
+
+
+def set_spec_keys(db: Database, name: str, keys: dict[str, Any]) -> None:
+    """Set top-level keys of a problem's stored spec (`resources`, `environment`)."""
+    with transaction(db):
+        row = db.execute("SELECT spec FROM problems WHERE name = ?", [name]).fetchone()
+        spec = json.loads(row[0]) if row and row[0] else {}
+        spec.update(keys)
+        db.execute("UPDATE problems SET spec = ? WHERE name = ?", [json.dumps(spec), name])
