@@ -4,7 +4,15 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, get_workspace, handled, print_renderable
+from datarun.cli.app import (
+    app,
+    emit_json,
+    err,
+    get_workspace,
+    handled,
+    open_workspace,
+    print_renderable,
+)
 
 host_app = typer.Typer(help="Hosts that run tasks: register, pin keys, check, list, remove.",
                        no_args_is_help=True)
@@ -245,3 +253,26 @@ def clean(
     if result["running"]:
         err(f"host {name}: {len(result['running'])} attempts given up on still run there: "
             f"`datarun host clean {name} --force` cancels and removes them")
+
+
+@host_app.command("setup")
+def setup(
+    name: Annotated[str, typer.Argument(help="A host of hosts.toml.")],
+    problem: Annotated[list[str] | None, typer.Option(
+        "--problem", help="The problem(s) whose requirements to install (default: every registered one).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Make a virtual environment on a host with the problems' requirements (pip, with the
+    host's own index settings), record the versions; the host's tasks then run in it."""
+    from datarun.executors.environments import setup_host
+
+    with handled():
+        workspace, db = open_workspace()
+        report = setup_host(workspace, db, name, problem or [])
+    if json_out:
+        emit_json(report)
+        return
+    versions = ", ".join(f"{package} {version}" for package, version in sorted(report["versions"].items()))
+    err(f"{'Made' if report['made'] else 'Reused'} the environment of host {name} for "
+        f"{', '.join(report['problems'])}: {report['python']}")
+    err(f"versions: {versions}")

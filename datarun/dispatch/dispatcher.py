@@ -60,8 +60,10 @@ from datarun.dispatch.schedule import Unfit, assign, blocked_hosts, free_seats, 
 from datarun.errors import DatarunError
 from datarun.executors import open_executor, unfit_reason
 from datarun.executors.base import Executor
+from datarun.executors.environments import strict_reason, with_environments
 from datarun.executors.hosts import Host
-from datarun.problems.resources import Needs, needs_of
+from datarun.problems.resources import Needs, environment_of, needs_of
+from datarun.store import environments as stored_envs
 from datarun.store import hosts as stored_hosts
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
@@ -104,6 +106,8 @@ class Dispatcher:
         self.limits = limits or Limits()
         self.store = BlobStore(workspace.blobs_dir)
         self.wake = threading.Event()
+        hosts = with_environments(workspace, hosts)  # a host set up runs its environment's Python
+        self.environments = stored_envs.load(workspace.environments_path)
         failed_checks = stored_hosts.unusable(db)
         self.hosts: dict[str, HostState] = {}
         for name, host in hosts.items():
@@ -275,7 +279,7 @@ class Dispatcher:
         limit = free.count
         while True:
             queued = tasks.next_queued(self.db, limit, selection)
-            plan = assign(queued, free, registry, self.limits_of, self.needs_of)
+            plan = assign(queued, free, registry, self.limits_of, self.needs_of, self.refuse)
             if sum(map(len, plan.values())) >= free.count or len(queued) < limit:
                 return plan
             limit *= 4
@@ -286,7 +290,11 @@ class Dispatcher:
     def unfit(self, selection: Selection = Selection()) -> list[Unfit]:
         """The selected queued tasks that no host can take, and why (one line each)."""
         return unfit(tasks.next_queued(self.db, -1, selection), {name: h.host for name, h in self.hosts.items()},
-                     self.blocked, self.limits_of, self.needs_of)
+                     self.blocked, self.limits_of, self.needs_of, self.refuse)
+
+    def refuse(self, host: str, task: Task) -> str | None:
+        """A strict problem's tasks go only to hosts whose environment has its recorded versions."""
+        return strict_reason(self.environments.get(host), environment_of(self.problems.problem(task.problem)))
 
     def limits_of(self, task: Task) -> dict[str, Any]:
         """The task's limits for this run: its problem's, lowered by `train --wall-time ...`."""

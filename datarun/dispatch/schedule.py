@@ -111,21 +111,24 @@ class Unfit:
 
 
 def unfit(queued: Iterable[Task], hosts: Mapping[str, Host], blocked: Mapping[str, str],
-          limits_of: Callable[[Task], dict[str, Any]], needs_of: Callable[[Task], Needs]) -> list[Unfit]:
+          limits_of: Callable[[Task], dict[str, Any]], needs_of: Callable[[Task], Needs],
+          refuse: Refuse = lambda host, task: None) -> list[Unfit]:
     """The queued tasks no host can take, one `Unfit` per problem and kind of task.
 
     `blocked`: the hosts that take no task whatever it needs, with the reason (cannot
     sandbox, failed its last check). A host merely failing its syncs for now is not
     blocked: its tasks wait for it to come back."""
-    groups: dict[tuple[str, Needs, int], list[int]] = {}
+    groups: dict[tuple[str, Needs, int], list[Task]] = {}
     for task in queued:
         limits = limits_of(task)
-        groups.setdefault((task.problem, needs_of(task), limits.get("memory") or 0), []).append(task.id)
+        groups.setdefault((task.problem, needs_of(task), limits.get("memory") or 0), []).append(task)
     found = []
-    for (problem, needs, memory), ids in groups.items():
+    for (problem, needs, memory), members in groups.items():
+        ids = [task.id for task in members]
         reasons = []
         for name in sorted(hosts):
-            reason = blocked.get(name) or why_not(hosts[name], needs, {"memory": memory})
+            reason = (blocked.get(name) or why_not(hosts[name], needs, {"memory": memory})
+                      or refuse(name, members[0]))
             if reason is None:
                 break
             reasons.append((name, reason))
@@ -137,9 +140,13 @@ def unfit(queued: Iterable[Task], hosts: Mapping[str, Host], blocked: Mapping[st
     return sorted(found, key=lambda u: (u.problem, u.tasks))
 
 
+Refuse = Callable[[str, Task], "str | None"]  # (host, task) -> why that host may not run it
+
+
 def assign(queued: Iterable[Task], free: FreeSeats, hosts: Mapping[str, Host],
            limits_of: Callable[[Task], dict[str, Any]],
-           needs_of: Callable[[Task], Needs] = lambda task: Needs()) -> Plan:
+           needs_of: Callable[[Task], Needs] = lambda task: Needs(),
+           refuse: Refuse = lambda host, task: None) -> Plan:
     """Spread tasks over the free seats of hosts that offer what they need, most free seats
     first, within each host's memory cap; a GPU task takes free devices of its host (its
     limits' `devices`), a task that finds none waits. `free` is left as it was."""
@@ -155,7 +162,7 @@ def assign(queued: Iterable[Task], free: FreeSeats, hosts: Mapping[str, Host],
         need = limits.get("memory") or 0
         for name in sorted((h for h in left if left[h]), key=lambda h: (-len(left[h]), h)):
             host = hosts[name]
-            if why_not(host, needs, limits) is not None:
+            if why_not(host, needs, limits) is not None or refuse(name, task) is not None:
                 continue
             cap = host.memory
             if cap and memory.get(name, 0) + need > cap:

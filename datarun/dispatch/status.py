@@ -33,9 +33,16 @@ def unfit_tasks(workspace: Workspace, db: Database, hosts: dict) -> list[dict[st
         return []
     problems = {name: get_problem(db, name) for name in {task.problem for task in queued}}
     reasons = {name: reason for name, host in hosts.items() if (reason := unfit_reason(host))}
+    from datarun.executors.environments import strict_reason
+    from datarun.problems.resources import environment_of
+    from datarun.store import environments as stored_envs
+
+    envs = stored_envs.load(workspace.environments_path)
     return [u.to_dict() for u in unfit(queued, hosts, blocked_hosts(db, hosts, reasons),
                                        lambda task: problems[task.problem]["limits"],
-                                       lambda task: needs_of(problems[task.problem]))]
+                                       lambda task: needs_of(problems[task.problem]),
+                                       lambda host, task: strict_reason(envs.get(host),
+                                                                        environment_of(problems[task.problem])))]
 
 
 def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:

@@ -100,6 +100,11 @@ class Executor(Protocol):
     def info(self) -> dict[str, Any]:
         """The harness `info` report of the host."""
 
+    def setup_environment(self, requirements: list[str]) -> dict[str, Any]:
+        """Make (or reuse) a virtual environment with these requirements on the host:
+        {"python", "versions", ...} (`datarun host setup`)."""
+        ...
+
     def usage(self) -> dict[str, Any]:
         """The harness `usage` report: how the host's workdir is shared among workspaces."""
 

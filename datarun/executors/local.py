@@ -189,6 +189,28 @@ class LocalExecutor:
         with host_errors(self.host.name):
             return ops.info(str(self.workdir), space=self.space)
 
+    def setup_environment(self, requirements: list[str]) -> dict[str, Any]:
+        """Make the environment with the host's Python (this one unless hosts.toml names another)."""
+        if self.python is None:
+            from datarun.remote.envs import setup
+
+            with host_errors(self.host.name):
+                return setup(str(self.workdir), requirements, space=self.space)
+        import json
+        import subprocess
+
+        from datarun.remote.ops import _package_root
+
+        package, root = _package_root()
+        done = subprocess.run([self.python, "-m", package, "envsetup", "--space", str(self.space),
+                               str(self.workdir), *requirements], capture_output=True, text=True,
+                              cwd=root, timeout=900)
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        answer = json.loads(lines[-1]) if lines else {"error": done.stderr.strip()[-300:]}
+        if done.returncode != 0 or "error" in answer:
+            raise HostError(f"host {self.host.name}: {answer.get('error') or 'envsetup failed'}")
+        return answer
+
     def usage(self) -> dict[str, Any]:
         with host_errors(self.host.name):
             return ops.usage(str(self.workdir), space=self.space)

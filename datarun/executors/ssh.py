@@ -461,6 +461,11 @@ class SSHExecutor:
         self.prepare({})
         return self.run_harness("usage")
 
+    def setup_environment(self, requirements: list[str]) -> dict:
+        """Make the environment for `requirements` on the host (pip may take minutes)."""
+        self.prepare({})
+        return self.run_harness("envsetup", *requirements, timeout=max(self.host.command_timeout, 900.0))
+
     def gpu_names(self) -> list[str]:
         command = "command -v nvidia-smi >/dev/null 2>&1 && " + shlex.join(NVIDIA_QUERY) + " || true"
         return gpu_lines(self.conn.run(command).stdout)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datarun.errors import UsageError
-from datarun.problems.resources import Needs, parse_resources
+from datarun.problems.resources import Needs, parse_environment, parse_resources
 from datarun.sizes import parse_duration, parse_size
 
 KIT_FILE = "problem.toml"
@@ -30,7 +30,7 @@ DEFAULT_WALL_TIME = "10m"
 DEFAULT_MEMORY = "4GB"
 
 # Which keys each table may hold, and which of them must be there.
-_TOP_KEYS = {"name", "title", "kind", "data", "cv", "workflow", "scores", "limits", "resources"}
+_TOP_KEYS = {"name", "title", "kind", "data", "cv", "workflow", "scores", "limits", "resources", "environment"}
 _TABLE_KEYS = {
     "data": {"train", "test", "target", "test_size", "drop"},
     "cv": {"strategy", "n_splits", "seed", "test_size"},
@@ -71,6 +71,7 @@ class ProblemSpec:
     score_names: tuple[str, ...] = field(default_factory=tuple)
     limits: Limits = field(default_factory=lambda: Limits(600.0, None, 4 * 1000**3))
     resources: Needs = field(default_factory=Needs)  # what a host must offer its tasks
+    environment: dict = field(default_factory=dict)  # {"requirements", "strict"}
 
     @property
     def train_path(self) -> Path:
@@ -94,6 +95,7 @@ class ProblemSpec:
             "scores": {"names": list(self.score_names)},
             "limits": self.limits.to_dict(),
             "resources": self.resources.to_dict(),
+            "environment": self.environment,
         }
 
 
@@ -229,11 +231,12 @@ def parse_spec(data: dict, kit_dir: Path) -> ProblemSpec:
 
     limits = parse_limits(_table(data, "limits"))
     resources = parse_resources(data.get("resources", {}), f"{KIT_FILE}: [resources]")
+    environment = parse_environment(data.get("environment"), kit_dir, f"{KIT_FILE}: [environment]")
     return ProblemSpec(
         kit_dir=kit_dir, name=name, title=title, kind=kind, train=train, target=target,
         test=test, test_size=test_size, drop=tuple(drop), cv_strategy=strategy,
         n_splits=n_splits, seed=seed, cv_test_size=cv_test_size, workflow=workflow,
-        score_names=tuple(names), limits=limits, resources=resources,
+        score_names=tuple(names), limits=limits, resources=resources, environment=environment,
     )
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from datarun.errors import NotFound, UsageError
 from datarun.problems.kits import ProblemSpec, load_kit
-from datarun.problems.resources import needs_of, parse_resources
+from datarun.problems.resources import environment_of, needs_of, parse_environment, parse_resources
 from datarun.store.blobs import BlobStore
 from datarun.store.workspace import Workspace
 
@@ -273,7 +273,12 @@ def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str
     if needs:
         parse_resources(needs, "--needs")
     if is_ramp_kit(kit_dir):
+        environment = parse_environment(None, kit_dir)  # the kit's requirements.txt, checked first
         info = register_ramp_problem(workspace, db, kit_dir, env, data_file_cap, prepared)
+        from datarun.store.problems import set_spec_keys
+
+        set_spec_keys(db, info["name"], {"environment": environment})
+        info["environment"] = environment_of(get_problem(db, info["name"]))
         if needs:
             info.update(_with_needs(workspace, db, info["name"], needs))  # its notes kept
         return info
@@ -421,6 +426,7 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
         "scores": scores,
         "limits": problem["limits"],
         "resources": needs_of(problem).to_dict(),
+        "environment": environment_of(problem),
         "data_hash": problem["data_hash"],
         "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],

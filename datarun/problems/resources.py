@@ -102,3 +102,56 @@ def needs_of(problem: Mapping[str, Any]) -> Needs:
     table = (problem.get("spec") or {}).get("resources") or {}
     return Needs(tags=tuple(table.get("tags") or ()), gpus=int(table.get("gpus") or 0),
                  memory=table.get("memory"), threads=table.get("threads"))
+
+
+# -- environments -------------------------------------------------------------------------
+
+ENVIRONMENT_KEYS = ("requirements", "strict")
+REQUIREMENTS_FILE = "requirements.txt"
+
+
+def check_requirement(line: str, where: str) -> str:
+    """A pip requirement; pip options (`-r`, `--index-url`, ...) are refused: the host's own
+    package index settings apply."""
+    text = line.strip()
+    if not text or text.startswith("-"):
+        raise UsageError(f"{where}: {line!r} is not a requirement (like 'scikit-learn==1.5.2'); "
+                         "pip options are not taken: set the index in the host's pip.conf")
+    return text
+
+
+def parse_environment(table: Mapping[str, Any] | None, kit_dir: Any = None,
+                      where: str = "problem.toml: [environment]") -> dict[str, Any]:
+    """{"requirements": [...], "strict": bool} from `[environment]`, else from the kit's
+    requirements.txt (a RAMP kit's too); empty requirements when neither says any."""
+    from pathlib import Path
+
+    table = table or {}
+    if not isinstance(table, Mapping):
+        raise UsageError(f"{where} must be a table")
+    unknown = sorted(set(table) - set(ENVIRONMENT_KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ENVIRONMENT_KEYS)})")
+    strict = table.get("strict", False)
+    if not isinstance(strict, bool):
+        raise UsageError(f"{where} strict must be true or false, got {strict!r}")
+    if "requirements" in table:
+        requirements = table["requirements"]
+        if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+            raise UsageError(f"{where} requirements must be a list of pip requirements")
+        found = [check_requirement(r, f"{where} requirements") for r in requirements]
+    elif kit_dir is not None and (Path(kit_dir) / REQUIREMENTS_FILE).is_file():
+        lines = (Path(kit_dir) / REQUIREMENTS_FILE).read_text(encoding="utf-8").splitlines()
+        found = [check_requirement(line, REQUIREMENTS_FILE) for line in
+                 (line.split("#", 1)[0] for line in lines) if line.strip()]
+    else:
+        found = []
+    return {"requirements": found, "strict": strict}
+
+
+def environment_of(problem: Mapping[str, Any]) -> dict[str, Any]:
+    """The environment stored with a registered problem: requirements, strict, and the
+    versions recorded at its first `host setup` (none before)."""
+    env = (problem.get("spec") or {}).get("environment") or {}
+    return {"requirements": list(env.get("requirements") or []), "strict": bool(env.get("strict")),
+            "versions": dict(env.get("versions") or {})}

@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--idle", type=float, default=60.0)
     sub.add_argument("--wait", type=float, default=0.0)
     command("session", "serve sync requests, one JSON object a line on stdin")
+    command("envsetup", "make a virtual environment with these requirements").add_argument(
+        "requirements", nargs="*")
     return parser
 
 
@@ -79,6 +81,10 @@ def run(argv: list[str]) -> dict:
 
         return session(args.workdir, space=args.space)
     space = args.space
+    if args.command == "envsetup":
+        from .envs import setup
+
+        return setup(args.workdir, args.requirements, space=space)
     if args.command == "info":
         return ops.info(args.workdir, space=space)
     if args.command == "accept":

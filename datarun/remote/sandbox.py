@@ -238,13 +238,19 @@ def plan(hidden: Sequence[str] = (), private: Sequence[str] = ()) -> dict:
             links[path] = os.readlink(path)
         elif os.path.isdir(path):
             dirs.append(path)
+    own_env = os.path.realpath(sys.prefix) if sys.prefix != sys.base_prefix else None
     python = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
               os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))]
     for path in python + [entry for entry in sys.path if entry]:
         real = os.path.realpath(path)
         if not os.path.isdir(real) or real in NEVER_BOUND:
             continue
-        if real in hidden or any(real == p or real.startswith(p + os.sep) for p in private):
+        if real in hidden:
+            continue
+        # The runner's own virtual environment (`host setup` makes it in WORKDIR/envs) is a
+        # Python installation it uses: bound read-only like one, though inside WORKDIR.
+        in_own_env = own_env is not None and (real == own_env or real.startswith(own_env + os.sep))
+        if not in_own_env and any(real == p or real.startswith(p + os.sep) for p in private):
             continue
         dirs.append(real)
     # Each folder once, and none inside another one already bound.

@@ -74,6 +74,11 @@ class Workspace:
         return self.state_dir / "leftovers.json"
 
     @property
+    def environments_path(self) -> Path:
+        """The environments `host setup` made on hosts (datarun.store.environments)."""
+        return self.state_dir / "environments.json"
+
+    @property
     def known_hosts_path(self) -> Path:
         """The SSH host keys pinned for this workspace (`host trust`)."""
         return self.state_dir / "known_hosts"
