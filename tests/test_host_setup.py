@@ -110,6 +110,11 @@ def test_host_setup_makes_a_venv_whose_pinned_version_the_tasks_import(workspace
     again = cli("host", "setup", "node-a", "--problem", "pinned", "--json").json()
     assert not again["made"] and again["python"] == report["python"]  # the same requirements: reused
 
+    checked = {report["name"]: report for report in cli("host", "check", "--json").json()}
+    assert checked["node-a"]["environment"]["versions"]["pinme"] == "1.2.3"
+    assert checked["node-a"]["differences"]["pinme"] == {"node-a": "1.2.3", "node-b": None}
+    assert "pinme none here differs between hosts: node-a 1.2.3" in checked["node-b"]["warnings"]
+
     folder = tmp_path / "sub"
     folder.mkdir()
     (folder / "estimator.py").write_text(REPORTING)

@@ -162,17 +162,65 @@ def check_host(workspace: Workspace, host: Host) -> dict[str, Any]:
     return report
 
 
+def versions_seen(report: dict[str, Any], env: dict[str, Any] | None) -> dict[str, str | None]:
+    """A host's package versions: its libraries as checked, and its environment's packages."""
+    seen = {DISTRIBUTION_NAMES.get(name, name): value.get("host")
+            for name, value in (report.get("libraries") or {}).items()}
+    seen.update((env or {}).get("versions") or {})
+    return seen
+
+
+DISTRIBUTION_NAMES = {"sklearn": "scikit-learn", "rampwf": "ramp-workflow"}
+
+
+def note_differences(reports: list[dict[str, Any]], envs: dict[str, dict[str, Any]]) -> None:
+    """Add to each report the packages whose versions differ between the hosts (those
+    checked now, and any other host's recorded environment) and the organiser's machine:
+    `differences` = {package: {host or "organiser": version}}, and one warning per package."""
+    seen = {report["name"]: versions_seen(report, envs.get(report["name"])) for report in reports
+            if report.get("connected")}
+    for name, env in envs.items():
+        seen.setdefault(name, dict(env.get("versions") or {}))
+    organiser = {DISTRIBUTION_NAMES.get(k, k): v for k, v in organiser_versions().items() if k != "python"}
+    packages = sorted({package for versions in seen.values() for package in versions})
+    differences = {}
+    for package in packages:
+        by_host = {host: versions.get(package) for host, versions in sorted(seen.items())}
+        values = set(by_host.values())
+        if package in organiser:
+            by_host["organiser"] = organiser[package]
+        if len(values) > 1:
+            differences[package] = by_host
+    for report in reports:
+        report["differences"] = differences
+        mine = seen.get(report["name"], {})
+        for package, by_host in differences.items():
+            if report["name"] in seen:
+                others = ", ".join(f"{host} {version or 'none'}" for host, version in by_host.items()
+                                   if host != report["name"])
+                report["warnings"].append(f"{package} {mine.get(package) or 'none'} here differs between hosts: {others}")
+
+
 def record(db: Database, report: dict[str, Any]) -> None:
     stored_hosts.record(db, report["name"], report["checked_at"], report["ok"], report)
 
 
 def check_hosts(workspace: Workspace, name: str | None = None) -> list[dict[str, Any]]:
     """Check one host, or every host of hosts.toml side by side; record each report."""
-    hosts = load_hosts(workspace.hosts_file)
+    from datarun.executors.environments import with_environments
+    from datarun.store import environments as stored_envs
+
+    hosts = with_environments(workspace, load_hosts(workspace.hosts_file))  # as the dispatcher runs them
     chosen = [get_host(hosts, name)] if name else list(hosts.values())
     _ = workspace.id  # read once here, not by each checking thread
     with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
         reports = list(pool.map(lambda host: check_host(workspace, host), chosen))
+    envs = stored_envs.load(workspace.environments_path)
+    for report in reports:
+        env = envs.get(report["name"])
+        report["environment"] = None if env is None else {
+            key: env.get(key) for key in ("python", "requirements", "versions", "problems", "made_at")}
+    note_differences(reports, envs)
     db = open_db(workspace)
     try:
         with transaction(db):
