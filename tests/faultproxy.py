@@ -42,6 +42,7 @@ class FaultProxy:
         self.dropping = False
         self.refusing = False
         self._cut_after: int | None = None  # bytes towards the client before a one-shot cut
+        self._cut_after_up: int | None = None  # bytes towards the server before a one-shot cut
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self.accepted = 0
         self.cuts = 0
@@ -81,6 +82,11 @@ class FaultProxy:
     def cut_after(self, n_bytes: int) -> None:
         """Reset the first connection that sends more than n_bytes more towards the client."""
         self._cut_after = n_bytes
+
+    def cut_after_sent(self, n_bytes: int) -> None:
+        """Reset the first connection that sends more than n_bytes more towards the server
+        (an upload cut half-way through)."""
+        self._cut_after_up = n_bytes
 
     def set_upstream(self, port: int) -> None:
         """Send new connections to another port (a restarted server); open ones are cut."""
@@ -149,10 +155,14 @@ class FaultProxy:
                     return
                 if self.dropping:
                     continue
-                if downstream and self._cut_after is not None:
+                limit = self._cut_after if downstream else self._cut_after_up
+                if limit is not None:
                     sent += len(data)
-                    if sent > self._cut_after:
-                        self._cut_after = None
+                    if sent > limit:
+                        if downstream:
+                            self._cut_after = None
+                        else:
+                            self._cut_after_up = None
                         with self._lock:
                             if pair in self._pairs:
                                 self._pairs.remove(pair)

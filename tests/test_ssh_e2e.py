@@ -20,6 +20,7 @@ import pytest
 from conftest import EXAMPLES, stop_runners
 from sshd import pin, runner_pids, sshd_a, sshd_b  # noqa: F401
 
+from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection, resolve_target
 
 pytestmark = pytest.mark.ssh
@@ -97,7 +98,7 @@ def two_hosts(workspace, sshd_a, sshd_b):  # noqa: F811
 
 @pytest.fixture
 def uploads(monkeypatch):
-    """Every SFTP put as (host, kind, bytes), kind being harness | data | bundles."""
+    """Every upload as (host, kind, bytes), kind being harness | data | bundles."""
     seen: list[tuple[str, str, int]] = []
     real_put = SSHConnection.put
 
@@ -108,6 +109,14 @@ def uploads(monkeypatch):
         return size
 
     monkeypatch.setattr(SSHConnection, "put", put)
+    real_ship = SSHExecutor._ship_data
+
+    def ship_data(self, digest, folder, free):  # data sets travel compressed and resumable
+        sent = self.conn.stats.bytes_sent
+        real_ship(self, digest, folder, free)
+        seen.append((self.host.name, "data", self.conn.stats.bytes_sent - sent))
+
+    monkeypatch.setattr(SSHExecutor, "_ship_data", ship_data)
     return seen
 
 

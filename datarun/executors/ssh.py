@@ -114,6 +114,7 @@ class SSHExecutor:
         self._pack_path: str | None = None
         self._session: HarnessSession | None = None
         self.bundles_sent = False  # whether the last sync got as far as sending its bundles
+        self.data_resumed_from: int | None = None  # bytes of the last data set already on the host
 
     def connect(self) -> str | None:
         """Connect and authenticate now, the host key checked; the key's type and fingerprint."""
@@ -280,18 +281,36 @@ class SSHExecutor:
                 if data:
                     self._start_runner()
             data_missing = [remote for remote in missing if wanted[remote] is not None]
-            if data_missing:
-                archive = Path(tmp) / "data.tar"
-                with tarfile.open(archive, "w", dereference=True) as tar:
-                    for remote in data_missing:
-                        source = wanted[remote]
-                        assert source is not None  # only data sets have a local folder
-                        tar.add(source, arcname=f"{tasks_and_data[1]}/{remote.rsplit('/', 1)[1]}")
-                self._check_room(2 * archive.stat().st_size, free)
-                upload = self._upload_path("data")
-                self.conn.put(archive, upload)
-                self.run_harness("accept", upload)
-                self._present.update(data_missing)
+            for remote in data_missing:
+                source = wanted[remote]
+                assert source is not None  # only data sets have a local folder
+                self._ship_data(remote.rsplit("/", 1)[1], Path(source), free)
+                self._present.add(remote)
+
+    def _ship_data(self, digest: str, folder: Path, free: int | None) -> None:
+        """Send one data set compressed, resuming an interrupted upload; the harness checks
+        the archive's and the data set's hashes (datarun.executors.shipping)."""
+        from datarun.executors.shipping import data_archive, send_rest
+        from datarun.remote.incoming import incoming_path
+
+        cache = self.workspace.state_dir / "ship" if self.workspace is not None else Path(tempfile.gettempdir())
+        archive, sha256 = data_archive(cache, folder, digest)
+        size = archive.stat().st_size
+        self._check_room(2 * size + sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()), free)
+        remote = str(incoming_path(self.layout, digest))
+        with self.conn._watchdog(self.conn._transfer_timeout(size), "an upload"):
+            try:
+                have, sent = send_rest(self.conn.sftp(), archive, remote)
+            except PermissionError as error:
+                raise HostError(f"host {self.host.name}: cannot write {remote}: {error.strerror or error}") from None
+            except OSError as error:
+                if isinstance(error, TimeoutError):
+                    raise
+                raise HostError(f"host {self.host.name}: upload to {remote} failed: {error}") from None
+        self.conn.stats.bytes_sent += sent
+        self.conn.stats.uploads += 1
+        self.data_resumed_from = have
+        self.run_harness("acceptdata", digest, sha256)
 
     def _start_runner(self) -> None:
         """Start the runner in the background once the harness is there and tasks are on

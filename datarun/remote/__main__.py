@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--idle", type=float, default=60.0)
     sub.add_argument("--wait", type=float, default=0.0)
     command("session", "serve sync requests, one JSON object a line on stdin")
+    sub = command("acceptdata", "check and unpack an uploaded data set archive")
+    sub.add_argument("digest")
+    sub.add_argument("sha256")
     command("envsetup", "make a virtual environment with these requirements").add_argument(
         "requirements", nargs="*")
     return parser
@@ -81,6 +84,10 @@ def run(argv: list[str]) -> dict:
 
         return session(args.workdir, space=args.space)
     space = args.space
+    if args.command == "acceptdata":
+        from .incoming import accept_data
+
+        return accept_data(args.workdir, args.digest, args.sha256, space=space)
     if args.command == "envsetup":
         from .envs import setup
 

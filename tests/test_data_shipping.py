@@ -1,0 +1,106 @@
+"""Data sets travel compressed, resume when cut, and are checked on arrival.
+
+A real sshd on loopback behind the tests' fault proxy: an upload cut half-way through
+leaves a part on the host; the next attempt sends only the rest (at most the missing
+bytes and a little more), and the harness checks the archive's SHA-256 and the data
+set's content hash before using it. A part damaged on the host is caught by that check,
+deleted, and the next attempt starts over. The archive itself is the same bytes each
+time it is built (resuming depends on it) and smaller than the data.
+"""
+
+import os
+import shlex
+import uuid
+
+import pytest
+from faultproxy import FaultProxy
+from sshd import sshd_a  # noqa: F401
+from test_ssh_e2e import Remote
+
+from datarun.errors import DatarunError
+from datarun.executors.shipping import write_archive
+from datarun.executors.ssh import SSHExecutor
+from datarun.executors.sshconn import SSHConnection
+from datarun.store.blobs import tree_hash
+
+pytestmark = pytest.mark.ssh
+
+
+def data_set(folder, megabytes: int):
+    """A data set of CSV text (compressible, as real ones are) with some random bytes."""
+    folder.mkdir()
+    rows = "\n".join(f"{i},{i * 0.37:.5f},{(i * 7919) % 1000},class_{i % 3}" for i in range(40_000))
+    with open(folder / "train.csv", "w") as handle:
+        while handle.tell() < megabytes * 1_000_000:
+            handle.write(rows)
+    (folder / "noise.bin").write_bytes(os.urandom(megabytes * 200_000))
+    (folder / "meta.json").write_text('{"target": "y"}')
+    return tree_hash(folder)
+
+
+@pytest.fixture
+def proxied(workspace, sshd_a):  # noqa: F811
+    proxy = FaultProxy(sshd_a.port)
+    workdir = f"~/ship-{uuid.uuid4().hex[:8]}"
+    host = sshd_a.host("node", port=proxy.port, workdir=workdir, command_timeout=20.0)
+    with open(workspace.known_hosts_path, "a") as handle:
+        handle.write(sshd_a.known_hosts_line())  # the tests' own direct connection
+        handle.write(f"[127.0.0.1]:{proxy.port} {sshd_a.host_key_name} {sshd_a.host_key_pub}\n")
+    remote = Remote(sshd_a, workspace.known_hosts_path, workdir)
+    yield workspace, host, proxy, remote
+    proxy.close()
+    remote.stop_runner_and_clean()
+
+
+def test_the_archive_is_the_same_bytes_each_time_and_compressed(tmp_path):
+    digest = data_set(tmp_path / "d", 2)
+    write_archive(tmp_path / "d", f"data/{digest}", tmp_path / "one.tar.gz")
+    os.utime(tmp_path / "d" / "train.csv", (1, 1))  # times are not in it
+    write_archive(tmp_path / "d", f"data/{digest}", tmp_path / "two.tar.gz")
+    assert (tmp_path / "one.tar.gz").read_bytes() == (tmp_path / "two.tar.gz").read_bytes()
+    raw = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    assert (tmp_path / "one.tar.gz").stat().st_size < 0.6 * raw
+
+
+def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 6)
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})  # the harness first, so the cut falls in the data set's upload
+    archive_size = None
+    proxy.cut_after_sent(1_500_000)
+    with pytest.raises((DatarunError, OSError, EOFError)):
+        executor.prepare({digest: tmp_path / "d"})
+    executor.close()
+    archive_size = (workspace.state_dir / "ship" / f"{digest}.tar.gz").stat().st_size
+    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar.gz"
+    part = int(remote.sh("stat", "-c", "%s", incoming))
+    assert 0 < part < archive_size
+
+    again = SSHExecutor(workspace, host)
+    before = again.conn.stats.bytes_sent if isinstance(again.conn, SSHConnection) else 0
+    again.prepare({digest: tmp_path / "d"})
+    sent = again.conn.stats.bytes_sent - before
+    again.close()
+    assert again.data_resumed_from == part
+    assert sent <= 1.1 * (archive_size - part) + 64_000  # the rest, and the harness's commands
+    assert remote.listing("data") == [digest]  # unpacked, hashes checked, the part removed
+    assert "train.csv" in remote.listing(f"data/{digest}")
+
+
+def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path):
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 2)
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar.gz"
+    remote.sh("sh", "-c", f"head -c 300000 /dev/urandom > {shlex.quote(incoming)}")  # not the archive's start
+    with pytest.raises(DatarunError) as error:
+        executor.prepare({digest: tmp_path / "d"})
+    assert f"the archive of data set {digest} arrived damaged" in str(error.value)
+    assert "it is sent again from the start" in str(error.value)
+    assert remote.listing("data") == []  # the damaged part is gone
+    executor.prepare({digest: tmp_path / "d"})
+    executor.close()
+    assert executor.data_resumed_from == 0
+    assert remote.listing("data") == [digest]
