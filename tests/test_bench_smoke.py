@@ -172,3 +172,15 @@ def test_makespan_bench_compares_four_ssh_hosts_with_the_ideal(ssh_bench_setup):
     assert 0 <= figures["max_fit_beyond_sleep"] < 5.0
     assert "goal: makespan at most 1.15 x the ideal" in text
     assert not Path(figures["scratch"]).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ssh
+def test_ship_bench_measures_datarun_beside_scp_and_a_resumed_transfer():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the bench's sshd logs in the unprivileged test user")
+    figures, text = run_bench("ship.py")
+    assert figures["scp"]["wall"] > 0 and figures["scp_after"]["wall"] > 0
+    assert figures["datarun_gzip1"]["wall"] > 0 and figures["datarun_gzip1"]["sent"] > 0
+    assert figures["resume"]["kept"] > 0 and figures["resume"]["ratio"] <= 1.10
+    assert "vs scp (goal <= 1.2x)" in text and "resumed after a cut" in text

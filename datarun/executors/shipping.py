@@ -40,8 +40,9 @@ def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def write_archive(folder: Path, arcname: str, out: Path, level: int = COMPRESSLEVEL) -> None:
+def write_archive(folder: Path, arcname: str, out: Path, level: int | None = None) -> None:
     """A tar.gz of `folder` under `arcname`, the same bytes for the same content."""
+    level = COMPRESSLEVEL if level is None else level
     with open(out, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level,
                                                mtime=0) as gz, tarfile.open(fileobj=gz, mode="w",
                                                                             format=tarfile.PAX_FORMAT) as tar:
