@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from datarun.remote.common import Layout
+
 COMPRESSLEVEL = 1
 BLOCK = 1 << 20
 _locks: dict[str, threading.Lock] = {}
@@ -68,7 +70,7 @@ def data_archive(cache: Path, folder: Path, digest: str) -> tuple[Path, str]:
         fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-")
         os.close(fd)
         try:
-            write_archive(Path(folder), f"data/{digest}", Path(tmp))
+            write_archive(Path(folder), f"{Layout.ARCHIVE_FOLDERS[1]}/{digest}", Path(tmp))
             digest_of = hashlib.sha256()
             with open(tmp, "rb") as handle:
                 for block in iter(lambda: handle.read(BLOCK), b""):
