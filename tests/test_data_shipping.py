@@ -82,8 +82,10 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     again.prepare({digest: tmp_path / "d"})
     sent = again.conn.stats.bytes_sent - before
     again.close()
-    assert again.data_resumed_from == part
-    assert sent <= 1.1 * (archive_size - part) + 64_000  # the rest, and the harness's commands
+    # The host's SFTP server may still write what it had received when the cut came.
+    kept = again.data_resumed_from
+    assert part <= kept < archive_size
+    assert sent <= 1.1 * (archive_size - kept) + 64_000  # the rest, and the harness's commands
     assert remote.listing("data") == [digest]  # unpacked, hashes checked, the part removed
     assert "train.csv" in remote.listing(f"data/{digest}")
 
