@@ -448,11 +448,22 @@ def ssh_traffic() -> Iterator[list[tuple[str, str, int]]]:
         seen.append((self.target.name, "commands", len(command)))
         return real_run(self, command, timeout)
 
+    from datarun.executors.ssh import SSHExecutor
+
+    real_ship = SSHExecutor._ship_data
+
+    def ship_data(self, digest, folder, free):  # data sets travel compressed, resumable
+        sent = self.conn.stats.bytes_sent
+        real_ship(self, digest, folder, free)
+        seen.append((self.host.name, "data", self.conn.stats.bytes_sent - sent))
+
     SSHConnection.put, SSHConnection.run = put, run_command
+    SSHExecutor._ship_data = ship_data
     try:
         yield seen
     finally:
         SSHConnection.put, SSHConnection.run = real_put, real_run
+        SSHExecutor._ship_data = real_ship
 
 
 def train_in_process(root: Path) -> dict:
