@@ -159,6 +159,16 @@ class TaskGroup:
             with open(self._file("pids", "pids.max"), "w") as handle:
                 handle.write(str(int(processes)))
 
+    def reset_peak(self) -> None:
+        """The peak starts again from the current charge (a spare's preparation is not its
+        task's); v2 without a resettable memory.peak keeps it."""
+        name = "memory.peak" if self.method == "cgroup-v2" else "memory.max_usage_in_bytes"
+        try:
+            with open(self._file("memory", name), "w") as handle:
+                handle.write("0")
+        except OSError:
+            pass
+
     def join_files(self) -> list[str]:
         """The cgroup.procs files the task's first process writes "0" to (itself)."""
         return sorted({os.path.join(path, "cgroup.procs") for path in self.paths.values()})

@@ -203,95 +203,176 @@ def _join_cgroup(files: list[str]) -> None:
             handle.write("0")
 
 
+def _detach(output_fd: int, close_fds: list[int]) -> None:
+    """A fresh fork of the runner becomes a task's first process: its own session, none
+    of the runner's descriptors, default signals, its output into the runner's pipe."""
+    os.setsid()
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    for stream in (sys.stdout, sys.stderr):  # a line printed is a line kept, crash or not
+        reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper's, not every stream's
+        try:
+            if reconfigure is not None:
+                reconfigure(line_buffering=True)
+        except ValueError:
+            pass
+
+
+def _end(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    os._exit(code)
+
+
 def run_child(folder: Path, task: dict, data: DataSet, output_fd: int, result_fd: int,
               close_fds: list[int], launch: dict) -> None:
-    """Run one task in this freshly forked process (A); never returns.
+    """Run one unsandboxed task (isolation "none") in this freshly forked process; never
+    returns. Sandboxed tasks start in a spare instead (`run_spare`).
 
-    `launch`: {"plan": the sandbox plan or None for isolation "none", "seat_uid": the
-    task's uid outside its sandbox (root runner) or None, "cgroup": cgroup.procs files to
-    join, "cache": the runner's data sets by hash}. Sandboxed, the task runs in C, two
-    forks below (sandbox.py), and sees its folder as /task.
+    `launch`: {"cgroup": cgroup.procs files to join}.
     """
     code = 1
     try:
-        os.setsid()
-        for fd in close_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
-        os.dup2(output_fd, 1)
-        os.dup2(output_fd, 2)
-        os.close(output_fd)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        for stream in (sys.stdout, sys.stderr):  # a line printed is a line kept, crash or not
-            reconfigure = getattr(stream, "reconfigure", None)  # a TextIOWrapper's, not every stream's
-            try:
-                if reconfigure is not None:
-                    reconfigure(line_buffering=True)
-            except ValueError:
-                pass
+        _detach(output_fd, close_fds)
         _join_cgroup(launch.get("cgroup") or [])
         import numpy as np
 
         train_idx = np.load(folder / "train_idx.npy", allow_pickle=False)
         task_data = TaskData(data, train_idx)
-        the_plan = launch.get("plan")
-        if the_plan is not None:
-            from . import sandbox
+        os.chdir(folder)
+        _limit_file_size(task)
+        from .sandbox import device_environment
 
-            scrub_labels(task_data, data, launch.get("cache") or {})
-            del data
-            files = sandbox.snapshot(str(folder))
-            devices = list((task.get("limits") or {}).get("devices") or [])
-            if devices:
-                the_plan = dict(the_plan, devices=the_plan["devices"] + sandbox.gpu_device_files(devices))
-            sandbox.enter(the_plan, files, sandbox.task_disk(task), sandbox.task_processes(task),
-                          sandbox.task_environment(int(task.get("threads") or 1), devices),
-                          launch.get("seat_uid"),
-                          lambda pid, init: channel.send(result_fd, b"C", f"{pid} {init}".encode()))
-            folder = Path(sandbox.TASK_DIR)
-        else:
-            os.chdir(folder)
-            _limit_file_size(task)
-            from .sandbox import device_environment
-
-            os.environ.update(device_environment(list((task.get("limits") or {}).get("devices") or [])))
-        _memory_backstop(task.get("limits", {}).get("memory"))
-        # The runner sized the pools before forking (same thread count): 12 ms saved a task.
-        if os.environ.get("OMP_NUM_THREADS") != str(int(task.get("threads") or 1)):
-            _limit_thread_pools(int(task.get("threads") or 1))
-        clock = PhaseClock(_send_phase(result_fd))
-        kind = error = None
-        try:
-            workflow = WORKFLOWS[task.get("workflow", "estimator")]
-            predictions = workflow(task, task_data, folder, clock)
-            clock.run("save", lambda: _save(result_fd, predictions))
-            code = 0
-        except TaskFailure as failure:
-            kind, error = failure.kind, failure.text
-        except MemoryError:
-            kind, error = "memory_limit", tail_text(traceback.format_exc())
-        except BaseException:
-            kind, error = "harness_error", tail_text(traceback.format_exc())
-        _stop_worker_pools()
-        _report(result_fd, clock, kind, error)
+        os.environ.update(device_environment(_devices(task)))
+        code = _run_task(folder, task, task_data, result_fd)
     except BaseException:
         try:
             sys.stderr.write(traceback.format_exc())
         except BaseException:
             pass
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        os._exit(code)
+        _end(code)
+
+
+def run_spare(the_plan: dict, cache: dict, seats: bool, output_fd: int, result_fd: int,
+              control_fd: int, close_fds: list[int], cgroup: list[str]) -> None:
+    """A sandbox made ahead of its task, in this freshly forked process (A); never returns.
+
+    A joins the task's cgroup and prepares the sandbox (sandbox.prepare: namespaces, init,
+    the root's skeleton, the fork of C); C then waits on CONTROL_FD for its task, sent by
+    the runner (`send_task`): the task, the files of its folder, its data set's hash, its
+    seat uid. C finds the data set in the copy of the runner's cache it was forked with,
+    scrubs the labels it must not see, enters the sandbox for good and runs the task,
+    which sees its folder as /task. EOF on CONTROL_FD (the runner dropped the spare, or
+    died): C ends, having run nothing.
+    """
+    code = 1
+    try:
+        _detach(output_fd, close_fds)
+        _join_cgroup(cgroup)
+        from . import sandbox
+
+        sandbox.prepare(the_plan, seats,
+                        lambda pid, init: channel.send(result_fd, b"C", f"{pid} {init}".encode()))
+        message = _read_task(control_fd)
+        os.close(control_fd)
+        if message is None:
+            _end(0)
+        task, files, data_hash, seat_uid = message
+        data = cache.get(data_hash)
+        if data is None:
+            raise RuntimeError(f"data set {data_hash} is not in the spare's copy of the cache")
+        import io
+
+        import numpy as np
+
+        train_idx = np.load(io.BytesIO(dict(files)["train_idx.npy"]), allow_pickle=False)
+        task_data = TaskData(data, train_idx)
+        scrub_labels(task_data, data, cache)
+        del data, cache
+        sandbox.enter_task(the_plan, files, sandbox.task_disk(task), sandbox.task_processes(task),
+                           sandbox.task_environment(int(task.get("threads") or 1), _devices(task)),
+                           seat_uid)
+        code = _run_task(Path(sandbox.TASK_DIR), task, task_data, result_fd)
+    except BaseException:
+        try:
+            sys.stderr.write(traceback.format_exc())
+        except BaseException:
+            pass
+    finally:
+        _end(code)
+
+
+def _devices(task: dict) -> list[int]:
+    return list((task.get("limits") or {}).get("devices") or [])
+
+
+def send_task(control_fd: int, task: dict, files: list, data_hash: str, seat_uid: int | None) -> None:
+    """The runner's side of `run_spare`: the task's specifics, then EOF. Pickled: it goes
+    from the runner to its own child before any submission code runs, never the other way."""
+    import pickle
+
+    payload = pickle.dumps((task, files, data_hash, seat_uid), protocol=pickle.HIGHEST_PROTOCOL)
+    channel.send(control_fd, b"S", payload)
+
+
+def _read_task(fd: int):
+    import pickle
+
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    message = b"".join(chunks)
+    if len(message) < channel.HEADER.size:
+        return None
+    kind, length = channel.HEADER.unpack_from(message)
+    payload = message[channel.HEADER.size:]
+    if kind != b"S" or len(payload) != length:
+        return None
+    return pickle.loads(payload)
+
+
+def _run_task(folder: Path, task: dict, task_data: TaskData, result_fd: int) -> int:
+    """The task itself, in its folder: the workflow, its predictions and report sent to
+    the runner. The exit code: 0 when predictions were sent."""
+    code = 1
+    _memory_backstop(task.get("limits", {}).get("memory"))
+    # The runner sized the pools before forking (same thread count): 12 ms saved a task.
+    if os.environ.get("OMP_NUM_THREADS") != str(int(task.get("threads") or 1)):
+        _limit_thread_pools(int(task.get("threads") or 1))
+    clock = PhaseClock(_send_phase(result_fd))
+    kind = error = None
+    try:
+        workflow = WORKFLOWS[task.get("workflow", "estimator")]
+        predictions = workflow(task, task_data, folder, clock)
+        clock.run("save", lambda: _save(result_fd, predictions))
+        code = 0
+    except TaskFailure as failure:
+        kind, error = failure.kind, failure.text
+    except MemoryError:
+        kind, error = "memory_limit", tail_text(traceback.format_exc())
+    except BaseException:
+        kind, error = "harness_error", tail_text(traceback.format_exc())
+    _stop_worker_pools()
+    _report(result_fd, clock, kind, error)
+    return code
 
 
 def _save(fd: int, predictions: dict) -> None:

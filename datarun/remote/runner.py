@@ -36,7 +36,7 @@ from .common import (
     write_json,
     write_result,
 )
-from .tree import TaskRun
+from .tree import Spare, TaskRun
 
 TICK = 0.05  # seconds between tree samples
 HEARTBEAT = 1.0
@@ -72,6 +72,9 @@ class Runner:
         self.data: dict[str, object] = {}
         self.stopping = False
         self.plan: dict | None = None  # what of the host sandboxed tasks see: made once
+        self.spare: Spare | None = None  # the next sandboxed task's sandbox, made ahead
+        self.want_spare = False
+        self.spares_made = 0
         self.hidden = [str(_package_root())]
         self.cgroups = Cgroups.detect()
         self.seats = sandbox.seat_uids(self.slots)  # root: each task a uid of its own
@@ -147,6 +150,7 @@ class Runner:
     def _release_if_idle(self) -> bool:
         # Marked exited while still holding the lock: a runner starting right after the
         # release writes its own runner.json, which this one must not overwrite.
+        self._drop_spare()
         self._write_runner_json(state="exited")
         if release_if_idle(self.layout, self.lock_fd):
             return True
@@ -157,6 +161,17 @@ class Runner:
     # --- starting tasks -----------------------------------------------------------
 
     def _start_queued(self) -> None:
+        try:
+            self._start_inbox()
+        finally:
+            if self.want_spare and self.spare is None and not self.stopping:
+                self.want_spare = False
+                try:
+                    self.spare = self._make_spare()
+                except Exception:
+                    log(f"could not prepare a sandbox ahead\n{traceback.format_exc()}")
+
+    def _start_inbox(self) -> None:
         if len(self.running) >= self.slots:
             return
         for key in self.layout.inbox_keys():
@@ -205,26 +220,26 @@ class Runner:
                                f"{', '.join(sorted(WORKFLOWS))})")
         isolation = sandbox.mode(task)
         data = self._dataset(task["data"])
-        launch: dict = {"plan": None, "seat_uid": None, "cgroup": [], "cache": self.data}
-        seat = None
         if isolation == "sandbox":
             if self.plan is None:
                 answer = sandbox.probe()  # once per runner: a few milliseconds
                 if not answer["ok"]:
                     raise sandbox.SandboxError(f"this host cannot sandbox tasks: {answer['reason']}")
                 self.plan = sandbox.plan(self.hidden, [str(self.layout.root)])
-            launch["plan"] = self.plan
+            seat = None
             if self.seats:
                 taken = {run.seat for run in self.running.values()}
                 seat = min(set(range(len(self.running) + 1)) - taken)
-                launch["seat_uid"] = sandbox.TASK_UID_BASE + seat
+            self._start_in_spare(key, folder, task, data, seat)
+            return
+        launch: dict = {"cgroup": []}
         group = None
         if self.cgroups is not None:
             limits = task.get("limits") or {}
             group = self.cgroups.make(key, limits.get("memory"), sandbox.task_processes(task))
             launch["cgroup"] = group.join_files()
         try:
-            self._fork(key, folder, task, data, launch, group, seat)
+            self._fork(key, folder, task, data, launch, group, None)
         except BaseException:
             if group is not None:
                 group.remove()
@@ -269,7 +284,8 @@ class Runner:
         gc.freeze()
         sys.stdout.flush()
         sys.stderr.flush()
-        close = [self.lock_fd, read_fd, result_r, self.wake_r, self.wake_w, *self.by_fd]
+        close = [self.lock_fd, read_fd, result_r, self.wake_r, self.wake_w, *self.by_fd,
+                 *(self.spare.fds() if self.spare is not None else [])]
         if self.wake_fifo is not None:
             close.append(self.wake_fifo)
         try:
@@ -292,6 +308,107 @@ class Runner:
             self.selector.register(fd, selectors.EVENT_READ)
         self._write_status(run)
         log(f"task {key}: started as pid {pid}")
+
+    def _make_spare(self, the_plan: dict | None = None) -> Spare:
+        """Fork a sandbox for the next sandboxed task (child.run_spare), with the data sets
+        the runner holds now (THE_PLAN: what it shows of the host, the runner's plan by
+        default)."""
+        from .child import run_spare
+
+        the_plan = the_plan or self.plan
+        assert the_plan is not None  # made by the first sandboxed task's _launch
+
+        output_r, output_w = os.pipe()
+        result_r, result_w = os.pipe()
+        control_r, control_w = os.pipe()
+        try:  # room for a submission's files, so sending them never waits on the spare
+            fcntl.fcntl(control_w, fcntl.F_SETPIPE_SZ, 1024**2)
+        except OSError:
+            pass
+        self.spares_made += 1
+        group = None
+        if self.cgroups is not None:
+            group = self.cgroups.make(f"spare{self.spares_made}", None, None)
+        gc.freeze()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        close = [self.lock_fd, output_r, result_r, control_w, self.wake_r, self.wake_w,
+                 *self.by_fd]
+        if self.wake_fifo is not None:
+            close.append(self.wake_fifo)
+        try:
+            close.append(self.selector.fileno())
+        except (AttributeError, ValueError):
+            pass
+        try:
+            pid = os.fork()
+        except BaseException:
+            gc.unfreeze()
+            for fd in (output_r, output_w, result_r, result_w, control_r, control_w):
+                os.close(fd)
+            if group is not None:
+                group.remove()
+            raise
+        if pid == 0:  # never returns
+            signal.set_wakeup_fd(-1)
+            run_spare(the_plan, self.data, bool(self.seats), output_w, result_w, control_r,
+                      close, group.join_files() if group is not None else [])
+        gc.unfreeze()
+        for fd in (output_w, result_w, control_r):
+            os.close(fd)
+        return Spare(pid, output_r, result_r, control_w, frozenset(self.data), group)
+
+    def _drop_spare(self) -> None:
+        if self.spare is not None:
+            spare, self.spare = self.spare, None
+            spare.drop()
+
+    def _start_in_spare(self, key: str, folder: Path, task: dict, data, seat: int | None) -> None:
+        """Hand a sandboxed task to the spare (made now if there is none holding its data
+        set): its files and specifics go down the spare's pipe, and the spare's pipes
+        become the task's."""
+        files = sandbox.snapshot(str(folder))  # read before anything else can fail
+        devices = list((task.get("limits") or {}).get("devices") or [])
+        if devices:  # its GPUs' device files in its /dev: a sandbox of its own, made now
+            assert self.plan is not None
+            spare = self._make_spare(dict(self.plan, devices=self.plan["devices"]
+                                          + sandbox.gpu_device_files(devices)))
+        else:
+            spare, self.spare = self.spare, None
+            if spare is not None and not spare.usable(task["data"]):
+                spare.drop()
+                spare = None
+            if spare is None:
+                spare = self._make_spare()
+        self.want_spare = True
+        seat_uid = sandbox.TASK_UID_BASE + seat if seat is not None else None
+        from .child import send_task
+
+        try:
+            if spare.group is not None:
+                limits = task.get("limits") or {}
+                spare.group.limit(limits.get("memory"), sandbox.task_processes(task))
+                spare.group.reset_peak()
+            send_task(spare.control_fd, task, files, task["data"], seat_uid)
+        except BaseException:
+            spare.drop()
+            raise
+        os.close(spare.control_fd)
+        spare.control_fd = -1
+        receiver = Receiver(folder, self._prediction_caps(task, data))
+        self.forms[key] = self._prediction_form(task, data)
+        for fd in (spare.output_fd, spare.result_fd):
+            os.set_blocking(fd, False)
+        run = TaskRun(key, folder, task, spare.pid, spare.output_fd, spare.result_fd, receiver,
+                      spare.group, seat)
+        if spare.status is not None:  # A already ended (well: see Spare.usable) and was reaped
+            run.live.discard(spare.pid)
+        self.running[key] = run
+        for fd in (spare.output_fd, spare.result_fd):
+            self.by_fd[fd] = run
+            self.selector.register(fd, selectors.EVENT_READ)
+        self._write_status(run)
+        log(f"task {key}: started in a sandbox made ahead (pid {spare.pid})")
 
     # --- watching -----------------------------------------------------------------
 
@@ -354,6 +471,8 @@ class Runner:
                 continue
             if owner is not None:
                 owner.reaped(pid, status, usage)
+            elif self.spare is not None and pid == self.spare.pid:
+                self.spare.status = status
 
     def _sample(self) -> None:
         if not self.running:
@@ -504,6 +623,7 @@ class Runner:
     def _shutdown(self) -> None:
         """Stopped by a signal: kill every task's tree and record why, then let go."""
         deadline = time.perf_counter() + 5.0
+        self._drop_spare()
         for run in self.running.values():
             run.limit_hit = ("harness_error", "the runner was stopped while the task ran")
             run.kill()

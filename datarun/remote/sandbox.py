@@ -309,9 +309,9 @@ def _map_ids(uid: int, gid: int) -> None:
     _write("/proc/self/gid_map", f"0 {gid} 1\n")
 
 
-def _build_root(root: str, the_plan: dict, files: list, disk: int, owner: int | None) -> None:
-    """The task's whole file system under ROOT (a fresh tmpfs). OWNER: the uid outside
-    that owns the task folder (a root runner's seat uid), None for this process's."""
+def _build_root(root: str, the_plan: dict) -> None:
+    """The skeleton of the task's file system under ROOT (a fresh tmpfs), read-only:
+    everything but the task folder, which `_mount_task` adds once the task is known."""
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={ROOT_SIZE},mode=0755")
     for path in the_plan["dirs"]:
         if os.path.isdir(path):
@@ -334,16 +334,23 @@ def _build_root(root: str, the_plan: dict, files: list, disk: int, owner: int | 
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
-    os.makedirs(root + "/proc", exist_ok=True)
+    for where in ("/proc", TASK_DIR, "/tmp", "/var/tmp", "/dev/shm"):  # mount points
+        os.makedirs(root + where, exist_ok=True)
+    # The skeleton itself is read-only; /task and the scratch folders mounted on it are not.
+    _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _mount_task(root: str, files: list, disk: int, owner: int | None) -> None:
+    """The task's folder: a tmpfs of its disk cap holding FILES, which is also its /tmp,
+    /var/tmp and /dev/shm. OWNER: the uid outside that owns it (a root runner's seat
+    uid), None for this process's."""
     task = root + TASK_DIR
-    os.makedirs(task)
     ids = f",uid={owner},gid={owner}" if owner is not None else ""
     _mount("tmpfs", task, "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(disk)},mode=0755{ids}")
     scratch = f"{task}/{SCRATCH}"
     os.mkdir(scratch)
     os.chmod(scratch, 0o1777)
     for where in ("/tmp", "/var/tmp", "/dev/shm"):
-        os.makedirs(root + where, exist_ok=True)
         _mount(scratch, root + where, None, MS_BIND)
     for relative, data in files:
         path = os.path.join(task, relative)
@@ -354,8 +361,6 @@ def _build_root(root: str, the_plan: dict, files: list, disk: int, owner: int | 
                 handle.write(data)
         if owner is not None:
             os.chown(path, owner, owner)
-    # The skeleton itself is read-only; /task and the scratch folders are not.
-    _mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _drop_capabilities(last_cap: int) -> None:
@@ -395,22 +400,30 @@ def _spawn_init() -> int:
         _prctl(PR_SET_SECUREBITS, 0)
 
 
-def enter(the_plan: dict, files: list, disk: int, processes: int, env: dict,
-          seat_uid: int | None, announce=None) -> None:
-    """Called in A (the runner's fresh fork, its own session already). Returns only in C,
-    the task process, with cwd /task. A spawns the namespace's init, forks C, tells the
-    runner both pids (`announce(task, init)`, before C goes on) and exits at once: both,
-    orphaned, come back to the runner (a child subreaper), which reaps them.
+ROOT = "/tmp"  # where the task's root is built: covered in its mount namespace only
 
-    Runner not root: A makes every namespace at once (the user namespace first, which
-    gives it the rights to mount) and maps uid 0 inside to the runner's uid.
-    Runner root (`seat_uid`): A makes the mount and PID namespaces as root, so it can
-    reach every path it binds; C drops to the seat's uid once it has mounted /proc and
-    moved into the new root, and only then makes the user (uid 0 inside = seat uid),
-    IPC, UTS and network namespaces. The task's mounts then belong to the host's root
-    user: nothing in the sandbox can undo them, even with capabilities.
+
+def prepare(the_plan: dict, seats: bool, announce=None) -> None:
+    """Called in A (the runner's fresh fork, its own session already): everything of a
+    sandbox that does not depend on the task. Returns only in C, which then waits for its
+    task and calls `enter_task`. A makes the namespaces, spawns the namespace's init,
+    builds the read-only skeleton of the root, forks C, tells the runner both pids
+    (`announce(task, init)`, before C goes on) and exits at once: both, orphaned, come
+    back to the runner (a child subreaper), which reaps them.
+
+    The runner makes one such process ahead of time (a spare, see runner.py), so the two
+    forks and the mounts are off the task's path; the task's own part is a tmpfs, its
+    files, pivot_root, its uid and dropping capabilities.
+
+    Runner not root (`seats` false): A makes every namespace at once (the user namespace
+    first, which gives it the rights to mount) and maps uid 0 inside to the runner's uid.
+    Runner root (`seats`): A makes the mount and PID namespaces as root, so it can reach
+    every path it binds; C drops to the seat's uid once it has mounted /proc and moved
+    into the new root, and only then makes the user (uid 0 inside = seat uid), IPC, UTS
+    and network namespaces. The task's mounts then belong to the host's root user:
+    nothing in the sandbox can undo them, even with capabilities.
     """
-    if seat_uid is None:
+    if not seats:
         uid, gid = os.geteuid(), os.getegid()
         _check("unshare", _lib().unshare(NAMESPACES))
         _map_ids(uid, gid)
@@ -418,8 +431,7 @@ def enter(the_plan: dict, files: list, disk: int, processes: int, env: dict,
         _check("unshare", _lib().unshare(CLONE_NEWNS | CLONE_NEWPID))
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     init = _spawn_init()
-    root = "/tmp"  # covered in this mount namespace only
-    _build_root(root, the_plan, files, disk, seat_uid)
+    _build_root(ROOT, the_plan)
     go_r, go_w = os.pipe()
     task = os.fork()
     if task:  # A: say who the task and its init are, let the task go, and leave
@@ -434,6 +446,15 @@ def enter(the_plan: dict, files: list, disk: int, processes: int, env: dict,
     os.close(go_r)
     # A session of its own: kill(0, ...) reaches nothing outside the namespace (not A).
     os.setsid()
+
+
+def enter_task(the_plan: dict, files: list, disk: int, processes: int, env: dict,
+               seat_uid: int | None) -> None:
+    """Called in C once its task is known (after `prepare`): the task folder with FILES,
+    then into the new root for good, as the seat's uid (root runner), without any
+    capability. Returns with cwd /task."""
+    root = ROOT
+    _mount_task(root, files, disk, seat_uid)
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(root)
     _check("pivot_root", _syscall("pivot_root", b".", b"."))
@@ -453,6 +474,13 @@ def enter(the_plan: dict, files: list, disk: int, processes: int, env: dict,
     resource.setrlimit(resource.RLIMIT_FSIZE, (disk, disk))
     _drop_capabilities(the_plan["last_cap"])
     _prctl(PR_SET_DUMPABLE, 1)
+
+
+def enter(the_plan: dict, files: list, disk: int, processes: int, env: dict,
+          seat_uid: int | None, announce=None) -> None:
+    """`prepare` and `enter_task` at once (the probe): returns only in C, in the sandbox."""
+    prepare(the_plan, seat_uid is not None, announce)
+    enter_task(the_plan, files, disk, processes, env, seat_uid)
 
 
 # --- can this host sandbox? ------------------------------------------------------------

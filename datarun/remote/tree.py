@@ -295,3 +295,59 @@ class TaskRun:
         kind = {"import": "import_error", "train": "fit_error", "valid": "predict_error",
                 "test": "predict_error"}.get(phase or "", "harness_error")
         return (kind, tail_text(text))
+
+
+class Spare:
+    """A sandbox made ahead of its task (child.run_spare): its first process A, the pipes
+    its task will use, the data sets it holds (the runner's cache when it was forked).
+
+    Made while a slot runs or waits, so the two forks and the mounts of a sandbox are off
+    the next task's path. `status`: A's exit status once the runner reaped it before the
+    spare was taken (non-zero: the spare is broken, never taken).
+    """
+
+    def __init__(self, pid: int, output_fd: int, result_fd: int, control_fd: int,
+                 hashes: frozenset, group=None):
+        self.pid = pid
+        self.output_fd = output_fd
+        self.result_fd = result_fd
+        self.control_fd = control_fd
+        self.hashes = hashes
+        self.group = group
+        self.status: int | None = None
+
+    def fds(self) -> list[int]:
+        return [fd for fd in (self.output_fd, self.result_fd, self.control_fd) if fd >= 0]
+
+    def usable(self, data_hash: str) -> bool:
+        broken = self.status is not None and not (os.WIFEXITED(self.status)
+                                                  and os.WEXITSTATUS(self.status) == 0)
+        return data_hash in self.hashes and not broken
+
+    def drop(self) -> None:
+        """Unused: its task process ends at EOF, its namespace with its init."""
+        from .channel import Receiver
+
+        os.close(self.control_fd)
+        self.control_fd = -1
+        receiver = Receiver(None, {})
+        os.set_blocking(self.result_fd, True)
+        while receiver.init_pid is None:  # A announces both pids, or dies first
+            chunk = os.read(self.result_fd, 4096)
+            if not chunk:
+                break
+            receiver.feed(chunk)
+        # Its init ends the namespace and C in it; nothing else can end the init, so its
+        # pid is still its own. A's too while the runner has not reaped it.
+        for pid in (receiver.init_pid, self.pid if self.status is None else None):
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for fd in (self.output_fd, self.result_fd):
+            os.close(fd)
+        self.output_fd = self.result_fd = -1
+        if self.group is not None:
+            self.group.kill()
+            self.group.remove()
