@@ -485,8 +485,8 @@ def get_estimator():
 
 def test_processes_of_a_sandboxed_task_are_gone_by_pid_after_it(setting):
     """Nothing of a finished task is left in the runner's process tree: at most the
-    sandbox made ahead for the next task (its waiting process and its init), in a PID
-    namespace of its own."""
+    sandbox made ahead for the next task (the runner's copy that made it, the process
+    waiting in it for its task, its init), none in the finished task's PID namespace."""
     setting.ship("tree", NAMESPACE)
     result = setting.results(["tree"])["tree"]
     assert result["state"] == "done", result["error"]
@@ -495,10 +495,8 @@ def test_processes_of_a_sandboxed_task_are_gone_by_pid_after_it(setting):
     left = [p.pid for p in children if p.status() != psutil.STATUS_ZOMBIE]
     namespaces = {os.readlink(f"/proc/{pid}/ns/pid") for pid in left}
     assert namespace.startswith("pid:[") and namespace not in namespaces
-    assert len(left) <= 2 and len(namespaces) <= 1, left
-    if left:  # the spare: a copy of the runner waiting for its task, and `sleep`
-        names = sorted(psutil.Process(pid).name() for pid in left)
-        assert names[-1] == "sleep" and len(names) == 2, names
+    names = [psutil.Process(pid).name() for pid in left]
+    assert len(left) <= 3 and names.count("sleep") <= 1, names
 
 
 def test_an_unknown_isolation_is_refused(setting):

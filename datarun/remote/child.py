@@ -277,8 +277,8 @@ def run_spare(the_plan: dict, cache: dict, seats: bool, output_fd: int, result_f
     the runner (`send_task`): the task, the files of its folder, its data set's hash, its
     seat uid. C finds the data set in the copy of the runner's cache it was forked with,
     scrubs the labels it must not see, enters the sandbox for good and runs the task,
-    which sees its folder as /task. EOF on CONTROL_FD (the runner dropped the spare, or
-    died): C ends, having run nothing.
+    which sees its folder as /task. EOF on CONTROL_FD with no task (the runner dropped the
+    spare, or died): A kills the namespace's init, and C dies with it, having run nothing.
     """
     code = 1
     try:
@@ -287,7 +287,8 @@ def run_spare(the_plan: dict, cache: dict, seats: bool, output_fd: int, result_f
         from . import sandbox
 
         sandbox.prepare(the_plan, seats,
-                        lambda pid, init: channel.send(result_fd, b"C", f"{pid} {init}".encode()))
+                        lambda pid, init: channel.send(result_fd, b"C", f"{pid} {init}".encode()),
+                        control_fd)
         message = _read_task(control_fd)
         os.close(control_fd)
         if message is None:

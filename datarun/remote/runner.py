@@ -401,8 +401,6 @@ class Runner:
             os.set_blocking(fd, False)
         run = TaskRun(key, folder, task, spare.pid, spare.output_fd, spare.result_fd, receiver,
                       spare.group, seat)
-        if spare.status is not None:  # A already ended (well: see Spare.usable) and was reaped
-            run.live.discard(spare.pid)
         self.running[key] = run
         for fd in (spare.output_fd, spare.result_fd):
             self.by_fd[fd] = run

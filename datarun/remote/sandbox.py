@@ -1,22 +1,27 @@
 """The sandbox every task runs in, unless its host says `isolation = "none"`.
 
-The runner forks one process per task (A). A enters new user, mount, PID, IPC, UTS and
+The runner forks one process (A) per sandbox, ahead of the task that will use it (a
+spare, see runner.py and child.run_spare). A enters new user, mount, PID, IPC, UTS and
 network namespaces, spawns the namespace's PID 1 (`sleep`, exec'd without capabilities:
-it only holds the namespace), builds the task's file system, forks the task (C), tells
-the runner both pids and exits. C and the init come back to the runner (a child
-subreaper). C mounts /proc for its namespace, moves into the new root (pivot_root),
-drops every capability and runs the submission. Processes orphaned inside the namespace
-go to the init; when C ends, the runner kills the init, and the kernel kills every
-process left in the namespace and reaps them into the init's rusage, which the runner
-reaps last. The runner's wait4 therefore counts the CPU time of every process the task
-ever started, and nothing outlives a task.
+it only holds the namespace), builds the read-only skeleton of the task's file system,
+forks the task's process (C), tells the runner both pids and exits (`prepare`). C and the
+init come back to the runner (a child subreaper). C waits on a pipe until the runner
+hands it a task; then it mounts the task's folder and /proc for its namespace, moves into
+the new root (pivot_root), drops every capability and runs the submission (`enter_task`).
+Processes orphaned inside the namespace go to the init; when C ends, the runner kills the
+init, and the kernel kills every process left in the namespace and reaps them into the
+init's rusage, which the runner reaps last. The runner's wait4 therefore counts the CPU
+time of every process the task ever started, and nothing outlives a task.
 
-Why the init is an exec'd `sleep` and not a fork of the harness that reaps orphans as
-they die, and why A does not wait: every fork of a process the runner's size costs
-13-28 ms on a loaded 2-core VM (bench/overhead.py), and so does its exit; spawning
-`sleep` costs under a millisecond. What a reaping init would add: a task that orphans
-many short-lived processes keeps their zombies (no memory, a pid each) until it ends.
-The task is not PID 1 itself, so signals it sends itself work as anywhere else.
+Why ahead of the task: every fork of a process the runner's size costs 13-40 ms on a
+loaded 2-core VM (bench/overhead.py), and a sandbox needs two (C must be a child of the
+process that made the PID namespace); made while the previous task runs, neither is on
+the next task's path, which starts by writing its files down C's pipe. Why the init is an
+exec'd `sleep` and not a fork of the harness that reaps orphans as they die, and why A
+does not wait: a fork and an exit of a process the runner's size cost that much again;
+spawning `sleep` costs under a millisecond. What a reaping init would add: a task that
+orphans many short-lived processes keeps their zombies (no memory, a pid each) until it
+ends. The task is not PID 1 itself, so signals it sends itself work as anywhere else.
 
 Who the task is:
 - runner not root: an unprivileged user namespace mapping uid 0 inside to the runner's
@@ -403,7 +408,7 @@ def _spawn_init() -> int:
 ROOT = "/tmp"  # where the task's root is built: covered in its mount namespace only
 
 
-def prepare(the_plan: dict, seats: bool, announce=None) -> None:
+def prepare(the_plan: dict, seats: bool, announce=None, wait_fd: int | None = None) -> None:
     """Called in A (the runner's fresh fork, its own session already): everything of a
     sandbox that does not depend on the task. Returns only in C, which then waits for its
     task and calls `enter_task`. A makes the namespaces, spawns the namespace's init,
@@ -413,7 +418,10 @@ def prepare(the_plan: dict, seats: bool, announce=None) -> None:
 
     The runner makes one such process ahead of time (a spare, see runner.py), so the two
     forks and the mounts are off the task's path; the task's own part is a tmpfs, its
-    files, pivot_root, its uid and dropping capabilities.
+    files, pivot_root, its uid and dropping capabilities. Then A waits until WAIT_FD (the
+    pipe C reads its task from) is readable before it announces and leaves; if the pipe
+    closes with nothing in it (the spare was dropped, or the runner died), A kills the init
+    instead, so the namespace and C die with it: nothing is left behind.
 
     Runner not root (`seats` false): A makes every namespace at once (the user namespace
     first, which gives it the rights to mount) and maps uid 0 inside to the runner's uid.
@@ -436,6 +444,9 @@ def prepare(the_plan: dict, seats: bool, announce=None) -> None:
     task = os.fork()
     if task:  # A: say who the task and its init are, let the task go, and leave
         os.close(go_r)
+        if wait_fd is not None and not _task_arrives(wait_fd):
+            os.kill(init, signal.SIGKILL)
+            os._exit(0)
         if announce is not None:
             announce(task, init)
         os.write(go_w, b"g")
@@ -446,6 +457,24 @@ def prepare(the_plan: dict, seats: bool, announce=None) -> None:
     os.close(go_r)
     # A session of its own: kill(0, ...) reaches nothing outside the namespace (not A).
     os.setsid()
+
+
+def _task_arrives(fd: int) -> bool:
+    """Wait until FD has data (True) or is closed empty (False), reading nothing."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while True:
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            continue
+        for _, event in events:
+            if event & select.POLLIN:
+                return True
+            if event & (select.POLLHUP | select.POLLERR):
+                return False
 
 
 def enter_task(the_plan: dict, files: list, disk: int, processes: int, env: dict,

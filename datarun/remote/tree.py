@@ -302,8 +302,8 @@ class Spare:
     its task will use, the data sets it holds (the runner's cache when it was forked).
 
     Made while a slot runs or waits, so the two forks and the mounts of a sandbox are off
-    the next task's path. `status`: A's exit status once the runner reaped it before the
-    spare was taken (non-zero: the spare is broken, never taken).
+    the next task's path. `status`: A's exit status if the runner reaped it before the
+    spare was taken (then the spare is broken: it is never taken).
     """
 
     def __init__(self, pid: int, output_fd: int, result_fd: int, control_fd: int,
@@ -320,34 +320,15 @@ class Spare:
         return [fd for fd in (self.output_fd, self.result_fd, self.control_fd) if fd >= 0]
 
     def usable(self, data_hash: str) -> bool:
-        broken = self.status is not None and not (os.WIFEXITED(self.status)
-                                                  and os.WEXITSTATUS(self.status) == 0)
-        return data_hash in self.hashes and not broken
+        # A waits for the task (sandbox.prepare): if it ended already, the spare is broken.
+        return data_hash in self.hashes and self.status is None
 
     def drop(self) -> None:
-        """Unused: its task process ends at EOF, its namespace with its init."""
-        from .channel import Receiver
-
-        os.close(self.control_fd)
-        self.control_fd = -1
-        receiver = Receiver(None, {})
-        os.set_blocking(self.result_fd, True)
-        while receiver.init_pid is None:  # A announces both pids, or dies first
-            chunk = os.read(self.result_fd, 4096)
-            if not chunk:
-                break
-            receiver.feed(chunk)
-        # Its init ends the namespace and C in it; nothing else can end the init, so its
-        # pid is still its own. A's too while the runner has not reaped it.
-        for pid in (receiver.init_pid, self.pid if self.status is None else None):
-            if pid is not None:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        for fd in (self.output_fd, self.result_fd):
+        """Unused: closing its pipe with no task in it makes A kill the namespace's init,
+        and C with it (sandbox.prepare)."""
+        for fd in self.fds():
             os.close(fd)
-        self.output_fd = self.result_fd = -1
+        self.output_fd = self.result_fd = self.control_fd = -1
         if self.group is not None:
             self.group.kill()
             self.group.remove()
