@@ -10,6 +10,10 @@ Forking (not spawning) is the point: a task starts with numpy, scikit-learn and 
 already in memory. The runner is a child subreaper (see startup.py): processes orphaned
 inside a task's tree come back to it, so their CPU time is still counted and they can
 still be killed. How a process becomes a runner (lock, imports, warm-up) is startup.py.
+
+A sandboxed task does not fork: it is handed to a sandbox the runner made ahead, while the
+previous task ran (a spare: child.run_spare, sandbox.prepare), so the forks and mounts of
+a sandbox are off its path.
 """
 
 import fcntl
