@@ -2,8 +2,9 @@
 the test rows in the objects it is handed and can reach, in its own memory, and in every
 file it can see, and prints what it found. TARGETS (filled in by the test) holds them
 masked, each label sequence in two halves that are never put together in memory: only a
-real copy can match. Files are opened with io.open: ramp-workflow refuses a submission
-whose text holds " open(" (a filter it says is easy to get around)."""
+real copy can match. Files are read through io: ramp-workflow refuses a submission
+whose text names the builtin after a space or after "os." (a filter it says is easy to
+get around)."""
 import gc
 import io
 import json
