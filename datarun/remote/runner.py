@@ -373,6 +373,7 @@ class Runner:
         become the task's."""
         files = sandbox.snapshot(str(folder))  # read before anything else can fail
         devices = list((task.get("limits") or {}).get("devices") or [])
+        spare: Spare | None = None
         if devices:  # its GPUs' device files in its /dev: a sandbox of its own, made now
             assert self.plan is not None
             spare = self._make_spare(dict(self.plan, devices=self.plan["devices"]
