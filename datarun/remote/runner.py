@@ -336,8 +336,10 @@ class Runner:
         gc.freeze()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Never another sandbox's pipes: a task holding the control pipe of the spare
+        # would hand that spare a task of its own making.
         close = [self.lock_fd, output_r, result_r, control_w, self.wake_r, self.wake_w,
-                 *self.by_fd]
+                 *self.by_fd, *(self.spare.fds() if self.spare is not None else [])]
         if self.wake_fifo is not None:
             close.append(self.wake_fifo)
         try:
