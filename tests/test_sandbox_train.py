@@ -239,7 +239,8 @@ def test_a_host_that_cannot_sandbox_gets_no_tasks_and_says_why(workspace, cli, t
     trained = _without_user_namespaces(*datarun, "train", "--json", env=env)
     assert trained.returncode == 1
     assert json.loads(trained.stdout)["queued"] == 2
-    assert trained.stderr == f"host local cannot sandbox tasks, so it gets none: {SANDBOX_OFF}\n"
+    assert trained.stderr == ("error: tasks 1, 2 of flowers (needs memory limit 2.0 GB) fit no host: "
+                              f"local: cannot sandbox tasks, so it gets none: {SANDBOX_OFF}\n")
     assert {t["state"] for t in tasks_of(cli, good)} == {"queued"}
     # Trusted code only: the same host with isolation = "none" takes them.
     text = workspace.hosts_file.read_text()

@@ -118,7 +118,7 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
         finally:
             dispatcher.close()
     errors = dispatcher.host_errors()
-    if counts["queued"]:
+    if counts["queued"] and not unfit:  # an unfit task's report names its hosts' reasons
         errors.update(dispatcher.unusable_reasons())
     return {"tasks": len(selected), "wall_time": time.time() - started, **counts,
             "requeued": len(report.requeued), "late": len(report.late), "host_errors": errors,
@@ -138,7 +138,7 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
         finally:
             dispatcher.close()
     errors = dict(report.host_errors)
-    if dispatcher.unusable_reasons() and tasks.any_queued(db):
+    if dispatcher.unusable_reasons() and tasks.any_queued(db) and not unfit:
         errors.update(dispatcher.unusable_reasons())
     return {"collected": len(report.collected), "launched": len(report.launched),
             "requeued": len(report.requeued), "late": len(report.late),
