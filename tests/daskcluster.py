@@ -117,6 +117,7 @@ class DaskCluster:
                 self.scheduler.wait(5)
 
 
-def hosts_toml(name: str, address: str, slots: int = 2, extra: str = "") -> str:
+def hosts_toml(name: str, address: str, workdir: Path, slots: int = 2, extra: str = "") -> str:
+    """A dask host whose workers keep the harness and data under `workdir` (not ~)."""
     return (f'[hosts.{name}]\nexecutor = "dask"\nscheduler = "{address}"\nslots = {slots}\n'
-            f"connect_timeout = 5\n{extra}")
+            f'workdir = "{workdir}"\nconnect_timeout = 5\n{extra}')

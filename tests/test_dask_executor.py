@@ -8,7 +8,6 @@ come back as bytes the dispatcher checks as it checks an SSH host's.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -55,7 +54,7 @@ def test_iris_on_dask_gives_the_local_scores(iris, cli, cluster):
     use_hosts(iris, LOCAL)
     here = submit(cli, "logreg", "ada")
     assert cli("train", "--json").exit_code == 0
-    use_hosts(iris, hosts_toml("cluster", cluster.address))
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
     there = submit(cli, "logreg", "grace")
     result = cli("train", "--json")
     assert result.exit_code == 0, result.stderr
@@ -69,3 +68,174 @@ def test_iris_on_dask_gives_the_local_scores(iris, cli, cluster):
         assert task["environment"]["isolation"] == "sandbox" if "isolation" in task["environment"] else True
     board = {row["id"]: row for row in cli("leaderboard", "iris", "--json").json()["rows"]}
     assert board[here]["score"] == board[there]["score"]
+
+
+SLEEPER = '''import time
+
+from sklearn.linear_model import LogisticRegression
+
+
+class Slow(LogisticRegression):
+    def fit(self, X, y):
+        time.sleep({seconds})
+        return super().fit(X, y)
+
+
+def get_estimator():
+    return Slow(max_iter=1000)
+'''
+
+
+def sleeper(tmp_path, seconds: float):
+    folder = tmp_path / f"sleep{seconds}"
+    folder.mkdir()
+    (folder / "estimator.py").write_text(SLEEPER.format(seconds=seconds))
+    return folder
+
+
+class Training:
+    """`datarun train` in a process of its own (the CLI runner is not thread-safe)."""
+
+    def __init__(self, *args: str):
+        import subprocess
+        import sys
+
+        self.process = subprocess.Popen([sys.executable, "-m", "datarun", "train", "--json", *args],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        env=dict(os.environ))
+
+    def join(self, timeout: float):
+        import json
+
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, (json.loads(out) if out.strip() else None), err
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "a condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def busy_worker(cluster, name: str):
+    """The address of worker `name` once it runs a task."""
+    with cluster.client() as client:
+        def running():
+            for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
+                if info.get("name") == name and client.processing().get(address):
+                    return address
+            return None
+        return wait_for(running, what=f"worker {name} to run a task")
+
+
+def test_a_worker_killed_mid_task_is_a_host_loss_requeued_and_counted_once(iris, cli, cluster, tmp_path):
+    import psutil
+
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    sub = cli("submit", "iris", sleeper(tmp_path, 3), "--team", "ada", "--json").json()["id"]
+    training = Training()
+    try:
+        busy_worker(cluster, "w1")
+        killed = cluster.workers["w1"].pid
+        runners = wait_for(lambda: [json_pid(path) for path in (cluster.root / "hostdir" / "workspaces")
+                                    .glob(f"*-w{killed}/runner.json")], what="the worker's runner")
+        cluster.kill_worker("w1")
+        code, summary, err = training.join(180)
+    finally:
+        cluster.start_worker("w1")
+        cluster.wait_for_workers(2)
+    assert code == 0, err
+    assert (summary["done"], summary["failed"]) == (5, 0)
+    shown = cli("submission", "show", str(sub), "--json").json()
+    attempts = sorted(task["attempt"] for task in shown["tasks"])
+    assert attempts.count(2) >= 1 and max(attempts) == 2  # the killed worker's task, run again once
+    assert all(task["state"] == "done" and task["scores"] for task in shown["tasks"])
+    # The runner that served the killed worker stopped with it: nothing of it runs on.
+    for pid in runners:
+        if pid is not None:
+            wait_for(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+                     timeout=15, what=f"runner {pid} to stop")
+    from datarun.store.db import open_db
+
+    db = open_db(iris)
+    rows = db.conn.execute("SELECT attempt, lost FROM tasks WHERE submission = ?", [sub]).fetchall()
+    # Each loss counted once, on the attempt it cut short; nothing scored twice.
+    assert sum(lost for _, lost in rows) == sum(attempt - 1 for attempt, _ in rows) >= 1
+    assert db.conn.execute("SELECT COUNT(*) FROM scores s JOIN tasks t ON s.task = t.id "
+                           "WHERE t.submission = ?", [sub]).fetchone()[0] == \
+        5 * db.conn.execute("SELECT COUNT(*) FROM scores s JOIN tasks t ON s.task = t.id "
+                            "WHERE t.id = (SELECT MIN(id) FROM tasks WHERE submission = ?)", [sub]).fetchone()[0]
+
+
+def json_pid(path):
+    import json
+
+    try:
+        return json.loads(path.read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_cancel_kills_the_task_on_its_worker(iris, cli, cluster, tmp_path):
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    sub = cli("submit", "iris", sleeper(tmp_path, 60), "--team", "ada", "--json").json()["id"]
+    started = time.monotonic()
+    training = Training()
+    busy_worker(cluster, "w1")
+    cancelled = cli("cancel", str(sub), "--json")
+    assert cancelled.exit_code == 0, cancelled.stderr
+    training.join(60)
+    assert time.monotonic() - started < 50
+    shown = cli("submission", "show", str(sub), "--json").json()
+    assert {task["state"] for task in shown["tasks"]} == {"cancelled"}
+    # The workers are free again at once: their sleeping tasks were killed, not left to run.
+    with cluster.client() as client:
+        wait_for(lambda: not any(client.processing().values()), timeout=15, what="the workers to be free")
+
+
+def test_a_submission_over_its_memory_limit_on_a_worker(iris, cli, cluster):
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    sub = submit(cli, "memory_hog", "ada")
+    result = cli("train", "--json", "--memory", "300MB")
+    assert result.exit_code in (0, 1), result.stderr
+    shown = cli("submission", "show", str(sub), "--json").json()
+    kinds = {task["error_kind"] for task in shown["tasks"]}
+    assert kinds == {"memory_limit"}, shown["tasks"][0]
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_other_hosts_work(iris, cli, tmp_path):
+    use_hosts(iris, LOCAL + "\n" + hosts_toml("cluster", "tcp://127.0.0.1:1", tmp_path / "hostdir"))
+    check = cli("host", "check", "cluster", "--json")
+    report = check.json()
+    report = report[0] if isinstance(report, list) else report
+    report = report.get("hosts", [report])[0] if isinstance(report, dict) and "hosts" in report else report
+    assert report["ok"] is False
+    assert report["problems"] == [
+        "host cluster: cannot reach the Dask scheduler at tcp://127.0.0.1:1: "
+        "OSError: Timed out trying to connect to tcp://127.0.0.1:1 after 5 s"]
+    plain = cli("host", "check", "cluster")
+    assert plain.exit_code != 0
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in plain.stdout + plain.stderr
+    sub = submit(cli, "logreg", "ada")
+    result = cli("train", "--json")
+    assert result.json()["done"] == 5
+    shown = cli("submission", "show", str(sub), "--json").json()
+    assert {task["host"] for task in shown["tasks"]} == {"local"}
+
+
+def test_host_check_reports_each_worker(iris, cli, cluster):
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    result = cli("host", "check", "cluster", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = result.json()
+    report = report[0] if isinstance(report, list) else report
+    report = report.get("hosts", [report])[0] if "hosts" in report else report
+    assert report["ok"] is True, report["problems"]
+    assert report["address"] == cluster.address
+    assert len(report["workers"]) == 2
+    for worker in report["workers"].values():
+        assert worker["sandbox"] is True and worker["missing"] == [] and worker["harness"]

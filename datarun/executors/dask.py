@@ -442,16 +442,21 @@ class DaskExecutor:
 
     def info(self) -> dict[str, Any]:
         reports = self.worker_reports()
+        broken = {address: report for address, report in reports.items() if "error" in report}
         if not reports:
             raise HostError(f"host {self.host.name}: the Dask scheduler at {self.address} has no workers")
-        first = dict(next(iter(reports.values())))
-        first["workers"] = {address: _worker_summary(report) for address, report in sorted(reports.items())}
+        usable = [report for report in reports.values() if "error" not in report]
+        first = dict(usable[0]) if usable else {}
+        first["workers"] = {address: broken[address] if address in broken else _worker_summary(report)
+                            for address, report in sorted(reports.items())}
         first["cpus"] = sum(report.get("usable_cpus") or 0 for report in reports.values())
         first["memory"] = sum(report.get("memory") or 0 for report in reports.values())
         return first
 
     def usage(self) -> dict[str, Any]:
-        return {"workspaces": 0, "others": [], "mine": 0, "shared": 0}
+        """Workers keep no task folders between tasks: nothing of this workspace stays there."""
+        return {"workdir": self.host.workdir, "workspace": {"id": self.space, "bytes": 0, "tasks": 0},
+                "other_workspaces": 0, "other_bytes": 0, "shared_bytes": 0}
 
     def gpu_names(self) -> list[str]:
         return []
