@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 import subprocess
 import tarfile
@@ -37,7 +36,7 @@ from typing import Any
 from datarun.errors import HostError
 from datarun.executors.base import PollReport, SyncResult, TaskPoll
 from datarun.executors.hosts import Host
-from datarun.remote.common import failed_result
+from datarun.remote.common import Layout, failed_result
 
 MAX_RESULT_FILE = 4 * 1024**3
 CLUSTER_EXECUTORS = ("dask", "slurm", "pbs", "sge", "lsf")
@@ -55,15 +54,17 @@ def _distributed():
 
 
 @cache
-def harness_archive() -> tuple[str, bytes]:
-    """The harness as a tar of `datarun_remote/...`, and its tree hash (the SSH hosts' hash)."""
+def harness_archive() -> tuple[list[str], bytes]:
+    """The harness as a tar of `datarun_remote/...`, and where a worker keeps it: its folder in
+    the workdir (by its tree hash, as on SSH hosts) and the file that marks it whole."""
     from datarun.executors.ssh import HARNESS_PACKAGE, staged_harness
 
     digest, stage = staged_harness()
+    place = [Layout("/").harness_copy(digest).relative_to("/").as_posix(), Layout.COMPLETE]
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(stage, arcname=HARNESS_PACKAGE)
-    return digest, buffer.getvalue()
+    return place, buffer.getvalue()
 
 
 def folder_archive(folder: Path) -> bytes:
@@ -88,7 +89,7 @@ def _one_line(error: BaseException) -> str:
 @cache
 def _boot():
     """daskboot, sent to the workers by value: they need not have datarun installed."""
-    import cloudpickle
+    import cloudpickle  # type: ignore[import-untyped]
 
     from datarun.executors import daskboot
 
@@ -336,13 +337,13 @@ class DaskExecutor:
         if status == "cancelled":
             return TaskPoll(state="lost", reason=f"the Dask scheduler of host {self.host.name} lost "
                                                  "the task (it was restarted, or lost this client)")
-        error = future.exception(timeout=self.host.command_timeout) if status == "error" else None
-        if type(error).__name__ == "KilledWorker":
-            worker = getattr(getattr(error, "last_worker", None), "address", None)
+        raised = future.exception(timeout=self.host.command_timeout) if status == "error" else None
+        if type(raised).__name__ == "KilledWorker":
+            worker = getattr(getattr(raised, "last_worker", None), "address", None)
             return TaskPoll(state="lost", reason=f"the Dask worker {worker or ''} of host "
                                                  f"{self.host.name} died while running the task".replace("  ", " "))
         self._write_failure(key, dest / key, "harness_error",
-                            f"the task failed on host {self.host.name}: {_one_line(error or RuntimeError(status))}")
+                            f"the task failed on host {self.host.name}: {_one_line(raised or RuntimeError(status))}")
         return TaskPoll(state="finished")
 
     def _write_result(self, key: str, answer: Any, folder: Path) -> None:

@@ -13,17 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def call(harness: bytes, digest: str, workdir: str, entry: str, *args: Any) -> Any:
-    """Run `datarun_remote.daskjob.<entry>(workdir, *args)` from the harness `digest` on this
-    worker. What the harness raises comes back as {"error": "Kind: message"}: plain data,
+def call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any) -> Any:
+    """Run `datarun_remote.daskjob.<entry>(workdir, *args)` from the harness unpacked at
+    WORKDIR/place[0] on this worker (place[1]: the file marking it whole). What the harness raises comes back as {"error": "Kind: message"}: plain data,
     since an exception of the harness's classes could not be unpickled by the organiser."""
     try:
-        return _call(harness, digest, workdir, entry, *args)
+        return _call(harness, place, workdir, entry, *args)
     except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
 
 
-def _call(harness: bytes, digest: str, workdir: str, entry: str, *args: Any) -> Any:
+def _call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any) -> Any:
     import importlib
     import io
     import os
@@ -32,15 +32,16 @@ def _call(harness: bytes, digest: str, workdir: str, entry: str, *args: Any) -> 
     import tarfile
     import threading
 
-    root = os.path.join(os.path.expanduser(workdir), "harness", digest)
-    if not os.path.exists(os.path.join(root, ".complete")):
+    folder, complete = place
+    root = os.path.join(os.path.expanduser(workdir), folder)
+    if not os.path.exists(os.path.join(root, complete)):
         os.makedirs(os.path.dirname(root), mode=0o700, exist_ok=True)
         tmp = f"{root}.tmp-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         with tarfile.open(fileobj=io.BytesIO(harness)) as tar:
             tar.extractall(tmp, filter="data")
-        open(os.path.join(tmp, ".complete"), "w").close()
+        open(os.path.join(tmp, complete), "w").close()
         try:
             os.replace(tmp, root)
         except OSError:  # another thread or worker unpacked it first
@@ -51,7 +52,7 @@ def _call(harness: bytes, digest: str, workdir: str, entry: str, *args: Any) -> 
     return getattr(module, entry)(workdir, *args)
 
 
-def run_task(harness: bytes, digest: str, workdir: str, *args: Any) -> Any:
+def run_task(harness: bytes, place: list[str], workdir: str, *args: Any) -> Any:
     """One datarun task on this worker: its runner gets a slot per worker thread."""
     try:
         from distributed import get_worker
@@ -60,7 +61,7 @@ def run_task(harness: bytes, digest: str, workdir: str, *args: Any) -> Any:
     except Exception:
         slots = 1
     space, key, files, data, data_blob, shared, threads, python = args
-    return call(harness, digest, workdir, "run_task", space, key, files, data, data_blob, shared,
+    return call(harness, place, workdir, "run_task", space, key, files, data, data_blob, shared,
                 slots, threads, python)
 
 

@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 
 from .archive import refusal
-from .common import HarnessError, Layout, check_key, claim, failed_result, make_read_only, write_result
+from .common import (
+    HarnessError,
+    Layout,
+    check_key,
+    claim,
+    failed_result,
+    make_read_only,
+    write_result,
+)
 
 RESULT_TICK = 0.002  # seconds between looks for a result: a trivial task ends within ms
 RUNNER_IDLE = 600.0  # a worker's runner outlives a quiet spell; it ends with its worker anyway
