@@ -209,8 +209,14 @@ class DaskExecutor:
     def _harness(self):
         digest, blob = harness_archive()
         if self.harness_future is None:
-            self.harness_future = self.client.scatter(blob, hash=False)
+            self.harness_future = self._hold(blob)
         return digest, self.harness_future
+
+    def _hold(self, blob: bytes):
+        """Bytes every task may need, held on the cluster once for this run: the first worker
+        that needs them gets them from the scheduler, the others from a peer. (Not a
+        `scatter`: that needs a worker now, and a batch queue has none until tasks wait.)"""
+        return self.client.submit(_boot().identity, blob, pure=False, retries=0)
 
     def prepare(self, data: dict[str, Path]) -> None:
         client = self._client()
@@ -218,7 +224,7 @@ class DaskExecutor:
             self._harness()
             for digest, folder in data.items():
                 if self.shared is None and digest not in self.data_futures:
-                    self.data_futures[digest] = client.scatter(folder_archive(Path(folder)), hash=False)
+                    self.data_futures[digest] = self._hold(folder_archive(Path(folder)))
         except Exception as error:
             raise HostError(f"host {self.host.name}: could not send the data to the Dask scheduler "
                             f"at {self.address}: {_one_line(error)}") from None
@@ -501,6 +507,24 @@ def _worker_summary(report: dict[str, Any]) -> dict[str, Any]:
         "sandbox": (report.get("sandbox") or {}).get("ok")}
 
 
+def import_jobqueue():
+    """dask_jobqueue, imported without the SIGINT handler it installs on import (a
+    `sys.exit()` that would replace datarun's own Ctrl-C handling, and that fails outright
+    off the main thread: hosts are checked and synced on threads of their own)."""
+    import signal
+    import sys
+
+    if "dask_jobqueue" in sys.modules:
+        return sys.modules["dask_jobqueue"]
+    original = signal.signal
+    signal.signal = lambda *_args, **_kwargs: None  # type: ignore[assignment]
+    try:
+        import dask_jobqueue
+    finally:
+        signal.signal = original
+    return dask_jobqueue
+
+
 class JobQueueExecutor(DaskExecutor):
     """A batch queue (Slurm, PBS, SGE, LSF) through dask-jobqueue: worker jobs started when
     tasks are queued and ended when none are left; the scheduler runs in this process."""
@@ -537,7 +561,8 @@ class JobQueueExecutor(DaskExecutor):
         distributed = _distributed()
         try:
             import dask
-            import dask_jobqueue
+
+            dask_jobqueue = import_jobqueue()
         except ImportError:
             raise HostError("Slurm/PBS/SGE/LSF hosts need dask-jobqueue on the organiser's machine: "
                             "pip install 'datarun[cluster]'") from None
@@ -560,6 +585,8 @@ class JobQueueExecutor(DaskExecutor):
             options["account"] = host.account
         if host.interface:
             options["interface"] = host.interface
+        # Workers' scratch beside the harness, not /tmp/dask-scratch-space (shared by everyone).
+        options["local_directory"] = str(Path(host.workdir).expanduser() / "dask-scratch")
         if host.log_directory:
             options["log_directory"] = str(Path(host.log_directory).expanduser())
         security = self.security()
@@ -569,8 +596,7 @@ class JobQueueExecutor(DaskExecutor):
         cls = getattr(dask_jobqueue, JOBQUEUE_CLASSES[host.executor])
         try:
             self.cluster = cls(**options)
-            self.cluster.adapt(minimum=0, maximum=host.max_jobs or 1, wait_count=1, interval="500ms",
-                               target_duration="1s")
+            self.adaptive = False
             return distributed.Client(self.cluster, set_as_default=False, timeout=host.connect_timeout)
         except HostError:
             raise
@@ -580,6 +606,29 @@ class JobQueueExecutor(DaskExecutor):
 
     def _check_versions(self) -> None:
         pass  # the scheduler is this process's own
+
+    def _submit(self, bundles: list[Path]) -> None:
+        if bundles and self.cluster is not None and not getattr(self, "adaptive", False):
+            # Worker jobs start when tasks wait and end when none are left: an idle
+            # challenge holds no allocation. (target_duration 1 s: every waiting task asks
+            # for a worker at once, not one worker per 5 s of estimated work.)
+            self.cluster.adapt(minimum=0, maximum=self.host.max_jobs or 1, wait_count=1,
+                               interval="500ms", target_duration="1s")
+            self.adaptive = True
+        super()._submit(bundles)
+
+    def worker_reports(self) -> dict[str, Any]:
+        """`host check` starts one worker job (none run while the queue is idle) and asks it."""
+        client = self._client()
+        if not client.scheduler_info(n_workers=-1).get("workers") and not getattr(self, "adaptive", False):
+            self.cluster.scale(1)
+            try:
+                client.wait_for_workers(1, timeout=max(60.0, self.host.connect_timeout))
+            except Exception:
+                raise HostError(f"host {self.host.name}: no worker job of the {self.host.executor} queue "
+                                f"{self.host.queue or '(default)'} started within 60s: see "
+                                f"{self.host.log_directory or 'the job logs'}") from None
+        return super().worker_reports()
 
     def status(self) -> dict[str, Any]:
         answer = super().status()
