@@ -122,6 +122,9 @@ PartitionName={partition} Nodes={name} Default=YES MaxTime=INFINITE State=UP
         ids = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=self.env).stdout.split()
         if ids:
             subprocess.run(["scancel", "--full", *ids], capture_output=True, env=self.env)
+            deadline = time.monotonic() + 20  # slurmd kills the jobs' processes: let it finish
+            while self.jobs() and time.monotonic() < deadline:
+                time.sleep(0.1)
         for pid_file in (self.root / "slurmd.pid", self.root / "slurmctld.pid", self.root / "munge-run" / "munged.pid"):
             try:
                 pid = int(pid_file.read_text().strip())

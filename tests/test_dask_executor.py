@@ -239,3 +239,92 @@ def test_host_check_reports_each_worker(iris, cli, cluster):
     assert len(report["workers"]) == 2
     for worker in report["workers"].values():
         assert worker["sandbox"] is True and worker["missing"] == [] and worker["harness"]
+
+
+def test_status_shows_the_workers_of_a_dask_host(iris, cli, cluster):
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    status = cli("status", "--json").json()
+    workers = status["hosts"]["cluster"]["cluster"]["workers"]
+    assert sorted(worker["name"] for worker in workers) == ["w1", "w2"]
+    assert all(worker["threads"] == 1 and worker["tasks"] == 0 for worker in workers)
+    table = cli("status")
+    assert "cluster workers" in table.stdout and "w1 tcp://127.0.0.1:" in table.stdout
+
+
+def test_host_add_dask_writes_the_host(iris, cli):
+    added = cli("host", "add", "lab", "--dask", "tcp://10.0.0.5:8786", "--slots", "8", "--json")
+    assert added.exit_code == 0, added.stderr
+    text = iris.hosts_file.read_text()
+    assert '[hosts.lab]\nexecutor = "dask"\nscheduler = "tcp://10.0.0.5:8786"\nslots = 8\n' in text
+    bad = cli("host", "add", "lab2", "--dask", "10.0.0.5:8786")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == ("error: host add lab2: --dask must be a scheduler address, tcp://HOST:PORT "
+                                  "or tls://HOST:PORT, got '10.0.0.5:8786'")
+    neither = cli("host", "add", "lab3")
+    assert neither.exit_code == 2
+    assert neither.stderr.strip() == ("error: host add lab3: give --address (an SSH host) or --dask (a Dask "
+                                      "scheduler), one of them")
+
+
+def make_certificates(folder):
+    """A CA, scheduler/worker/client certificates it signed, and a rogue CA's client pair."""
+    import subprocess
+
+    folder.mkdir()
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    for ca in ("ca", "rogue-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+            "-days", "30", "-subj", f"/CN=datarun-test-{ca}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    (folder / "leaf.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+                                     "extendedKeyUsage=serverAuth,clientAuth\n")
+    for role, ca in (("scheduler", "ca"), ("worker", "ca"), ("client", "ca"), ("rogue", "rogue-ca")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{role}.key", "-out", f"{role}.csr",
+            "-subj", f"/CN=dask-{role}")
+        run("x509", "-req", "-in", f"{role}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{role}.pem", "-days", "30", "-extfile", "leaf.ext")
+    return {"ca": folder / "ca.pem", **{f"{role}_cert": folder / f"{role}.pem" for role in
+                                        ("scheduler", "worker", "client", "rogue")},
+            **{f"{role}_key": folder / f"{role}.key" for role in ("scheduler", "worker", "client", "rogue")}}
+
+
+def tls_extra(certs, role: str) -> str:
+    return (f'tls_ca = "{certs["ca"]}"\ntls_cert = "{certs[role + "_cert"]}"\n'
+            f'tls_key = "{certs[role + "_key"]}"\n')
+
+
+def first_report(result):
+    report = result.json()
+    report = report[0] if isinstance(report, list) else report
+    return report.get("hosts", [report])[0] if "hosts" in report else report
+
+
+def test_tls_scheduler_takes_the_right_certificate_and_refuses_another(iris, cli, tmp_path, cluster):
+    certs = make_certificates(tmp_path / "certs")
+    secure = DaskCluster(tmp_path / "tls", workers=1, tls=certs)
+    try:
+        assert secure.address.startswith("tls://127.0.0.1:")
+        hostdir = tmp_path / "hostdir"
+        use_hosts(iris, hosts_toml("secure", secure.address, hostdir, extra=tls_extra(certs, "client")))
+        good = first_report(cli("host", "check", "secure", "--json"))
+        assert good["ok"] is True and len(good["workers"]) == 1, good["problems"]
+        # A client whose certificate another CA signed is refused, in one line.
+        use_hosts(iris, hosts_toml("secure", secure.address, hostdir, extra=tls_extra(certs, "rogue")))
+        rogue = first_report(cli("host", "check", "secure", "--json"))
+        assert rogue["ok"] is False and len(rogue["problems"]) == 1
+        assert rogue["problems"][0].startswith(
+            f"host secure: cannot reach the Dask scheduler at {secure.address}: ")
+        assert "\n" not in rogue["problems"][0]
+        # No certificate at all: said before anything is sent.
+        use_hosts(iris, hosts_toml("secure", secure.address, hostdir))
+        bare = first_report(cli("host", "check", "secure", "--json"))
+        assert bare["problems"] == [f"host secure: scheduler {secure.address} speaks TLS: give tls_ca, "
+                                    "tls_cert and tls_key in hosts.toml"]
+        # Negative control: the same certificate-less client is taken by a scheduler without TLS.
+        use_hosts(iris, hosts_toml("plain", cluster.address, hostdir))
+        assert first_report(cli("host", "check", "plain", "--json"))["ok"] is True
+    finally:
+        secure.stop()

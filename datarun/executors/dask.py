@@ -474,7 +474,7 @@ class DaskExecutor:
     def status(self) -> dict[str, Any]:
         """The workers and what the scheduler holds, for `datarun status`."""
         client = self._client()
-        info = client.scheduler_info()
+        info = client.scheduler_info(n_workers=-1)
         workers = info.get("workers") or {}
         processing = client.processing()
         return {
@@ -630,7 +630,37 @@ class JobQueueExecutor(DaskExecutor):
                                 f"{self.host.log_directory or 'the job logs'}") from None
         return super().worker_reports()
 
-    def status(self) -> dict[str, Any]:
-        answer = super().status()
-        answer["jobs"] = sorted(str(job) for job in getattr(self.cluster, "workers", {}) or {})
-        return answer
+
+
+def cluster_status(workspace, host: Host) -> dict[str, Any]:
+    """What `datarun status` shows of a Dask or batch-queue host: its workers (or worker jobs)
+    and the tasks they hold. Asked live; a host that does not answer gives {"error": ...}."""
+    if host.executor in JOBQUEUE_CLASSES:
+        return _queue_jobs(host)
+    executor = DaskExecutor(workspace, host)
+    try:
+        return executor.status()
+    except HostError as error:
+        return {"error": str(error)}
+    finally:
+        executor.close()
+
+
+def _queue_jobs(host: Host) -> dict[str, Any]:
+    """The worker jobs in the queue (Slurm's squeue; the scheduler lives in the dispatcher)."""
+    if host.executor != "slurm" or shutil.which("squeue") is None:
+        return {"jobs": None}
+    try:
+        done = subprocess.run(["squeue", "-h", "-n", "datarun-worker", "-o", "%i %T %M"],
+                              capture_output=True, text=True, timeout=host.connect_timeout + 5)
+    except subprocess.TimeoutExpired:
+        return {"error": f"host {host.name}: squeue did not answer within {host.connect_timeout + 5:.0f}s"}
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        return {"error": f"host {host.name}: squeue failed: {lines[-1] if lines else done.returncode}"}
+    jobs = []
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            jobs.append({"job": parts[0], "state": parts[1], "time": parts[2]})
+    return {"jobs": jobs}

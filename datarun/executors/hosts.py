@@ -334,6 +334,11 @@ def trust_host(workspace, name: str, replace: bool = False):
     return pin_host_key(_target(host), workspace.known_hosts_path, replace=replace)
 
 
+def table_value(message: str) -> str:
+    """The value quoted at the end of a hosts.toml message ("..., got 'x'")."""
+    return message.rsplit(", got ", 1)[-1]
+
+
 def _as_option_error(message: str, name: str) -> str:
     """A hosts.toml message about `host add`'s own values, told in terms of its options."""
     table_prefix = f"hosts.toml: [hosts.{name}] "
@@ -342,6 +347,9 @@ def _as_option_error(message: str, name: str) -> str:
     rest = message[len(table_prefix):]
     if rest.startswith("is an ssh host and needs an address"):
         return f"host add {name}: --address is empty: give the host's name or IP address"
+    if rest.startswith("is a dask host"):
+        return (f"host add {name}: --dask must be a scheduler address, tcp://HOST:PORT or "
+                f"tls://HOST:PORT, got {table_value(message)}")
     return f"host add {name}: --{rest}"
 
 
