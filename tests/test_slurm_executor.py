@@ -5,6 +5,7 @@ dask-jobqueue starts when tasks wait and that end once none are left."""
 from __future__ import annotations
 
 import sys
+
 import pytest
 from conftest import EXAMPLES, stop_runners
 

@@ -219,7 +219,7 @@ class DaskExecutor:
         return self.client.submit(_boot().identity, blob, pure=False, retries=0)
 
     def prepare(self, data: dict[str, Path]) -> None:
-        client = self._client()
+        self._client()
         try:
             self._harness()
             for digest, folder in data.items():

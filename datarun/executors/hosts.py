@@ -74,6 +74,9 @@ class Host:
         data = asdict(self)
         data["tags"] = list(self.tags)
         data["job_extra"] = list(self.job_extra)
+        # A cluster's keys only on the hosts that have them: an SSH host's row stays as it was.
+        for key in (CLUSTER_KEYS | JOBQUEUE_KEYS) - _keys_of(self.executor):
+            del data[key]
         return data
 
 
