@@ -328,3 +328,20 @@ def test_tls_scheduler_takes_the_right_certificate_and_refuses_another(iris, cli
         assert first_report(cli("host", "check", "plain", "--json"))["ok"] is True
     finally:
         secure.stop()
+
+
+def test_a_dispatcher_that_dies_leaves_its_tasks_running_and_the_next_collects_them(iris, cli, cluster, tmp_path):
+    import signal
+
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    sub = cli("submit", "iris", sleeper(tmp_path, 2), "--team", "ada", "--json").json()["id"]
+    first = Training()
+    busy_worker(cluster, "w1")
+    first.process.send_signal(signal.SIGKILL)
+    first.process.communicate(timeout=30)
+    result = cli("train", "--json")
+    assert result.exit_code == 0, result.stderr
+    shown = cli("submission", "show", str(sub), "--json").json()
+    assert all(task["state"] == "done" for task in shown["tasks"])
+    # The tasks the dead dispatcher had sent ran on and were collected: none was run twice.
+    assert [task["attempt"] for task in shown["tasks"]] == [1] * 5
