@@ -19,7 +19,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import Workspace, finish, load_note, make_kit, print_table, recorded_model_time, temp_folder, verdict
+from common import (
+    Workspace,
+    finish,
+    load_note,
+    make_kit,
+    print_table,
+    recorded_model_time,
+    temp_folder,
+    verdict,
+)
 
 # This file is named dask.py: with its folder first on sys.path, `import dask` would find it.
 HERE = Path(__file__).resolve().parent
