@@ -137,15 +137,15 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "a condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def busy_worker(cluster, name: str):
-    """The address of worker `name` once it runs a task."""
+def busy_worker(cluster, name: str | None, timeout: float = 120.0):
+    """The address of worker `name` (None: any) once it runs a task."""
     with cluster.client() as client:
         def running():
             for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
-                if info.get("name") == name and client.processing().get(address):
+                if name in (None, info.get("name")) and client.processing().get(address):
                     return address
             return None
-        return wait_for(running, what=f"worker {name} to run a task")
+        return wait_for(running, timeout=timeout, what=f"worker {name or ''} to run a task")
 
 
 def test_a_worker_killed_mid_task_is_a_host_loss_requeued_and_counted_once(iris, cli, cluster, tmp_path):
@@ -363,3 +363,37 @@ def test_a_dispatcher_that_dies_leaves_its_tasks_running_and_the_next_collects_t
     assert all(task["state"] == "done" for task in shown["tasks"])
     # The tasks the dead dispatcher had sent ran on and were collected: none was run twice.
     assert [task["attempt"] for task in shown["tasks"]] == [1] * 2
+
+
+def test_a_scheduler_killed_mid_train_its_tasks_are_requeued_and_finish_once_it_is_back(
+        iris, cli, cluster, tmp_path):
+    import signal
+
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    sub = cli("submit", "iris", sleeper(tmp_path, 4), "--team", "ada", "--json").json()["id"]
+    training = Training()
+    busy_worker(cluster, None)
+    port = int(cluster.address.rsplit(":", 1)[1])
+    try:
+        cluster.scheduler.send_signal(signal.SIGKILL)
+        cluster.scheduler.wait(10)
+        for worker in cluster.workers.values():  # a Dask worker exits with its scheduler
+            worker.wait(60)
+        # With its only host down, this train stops (or waits); its tasks went back to the queue.
+        code, summary, err = training.join(180)
+    finally:
+        cluster.start_scheduler(port)
+        for name in ("w1", "w2"):
+            cluster.start_worker(name)
+        cluster.wait_for_workers(2)
+    assert summary is not None and summary["done"] == 0, err
+    result = cli("train", "--json")
+    assert result.exit_code == 0, result.stderr
+    shown = cli("submission", "show", str(sub), "--json").json()
+    assert all(task["state"] == "done" and task["scores"] for task in shown["tasks"])
+    from datarun.store.db import open_db
+
+    rows = open_db(iris).conn.execute("SELECT attempt, lost FROM tasks WHERE submission = ?", [sub]).fetchall()
+    # The tasks the scheduler held were lost with it: each loss counted once, each run again.
+    assert max(attempt for attempt, _ in rows) >= 2
+    assert all(lost == attempt - 1 for attempt, lost in rows)
