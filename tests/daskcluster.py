@@ -37,10 +37,14 @@ class DaskCluster:
         root.mkdir(parents=True, exist_ok=True)
         self.logs = root / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.start_scheduler()
-        for index in range(workers):
-            self.start_worker(f"w{index + 1}")
-        self.wait_for_workers(workers)
+        try:
+            self.start_scheduler()
+            for index in range(workers):
+                self.start_worker(f"w{index + 1}")
+            self.wait_for_workers(workers)
+        except BaseException:
+            self.stop()  # what started is stopped, even when the cluster never came up
+            raise
 
     def _tls_args(self, role: str) -> list[str]:
         if not self.tls:
