@@ -276,6 +276,11 @@ def test_host_add_dask_writes_the_host(iris, cli):
     assert bad.exit_code == 2
     assert bad.stderr.strip() == ("error: host add lab2: --dask must be a scheduler address, tcp://HOST:PORT "
                                   "or tls://HOST:PORT, got '10.0.0.5:8786'")
+    setup = cli("host", "setup", "lab")
+    assert setup.exit_code == 1
+    assert setup.stderr.strip().splitlines()[-1] == (
+        "error: host lab is a dask host: datarun makes no environment on its workers; install the "
+        "problems' requirements in the workers' Python environment")
     neither = cli("host", "add", "lab3")
     assert neither.exit_code == 2
     assert neither.stderr.strip() == ("error: host add lab3: give --address (an SSH host) or --dask (a Dask "

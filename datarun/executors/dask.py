@@ -460,6 +460,11 @@ class DaskExecutor:
         first["memory"] = sum(report.get("memory") or 0 for report in reports.values())
         return first
 
+    def setup_environment(self, requirements: list[str]) -> dict[str, Any]:
+        raise HostError(f"host {self.host.name} is a {self.host.executor} host: datarun makes no "
+                        "environment on its workers; install the problems' requirements in the "
+                        "workers' Python environment")
+
     def usage(self) -> dict[str, Any]:
         """Workers keep no task folders between tasks: nothing of this workspace stays there."""
         return {"workdir": self.host.workdir, "workspace": {"id": self.space, "bytes": 0, "tasks": 0},
