@@ -399,6 +399,7 @@ def test_a_scheduler_killed_mid_train_its_tasks_are_requeued_and_finish_once_it_
     from datarun.store.db import open_db
 
     rows = open_db(iris).conn.execute("SELECT attempt, lost FROM tasks WHERE submission = ?", [sub]).fetchall()
-    # The tasks the scheduler held were lost with it: each loss counted once, each run again.
-    assert max(attempt for attempt, _ in rows) >= 2
-    assert all(lost == attempt - 1 for attempt, lost in rows)
+    # The tasks the scheduler held were lost with it, each loss counted once (a launch whose
+    # sync failed while the scheduler was down goes back unclaimed: a new attempt, no loss).
+    assert max(attempt for attempt, _ in rows) >= 2 and sum(lost for _, lost in rows) >= 1, rows
+    assert all(lost <= 1 and lost <= attempt - 1 for attempt, lost in rows), rows
