@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,ramp]'
+	$(VENV)/bin/pip install --quiet -e '.[test,ramp,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)

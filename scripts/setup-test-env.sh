@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this machine for datarun's tests: an OpenSSH server binary, an unprivileged
 # login user, a Python with the harness's libraries that this user can run, GNU time (the
-# measurement test's outside reference), and Debian's chromium (the site's pages are
-# checked in a real browser, headless).
+# measurement test's outside reference), Debian's chromium (the site's pages are
+# checked in a real browser, headless), and Slurm with munge (a single-node Slurm).
 #
 # Run as root before pytest (`make test`, .ci/run). Idempotent, and quiet when all is
 # there already. The tests start their own sshd processes on 127.0.0.1; this script only
@@ -21,6 +21,7 @@ if [ "$(id -u)" != 0 ]; then
     [ -x "$HOST_PYTHON/bin/python" ] || say "not root: cannot create $HOST_PYTHON (tests needing it will skip)"
     command -v chromium >/dev/null 2>&1 || say "not root: cannot install chromium (the browser tests will skip)"
     [ -x /usr/bin/time ] || say "not root: cannot install GNU time (tests/test_harness_measure.py will skip)"
+    say "not root: tests/test_slurm_executor.py will skip (a single-node Slurm needs root)"
     exit 0
 fi
 
@@ -40,6 +41,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
+# Slurm and munge: tests/test_slurm_executor.py starts a single-node Slurm of its own (its
+# own config, keys and ports under a temporary folder, daemons stopped by PID). The
+# packages' services are not started (no systemd here; policy-rc.d refuses them anyway).
+if ! command -v slurmctld >/dev/null 2>&1 || ! command -v slurmd >/dev/null 2>&1 \
+        || ! command -v munged >/dev/null 2>&1 || ! command -v sbatch >/dev/null 2>&1; then
+    say "installing slurmctld, slurmd, slurm-client and munge"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
 fi
 
 # GNU time: tests/test_harness_measure.py checks the harness's CPU and memory figures

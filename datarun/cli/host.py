@@ -109,7 +109,12 @@ def sharing_line(name: str, sharing: dict) -> str:
 @host_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="The host's name in hosts.toml.")],
-    address: Annotated[str, typer.Option("--address", help="Host name or IP address.")],
+    address: Annotated[str | None, typer.Option("--address", help="Host name or IP address (an SSH host).")] = None,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", help="A Dask scheduler's address, tcp://HOST:PORT or tls://HOST:PORT (a Dask host).")] = None,
+    tls_ca: Annotated[str | None, typer.Option("--tls-ca", help="Dask TLS: the CA certificate.")] = None,
+    tls_cert: Annotated[str | None, typer.Option("--tls-cert", help="Dask TLS: this client's certificate.")] = None,
+    tls_key: Annotated[str | None, typer.Option("--tls-key", help="Dask TLS: this client's key.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="SSH port (default 22).")] = None,
     user: Annotated[str | None, typer.Option("--user", help="Login user.")] = None,
     identity: Annotated[str | None, typer.Option("--identity", help="Private key file.")] = None,
@@ -125,11 +130,19 @@ def add(
         "--replace", help="With --trust: replace a different key already pinned for that address.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Register an SSH host in hosts.toml (and with --trust, pin its host key)."""
+    """Register an SSH host (--address) or a Dask scheduler (--dask) in hosts.toml (and with
+    --trust, pin an SSH host's key)."""
+    from datarun.errors import UsageError
     from datarun.executors.hosts import register_host
 
+    if (address is None) == (dask is None):
+        with handled():
+            raise UsageError(f"host add {name}: give --address (an SSH host) or --dask (a Dask "
+                             "scheduler), one of them")
     table = {
-        "executor": "ssh", "address": address, "port": port, "user": user, "identity": identity,
+        "executor": "ssh" if dask is None else "dask", "address": address, "scheduler": dask,
+        "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+        "port": port, "user": user, "identity": identity,
         "workdir": workdir, "python": python, "slots": slots, "threads": threads,
         "memory": memory, "gpus": gpus,
         "tags": [t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None,
@@ -144,6 +157,8 @@ def add(
     if result["host_key"]:
         replaced = f" (replacing {' and '.join(result['replaced'])})" if result["replaced"] else ""
         err(f"Pinned its host key {result['host_key']}{replaced}.")
+    elif dask is not None:
+        err(f"Check it with `datarun host check {name}`.")
     else:
         err(f"Check it with `datarun host check {name}` (pin its key with `datarun host trust {name}`).")
 

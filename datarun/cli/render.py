@@ -143,7 +143,25 @@ def status_tables(status: dict) -> list[_RichTable]:
             in_use += f" (+{host['waiting_on_host']} waiting)"
         add_row(hosts, name, host["executor"], in_use, str(host["done"]),
                       str(host["failed"]), check)
-    return [problems, hosts]
+    tables = [problems, hosts]
+    clusters = {name: host["cluster"] for name, host in status["hosts"].items() if "cluster" in host}
+    if clusters:
+        workers = Table(title="cluster workers", title_justify="left")
+        for column in ("host", "worker", "threads", "tasks"):
+            workers.add_column(column, justify="left" if column in ("host", "worker") else "right")
+        for name, cluster in clusters.items():
+            if cluster.get("error"):
+                add_row(workers, name, cluster["error"], "", "")
+                continue
+            for worker in cluster.get("workers") or []:
+                add_row(workers, name, f"{worker['name']} {worker['address']}", str(worker["threads"]),
+                        str(worker["tasks"]))
+            for job in cluster.get("jobs") or []:
+                add_row(workers, name, f"job {job['job']} {job['state']} {job['time']}", "", "")
+            if not (cluster.get("workers") or cluster.get("jobs")):
+                add_row(workers, name, "no workers now", "", "")
+        tables.append(workers)
+    return tables
 
 
 def _utc(timestamp) -> str:

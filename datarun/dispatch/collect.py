@@ -107,7 +107,9 @@ class Collector:
                 if tasks.state_of(self.db, task.id) == TaskState.DONE:
                     host.cleanup.add(key)
                 continue
-            if state is None or state.state == "missing":
+            if state is not None and state.state == "lost":
+                lost.append((task, state.reason or f"host {name} lost the task"))
+            elif state is None or state.state == "missing":
                 lost.append((task, f"host {name} has no trace of the task"))
             elif state.state in ("running", "queued") and not poll.runner_alive:
                 if state.state == "running":
@@ -170,7 +172,7 @@ class Collector:
             if key in fetched:
                 self.take_late(host, key, results / key, report, touched, self.leftovers.nonce(host.name, key))
                 host.cleanup.add(key)
-            elif state is None or state.state == "missing":
+            elif state is None or state.state in ("missing", "lost"):
                 gone.append(key)
             elif state.state == "finished":
                 host.cleanup.add(key)

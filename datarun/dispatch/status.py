@@ -74,6 +74,11 @@ def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
             "gpus": host.gpus,
             "tags": list(host.tags),
         }
+        if host.executor not in ("local", "ssh"):
+            # Asked live, and only for these hosts: `status` stays quick where there are none.
+            from datarun.executors.dask import cluster_status
+
+            hosts[name]["cluster"] = cluster_status(workspace, host)
     return {"workspace": {"root": str(workspace.root), "id": workspace_id(db)},
             "problems": dict(sorted(report.items())), "hosts": hosts,
             "unfit": unfit_tasks(workspace, db, registry)}

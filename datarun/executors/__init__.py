@@ -1,4 +1,5 @@
-"""Executors: how tasks reach a host. One interface (`base.Executor`), two transports (local, ssh)."""
+"""Executors: how tasks reach a host. One interface (`base.Executor`); transports: local, ssh,
+and Dask (a scheduler, or a batch queue through dask-jobqueue)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ def open_executor(workspace: Workspace, host: Host) -> Executor:
         from datarun.executors.local import LocalExecutor
 
         return LocalExecutor(workspace, host)
+    if host.executor == "dask":
+        from datarun.executors.dask import DaskExecutor
+
+        return DaskExecutor(workspace, host)
+    if host.executor in ("slurm", "pbs", "sge", "lsf"):
+        from datarun.executors.dask import JobQueueExecutor
+
+        return JobQueueExecutor(workspace, host)
     from datarun.executors.ssh import SSHExecutor
 
     return SSHExecutor(workspace, host)

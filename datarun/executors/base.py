@@ -19,8 +19,9 @@ NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noh
 
 @dataclass
 class TaskPoll:
-    state: str  # queued | running | finished | missing
+    state: str  # queued | running | finished | missing | lost
     heartbeat: float | None = None
+    reason: str | None = None  # lost: why (a Dask worker or scheduler died under the task)
 
 
 @dataclass

@@ -51,6 +51,10 @@ def blank_report(host: Host) -> dict[str, Any]:
     address = None
     if host.executor == "ssh":
         address = f"{host.user + '@' if host.user else ''}{host.address}:{host.port or 22}"
+    elif host.executor == "dask":
+        address = host.scheduler
+    elif host.executor != "local":
+        address = f"{host.executor} queue {host.queue or '(default)'}"
     return {
         "name": host.name, "executor": host.executor, "address": address,
         "checked_at": time.time(), "ok": False, "connected": False, "host_key": None,
@@ -159,6 +163,8 @@ def check_host(workspace: Workspace, host: Host) -> dict[str, Any]:
         if executor is not None:
             executor.close()
     judge(report, host, info, mine)
+    if isinstance(info.get("workers"), dict):
+        judge_workers(report, host, info["workers"], mine)
     return report
 
 
@@ -199,6 +205,27 @@ def note_differences(reports: list[dict[str, Any]], envs: dict[str, dict[str, An
                 others = ", ".join(f"{host} {version or 'none'}" for host, version in by_host.items()
                                    if host != report["name"])
                 report["warnings"].append(f"{package} {mine.get(package) or 'none'} here differs between hosts: {others}")
+
+
+def judge_workers(report: dict[str, Any], host: Host, workers: dict[str, Any],
+                  mine: dict[str, str | None]) -> None:
+    """A Dask host is as good as each of its workers: each one is checked, and named."""
+    report["workers"] = workers
+    for address, worker in workers.items():
+        if isinstance(worker, dict) and worker.get("error"):
+            report["problems"].append(f"worker {address}: the harness failed there: {worker['error']}")
+            continue
+        missing = [REQUIRED[name] for name in worker.get("missing") or [] if name in REQUIRED]
+        if missing:
+            report["problems"].append(f"worker {address} lacks {', '.join(missing)}: install them "
+                                      "in the workers' Python environment")
+        if host.isolation == "sandbox" and worker.get("sandbox") is False:
+            report["problems"].append(f"worker {address} cannot sandbox tasks, so the host gets none")
+        if worker.get("sklearn") not in (None, mine.get("sklearn")):
+            report["warnings"].append(f"worker {address}: scikit-learn {worker.get('sklearn')} "
+                                      f"differs from the organiser's {mine.get('sklearn')}")
+    report["problems"] = list(dict.fromkeys(report["problems"]))
+    report["ok"] = not report["problems"]
 
 
 def record(db: Database, report: dict[str, Any]) -> None:

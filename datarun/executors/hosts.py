@@ -14,7 +14,9 @@ from datarun.errors import NotFound, UsageError
 from datarun.sizes import parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-EXECUTORS = ("local", "ssh")
+EXECUTORS = ("local", "ssh", "dask", "slurm", "pbs", "sge", "lsf")
+# Batch queues reached through dask-jobqueue (executors/dask.py).
+JOBQUEUES = ("slurm", "pbs", "sge", "lsf")
 ISOLATIONS = ("sandbox", "none")
 # "user", the root-only isolation of earlier versions, now means the sandbox (which needs
 # no root); accepted so that old hosts.toml files keep their meaning, and shown as "sandbox".
@@ -24,7 +26,13 @@ NO_SANDBOX_WARNING = ('warning: host {names} {verb} isolation = "none": submissi
 HOST_KEYS = {
     "executor", "address", "port", "user", "identity", "workdir", "python", "slots",
     "threads", "memory", "gpus", "tags", "isolation", "connect_timeout", "command_timeout",
+    # Dask and batch-queue hosts (executor = "dask", "slurm", "pbs", "sge", "lsf")
+    "scheduler", "tls_ca", "tls_cert", "tls_key", "data", "queue", "account", "walltime", "cores",
+    "job_extra", "max_jobs", "interface", "log_directory",
 }
+CLUSTER_KEYS = {"scheduler", "tls_ca", "tls_cert", "tls_key", "data"}
+JOBQUEUE_KEYS = {"queue", "account", "walltime", "cores", "job_extra", "max_jobs", "interface",
+                 "log_directory"}
 
 
 DEFAULT_PYTHON = "python3"
@@ -48,10 +56,27 @@ class Host:
     isolation: str = "sandbox"
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
+    scheduler: str | None = None  # dask: "tcp://HOST:8786" or "tls://..."
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    data: str | None = None  # "shared:/path": data sets read from a shared file system
+    queue: str | None = None  # slurm/pbs/sge/lsf: partition or queue
+    account: str | None = None
+    walltime: str | None = None
+    cores: int | None = None  # per worker job (default: threads)
+    job_extra: tuple[str, ...] = field(default_factory=tuple)
+    max_jobs: int | None = None
+    interface: str | None = None  # network interface the scheduler and workers bind ("lo", "ib0")
+    log_directory: str | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["tags"] = list(self.tags)
+        data["job_extra"] = list(self.job_extra)
+        # A cluster's keys only on the hosts that have them: an SSH host's row stays as it was.
+        for key in (CLUSTER_KEYS | JOBQUEUE_KEYS) - _keys_of(self.executor):
+            del data[key]
         return data
 
 
@@ -82,9 +107,26 @@ def parse_host(name: str, table: dict) -> Host:
             f"hosts.toml: [hosts.{name}] executor must be one of {', '.join(EXECUTORS)}, got {executor!r}"
         )
     values: dict = {"name": name, "executor": executor}
-    for key in ("address", "user", "identity", "workdir", "python"):
+    foreign = sorted((set(table) & (CLUSTER_KEYS | JOBQUEUE_KEYS)) - _keys_of(executor))
+    if foreign:
+        raise UsageError(f"hosts.toml: [hosts.{name}] {foreign[0]} is not a key of {executor} hosts")
+    for key in ("address", "user", "identity", "workdir", "python", "scheduler", "tls_ca", "tls_cert",
+                "tls_key", "data", "queue", "account", "walltime", "interface", "log_directory"):
         if key in table:
             values[key] = _expect(name, key, table[key], str, "a string")
+    if "data" in values and not values["data"].startswith("shared:/"):
+        raise UsageError(f"hosts.toml: [hosts.{name}] data must be \"shared:/PATH\" (a folder all "
+                         f"workers see), got {values['data']!r}")
+    if "job_extra" in table:
+        extra = table["job_extra"]
+        if not isinstance(extra, list) or not all(isinstance(t, str) for t in extra):
+            raise UsageError(f"hosts.toml: [hosts.{name}] job_extra must be a list of strings")
+        values["job_extra"] = tuple(extra)
+    for key in ("cores", "max_jobs"):
+        if key in table:
+            values[key] = _expect(name, key, table[key], int, "a whole number")
+            if values[key] < 1:
+                raise UsageError(f"hosts.toml: [hosts.{name}] {key} must be at least 1, got {values[key]}")
     for key in ("port", "slots", "threads", "gpus"):
         if key in table:
             values[key] = _expect(name, key, table[key], int, "a whole number")
@@ -116,7 +158,23 @@ def parse_host(name: str, table: dict) -> Host:
         values["isolation"] = isolation
     if executor == "ssh" and not values.get("address"):
         raise UsageError(f"hosts.toml: [hosts.{name}] is an ssh host and needs an address")
+    if executor == "dask":
+        scheduler = values.get("scheduler", "")
+        if not scheduler.startswith(("tcp://", "tls://")):
+            raise UsageError(f"hosts.toml: [hosts.{name}] is a dask host and needs scheduler = "
+                             f"\"tcp://HOST:PORT\" or \"tls://HOST:PORT\", got {scheduler!r}")
+    if executor in JOBQUEUES and "slots" not in table:
+        # Tasks at once: one per core of each worker job the queue may run.
+        values["slots"] = (values.get("max_jobs") or 1) * (values.get("cores") or values.get("threads") or 1)
     return Host(**values)
+
+
+def _keys_of(executor: str) -> set[str]:
+    if executor == "dask":
+        return CLUSTER_KEYS
+    if executor in JOBQUEUES:
+        return (CLUSTER_KEYS - {"scheduler"}) | JOBQUEUE_KEYS
+    return set()
 
 
 def load_hosts(path: Path) -> dict[str, Host]:
@@ -156,8 +214,10 @@ def get_host(hosts: dict[str, Host], name: str) -> Host:
 # organiser's comments and layout elsewhere in the file survive.
 
 _KEY_ORDER = (
-    "executor", "address", "port", "user", "identity", "workdir", "python", "slots", "threads",
-    "memory", "gpus", "tags", "isolation", "connect_timeout", "command_timeout",
+    "executor", "address", "scheduler", "tls_ca", "tls_cert", "tls_key", "queue", "account",
+    "walltime", "cores", "max_jobs", "job_extra", "interface", "port", "user", "identity",
+    "workdir", "data", "python", "slots", "threads", "memory", "gpus", "tags", "isolation",
+    "connect_timeout", "command_timeout", "log_directory",
 )
 
 
@@ -277,6 +337,11 @@ def trust_host(workspace, name: str, replace: bool = False):
     return pin_host_key(_target(host), workspace.known_hosts_path, replace=replace)
 
 
+def table_value(message: str) -> str:
+    """The value quoted at the end of a hosts.toml message ("..., got 'x'")."""
+    return message.rsplit(", got ", 1)[-1]
+
+
 def _as_option_error(message: str, name: str) -> str:
     """A hosts.toml message about `host add`'s own values, told in terms of its options."""
     table_prefix = f"hosts.toml: [hosts.{name}] "
@@ -285,6 +350,9 @@ def _as_option_error(message: str, name: str) -> str:
     rest = message[len(table_prefix):]
     if rest.startswith("is an ssh host and needs an address"):
         return f"host add {name}: --address is empty: give the host's name or IP address"
+    if rest.startswith("is a dask host"):
+        return (f"host add {name}: --dask must be a scheduler address, tcp://HOST:PORT or "
+                f"tls://HOST:PORT, got {table_value(message)}")
     return f"host add {name}: --{rest}"
 
 

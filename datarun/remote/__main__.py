@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--slots", type=int, required=True)
         sub.add_argument("--threads", type=int, required=True)
         sub.add_argument("--idle", type=float, default=60.0)
+        sub.add_argument("--parent", type=int, default=None,
+                         help="stop when this process (the runner's parent) is gone")
     command("poll", "task states").add_argument("keys", nargs="*")
     sub = command("pack", "tar finished results")
     sub.add_argument("out")
@@ -70,7 +72,8 @@ def run(argv: list[str]) -> dict:
     if args.command == "serve":
         from .startup import serve
 
-        return serve(args.workdir, args.slots, args.threads, args.idle, space=args.space)
+        return serve(args.workdir, args.slots, args.threads, args.idle, space=args.space,
+                     parent=args.parent)
     from . import ops
 
     if args.command == "sync":
@@ -97,7 +100,8 @@ def run(argv: list[str]) -> dict:
     if args.command == "accept":
         return ops.accept(args.workdir, args.archive, space=space)
     if args.command == "start":
-        return ops.start_runner(args.workdir, args.slots, args.threads, args.idle, space=space)
+        return ops.start_runner(args.workdir, args.slots, args.threads, args.idle, space=space,
+                                parent=args.parent)
     if args.command == "poll":
         return ops.poll(args.workdir, args.keys, space=space)
     if args.command == "pack":

@@ -137,11 +137,12 @@ def runner_environment(source) -> dict[str, str]:
 
 
 def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0,
-                 python: str | None = None, space: str | None = None) -> dict:
+                 python: str | None = None, space: str | None = None, parent: int | None = None) -> dict:
     """Start the workspace's runner detached unless one is alive; wait until it holds the folder.
 
     `python` runs it on another interpreter than this one. Its environment is
-    RUNNER_ENVIRONMENT of this one, and nothing else."""
+    RUNNER_ENVIRONMENT of this one, and nothing else. With `parent` (this process's pid),
+    the runner stops, killing its tasks, once this process is gone."""
     if int(slots) < 1 or int(threads) < 1:
         raise HarnessError(f"slots and threads must be at least 1, got {slots} and {threads}")
     layout = Layout(workdir, space).make()
@@ -160,6 +161,8 @@ def start_runner(workdir: str | os.PathLike, slots: int, threads: int, idle: flo
                str(int(slots)), "--threads", str(int(threads)), "--idle", str(float(idle))]
     if layout.space_id is not None:
         command += ["--space", layout.space_id]
+    if parent is not None:
+        command += ["--parent", str(int(parent))]
     with open(layout.runner_log, "ab") as log_file:
         process = subprocess.Popen(
             command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,

@@ -56,7 +56,8 @@ def log(message: str) -> None:
 
 
 class Runner:
-    def __init__(self, layout: Layout, slots: int, threads: int, idle: float, lock_fd: int):
+    def __init__(self, layout: Layout, slots: int, threads: int, idle: float, lock_fd: int,
+                 parent: int | None = None):
         import psutil
 
         from .child import DataSet
@@ -68,6 +69,9 @@ class Runner:
         self.threads = max(1, int(threads))
         self.idle = float(idle)
         self.lock_fd = lock_fd
+        # A runner that serves a process (a Dask worker, see daskjob.py) ends with it: when
+        # that process dies, the runner is re-parented, stops, and kills its tasks' trees.
+        self.parent = parent
         self.me = psutil.Process()
         self.started_at = time.time()
         self.running: dict[str, TaskRun] = {}
@@ -119,6 +123,10 @@ class Runner:
                     self._start_queued()  # a slot just freed: fill it now, not a tick later
                 next_sample = now + TICK
             if now >= next_beat:
+                if self.parent is not None and os.getppid() != self.parent:
+                    log(f"the process {self.parent} this runner served is gone: stopping")
+                    self.stopping = True
+                    continue
                 self._heartbeat()
                 next_beat = now + HEARTBEAT
             if self.running:

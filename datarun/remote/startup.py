@@ -60,7 +60,7 @@ def warm_up(threads: int) -> None:
 
 
 def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60.0,
-          space: str | None = None) -> dict:
+          space: str | None = None, parent: int | None = None) -> dict:
     """Run the runner in this process until idle; returns at once if another one holds the
     workspace's folder (`space`: the workspace id, see common.Layout)."""
     layout = Layout(workdir, space).make()
@@ -86,7 +86,7 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
                 if name in REQUIRED:
                     raise
         warm_up(threads)
-        runner = Runner(layout, slots, threads, idle, lock_fd)
+        runner = Runner(layout, slots, threads, idle, lock_fd, parent=parent)
         runner._write_runner_json()
         log(f"runner {os.getpid()} serving {layout.space} with {slots} slots x {threads} threads")
         runner.serve()

@@ -1,0 +1,132 @@
+"""What a Dask host costs per task beside the local host, on the same trivial tasks.
+
+DummyClassifier submissions on an N-fold copy of the iris kit (1,000 tasks by default),
+trained by `datarun train` twice in the same run: on the local host (2 slots), and on a
+Dask host (a real `dask scheduler` and two `dask worker` processes on loopback, one
+thread each, 2 slots). The figure for each is
+
+    (wall time of `datarun train` - fit+predict seconds / slots) / tasks
+
+as in bench/overhead.py. Then the throughput line: the same tasks on 8 workers (8 slots),
+as tasks per second over the whole `train`.
+
+Run: .venv/bin/python bench/dask.py [--quick] [--json]
+"""
+
+import argparse
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from common import (
+    Workspace,
+    finish,
+    load_note,
+    make_kit,
+    print_table,
+    recorded_model_time,
+    temp_folder,
+    verdict,
+)
+
+# This file is named dask.py: with its folder first on sys.path, `import dask` would find it.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+GOAL = 0.010  # seconds a Dask host may add per task beside the local host
+
+DUMMY = """from sklearn.dummy import DummyClassifier
+
+
+def get_estimator():
+    return DummyClassifier(strategy="prior")
+"""
+
+
+def run_train(root: Path, kit: Path, subs: int, hosts: str | None = None) -> dict:
+    workspace = Workspace(root, slots=2)
+    try:
+        if hosts is not None:
+            (root / "hosts.toml").write_text(hosts)
+        workspace.cli("problem", "add", kit)
+        for n in range(subs):
+            workspace.cli("submit", "iris", kit / "submissions" / "dummy", "--team", f"team{n}")
+        wall, _ = workspace.timed_cli("train", "--json")
+    finally:
+        workspace.stop_runners()
+    tasks, done, model = recorded_model_time(workspace)
+    if done != tasks:
+        raise RuntimeError(f"datarun finished {done} of {tasks} tasks")
+    return {"wall": wall, "model_time": model, "tasks": tasks}
+
+
+def dask_hosts(address: str, workdir: Path, slots: int) -> str:
+    return (f'[hosts.cluster]\nexecutor = "dask"\nscheduler = "{address}"\nslots = {slots}\n'
+            f'workdir = "{workdir}"\n')
+
+
+def per_task(figures: dict, slots: int) -> float:
+    return (figures["wall"] - figures["model_time"] / slots) / figures["tasks"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from daskcluster import DaskCluster
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 submissions x 4 folds (smoke test)")
+    parser.add_argument("--json", action="store_true", help="figures as JSON on stdout, text on stderr")
+    args = parser.parse_args(argv)
+    subs, folds = (2, 4) if args.quick else (10, 100)
+    load_before = load_note()
+    with temp_folder("datarun-bench-dask-") as tmp:
+        kit = make_kit(tmp / "kit", folds, {"dummy": DUMMY})
+        # 100 folds of iris's 120 training rows: plain k-fold (a class has only 40 rows).
+        toml = kit / "problem.toml"
+        toml.write_text(toml.read_text().replace('strategy = "stratified-kfold"', 'strategy = "kfold"'))
+        local = run_train(tmp / "local", kit, subs)
+        cluster = DaskCluster(tmp / "dask2", workers=2)
+        try:
+            two = run_train(tmp / "ws2", kit, subs, dask_hosts(cluster.address, tmp / "hostdir", 2))
+        finally:
+            cluster.stop()
+        big = DaskCluster(tmp / "dask8", workers=8)
+        try:
+            eight = run_train(tmp / "ws8", kit, subs, dask_hosts(big.address, tmp / "hostdir", 8))
+        finally:
+            big.stop()
+    tasks = subs * folds
+    figures = {
+        "tasks": tasks, "load": [load_before, load_note()], "goal_added_per_task": GOAL,
+        "local_2_slots": dict(local, per_task=per_task(local, 2)),
+        "dask_2_workers": dict(two, per_task=per_task(two, 2)),
+        "dask_8_workers": dict(eight, per_task=per_task(eight, 8), tasks_per_second=tasks / eight["wall"]),
+    }
+    added = figures["dask_2_workers"]["per_task"] - figures["local_2_slots"]["per_task"]
+    figures["dask_added_per_task"] = added
+    figures["met"] = added <= GOAL
+    rows = [["local host, 2 slots", "local_2_slots"], ["Dask host, 2 workers x 1 thread", "dask_2_workers"],
+            ["Dask host, 8 workers x 1 thread", "dask_8_workers"]]
+    table = [[label, f"{figures[k]['per_task'] * 1000:.1f} ms", f"{figures[k]['wall']:.2f} s",
+              f"{figures[k]['model_time']:.2f} s", f"{figures[k]['tasks'] / figures[k]['wall']:.1f}"]
+             for label, k in rows]
+    text = io.StringIO()
+    print_table(f"dask: {subs} DummyClassifier submissions x {folds} folds = {tasks} tasks through "
+                f"`datarun train` (per task = (wall - fit+predict / slots) / tasks; "
+                f"{figures['load'][0]} before, {figures['load'][1]} after)",
+                ["", "per task", "wall", "fit+predict", "tasks/s"], table, out=text)
+    lines = [text.getvalue().rstrip(),
+             f"goal: a Dask host adds at most {GOAL * 1000:.0f} ms per task beside the local host: "
+             f"{verdict(added, GOAL)} ({added * 1000:+.1f} ms)",
+             f"throughput with 8 workers: {figures['dask_8_workers']['tasks_per_second']:.1f} tasks/s "
+             "(all processes on this machine's cores)"]
+    finish(figures, lines, args.json)
+    return figures
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except subprocess.CalledProcessError as error:
+        sys.exit(f"error: {error}: {error.stderr}")

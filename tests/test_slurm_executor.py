@@ -1,0 +1,87 @@
+"""Slurm hosts for real: a single-node Slurm (munged, slurmctld, slurmd) on 127.0.0.1, and
+datarun's `executor = "slurm"` running the demo's iris tasks in worker jobs that
+dask-jobqueue starts when tasks wait and that end once none are left."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import EXAMPLES, stop_runners
+
+pytest.importorskip("dask_jobqueue", reason="the Slurm tests need dask-jobqueue (pip install '.[cluster]')")
+
+from slurmnode import SlurmNode, missing_reason  # noqa: E402
+from test_dask_executor import Training, fold_scores, submit, wait_for  # noqa: E402
+
+REASON = missing_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    # munged wants every folder above its socket open to all (pytest's are 0700).
+    root = Path(tempfile.mkdtemp(prefix="datarun-slurm-"))
+    root.chmod(0o755)
+    node = SlurmNode(root)
+    yield node
+    node.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def iris(workspace, cli, slurm, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
+    yield workspace
+    stop_runners(workspace)
+
+
+def slurm_host(slurm, queue: str = "debug") -> str:
+    return (f'[hosts.hpc]\nexecutor = "slurm"\nqueue = "{queue}"\ncores = 1\nmax_jobs = 2\n'
+            f'walltime = "00:10:00"\nmemory = "2GB"\ninterface = "lo"\npython = "{sys.executable}"\n'
+            f'workdir = "{slurm.root}/hostdir"\nlog_directory = "{slurm.root}/dask-logs"\n'
+            "connect_timeout = 10\n")
+
+
+def test_iris_through_slurm_worker_jobs_that_come_and_go(iris, cli, slurm):
+    iris.hosts_file.write_text('[hosts.local]\nexecutor = "local"\nslots = 2\n')
+    here = submit(cli, "logreg", "ada")
+    assert cli("train", "--json").exit_code == 0
+    iris.hosts_file.write_text(slurm_host(slurm))
+    there = submit(cli, "logreg", "grace")
+    assert slurm.jobs() == []
+    training = Training()
+    seen = wait_for(lambda: [job for job in slurm.jobs() if job == "datarun-worker"], timeout=90,
+                    what="worker jobs in squeue")
+    code, summary, err = training.join(300)
+    assert code == 0, err
+    assert (summary["done"], summary["failed"]) == (5, 0)
+    assert seen
+    assert fold_scores(cli, there)[1] == fold_scores(cli, here)[1]
+    wait_for(lambda: slurm.jobs() == [], timeout=30, what="the worker jobs to leave squeue")
+
+
+def test_a_partition_that_does_not_exist_is_one_line(iris, cli, slurm):
+    iris.hosts_file.write_text(slurm_host(slurm, queue="nope"))
+    check = cli("host", "check", "hpc", "--json").json()
+    report = check[0] if isinstance(check, list) else check
+    report = report.get("hosts", [report])[0] if "hosts" in report else report
+    assert report["ok"] is False
+    assert report["problems"] == ["host hpc: Slurm refuses its jobs: allocation failure: Invalid "
+                                  "partition name specified; check queue and account in hosts.toml"]
+    assert slurm.jobs() == []
+
+
+def test_sbatch_missing_is_one_line(iris, cli, slurm, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    iris.hosts_file.write_text(slurm_host(slurm))
+    check = cli("host", "check", "hpc", "--json").json()
+    report = check[0] if isinstance(check, list) else check
+    report = report.get("hosts", [report])[0] if "hosts" in report else report
+    assert report["problems"] == ["host hpc: `sbatch` is not on PATH on this machine: install the slurm "
+                                  "client commands here, or fix PATH"]
