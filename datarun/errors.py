@@ -24,27 +24,42 @@ class DatarunError(Exception):
     """An error the user can act on; its message is one line that says what to fix."""
 
     exit_code = EXIT_USAGE
+    # Its name in `--json` error objects (docs/JSON.md): what a program reading it may act on.
+    kind = "invalid"
 
 
 class UsageError(DatarunError):
     """Bad input: a kit, a submission, an option, a config file."""
 
+    kind = "invalid"
+
 
 class NotFound(DatarunError):
     """An unknown problem, submission, task, host or workspace."""
 
+    kind = "not_found"
+
 
 class Busy(DatarunError):
     exit_code = EXIT_BUSY
+    kind = "busy"
 
 
 class HostError(DatarunError):
     """A host could not be reached or cannot run tasks."""
 
     exit_code = EXIT_FAILED
+    kind = "host"
 
 
 class Failed(DatarunError):
     """The command ran, but some of the work it asked for failed."""
 
     exit_code = EXIT_FAILED
+    kind = "failed"
+
+
+# Error kinds that no exception class carries: Click's own usage errors (an unknown
+# option, a missing argument) and Ctrl-C.
+KIND_USAGE = "usage"
+KIND_INTERRUPTED = "interrupted"

@@ -146,7 +146,7 @@ def private_numbers(cli, ids: dict) -> set[float]:
     contributivity and its event's blend."""
     numbers: set[float] = set()
     for team, sid in ids.items():
-        shown = cli("submission", "show", sid, "--json").json()
+        shown = cli("submission", "show", sid, "--json", "--private").json()
         for task in shown["tasks"]:
             for split, values in task["scores"].items():
                 if split == "test" or team == "eve":

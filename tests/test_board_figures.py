@@ -46,7 +46,7 @@ def board(cli, *args, problem: str = "flowers") -> dict:
 
 
 def fold_scores(cli, sid: int, score: str) -> list[float | None]:
-    tasks = cli("submission", "show", sid, "--json").json()["tasks"]
+    tasks = cli("submission", "show", sid, "--json", "--private").json()["tasks"]
     return [t["scores"].get("valid", {}).get(score) for t in sorted(tasks, key=lambda t: t["fold"])]
 
 

@@ -36,10 +36,10 @@ def test_add_without_json_says_what_it_registered_on_stderr(cli, workspace):
 
 
 def test_list_and_show_as_json(cli, workspace):
-    assert cli("problem", "list", "--json").json() == []
+    assert cli("problem", "list", "--json").json()["problems"] == []
     cli("problem", "add", EXAMPLES / "iris")
     cli("problem", "add", EXAMPLES / "diabetes")
-    listed = cli("problem", "list", "--json").json()
+    listed = cli("problem", "list", "--json").json()["problems"]
     assert [p["name"] for p in listed] == ["diabetes", "iris"]
     assert listed[0]["scores"] == ["rmse", "mae", "r2"] and listed[0]["n_folds"] == 5
     shown = cli("problem", "show", "diabetes", "--json").json()
@@ -110,9 +110,9 @@ def test_a_toml_syntax_error_is_reported_with_its_line(cli, workspace, tmp_path)
 def test_adding_a_problem_twice_exits_2_and_keeps_the_first(cli, workspace):
     cli("problem", "add", EXAMPLES / "iris")
     result = cli("problem", "add", EXAMPLES / "iris", "--json")
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2 and result.json()["error"]["kind"] == "invalid"
     assert "error: problem 'iris' is already registered" in result.stderr
-    assert [p["name"] for p in cli("problem", "list", "--json").json()] == ["iris"]
+    assert [p["name"] for p in cli("problem", "list", "--json").json()["problems"]] == ["iris"]
 
 
 def test_problem_commands_need_a_workspace(cli):

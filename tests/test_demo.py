@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from conftest import stop_runners
+from contract import validate
 
 from datarun.executors.local import local_layout
 from datarun.store.workspace import Workspace
@@ -14,9 +15,10 @@ def test_demo_trains_the_examples_and_reports_the_two_failures(tmp_path, cli):
     try:
         assert result.exit_code == 0, result.stderr
         data = result.json()
+        assert validate(data) == "demo"  # docs/schema/demo.json
         assert data["problems"] == ["diabetes", "iris"]
         boards = {board["problem"]: board for board in data["leaderboards"]}
-        assert [r["submission"] for r in boards["iris"]["rows"]] and len(boards["iris"]["rows"]) == 3
+        assert [r["name"] for r in boards["iris"]["rows"]] and len(boards["iris"]["rows"]) == 3
         assert len(boards["diabetes"]["rows"]) == 3
         assert all(row["score"] is not None for b in boards.values() for row in b["rows"])
         failures = {f["name"]: f["error_kind"] for f in data["failures"]}

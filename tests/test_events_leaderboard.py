@@ -5,7 +5,6 @@ scored with rows written straight into the workspace's real SQLite file.
 """
 
 import csv
-import datetime as dt
 import io
 
 import pytest
@@ -82,8 +81,7 @@ def test_before_public_opens_the_public_view_withholds_scores_and_says_so(board,
 def test_the_problem_wide_public_board_ranks_public_scores_and_withholds_the_rest(board, cli):
     result = cli("leaderboard", "iris", "--json")
     assert rows(result) == [(1, "grace", 0.95), (2, "ada", 0.9), (3, "bob", 0.5), (None, "eve", None)]
-    assert result.json()["hidden_events"] == {
-        "secret": dt.datetime(2999, 1, 1, tzinfo=dt.UTC).timestamp()}
+    assert result.json()["hidden_events"] == [{"name": "secret", "public_opens_at": "2999-01-01T00:00:00Z"}]
     assert rows(cli("leaderboard", "iris", "--private", "--json"))[0] == (1, "eve", 0.99)
     table = cli("leaderboard", "iris").stdout
     assert "iris — public leaderboard" in table and "0.9500" in table and "0.9900" not in table

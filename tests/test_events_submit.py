@@ -23,7 +23,7 @@ def add_event(cli, *args, name="spring"):
 
 
 def submissions(cli):
-    return cli("submission", "list", "--json").json()
+    return cli("submission", "list", "--json").json()["submissions"]
 
 
 def refused(result, message):

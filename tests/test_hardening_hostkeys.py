@@ -12,6 +12,7 @@ import re
 import shutil
 
 import pytest
+from contract import validate
 from sshd import _missing, sshd_b, start_sshd  # noqa: F401
 
 import datarun.executors.hostkeys as hostkeys
@@ -73,7 +74,7 @@ def test_trust_refuses_a_changed_key_until_replace(workspace, cli, changing_host
     second = change(new_type)
     new_fp = fingerprint_of(second)
     # Connecting says CHANGED with both fingerprints, whichever type the host shows now.
-    check = cli("host", "check", "node", "--json").json()[0]
+    check = cli("host", "check", "node", "--json").json()["hosts"][0]
     assert check["ok"] is False
     assert re.fullmatch(
         rf"host node: the host key of \[127.0.0.1\]:{first.port} has CHANGED: it is now "
@@ -90,13 +91,14 @@ def test_trust_refuses_a_changed_key_until_replace(workspace, cli, changing_host
 
     replaced = cli("host", "trust", "node", "--replace", "--json")
     assert replaced.exit_code == 0, replaced.stderr
-    assert replaced.json() == {"name": "node", "host_key": new_fp,
+    assert validate(replaced.stdout) == "host-trust"  # docs/schema/host-trust.json
+    assert replaced.json() == {"schema": "datarun/host-trust/1", "name": "node", "host_key": new_fp,
                                "replaced": [f"ssh-ed25519 {old_fp}"]}
     lines = known.read_text().splitlines()
     assert lines == [sshd_b.known_hosts_line().strip(),
                      f"[10.9.8.7]:22 ssh-ed25519 {old_pub}",
                      f"[127.0.0.1]:{first.port} {new_name} {second.host_key_pub}"]
-    assert cli("host", "check", "node", "--json").json()[0]["connected"] is True
+    assert cli("host", "check", "node", "--json").json()["hosts"][0]["connected"] is True
     again = cli("host", "trust", "node", "--replace", "--json").json()
     assert again["replaced"] == [] and known.read_text().splitlines() == lines
 

@@ -51,10 +51,10 @@ def test_invisible_and_control_characters_are_refused(char):
 def test_a_team_posing_with_a_bidi_override_is_refused_and_nothing_is_stored(flowers, cli, tmp_path,
                                                                               monkeypatch):
     result = submit(cli, tmp_path, "\u202enimda")  # shows as "admin" on a terminal
-    assert result.exit_code == 2 and result.stdout == ""
+    assert result.exit_code == 2 and result.json()["error"]["exit_code"] == 2
     assert result.stderr == ("error: team '\\u202enimda' holds U+202E RIGHT-TO-LEFT OVERRIDE, "
                              "an invisible formatting character: type the name without it\n")
-    assert cli("submission", "list", "--json").json() == []
+    assert cli("submission", "list", "--json").json()["submissions"] == []
     # The same folder name as the submission's name (its default) is checked too.
     write_submission(tmp_path / "subs", "good\u200b", GOOD)
     result = submit(cli, tmp_path, "ada", "good\u200b")
@@ -66,7 +66,7 @@ def test_a_team_posing_with_a_bidi_override_is_refused_and_nothing_is_stored(flo
 
     monkeypatch.setattr(submissions, "check_name", lambda value, what: value.strip())
     assert submit(cli, tmp_path, "\u202enimda").exit_code == 0
-    assert [row["team"] for row in cli("submission", "list", "--json").json()] == ["\u202enimda"]
+    assert [row["team"] for row in cli("submission", "list", "--json").json()["submissions"]] == ["\u202enimda"]
 
 
 def test_a_full_width_spelling_is_the_same_team(flowers, cli, tmp_path, monkeypatch):

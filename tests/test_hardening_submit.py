@@ -107,7 +107,7 @@ def test_a_symlink_swapped_in_after_the_first_look_is_not_followed(flowers, cli,
     monkeypatch.setattr(submissions, "OPEN_FLAGS", os.O_RDONLY | os.O_NONBLOCK)
     result = cli("submit", "flowers", folder, "--team", "ada", "--json")
     assert result.exit_code == 0
-    code = cli("submission", "show", result.json()["id"], "--code", "--json").json()
+    code = cli("submission", "show", result.json()["id"], "--code", "--json").json()["files"]
     assert code["estimator.py"] == SECRET
 
 
@@ -122,13 +122,13 @@ def test_a_hard_link_to_a_file_outside_the_folder_is_refused(flowers, cli, tmp_p
     assert result.exit_code == 2 and result.stderr == (
         "error: estimator.py has 2 hard links (its content is also elsewhere): submit a copy of "
         "its own\n")
-    assert cli("submission", "list", "--json").json() == []
+    assert cli("submission", "list", "--json").json()["submissions"] == []
     # Negative control: without the link count, the organiser's file is stored as the code.
     monkeypatch.setattr(submissions, "_check_opened",
                         lambda name, info, *cap: submissions._refuse_unless_plain(name, info))
     result = cli("submit", "flowers", folder, "--team", "ada", "--json")
     assert result.exit_code == 0
-    code = cli("submission", "show", result.json()["id"], "--code", "--json").json()
+    code = cli("submission", "show", result.json()["id"], "--code", "--json").json()["files"]
     assert code["estimator.py"] == SECRET
 
 

@@ -225,7 +225,7 @@ def test_a_hostile_hosts_answers_are_printed_without_escapes(flowers, cli, tmp_p
             assert clean(result.stdout) and clean(result.stderr), repr(result.stdout + result.stderr)
         assert "3.11.2" in check.stdout
         raw = cli("host", "check", "node", "--json")
-        assert raw.json()[0]["python"] == HOSTILE_INFO["python"]
+        assert raw.json()["hosts"][0]["python"] == HOSTILE_INFO["python"]
         unsafe()
         assert "\x1b]52" in cli("host", "check", "node").stdout
         db = open_db(flowers)

@@ -27,7 +27,7 @@ def test_add_list_and_remove_keep_the_files_comments(workspace, cli):
                  "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["host_key"] is None  # nothing contacted without --trust
-    rows = {row["name"]: row for row in cli("host", "list", "--json").json()}
+    rows = {row["name"]: row for row in cli("host", "list", "--json").json()["hosts"]}
     assert set(rows) == {"local", "node1"} and set(rows["node1"]) == ORIGINAL_KEYS
     assert (rows["node1"]["slots"], rows["node1"]["memory"], rows["node1"]["tags"]) == (
         4, 16_000_000_000, ["cpu", "big"])
@@ -73,7 +73,7 @@ def test_remove_refuses_what_it_cannot_remove(workspace, cli):
 def test_adding_to_a_workspace_without_hosts_toml_keeps_the_local_host(workspace, cli):
     workspace.hosts_file.unlink()
     assert cli("host", "add", "n", "--address", "a").exit_code == 0
-    assert {row["name"] for row in cli("host", "list", "--json").json()} == {"local", "n"}
+    assert {row["name"] for row in cli("host", "list", "--json").json()["hosts"]} == {"local", "n"}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -100,7 +100,7 @@ def test_only_ssh_hosts_have_keys_to_trust(workspace, cli):
 def test_the_local_host_is_checked_in_process_and_recorded(workspace, cli):
     result = cli("host", "check", "local", "--json")
     assert result.exit_code == 0, result.stderr
-    [report] = result.json()
+    [report] = result.json()["hosts"]
     assert report["ok"] and report["problems"] == []
     assert all(entry["same"] for entry in report["libraries"].values())
     assert report["cpus"] == os.cpu_count() and report["harness"]
@@ -126,7 +126,8 @@ def test_the_local_host_is_checked_in_process_and_recorded(workspace, cli):
 def test_host_clean_on_a_host_with_nothing_of_this_workspace(workspace, cli):
     result = cli("host", "clean", "local", "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {"host": "local", "workspace": cli("status", "--json").json()["workspace"]["id"],
+    assert result.json() == {"schema": "datarun/host-clean/1", "host": "local",
+                             "workspace_id": cli("status", "--json").json()["workspace"]["id"],
                              "removed": [], "running": [], "kept": [], "freed": 0}
     text = cli("host", "clean", "local")
     assert text.stderr == "host local: removed 0 task folders of this workspace (0 B); kept 0 running\n"
@@ -176,21 +177,21 @@ def test_add_trust_pins_the_key_and_check_passes(workspace, cli, sshd_a, workdir
     assert f"# host key {expected}" in workspace.hosts_file.read_text()
     check = cli("host", "check", "a", "--json")
     assert check.exit_code == 0, check.stdout
-    [report] = check.json()
+    [report] = check.json()["hosts"]
     assert report["ok"] and report["connected"] and report["host_key"] == f"ssh-ed25519 {expected}"
     assert report["harness"] and report["cpus"] and report["disk_free"] > 0
     assert set(report["libraries"]) == {"numpy", "pandas", "sklearn", "psutil", "rampwf"}
     # The test host's Python has no ramp-workflow: a warning, not a fault.
     assert report["libraries"]["rampwf"]["host"] is None
     assert any("no ramp-workflow: RAMP problems' tasks will fail here" in w for w in report["warnings"])
-    assert {row["name"]: row["ok"] for row in cli("host", "list", "--json").json()}["a"] is True
+    assert {row["name"]: row["ok"] for row in cli("host", "list", "--json").json()["hosts"]}["a"] is True
 
 
 def test_an_unknown_key_fails_the_check_until_trusted(workspace, cli, sshd_a, workdir):  # noqa: F811
     add_host(workspace.hosts_file, "a", sshd_a.host_table(workdir=workdir))
     result = cli("host", "check", "a", "--json")
     assert result.exit_code == 1
-    [report] = result.json()
+    [report] = result.json()["hosts"]
     assert not report["ok"] and "unknown host key" in report["problems"][0]
     assert "datarun host trust a" in report["problems"][0]
     assert cli("host", "trust", "a").exit_code == 0
@@ -209,7 +210,7 @@ def test_one_bad_host_fails_only_its_own_check(workspace, cli, sshd_a, sshd_b, w
     assert "nopython: host nopython: '/nonexistent/python3' was not found" in result.stderr
     assert "nolibs: missing numpy, pandas, scikit-learn, psutil: run `/usr/bin/python3 -m pip " \
            "install numpy pandas scikit-learn psutil` there" in result.stderr
-    reports = {r["name"]: r for r in cli("host", "check", "--json").json()}
+    reports = {r["name"]: r for r in cli("host", "check", "--json").json()["hosts"]}
     assert {name: r["ok"] for name, r in reports.items()} == {
         "local": True, "good": True, "nopython": False, "nolibs": False}
     assert reports["nolibs"]["install"] == "/usr/bin/python3 -m pip install numpy pandas " \
@@ -255,7 +256,7 @@ def test_a_usage_answer_that_is_not_one_leaves_the_sharing_unknown(workspace, cl
     from datarun.executors.local import LocalExecutor
 
     monkeypatch.setattr(LocalExecutor, "usage", lambda self: answer)
-    [report] = cli("host", "check", "local", "--json").json()
+    [report] = cli("host", "check", "local", "--json").json()["hosts"]
     assert report["ok"] and report["sharing"] is None
     assert ("how its workdir is shared is unknown: the harness's usage answer was not "
             "understood") in report["warnings"]
@@ -269,6 +270,6 @@ def test_a_usage_request_that_fails_is_a_warning_not_a_fault(workspace, cli, mon
         raise HostError("host local: harness usage failed: no space")
 
     monkeypatch.setattr(LocalExecutor, "usage", fails)
-    [report] = cli("host", "check", "local", "--json").json()
+    [report] = cli("host", "check", "local", "--json").json()["hosts"]
     assert report["ok"] and report["sharing"] is None
     assert "how its workdir is shared is unknown: host local: harness usage failed: no space" in report["warnings"]

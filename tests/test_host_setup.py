@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES
+from contract import validate
 from sshd import pin, sshd_a, sshd_b  # noqa: F401
 from test_resources_hosts import host_table
 from test_ssh_e2e import Remote
@@ -104,13 +105,14 @@ def test_host_setup_makes_a_venv_whose_pinned_version_the_tasks_import(workspace
     result = cli("host", "setup", "node-a", "--problem", "pinned", "--json")
     assert result.exit_code == 0, result.stderr
     report = result.json()
+    assert validate(report) == "host-setup"  # docs/schema/host-setup.json
     assert report["versions"]["pinme"] == "1.2.3" and report["made"]
     assert "/envs/" in report["python"] and report["recorded_for"] == ["pinned"]
     assert cli("problem", "show", "pinned", "--json").json()["environment"]["versions"] == {"pinme": "1.2.3"}
     again = cli("host", "setup", "node-a", "--problem", "pinned", "--json").json()
     assert not again["made"] and again["python"] == report["python"]  # the same requirements: reused
 
-    checked = {report["name"]: report for report in cli("host", "check", "--json").json()}
+    checked = {report["name"]: report for report in cli("host", "check", "--json").json()["hosts"]}
     assert checked["node-a"]["environment"]["versions"]["pinme"] == "1.2.3"
     assert checked["node-a"]["differences"]["pinme"] == {"node-a": "1.2.3", "node-b": None}
     assert "pinme none here differs between hosts: node-a 1.2.3" in checked["node-b"]["warnings"]

@@ -81,7 +81,7 @@ def test_host_check_reports_a_bad_ssh_config_on_the_ssh_hosts_and_checks_the_res
     add_host(workspace.hosts_file, "node", {"address": "a"})
     result = cli("host", "check", "--json")
     assert result.exit_code == 1
-    reports = {r["name"]: r for r in result.json()}
+    reports = {r["name"]: r for r in result.json()["hosts"]}
     assert reports["local"]["ok"] is True
     assert reports["node"]["ok"] is False
     assert reports["node"]["problems"] == [
@@ -164,5 +164,5 @@ def test_a_python_that_is_not_python_fails_the_check_in_one_line(workspace, cli,
     assert result.exit_code == 1
     assert result.stderr == (f"node: host node: harness info printed no JSON: "
                              f"'-m datarun_remote info --space {workspace.id} {home}/{workdir[2:]}\\n'\n")
-    [report] = cli("host", "check", "node", "--json").json()
+    [report] = cli("host", "check", "node", "--json").json()["hosts"]
     assert report["ok"] is False and report["connected"] is True

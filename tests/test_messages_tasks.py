@@ -84,7 +84,7 @@ def test_cancel_as_json_reports_the_host_error_in_the_document(flowers, cli, tmp
     result = cli("cancel", good, "--json")
     assert result.exit_code == 1
     assert result.json() == {
-        "submission": good, "cancelled": ids, "queued": [], "running": ids,
+        "schema": "datarun/cancel/1", "submission_id": good, "cancelled": ids, "queued": [], "running": ids,
         "host_errors": {"spare": "host spare is no longer in hosts.toml; its tasks are marked "
                                  "cancelled and whatever they still produce is ignored"}}
     assert result.stderr == ("host spare is no longer in hosts.toml; its tasks are "

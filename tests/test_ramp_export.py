@@ -24,17 +24,17 @@ def trained(workspace, cli):
 
 
 def test_problem_tasks_as_csv_and_json(trained, cli, tmp_path):
-    shown = cli("submission", "show", trained, "--json").json()
+    shown = cli("submission", "show", trained, "--json", "--private").json()
     out = tmp_path / "tasks.csv"
-    result = cli("export", "iris", "--csv", out)
+    result = cli("export", "iris", "--csv", out, "--private")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     assert f"Wrote 5 tasks of problem iris to {out}" in result.stderr
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 5
-    assert list(rows[0])[:8] == ["problem", "event", "submission", "team", "submission_name",
-                                 "task", "fold", "state"]
+    assert list(rows[0])[:8] == ["problem", "event", "submission_id", "team", "submission",
+                                 "task_id", "fold", "state"]
     for row, task in zip(rows, shown["tasks"], strict=True):
         assert (row["fold"], row["state"], row["team"]) == (str(task["fold"]), "done", "ada")
         assert float(row["valid_accuracy"]) == task["scores"]["valid"]["accuracy"]
@@ -42,7 +42,7 @@ def test_problem_tasks_as_csv_and_json(trained, cli, tmp_path):
         assert int(row["peak_memory"]) == task["peak_memory"]
         assert float(row["cpu_time"]) == task["cpu_time"]
 
-    result = cli("export", "iris", "--json", "-")
+    result = cli("export", "iris", "--json", "-", "--private")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["problem"] == "iris" and len(data["tasks"]) == 5
@@ -52,9 +52,9 @@ def test_problem_tasks_as_csv_and_json(trained, cli, tmp_path):
 
 def test_native_submission_exports_in_ramp_layout(trained, cli, tmp_path):
     out = tmp_path / "training_output"
-    result = cli("export", trained, "--ramp", out)
+    result = cli("export", trained, "--ramp", out, "--private")
     assert result.exit_code == 0, result.stderr
-    shown = cli("submission", "show", trained, "--json").json()
+    shown = cli("submission", "show", trained, "--json", "--private").json()
     bagged = pd.read_csv(out / "bagged_scores.csv")
     assert list(bagged.columns) == ["step", "n_bag", "accuracy", "log_loss", "roc_auc"]
     last = bagged[bagged["n_bag"] == 4].set_index("step")

@@ -130,7 +130,7 @@ def assert_close(got, expected, what):
 
 @pytest.mark.parametrize(("kit", "submission"), SUBMISSIONS)
 def test_fold_scores_equal_ramp_test(run, kit, submission):
-    shown = run.ok("submission", "show", run.ids[kit, submission])
+    shown = run.ok("submission", "show", run.ids[kit, submission], "--private")
     assert [t["fold"] for t in shown["tasks"]] == list(range(N_FOLDS[kit]))
     for task in shown["tasks"]:
         expected = pd.read_csv(run.ramp_output(kit, submission) / f"fold_{task['fold']}" /
@@ -144,7 +144,7 @@ def test_fold_scores_equal_ramp_test(run, kit, submission):
 
 @pytest.mark.parametrize(("kit", "submission"), SUBMISSIONS)
 def test_bagged_scores_equal_ramp_test(run, kit, submission):
-    shown = run.ok("submission", "show", run.ids[kit, submission])
+    shown = run.ok("submission", "show", run.ids[kit, submission], "--private")
     expected = pd.read_csv(run.ramp_output(kit, submission) / "bagged_scores.csv")
     last = expected[expected["n_bag"] == N_FOLDS[kit] - 1].set_index("step")
     assert sorted(shown["bagged"]) == sorted(last.index)
@@ -155,10 +155,10 @@ def test_bagged_scores_equal_ramp_test(run, kit, submission):
 
 
 def test_kits_default_external_data_stands_in_for_a_missing_file(run):
-    bare = run.ok("submission", "show", run.ids["diabetes_external", "bare"])
-    same = run.ok("submission", "show", run.ids["diabetes_external", "starting_kit"])
-    own = run.ok("submission", "show", run.ids["diabetes_external", "own_data"])
-    big = run.ok("submission", "show", run.ids["diabetes_external", "big_data"])
+    bare = run.ok("submission", "show", run.ids["diabetes_external", "bare"], "--private")
+    same = run.ok("submission", "show", run.ids["diabetes_external", "starting_kit"], "--private")
+    own = run.ok("submission", "show", run.ids["diabetes_external", "own_data"], "--private")
+    big = run.ok("submission", "show", run.ids["diabetes_external", "big_data"], "--private")
     assert bare["bagged"] == same["bagged"]
     # own_data and big_data ship their own external_data.csv: it is the one used.
     assert own["bagged"]["valid"]["rmse"] != same["bagged"]["valid"]["rmse"]
@@ -193,7 +193,7 @@ def test_export_is_read_back_by_rampwf_as_ramp_tests_own(run, kit, submission, t
     from datarun.problems.rampkit import import_problem, kit_environment
 
     exported = tmp_path / "submissions" / "datarun" / "training_output"
-    result = run.cli("export", run.ids[kit, submission], "--ramp", exported)
+    result = run.cli("export", run.ids[kit, submission], "--ramp", exported, "--private")
     assert result.exit_code == 0, result.stderr
     ramp_dir = run.ramp_output(kit, submission)
 
@@ -261,7 +261,7 @@ def test_contributivity_is_ramp_blends(run, kit):
 def test_leaderboard_ranks_ramp_submissions_through_the_cli(run):
     board = run.ok("leaderboard", "iris_classifier", "--private")
     rows = board["rows"]
-    assert {r["submission"] for r in rows} == {"starting_kit", "knn", "float32"}
+    assert {r["name"] for r in rows} == {"starting_kit", "knn", "float32"}
     assert board["lower_is_better"]["nll"] is True
     assert rows[0]["score"] >= rows[1]["score"]  # acc: higher is better
     assert all(r["contributivity"] is not None for r in rows)

@@ -190,7 +190,7 @@ def test_isolation_none_is_announced_by_one_line_on_submit_and_train(workspace, 
         assert second.exit_code == 0 and second.stderr == NO_SANDBOX
         trained = cli("train", "--json")
         assert trained.exit_code == 0 and trained.stderr == NO_SANDBOX
-        assert cli("host", "list", "--json").json()[0]["isolation"] == "none"
+        assert cli("host", "list", "--json").json()["hosts"][0]["isolation"] == "none"
     finally:
         stop_runners(workspace)
 
@@ -203,7 +203,7 @@ def _folder(tmp_path: Path, name: str) -> Path:
 
 
 def test_host_check_tells_whether_the_sandbox_works_and_how_memory_is_measured(workspace, cli):
-    report = cli("host", "check", "local", "--json").json()[0]
+    report = cli("host", "check", "local", "--json").json()["hosts"][0]
     assert report["ok"] and report["isolation"] == "sandbox"
     assert report["sandbox"] == {"ok": True, "reason": None}
     assert report["measured_by"] == ("cgroup-v1" if IS_ROOT else "procfs")
@@ -230,7 +230,7 @@ def test_a_host_that_cannot_sandbox_gets_no_tasks_and_says_why(workspace, cli, t
     datarun = [sys.executable, "-m", "datarun"]
     check = _without_user_namespaces(*datarun, "host", "check", "--json", env=env)
     assert check.returncode == 1, check.stderr
-    report = json.loads(check.stdout)[0]
+    report = json.loads(check.stdout)["hosts"][0]
     assert report["sandbox"] == {"ok": False, "reason": SANDBOX_OFF}
     assert report["problems"] == [f"cannot sandbox tasks, so it gets none: {SANDBOX_OFF}"]
     status = cli("status", "--json").json()["hosts"]["local"]
@@ -247,7 +247,7 @@ def test_a_host_that_cannot_sandbox_gets_no_tasks_and_says_why(workspace, cli, t
     workspace.hosts_file.write_text(text.replace('executor = "local"', 'executor = "local"\nisolation = "none"', 1))
     try:
         check = _without_user_namespaces(*datarun, "host", "check", "--json", env=env)
-        assert check.returncode == 0 and json.loads(check.stdout)[0]["warnings"][-1].startswith(
+        assert check.returncode == 0 and json.loads(check.stdout)["hosts"][0]["warnings"][-1].startswith(
             'isolation = "none"')
         trained = _without_user_namespaces(*datarun, "train", "--json", env=env)
         assert trained.returncode == 0, trained.stderr

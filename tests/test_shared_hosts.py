@@ -341,7 +341,7 @@ def test_a_workspace_made_again_with_init_gets_none_of_the_old_results(shared):
     assert all((shared.tasks_of(again, old_id) / key / "result.json").exists() for key in keys)
     check = again("host", "check", "node", "--json")
     assert check.exit_code == 0, check.stderr
-    sharing = check.json()[0]["sharing"]
+    sharing = check.json()["hosts"][0]["sharing"]
     assert sharing["workspace"] == again.id and sharing["workdir"] == str(shared.folder)
     assert sharing["other_workspaces"] == 1 and sharing["other_bytes"] > 0
     text = again("host", "check", "node").stdout
@@ -516,7 +516,7 @@ def test_host_clean_removes_only_this_workspaces_leftovers(shared):
     cleaned = b("host", "clean", "node", "--json")
     assert cleaned.exit_code == 0, cleaned.stderr
     result = cleaned.json()
-    assert (result["host"], result["workspace"], result["removed"], result["running"]) == (
+    assert (result["host"], result["workspace_id"], result["removed"], result["running"]) == (
         "node", b.id, [], [])
     assert result["kept"] == sorted(key_of(t) for t in tasks.values())
 
@@ -554,7 +554,7 @@ def test_host_clean_removes_only_this_workspaces_leftovers(shared):
     assert "host node: removed 0 task folders of this workspace" in b("host", "clean", "node").stderr
 
     # B's host check sees A's folder as one other workspace, its size only.
-    sharing = b("host", "check", "node", "--json").json()[0]["sharing"]
+    sharing = b("host", "check", "node", "--json").json()["hosts"][0]["sharing"]
     assert (sharing["other_workspaces"], sharing["own_tasks"]) == (1, 0)
     assert sharing["other_bytes"] > 0 and sharing["cache_bytes"] > 0
     # A's leftovers were never touched: A collects its own results.

@@ -276,7 +276,7 @@ def test_a_submission_page_shows_the_json_details(demo_pages, demo):
     # No test column (the real scores here repeat, e.g. 1.0: the search for private numbers
     # runs on data built to keep them apart, below).
     assert "test accuracy" not in dom and "bagged (test)" not in dom
-    assert f"{best['team']} / {best['submission']}" in dom
+    assert f"{best['team']} / {best['name']}" in dom
     assert 'class="layer"' in dom and 'src="spread.svg"' in dom
 
 

@@ -118,4 +118,4 @@ def test_a_test_class_the_training_rows_lack_is_refused_at_problem_add(workspace
     result = cli("problem", "add", path)
     assert result.exit_code == 2
     assert result.stderr == "error: the test data has class 'd', which the training data lacks\n"
-    assert cli("problem", "list", "--json").json() == []
+    assert cli("problem", "list", "--json").json()["problems"] == []

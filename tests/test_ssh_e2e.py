@@ -140,7 +140,7 @@ def register_and_submit(cli, at: tuple = ()) -> dict[str, int]:
 
 
 def shown(cli, submission: int, at: tuple = ()) -> dict:
-    result = cli(*at, "submission", "show", str(submission), "--json")
+    result = cli(*at, "submission", "show", str(submission), "--json", "--private")
     assert result.exit_code == 0, result.stderr
     return result.json()
 

@@ -25,7 +25,7 @@ def submission(tmp_path, text="from sklearn.dummy import DummyClassifier\n\n"
 
 
 def count_submissions(cli):
-    return len(cli("submission", "list", "--json").json())
+    return len(cli("submission", "list", "--json").json()["submissions"])
 
 
 def test_submit_stores_and_queues_one_task_per_fold(iris, cli):
@@ -33,7 +33,7 @@ def test_submit_stores_and_queues_one_task_per_fold(iris, cli):
     assert result.exit_code == 0, result.stderr
     data = result.json()
     assert data["created"] is True and data["tasks"] == 5 and data["name"] == "logreg"
-    rows = cli("submission", "list", "--json").json()
+    rows = cli("submission", "list", "--json").json()["submissions"]
     assert [(r["id"], r["team"], r["state"], r["tasks"]) for r in rows] == [
         (data["id"], "ada", "queued", {"queued": 5})]
 
@@ -114,7 +114,7 @@ def test_team_names_with_shell_characters_are_stored_verbatim(iris, cli):
 
 def test_show_code_returns_the_participants_files(iris, cli):
     data = cli("submit", "iris", LOGREG, "--team", "ada", "--json").json()
-    files = cli("submission", "show", str(data["id"]), "--code", "--json").json()
+    files = cli("submission", "show", str(data["id"]), "--code", "--json").json()["files"]
     assert files == {"estimator.py": (LOGREG / "estimator.py").read_text()}
     text = cli("submission", "show", str(data["id"]), "--code").stdout
     assert "get_estimator" in text

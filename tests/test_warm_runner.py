@@ -83,7 +83,7 @@ def test_isolation_user_of_earlier_versions_reads_as_the_sandbox_and_is_warmed(i
     hosts = iris.hosts_file.read_text().replace(
         "[hosts.local]", '[hosts.local]\nisolation = "user"', 1)
     iris.hosts_file.write_text(hosts)
-    assert cli("host", "list", "--json").json()[0]["isolation"] == "sandbox"
+    assert cli("host", "list", "--json").json()["hosts"][0]["isolation"] == "sandbox"
     # The sandbox needs no root: the runner of the user who submits serves it.
     assert cli("submit", "iris", SUBS / "logreg", "--team", "ada").exit_code == 0
     assert runner_pid(iris) is not None

@@ -8,7 +8,7 @@ from datarun.store.workspace import find_workspace, init_workspace
 def test_init_creates_hosts_toml_and_state(tmp_path, cli):
     result = cli("init", tmp_path / "ws", "--json")
     assert result.exit_code == 0
-    assert result.json()["workspace"] == str(tmp_path / "ws")
+    assert result.json()["root"] == str(tmp_path / "ws")
     assert (tmp_path / "ws" / "hosts.toml").read_text().startswith("# Hosts")
     assert (tmp_path / "ws" / ".datarun" / "datarun.db").exists()
 

@@ -33,8 +33,12 @@ from datarun.safetext import csv_row
 from datarun.store.blobs import BlobStore
 
 SPLITS = ("train", "valid", "test")
+# One vocabulary with every --json output (docs/JSON.md): a row names the task and its
+# submission by id (`task_id`, `submission_id`) and the submission by name (`submission`);
+# `started_at` and `finished_at` are when the task's process ran, by its host's clock, as
+# `submission show` says.
 TASK_COLUMNS = (
-    "problem", "event", "submission", "team", "submission_name", "task", "fold", "state",
+    "problem", "event", "submission_id", "team", "submission", "task_id", "fold", "state",
     "attempt", "host", "error_kind", "train_time", "valid_time", "test_time", "wall_time",
     "cpu_time", "peak_memory", "started_at", "finished_at",
 )
@@ -89,8 +93,11 @@ def _bagged_table(workspace, db, problem: dict, folds: list[int], preds_train, p
     return table
 
 
-def export_ramp(workspace, db, submission_id, out_dir: Path) -> dict:
-    """Write a fully trained submission's folds as ramp-test's training_output/ in out_dir."""
+def export_ramp(workspace, db, submission_id, out_dir: Path, private: bool = False) -> dict:
+    """Write a fully trained submission's folds as ramp-test's training_output/ in out_dir.
+
+    Test predictions and scores are written only when `private` (organisers); without it
+    the folder is what ramp-test writes for a kit without test data."""
     submission = get_submission(db, submission_id)
     problem = get_problem(db, submission["problem"])
     tasks = list(db.query(
@@ -109,7 +116,7 @@ def export_ramp(workspace, db, submission_id, out_dir: Path) -> dict:
             "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t "
             "ON t.id = sc.task WHERE t.submission = ?", [submission["id"]]):
         scores.setdefault(task, {}).setdefault(split, {})[name] = value
-    has_test = problem["n_test"] > 0
+    has_test = problem["n_test"] > 0 and private
     steps = SPLITS if has_test else SPLITS[:2]
     store = BlobStore(workspace.blobs_dir)
     save = _pred_writer(workspace, problem)
@@ -138,15 +145,16 @@ def export_ramp(workspace, db, submission_id, out_dir: Path) -> dict:
                                   preds_train, preds_test)
         if table is not None:
             rows = []
-            for step in ("valid", "test"):
+            for step in ("valid", "test") if has_test else ("valid",):
                 for n_bag in range(len(tasks)):
                     if step in table:
                         rows.append([step, n_bag, *[table[step][n][n_bag] for n in names]])
             _write_text(out_dir / "bagged_scores.csv", _csv_text(["step", "n_bag", *names], rows))
     except OSError as error:
         raise UsageError(f"cannot write to {out_dir}: {error.strerror or error}") from None
-    return {"submission": submission["id"], "problem": problem["name"], "folder": str(out_dir),
-            "folds": len(tasks), "test": has_test, "note": note}
+    return {"submission_id": submission["id"], "problem": problem["name"], "folder": str(out_dir),
+            "folds": len(tasks), "test": has_test, "note": note,
+            "test_left_out": problem["n_test"] > 0 and not private}
 
 
 def _pred_writer(workspace, problem: dict):
@@ -181,38 +189,60 @@ def _pred_writer(workspace, problem: dict):
     return kits_own
 
 
-def task_rows(db, problem_name: str) -> tuple[list[str], list[dict]]:
+def task_rows(db, problem_name: str, private: bool = False,
+              now: float | None = None) -> tuple[list[str], list[dict]]:
     """(CSV columns, rows): every task of a problem with its scores and measurements.
 
-    Score columns are `<split>_<score>` for split train, valid, test and each score type
-    in the problem's order.
+    Score columns are `<split>_<score>` for split train, valid (and test when `private`)
+    and each score type in the problem's order. The public view (`private` False) has no
+    test column, and no score of an event whose scores are not public yet (its rows'
+    score cells are empty and `scores_hidden` is 1): the leaderboard's rule
+    (datarun/board/views.py).
     """
+    import time
+
+    from datarun.board.scopes import hidden_events
+    from datarun.board.views import visible_splits
+
     problem = get_problem(db, problem_name)
     names = list(problem["score_names"])
-    score_columns = [f"{split}_{name}" for split in SPLITS for name in names]
+    splits = visible_splits(private, True)
+    hidden = {} if private else hidden_events(db, problem_name, time.time() if now is None else now)
+    score_columns = [f"{split}_{name}" for split in splits for name in names]
+    marks = ", ".join("?" for _ in splits)
     scores: dict[int, dict] = {}
     for task, split, name, value in db.execute(
             "SELECT sc.task, sc.split, sc.score, sc.value FROM scores sc JOIN tasks t "
-            "ON t.id = sc.task JOIN submissions s ON s.id = t.submission WHERE s.problem = ?",
-            [problem_name]):
+            "ON t.id = sc.task JOIN submissions s ON s.id = t.submission WHERE s.problem = ? "
+            f"AND sc.split IN ({marks})", [problem_name, *splits]):
         scores.setdefault(task, {})[f"{split}_{name}"] = value
     rows = []
     for task in db.query(
-            "SELECT s.problem, s.event, s.id AS submission, s.team, s.name AS submission_name, "
-            "t.id AS task, t.fold, t.state, t.attempt, t.host, t.error_kind, t.train_time, "
-            "t.valid_time, t.test_time, t.wall_time, t.cpu_time, t.peak_memory, t.started_at, "
-            "t.finished_at FROM tasks t JOIN submissions s ON s.id = t.submission "
+            "SELECT s.problem, s.event, s.id AS submission_id, s.team, s.name AS submission, "
+            "t.id AS task_id, t.fold, t.state, t.attempt, t.host, t.error_kind, t.train_time, "
+            "t.valid_time, t.test_time, t.wall_time, t.cpu_time, t.peak_memory, "
+            "t.ran_from AS started_at, t.ran_to AS finished_at "
+            "FROM tasks t JOIN submissions s ON s.id = t.submission "
             "WHERE s.problem = ? ORDER BY s.id, t.fold", [problem_name]):
         row = {column: task[column] for column in TASK_COLUMNS}
-        row.update({column: scores.get(task["task"], {}).get(column) for column in score_columns})
+        withheld = task["event"] in hidden
+        row.update({column: None if withheld else scores.get(task["task_id"], {}).get(column)
+                    for column in score_columns})
+        row["scores_hidden"] = int(withheld)
         rows.append(row)
-    return [*TASK_COLUMNS, *score_columns], rows
+    return [*TASK_COLUMNS, *score_columns, "scores_hidden"], rows
 
 
-def export_tasks(db, problem_name: str, out: Path | None, fmt: str) -> dict:
-    """Write every task of a problem to out (None: return the text) as csv or json."""
-    columns, rows = task_rows(db, problem_name)
+def export_tasks(db, problem_name: str, out: Path | None, fmt: str, private: bool = False) -> dict:
+    """Write every task of a problem to out (None: return the text) as csv or json (the
+    JSON contract's `task-export`, docs/JSON.md); test scores only when `private`."""
+    from datarun.contract import contract, moment
+
+    columns, rows = task_rows(db, problem_name, private)
     if fmt == "csv":
+        for row in rows:
+            for key in ("started_at", "finished_at"):
+                row[key] = moment(row[key])
         import io
 
         buffer = io.StringIO()
@@ -221,8 +251,9 @@ def export_tasks(db, problem_name: str, out: Path | None, fmt: str) -> dict:
         writer.writerows(csv_row(row) for row in rows)  # no cell runs as a spreadsheet formula
         text = buffer.getvalue()
     else:
-        text = json.dumps({"problem": problem_name, "columns": columns, "tasks": rows},
-                          indent=2) + "\n"
+        text = json.dumps(contract("task-export", {"problem": problem_name, "private": private,
+                                                   "columns": columns, "tasks": rows}),
+                          indent=2, allow_nan=False) + "\n"
     summary = {"problem": problem_name, "tasks": len(rows), "format": fmt, "text": None,
                "file": None}
     if out is None:

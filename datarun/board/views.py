@@ -29,3 +29,19 @@ def submission_view(details: dict, private: bool, scores_public: bool) -> dict:
     view["bagged"] = {split: values for split, values in view.get("bagged", {}).items() if split in keep}
     view["scores_hidden"] = not private and not scores_public
     return view
+
+
+def public_submission(workspace, db, submission_id, private: bool, now: float | None = None) -> dict:
+    """`describe_submission` as a viewer may see it: `submission_view` with its event's
+    scores public or not at `now`; `scores_public_at` says from when (None: public)."""
+    import time
+
+    from datarun.board.scopes import hidden_events
+    from datarun.challenge.submissions import describe_submission
+
+    details = describe_submission(workspace, db, submission_id)
+    hidden = hidden_events(db, details["problem"], time.time() if now is None else now)
+    view = submission_view(details, private, details["event"] not in hidden)
+    view["private"] = private
+    view["scores_public_at"] = hidden.get(details["event"])
+    return view

@@ -11,12 +11,66 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from datarun.errors import EXIT_CODES, EXIT_INTERRUPTED, DatarunError
+from datarun.errors import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    KIND_INTERRUPTED,
+    KIND_USAGE,
+    DatarunError,
+)
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
 
+
+def _usage_line(error) -> str:
+    """Click's usage error as datarun's one line: what is wrong, and where the help is."""
+    message = error.format_message().strip().rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(error, "ctx", None)
+    where = f" (`{ctx.command_path} --help`)" if ctx is not None else ""
+    return " ".join(message.split()) + where
+
+
+class DatarunGroup(TyperGroup):
+    """The top-level group: Click's own errors (an unknown option, a missing argument) end
+    like datarun's: one `error: ...` line, exit 2, and the error object under --json."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        words = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(words, prog_name, complete_var, False, **extra)
+        except typer.Abort:
+            code = _fail_outside(KIND_INTERRUPTED, "interrupted", EXIT_INTERRUPTED, words)
+        except Exception as error:
+            if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+                raise  # not Click's: a bug, with its traceback
+            kind, exit_code = (KIND_USAGE, EXIT_USAGE) if hasattr(error, "ctx") else ("invalid", error.exit_code)
+            code = _fail_outside(kind, _usage_line(error), exit_code, words)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail_outside(kind: str, message: str, exit_code: int, words: list[str]) -> int:
+    """`fail` for errors raised before or around a command (no `handled()` there)."""
+    from datarun.safetext import printable
+
+    message = printable(message)
+    print(f"error: {message}", file=sys.stderr)
+    options = words[:words.index("--")] if "--" in words else words
+    if "--json" in options:
+        from datarun.contract import error_object
+
+        json.dump(error_object(kind, message, exit_code), sys.stdout)
+        sys.stdout.write("\n")
+    return exit_code
+
+
 app = typer.Typer(
+    cls=DatarunGroup,
     name="datarun",
     help="Train and test data-challenge submissions on cross-validation folds, on your own "
     "servers.\n\n" + EXIT_HELP,
@@ -29,9 +83,29 @@ app = typer.Typer(
 
 class State:
     workspace: Path | None = None
+    json: bool = False  # the running command was asked for JSON on stdout
 
 
 state = State()
+
+
+def _note_json(value: bool) -> bool:
+    if value:
+        state.json = True
+    return value
+
+
+# Every command that prints data takes this option: errors then come as JSON too
+# (docs/JSON.md), which `handled()` knows from `state.json`.
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout (docs/JSON.md).",
+                                          callback=_note_json)]
+
+
+def note_json_file(value: Path | None) -> Path | None:
+    """For `--json FILE` options: FILE '-' is JSON on stdout."""
+    if value is not None and str(value) == "-":
+        state.json = True
+    return value
 
 
 @app.callback()
@@ -43,6 +117,7 @@ def _global(
     ] = None,
 ) -> None:
     state.workspace = workspace
+    state.json = False
 
 
 def get_workspace():
@@ -87,11 +162,33 @@ def warn_unsandboxed(workspace) -> None:
         err(line)
 
 
-def emit_json(data: Any) -> None:
-    """JSON on stdout. Text from tasks and hosts is kept raw here: json.dump escapes every
-    control and non-ASCII character (ensure_ascii), so no escape sequence reaches a terminal."""
-    json.dump(data, sys.stdout, indent=2 if sys.stdout.isatty() else None, default=str)
+def emit_json(kind: str, data: dict[str, Any]) -> None:
+    """The output of kind `kind` (docs/JSON.md, docs/schema/<kind>.json) on stdout: one object,
+    its `schema` key first, moments in ISO 8601 UTC (datarun.contract).
+
+    Text from tasks and hosts is kept raw here: json.dump escapes every control and non-ASCII
+    character (ensure_ascii), so no escape sequence reaches a terminal."""
+    from datarun.contract import contract
+
+    json.dump(contract(kind, data), sys.stdout, indent=2 if sys.stdout.isatty() else None,
+              default=str, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def json_requested() -> bool:
+    """Whether the running command was asked for JSON on stdout (`--json`, or `--json -`)."""
+    return state.json
+
+
+def fail(kind: str, message: str, exit_code: int, as_json: bool) -> None:
+    """One `error: ...` line on stderr, the error object on stdout under --json; then exit."""
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        from datarun.contract import error_object
+
+        json.dump(error_object(kind, message, exit_code), sys.stdout)
+        sys.stdout.write("\n")
+    raise typer.Exit(exit_code)
 
 
 def print_renderable(renderable) -> None:
@@ -113,7 +210,8 @@ def print_renderable(renderable) -> None:
 
 @contextmanager
 def handled():
-    """Turn datarun's errors into `error: ...` on stderr and their exit code."""
+    """Turn datarun's errors into `error: ...` on stderr and their exit code (and, under
+    `--json`, the error object on stdout: docs/JSON.md)."""
     try:
         yield
     except DatarunError as error:
@@ -121,8 +219,9 @@ def handled():
 
         text = printable(error).strip()
         message = text.splitlines()[0] if text else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
-        raise typer.Exit(error.exit_code) from None
+        fail(error.kind, message, error.exit_code, json_requested())
     except KeyboardInterrupt:
+        if json_requested():
+            fail(KIND_INTERRUPTED, "interrupted", EXIT_INTERRUPTED, True)
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None

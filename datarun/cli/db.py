@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, get_workspace, handled
+from datarun.cli.app import JsonOption, app, emit_json, err, get_workspace, handled
 
 db_app = typer.Typer(help="The workspace database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -15,7 +15,7 @@ app.add_typer(db_app, name="db")
 def backup(
     file: Annotated[Path, typer.Argument(help="Where to write the copy (a new file).")],
     force: Annotated[bool, typer.Option("--force", help="Replace FILE if it exists.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Copy the database consistently, even while a dispatcher or submit writes to it."""
     from datarun.store.backup import backup_database
@@ -23,7 +23,7 @@ def backup(
     with handled():
         result = backup_database(get_workspace(), file, force=force)
     if json_out:
-        emit_json(result)
+        emit_json("backup", result)
     else:
         rows = ", ".join(f"{count} {name}" for name, count in result["rows"].items())
         err(f"backed up to {result['path']} ({result['bytes']} bytes: {rows})")

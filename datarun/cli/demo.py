@@ -5,13 +5,13 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, print_renderable
+from datarun.cli.app import JsonOption, app, emit_json, err, handled, print_renderable
 
 
 @app.command()
 def demo(
     directory: Annotated[Path | None, typer.Option("--dir", help="Make the demo workspace here (default: a new temporary folder).")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Register the example kits, submit their submissions, train them on this machine, show the
     leaderboards, and write the demo's site."""
@@ -42,7 +42,9 @@ def demo(
             if progress.live.is_started:
                 progress.stop()
     if json_out:
-        emit_json(result)
+        from datarun.cli.shapes import leaderboard as shaped
+
+        emit_json("demo", {**result, "leaderboards": [shaped(b) for b in result["leaderboards"]]})
         return
     from datarun.cli.render import leaderboard_table
 

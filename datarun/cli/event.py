@@ -5,13 +5,21 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+from datarun.cli.app import (
+    JsonOption,
+    app,
+    emit_json,
+    err,
+    handled,
+    open_workspace,
+    print_renderable,
+)
+from datarun.cli.shapes import event as shaped
 
 event_app = typer.Typer(help="Events: who may submit to a problem, when, and how often.",
                         no_args_is_help=True)
 app.add_typer(event_app, name="event")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 DATE_HELP = "ISO 8601 date or date-time, e.g. 2026-12-01 or 2026-12-01T09:00+01:00 (no zone: UTC)."
 
 
@@ -43,7 +51,7 @@ def add(
                           participants=participants, min_interval=min_interval,
                           max_submissions=max_submissions)
     if json_out:
-        emit_json(event)
+        emit_json("event", shaped(event))
     else:
         teams = "every team" if event["participants"] is None else f"{len(event['participants'])} teams"
         err(f"event {event['name']} added on problem {event['problem']}, open to {teams}")
@@ -62,7 +70,7 @@ def list_command(
         _, db = open_workspace()
         events = list_events(db, problem)
     if json_out:
-        emit_json(events)
+        emit_json("event-list", {"events": [shaped(e) for e in events]})
     else:
         print_renderable(events_table(events))
 
@@ -80,7 +88,7 @@ def show(
         _, db = open_workspace()
         event = describe_event(db, name)
     if json_out:
-        emit_json(event)
+        emit_json("event", shaped(event))
     else:
         for table in event_tables(event):
             print_renderable(table)

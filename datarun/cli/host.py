@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from datarun.cli.app import (
+    JsonOption,
     app,
     emit_json,
     err,
@@ -18,7 +19,6 @@ host_app = typer.Typer(help="Hosts that run tasks: register, pin keys, check, li
                        no_args_is_help=True)
 app.add_typer(host_app, name="host")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
 def _yes_no(value) -> str:
@@ -151,7 +151,7 @@ def add(
     with handled():
         result = register_host(get_workspace(), name, table, trust=trust, replace=replace)
     if json_out:
-        emit_json(result)
+        emit_json("host-add", result)
         return
     err(f"Added host {name}.")
     if result["host_key"]:
@@ -178,7 +178,7 @@ def trust(
     with handled():
         pin = trust_host(get_workspace(), name, replace=replace)
     if json_out:
-        emit_json({"name": name, "host_key": pin.fingerprint, "replaced": pin.replaced})
+        emit_json("host-trust", {"name": name, "host_key": pin.fingerprint, "replaced": pin.replaced})
     elif pin.replaced:
         err(f"Pinned the host key of {name}: {pin.fingerprint} (replacing {' and '.join(pin.replaced)})")
     else:
@@ -193,7 +193,7 @@ def list_hosts(json_out: JsonOption = False) -> None:
     with handled():
         rows = host_rows(get_workspace())
     if json_out:
-        emit_json(rows)
+        emit_json("host-list", {"hosts": rows})
     else:
         print_renderable(hosts_table(rows))
 
@@ -209,7 +209,7 @@ def remove(
     with handled():
         unregister_host(get_workspace(), name)
     if json_out:
-        emit_json({"removed": name})
+        emit_json("host-remove", {"name": name, "removed": True})
     else:
         err(f"Removed host {name}.")
 
@@ -228,7 +228,7 @@ def check(
     with handled():
         reports = check_hosts(get_workspace(), name)
     if json_out:
-        emit_json(reports)
+        emit_json("host-check", {"hosts": reports})
     else:
         print_renderable(check_table(reports))
         for report in reports:
@@ -261,7 +261,8 @@ def clean(
         workspace, db = open_workspace()
         result = clean_host(workspace, db, name, force=force)
     if json_out:
-        emit_json(result)
+        emit_json("host-clean", {**{k: v for k, v in result.items() if k != "workspace"},
+                                  "workspace_id": result["workspace"]})
         return
     err(f"host {name}: removed {len(result['removed'])} task folders of this workspace "
         f"({format_size(result['freed'])}); kept {len(result['kept'])} running")
@@ -285,7 +286,7 @@ def setup(
         workspace, db = open_workspace()
         report = setup_host(workspace, db, name, problem or [])
     if json_out:
-        emit_json(report)
+        emit_json("host-setup", report)
         return
     versions = ", ".join(f"{package} {version}" for package, version in sorted(report["versions"].items()))
     err(f"{'Made' if report['made'] else 'Reused'} the environment of host {name} for "

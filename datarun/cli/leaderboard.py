@@ -4,7 +4,15 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+from datarun.cli.app import (
+    JsonOption,
+    app,
+    emit_json,
+    err,
+    handled,
+    open_workspace,
+    print_renderable,
+)
 
 
 @app.command("leaderboard")
@@ -14,7 +22,7 @@ def leaderboard_command(
         "--event", help="Only this event's submissions (default: all of the problem's).")] = None,
     private: Annotated[bool, typer.Option(
         "--private", help="Organisers: add the test scores, and show scores not yet public.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    json_out: JsonOption = False,
     csv_out: Annotated[bool, typer.Option(
         "--csv", help="Print CSV on stdout, one flat column per value (docs/LEADERBOARD.md).")] = False,
 ) -> None:
@@ -30,7 +38,9 @@ def leaderboard_command(
     if board["notice"]:
         err(board["notice"])
     if json_out:
-        emit_json(board)
+        from datarun.cli.shapes import leaderboard as shaped
+
+        emit_json("leaderboard", shaped(board))
     elif csv_out:
         import csv
         import sys

@@ -9,12 +9,19 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace, print_renderable
+from datarun.cli.app import (
+    JsonOption,
+    app,
+    emit_json,
+    err,
+    handled,
+    open_workspace,
+    print_renderable,
+)
 
 problem_app = typer.Typer(help="Register kits as problems and inspect them.", no_args_is_help=True)
 app.add_typer(problem_app, name="problem")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
 def _duration(seconds: float | None) -> str:
@@ -188,7 +195,7 @@ def add(
     for note in info.get("notes", []):
         err(f"note: {note}")
     if json_out:
-        emit_json(info)
+        emit_json("problem", info)
         return
     split = info["split"]
     err(f"Registered problem {info['name']!r}: {info['n_train']} train rows, {info['n_test']} "
@@ -206,13 +213,13 @@ def list_command(json_out: JsonOption = False) -> None:
         _, db = open_workspace()
         rows = list_problems(db)
     if json_out:
-        emit_json([
+        emit_json("problem-list", {"problems": [
             {"name": r["name"], "title": r["title"], "kind": r["kind"], "workflow": r["workflow"],
              "n_train": r["n_train"], "n_test": r["n_test"], "n_features": r["n_features"],
              "n_folds": r["n_folds"], "cv": r["spec"]["cv"], "scores": r["score_names"],
              "limits": r["limits"], "created_at": r["created_at"]}
             for r in rows
-        ])
+        ]})
         return
     if not rows:
         err("No problems registered yet: run `datarun problem add KIT`.")
@@ -232,6 +239,6 @@ def show(
         workspace, db = open_workspace()
         info = describe_problem(workspace, db, name)
     if json_out:
-        emit_json(info)
+        emit_json("problem", info)
         return
     print_renderable(problem_view(info))

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, handled, open_workspace
+from datarun.cli.app import JsonOption, app, emit_json, err, handled, open_workspace
 
 
 @app.command("site")
@@ -17,7 +17,7 @@ def site_command(
     private: Annotated[bool, typer.Option(
         "--private", help="Organisers: test scores, scores not yet public, code, hosts. Write it "
         "to a folder no participant can read.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Write a static site: leaderboards, a page per submission, plots (HTML, CSS, SVG).
 
@@ -30,7 +30,7 @@ def site_command(
         workspace, db = open_workspace()
         result = build_site(workspace, db, out, problem=problem, event=event, private=private)
     if json_out:
-        emit_json(result)
+        emit_json("site", result)
         return
     err(f"site: {len(result['written'])} files written, {result['unchanged']} unchanged, "
         f"{len(result['removed'])} removed")

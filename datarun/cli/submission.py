@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from datarun.cli.app import (
+    JsonOption,
     app,
     emit_json,
     err,
@@ -18,7 +19,6 @@ from datarun.cli.app import (
 submission_app = typer.Typer(help="List and inspect submissions.", no_args_is_help=True)
 app.add_typer(submission_app, name="submission")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
 @app.command()
@@ -47,7 +47,7 @@ def submit(
 
         warm_runners(workspace)  # its imports overlap with whatever the organiser does next
     if json_out:
-        emit_json(result)
+        emit_json("submit", result)
     elif result["created"]:
         err(f"submission {result['id']} ({result['team']} / {result['name']}) stored in event "
             f"{result['event']}; {result['tasks']} tasks queued")
@@ -74,7 +74,9 @@ def list_command(
             get_problem(db, problem)
         rows = list_submissions(db, problem)
     if json_out:
-        emit_json(rows)
+        from datarun.cli.shapes import submission_row
+
+        emit_json("submission-list", {"submissions": [submission_row(row) for row in rows]})
     else:
         print_renderable(submissions_table(rows))
 
@@ -83,10 +85,16 @@ def list_command(
 def show(
     submission_id: Annotated[str, typer.Argument(metavar="ID", help="The submission's id.")],
     code: Annotated[bool, typer.Option("--code", help="Show the participant's code.")] = False,
+    private: Annotated[bool, typer.Option(
+        "--private", help="Organisers: add the test scores, and scores not yet public.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Per-fold scores, times, CPU, memory, state and errors of a submission (or its code)."""
-    from datarun.challenge.submissions import describe_submission, error_tail, submission_code
+    """Per-fold scores, times, CPU, memory, state and errors of a submission (or its code).
+
+    The public view shows train and validation scores once the event's scores are public,
+    never a test score; --private shows them all."""
+    from datarun.board.views import public_submission
+    from datarun.challenge.submissions import error_tail, submission_code
     from datarun.problems.registry import get_problem
 
     with handled():
@@ -94,11 +102,11 @@ def show(
         if code:
             files = submission_code(workspace, db, submission_id)
         else:
-            sub = describe_submission(workspace, db, submission_id)
+            sub = public_submission(workspace, db, submission_id, private)
             score_names = get_problem(db, sub["problem"])["score_names"]
     if code:
         if json_out:
-            emit_json(files)
+            emit_json("submission-code", {"submission_id": int(submission_id), "files": files})
             return
         from rich.syntax import Syntax
 
@@ -110,7 +118,9 @@ def show(
             print_renderable(Syntax(printable(text), "python", line_numbers=True))
         return
     if json_out:
-        emit_json(sub)
+        from datarun.cli.shapes import submission as shaped
+
+        emit_json("submission", shaped(sub))
         return
     from datarun.cli.render import submission_table
 

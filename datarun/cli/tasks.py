@@ -5,10 +5,10 @@ from typing import Annotated
 
 import typer
 
-from datarun.cli.app import app, emit_json, err, err_hosts, handled, open_workspace
+from datarun.cli.app import JsonOption, app, emit_json, err, err_hosts, handled, open_workspace
+from datarun.cli.shapes import refers_to_submission
 from datarun.errors import EXIT_FAILED
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 SubmissionArgument = Annotated[str, typer.Argument(metavar="SUBMISSION", help="The submission's id.")]
 
 
@@ -21,7 +21,7 @@ def retry(submission: SubmissionArgument, json_out: JsonOption = False) -> None:
         workspace, db = open_workspace()
         result = retry_submission(workspace, db, submission)
     if json_out:
-        emit_json(result)
+        emit_json("retry", refers_to_submission(result))
     else:
         err(f"submission {result['submission']}: {len(result['requeued'])} tasks re-queued; "
             "`datarun train` (or cron's `datarun dispatch`) runs them")
@@ -36,7 +36,7 @@ def cancel(submission: SubmissionArgument, json_out: JsonOption = False) -> None
         workspace, db = open_workspace()
         result = cancel_submission(workspace, db, submission)
     if json_out:
-        emit_json(result)
+        emit_json("cancel", refers_to_submission(result))
     else:
         err(f"submission {result['submission']}: {len(result['cancelled'])} tasks cancelled "
             f"({len(result['running'])} running, {len(result['queued'])} queued)")
@@ -57,7 +57,7 @@ def logs(
         workspace, db = open_workspace()
         result = task_log(workspace, db, task)
     if json_out:
-        emit_json(result)  # the raw text, escaped by JSON
+        emit_json("task-log", refers_to_submission(result))  # the raw text, escaped by JSON
         return
     from datarun.safetext import printable
 

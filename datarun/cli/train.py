@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from datarun.cli.app import (
+    JsonOption,
     app,
     emit_json,
     err,
@@ -16,7 +17,6 @@ from datarun.cli.app import (
 )
 from datarun.errors import EXIT_FAILED
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 MaxAttempts = Annotated[int, typer.Option(
     "--max-attempts", help="Times a task's host may be lost under it before it fails as host_lost.")]
 
@@ -82,7 +82,7 @@ def train(
     if json_out:
         err_unfit(summary["unfit"])
     if json_out:
-        emit_json(summary)
+        emit_json("train", summary)
     else:
         cancelled = f", {summary['cancelled']} cancelled" if summary["cancelled"] else ""
         unfit = sum(len(u["tasks"]) for u in summary["unfit"])
@@ -105,7 +105,7 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
     err_hosts(summary["host_errors"])
     err_unfit(summary["unfit"])
     if json_out:
-        emit_json(summary)
+        emit_json("dispatch", summary)
     else:
         err(f"collected {summary['collected']}, launched {summary['launched']}, "
             f"re-queued {summary['requeued']}")
@@ -123,7 +123,7 @@ def status(json_out: JsonOption = False) -> None:
         workspace, db = open_workspace()
         report = workspace_status(workspace, db)
     if json_out:
-        emit_json(report)
+        emit_json("status", report)
         return
     from datarun.cli.render import status_tables
 
