@@ -126,6 +126,11 @@ def show(
 
     print_renderable(submission_table(sub, score_names))
     print_renderable(f"event {sub['event']}")
+    if sub["scores_hidden"]:
+        from datarun.challenge.events import format_when
+
+        print_renderable(f"scores not public until {format_when(sub['scores_public_at'])}; "
+                         "organisers see them with --private")
     if sub.get("forced"):
         print_renderable(f"submitted with --force, overriding: {sub['forced']}")
     for task in sub["tasks"]:
