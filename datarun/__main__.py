@@ -1,3 +1,3 @@
 from datarun.launch import main
 
-main()
+main(prog_name="datarun")  # `python -m datarun` names itself as the installed command does

@@ -17,8 +17,8 @@ for _group in GROUPS:
     import_module(f"datarun.cli.{_group}")
 
 
-def main() -> None:
-    app()
+def main(prog_name: str | None = None) -> None:
+    app(prog_name=prog_name)
 
 
 __all__ = ["app", "main"]

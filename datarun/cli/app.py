@@ -75,7 +75,8 @@ app = typer.Typer(
     help="Train and test data-challenge submissions on cross-validation folds, on your own "
     "servers.\n\n" + EXIT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,  # never print locals: they can hold keys
     rich_markup_mode=None,
 )
@@ -108,6 +109,14 @@ def note_json_file(value: Path | None) -> Path | None:
     return value
 
 
+def _version(value: bool) -> None:
+    if value:
+        from datarun import __version__
+
+        print(f"datarun {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _global(
     workspace: Annotated[
@@ -115,6 +124,9 @@ def _global(
         typer.Option("--workspace", "-w", help="The workspace folder (default: $DATARUN_HOME, "
                      "else the nearest parent folder with .datarun/)."),
     ] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", help="Print datarun's version and exit.", is_eager=True,
+        callback=_version)] = False,
 ) -> None:
     state.workspace = workspace
     state.json = False
@@ -191,21 +203,43 @@ def fail(kind: str, message: str, exit_code: int, as_json: bool) -> None:
     raise typer.Exit(exit_code)
 
 
+def output_width() -> int | None:
+    """The width tables must fit: the terminal's; when piped, $COLUMNS if set, else none
+    (nobody's window to fit: every column, no padding)."""
+    import os
+    import shutil
+
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
 def print_renderable(renderable) -> None:
     """Print a rich renderable, or a plain string taken literally (no markup: it may hold user
-    text) and made printable. Tables are made printable cell by cell (datarun.cli.render)."""
+    text) and made printable. Tables are made printable cell by cell (datarun.cli.render).
+
+    On a terminal, rich fits it to the window. Piped, it is rendered as wide as it needs
+    (or $COLUMNS) and each line's trailing padding is dropped, so a file gets the table's
+    own width."""
+    from io import StringIO
+
     from rich.console import Console
 
     from datarun.safetext import printable
 
     if isinstance(renderable, str):
         renderable = printable(renderable)
-
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:
-        # Piped or captured: nobody's window to fit, so never squash a wide leaderboard.
-        console = Console(soft_wrap=False, width=max(console.width, 200))
+    if sys.stdout.isatty():
+        Console(soft_wrap=False).print(renderable, markup=False, highlight=False)
+        return
+    buffer = StringIO()
+    console = Console(file=buffer, width=output_width() or 10_000, soft_wrap=False,
+                      color_system=None, force_terminal=False)
     console.print(renderable, markup=False, highlight=False)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines()))
 
 
 @contextmanager

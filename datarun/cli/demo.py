@@ -49,8 +49,10 @@ def demo(
     from datarun.cli.render import leaderboard_table
 
     err(f"workspace: {result['workspace']}")
+    from datarun.cli.app import output_width
+
     for board in result["leaderboards"]:
-        print_renderable(leaderboard_table(board))
+        print_renderable(leaderboard_table(board, output_width()))
     print_renderable("Failed submissions, as recorded:")
     for failure in result["failures"]:
         tail = (failure["error"] or "").strip().splitlines()

@@ -51,6 +51,7 @@ def leaderboard_command(
         writer.writeheader()
         writer.writerows(csv_rows(board))
     else:
+        from datarun.cli.app import output_width
         from datarun.cli.render import leaderboard_table
 
-        print_renderable(leaderboard_table(board))
+        print_renderable(leaderboard_table(board, output_width()))

@@ -6,7 +6,9 @@ and hosts, and a terminal must never receive their escape sequences.
 """
 
 import datetime as dt
+from dataclasses import dataclass, field
 
+from rich.cells import cell_len
 from rich.table import Table as _RichTable
 
 from datarun.safetext import printable
@@ -24,6 +26,73 @@ def add_row(table: _RichTable, *cells) -> None:
     table.add_row(*("" if cell is None else printable(cell) for cell in cells))
 
 
+@dataclass
+class Column:
+    """A column of a table that fits a width: `drop` orders which go first when the table is
+    too wide (lowest first, the rightmost of equals first; None: never dropped); a `name`
+    column (team, submission) is abbreviated with "…" rather than dropped. Numbers are
+    never cut: a column is shown whole or not at all."""
+
+    header: str
+    cells: list[str] = field(default_factory=list)
+    justify: str = "right"
+    drop: int | None = None
+    name: bool = False
+
+    def width(self) -> int:
+        return max([cell_len(self.header), *(cell_len(c) for c in self.cells)])
+
+
+NAME_MIN = 10  # a team or submission name is never abbreviated below this many cells
+
+
+def fit_columns(columns: list[Column], width: int | None) -> tuple[list[Column], list[Column], dict[int, int]]:
+    """(kept, dropped, {index in kept: width}) for a table that fits `width` (None: all of
+    them, at their natural widths). Name columns count at most NAME_MIN cells while
+    deciding what to drop; whatever room is left is then shared out among them."""
+    kept = list(columns)
+    dropped: list[Column] = []
+
+    def table_width(cols):  # rich's box: "│ " + cell + " " per column, then "│"
+        return sum((min(col.width(), NAME_MIN) if col.name else col.width()) + 3 for col in cols) + 1
+
+    order = sorted((c for c in columns if c.drop is not None),
+                   key=lambda c: (c.drop, -columns.index(c)))
+    while width is not None and table_width(kept) > width and order:
+        column = order.pop(0)
+        kept.remove(column)
+        dropped.append(column)
+    widths = {i: column.width() for i, column in enumerate(kept)}
+    if width is not None:
+        names = [i for i, column in enumerate(kept) if column.name]
+        room = width - (sum(widths[i] + 3 for i in widths if i not in names) + 1 + 3 * len(names))
+        wanted = {i: widths[i] for i in names}
+        # Give each name what it needs, smallest first, sharing what is left evenly.
+        for position, i in enumerate(sorted(names, key=lambda i: wanted[i])):
+            share = max(room // (len(names) - position), min(wanted[i], NAME_MIN))
+            widths[i] = min(wanted[i], share)
+            room -= widths[i]
+    return kept, dropped, widths
+
+
+def fitted_table(columns: list[Column], rows: int, width: int | None, *, title: str | None = None,
+                 caption: str | None = None, sections: tuple[int, ...] = ()) -> _RichTable:
+    """A table of the columns that fit `width`, naming the dropped ones in its caption."""
+    kept, dropped, widths = fit_columns(columns, width)
+    if dropped:
+        names = ", ".join(column.header for column in columns if column in dropped)
+        caption = (caption + "\n" if caption else "") + f"not shown at this width: {names} (--json has all)"
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for index, column in enumerate(kept):
+        table.add_column(column.header, justify=column.justify, no_wrap=True,
+                         overflow="ellipsis" if column.name else "fold", width=widths[index])
+    for index in range(rows):
+        if index in sections:
+            table.add_section()
+        add_row(table, *(column.cells[index] for column in kept))
+    return table
+
+
 def _score(value) -> str:
     if value is None:
         return "-"
@@ -36,7 +105,15 @@ def _when(timestamp) -> str:
     return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
-def leaderboard_table(board: dict) -> _RichTable:
+# When a leaderboard is wider than the terminal, columns go in this order (lowest first); rank,
+# team, submission, the official score and (privately) its test score always stay, the
+# names abbreviated with "…" if need be. The README quotes it.
+LEADERBOARD_DROP_ORDER = ("submitted", "valid and test time", "train time", "memory", "cpu",
+                          "other test scores", "other validation scores", "contributivity", "folds")
+
+
+def leaderboard_table(board: dict, width: int | None = None) -> _RichTable:
+    """A leaderboard as a table that fits `width` (None: every column)."""
     names = board["scores"]
     official = board["official_score"]
     scope = board["problem"] + (f" / event {board['event']}" if board.get("event") else "")
@@ -50,41 +127,37 @@ def leaderboard_table(board: dict) -> _RichTable:
             caption += f"; blended test {_score(blend['combined_test'])}"
     if board.get("note"):
         caption = (caption + "\n" if caption else "") + f"note: {board['note']}"
-    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-    table.add_column("rank", justify="right")
-    table.add_column("team")
-    table.add_column("submission")
-    # Only when some submission has a failed fold: how many of its folds were scored.
-    partial = any(row.get("state") == "partial" for row in board["rows"])
-    if partial:
-        table.add_column("folds", justify="right")
+    rows = board["rows"]
+    name = "name" if rows and "name" in rows[0] else "submission"
+
+    def column(header, values, drop=None, justify="right", is_name=False):
+        return Column(header, [str(v) for v in values], justify, drop, is_name)
+
     arrow = "↓" if board["lower_is_better"][official] else "↑"
-    table.add_column(f"{official} {arrow}", justify="right")
-    for name in names[1:]:
-        table.add_column(name, justify="right")
+    columns = [
+        column("rank", ["-" if r.get("rank") is None else r["rank"] for r in rows]),
+        column("team", [r["team"] for r in rows], justify="left", is_name=True),
+        column("submission", [r[name] for r in rows], justify="left", is_name=True),
+    ]
+    # Only when some submission has a failed fold: how many of its folds were scored.
+    if any(row.get("state") == "partial" for row in rows):
+        columns.append(column("folds", [f"{r['folds_scored']}/{r['folds']}" for r in rows], drop=8))
+    columns.append(column(f"{official} {arrow}", [_score(r["score"]) for r in rows]))
+    columns += [column(n, [_score(r["valid"][n]) for r in rows], drop=6) for n in names[1:]]
     if board["private"]:
-        for name in names:
-            table.add_column(f"test {name}", justify="right")
-    table.add_column("contrib", justify="right")
-    for column in ("train", "valid", "test", "cpu", "memory"):
-        table.add_column(column, justify="right")
-    table.add_column("submitted")
-    for row in board["rows"]:
-        rank = "-" if row.get("rank") is None else str(row["rank"])
-        cells = [rank, row["team"], row["submission"]]
-        if partial:
-            cells.append(f"{row['folds_scored']}/{row['folds']}")
-        cells.append(_score(row["score"]))
-        cells += [_score(row["valid"][name]) for name in names[1:]]
-        if board["private"]:
-            cells += [_score(row["test"][name]) for name in names]
-        contrib = row.get("contributivity")
-        cells.append("-" if contrib is None else f"{contrib:.0%}")
-        cells += [format_duration(row["train_time"]), format_duration(row["valid_time"]),
-                  format_duration(row["test_time"]), format_duration(row["cpu_time"]),
-                  format_size(row["peak_memory"]), _when(row["submitted_at"])]
-        add_row(table, *cells)
-    return table
+        columns.append(column(f"test {official}", [_score(r["test"][official]) for r in rows]))
+        columns += [column(f"test {n}", [_score(r["test"][n]) for r in rows], drop=5) for n in names[1:]]
+    columns.append(column("contrib", ["-" if r.get("contributivity") is None
+                                      else f"{r['contributivity']:.0%}" for r in rows], drop=7))
+    columns += [
+        column("train", [format_duration(r["train_time"]) for r in rows], drop=2),
+        column("valid", [format_duration(r["valid_time"]) for r in rows], drop=1),
+        column("test", [format_duration(r["test_time"]) for r in rows], drop=1),
+        column("cpu", [format_duration(r["cpu_time"]) for r in rows], drop=4),
+        column("memory", [format_size(r["peak_memory"]) for r in rows], drop=3),
+        column("submitted", [_when(r["submitted_at"]) for r in rows], drop=0, justify="left"),
+    ]
+    return fitted_table(columns, len(rows), width, title=title, caption=caption)
 
 
 def submissions_table(rows: list[dict]) -> _RichTable:
@@ -98,28 +171,39 @@ def submissions_table(rows: list[dict]) -> _RichTable:
     return table
 
 
-def submission_table(sub: dict, score_names: list[str]) -> _RichTable:
+def submission_table(sub: dict, score_names: list[str], width: int | None = None) -> _RichTable:
+    """A submission's folds (with each task's id, for `datarun logs TASK`), fitting `width`."""
     title = f"submission {sub['id']}: {sub['team']} / {sub['name']} on {sub['problem']} — {sub['state']}"
-    table = Table(title=title, title_justify="left")
-    table.add_column("fold", justify="right")
-    table.add_column("state")
-    for name in score_names:
-        table.add_column(f"valid {name}", justify="right")
-    for column in ("train", "valid", "test", "cpu", "memory", "measured by", "host"):
-        table.add_column(column, justify="right" if column not in ("host", "measured by") else "left")
-    for task in sub["tasks"]:
-        valid = task["scores"].get("valid", {})
-        state = task["state"] if not task["error_kind"] else f"{task['state']}: {task['error_kind']}"
-        add_row(table, str(task["fold"]), state, *[_score(valid.get(n)) for n in score_names],
-                      format_duration(task["train_time"]), format_duration(task["valid_time"]),
-                      format_duration(task["test_time"]), format_duration(task["cpu_time"]),
-                      format_size(task["peak_memory"]),
-                      (task.get("environment") or {}).get("measured_by") or "-", task["host"] or "-")
-    if sub["bagged"].get("valid"):
-        table.add_section()
-        add_row(table, "bagged", "", *[_score(sub["bagged"]["valid"].get(n)) for n in score_names],
-                      "", "", "", "", "", "", "")
-    return table
+    tasks = sub["tasks"]
+    bagged = sub["bagged"].get("valid")
+    extra = 1 if bagged else 0
+
+    def column(header, values, drop=None, justify="right", bag=""):
+        return Column(header, [str(v) for v in values] + ([bag] if extra else []), justify, drop)
+
+    columns = [
+        column("fold", [t["fold"] for t in tasks], bag="bagged"),
+        column("task", [t.get("id", "-") for t in tasks]),
+        column("state", [t["state"] if not t["error_kind"] else f"{t['state']}: {t['error_kind']}"
+                         for t in tasks], justify="left"),
+    ]
+    for index, name in enumerate(score_names):
+        columns.append(column(f"valid {name}",
+                              [_score(t["scores"].get("valid", {}).get(name)) for t in tasks],
+                              drop=None if index == 0 else 6,
+                              bag=_score(bagged.get(name)) if bagged else ""))
+    columns += [
+        column("train", [format_duration(t["train_time"]) for t in tasks], drop=3),
+        column("valid", [format_duration(t["valid_time"]) for t in tasks], drop=1),
+        column("test", [format_duration(t["test_time"]) for t in tasks], drop=1),
+        column("cpu", [format_duration(t["cpu_time"]) for t in tasks], drop=5),
+        column("memory", [format_size(t["peak_memory"]) for t in tasks], drop=4),
+        column("measured by", [(t.get("environment") or {}).get("measured_by") or "-" for t in tasks],
+               drop=0, justify="left"),
+        column("host", [t["host"] or "-" for t in tasks], drop=2, justify="left"),
+    ]
+    return fitted_table(columns, len(tasks) + extra, width, title=title,
+                        sections=(len(tasks),) if extra else ())
 
 
 def status_tables(status: dict) -> list[_RichTable]:

@@ -84,7 +84,10 @@ def list_command(
 @submission_app.command("show")
 def show(
     submission_id: Annotated[str, typer.Argument(metavar="ID", help="The submission's id.")],
-    code: Annotated[bool, typer.Option("--code", help="Show the participant's code.")] = False,
+    code: Annotated[bool, typer.Option("--code", help="Show the participant's code (raw when piped).")] = False,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="With --code, piped: the files' exact bytes, control characters included "
+        "(piped without it: the text without line numbers, control characters stripped).")] = False,
     private: Annotated[bool, typer.Option(
         "--private", help="Organisers: add the test scores, and scores not yet public.")] = False,
     json_out: JsonOption = False,
@@ -108,23 +111,17 @@ def show(
         if json_out:
             emit_json("submission-code", {"submission_id": int(submission_id), "files": files})
             return
-        from rich.syntax import Syntax
-
-        from datarun.safetext import printable
-
-        for filename, text in files.items():
-            print_renderable(f"── {filename}")
-            # A participant's code may hold escape characters in its strings.
-            print_renderable(Syntax(printable(text), "python", line_numbers=True))
+        _print_code(files, raw)
         return
     if json_out:
         from datarun.cli.shapes import submission as shaped
 
         emit_json("submission", shaped(sub))
         return
+    from datarun.cli.app import output_width
     from datarun.cli.render import submission_table
 
-    print_renderable(submission_table(sub, score_names))
+    print_renderable(submission_table(sub, score_names, output_width()))
     print_renderable(f"event {sub['event']}")
     if sub["scores_hidden"]:
         from datarun.challenge.events import format_when
@@ -142,3 +139,27 @@ def show(
     environment = next((t["environment"] for t in sub["tasks"] if t["environment"]), None)
     if environment:
         print_renderable("ran with " + ", ".join(f"{k} {v}" for k, v in sorted(environment.items())))
+
+
+def _print_code(files: dict[str, str], raw: bool) -> None:
+    """The code as highlighted text with line numbers on a terminal. Piped, the files' text
+    alone (no line numbers, no headers), so `submission show ID --code > estimator.py`
+    recovers the file; control characters are still stripped (a pipe may end on a terminal:
+    `| cat`), unless `--raw` asks for the exact bytes, which a terminal never receives.
+    Several files are each preceded by a `==> NAME <==` line (as `head` does)."""
+    import sys
+
+    from datarun.safetext import printable
+
+    terminal = sys.stdout.isatty()
+    if not terminal or raw:
+        for filename, text in files.items():
+            if len(files) > 1:
+                sys.stdout.write(f"==> {printable(filename)} <==\n")
+            sys.stdout.write(text if raw and not terminal else printable(text))
+        return
+    from rich.syntax import Syntax
+
+    for filename, text in files.items():
+        print_renderable(f"── {filename}")
+        print_renderable(Syntax(printable(text), "python", line_numbers=True))

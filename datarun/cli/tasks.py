@@ -67,3 +67,7 @@ def logs(
     sys.stdout.write(text)
     if text and not text.endswith("\n"):
         sys.stdout.write("\n")
+    if result["error"]:  # what ended it: the traceback the harness recorded, or the limit hit
+        sys.stdout.write(f"── {result['error_kind'] or 'error'}\n")
+        error = printable(result["error"])
+        sys.stdout.write(error if error.endswith("\n") else error + "\n")

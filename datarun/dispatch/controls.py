@@ -111,6 +111,7 @@ def task_log(workspace: Workspace, db: Database, task: int | str) -> dict[str, A
     if row is None:
         raise NotFound(f"no task {task_id}: `datarun submission show ID` lists a submission's tasks")
     result = {"task": task_id, "submission": row.submission, "state": str(row.state), "host": row.host,
+              "error_kind": row.error_kind, "error": row.error,  # a failed task's traceback
               "events": events_of(db, [task_id])[task_id]}
     if row.log:
         text = BlobStore(workspace.blobs_dir).get_bytes(row.log).decode("utf-8", "replace")
