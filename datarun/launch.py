@@ -3,10 +3,10 @@
 import sys
 
 
-def main() -> None:
+def main(prog_name: str | None = None) -> None:
     from datarun.prefetch import start
 
     start(sys.argv[1:])
     from datarun.cli import main as cli_main
 
-    cli_main()
+    cli_main(prog_name)

@@ -95,7 +95,7 @@ def test_predictions_that_cannot_be_combined_get_one_line_and_fold_scores(traine
     assert all(r.note.startswith("no bagged scores: combining") for r in rows)
 
     out = tmp_path / "exported"
-    exported = cli("export", ids[0], "--ramp", out)
+    exported = cli("export", ids[0], "--ramp", out, "--private")
     assert exported.exit_code == 0, exported.stderr
     assert ("note: no bagged scores: combining the kit's predictions fails (ValueError: these "
             "predictions cannot be averaged), as it would in ramp-test: no bagged_scores.csv "
@@ -110,7 +110,7 @@ def test_predictions_that_cannot_be_combined_get_one_line_and_fold_scores(traine
                           cwd=kit, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "these predictions cannot be averaged" in done.stdout + done.stderr
-    shown = cli("submission", "show", ids[0], "--json").json()
+    shown = cli("submission", "show", ids[0], "--json", "--private").json()
     for task in shown["tasks"]:
         theirs = pd.read_csv(kit / "submissions" / "starting_kit" / "training_output" /
                              f"fold_{task['fold']}" / "scores.csv", index_col=0)
@@ -382,7 +382,7 @@ def test_a_kit_that_saves_its_own_predictions_is_exported_its_way(trained, cli, 
               "--json").json()["id"]
     assert cli("train", "--json").exit_code == 0
     out = tmp_path / "out"
-    assert cli("export", sid, "--ramp", out).exit_code == 0
+    assert cli("export", sid, "--ramp", out, "--private").exit_code == 0
     assert sorted(p.name for p in (out / "fold_0").iterdir()) == [
         "scores.csv", "test_time", "train_time", "valid_time", "y_pred_test.csv",
         "y_pred_train.csv"]
