@@ -7,6 +7,7 @@ and hosts, and a terminal must never receive their escape sequences.
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rich.cells import cell_len
 from rich.table import Table as _RichTable
@@ -35,7 +36,7 @@ class Column:
 
     header: str
     cells: list[str] = field(default_factory=list)
-    justify: str = "right"
+    justify: Literal["left", "right"] = "right"
     drop: int | None = None
     name: bool = False
 
