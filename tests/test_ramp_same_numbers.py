@@ -250,7 +250,7 @@ def test_contributivity_is_ramp_blends(run, kit):
     theirs = pd.read_csv(output / "contributivities.csv").set_index("submission")
     folds = [c for c in theirs.columns if c.startswith("fold_")]
     board = run.ok("leaderboard", kit, "--private")
-    ours = {row["submission"]: row["contributivity"] for row in board["rows"]}
+    ours = {row["name"]: row["contributivity"] for row in board["rows"]}
     for name in names:
         assert ours[name] == pytest.approx(theirs.loc[name, folds].sum(), rel=1e-12, abs=1e-12)
     combined = pd.read_csv(output / "bagged_scores_combined.csv")
