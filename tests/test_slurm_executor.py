@@ -68,7 +68,7 @@ def test_iris_through_slurm_worker_jobs_that_come_and_go(iris, cli, slurm):
 
 def test_a_partition_that_does_not_exist_is_one_line(iris, cli, slurm):
     iris.hosts_file.write_text(slurm_host(slurm, queue="nope"))
-    check = cli("host", "check", "hpc", "--json").json()
+    check = cli("host", "check", "hpc", "--json").json()["hosts"]
     report = check[0] if isinstance(check, list) else check
     report = report.get("hosts", [report])[0] if "hosts" in report else report
     assert report["ok"] is False
@@ -80,7 +80,7 @@ def test_a_partition_that_does_not_exist_is_one_line(iris, cli, slurm):
 def test_sbatch_missing_is_one_line(iris, cli, slurm, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     iris.hosts_file.write_text(slurm_host(slurm))
-    check = cli("host", "check", "hpc", "--json").json()
+    check = cli("host", "check", "hpc", "--json").json()["hosts"]
     report = check[0] if isinstance(check, list) else check
     report = report.get("hosts", [report])[0] if "hosts" in report else report
     assert report["problems"] == ["host hpc: `sbatch` is not on PATH on this machine: install the slurm "
