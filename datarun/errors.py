@@ -48,3 +48,14 @@ class Failed(DatarunError):
     """The command ran, but some of the work it asked for failed."""
 
     exit_code = EXIT_FAILED
+
+
+class DiskFull(DatarunError):
+    """A folder datarun writes to has no space left: the host's fault, never the team's."""
+
+    exit_code = EXIT_FAILED
+
+
+class HostDiskFull(HostError):
+    """A host's working folder has no space left: its tasks go back to the queue, and the
+    host gets no new task in this dispatcher run."""

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from datarun.errors import EXIT_CODES, EXIT_INTERRUPTED, DatarunError
+from datarun.errors import EXIT_CODES, EXIT_FAILED, EXIT_INTERRUPTED, DatarunError
 
 EXIT_HELP = "Exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items()) + "."
 
@@ -126,3 +126,21 @@ def handled():
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as error:
+        # A full disk anywhere a core function did not name it itself (the database, most
+        # often): one line naming the folder, never a traceback.
+        from datarun.store.space import disk_full_message, folder_of, is_disk_full
+
+        folder = folder_of(error, _state_folder())
+        if not is_disk_full(error, folder):
+            raise
+        print(f"error: {disk_full_message(folder)}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _state_folder() -> Path | str:
+    """The workspace's .datarun folder (where the database is), for a message."""
+    try:
+        return get_workspace().state_dir
+    except DatarunError:
+        return Path.cwd()

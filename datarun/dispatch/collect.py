@@ -28,6 +28,7 @@ from datarun.dispatch.lanes import Leftovers
 from datarun.dispatch.problemcache import ProblemCache
 from datarun.dispatch.results import BadPredictions, ResultNotOurs, ResultRejected, read_result
 from datarun.executors.base import PollReport, SyncResult
+from datarun.remote.common import DISK_FULL
 from datarun.store import scores as stored_scores
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
@@ -36,6 +37,11 @@ from datarun.store.problems import names as problem_names
 from datarun.store.task_events import record_event
 from datarun.store.tasks import Outcome, Replaced, Task, TaskState
 from datarun.store.workspace import Workspace
+
+
+class HostFull(Exception):
+    """A task's result says its host's disk filled up: a host fault, the task is re-queued."""
+
 
 # A runner beats every second; one silent for this long gets no new task until it beats
 # again (its tasks are given to others only after the host's grace period).
@@ -94,6 +100,11 @@ class Collector:
             if key in fetched:
                 try:
                     recorded = self.record_result(task, name, job.results / key)
+                except HostFull as error:
+                    host.disk_full = str(error)
+                    lost.append((task, str(error)))
+                    host.cleanup.add(key)
+                    continue
                 except ResultNotOurs as error:
                     reason = f"result from host {name} refused: {error}"
                     record_event(self.db, task.id, task.attempt, name, "result_refused", reason)
@@ -190,6 +201,8 @@ class Collector:
         late = replace(task, attempt=parsed[1], nonce=nonce)
         try:
             recorded = self.record_result(late, host.name, folder, late=True)
+        except HostFull:
+            return False  # a given-up attempt that ran out of disk decides nothing
         except ResultNotOurs as error:
             record_event(self.db, task.id, late.attempt, host.name, "result_refused",
                          f"result from host {host.name} refused: {error}")
@@ -228,6 +241,9 @@ class Collector:
                               error=f"result from host {host_name} rejected: {error}",
                               environment={"host": host_name})
         else:
+            if result.state == "failed" and result.error_kind == DISK_FULL:
+                raise HostFull(f"host {host_name}: {result.error or 'no space left on its disk'}: "
+                               "free some space there; its tasks went back to the queue")
             state = Outcome.state_of(result.state, result.error_kind)
             if late and state != TaskState.DONE:
                 return False  # a failure (or our own cancel) of a given-up attempt decides nothing
