@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from datarun.board.contrib import update_contributivity
+from datarun.dispatch.blends import BlendWorker
 from datarun.dispatch.hoststate import HostState
 from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Leftovers
@@ -68,6 +68,7 @@ class Collector:
         self.store = store
         self.problems = problems
         self.to_blend: set[str] = set()  # problems with newly scored submissions
+        self.blender = BlendWorker(workspace)
         self.leftovers = leftovers
         self.hosts = hosts
         self.max_attempts = max_attempts
@@ -301,14 +302,18 @@ class Collector:
         return True
 
     def blend(self) -> None:
-        """Recompute the contributivity of the problems with newly scored submissions."""
-        for problem in sorted(self.to_blend):
-            update_contributivity(self.workspace, self.db, problem)
-        self.to_blend.clear()
+        """Have the contributivity of the problems with newly scored submissions recomputed,
+        on the blend worker's thread (off the dispatcher's critical path)."""
+        if self.to_blend:
+            self.blender.request(self.to_blend)
+            self.to_blend.clear()
 
     def refresh_blends(self) -> None:
-        """Bring every problem's blends up to date. A board's submissions also change without
-        a new result (an event's scores become public, a retried submission, a migration);
-        a problem whose scopes are current costs a few queries."""
-        for problem in problem_names(self.db):
-            update_contributivity(self.workspace, self.db, problem)
+        """Bring every problem's blends up to date and wait for them. A board's submissions
+        also change without a new result (an event's scores become public, a retried
+        submission, a migration); a problem whose scopes are current costs a few queries."""
+        self.blender.request(problem_names(self.db))
+        self.blender.drain()
+
+    def close(self) -> None:
+        self.blender.close()

@@ -134,6 +134,7 @@ class Dispatcher:
         return host.executor
 
     def close(self) -> None:
+        self.collector.close()
         for host in self.hosts.values():
             if host.executor is None or host.lane.busy:
                 continue  # a busy lane's thread may still use it; the process exit ends both
