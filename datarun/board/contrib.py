@@ -26,12 +26,16 @@ combined gets, in that scope, no contributivity and a one-line note.
 import json
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from datarun.board.scopes import fully_trained, hidden_events, scopes_of
 from datarun.problems.registry import get_problem, list_folds, load_fold, load_labels
 from datarun.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from datarun.scoring.blending import Blend
 
 
 def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -246,7 +250,7 @@ class BlendCache:
 
     def __init__(self) -> None:
         self.inputs: dict[str, _Inputs] = {}
-        self.blends: dict[tuple[str, str], tuple[tuple[int, ...], object]] = {}
+        self.blends: dict[tuple[str, str], tuple[tuple[int, ...], Blend]] = {}
 
     def problem_inputs(self, workspace, db, problem_name: str) -> "_Inputs":
         if problem_name not in self.inputs:
@@ -268,8 +272,12 @@ def _cached_blend(cache: BlendCache | None, problem_name: str, scope: str, candi
     old, blend = entry
     if list(old) != json.loads(stored_row["submissions"]) or tuple(candidates[: len(old)]) != old:
         return None
-    for sid in candidates[len(old):]:
-        blend.add(inputs.valid_predictions(sid))
+    newcomers = [inputs.valid_predictions(sid) for sid in candidates[len(old):]]
+    if any(preds is None for preds in newcomers):
+        return None  # not a candidate after all: blend as without a cache
+    for preds in newcomers:
+        assert preds is not None
+        blend.add(preds)
     return blend
 
 
