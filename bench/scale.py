@@ -199,43 +199,51 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-2000", action="store_true", help="skip the 2,000-submission case")
+    parser.add_argument("--parts", default="registration,throughput,contributivity",
+                        help="which parts to run, comma-separated (registration includes disk per task)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     rows = 20_000 if args.quick else args.rows
     scored_runs = [40] if args.quick else [300] + ([] if args.no_2000 else [2000])
     figures: dict = {}
     lines: list[str] = []
 
-    with temp_folder("datarun-scale-") as root:
-        reg = registration(root / "reg", rows)
-        disk = disk_per_task(reg)
-        stop_runners_of(root / "reg" / "host")
-        figures["registration"] = {k: v for k, v in reg.items() if k not in ("ws", "env", "kit")}
-        figures["disk_per_task"] = disk
-    with temp_folder("datarun-scale-") as root:
-        n_new = 4 if args.quick else 20
-        fresh = throughput(root / "fresh", 0, n_new)
-        loaded = throughput(root / "loaded", 40 if args.quick else 300, n_new)
-        figures["throughput"] = {"fresh": fresh, "scored": loaded}
+    if "registration" in parts:
+        with temp_folder("datarun-scale-") as root:
+            reg = registration(root / "reg", rows)
+            disk = disk_per_task(reg)
+            stop_runners_of(root / "reg" / "host")
+            figures["registration"] = {k: v for k, v in reg.items() if k not in ("ws", "env", "kit")}
+            figures["disk_per_task"] = disk
+    if "throughput" in parts:
+        with temp_folder("datarun-scale-") as root:
+            n_new = 4 if args.quick else 20
+            fresh = throughput(root / "fresh", 0, n_new)
+            loaded = throughput(root / "loaded", 40 if args.quick else 300, n_new)
+            figures["throughput"] = {"fresh": fresh, "scored": loaded}
     figures["contributivity"] = []
-    for scored in scored_runs:
+    for scored in scored_runs if "contributivity" in parts else []:
         with temp_folder("datarun-scale-") as root:
             figures["contributivity"].append(
                 contrib_update(root, scored, 1000 if args.quick else 5000, 3 if args.quick else 5))
 
-    r, d = figures["registration"], figures["disk_per_task"]
-    rows_out = [
-        [f"problem add, {r['rows']:,} x 40", f"{r['problem_add_s']:.2f} s", f"read_csv {r['read_csv_s']:.2f} s",
-         f"{r['ratio']:.1f}x (goal <= 5x)"],
-        [".datarun/ after problem add", f"{r['workspace_bytes'] / 1e6:.1f} MB", f"CSV {r['csv_bytes'] / 1e6:.1f} MB",
-         ""],
-        ["disk per task (predictions)", f"{d['bytes_per_task'] / 1e6:.2f} MB",
-         f"raw float64 {d['raw_float64_bytes'] / 1e6:.2f} MB", ""],
-    ]
-    t = figures["throughput"]
-    rows_out.append([f"train {t['fresh']['tasks']} tiny tasks, {t['scored']['scored']} scored",
-                     f"{t['scored']['tasks_per_s']:.1f} tasks/s",
-                     f"fresh workspace {t['fresh']['tasks_per_s']:.1f} tasks/s", "(goal >= 20 tasks/s)"])
+    rows_out = []
+    if "registration" in figures:
+        r, d = figures["registration"], figures["disk_per_task"]
+        rows_out += [
+            [f"problem add, {r['rows']:,} x 40", f"{r['problem_add_s']:.2f} s", f"read_csv {r['read_csv_s']:.2f} s",
+             f"{r['ratio']:.1f}x (goal <= 5x)"],
+            [".datarun/ after problem add", f"{r['workspace_bytes'] / 1e6:.1f} MB",
+             f"CSV {r['csv_bytes'] / 1e6:.1f} MB", ""],
+            ["disk per task (predictions)", f"{d['bytes_per_task'] / 1e6:.2f} MB",
+             f"raw float64 {d['raw_float64_bytes'] / 1e6:.2f} MB", ""],
+        ]
+    if "throughput" in figures:
+        t = figures["throughput"]
+        rows_out.append([f"train {t['fresh']['tasks']} tiny tasks, {t['scored']['scored']} scored",
+                         f"{t['scored']['tasks_per_s']:.1f} tasks/s",
+                         f"fresh workspace {t['fresh']['tasks_per_s']:.1f} tasks/s", "(goal >= 20 tasks/s)"])
     for c in figures["contributivity"]:
         rows_out.append([f"contributivity update, {c['scored']:,} scored x 8 x {c['rows']:,}",
                          f"{c['cached_s'] * 1000:.0f} ms", f"without cache {c['uncached_s'] * 1000:.0f} ms",
