@@ -257,3 +257,15 @@ def test_status_warns_when_the_workspace_disk_is_nearly_full(cli, disk, tmp_path
     assert low_space_warning("the workspace", disk, LOW_SPACE * 2) is None
     report = cli("status", "--json").json()
     assert report["workspace"]["free_space"] == pytest.approx(free_bytes(disk), rel=0.1)
+
+
+def test_host_check_and_status_warn_when_a_host_workdir_is_nearly_full(cli, host_disk, tmp_path, monkeypatch):
+    workspace_on(cli, tmp_path, host_disk / "work", monkeypatch)
+    result = cli("host", "check", "local", "--json")
+    (report,) = result.json() if isinstance(result.json(), list) else result.json()["hosts"]
+    warning = next(w for w in report["warnings"] if "free in" in w)
+    assert warning.startswith("host local has ") and f"free in {host_disk / 'work'}" in warning
+    assert warning.endswith(f"(under {LOW_SPACE / 1e9:.1f} GB): tasks fail on a full disk, free some space there")
+    status = cli("status")
+    assert "warning: host local has " in status.stderr
+    assert cli("status", "--json").json()["hosts"]["local"]["disk_free"] == report["disk_free"]
