@@ -233,7 +233,7 @@ class SSHExecutor:
 
     def _check_room(self, needed: int, free: int | None) -> None:
         if free is not None and needed + DISK_MARGIN > free:
-            raise HostError(
+            raise HostDiskFull(
                 f"host {self.host.name}: the disk of {self.workdir} is full ({free // 1024**2} MiB "
                 f"free, {(needed + DISK_MARGIN) // 1024**2} MiB needed): free some space"
             )
