@@ -107,8 +107,9 @@ def _say_interrupted(db) -> None:
 
     try:
         lines = interrupted_lines(left_running(db), tasks.count_queued(db))
-    except KeyboardInterrupt:
-        lines = ["interrupted"]
+    except (KeyboardInterrupt, Exception):  # the database busy or gone: say what is sure
+        lines = ["interrupted: tasks may keep running on their hosts; `datarun status` lists "
+                 "them, `datarun cancel SUBMISSION` stops them"]
     for line in lines:
         err(line)
 
