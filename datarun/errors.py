@@ -63,3 +63,17 @@ class Failed(DatarunError):
 # option, a missing argument) and Ctrl-C.
 KIND_USAGE = "usage"
 KIND_INTERRUPTED = "interrupted"
+
+
+class DiskFull(DatarunError):
+    """A folder datarun writes to has no space left: the host's fault, never the team's."""
+
+    exit_code = EXIT_FAILED
+    kind = "disk_full"
+
+
+class HostDiskFull(HostError):
+    """A host's working folder has no space left: its tasks go back to the queue, and the
+    host gets no new task in this dispatcher run."""
+
+    kind = "host_disk_full"

@@ -184,3 +184,17 @@ def test_ship_bench_measures_datarun_beside_scp_and_a_resumed_transfer():
     assert figures["datarun_gzip1"]["wall"] > 0 and figures["datarun_gzip1"]["sent"] > 0
     assert figures["resume"]["kept"] > 0 and figures["resume"]["ratio"] <= 1.10
     assert "vs scp (goal <= 1.2x)" in text and "resumed after a cut" in text
+
+
+@pytest.mark.slow
+def test_scale_bench_measures_each_figure_beside_its_baseline():
+    figures, text = run_bench("scale.py")
+    registration = figures["registration"]
+    assert registration["problem_add_s"] > 0 and registration["read_csv_s"] > 0
+    assert figures["disk_per_task"]["tasks"] == 5 and figures["disk_per_task"]["bytes_per_task"] > 0
+    throughput = figures["throughput"]
+    assert throughput["fresh"]["tasks_per_s"] > 0 and throughput["scored"]["scored"] == 40
+    (blend,) = figures["contributivity"]
+    assert blend["cached_s"] > 0 and blend["uncached_s"] > 0
+    for words in ("read_csv", "raw float64", "fresh workspace", "without cache"):
+        assert words in text

@@ -35,7 +35,8 @@ def direct_bagged_accuracy(workspace, estimator_factory):
     problem = get_problem(db, "iris")
     import pandas as pd
 
-    X = pd.read_csv(data_dir(workspace, problem) / "X_train.csv")
+    folder = data_dir(workspace, problem)
+    X = pd.DataFrame(np.load(folder / "X_train.npy"))  # iris: numeric, so stored as .npy
     y, _ = load_labels(workspace, problem)
     classes = np.array(problem["classes"])
     total = np.zeros((len(y), len(classes)))

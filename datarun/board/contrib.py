@@ -26,12 +26,16 @@ combined gets, in that scope, no contributivity and a one-line note.
 import json
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from datarun.board.scopes import fully_trained, hidden_events, scopes_of
 from datarun.problems.registry import get_problem, list_folds, load_fold, load_labels
 from datarun.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from datarun.scoring.blending import Blend
 
 
 def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -85,11 +89,29 @@ class _Inputs:
                     return _score(classes[y] if classes is not None else y, p, classes)
 
                 self.score = score
-        self.tasks = {(sid, fold): (train, test) for sid, fold, train, test in db.execute(
-            "SELECT t.submission, t.fold, t.pred_train, t.pred_test FROM tasks t "
-            "JOIN submissions s ON s.id = t.submission WHERE s.problem = ?", [problem_name])}
+        self.tasks: dict[tuple[int, int], tuple] = {}
+        self.known: set[int] = set()  # submissions whose task rows are in self.tasks
+        self.checked: set[int] = set()  # submissions whose predictions passed the check
         self.valid: dict[int, list[np.ndarray] | None] = {}
         self.train: dict[int, list[np.ndarray]] = {}  # RAMP: every training row, per fold
+        self.tests: dict[str, np.ndarray | None] = {}  # test predictions by digest (immutable)
+
+    def learn(self, db, sids: list[int]) -> None:
+        """Read the prediction digests of these submissions' tasks (once each)."""
+        new = [sid for sid in sids if sid not in self.known]
+        for start in range(0, len(new), 500):
+            chunk = new[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for sid, fold, train, test in db.execute(
+                    "SELECT t.submission, t.fold, t.pred_train, t.pred_test FROM tasks t "
+                    f"WHERE t.submission IN ({marks})", chunk):
+                self.tasks[(sid, fold)] = (train, test)
+        self.known.update(new)
+
+    def forget_valid(self) -> None:
+        """Drop the validation predictions read for this update: a cached blend keeps what
+        its score reads of them, so the next update needs only its newcomers'."""
+        self.valid.clear()
 
     def _load(self, digest: str | None, shape: tuple) -> np.ndarray | None:
         """A stored prediction array if it is one this problem can use, else None."""
@@ -127,7 +149,15 @@ class _Inputs:
         return self.valid[sid]
 
     def test_predictions(self, sid: int, fold: int) -> np.ndarray | None:
-        return self._load(self.tasks.get((sid, fold), (None, None))[1], self.shapes[1])
+        digest = self.tasks.get((sid, fold), (None, None))[1]
+        if digest is not None and digest in self.tests:
+            return self.tests[digest]
+        array = self._load(digest, self.shapes[1])
+        if digest is not None:
+            if len(self.tests) >= TEST_CACHE:
+                self.tests.pop(next(iter(self.tests)))
+            self.tests[digest] = array
+        return array
 
     @staticmethod
     def _tests(arrays: list[np.ndarray | None]) -> list[np.ndarray] | None:
@@ -207,8 +237,84 @@ def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
                           lower_is_better=inputs.lower_is_better, previous=previous)
 
 
-def update_contributivity(workspace, db, problem_name: str, now: float | None = None) -> dict | None:
-    """Recompute the problem's scopes whose submissions changed; None if every one is current."""
+class BlendCache:
+    """What a long-lived dispatcher keeps between updates, so that a newly scored submission
+    costs its own predictions, not everyone's: per problem, the labels and folds, and per
+    scope, the blend of the candidates last stored (`Blend.add` extends it in place).
+
+    A cached blend is used only when the stored row says the scope was last blended over
+    exactly its candidates; anything else (another process wrote the row, a submission
+    left the scope) is blended from the stored state as without a cache. Predictions are
+    content-addressed, so what is cached never goes stale.
+    """
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, _Inputs] = {}
+        self.blends: dict[tuple[str, str], tuple[tuple[int, ...], Blend]] = {}
+
+    def problem_inputs(self, workspace, db, problem_name: str) -> "_Inputs":
+        if problem_name not in self.inputs:
+            self.inputs[problem_name] = _Inputs(workspace, db, problem_name)
+        return self.inputs[problem_name]
+
+
+TEST_CACHE = 4096  # test prediction arrays kept by a BlendCache (the members' of each fold)
+
+
+def _cached_blend(cache: BlendCache | None, problem_name: str, scope: str, candidates: list[int],
+                  stored_row: dict | None, inputs: "_Inputs"):
+    """The scope's blend extended to `candidates` from the cache, or None."""
+    if cache is None or stored_row is None:
+        return None
+    entry = cache.blends.get((problem_name, scope))
+    if entry is None:
+        return None
+    old, blend = entry
+    if list(old) != json.loads(stored_row["submissions"]) or tuple(candidates[: len(old)]) != old:
+        return None
+    newcomers = [inputs.valid_predictions(sid) for sid in candidates[len(old):]]
+    if any(preds is None for preds in newcomers):
+        return None  # not a candidate after all: blend as without a cache
+    for preds in newcomers:
+        assert preds is not None
+        blend.add(preds)
+    return blend
+
+
+def _usable(inputs: "_Inputs", ids: list[int]):
+    """Whether a submission's stored predictions can be blended: read and checked once per
+    `_Inputs` (a fully trained submission's predictions never change)."""
+    rejected = set()
+    for sid in ids:
+        if sid in inputs.checked and inputs.ramp is None:
+            continue
+        if inputs.valid_predictions(sid) is None:
+            rejected.add(sid)
+        else:
+            inputs.checked.add(sid)
+    return lambda sid: sid not in rejected
+
+
+def _remember(cache: BlendCache, problem_name: str, scope: str, key: tuple[int, ...], blend) -> None:
+    """Keep the scope's blend. Scopes of the same submissions share one blend object; one
+    that was extended in place no longer stands for a scope of other submissions, whose
+    entry is dropped (that scope resumes from its stored state next time)."""
+    if blend is None:
+        cache.blends.pop((problem_name, scope), None)
+        return
+    cache.blends[(problem_name, scope)] = (key, blend)
+    for other, (other_key, other_blend) in list(cache.blends.items()):
+        if other_blend is blend and other_key != key:
+            del cache.blends[other]
+
+
+def update_contributivity(workspace, db, problem_name: str, now: float | None = None,
+                          cache: BlendCache | None = None) -> dict | None:
+    """Recompute the problem's scopes whose submissions changed; None if every one is current.
+
+    With a `cache` (a dispatcher's), a scope last blended by the same cache is extended by
+    its new submissions alone; the figures are the same as without it. A RAMP kit's blends
+    (`datarun.board.rampblend`) are computed as without a cache."""
     now = time.time() if now is None else now
     scopes = scopes_of(fully_trained(db, problem_name), set(hidden_events(db, problem_name, now)))
     stored = {row["scope"]: row for row in db.query(
@@ -222,16 +328,22 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
     writes = []
     score_name = None
     if stale:
-        inputs = _Inputs(workspace, db, problem_name)
+        inputs = cache.problem_inputs(workspace, db, problem_name) if cache else _Inputs(workspace, db, problem_name)
+        if inputs.ramp is not None and cache is not None:
+            cache, inputs = None, _Inputs(workspace, db, problem_name)
+        inputs.learn(db, sorted({sid for ids in stale.values() for sid in ids}))
         score_name = inputs.name
         for scope, ids in stale.items():
-            candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
+            usable = _usable(inputs, ids)
+            candidates = [sid for sid in ids if usable(sid)]
             key = tuple(candidates)
             if key not in results:
                 blend, test, note = None, None, None
                 if candidates:
                     try:
-                        blend = _blend(inputs, candidates, stored.get(scope))
+                        blend = _cached_blend(cache, problem_name, scope, candidates, stored.get(scope), inputs)
+                        if blend is None:
+                            blend = _blend(inputs, candidates, stored.get(scope))
                         test = inputs.combined_test(candidates, blend.members)
                     except Exception as error:
                         if inputs.ramp is None:
@@ -242,6 +354,10 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
                         blend, test, note = None, None, combine_note(error, "no contributivity")
                 results[key] = (blend, test, note)
             writes.append((scope, ids, candidates, *results[key]))
+            if cache is not None:
+                _remember(cache, problem_name, scope, key, results[key][0])
+        if cache is not None:
+            inputs.forget_valid()
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
         for scope in obsolete + list(stale):

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from datarun.errors import (
     EXIT_CODES,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     KIND_INTERRUPTED,
@@ -259,3 +260,20 @@ def handled():
             fail(KIND_INTERRUPTED, "interrupted", EXIT_INTERRUPTED, True)
         print("interrupted", file=sys.stderr)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as error:
+        # A full disk anywhere a core function did not name it itself (the database, most
+        # often): one line naming the folder, never a traceback.
+        from datarun.store.space import disk_full_message, folder_of, is_disk_full
+
+        folder = folder_of(error, _state_folder())
+        if not is_disk_full(error, folder):
+            raise
+        fail("disk_full", disk_full_message(folder), EXIT_FAILED, json_requested())
+
+
+def _state_folder() -> Path | str:
+    """The workspace's .datarun folder (where the database is), for a message."""
+    try:
+        return get_workspace().state_dir
+    except DatarunError:
+        return Path.cwd()

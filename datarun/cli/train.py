@@ -15,7 +15,7 @@ from datarun.cli.app import (
     print_renderable,
     warn_unsandboxed,
 )
-from datarun.errors import EXIT_FAILED
+from datarun.errors import EXIT_FAILED, EXIT_INTERRUPTED
 
 MaxAttempts = Annotated[int, typer.Option(
     "--max-attempts", help="Times a task's host may be lost under it before it fails as host_lost.")]
@@ -74,10 +74,15 @@ def train(
                 for line in lines:
                     progress.console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
 
-            summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
-                                 on_progress=on_progress, max_attempts=max_attempts,
-                                 on_wait=lambda: err("waiting for another dispatcher to finish..."),
-                                 on_unfit=on_unfit if not json_out else None)
+            try:
+                summary = train_core(workspace, db, problem=problem, submission=submission, limits=limits,
+                                     on_progress=on_progress, max_attempts=max_attempts,
+                                     on_wait=lambda: err("waiting for another dispatcher to finish..."),
+                                     on_unfit=on_unfit if not json_out else None)
+            except KeyboardInterrupt:
+                progress.stop()
+                _say_interrupted(db)
+                raise typer.Exit(EXIT_INTERRUPTED) from None
     err_hosts(summary["host_errors"])
     if json_out:
         err_unfit(summary["unfit"])
@@ -92,6 +97,21 @@ def train(
     # Exit 1 unless every task it was asked to run is done: failed, cancelled, or left queued.
     if summary["failed"] or summary["cancelled"] or summary["queued"] or summary["host_errors"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _say_interrupted(db) -> None:
+    """What keeps running where after Ctrl-C, and how to stop it (a second Ctrl-C while
+    this is read leaves at once)."""
+    from datarun.dispatch.train import interrupted_lines, left_running
+    from datarun.store import tasks
+
+    try:
+        lines = interrupted_lines(left_running(db), tasks.count_queued(db))
+    except (KeyboardInterrupt, Exception):  # the database busy or gone: say what is sure
+        lines = ["interrupted: tasks may keep running on their hosts; `datarun status` lists "
+                 "them, `datarun cancel SUBMISSION` stops them"]
+    for line in lines:
+        err(line)
 
 
 @app.command()
@@ -122,6 +142,8 @@ def status(json_out: JsonOption = False) -> None:
     with handled():
         workspace, db = open_workspace()
         report = workspace_status(workspace, db)
+    for warning in report["warnings"]:
+        err(warning)
     if json_out:
         emit_json("status", report)
         return

@@ -21,13 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from datarun.board.contrib import update_contributivity
+from datarun.dispatch.blends import BlendWorker
 from datarun.dispatch.hoststate import HostState
 from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Leftovers
 from datarun.dispatch.problemcache import ProblemCache
 from datarun.dispatch.results import BadPredictions, ResultNotOurs, ResultRejected, read_result
 from datarun.executors.base import PollReport, SyncResult
+from datarun.remote.common import DISK_FULL
 from datarun.store import scores as stored_scores
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
@@ -36,6 +37,11 @@ from datarun.store.problems import names as problem_names
 from datarun.store.task_events import record_event
 from datarun.store.tasks import Outcome, Replaced, Task, TaskState
 from datarun.store.workspace import Workspace
+
+
+class HostFull(Exception):
+    """A task's result says its host's disk filled up: a host fault, the task is re-queued."""
+
 
 # A runner beats every second; one silent for this long gets no new task until it beats
 # again (its tasks are given to others only after the host's grace period).
@@ -62,6 +68,7 @@ class Collector:
         self.store = store
         self.problems = problems
         self.to_blend: set[str] = set()  # problems with newly scored submissions
+        self.blender = BlendWorker(workspace)
         self.leftovers = leftovers
         self.hosts = hosts
         self.max_attempts = max_attempts
@@ -94,6 +101,11 @@ class Collector:
             if key in fetched:
                 try:
                     recorded = self.record_result(task, name, job.results / key)
+                except HostFull as error:
+                    host.disk_full = str(error)
+                    lost.append((task, str(error)))
+                    host.cleanup.add(key)
+                    continue
                 except ResultNotOurs as error:
                     reason = f"result from host {name} refused: {error}"
                     record_event(self.db, task.id, task.attempt, name, "result_refused", reason)
@@ -192,6 +204,8 @@ class Collector:
         late = replace(task, attempt=parsed[1], nonce=nonce)
         try:
             recorded = self.record_result(late, host.name, folder, late=True)
+        except HostFull:
+            return False  # a given-up attempt that ran out of disk decides nothing
         except ResultNotOurs as error:
             record_event(self.db, task.id, late.attempt, host.name, "result_refused",
                          f"result from host {host.name} refused: {error}")
@@ -230,6 +244,9 @@ class Collector:
                               error=f"result from host {host_name} rejected: {error}",
                               environment={"host": host_name})
         else:
+            if result.state == "failed" and result.error_kind == DISK_FULL:
+                raise HostFull(f"host {host_name}: {result.error or 'no space left on its disk'}: "
+                               "free some space there; its tasks went back to the queue")
             state = Outcome.state_of(result.state, result.error_kind)
             if late and state != TaskState.DONE:
                 return False  # a failure (or our own cancel) of a given-up attempt decides nothing
@@ -287,14 +304,18 @@ class Collector:
         return True
 
     def blend(self) -> None:
-        """Recompute the contributivity of the problems with newly scored submissions."""
-        for problem in sorted(self.to_blend):
-            update_contributivity(self.workspace, self.db, problem)
-        self.to_blend.clear()
+        """Have the contributivity of the problems with newly scored submissions recomputed,
+        on the blend worker's thread (off the dispatcher's critical path)."""
+        if self.to_blend:
+            self.blender.request(self.to_blend)
+            self.to_blend.clear()
 
     def refresh_blends(self) -> None:
-        """Bring every problem's blends up to date. A board's submissions also change without
-        a new result (an event's scores become public, a retried submission, a migration);
-        a problem whose scopes are current costs a few queries."""
-        for problem in problem_names(self.db):
-            update_contributivity(self.workspace, self.db, problem)
+        """Bring every problem's blends up to date and wait for them. A board's submissions
+        also change without a new result (an event's scores become public, a retried
+        submission, a migration); a problem whose scopes are current costs a few queries."""
+        self.blender.request(problem_names(self.db))
+        self.blender.drain()
+
+    def close(self) -> None:
+        self.blender.close()

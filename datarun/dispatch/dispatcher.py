@@ -57,7 +57,7 @@ from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Finished, Lane, Leftovers
 from datarun.dispatch.problemcache import ProblemCache
 from datarun.dispatch.schedule import Unfit, assign, blocked_hosts, free_seats, unfit
-from datarun.errors import DatarunError
+from datarun.errors import DatarunError, DiskFull, HostDiskFull
 from datarun.executors import open_executor, unfit_reason
 from datarun.executors.base import Executor
 from datarun.executors.environments import strict_reason, with_environments
@@ -68,6 +68,7 @@ from datarun.store import hosts as stored_hosts
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
 from datarun.store.db import Database, transaction
+from datarun.store.space import space_for
 from datarun.store.submissions import files_of
 from datarun.store.tasks import Selection, Task
 from datarun.store.workspace import Workspace
@@ -133,6 +134,7 @@ class Dispatcher:
         return host.executor
 
     def close(self) -> None:
+        self.collector.close()
         for host in self.hosts.values():
             if host.executor is None or host.lane.busy:
                 continue  # a busy lane's thread may still use it; the process exit ends both
@@ -144,8 +146,10 @@ class Dispatcher:
 
     def host_errors(self) -> dict[str, str]:
         """The last error of each host whose syncs are failing."""
-        return {name: host.last_error for name, host in self.hosts.items()
-                if host.failing_since is not None and host.last_error is not None}
+        errors = {name: host.last_error for name, host in self.hosts.items()
+                  if host.failing_since is not None and host.last_error is not None}
+        errors.update({name: host.disk_full for name, host in self.hosts.items() if host.disk_full})
+        return errors
 
     def unusable_reasons(self) -> dict[str, str]:
         """Why hosts get no tasks, when it is not their last check (a local host that cannot sandbox)."""
@@ -153,8 +157,10 @@ class Dispatcher:
                 if host.unusable_reason is not None}
 
     def none_takes_tasks(self, failures: int) -> bool:
-        """Whether every host is unusable or has failed at least `failures` syncs in a row."""
-        return all(host.unusable or host.lane.failures >= failures for host in self.hosts.values())
+        """Whether every host is unusable, out of disk space, or has failed at least
+        `failures` syncs in a row."""
+        return all(host.unusable or host.disk_full or host.lane.failures >= failures
+                   for host in self.hosts.values())
 
     # -- the loop -----------------------------------------------------------------------------
     def step(self, report: PassReport, selection: Selection = Selection(), force: bool = False) -> None:
@@ -207,6 +213,8 @@ class Dispatcher:
         self.collector.apply(host, finished.result, job, report)
 
     def job_failed(self, host: HostState, error: BaseException, job: SyncJob, report: PassReport) -> None:
+        if isinstance(error, HostDiskFull):
+            host.disk_full = str(error)
         if isinstance(error, DatarunError):
             message = str(error)
         else:  # a fault of ours or of the host's harness: keep the kind for the operator
@@ -217,6 +225,12 @@ class Dispatcher:
             host.failing_since = time.time()
         host.cleanup |= job.cleanup
         if not job.claimed:
+            return
+        if isinstance(error, HostDiskFull):
+            # Its disk is full: whatever of these bundles reached it cannot run there. Back to
+            # the queue with no loss counted, and remembered, so the host is told to remove
+            # (or cancel) them once it answers again: a result of theirs is never counted.
+            self.collector.unclaim(host, job.claimed)
             return
         # The executor says whether its failed sync had sent the bundles on.
         if job.in_sync and (host.executor is None or host.executor.bundles_sent):
@@ -302,17 +316,25 @@ class Dispatcher:
 
     def start_job(self, host: HostState, launches: list[tuple[Task, int, dict[str, Any]]],
                   polled: list[Task], report: PassReport, wait: float = 0.0) -> None:
-        job = SyncJob(host.name, Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{host.name}-")), wait=wait)
+        with space_for(self.scratch):
+            job = SyncJob(host.name, Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{host.name}-")), wait=wait)
         job.claimed = self.claim(host.name, launches)
         try:
             executor = self.executor(host)
-            for task in job.claimed:
-                problem = self.problems.problem(task.problem)
-                job.bundles.append(build_bundle(job.scratch / "bundles", task, problem,
-                                                files_of(self.db, task.submission),
-                                                self.problems.fold(task.problem, task.fold),
-                                                host.host, self.store))
-                job.data[problem["data_hash"]] = self.store.tree_path(problem["data_hash"])
+            with space_for(job.scratch):
+                for task in job.claimed:
+                    problem = self.problems.problem(task.problem)
+                    job.bundles.append(build_bundle(job.scratch / "bundles", task, problem,
+                                                    files_of(self.db, task.submission),
+                                                    self.problems.fold(task.problem, task.fold),
+                                                    host.host, self.store))
+                    job.data[problem["data_hash"]] = self.store.tree_path(problem["data_hash"])
+        except DiskFull:
+            # The workspace's disk, not the host's: nothing was sent, so the tasks go back
+            # to the queue as they were, and the run stops here with the one line that says so.
+            shutil.rmtree(job.scratch, ignore_errors=True)
+            self.collector.unclaim(host, job.claimed, remember=False)
+            raise
         except DatarunError as error:
             host.lane.note_failure()
             self.job_failed(host, error, job, report)

@@ -30,6 +30,8 @@ class HostState:
     stalled: bool = False  # its runner holds its lock but has stopped beating
     unusable: bool = False  # its last `host check` found it unfit, or it cannot sandbox here
     unusable_reason: str | None = None  # why, when it is not its last check (executors.unfit_reason)
+    # Its disk filled up (a sync or a task said so): no new task in this run, said at once.
+    disk_full: str | None = None
 
     @property
     def name(self) -> str:
@@ -43,7 +45,7 @@ class HostState:
     def takes_tasks(self) -> bool:
         """A host whose last sync failed gets no new task until a sync succeeds again: its
         tasks would wait on it (or be claimed and handed back) while others are free."""
-        return not (self.unusable or self.lane.failures or self.stalled)
+        return not (self.unusable or self.lane.failures or self.stalled or self.disk_full)
 
     def wants_probe(self) -> bool:
         """A failing or stalled host is synced again after its back-off, to see it well."""

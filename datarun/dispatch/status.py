@@ -9,6 +9,7 @@ from datarun.store import hosts as stored_hosts
 from datarun.store import problems as stored_problems
 from datarun.store import tasks
 from datarun.store.db import Database, workspace_id
+from datarun.store.space import free_bytes, low_space_warning
 from datarun.store.submissions import count_by_problem
 from datarun.store.workspace import Workspace
 
@@ -79,6 +80,15 @@ def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
             from datarun.executors.dask import cluster_status
 
             hosts[name]["cluster"] = cluster_status(workspace, host)
-    return {"workspace": {"root": str(workspace.root), "id": workspace_id(db)},
+    free = free_bytes(workspace.state_dir)
+    warnings = [low_space_warning("the workspace", workspace.state_dir, free)]
+    for name, host in registry.items():
+        check = checks.get(name)
+        disk_free = check.report.get("disk_free") if check is not None else None
+        hosts[name]["disk_free"] = disk_free if isinstance(disk_free, int) else None
+        if isinstance(disk_free, int):  # as its last `host check` found it
+            warnings.append(low_space_warning(f"host {name}", host.workdir, disk_free))
+    return {"workspace": {"root": str(workspace.root), "id": workspace_id(db), "free_space": free},
             "problems": dict(sorted(report.items())), "hosts": hosts,
-            "unfit": unfit_tasks(workspace, db, registry)}
+            "unfit": unfit_tasks(workspace, db, registry),
+            "warnings": [warning for warning in warnings if warning]}

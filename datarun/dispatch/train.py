@@ -16,7 +16,7 @@ from datarun.executors.hosts import load_hosts
 from datarun.problems.registry import get_problem
 from datarun.store import tasks
 from datarun.store.db import Database
-from datarun.store.tasks import Selection
+from datarun.store.tasks import Selection, Task
 from datarun.store.workspace import Workspace
 
 GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
@@ -144,3 +144,34 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
             "requeued": len(report.requeued), "late": len(report.late),
             "scored_submissions": report.scored_submissions, "host_errors": errors,
             "unfit": [u.to_dict() for u in unfit]}
+
+
+def left_running(db: Database) -> dict[str, list[Task]]:
+    """The tasks still running on each host, for an interrupted `train` to name: they go on
+    there (a runner is detached) until collected by the next `train` or `dispatch`, or
+    stopped by `cancel`."""
+    by_host: dict[str, list[Task]] = {}
+    for task in tasks.running(db):
+        by_host.setdefault(task.host or "?", []).append(task)
+    return by_host
+
+
+def interrupted_lines(by_host: dict[str, list[Task]], queued: int) -> list[str]:
+    """What an interrupted `train` says: what keeps running where, and how to stop it."""
+    if not by_host:
+        return ["interrupted: no task is running on any host"
+                + (f"; {queued} queued wait for the next `datarun train`" if queued else "")]
+    count = sum(len(running) for running in by_host.values())
+    lines = [f"interrupted: {count} task{'s' if count != 1 else ''} keep running on "
+             f"{len(by_host)} host{'s' if len(by_host) != 1 else ''}:"]
+    submissions: set[int] = set()
+    for host, running in sorted(by_host.items()):
+        named = ", ".join(f"submission {task.submission} fold {task.fold}" for task in running[:8])
+        more = f" and {len(running) - 8} more" if len(running) > 8 else ""
+        lines.append(f"  host {host}: {named}{more}")
+        submissions.update(task.submission for task in running)
+    ids = " ".join(str(s) for s in sorted(submissions))
+    lines.append("the next `datarun train` (or `datarun dispatch`) collects their results"
+                 + (f", {queued} queued wait for it" if queued else "")
+                 + f"; to stop them: `datarun cancel SUBMISSION` for each of {ids}")
+    return lines

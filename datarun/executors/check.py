@@ -29,12 +29,12 @@ from datarun.executors.base import Executor
 from datarun.executors.hosts import Host, get_host, load_hosts
 from datarun.store import hosts as stored_hosts
 from datarun.store.db import Database, open_db, transaction
+from datarun.store.space import low_space_warning
 from datarun.store.workspace import Workspace
 
 # name in the harness report -> the distribution to install
 REQUIRED = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn", "psutil": "psutil"}
 MIN_PYTHON = (3, 9)
-LOW_DISK = 1024**3
 
 
 def organiser_versions() -> dict[str, str | None]:
@@ -100,8 +100,9 @@ def judge(report: dict[str, Any], host: Host, info: dict[str, Any], mine: dict[s
     if missing:
         report["install"] = f"{host.python} -m pip install {' '.join(missing)}"
         report["problems"].append(f"missing {', '.join(missing)}: run `{report['install']}` there")
-    if report["disk_free"] is not None and report["disk_free"] < LOW_DISK:
-        report["warnings"].append(f"only {report['disk_free'] // 1024**2} MiB free in the workdir")
+    low = low_space_warning(f"host {host.name}", host.workdir, report["disk_free"])
+    if low is not None:
+        report["warnings"].append(low.removeprefix("warning: "))
     if host.gpus and (report["gpus"] or 0) < host.gpus:
         report["problems"].append(
             f"hosts.toml says {host.gpus} GPUs, the host shows {report['gpus'] or 0}"

@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from datarun.errors import HostError
+from datarun.errors import HostDiskFull, HostError
 from datarun.executors.base import NVIDIA_QUERY, PollReport, SyncResult, gpu_lines, poll_report
 from datarun.executors.hosts import DEFAULT_PYTHON, Host, load_hosts
 from datarun.remote import ops
 from datarun.remote.archive import refusal
 from datarun.remote.common import HarnessError, Layout, make_read_only
 from datarun.remote.sync import sync as remote_sync
+from datarun.store.space import disk_full_message, folder_of, is_disk_full
 from datarun.store.workspace import Workspace
 
 
@@ -55,13 +56,17 @@ def sandbox_problem(host: Host) -> str | None:
 
 
 @contextmanager
-def host_errors(name: str) -> Iterator[None]:
+def host_errors(name: str, workdir: Path | None = None) -> Iterator[None]:
     """The harness's refusals and the file system's errors as datarun's HostError."""
     try:
         yield
     except HarnessError as error:
+        if "no space left on the device of" in str(error):
+            raise HostDiskFull(f"host {name}: {error}: free some space there") from None
         raise HostError(f"host {name}: {error}") from None
     except OSError as error:
+        if is_disk_full(error):
+            raise HostDiskFull(f"host {name}: {disk_full_message(folder_of(error, workdir or '.'))}") from None
         raise HostError(f"host {name}: {type(error).__name__}: {error}") from None
 
 
@@ -72,14 +77,14 @@ class LocalExecutor:
         self.workdir = self.layout.root
         self.space = self.layout.space_id
         self.bundles_sent = False
-        with host_errors(host.name):
+        with host_errors(host.name, self.workdir):
             self.layout.make()  # WORKDIR 0700: the host's other users see none of it
 
     def connect(self) -> str | None:
         return None  # this machine: nothing to reach
 
     def prepare(self, data: dict[str, Path]) -> None:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             self._prepare(data)
 
     def _prepare(self, data: dict[str, Path]) -> None:
@@ -98,7 +103,7 @@ class LocalExecutor:
             os.replace(tmp, target)
 
     def launch(self, bundles: list[Path]) -> dict[str, str]:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             refused = self._place(bundles)
             self._start()
         return refused
@@ -108,7 +113,7 @@ class LocalExecutor:
         # Bundles are placed before anything else can fail: once the sync began, they are
         # taken as sent, and the next answer tells whether they are there.
         self.bundles_sent = True
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             refused = self._place(bundles)
             report = remote_sync(str(self.workdir), cleanup=cleanup, poll=poll, slots=self.host.slots,
                                  threads=self.host.threads, start=bool(bundles), python=self.python,
@@ -148,15 +153,15 @@ class LocalExecutor:
     def warm(self) -> bool:
         """Start the runner ahead of training, so its imports are paid before tasks come;
         True if this started it."""
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return self._start()
 
     def poll(self, keys: list[str]) -> PollReport:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return poll_report(ops.poll(str(self.workdir), list(keys), space=self.space))
 
     def fetch(self, keys: list[str], dest: Path) -> list[str]:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return self._fetch(keys, dest)
 
     def _fetch(self, keys: list[str], dest: Path) -> list[str]:
@@ -173,20 +178,20 @@ class LocalExecutor:
 
     def cleanup(self, keys: list[str]) -> None:
         if keys:
-            with host_errors(self.host.name):
+            with host_errors(self.host.name, self.workdir):
                 ops.cleanup(str(self.workdir), list(keys), space=self.space)
 
     def cancel(self, keys: list[str]) -> None:
         if keys:
-            with host_errors(self.host.name):
+            with host_errors(self.host.name, self.workdir):
                 ops.cancel(str(self.workdir), list(keys), space=self.space)
 
     def log(self, key: str) -> str:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return str(ops.log(str(self.workdir), key, space=self.space).get("log", ""))
 
     def info(self) -> dict[str, Any]:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return ops.info(str(self.workdir), space=self.space)
 
     def setup_environment(self, requirements: list[str]) -> dict[str, Any]:
@@ -212,7 +217,7 @@ class LocalExecutor:
         return answer
 
     def usage(self) -> dict[str, Any]:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return ops.usage(str(self.workdir), space=self.space)
 
     def gpu_names(self) -> list[str]:
@@ -224,7 +229,7 @@ class LocalExecutor:
             return []
 
     def clean(self, keep: list[str], force: bool = False) -> dict[str, Any]:
-        with host_errors(self.host.name):
+        with host_errors(self.host.name, self.workdir):
             return ops.clean(str(self.workdir), list(keep), force=force, space=self.space)
 
     def stop_runner(self, timeout: float = 10.0) -> bool:

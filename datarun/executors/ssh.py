@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datarun.errors import HostError, UsageError
+from datarun.errors import HostDiskFull, HostError, UsageError
 from datarun.executors.base import NVIDIA_QUERY, PollReport, SyncResult, gpu_lines, poll_report
 from datarun.executors.sshconn import (
     CommandResult,
@@ -171,8 +171,9 @@ class SSHExecutor:
                 f"host {name}: the harness in {self.harness_dir()} is gone: run the command "
                 "again to ship it anew"
             )
-        if "No space left" in text:
-            return HostError(f"host {name}: the disk of {self.workdir} is full: free some space")
+        if "No space left" in text or "no space left on the device of" in text:
+            return HostDiskFull(f"host {name}: no space left on the device of {self.workdir} ({last}): "
+                                "free some space there")
         if "Permission denied" in text or "Read-only file system" in text:
             return HostError(
                 f"host {name}: workdir {self.workdir} is not writable ({last}): fix its "
@@ -232,7 +233,7 @@ class SSHExecutor:
 
     def _check_room(self, needed: int, free: int | None) -> None:
         if free is not None and needed + DISK_MARGIN > free:
-            raise HostError(
+            raise HostDiskFull(
                 f"host {self.host.name}: the disk of {self.workdir} is full ({free // 1024**2} MiB "
                 f"free, {(needed + DISK_MARGIN) // 1024**2} MiB needed): free some space"
             )

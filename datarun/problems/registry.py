@@ -43,7 +43,8 @@ def _exact_csv_options() -> dict:
     import pandas as pd
 
     return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
-DATA_FILES = ("X_train.csv", "y_train.npy", "X_test.csv", "meta.json")
+DATA_FILES = ("X_train.npy", "y_train.npy", "X_test.npy", "meta.json")  # numeric features
+CSV_DATA_FILES = ("X_train.csv", "y_train.npy", "X_test.csv", "meta.json")  # any other
 
 
 @dataclass
@@ -184,12 +185,36 @@ def _write_csv(frame, path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
+def binary_table(frame) -> bool:
+    """Whether a feature table is stored as one .npy array: when all its columns share one
+    numeric dtype (float64 or int64), the array reads back, without parsing, as the very
+    frame a CSV would give (same values bit for bit, same dtypes, same names). Other
+    tables (strings, mixed dtypes) stay CSV."""
+    import numpy as np
+
+    dtypes = {dtype for dtype in frame.dtypes}
+    return len(frame.columns) > 0 and len(dtypes) == 1 and next(iter(dtypes)) in (
+        np.dtype(np.float64), np.dtype(np.int64))
+
+
+def write_table(frame, folder: Path, name: str) -> str:
+    """Write a feature table of the data tree as NAME.npy (see binary_table) or NAME.csv;
+    the file's name. The harness (remote/child.DataSet) reads either."""
+    import numpy as np
+
+    if binary_table(frame):
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(frame.to_numpy()), allow_pickle=False)
+        return f"{name}.npy"
+    _write_csv(frame, folder / f"{name}.csv")
+    return f"{name}.csv"
+
+
 def write_data_tree(spec: ProblemSpec, data: PreparedData, folder: Path) -> None:
     """The folder shipped to hosts (docs/PROTOCOL.md, data/<data-hash>/): no test labels."""
     import numpy as np
 
-    _write_csv(data.X_train, folder / "X_train.csv")
-    _write_csv(data.X_test, folder / "X_test.csv")
+    write_table(data.X_train, folder, "X_train")
+    write_table(data.X_test, folder, "X_test")
     np.save(folder / "y_train.npy", data.y_train, allow_pickle=False)
     meta = {
         "kind": spec.kind, "classes": data.classes, "target": spec.target,
@@ -349,7 +374,8 @@ def list_folds(db, problem: str) -> list[dict]:
 
 
 def data_dir(workspace: Workspace, problem: dict) -> Path:
-    """The prepared data folder to ship to hosts (X_train.csv, y_train.npy, X_test.csv, meta.json)."""
+    """The prepared data folder to ship to hosts (X_train.npy or .csv, y_train.npy, X_test.npy
+    or .csv, meta.json)."""
     return BlobStore(workspace.blobs_dir).tree_path(problem["data_hash"])
 
 

@@ -6,9 +6,10 @@ Each command prints one JSON object on stdout and exits 0; on an error it prints
 
 import argparse
 import json
+import os
 import sys
 
-from .common import HarnessError
+from .common import HarnessError, disk_full_text, is_disk_full
 
 EXIT_ERROR = 3
 
@@ -117,6 +118,12 @@ def run(argv: list[str]) -> dict:
     return ops.log(args.workdir, args.key, space=space)
 
 
+def argv_workdir(argv: list[str] | None) -> str:
+    """The WORKDIR argument (the one after the command), for a message."""
+    args = sys.argv[1:] if argv is None else argv
+    return args[1] if len(args) > 1 else "."
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         result = run(sys.argv[1:] if argv is None else argv)
@@ -124,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": str(error)}))
         return EXIT_ERROR
     except OSError as error:
+        if is_disk_full(error):
+            folder = os.path.dirname(error.filename) if isinstance(error.filename, str) else argv_workdir(argv)
+            print(json.dumps({"error": disk_full_text(folder)}))
+            return EXIT_ERROR
         print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         return EXIT_ERROR
     print(json.dumps(result, default=str))

@@ -24,6 +24,8 @@ import os
 import struct
 from typing import BinaryIO
 
+from .common import disk_full_text, is_disk_full
+
 HEADER = struct.Struct(">cQ")
 PHASE_CAP = 64
 REPORT_CAP = 64 * 1024
@@ -77,6 +79,7 @@ class Receiver:
         self.report: dict | None = None
         self.complete: set[str] = set()
         self.error: str | None = None
+        self.disk_full: str | None = None  # the host's disk filled up: not the task's fault
 
     def feed(self, chunk: bytes) -> None:
         if self.error:
@@ -98,7 +101,7 @@ class Receiver:
                 try:
                     self.file.write(part)
                 except OSError as error:
-                    self._fail(f"the runner could not keep the predictions: {error}")
+                    self._fail(f"the runner could not keep the predictions: {error}", error)
                     return
             else:
                 self.small += part
@@ -119,7 +122,7 @@ class Receiver:
             try:
                 self.file = open(self.folder / f".{PREDICTION_FILES[kind]}.part", "wb")
             except OSError as error:  # the task folder removed under the runner
-                self._fail(f"the runner could not keep {PREDICTION_FILES[kind]}: {error}")
+                self._fail(f"the runner could not keep {PREDICTION_FILES[kind]}: {error}", error)
                 return
         if length == 0:
             self._close()
@@ -129,13 +132,13 @@ class Receiver:
         self.kind = None
         if self.file is not None:
             assert kind is not None  # a file is open only while a prediction frame arrives
-            self.file.close()
-            self.file = None
             name = PREDICTION_FILES[kind]
             try:
+                file, self.file = self.file, None
+                file.close()  # flushes: a full disk may show only here
                 os.replace(self.folder / f".{name}.part", self.folder / name)
             except OSError as error:
-                self._fail(f"the runner could not keep {name}: {error}")
+                self._fail(f"the runner could not keep {name}: {error}", error)
                 return
             self.complete.add(name)
         elif kind == b"C":
@@ -158,18 +161,24 @@ class Receiver:
     def _name(kind: bytes) -> str:
         return {b"C": "its pid", b"P": "its phase", b"R": "its report"}.get(kind) or PREDICTION_FILES[kind]
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, error: OSError | None = None) -> None:
         self.error = reason
+        if error is not None and is_disk_full(error):
+            self.disk_full = disk_full_text(self.folder.parent)
         self.pending = bytearray()
+        self._drop_file()
+
+    def _drop_file(self) -> None:
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError:  # a full disk: the part file is removed by close()
+                pass
 
     def close(self) -> None:
         """The stream ended; a frame cut short counts as never sent."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        self._drop_file()
         for name in PREDICTION_FILES.values():
             try:
                 os.unlink(self.folder / f".{name}.part")

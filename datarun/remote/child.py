@@ -48,11 +48,25 @@ class DataSet:
             raise ValueError(f"data set {folder.name}: {len(self.X_train)} rows in X_train but "
                              f"{len(self.y_train)} in y_train")
 
-    @staticmethod
-    def _table(folder: Path, name: str, pd):
+    def _table(self, folder: Path, name: str, pd):
         if (folder / f"{name}.parquet").exists():
             return pd.read_parquet(folder / f"{name}.parquet")
+        if (folder / f"{name}.npy").exists():
+            return _binary_table(folder / f"{name}.npy", self.meta.get("columns"), pd)
         return pd.read_csv(folder / f"{name}.csv")
+
+
+def _binary_table(path: Path, columns, pd):
+    """A feature table stored as one 2-D numeric .npy (no pickle): read, not parsed."""
+    import numpy as np
+
+    array = np.load(path, allow_pickle=False)
+    if array.ndim != 2 or array.dtype.kind not in "iuf":
+        raise ValueError(f"data set file {path.name} is not a 2-D numeric array")
+    if not isinstance(columns, list) or len(columns) != array.shape[1]:
+        raise ValueError(f"data set file {path.name}: meta.json names {len(columns or [])} columns, "
+                         f"the array has {array.shape[1]}")
+    return pd.DataFrame(array, columns=[str(c) for c in columns], copy=False)
 
 
 def _memory_backstop(limit: int | None) -> None:

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -19,8 +20,11 @@ ERROR_TAIL = 4096  # bytes of traceback kept in result.json
 
 ERROR_KINDS = (
     "import_error", "fit_error", "predict_error", "bad_predictions", "memory_limit",
-    "cpu_limit", "timeout", "harness_error", "cancelled",
+    "cpu_limit", "timeout", "harness_error", "cancelled", "disk_full",
 )
+# The host's disk filled up under a task: the host's fault, never the team's. The organiser
+# puts such a task back in the queue as lost on its host; no task row ever keeps this kind.
+DISK_FULL = "disk_full"
 
 
 class HarnessError(Exception):
@@ -165,12 +169,41 @@ def make_read_only(folder: Path) -> None:
         os.chmod(root, 0o555)
 
 
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC or a quota, or numpy's short write (no errno, only its text)."""
+    if not isinstance(error, OSError):
+        return False
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, shutil.Error):  # copytree gathers its files' errors as text
+        return any("[Errno 28]" in str(item) or "No space left" in str(item) for item in error.args[0])
+    text = str(error)
+    return error.errno is None and "requested and" in text and "written" in text
+
+
+def disk_full_text(folder: Path | str) -> str:
+    """"no space left on the device of FOLDER (N MB free)": one line, for the organiser."""
+    try:
+        stat_ = os.statvfs(folder)
+        free = f"{stat_.f_bavail * stat_.f_frsize / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return f"no space left on the device of {folder} ({free})"
+
+
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        try:  # a full disk leaves no half-written temporary file behind
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_json(path: Path) -> dict | None:

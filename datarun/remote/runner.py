@@ -30,10 +30,13 @@ from . import sandbox
 from .accounting import Cgroups
 from .channel import Receiver
 from .common import (
+    DISK_FULL,
     Layout,
     claim,
+    disk_full_text,
     environment,
     failed_result,
+    is_disk_full,
     open_wake_fifo,
     read_json,
     release_if_idle,
@@ -43,6 +46,10 @@ from .common import (
 from .tree import Spare, TaskRun
 
 TICK = 0.05  # seconds between tree samples
+# Space the runner keeps aside, so a task that meets a full disk can still say so in its
+# result.json at once (instead of being found lost after the host's grace period).
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 256 * 1024
 HEARTBEAT = 1.0
 EXIT_GRACE = 2.0  # how long a finished task's leftover processes may take to exit
 DATA_CACHE_SIZE = 4
@@ -87,6 +94,8 @@ class Runner:
         self.cgroups = Cgroups.detect()
         self.seats = sandbox.seat_uids(self.slots)  # root: each task a uid of its own
         self.environment = environment()
+        self.reserve = layout.space / RESERVE_NAME
+        self._keep_reserve()
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
@@ -579,10 +588,19 @@ class Runner:
         channel_error = receiver.error or (_check_predictions(folder, predictions, *form)
                                            if written else None)
         failure = run.failure(receiver.report, receiver.phase, written, channel_error)
-        (folder / "output.log").write_text(run.output.text())
+        if receiver.disk_full and not run.limit_hit:
+            failure = (DISK_FULL, receiver.disk_full)
+        try:
+            (folder / "output.log").write_text(run.output.text())
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            failure = (DISK_FULL, disk_full_text(folder.parent))
         if failure is not None:
             for name in predictions.values():
                 (folder / name).unlink(missing_ok=True)
+        if failure is not None and failure[0] == DISK_FULL:
+            (folder / "output.log").unlink(missing_ok=True)  # room for the small result.json
         report = receiver.report or {}
         result = {
             "key": run.key, "state": "failed" if failure else "done",
@@ -599,7 +617,29 @@ class Runner:
             "predictions": None if failure else predictions,
             "environment": self.environment,
         }
-        write_result(folder, result)
+        try:
+            write_result(folder, result)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            # No room even for result.json with its predictions: drop them and say why.
+            for name in predictions.values():
+                (folder / name).unlink(missing_ok=True)
+            (folder / "output.log").unlink(missing_ok=True)
+            result.update(state="failed", error_kind=DISK_FULL, error=disk_full_text(folder.parent),
+                          predictions=None)
+            try:
+                write_result(folder, result)
+            except OSError as again:
+                if not is_disk_full(again):
+                    raise
+                self.reserve.unlink(missing_ok=True)  # the space kept for this moment
+                try:
+                    write_result(folder, result)
+                except OSError as last:
+                    if not is_disk_full(last):
+                        raise
+                    log(f"task {run.key}: no room for its result: {last}")
         (folder / "status.json").unlink(missing_ok=True)
         if run.group is not None:
             run.group.remove()
@@ -607,6 +647,16 @@ class Runner:
             + (f" ({result['error_kind']})" if failure else ""))
 
     # --- heartbeats and the end ---------------------------------------------------
+
+    def _keep_reserve(self) -> None:
+        """(Re)make the reserve when there is room for it; a full disk leaves it out."""
+        try:
+            if self.reserve.exists():
+                return
+            with open(self.reserve, "wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
 
     def _write_runner_json(self, state: str = "running") -> None:
         write_json(self.layout.runner_json, {
@@ -628,10 +678,18 @@ class Runner:
             pass
 
     def _heartbeat(self) -> None:
-        self._write_runner_json()
-        for run in self.running.values():
-            if run.child_status is None:
-                self._write_status(run)
+        try:
+            self._write_runner_json()
+            if not self.reserve.exists():
+                self._keep_reserve()
+            for run in self.running.values():
+                if run.child_status is None:
+                    self._write_status(run)
+        except OSError as error:
+            # A full disk stops no runner: its tasks end with a result saying so.
+            if not is_disk_full(error):
+                raise
+            log(f"heartbeat not written: {error}")
 
     def _shutdown(self) -> None:
         """Stopped by a signal: kill every task's tree and record why, then let go."""

@@ -14,6 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from datarun.store.space import space_for
+
 CHUNK = 1 << 20
 
 
@@ -52,11 +54,17 @@ class BlobStore:
         digest = sha256_bytes(data)
         target = self.path(digest)
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            # A full disk leaves no partial blob: the temporary file goes with the error.
+            with space_for(self.root, len(data)):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(data)
+                    os.replace(tmp, target)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
         return digest
 
     def get_bytes(self, digest: str) -> bytes:
@@ -86,9 +94,15 @@ class BlobStore:
         digest = tree_hash(folder)
         target = self.tree_path(digest)
         if not target.exists():
-            self.trees_root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=self.trees_root, prefix=".tmp-"))
-            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            needed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            with space_for(self.trees_root, needed):
+                self.trees_root.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=self.trees_root, prefix=".tmp-"))
+                try:
+                    shutil.copytree(folder, tmp, dirs_exist_ok=True)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
             try:
                 os.replace(tmp, target)
             except OSError:  # another writer stored the same tree first

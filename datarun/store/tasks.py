@@ -434,6 +434,10 @@ def any_queued(db: Database, selection: Selection = Selection()) -> bool:
                       f"WHERE t.state = 'queued'{where} LIMIT 1", args).fetchone() is not None
 
 
+def count_queued(db: Database) -> int:
+    return db.execute("SELECT count(*) FROM tasks WHERE state = 'queued'").fetchone()[0]
+
+
 def open_ids(db: Database, selection: Selection = Selection()) -> list[int]:
     """The ids of the selected queued and running tasks."""
     where, args = selection.where()
