@@ -29,12 +29,12 @@ def err_unfit(unfit: list[dict]) -> None:
 
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
     from datarun.dispatch.dispatcher import Limits
-    from datarun.sizes import parse_duration, parse_size
+    from datarun.sizes import check_task_memory, parse_duration, parse_size
 
     return Limits(
         wall_time=parse_duration(wall_time, "--wall-time") if wall_time else None,
         cpu_time=parse_duration(cpu_time, "--cpu-time") if cpu_time else None,
-        memory=parse_size(memory, "--memory") if memory else None,
+        memory=check_task_memory(parse_size(memory, "--memory"), "--memory") if memory else None,
     )
 
 
