@@ -23,10 +23,9 @@ from datarun.problems.registry import get_problem
 from datarun.problems.workflows import CODE_FILE_CAP, Workflow, workflow_for
 from datarun.safetext import check_name
 from datarun.sizes import format_cap, format_size
-from datarun.store import actions
+from datarun.store import actions, tasks
 from datarun.store import problems as stored_problems
 from datarun.store import submissions as stored
-from datarun.store import tasks
 from datarun.store.blobs import BlobStore, sha256_bytes
 from datarun.store.db import Database, transaction
 from datarun.store.task_events import events_of

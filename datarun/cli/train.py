@@ -21,10 +21,11 @@ MaxAttempts = Annotated[int, typer.Option(
     "--max-attempts", help="Times a task's host may be lost under it before it fails as host_lost.")]
 
 
-def err_unfit(unfit: list[dict]) -> None:
-    """One `error:` line per group of queued tasks that fit no host."""
+def err_unfit(unfit: list[dict], prefix: str = "") -> None:
+    """One `error:` line per group of queued tasks that fit no host (after `prefix`: the
+    time, in `dispatch`)."""
     for group in unfit:
-        err(f"error: {group['reason']}")
+        err(f"{prefix}error: {group['reason']}")
 
 
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
@@ -79,6 +80,8 @@ def train(
                                  on_wait=lambda: err("waiting for another dispatcher to finish..."),
                                  on_unfit=on_unfit if not json_out else None)
     err_hosts(summary["host_errors"])
+    for line in summary["hook_failures"]:
+        err(line)
     if json_out:
         err_unfit(summary["unfit"])
     if json_out:
@@ -102,16 +105,30 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
     with handled():
         workspace, db = open_workspace()
         summary = dispatch_once(workspace, db, max_attempts=max_attempts)
-    err_hosts(summary["host_errors"])
-    err_unfit(summary["unfit"])
+    # Each line says when: cron appends them to one log.
+    stamp = _now_iso()
+    for host, message in summary["host_errors"].items():
+        named = message.startswith((f"host {host}:", f"host {host} "))
+        err(f"{stamp} " + (message if named else f"host {host}: {message}"))
+    err_unfit(summary["unfit"], prefix=f"{stamp} ")
+    for line in summary["hook_failures"]:
+        err(f"{stamp} {line}")
     if json_out:
         emit_json(summary)
     else:
-        err(f"collected {summary['collected']}, launched {summary['launched']}, "
-            f"re-queued {summary['requeued']}")
+        news = "".join(f"; {what} {', '.join(map(str, ids))}" for what, ids in (
+            ("scored", summary["scored_submissions"]), ("failed", summary["failed_submissions"])) if ids)
+        err(f"{stamp} collected {summary['collected']}, launched {summary['launched']}, "
+            f"re-queued {summary['requeued']}{news}")
     # Exit 1 when a host failed, or when queued tasks can never run as hosts.toml stands.
     if summary["host_errors"] or summary["unfit"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _now_iso() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @app.command()
