@@ -23,6 +23,7 @@ def local(tmp_path, monkeypatch):
 
 
 def test_a_backup_taken_mid_train_restores_and_its_train_finishes_there(local, cli, tmp_path):
+    (local.workspace.root / "datarun.toml").write_text('[hooks]\ntimeout = "5s"\n')
     ids = local.submit(4, sleep=0.5)
     train = datarun_process(local.workspace, "train", "--json")
     wait_until(lambda: any(r["state"] == "done" for r in task_rows(local.workspace).values()), 60,
@@ -35,7 +36,7 @@ def test_a_backup_taken_mid_train_restores_and_its_train_finishes_there(local, c
     assert train.returncode == 0, err
     with tarfile.open(archive) as tar:
         names = tar.getnames()
-    assert {"datarun.db", "hosts.toml", "manifest.json"} <= set(names)
+    assert {"datarun.db", "hosts.toml", "datarun.toml", "manifest.json"} <= set(names)
     code_blobs = [name for name in names if name.startswith("blobs/")]
     assert len(code_blobs) == taken.json()["blobs"] and code_blobs
 
@@ -46,6 +47,8 @@ def test_a_backup_taken_mid_train_restores_and_its_train_finishes_there(local, c
     restored = Workspace(restored_root)
     try:
         assert answer["from"] == local.workspace.id and answer["id"] != local.workspace.id
+        assert (restored_root / "datarun.toml").read_text() == '[hooks]\ntimeout = "5s"\n'
+        assert cli("-w", restored_root, "status", "--json").json()["workspace"]["id"] == answer["id"]
         rows = task_rows(restored).values()
         done_at_backup = {r["id"] for r in rows if r["state"] == "done"}
         assert done_at_backup and all(r["state"] in ("done", "queued") for r in rows)

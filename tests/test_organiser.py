@@ -130,6 +130,8 @@ def test_a_hidden_submission_is_kept_but_off_the_boards_and_recorded(iris, cli):
     shown = cli("submission", "show", str(grace), "--json").json()
     assert shown["hidden_reason"] == "copied code" and shown["hidden_at"] is not None
     assert [e["submissions"] for e in cli("event", "list", "--json").json()] == [1]
+    text = cli("submission", "show", str(grace)).stdout
+    assert "hidden since " in text and ": copied code (off every board; `datarun submission unhide" in text
     assert cli("submission", "hide", str(grace)).stderr.strip() == (
         f"error: submission {grace} is hidden already (`datarun submission unhide {grace}` shows it again)")
     assert cli("submission", "unhide", str(grace)).exit_code == 0

@@ -116,6 +116,14 @@ def show(
 
     print_renderable(submission_table(sub, score_names))
     print_renderable(f"event {sub['event']}")
+    if sub.get("hidden_at") is not None:
+        from datarun.challenge.events import format_when
+
+        reason = f": {sub['hidden_reason']}" if sub.get("hidden_reason") else ""
+        print_renderable(f"hidden since {format_when(sub['hidden_at'])}{reason} (off every board; "
+                         f"`datarun submission unhide {sub['id']}`)")
+    if sub.get("final_at") is not None:
+        print_renderable("chosen by its team as a final submission")
     if sub.get("forced"):
         print_renderable(f"submitted with --force, overriding: {sub['forced']}")
     for task in sub["tasks"]:

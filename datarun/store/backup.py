@@ -95,7 +95,7 @@ def _remove(path: Path) -> None:
 # -- the whole workspace ------------------------------------------------------------------------
 #
 # A workspace's state is its database and its blob store (code, predictions, logs, data
-# sets), plus hosts.toml and the workspace's pinned host keys. The blob store is
+# sets), plus hosts.toml, datarun.toml and the workspace's pinned host keys. The blob store is
 # content-addressed and append-only, and every blob is written (to a temporary name, then
 # renamed) before the row that names it is committed. So the database is snapshotted first
 # and the blob store copied after: every blob the snapshot names is there by then, and a
@@ -131,6 +131,7 @@ def backup_workspace(workspace, destination: Path | str, force: bool = False) ->
         with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
             tar.add(snapshot, "datarun.db", recursive=False)
             for path, name in ((workspace.hosts_file, "hosts.toml"),
+                               (workspace.root / "datarun.toml", "datarun.toml"),
                                (workspace.known_hosts_path, "known_hosts")):
                 if path.is_file():
                     tar.add(path, name, recursive=False)
@@ -180,8 +181,8 @@ def _member_target(name: str) -> str | None:
         return ".datarun/datarun.db"
     if name == "known_hosts":
         return ".datarun/known_hosts"
-    if name == "hosts.toml":
-        return "hosts.toml"
+    if name in ("hosts.toml", "datarun.toml"):
+        return name
     if parts[0] in ("blobs", "trees") and len(parts) > 1:
         return ".datarun/" + name
     return None
