@@ -31,7 +31,8 @@ def submit_scored(workspace, cli, folder, team, accuracy, event=None, test=None)
                    "test_time = 0.125, cpu_time = 1.0, peak_memory = 1000 WHERE submission = ?", [sid])
         for split, value in (("valid", accuracy), ("test", accuracy - 0.5 if test is None else test)):
             for score, v in zip(SCORES, (value, 1 - value, 0.9), strict=True):
-                db.execute("INSERT INTO bagged_scores VALUES (?, ?, ?, ?)", [sid, split, score, v])
+                db.execute("INSERT INTO bagged_scores (submission, split, score, value) VALUES (?, ?, ?, ?)",
+                           [sid, split, score, v])
     return sid
 
 
