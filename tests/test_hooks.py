@@ -138,3 +138,48 @@ def test_a_bad_hooks_config_stops_dispatch_in_one_line(workspace, cli, text, mes
     result = cli("dispatch")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: " + message) and len(result.stderr.splitlines()) == 1
+
+
+def test_a_slow_hook_does_not_hold_the_dispatcher(iris, cli, tmp_path):
+    """While the hook of a failed submission sleeps, the dispatcher goes on collecting the
+    other submission's folds (it records when it took each result). The failure comes
+    first: one fold of each new submission runs first, and a failed fold is news at once."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = hook_script(tmp_path, f"""
+        import json, sys, time
+        event = json.load(sys.stdin)
+        start = time.time()
+        time.sleep(4)
+        with open({str(marks)!r} + "/" + str(event["submission_id"]), "w") as f:
+            json.dump([start, time.time()], f)
+        """)
+    config(iris, f"""
+        [hooks]
+        on_failed = [{json.dumps(sys.executable)}, {json.dumps(str(script))}]
+        """)
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "estimator.py").write_text(textwrap.dedent("""
+        import time
+        from sklearn.linear_model import LogisticRegression
+
+        class Slow(LogisticRegression):
+            def fit(self, X, y):
+                time.sleep(1)
+                return super().fit(X, y)
+
+        def get_estimator():
+            return Slow(max_iter=1000)
+        """))
+    broken = submit(cli, "broken_fit", "bob")
+    other = cli("submit", "iris", slow, "--team", "grace", "--json").json()["id"]
+    result = cli("train", "--json")
+    assert result.exit_code == 1 and result.json()["failed_submissions"] == [broken]
+    assert result.json()["hook_failures"] == []
+    start, end = json.loads((marks / str(broken)).read_text())
+    from datarun.store.db import open_db
+
+    db = open_db(iris)
+    taken = [row[0] for row in db.execute("SELECT finished_at FROM tasks WHERE submission = ?", [other])]
+    assert any(start < when < end for when in taken), (start, end, sorted(taken))
