@@ -46,9 +46,9 @@ def test_a_backup_taken_mid_train_restores_and_its_train_finishes_there(local, c
     answer = result.json()
     restored = Workspace(restored_root)
     try:
-        assert answer["from"] == local.workspace.id and answer["id"] != local.workspace.id
+        assert answer["from_workspace_id"] == local.workspace.id and answer["workspace_id"] != local.workspace.id
         assert (restored_root / "datarun.toml").read_text() == '[hooks]\ntimeout = "5s"\n'
-        assert cli("-w", restored_root, "status", "--json").json()["workspace"]["id"] == answer["id"]
+        assert cli("-w", restored_root, "status", "--json").json()["workspace"]["id"] == answer["workspace_id"]
         rows = task_rows(restored).values()
         done_at_backup = {r["id"] for r in rows if r["state"] == "done"}
         assert done_at_backup and all(r["state"] in ("done", "queued") for r in rows)

@@ -105,7 +105,7 @@ def test_event_remove_takes_an_empty_event_and_refuses_one_with_submissions(iris
     cli("event", "add", "summer", "--problem", "iris")
     submit_scored(iris, cli, "logreg", "ada", 0.9, "summer")
     result = cli("event", "remove", "spring", "--json")
-    assert result.exit_code == 0 and result.json() == {"removed": "spring", "problem": "iris"}
+    assert result.exit_code == 0 and result.json() == {"name": "spring", "problem": "iris", "removed": True}
     refused = cli("event", "remove", "summer")
     assert refused.exit_code == 2
     assert refused.stderr.strip() == (
@@ -168,7 +168,7 @@ def test_problem_remove_is_refused_while_it_has_submissions_unless_forced(iris, 
     assert [p["name"] for p in cli("problem", "list", "--json").json()] == ["iris"]
     result = cli("problem", "remove", "iris", "--force", "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {"removed": "iris", "submissions": 1, "tasks": 5, "events": 2}
+    assert result.json() == {"name": "iris", "removed": True, "submissions": 1, "tasks": 5, "events": 2}
     assert cli("problem", "list", "--json").json() == []
     assert cli("submission", "list", "--json").json() == []
     assert cli("event", "list", "--json").json() == []
@@ -226,7 +226,7 @@ def test_final_standings_take_the_best_public_by_default_and_a_teams_choice(cont
                                                           (2, "ada", ids["ada2"])]
     result = cli("submission", "select", str(ids["ada1"]), "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {"team": "ada", "event": "spring", "final": [ids["ada1"]], "max_final": 1}
+    assert result.json() == {"team": "ada", "event": "spring", "submission_ids": [ids["ada1"]], "max_final": 1}
     final = cli("leaderboard", "iris", "--event", "spring", "--final", "--json").json()
     assert [(r["rank"], r["id"], r["final"]) for r in final["rows"]] == [
         (1, ids["ada1"], "chosen"), (2, ids["grace"], "best public")]

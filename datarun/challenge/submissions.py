@@ -360,7 +360,8 @@ def select_final(db: Database, submission_ids: list[str], now: float | None = No
         stored.set_final(db, ids, first["team"], event["name"], now)
         actions.record(db, "final_selected", first["team"], {"event": event["name"], "submissions": ids},
                        at=now)
-    return {"team": first["team"], "event": event["name"], "final": ids, "max_final": event["max_final"]}
+    return {"team": first["team"], "event": event["name"], "submission_ids": ids,
+            "max_final": event["max_final"]}
 
 
 def remove_problem(db: Database, name: str, force: bool = False) -> dict[str, Any]:
@@ -380,5 +381,5 @@ def remove_problem(db: Database, name: str, force: bool = False) -> dict[str, An
         removed_tasks = tasks.delete_of_problem(db, problem["name"])
         gone = stored_problems.delete(db, problem["name"])
         actions.record(db, "problem_removed", problem["name"], {"forced": force, **gone})
-    return {"removed": problem["name"], "submissions": gone["submissions"], "tasks": removed_tasks,
+    return {"name": problem["name"], "removed": True, "submissions": gone["submissions"], "tasks": removed_tasks,
             "events": gone["events"]}

@@ -45,6 +45,6 @@ def restore(
     if json_out:
         emit_json(result)
     else:
-        err(f"restored into {result['workspace']} (workspace id {result['id']}); "
+        err(f"restored into {result['root']} (workspace id {result['workspace_id']}); "
             f"{result['requeued']} tasks that were running are queued again: `datarun -w "
-            f"{result['workspace']} train` runs them")
+            f"{result['root']} train` runs them")

@@ -102,7 +102,7 @@ def remove(
         _, db = open_workspace()
         event = remove_event(db, name)
     if json_out:
-        emit_json({"removed": event["name"], "problem": event["problem"]})
+        emit_json({"name": event["name"], "problem": event["problem"], "removed": True})
     else:
         err(f"event {event['name']} removed from problem {event['problem']}")
 

@@ -255,5 +255,5 @@ def remove(
     if json_out:
         emit_json(result)
     else:
-        err(f"problem {result['removed']} removed, with {result['submissions']} submissions and "
+        err(f"problem {result['name']} removed, with {result['submissions']} submissions and "
             f"{result['events']} events")

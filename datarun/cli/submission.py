@@ -199,4 +199,4 @@ def select(
         emit_json(choice)
     else:
         err(f"team {choice['team']} in event {choice['event']}: final submissions "
-            f"{', '.join(map(str, choice['final']))} (at most {choice['max_final']})")
+            f"{', '.join(map(str, choice['submission_ids']))} (at most {choice['max_final']})")

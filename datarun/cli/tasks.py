@@ -90,5 +90,5 @@ def history_command(
 
     for row in rows:
         detail = ", ".join(f"{key} {value}" for key, value in (row["detail"] or {}).items())
-        print_renderable(f"{format_when(row['at'])}  {row['action']} {row['subject']}" +
+        print_renderable(f"{format_when(row['recorded_at'])}  {row['action']} {row['subject']}" +
                          (f": {detail}" if detail else ""))

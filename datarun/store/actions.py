@@ -21,7 +21,7 @@ def record(db: Database, action: str, subject: str | int, detail: dict[str, Any]
 
 def listed(db: Database, subject: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """The changes (to `subject`), oldest first (the last `limit` of them)."""
-    sql = "SELECT id, at, action, subject, detail FROM actions"
+    sql = "SELECT id, at AS recorded_at, action, subject, detail FROM actions"
     args: list[Any] = []
     if subject is not None:
         sql += " WHERE subject = ?"

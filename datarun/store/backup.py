@@ -139,7 +139,7 @@ def backup_workspace(workspace, destination: Path | str, force: bool = False) ->
                 for path in _stored_files(folder):
                     tar.add(path, f"{prefix}/{path.relative_to(folder).as_posix()}", recursive=False)
                     blobs += prefix == "blobs"
-            manifest = {"format": ARCHIVE_FORMAT, "workspace": workspace.id, "taken_at": time.time(),
+            manifest = {"format": ARCHIVE_FORMAT, "workspace_id": workspace.id, "taken_at": time.time(),
                         "rows": counts, "blobs": blobs}
             data = json.dumps(manifest, indent=2).encode()
             info = tarfile.TarInfo(MANIFEST)
@@ -156,7 +156,7 @@ def backup_workspace(workspace, destination: Path | str, force: bool = False) ->
         _remove(snapshot)
     os.replace(archive, dest)
     return {"path": str(dest), "bytes": dest.stat().st_size, "rows": counts, "blobs": blobs,
-            "workspace": workspace.id}
+            "workspace_id": workspace.id}
 
 
 def _stored_files(folder: Path):
@@ -257,7 +257,7 @@ def restore_workspace(archive_path: Path | str, folder: Path | str) -> dict:
             for child in root.iterdir():
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         raise
-    return {"workspace": str(root), "id": restored["id"], "from": manifest.get("workspace"),
+    return {"root": str(root), "workspace_id": restored["id"], "from_workspace_id": manifest.get("workspace_id"),
             "taken_at": manifest.get("taken_at"), "rows": manifest.get("rows"),
             "blobs": manifest.get("blobs"), "requeued": restored["requeued"]}
 
