@@ -85,7 +85,7 @@ def test_hooks_get_the_events_json_and_a_failing_hook_blocks_nothing(iris, cli, 
     scored = json.loads((seen / f"submission_scored-{good}").read_text())
     assert scored["schema"] == "datarun/hook/1" and scored["team"] == "ada" and scored["event"] == "iris"
     assert scored["score"]["name"] == "accuracy" and 0.8 < scored["score"]["value"] <= 1
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", scored["at"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", scored["notified_at"])
     assert "test" not in json.dumps(scored)
     failed = json.loads((seen / f"submission_failed-{bad}").read_text())
     assert {f["error_kind"] for f in failed["failures"]} == {"fit_error"}

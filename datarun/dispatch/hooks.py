@@ -107,7 +107,7 @@ def event_payload(db, kind: str, submission_id: int, now: float | None = None) -
     problem = get_problem(db, row["problem"])
     public = scores_public(get_event(db, row["event"]), now)
     payload: dict[str, Any] = {
-        "schema": PAYLOAD_SCHEMA, "kind": kind, "at": iso(now),
+        "schema": PAYLOAD_SCHEMA, "kind": kind, "notified_at": iso(now),
         "submission_id": row["id"], "submission": row["name"], "team": row["team"],
         "problem": row["problem"], "event": row["event"], "submitted_at": iso(row["created_at"]),
         "scores_public": public,
