@@ -138,7 +138,7 @@ def add(
     from datarun.errors import UsageError
     from datarun.executors.hosts import register_host
 
-    local = name == "local" and address is None and dask is None
+    local = name == "local" and dask is None  # its --address, if given, is refused below
     if (address is None) == (dask is None) and not local:
         with handled():
             raise UsageError(f"host add {name}: give --address (an SSH host) or --dask (a Dask "
