@@ -82,8 +82,8 @@ def write(tmp_path, name, data):
     [
         (["--opens", "2026-13-01"], "--opens: '2026-13-01' is not an ISO 8601 date"),
         (["--closes", "next friday"], "--closes: 'next friday' is not an ISO 8601 date"),
-        (["--opens", "2026-12-02", "--closes", "2026-12-01"],
-         "--closes (2026-12-01 00:00 UTC) must be after --opens (2026-12-02 00:00 UTC)"),
+        (["--opens", "2026-12-02T12:00", "--closes", "2026-12-01"],
+         "--closes (2026-12-02 00:00 UTC) must be after --opens (2026-12-02 12:00 UTC)"),
         (["--opens", "2026-12-01T10:00+02:00", "--closes", "2026-12-01T08:00Z"],
          "--closes (2026-12-01 08:00 UTC) must be after --opens (2026-12-01 08:00 UTC)"),
         (["--opens", "2026-12-02", "--public-opens", "2026-12-01"],

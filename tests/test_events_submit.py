@@ -52,7 +52,7 @@ def test_an_event_not_open_yet_says_when_it_opens(iris, cli):
 def test_a_closed_event_says_when_it_closed(iris, cli):
     add_event(cli, "--opens", "1999-12-01", "--closes", PAST)
     assert refused(cli("submit", "iris", LOGREG, "--team", "ada", "--event", "spring"),
-                   "event 'spring' closed 2000-01-01 00:00 UTC")
+                   "event 'spring' closed 2000-01-02 00:00 UTC")
     assert submissions(cli) == []
 
 
@@ -100,12 +100,12 @@ def test_an_organiser_forces_past_the_rules_and_the_override_is_recorded(iris, c
     add_event(cli, "--opens", "1999-12-01", "--closes", PAST, "--participants", teams)
     result = cli("submit", "iris", LOGREG, "--team", "eve", "--event", "spring", "--force")
     assert result.exit_code == 0, result.stderr
-    assert "forced past the event's rules: event 'spring' closed 2000-01-01 00:00 UTC; " \
+    assert "forced past the event's rules: event 'spring' closed 2000-01-02 00:00 UTC; " \
            "team 'eve' is not a participant" in result.stderr
     sid = submissions(cli)[0]["id"]
     shown = cli("submission", "show", str(sid), "--json").json()
     assert shown["event"] == "spring"
-    assert shown["forced"].startswith("event 'spring' closed 2000-01-01 00:00 UTC; team 'eve'")
+    assert shown["forced"].startswith("event 'spring' closed 2000-01-02 00:00 UTC; team 'eve'")
     assert "submitted with --force, overriding: event 'spring' closed" in cli(
         "submission", "show", str(sid)).stdout
     assert cli("event", "show", "spring", "--json").json()["by_team"][0]["forced"] == 1

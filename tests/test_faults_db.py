@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import textwrap
 
 import pytest
@@ -105,9 +106,12 @@ def test_backups_taken_while_train_writes_are_consistent(local, cli, tmp_path):
     for i in range(3):
         target = tmp_path / f"copy{i}.db"
         if i == 0:
-            result = cli("db", "backup", target, "--json")
+            archive = tmp_path / "whole.tar.gz"
+            result = cli("db", "backup", archive, "--json")
             assert result.exit_code == 0, result.stderr
-            assert result.json()["path"] == str(target) and result.json()["rows"]["submissions"] == 4
+            assert result.json()["path"] == str(archive) and result.json()["rows"]["submissions"] == 4
+            with tarfile.open(archive) as tar:
+                target.write_bytes(tar.extractfile("datarun.db").read())
         else:
             backup_database(local.workspace, target)
         assert train.poll() is None, "train ended before the backup"
@@ -131,10 +135,10 @@ def test_backup_says_what_it_did(local, cli, tmp_path):
 
 @pytest.mark.parametrize("target, message", [
     ("copy.db", "already exists: remove it, or pass --force to replace it"),
-    ("folder", "is a folder: give a file name for the copy"),
+    ("folder", "is a folder: give a file name for the backup"),
     ("missing/copy.db", "does not exist: create it first"),
     ("/proc/datarun-copy.db", "cannot write the copy at /proc/datarun-copy.db: No such file or directory"),
-    ("OWN", "is the workspace's own database: give another file for the copy"),
+    ("OWN", "is inside the workspace's .datarun/: write the backup elsewhere"),
 ])
 def test_backup_refuses_what_it_cannot_do(local, cli, tmp_path, target, message):
     (tmp_path / "copy.db").write_text("an earlier copy")

@@ -1,6 +1,7 @@
-"""`db backup` writes its copy 0600, created with that mode: never readable by others.
+"""`db backup` writes its archive, and the database snapshot in it, 0600, created with that
+mode: never readable by others.
 
-The copy holds every team's scores, errors and code hashes. The old backup let SQLite
+The backup holds every team's scores, errors and code hashes. The old backup let SQLite
 create the file under the umask (0644 with the usual 022), readable by every local user;
 the negative control shows that mode again with the private creation switched off.
 """
@@ -8,6 +9,7 @@ the negative control shows that mode again with the private creation switched of
 import os
 import sqlite3
 import stat
+import tarfile
 
 import pytest
 
@@ -53,7 +55,10 @@ def test_the_backup_is_created_0600_and_stays_so(registered, cli, tmp_path, monk
     assert cli("db", "backup", copy, "--force").exit_code == 0
     assert stat.S_IMODE(copy.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.db")] == []
-    conn = sqlite3.connect(copy)
+    with tarfile.open(copy) as tar:
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "datarun.db").write_bytes(tar.extractfile("datarun.db").read())
+    conn = sqlite3.connect(tmp_path / "out" / "datarun.db")
     assert conn.execute("SELECT count(*) FROM problems").fetchone()[0] == 1
     conn.close()
 
@@ -62,7 +67,7 @@ def test_negative_control_sqlite_alone_creates_the_copy_world_readable(registere
                                                                        monkeypatch, umask):
     umask(0o022)
     # The protection off: a plain temporary name that SQLite creates itself, as before.
-    monkeypatch.setattr(backup, "private_tmp", lambda dest: dest.with_name(f".{dest.name}.tmp"))
+    monkeypatch.setattr(backup, "private_tmp", lambda dest, tag="": dest.with_name(f".{dest.name}{tag}.tmp"))
     copy = tmp_path / "copy.db"
     assert cli("db", "backup", copy).exit_code == 0
     assert stat.S_IMODE(copy.stat().st_mode) == 0o644

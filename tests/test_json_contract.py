@@ -53,6 +53,13 @@ CASES = [
     (["export", "iris", "--json", "-", "--private"], 0),
     (["db", "backup", "{tmp}/backup.db", "--json"], 0),
     (["site", "{tmp}/site", "--json"], 0),
+    (["db", "restore", "{tmp}/backup.db", "{tmp}/restored", "--json"], 0),
+    (["event", "edit", "autumn", "--closes", "2031-01-01", "--json"], 0),
+    (["event", "remove", "autumn", "--json"], 0),
+    (["submission", "hide", "{ada}", "--reason", "a copy", "--json"], 0),
+    (["submission", "unhide", "{ada}", "--json"], 0),
+    (["history", "--json"], 0),
+    (["problem", "remove", "diabetes", "--force", "--json"], 0),
     # Errors: the error object on stdout, beside the stderr line and the exit code.
     (["submission", "show", "999", "--json"], 2),
     (["leaderboard", "nope", "--json"], 2),
@@ -65,6 +72,7 @@ COVERED_ELSEWHERE = {
     "demo": "tests/test_demo.py (it trains the examples)",
     "host trust": "tests/test_hardening_hostkeys.py (it needs a real sshd)",
     "host setup": "tests/test_host_setup.py (it installs packages on a host over SSH)",
+    "submission select": "tests/test_organiser.py (it needs a team's submissions in an event with --max-final)",
 }
 
 

@@ -121,11 +121,12 @@ def test_failures_get_their_error_kind_and_exit_code_1(iris, cli):
 
 
 def test_train_options_lower_the_problems_limits(iris, cli):
-    sub = submit(cli, "random_forest")
-    result = cli("train", "--memory", "1MB", "--json")
+    sub = submit(cli, "memory_hog")  # stopped at 1 GB by the problem's own limit
+    result = cli("train", "--memory", "200MB", "--json")
     assert result.exit_code == 1
     tasks = cli("submission", "show", str(sub), "--json").json()["tasks"]
     assert {t["error_kind"] for t in tasks} == {"memory_limit"}
+    assert all(t["error"].startswith("memory limit 200.0 MB exceeded") for t in tasks)
 
 
 @pytest.mark.parametrize(

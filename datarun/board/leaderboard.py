@@ -109,7 +109,7 @@ def leaderboard(db, problem_name: str, private: bool = False, event: str | None 
             "sum(t.valid_time) AS valid_time, sum(t.test_time) AS test_time, "
             "sum(t.cpu_time) AS cpu_time, max(t.peak_memory) AS peak_memory "
             "FROM submissions s JOIN tasks t ON t.submission = s.id WHERE s.problem = ? "
-            "AND (? IS NULL OR s.event = ?) GROUP BY s.id HAVING pending = 0 AND done > 0",
+            "AND (? IS NULL OR s.event = ?) AND s.hidden_at IS NULL GROUP BY s.id HAVING pending = 0 AND done > 0",
             [problem_name, event, event],
         )
     }

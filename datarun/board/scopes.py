@@ -17,10 +17,11 @@ PUBLIC = "*public"
 
 
 def fully_trained(db, problem: str) -> list[tuple[int, str | None]]:
-    """(id, event) of the problem's submissions whose every fold is done, by id."""
+    """(id, event) of the problem's shown submissions whose every fold is done, by id (a
+    hidden submission is in no blend)."""
     return [(row[0], row[1]) for row in db.execute(
         "SELECT s.id, s.event FROM submissions s JOIN tasks t ON t.submission = s.id "
-        "WHERE s.problem = ? GROUP BY s.id HAVING sum(t.state = 'done') = count(t.id) "
+        "WHERE s.problem = ? AND s.hidden_at IS NULL GROUP BY s.id HAVING sum(t.state = 'done') = count(t.id) "
         "ORDER BY s.id", [problem])]
 
 

@@ -11,7 +11,8 @@ Every problem has a default event, named like the problem, open to every team wi
 limits. It is created lazily (on the first submission without `--event`, or when events
 are listed), so registering a problem needs to know nothing about events.
 
-Dates are ISO 8601; one without a zone is UTC. They are stored, and given in `--json`,
+Dates are ISO 8601; one without a zone is UTC; a closing date without a time closes at the
+end of that day (the last day is open). They are stored, and given in `--json`,
 as UTC epoch seconds, like every other time datarun records.
 """
 
@@ -30,9 +31,11 @@ from datarun.errors import NotFound, UsageError
 from datarun.problems.registry import get_problem
 from datarun.safetext import check_name, name_key
 from datarun.sizes import parse_duration
+from datarun.store import actions
 from datarun.store import events as stored_events
 from datarun.store import problems as stored_problems
-from datarun.store.db import Database
+from datarun.store import submissions as stored_submissions
+from datarun.store.db import Database, transaction
 from datarun.store.events import Event
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
@@ -43,10 +46,14 @@ PARTICIPANTS_HELP = "one team name a line (# comments), or a .csv file with a 't
 # -- dates and durations ------------------------------------------------------------
 
 
-def parse_when(text: str, what: str) -> float:
-    """UTC epoch seconds from an ISO 8601 date or date-time; no zone means UTC."""
+def parse_when(text: str, what: str, end_of_day: bool = False) -> float:
+    """UTC epoch seconds from an ISO 8601 date or date-time; no zone means UTC.
+
+    With `end_of_day` (a closing date), a bare date means the end of that day: `--closes
+    2026-12-31` keeps the 31st open and closes at 2027-01-01 00:00 UTC."""
+    text = text.strip()
     try:
-        value = dt.datetime.fromisoformat(text.strip())
+        value = dt.datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
             f"{what}: {text!r} is not an ISO 8601 date; use e.g. 2026-12-01, "
@@ -54,7 +61,12 @@ def parse_when(text: str, what: str) -> float:
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
+    if end_of_day and _BARE_DATE.match(text):
+        value += dt.timedelta(days=1)
     return value.timestamp()
+
+
+_BARE_DATE = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
 
 
 def format_when(timestamp: float | None) -> str:
@@ -193,7 +205,8 @@ def resolve_event(db: Database, problem: str, name: str | None) -> Event:
 
 def add_event(db: Database, name: str, problem: str, opens: str | None = None, closes: str | None = None,
               public_opens: str | None = None, participants: Path | None = None,
-              min_interval: str | None = None, max_submissions: int | None = None) -> Event:
+              min_interval: str | None = None, max_submissions: int | None = None,
+              max_final: int | None = None) -> Event:
     """Create an event on a problem; everything is checked before anything is stored."""
     name = check_name(name or "", "event name")
     if not NAME_RE.match(name):
@@ -204,24 +217,108 @@ def add_event(db: Database, name: str, problem: str, opens: str | None = None, c
                          "choose another name")
     times: dict[str, float | None] = {}
     for key, text in (("opens", opens), ("closes", closes), ("public_opens", public_opens)):
-        times[key] = None if text is None else parse_when(text, "--" + key.replace("_", "-"))
+        times[key] = None if text is None else parse_when(text, "--" + key.replace("_", "-"),
+                                                          end_of_day=key == "closes")
     opening, closing, public = times["opens"], times["closes"], times["public_opens"]
+    _check_dates(opening, closing, public)
+    teams = read_participants(participants) if participants is not None else None
+    interval = parse_duration(min_interval, "--min-interval") if min_interval is not None else None
+    _check_counts(max_submissions, max_final)
+    if not stored_events.insert(db, name, problem, opening, closing, public, teams, interval,
+                                max_submissions, max_final):
+        other = get_event(db, name)
+        raise UsageError(f"event {name!r} already exists (on problem {other['problem']!r}); "
+                         "choose another name")
+    return get_event(db, name)
+
+
+def _check_dates(opening: float | None, closing: float | None, public: float | None) -> None:
     if opening is not None and closing is not None and closing <= opening:
         raise UsageError(f"--closes ({format_when(closing)}) must be after --opens "
                          f"({format_when(opening)})")
     if opening is not None and public is not None and public < opening:
         raise UsageError(f"--public-opens ({format_when(public)}) must not be "
                          f"before --opens ({format_when(opening)})")
-    teams = read_participants(participants) if participants is not None else None
-    interval = parse_duration(min_interval, "--min-interval") if min_interval is not None else None
+
+
+def _check_counts(max_submissions: int | None, max_final: int | None) -> None:
     if max_submissions is not None and max_submissions < 1:
         raise UsageError(f"--max-submissions must be at least 1, got {max_submissions}")
-    if not stored_events.insert(db, name, problem, opening, closing, public, teams, interval,
-                                max_submissions):
-        other = get_event(db, name)
-        raise UsageError(f"event {name!r} already exists (on problem {other['problem']!r}); "
-                         "choose another name")
-    return get_event(db, name)
+    if max_final is not None and max_final < 1:
+        raise UsageError(f"--max-final must be at least 1, got {max_final}")
+
+
+# What `event edit --clear` may take away, and the option that sets each.
+CLEARABLE = {"opens": "--opens", "closes": "--closes", "public-opens": "--public-opens",
+             "participants": "--participants", "min-interval": "--min-interval",
+             "max-submissions": "--max-submissions", "max-final": "--max-final"}
+
+
+def edit_event(db: Database, name: str, opens: str | None = None, closes: str | None = None,
+               public_opens: str | None = None, participants: Path | None = None,
+               min_interval: str | None = None, max_submissions: int | None = None,
+               max_final: int | None = None, clear: list[str] | None = None) -> Event:
+    """Change an event's rules: the options given, and those named in `clear` taken away.
+
+    Everything is checked against the event as it will be before anything is stored; the
+    change, with the values before and after, is recorded. Submissions already stored stay
+    whatever the new rules say (the rules are checked when a submission arrives)."""
+    event = get_event(db, name)
+    clear = list(clear or [])
+    for key in clear:
+        if key not in CLEARABLE:
+            raise UsageError(f"--clear {key}: not a rule to clear; use one of {', '.join(CLEARABLE)}")
+    given = {"opens": opens, "closes": closes, "public-opens": public_opens,
+             "participants": participants, "min-interval": min_interval,
+             "max-submissions": max_submissions, "max-final": max_final}
+    both = [key for key in clear if given[key] is not None]
+    if both:
+        raise UsageError(f"{CLEARABLE[both[0]]} and --clear {both[0]} contradict each other: give one")
+    if event["default"] and (clear or any(value is not None for value in given.values())):
+        raise UsageError(f"event {event['name']!r} is problem {event['problem']!r}'s default event, "
+                         "open to all: make an event with `datarun event add` for rules")
+    changes: dict[str, object] = {}
+    for key, column in (("opens", "opens"), ("closes", "closes"), ("public-opens", "public_opens")):
+        if given[key] is not None:
+            changes[column] = parse_when(str(given[key]), "--" + key, end_of_day=key == "closes")
+    if participants is not None:
+        changes["participants"] = read_participants(participants)
+    if min_interval is not None:
+        changes["min_interval"] = parse_duration(min_interval, "--min-interval")
+    _check_counts(max_submissions, max_final)
+    if max_submissions is not None:
+        changes["max_submissions"] = max_submissions
+    if max_final is not None:
+        changes["max_final"] = max_final
+    for key in clear:
+        changes[key.replace("-", "_")] = None
+    if not changes:
+        raise UsageError(f"event edit {event['name']}: nothing to change; give a rule's option "
+                         "(--closes, --max-submissions, ...) or --clear RULE")
+    after = {**event, **changes}
+    _check_dates(after["opens"], after["closes"], after["public_opens"])
+    before = {key: event[key] for key in changes}
+    with transaction(db):
+        stored_events.update(db, event["name"], changes)
+        actions.record(db, "event_edited", event["name"], {"before": before, "after": changes})
+    return get_event(db, event["name"])
+
+
+def remove_event(db: Database, name: str) -> Event:
+    """Remove an event that has no submissions (a problem's default event stays)."""
+    event = get_event(db, name)
+    if event["default"]:
+        raise UsageError(f"event {event['name']!r} is problem {event['problem']!r}'s default event: "
+                         "it goes with the problem (`datarun problem remove`)")
+    with transaction(db):
+        count = stored_submissions.count_of_event(db, event["name"])
+        if count:
+            raise UsageError(f"event {event['name']!r} has {count} submission{'s' if count > 1 else ''}: "
+                             "it cannot be removed; hide them (`datarun submission hide ID`) or "
+                             "close the event (`datarun event edit --closes`)")
+        stored_events.delete(db, event["name"])
+        actions.record(db, "event_removed", event["name"], {"problem": event["problem"]})
+    return event
 
 
 def event_state(event: Event, now: float) -> str:

@@ -23,9 +23,9 @@ from datarun.problems.registry import get_problem
 from datarun.problems.workflows import CODE_FILE_CAP, Workflow, workflow_for
 from datarun.safetext import check_name
 from datarun.sizes import format_cap, format_size
+from datarun.store import actions, tasks
 from datarun.store import problems as stored_problems
 from datarun.store import submissions as stored
-from datarun.store import tasks
 from datarun.store.blobs import BlobStore, sha256_bytes
 from datarun.store.db import Database, transaction
 from datarun.store.task_events import events_of
@@ -297,3 +297,89 @@ def submission_code(workspace: Workspace, db: Database, submission_id: int | str
     row = get_submission(db, submission_id)
     store = BlobStore(workspace.blobs_dir)
     return {name: store.get_bytes(digest).decode("utf-8") for name, digest in sorted(row["files"].items())}
+
+
+# -- what an organiser changes afterwards ------------------------------------------------
+
+
+def hide_submission(db: Database, submission_id: int | str, reason: str | None = None,
+                    now: float | None = None) -> dict[str, Any]:
+    """Take a submission off every board, blend and page; it is kept, and the change recorded.
+
+    It still counts in its team's event rules (interval, number of submissions)."""
+    row = get_submission(db, submission_id)
+    if row["hidden_at"] is not None:
+        raise UsageError(f"submission {row['id']} is hidden already (`datarun submission unhide "
+                         f"{row['id']}` shows it again)")
+    reason = reason.strip() if reason else None
+    now = time.time() if now is None else now
+    with transaction(db):
+        stored.set_hidden(db, row["id"], now, reason)
+        actions.record(db, "submission_hidden", row["id"], {"reason": reason}, at=now)
+    return get_submission(db, row["id"])
+
+
+def unhide_submission(db: Database, submission_id: int | str, now: float | None = None) -> dict[str, Any]:
+    """Put a hidden submission back on the boards (recorded)."""
+    row = get_submission(db, submission_id)
+    if row["hidden_at"] is None:
+        raise UsageError(f"submission {row['id']} is not hidden")
+    with transaction(db):
+        stored.set_hidden(db, row["id"], None, None)
+        actions.record(db, "submission_unhidden", row["id"], None, at=now)
+    return get_submission(db, row["id"])
+
+
+def select_final(db: Database, submission_ids: list[str], now: float | None = None) -> dict[str, Any]:
+    """Make these submissions their team's final choice in their event, for its private
+    leaderboard (`leaderboard --final`); replaces the team's earlier choice (recorded)."""
+    from datarun.challenge.events import get_event
+
+    rows = [get_submission(db, sid) for sid in submission_ids]
+    if not rows:
+        raise UsageError("submission select: give the ids of the submissions to choose")
+    ids = sorted({row["id"] for row in rows})
+    first = rows[0]
+    for row in rows[1:]:
+        if (row["team"], row["event"]) != (first["team"], first["event"]):
+            raise UsageError(f"submissions {first['id']} and {row['id']} are not of one team in one event "
+                             f"({first['team']} in {first['event']}, {row['team']} in {row['event']}): "
+                             "a choice is one team's")
+    hidden = [row["id"] for row in rows if row["hidden_at"] is not None]
+    if hidden:
+        raise UsageError(f"submission {hidden[0]} is hidden: it cannot be a final submission")
+    event = get_event(db, first["event"])
+    if event["max_final"] is None:
+        raise UsageError(f"event {event['name']!r} takes no final choice: every submission is on its "
+                         f"private leaderboard (`datarun event edit {event['name']} --max-final N` sets one)")
+    if len(ids) > event["max_final"]:
+        raise UsageError(f"{len(ids)} submissions chosen, but event {event['name']!r} takes at most "
+                         f"{event['max_final']} final submissions a team")
+    now = time.time() if now is None else now
+    with transaction(db):
+        stored.set_final(db, ids, first["team"], event["name"], now)
+        actions.record(db, "final_selected", first["team"], {"event": event["name"], "submissions": ids},
+                       at=now)
+    return {"team": first["team"], "event": event["name"], "submission_ids": ids,
+            "max_final": event["max_final"]}
+
+
+def remove_problem(db: Database, name: str, force: bool = False) -> dict[str, Any]:
+    """Remove a problem from the workspace: refused while it has submissions unless `force`,
+    and always while one of its tasks runs. Its blobs stay in the store (content-addressed,
+    they may be shared); the removal is recorded."""
+    problem = get_problem(db, name)
+    with transaction(db):
+        count = stored.count_by_problem(db).get(problem["name"], 0)
+        if count and not force:
+            raise UsageError(f"problem {problem['name']!r} has {count} submission{'s' if count > 1 else ''}: "
+                             "pass --force to remove it with them (their scores and events go too)")
+        running = tasks.running_of_problem(db, problem["name"])
+        if running:
+            raise UsageError(f"problem {problem['name']!r} has {running} task{'s' if running > 1 else ''} "
+                             "running: cancel its submissions first (`datarun cancel ID`)")
+        removed_tasks = tasks.delete_of_problem(db, problem["name"])
+        gone = stored_problems.delete(db, problem["name"])
+        actions.record(db, "problem_removed", problem["name"], {"forced": force, **gone})
+    return {"name": problem["name"], "removed": True, "submissions": gone["submissions"], "tasks": removed_tasks,
+            "events": gone["events"]}

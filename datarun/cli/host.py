@@ -109,7 +109,7 @@ def sharing_line(name: str, sharing: dict) -> str:
 @host_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="The host's name in hosts.toml.")],
-    address: Annotated[str | None, typer.Option("--address", help="Host name or IP address (an SSH host).")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Host name or IP address (an SSH host; not for `local`).")] = None,
     dask: Annotated[str | None, typer.Option(
         "--dask", help="A Dask scheduler's address, tcp://HOST:PORT or tls://HOST:PORT (a Dask host).")] = None,
     tls_ca: Annotated[str | None, typer.Option("--tls-ca", help="Dask TLS: the CA certificate.")] = None,
@@ -131,17 +131,21 @@ def add(
     json_out: JsonOption = False,
 ) -> None:
     """Register an SSH host (--address) or a Dask scheduler (--dask) in hosts.toml (and with
-    --trust, pin an SSH host's key)."""
+    --trust, pin an SSH host's key).
+
+    `host add local [--slots N --threads N --memory M]` puts back the embedded local host
+    (this machine, no SSH) after a `host remove local`."""
     from datarun.errors import UsageError
     from datarun.executors.hosts import register_host
 
-    if (address is None) == (dask is None):
+    local = name == "local" and dask is None  # its --address, if given, is refused below
+    if (address is None) == (dask is None) and not local:
         with handled():
             raise UsageError(f"host add {name}: give --address (an SSH host) or --dask (a Dask "
                              "scheduler), one of them")
     table = {
-        "executor": "ssh" if dask is None else "dask", "address": address, "scheduler": dask,
-        "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+        "executor": "local" if local else "ssh" if dask is None else "dask", "address": address,
+        "scheduler": dask, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
         "port": port, "user": user, "identity": identity,
         "workdir": workdir, "python": python, "slots": slots, "threads": threads,
         "memory": memory, "gpus": gpus,

@@ -25,6 +25,12 @@ def leaderboard_command(
     json_out: JsonOption = False,
     csv_out: Annotated[bool, typer.Option(
         "--csv", help="Print CSV on stdout, one flat column per value (docs/LEADERBOARD.md).")] = False,
+    best_per_team: Annotated[bool, typer.Option(
+        "--best-per-team", help="Only each team's best submission, ranked again.")] = False,
+    final: Annotated[bool, typer.Option(
+        "--final", help="Organisers, with --event: the private leaderboard, each team's final "
+        "submissions (chosen with `submission select`, else its best public ones up to the "
+        "event's --max-final) ranked by test score.")] = False,
 ) -> None:
     """The ranked submissions of a problem, by bagged validation score."""
     from datarun.board.leaderboard import leaderboard
@@ -33,8 +39,22 @@ def leaderboard_command(
     with handled():
         if json_out and csv_out:
             raise UsageError("--json and --csv both print on stdout: choose one")
+        if final and event is None:
+            raise UsageError("--final is an event's private leaderboard: give --event")
+        if final and best_per_team:
+            raise UsageError("--final and --best-per-team are two views: choose one")
         _, db = open_workspace()
-        board = leaderboard(db, problem, private=private, event=event)
+        board = leaderboard(db, problem, private=private or final, event=event)
+        if best_per_team:
+            from datarun.board.standings import best_per_team as best_view
+
+            board = best_view(board)
+        elif final:
+            from datarun.board.standings import final_standings
+            from datarun.challenge.events import get_event
+            from datarun.store.submissions import finals
+
+            board = final_standings(board, finals(db, board["event"]), get_event(db, board["event"])["max_final"])
     if board["notice"]:
         err(board["notice"])
     if json_out:

@@ -1,4 +1,4 @@
-"""`datarun problem add|list|show`: register kits and look at registered problems.
+"""`datarun problem add|list|show|remove`: register kits and look at registered problems.
 
 The tables are built by pure functions (rows in, rich Table out) so they can be tested
 at a fixed width without running a command.
@@ -242,3 +242,25 @@ def show(
         emit_json("problem", info)
         return
     print_renderable(problem_view(info))
+
+
+@problem_app.command("remove")
+def remove(
+    name: Annotated[str, typer.Argument(help="The problem's name.")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Remove it even though it has submissions (they, their scores and the "
+        "problem's events go with it).")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Remove a problem (refused while it has submissions, unless --force; always while one
+    of its tasks runs). Recorded (`datarun history`)."""
+    from datarun.challenge.submissions import remove_problem
+
+    with handled():
+        _, db = open_workspace()
+        result = remove_problem(db, name, force=force)
+    if json_out:
+        emit_json("problem-remove", result)
+    else:
+        err(f"problem {result['name']} removed, with {result['submissions']} submissions and "
+            f"{result['events']} events")

@@ -128,6 +128,14 @@ def show(
 
         print_renderable(f"scores not public until {format_when(sub['scores_public_at'])}; "
                          "organisers see them with --private")
+    if sub.get("hidden_at") is not None:
+        from datarun.challenge.events import format_when
+
+        reason = f": {sub['hidden_reason']}" if sub.get("hidden_reason") else ""
+        print_renderable(f"hidden since {format_when(sub['hidden_at'])}{reason} (off every board; "
+                         f"`datarun submission unhide {sub['id']}`)")
+    if sub.get("final_at") is not None:
+        print_renderable("chosen by its team as a final submission")
     if sub.get("forced"):
         print_renderable(f"submitted with --force, overriding: {sub['forced']}")
     for task in sub["tasks"]:
@@ -163,3 +171,68 @@ def _print_code(files: dict[str, str], raw: bool) -> None:
     for filename, text in files.items():
         print_renderable(f"── {filename}")
         print_renderable(Syntax(printable(text), "python", line_numbers=True))
+
+
+def _refresh_blends(workspace, db, problem: str) -> None:
+    """A board's blend follows its submissions at once, not at the next dispatch."""
+    from datarun.board.contrib import update_contributivity
+
+    update_contributivity(workspace, db, problem)
+
+
+@submission_app.command("hide")
+def hide(
+    submission_id: Annotated[str, typer.Argument(metavar="ID", help="The submission's id.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, kept in the record.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Take a submission off the leaderboards, blends and site; it is kept, and the change
+    recorded (`datarun history`). It still counts in its team's event limits."""
+    from datarun.challenge.submissions import hide_submission
+
+    with handled():
+        workspace, db = open_workspace()
+        row = hide_submission(db, submission_id, reason)
+        _refresh_blends(workspace, db, row["problem"])
+    if json_out:
+        emit_json("submission-hide", {"id": row["id"], "hidden_at": row["hidden_at"], "hidden_reason": row["hidden_reason"]})
+    else:
+        err(f"submission {row['id']} ({row['team']} / {row['name']}) hidden")
+
+
+@submission_app.command("unhide")
+def unhide(
+    submission_id: Annotated[str, typer.Argument(metavar="ID", help="The submission's id.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Put a hidden submission back on the leaderboards, blends and site (recorded)."""
+    from datarun.challenge.submissions import unhide_submission
+
+    with handled():
+        workspace, db = open_workspace()
+        row = unhide_submission(db, submission_id)
+        _refresh_blends(workspace, db, row["problem"])
+    if json_out:
+        emit_json("submission-hide", {"id": row["id"], "hidden_at": None, "hidden_reason": None})
+    else:
+        err(f"submission {row['id']} ({row['team']} / {row['name']}) shown again")
+
+
+@submission_app.command("select")
+def select(
+    submission_ids: Annotated[list[str], typer.Argument(
+        metavar="ID...", help="The team's final submissions (one team, one event).")],
+    json_out: JsonOption = False,
+) -> None:
+    """Choose a team's final submissions for its event's private leaderboard (`leaderboard
+    --event E --final`), up to the event's --max-final; replaces its earlier choice."""
+    from datarun.challenge.submissions import select_final
+
+    with handled():
+        _, db = open_workspace()
+        choice = select_final(db, submission_ids)
+    if json_out:
+        emit_json("submission-select", choice)
+    else:
+        err(f"team {choice['team']} in event {choice['event']}: final submissions "
+            f"{', '.join(map(str, choice['submission_ids']))} (at most {choice['max_final']})")

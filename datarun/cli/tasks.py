@@ -71,3 +71,28 @@ def logs(
         sys.stdout.write(f"── {result['error_kind'] or 'error'}\n")
         error = printable(result["error"])
         sys.stdout.write(error if error.endswith("\n") else error + "\n")
+
+
+@app.command("history")
+def history_command(
+    subject: Annotated[str | None, typer.Argument(
+        metavar="[SUBJECT]", help="Only the changes to this submission id, event, problem or team.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """What organisers changed after the fact (hidden submissions, edited or removed events,
+    removed problems, final choices), oldest first."""
+    from datarun.challenge.events import format_when
+    from datarun.store import actions
+
+    with handled():
+        _, db = open_workspace()
+        rows = actions.listed(db, subject)
+    if json_out:
+        emit_json("history", {"actions": rows})
+        return
+    from datarun.cli.app import print_renderable
+
+    for row in rows:
+        detail = ", ".join(f"{key} {value}" for key, value in (row["detail"] or {}).items())
+        print_renderable(f"{format_when(row['recorded_at'])}  {row['action']} {row['subject']}" +
+                         (f": {detail}" if detail else ""))

@@ -21,20 +21,21 @@ MaxAttempts = Annotated[int, typer.Option(
     "--max-attempts", help="Times a task's host may be lost under it before it fails as host_lost.")]
 
 
-def err_unfit(unfit: list[dict]) -> None:
-    """One `error:` line per group of queued tasks that fit no host."""
+def err_unfit(unfit: list[dict], prefix: str = "") -> None:
+    """One `error:` line per group of queued tasks that fit no host (after `prefix`: the
+    time, in `dispatch`)."""
     for group in unfit:
-        err(f"error: {group['reason']}")
+        err(f"{prefix}error: {group['reason']}")
 
 
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
     from datarun.dispatch.dispatcher import Limits
-    from datarun.sizes import parse_duration, parse_size
+    from datarun.sizes import check_task_memory, parse_duration, parse_size
 
     return Limits(
         wall_time=parse_duration(wall_time, "--wall-time") if wall_time else None,
         cpu_time=parse_duration(cpu_time, "--cpu-time") if cpu_time else None,
-        memory=parse_size(memory, "--memory") if memory else None,
+        memory=check_task_memory(parse_size(memory, "--memory"), "--memory") if memory else None,
     )
 
 
@@ -84,6 +85,8 @@ def train(
                 _say_interrupted(db)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
     err_hosts(summary["host_errors"])
+    for line in summary["hook_failures"]:
+        err(line)
     if json_out:
         err_unfit(summary["unfit"])
     if json_out:
@@ -122,16 +125,30 @@ def dispatch(max_attempts: MaxAttempts = 3, json_out: JsonOption = False) -> Non
     with handled():
         workspace, db = open_workspace()
         summary = dispatch_once(workspace, db, max_attempts=max_attempts)
-    err_hosts(summary["host_errors"])
-    err_unfit(summary["unfit"])
+    # Each line says when: cron appends them to one log.
+    stamp = _now_iso()
+    for host, message in summary["host_errors"].items():
+        named = message.startswith((f"host {host}:", f"host {host} "))
+        err(f"{stamp} " + (message if named else f"host {host}: {message}"))
+    err_unfit(summary["unfit"], prefix=f"{stamp} ")
+    for line in summary["hook_failures"]:
+        err(f"{stamp} {line}")
     if json_out:
         emit_json("dispatch", summary)
     else:
-        err(f"collected {summary['collected']}, launched {summary['launched']}, "
-            f"re-queued {summary['requeued']}")
+        news = "".join(f"; {what} {', '.join(map(str, ids))}" for what, ids in (
+            ("scored", summary["scored_submissions"]), ("failed", summary["failed_submissions"])) if ids)
+        err(f"{stamp} collected {summary['collected']}, launched {summary['launched']}, "
+            f"re-queued {summary['requeued']}{news}")
     # Exit 1 when a host failed, or when queued tasks can never run as hosts.toml stands.
     if summary["host_errors"] or summary["unfit"]:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _now_iso() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @app.command()

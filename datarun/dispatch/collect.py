@@ -55,7 +55,14 @@ class PassReport:
     requeued: list[int] = field(default_factory=list)
     host_errors: dict[str, str] = field(default_factory=dict)
     scored_submissions: list[int] = field(default_factory=list)
+    # Submissions a task of which failed in this pass (its error, a limit, its host lost
+    # for the last time), each once: what `dispatch --json` and the hooks announce.
+    failed_submissions: list[int] = field(default_factory=list)
     late: list[int] = field(default_factory=list)  # tasks whose given-up attempt came back
+
+    def note_failed(self, submission: int) -> None:
+        if submission not in self.failed_submissions:
+            self.failed_submissions.append(submission)
 
 
 class Collector:
@@ -114,6 +121,8 @@ class Collector:
                 if recorded:
                     report.collected.append(task.id)
                     touched[task.submission] = task.problem
+                    if tasks.state_of(self.db, task.id) == TaskState.FAILED:
+                        report.note_failed(task.submission)
                 elif self.take_late(host, key, job.results / key, report, touched, task.nonce):
                     report.collected.append(task.id)
                 if tasks.state_of(self.db, task.id) == TaskState.DONE:
@@ -157,8 +166,11 @@ class Collector:
         now = time.time()
         with transaction(self.db):
             for task, reason in zip(lost, reasons, strict=True):
-                if tasks.lose(self.db, task, reason, self.max_attempts, now) is None:
+                moved = tasks.lose(self.db, task, reason, self.max_attempts, now)
+                if moved is None:
                     continue
+                if moved == TaskState.FAILED:
+                    report.note_failed(task.submission)
                 report.requeued.append(task.id)
                 if task.host is not None and task.host in self.hosts:  # one gone from hosts.toml is not asked
                     given_up.setdefault(task.host, {})[task.key] = task.nonce

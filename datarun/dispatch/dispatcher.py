@@ -52,6 +52,7 @@ from typing import Any
 
 from datarun.dispatch.bundles import build_bundle
 from datarun.dispatch.collect import Collector, PassReport
+from datarun.dispatch.hooks import HookRunner, event_payload
 from datarun.dispatch.hoststate import HostState
 from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Finished, Lane, Leftovers
@@ -101,8 +102,11 @@ class Limits:
 
 class Dispatcher:
     def __init__(self, workspace: Workspace, db: Database, hosts: Mapping[str, Host],
-                 limits: Limits | None = None, max_attempts: int = MAX_ATTEMPTS):
+                 limits: Limits | None = None, max_attempts: int = MAX_ATTEMPTS,
+                 hooks: HookRunner | None = None):
         self.workspace = workspace
+        self.hooks = hooks
+        self.fired: set[tuple[str, int]] = set()
         self.db = db
         self.limits = limits or Limits()
         self.store = BlobStore(workspace.blobs_dir)
@@ -168,6 +172,24 @@ class Dispatcher:
         self.take_finished(report)
         self.expire(report)
         self.start_jobs(report, selection, force=force)
+        self.fire_hooks(report)
+
+    def fire_hooks(self, report: PassReport) -> None:
+        """Hand each newly scored or failed submission's news to its hook (which runs on a
+        thread of its own: nothing here waits for it)."""
+        if self.hooks is None:
+            return
+        for kind, ids in (("submission_scored", report.scored_submissions),
+                          ("submission_failed", report.failed_submissions)):
+            for sid in ids:
+                if (kind, sid) in self.fired:
+                    continue
+                self.fired.add((kind, sid))
+                try:
+                    payload = event_payload(self.db, kind, sid)
+                except DatarunError:
+                    continue  # removed meanwhile: no news to give
+                self.hooks.fire(kind, payload)
 
     def wait(self, timeout: float) -> None:
         self.wake.wait(timeout)
@@ -187,6 +209,7 @@ class Dispatcher:
                 self.take_finished(report)
         self.take_finished(report)
         self.collector.refresh_blends()
+        self.fire_hooks(report)
         for name, host in self.hosts.items():
             if host.lane.busy:
                 report.host_errors[name] = f"host {name} did not answer within {deadline:.0f}s"

@@ -11,6 +11,7 @@ from typing import Any
 
 from datarun.challenge.submissions import get_submission
 from datarun.dispatch.dispatcher import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher, Limits, PassReport
+from datarun.dispatch.hooks import HookRunner, load_hooks
 from datarun.errors import Busy, UsageError
 from datarun.executors.hosts import load_hosts
 from datarun.problems.registry import get_problem
@@ -39,6 +40,12 @@ def dispatcher_lock(workspace: Workspace, wait: bool, on_wait: Callable[[], None
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _hook_runner(workspace: Workspace) -> HookRunner:
+    """The workspace's hooks (datarun.toml), read before anything moves: a bad file stops
+    the command at once (exit 2) rather than after a pass."""
+    return HookRunner(workspace.root, workspace.state_dir / "hooks.log", load_hooks(workspace.root))
 
 
 def _check_attempts(max_attempts: int) -> None:
@@ -89,11 +96,12 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
     selection = Selection(problem, submission)
     _check_selection(db, selection)
     hosts = load_hosts(workspace.hosts_file)
+    hooks = _hook_runner(workspace)
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
         selected = tasks.open_ids(db, selection)
         if selected:
             _preload_ramp_scoring(db, selection)
-        dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
+        dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts, hooks=hooks)
         report = PassReport()
         started = time.time()
         unfit = dispatcher.unfit(selection)
@@ -121,8 +129,11 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
     if counts["queued"] and not unfit:  # an unfit task's report names its hosts' reasons
         errors.update(dispatcher.unusable_reasons())
     return {"tasks": len(selected), "wall_time": time.time() - started, **counts,
-            "requeued": len(report.requeued), "late": len(report.late), "host_errors": errors,
-            "unfit": [u.to_dict() for u in unfit] if counts["queued"] else []}
+            "requeued": len(report.requeued), "late": len(report.late),
+            "scored_submissions": report.scored_submissions,
+            "failed_submissions": report.failed_submissions, "host_errors": errors,
+            "unfit": [u.to_dict() for u in unfit] if counts["queued"] else [],
+            "hook_failures": hooks.wait()}
 
 
 def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = None,
@@ -130,8 +141,9 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
     """One non-blocking pass, for cron: collect, re-queue, launch; Busy if another dispatcher runs."""
     _check_attempts(max_attempts)
     hosts = load_hosts(workspace.hosts_file)
+    hooks = _hook_runner(workspace)
     with dispatcher_lock(workspace, wait=False):
-        dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts)
+        dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts, hooks=hooks)
         try:
             report = dispatcher.run_pass()
             unfit = dispatcher.unfit()
@@ -142,8 +154,9 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
         errors.update(dispatcher.unusable_reasons())
     return {"collected": len(report.collected), "launched": len(report.launched),
             "requeued": len(report.requeued), "late": len(report.late),
-            "scored_submissions": report.scored_submissions, "host_errors": errors,
-            "unfit": [u.to_dict() for u in unfit]}
+            "scored_submissions": report.scored_submissions,
+            "failed_submissions": report.failed_submissions, "host_errors": errors,
+            "unfit": [u.to_dict() for u in unfit], "hook_failures": hooks.wait()}
 
 
 def left_running(db: Database) -> dict[str, list[Task]]:

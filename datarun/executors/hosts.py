@@ -361,6 +361,11 @@ def register_host(workspace, name: str, table: dict, trust: bool = False,
     """`host add`: validate, pin the key if asked (before writing), append to hosts.toml."""
     import time
 
+    if table.get("executor") == "local":
+        ssh_only = sorted(set(table) & {"address", "port", "user", "identity", "python"})
+        if ssh_only:
+            raise UsageError(f"host add {name}: --{ssh_only[0]} is for SSH hosts; the local host is "
+                             "this machine (give --slots, --threads, --memory, --workdir, --tags, --gpus)")
     try:
         host = parse_host(name, table)
     except UsageError as error:  # the values came from the command's options, not the file

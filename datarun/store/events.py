@@ -58,7 +58,7 @@ def default_of(db: Database, problem: str) -> str | None:
 
 def insert(db: Database, name: str, problem: str, opens: float | None, closes: float | None,
            public_opens: float | None, participants: list[str] | None, min_interval: float | None,
-           max_submissions: int | None) -> bool:
+           max_submissions: int | None, max_final: int | None = None) -> bool:
     """Store a new event; False if an event of that name exists already."""
     try:
         with transaction(db):
@@ -67,16 +67,30 @@ def insert(db: Database, name: str, problem: str, opens: float | None, closes: f
                 "public_opens": public_opens,
                 "participants": json.dumps(participants) if participants is not None else None,
                 "min_interval": min_interval, "max_submissions": max_submissions,
-                "created_at": time.time()})
+                "max_final": max_final, "created_at": time.time()})
     except sqlite3.IntegrityError:
         return False
     return True
 
 
+def update(db: Database, name: str, changes: dict[str, Any]) -> None:
+    """Set some of an event's rule columns (`participants` a list or None)."""
+    values = dict(changes)
+    if "participants" in values and values["participants"] is not None:
+        values["participants"] = json.dumps(values["participants"])
+    columns = ", ".join(f"{column} = ?" for column in values)
+    db.execute(f"UPDATE events SET {columns} WHERE name = ?", [*values.values(), name])
+
+
+def delete(db: Database, name: str) -> None:
+    db.execute("DELETE FROM events WHERE name = ? AND is_default = 0", [name])
+
+
 def listed(db: Database, problem: str | None = None) -> list[Event]:
-    """Every event (of `problem`) with its submission and team counts, by problem then name."""
+    """Every event (of `problem`) with its shown (not hidden) submission and team counts, by
+    problem then name."""
     sql = ("SELECT e.*, count(s.id) AS submissions, count(DISTINCT s.team) AS teams "
-           "FROM events e LEFT JOIN submissions s ON s.event = e.name")
+           "FROM events e LEFT JOIN submissions s ON s.event = e.name AND s.hidden_at IS NULL")
     args: list[Any] = []
     if problem is not None:
         sql += " WHERE e.problem = ?"

@@ -298,6 +298,29 @@ def m010_bagging_curves_and_notes(db: Database) -> None:
     db.execute("ALTER TABLE blends ADD COLUMN note TEXT")
 
 
+def m011_organiser_changes(db: Database) -> None:
+    # What an organiser changes after the fact. A hidden submission is kept (its rows, its
+    # code, its place in its team's rule counts) but is out of every board, blend and page.
+    db.execute("ALTER TABLE submissions ADD COLUMN hidden_at REAL")
+    db.execute("ALTER TABLE submissions ADD COLUMN hidden_reason TEXT")
+    # A team's chosen final submissions for the private leaderboard (`submission select`).
+    db.execute("ALTER TABLE submissions ADD COLUMN final_at REAL")
+    # How many final submissions a team of the event may choose; NULL: no choice, every
+    # submission is on the private leaderboard.
+    db.execute("ALTER TABLE events ADD COLUMN max_final INTEGER")
+    # Every such change, when, and what it was: the record `datarun history` reads.
+    db.execute(
+        """
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            action TEXT NOT NULL,        -- e.g. submission_hidden, event_edited, problem_removed
+            subject TEXT NOT NULL,       -- what it was done to: a submission id, an event's name
+            detail TEXT                  -- JSON: the reason, the values before and after
+        )"""
+    )
+
+
 MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
               m006_workspace_id, m007_attempt_nonces, m008_cancelled_state,
-              m009_blend_scopes, m010_bagging_curves_and_notes]
+              m009_blend_scopes, m010_bagging_curves_and_notes, m011_organiser_changes]

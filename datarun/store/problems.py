@@ -29,3 +29,17 @@ def set_spec_keys(db: Database, name: str, keys: dict[str, Any]) -> None:
         spec = json.loads(row[0]) if row and row[0] else {}
         spec.update(keys)
         db.execute("UPDATE problems SET spec = ? WHERE name = ?", [json.dumps(spec), name])
+
+
+def delete(db: Database, name: str) -> dict[str, int]:
+    """Remove a problem's rows and its submissions', events', folds' and blends' (its tasks'
+    first, through `datarun.store.tasks.delete_of_problem`); how many of each went."""
+    gone = {}
+    db.execute("DELETE FROM bagged_scores WHERE submission IN (SELECT id FROM submissions WHERE problem = ?)",
+               [name])
+    for table in ("contributivity", "blends"):
+        db.execute(f"DELETE FROM {table} WHERE problem = ?", [name])
+    for table in ("submissions", "events", "folds"):
+        gone[table] = db.execute(f"DELETE FROM {table} WHERE problem = ?", [name]).rowcount
+    db.execute("DELETE FROM problems WHERE name = ?", [name])
+    return gone

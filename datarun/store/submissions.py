@@ -61,7 +61,7 @@ def count_by_problem(db: Database) -> dict[str, int]:
 
 def with_task_states(db: Database, problem: str | None = None) -> list[tuple[Row, list[str]]]:
     """Every submission (of `problem`), by id, with its tasks' states."""
-    sql = ("SELECT s.id, s.problem, s.event, s.team, s.name, s.created_at, "
+    sql = ("SELECT s.id, s.problem, s.event, s.team, s.name, s.created_at, s.hidden_at, s.final_at, "
            "group_concat(t.state) AS states FROM submissions s LEFT JOIN tasks t ON t.submission = s.id")
     args: list[Any] = []
     if problem:
@@ -76,9 +76,10 @@ def with_task_states(db: Database, problem: str | None = None) -> list[tuple[Row
 
 
 def of_problem(db: Database, problem: str, event: str | None = None) -> list[Row]:
-    """A problem's submissions (to one of its events), by id."""
+    """A problem's submissions (to one of its events), by id; hidden ones left out."""
     return [_decoded(row) for row in db.query(
-        "SELECT * FROM submissions WHERE problem = ? AND (? IS NULL OR event = ?) ORDER BY id",
+        "SELECT * FROM submissions WHERE problem = ? AND (? IS NULL OR event = ?) AND hidden_at IS NULL "
+        "ORDER BY id",
         [problem, event, event])]
 
 
@@ -87,14 +88,15 @@ def attach_details(db: Database, rows: list[Row], splits: tuple[str, ...], probl
     """Add each submission row's tasks (with their scores of `splits`) and bagged scores, in
     bulk: each kind of row is read in one query however many submissions there are.
 
-    `rows` are one submission, or every submission of `problem` (to `event`)."""
+    `rows` are one submission, or every shown (not hidden) submission of `problem` (to `event`)."""
     by_id = {row["id"]: row for row in rows}
     for row in rows:
         row["tasks"], row["bagged"] = [], {}
     if problem is None:
         where, args = f"s.id IN ({', '.join('?' * len(rows))})", [row["id"] for row in rows]
     else:
-        where, args = "s.problem = ? AND (? IS NULL OR s.event = ?)", [problem, event, event]
+        where = "s.problem = ? AND (? IS NULL OR s.event = ?) AND s.hidden_at IS NULL"
+        args = [problem, event, event]
     wanted = f"JOIN submissions s ON s.id = t.submission WHERE {where}"
     in_splits = f"({', '.join('?' for _ in splits)})" if splits else "(NULL)"
     columns = TASK_COLUMNS + (("environment",) if environment else ())
@@ -126,3 +128,29 @@ def failures(db: Database) -> list[Row]:
         "SELECT s.id, s.problem, s.team, s.name, t.fold, t.error_kind, t.error FROM tasks t "
         "JOIN submissions s ON s.id = t.submission WHERE t.state = 'failed' "
         "GROUP BY s.id ORDER BY s.id")]
+
+
+def set_hidden(db: Database, submission: int, at: float | None, reason: str | None) -> None:
+    """Hide a submission (`at`: when) or show it again (`at` None)."""
+    db.execute("UPDATE submissions SET hidden_at = ?, hidden_reason = ? WHERE id = ?",
+               [at, reason, submission])
+
+
+def set_final(db: Database, submissions: list[int], team: str, event: str, at: float) -> None:
+    """Make `submissions` the team's final choice in the event (and no other of its own)."""
+    db.execute("UPDATE submissions SET final_at = NULL WHERE event = ? AND team = ?", [event, team])
+    for submission in submissions:
+        db.execute("UPDATE submissions SET final_at = ? WHERE id = ?", [at, submission])
+
+
+def finals(db: Database, event: str) -> dict[str, list[int]]:
+    """{team: the ids it chose as final} in an event (teams that chose)."""
+    chosen: dict[str, list[int]] = {}
+    for team, sid in db.execute("SELECT team, id FROM submissions WHERE event = ? AND final_at IS NOT NULL "
+                                "AND hidden_at IS NULL ORDER BY id", [event]):
+        chosen.setdefault(team, []).append(sid)
+    return chosen
+
+
+def count_of_event(db: Database, event: str) -> int:
+    return db.execute("SELECT count(*) FROM submissions WHERE event = ?", [event]).fetchone()[0]

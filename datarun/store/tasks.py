@@ -489,3 +489,20 @@ def counts_by_host(db: Database) -> dict[str, dict[str, int]]:
             "SELECT host, state, count(*) FROM tasks WHERE host IS NOT NULL GROUP BY host, state"):
         found.setdefault(host, no_counts())[state] = count
     return found
+
+
+def running_of_problem(db: Database, problem: str) -> int:
+    """How many of a problem's tasks are running on some host."""
+    return db.execute("SELECT count(*) FROM tasks t JOIN submissions s ON s.id = t.submission "
+                      "WHERE s.problem = ? AND t.state = 'running'", [problem]).fetchone()[0]
+
+
+def delete_of_problem(db: Database, problem: str) -> int:
+    """Remove the task rows of a problem none of whose tasks runs (`problem remove --force`),
+    with what hangs on them (scores, task events); how many tasks went. Call it in the
+    transaction that removes the problem, after `running_of_problem` said 0."""
+    ids = "SELECT t.id FROM tasks t JOIN submissions s ON s.id = t.submission WHERE s.problem = ?"
+    db.execute(f"DELETE FROM scores WHERE task IN ({ids})", [problem])
+    db.execute(f"DELETE FROM task_events WHERE task IN ({ids})", [problem])
+    cursor = db.execute(f"DELETE FROM tasks WHERE id IN ({ids}) AND state != 'running'", [problem])
+    return cursor.rowcount

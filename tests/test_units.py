@@ -1,0 +1,68 @@
+"""Durations and sizes carry their unit: a bare number is refused with one line proposing
+one, units may be spelt out, and a memory limit below what an empty task measures is
+refused where it is set (`problem add`, `train --memory`)."""
+
+import shutil
+
+import pytest
+from conftest import EXAMPLES
+
+
+@pytest.fixture
+def iris(workspace, cli):
+    assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
+    return workspace
+
+
+def kit_with_limits(tmp_path, limits: str):
+    kit = tmp_path / "kit"
+    shutil.copytree(EXAMPLES / "iris", kit)
+    text = (kit / "problem.toml").read_text()
+    (kit / "problem.toml").write_text(text[:text.index("[limits]")] + "[limits]\n" + limits)
+    return kit
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--memory", "10"],
+     "error: --memory: '10' has no unit; write e.g. '10MB' or '10GB' ('10B' for bytes)"),
+    (["train", "--wall-time", "90"],
+     "error: --wall-time: '90' has no unit; write e.g. '90s' for seconds or '90m' for minutes"),
+    (["train", "--cpu-time", "1.5"],
+     "error: --cpu-time: '1.5' has no unit; write e.g. '1.5s' for seconds or '1.5m' for minutes"),
+    (["event", "add", "spring", "--problem", "iris", "--min-interval", "15"],
+     "error: --min-interval: '15' has no unit; write e.g. '15s' for seconds or '15m' for minutes"),
+    (["train", "--memory", "10MB"],
+     "error: --memory: 10.0 MB is below the 32.0 MB an empty task measures; give at least that"),
+])
+def test_a_bare_number_or_a_tiny_memory_limit_is_refused_in_one_line(iris, cli, args, message):
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == message
+
+
+def test_units_may_be_spelt_out(iris, cli):
+    result = cli("event", "add", "spring", "--problem", "iris", "--min-interval", "10 minutes", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["min_interval"] == 600.0
+
+
+@pytest.mark.parametrize("limits, message", [
+    ('wall_time = "1"\n', "[limits] wall_time: '1' has no unit; write e.g. '1s' for seconds"),
+    ("wall_time = 600\n", "[limits] wall_time: '600' has no unit"),
+    ('memory = "100"\n', "[limits] memory: '100' has no unit; write e.g. '100MB'"),
+    ('memory = "1MB"\n', "[limits] memory: 1.0 MB is below the 32.0 MB an empty task measures"),
+])
+def test_problem_add_refuses_limits_without_units_or_below_an_empty_task(workspace, cli, tmp_path,
+                                                                          limits, message):
+    result = cli("problem", "add", kit_with_limits(tmp_path, limits))
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert cli("problem", "list", "--json").json() == []
+
+
+def test_a_host_memory_cap_without_a_unit_is_refused(workspace, cli):
+    workspace.hosts_file.write_text('[hosts.local]\nexecutor = "local"\nslots = 1\nmemory = 2000000000\n')
+    result = cli("host", "list")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: hosts.toml: [hosts.local] memory: '2000000000' has no unit; "
+                                     "write '2000000000B' for bytes (2.0 GB)")
