@@ -1,7 +1,7 @@
 """Keeping contributivity and blended scores up to date, for every board that shows them.
 
 A board's figures come from the submissions it shows, and from those only. So a blend
-(`datarun.scoring.blending`, ramp-blend's definition) is kept per scope
+(`datarun.remote.scoring.blending`, ramp-blend's definition) is kept per scope
 (`datarun.board.scopes`: the whole problem, each event, and the public problem-wide view
 while some event's scores are withheld).
 
@@ -14,7 +14,7 @@ has run since) shows no contributivity rather than figures of another set.
 
 Stored predictions are data, never trusted: a submission whose validation predictions
 cannot be read, have the wrong shape or fail the check made where predictions enter
-(`datarun.scoring.predictions`; predictions stored before that check existed may) is
+(`datarun.remote.scoring.predictions`; predictions stored before that check existed may) is
 left out of the blend; the others are blended as usual. Nothing here raises on what is
 stored: a score that cannot be computed is recorded as undefined.
 
@@ -49,8 +49,8 @@ class _Inputs:
     """One problem's labels, folds, score and stored predictions, read once per update."""
 
     def __init__(self, workspace, db, problem_name: str):
-        from datarun.scoring.blendscores import BUILTIN
-        from datarun.scoring.scores import SCORE_TYPES
+        from datarun.remote.scoring.blendscores import BUILTIN
+        from datarun.remote.scoring.scores import SCORE_TYPES
 
         self.db = db
         self.problem = problem = get_problem(db, problem_name)
@@ -93,7 +93,7 @@ class _Inputs:
 
     def _load(self, digest: str | None, shape: tuple) -> np.ndarray | None:
         """A stored prediction array if it is one this problem can use, else None."""
-        from datarun.scoring.predictions import prediction_fault
+        from datarun.remote.scoring.predictions import prediction_fault
 
         if digest is None:
             return None
@@ -137,7 +137,7 @@ class _Inputs:
 
     def combined_test(self, candidates: list[int], members: list[list[int]]) -> float | None:
         """The blended test score: each fold's ensemble on the test rows, the folds bagged."""
-        from datarun.scoring.scores import combine_predictions, score_rows
+        from datarun.remote.scoring.scores import combine_predictions, score_rows
 
         if not self.n_test:
             return None
@@ -188,7 +188,7 @@ class _RampBlend:
 
 
 def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
-    from datarun.scoring.blending import contributivity
+    from datarun.remote.scoring.blending import contributivity
 
     previous = None
     if previous_row and previous_row["state"]:

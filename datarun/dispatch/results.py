@@ -6,7 +6,7 @@ cannot be read as one (missing, oversized, pickled, not numbers, a bad field) is
 error of the submission: the task is recorded as `harness_error` with what was wrong.
 Predictions that are read but are not valid predictions for the problem (the wrong
 shape, NaN or infinite values, class probabilities outside [0, 1] or rows not summing to
-one: `datarun.scoring.predictions`, the check the harness makes) are `bad_predictions`,
+one: `datarun.remote.scoring.predictions`, the check the harness makes) are `bad_predictions`,
 as the harness would have recorded them: a host that skipped its check changes nothing.
 
 Before any of that, a result must be the answer of the attempt it is taken for: it must
@@ -84,7 +84,7 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...], classificatio
     y_pred dtype, bool, integers or floats, as ramp-test does)."""
     import numpy as np
 
-    from datarun.scoring.predictions import prediction_fault
+    from datarun.remote.scoring.predictions import prediction_fault
 
     if not path.is_file() or path.is_symlink():
         raise ResultRejected(f"{path.name} is missing")

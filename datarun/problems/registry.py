@@ -394,7 +394,7 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
     """What `problem show` prints: data shape, class balance, folds, scores, limits, cv, and
     which test split and folds were made (`split`)."""
     from datarun.problems.cv import describe_split
-    from datarun.scoring.scores import get_score_type
+    from datarun.remote.scoring.scores import get_score_type
 
     problem = get_problem(db, name)
     spec = problem["spec"]
