@@ -6,7 +6,9 @@ Core functions raise these and never exit the process; the CLI's one wrapper
 
 # DatarunError and UsageError are defined with the harness, whose scoring code (shared with
 # the hosts, which score sensitive problems) raises them; the others derive from them here.
-from datarun.remote.errors import DatarunError
+from datarun.remote.errors import DatarunError, UsageError
+
+__all__ = ["DatarunError", "UsageError", "NotFound", "Busy", "HostError", "Failed"]
 
 # The exit codes, written once: `datarun --help` and the README quote this table.
 EXIT_OK = 0
