@@ -30,28 +30,16 @@ import time
 import numpy as np
 
 from datarun.board.scopes import fully_trained, hidden_events, scopes_of
+from datarun.errors import HostError
 from datarun.problems.registry import get_problem, list_folds, load_fold, load_labels
+from datarun.remote.scoring.native import blend_score, fold_truths, mean_defined
 from datarun.store.blobs import BlobStore
-
-
-def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each label's column in the predictions (classes in the problem's order, sorted or not)."""
-    position = {label: i for i, label in enumerate(classes.tolist())}
-    return np.array([position[label] for label in y.tolist()], dtype=np.int64)
-
-
-def _mean_defined(values: list[float]) -> float | None:
-    defined = [v for v in values if not math.isnan(v)]
-    return float(np.mean(defined)) if defined else None
 
 
 class _Inputs:
     """One problem's labels, folds, score and stored predictions, read once per update."""
 
     def __init__(self, workspace, db, problem_name: str):
-        from datarun.remote.scoring.blendscores import BUILTIN
-        from datarun.remote.scoring.scores import SCORE_TYPES
-
         self.db = db
         self.problem = problem = get_problem(db, problem_name)
         self.store = BlobStore(workspace.blobs_dir)
@@ -60,7 +48,6 @@ class _Inputs:
         self.valid_idx = [load_fold(workspace, db, problem_name, f)[1] for f in self.folds]
         self.name = problem["score_names"][0]
         self.ramp = None
-        self.score_type = None
         if problem["workflow"] == "ramp":
             from datarun.board.scorer import RampScorer
 
@@ -72,19 +59,8 @@ class _Inputs:
             self.n_test = len(self.y_test)
             extra = (len(self.classes),) if self.classes is not None else ()
             self.shapes = ((len(self.y_train), *extra), (len(self.y_test), *extra))
-            self.ys = [class_indices(self.classes, self.y_train[v]) if self.classes is not None
-                       else self.y_train[v].astype(np.float64) for v in self.valid_idx]
-            self.score_type = score_type = SCORE_TYPES[self.name]
-            self.lower_is_better = score_type.lower_is_better
-            if self.name in BUILTIN:
-                self.score = self.name
-            else:  # a datarun score the blender has no fast path for: hand it the exact function
-                classes = self.classes
-
-                def score(y, p, _score=score_type):
-                    return _score(classes[y] if classes is not None else y, p, classes)
-
-                self.score = score
+            self.ys = fold_truths(self.classes, self.y_train, self.valid_idx)
+            self.score, self.lower_is_better = blend_score(self.name, self.classes)
         self.tasks = {(sid, fold): (train, test) for sid, fold, train, test in db.execute(
             "SELECT t.submission, t.fold, t.pred_train, t.pred_test FROM tasks t "
             "JOIN submissions s ON s.id = t.submission WHERE s.problem = ?", [problem_name])}
@@ -137,7 +113,7 @@ class _Inputs:
 
     def combined_test(self, candidates: list[int], members: list[list[int]]) -> float | None:
         """The blended test score: each fold's ensemble on the test rows, the folds bagged."""
-        from datarun.remote.scoring.scores import combine_predictions, score_rows
+        from datarun.remote.scoring.native import combined_test
 
         if not self.n_test:
             return None
@@ -164,9 +140,7 @@ class _Inputs:
             fold_tests.append(tests)
         if not fold_tests:
             return None
-        kind = self.problem["kind"]
-        bagged = combine_predictions(kind, [combine_predictions(kind, t) for t in fold_tests])
-        return score_rows(kind, self.problem["classes"], [self.name], "test", self.y_test, bagged)[0][2]
+        return combined_test(self.problem["kind"], self.problem["classes"], self.name, self.y_test, fold_tests)
 
 
 class _RampBlend:
@@ -188,7 +162,7 @@ class _RampBlend:
 
 
 def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
-    from datarun.remote.scoring.blending import contributivity
+    from datarun.remote.scoring.native import blend
 
     previous = None
     if previous_row and previous_row["state"]:
@@ -196,15 +170,14 @@ def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
         if stored and candidates[: len(stored)] == stored:
             previous = json.loads(previous_row["state"])
     if inputs.ramp is not None:
-        from datarun.board.rampblend import blend
+        from datarun.board.rampblend import blend as ramp_blend
 
         trains = [[inputs.train[sid][f] for sid in candidates] for f in range(len(inputs.folds))]
-        folds, state = blend(inputs.ramp, inputs.valid_idx, trains, previous)
+        folds, state = ramp_blend(inputs.ramp, inputs.valid_idx, trains, previous)
         return _RampBlend(folds, state, len(candidates))
     valid = [inputs.valid_predictions(sid) for sid in candidates]
-    preds = [np.stack([v[f] for v in valid if v is not None]) for f in range(len(inputs.folds))]
-    return contributivity(inputs.problem["kind"], inputs.score, inputs.ys, preds,
-                          lower_is_better=inputs.lower_is_better, previous=previous)
+    return blend(inputs.problem["kind"], inputs.score, inputs.lower_is_better, inputs.ys,
+                 [v for v in valid if v is not None], previous=previous)
 
 
 def update_contributivity(workspace, db, problem_name: str, now: float | None = None) -> dict | None:
@@ -218,39 +191,22 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
     obsolete = [scope for scope in stored if scope not in scopes]
     if not stale and not obsolete:
         return None
-    results: dict[tuple[int, ...], tuple] = {}  # scopes of the same submissions blend once
-    writes = []
-    score_name = None
-    if stale:
-        inputs = _Inputs(workspace, db, problem_name)
-        score_name = inputs.name
-        for scope, ids in stale.items():
-            candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
-            key = tuple(candidates)
-            if key not in results:
-                blend, test, note = None, None, None
-                if candidates:
-                    try:
-                        blend = _blend(inputs, candidates, stored.get(scope))
-                        test = inputs.combined_test(candidates, blend.members)
-                    except Exception as error:
-                        if inputs.ramp is None:
-                            raise
-                        # The kit's own combine or score raises, as it would in ramp-blend.
-                        from datarun.board.scorer import combine_note
-
-                        blend, test, note = None, None, combine_note(error, "no contributivity")
-                results[key] = (blend, test, note)
-            writes.append((scope, ids, candidates, *results[key]))
+    problem = get_problem(db, problem_name)
+    if problem.get("sensitive"):
+        entries = _host_blends(workspace, problem, stale) if stale else {}
+    else:
+        entries = _local_blends(workspace, db, problem_name, stale, stored)
+    name = problem["score_names"][0]
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
         for scope in obsolete + list(stale):
             db.execute("DELETE FROM contributivity WHERE problem = ? AND scope = ?", [problem_name, scope])
             db.execute("DELETE FROM blends WHERE problem = ? AND scope = ?", [problem_name, scope])
-        for scope, ids, candidates, blend, test, note in writes:
-            blended = blend is not None and blend.n_blended_folds > 0
+        for scope, ids in stale.items():
+            entry = entries[scope]
+            candidates, blended = entry["candidates"], entry["blended"]
             if blended:
-                shares = blend.contributivity
+                shares = entry["contributivity"]
                 db.conn.executemany(
                     "INSERT INTO contributivity (problem, scope, submission, value) VALUES (?, ?, ?, ?)",
                     [(problem_name, scope, sid, float(shares[i])) for i, sid in enumerate(candidates)])
@@ -259,8 +215,77 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
                 "combined_valid, best_single_valid, combined_test, updated_at, note) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [problem_name, scope, json.dumps(ids), json.dumps(candidates),
-                 json.dumps(blend.state()) if blend is not None else None, score_name,
-                 _mean_defined(blend.combined_scores) if blended else None,
-                 _mean_defined(blend.best_single_scores) if blended else None,
-                 test if blended else None, now, note])
+                 json.dumps(entry["state"]) if entry.get("state") is not None else None, name,
+                 entry.get("combined_valid") if blended else None,
+                 entry.get("best_single_valid") if blended else None,
+                 entry.get("combined_test") if blended else None, now, entry.get("note")])
     return {"problem": problem_name, "scopes": sorted(stale), "removed": sorted(obsolete)}
+
+
+def _local_blends(workspace, db, problem_name: str, stale: dict, stored: dict) -> dict:
+    """Each stale scope's blend, from the predictions stored here (an open problem)."""
+    if not stale:
+        return {}
+    inputs = _Inputs(workspace, db, problem_name)
+    results: dict[tuple[int, ...], dict] = {}  # scopes of the same submissions blend once
+    entries = {}
+    for scope, ids in stale.items():
+        candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
+        key = tuple(candidates)
+        if key not in results:
+            entry: dict = {"candidates": candidates, "blended": False, "state": None, "note": None}
+            if candidates:
+                try:
+                    blend = _blend(inputs, candidates, stored.get(scope))
+                    test = inputs.combined_test(candidates, blend.members)
+                except Exception as error:
+                    if inputs.ramp is None:
+                        raise
+                    # The kit's own combine or score raises, as it would in ramp-blend.
+                    from datarun.board.scorer import combine_note
+
+                    entry["note"] = combine_note(error, "no contributivity")
+                else:
+                    entry.update(
+                        blended=blend.n_blended_folds > 0, state=blend.state(),
+                        contributivity=[float(v) for v in blend.contributivity],
+                        combined_valid=mean_defined(blend.combined_scores),
+                        best_single_valid=mean_defined(blend.best_single_scores), combined_test=test)
+            results[key] = entry
+        entries[scope] = results[key]
+    return entries
+
+
+def _number_or_none(value, what: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise HostError(f"the host's blend gave {what} {str(value)[:40]!r}, not a number")
+    return float(value)
+
+
+def _host_blends(workspace, problem: dict, stale: dict) -> dict:
+    """Each stale scope's blend, computed by a host holding the sensitive problem's predictions
+    (with the functions `_local_blends` uses) and checked to be numbers about these scopes."""
+    from datarun.board.sensitive import ask
+
+    answer = ask(workspace, problem, {"op": "blend", "scopes": stale})
+    scopes = answer.get("scopes") if isinstance(answer, dict) else None
+    if not isinstance(scopes, dict) or set(scopes) != set(stale):
+        raise HostError(f"problem {problem['name']}: the host's blend does not answer for the scopes asked")
+    entries = {}
+    for scope, ids in stale.items():
+        entry = scopes[scope] if isinstance(scopes[scope], dict) else {}
+        candidates = entry.get("candidates")
+        if not isinstance(candidates, list) or not set(candidates) <= set(ids):
+            raise HostError(f"problem {problem['name']}: the host's blend of {scope} names other submissions")
+        blended = bool(entry.get("blended"))
+        shares = [_number_or_none(v, "a share") for v in entry.get("contributivity") or []] if blended else []
+        if blended and (len(shares) != len(candidates) or any(v is None for v in shares)):
+            raise HostError(f"problem {problem['name']}: the host's blend of {scope} has no share per submission")
+        entries[scope] = {
+            "candidates": [int(c) for c in candidates], "blended": blended, "state": None, "note": None,
+            "contributivity": shares,
+            **{field: _number_or_none(entry.get(field), field)
+               for field in ("combined_valid", "best_single_valid", "combined_test")}}
+    return entries

@@ -215,6 +215,12 @@ class LocalExecutor:
         with host_errors(self.host.name):
             return ops.usage(str(self.workdir), space=self.space)
 
+    def sensitive(self, request: dict[str, Any]) -> dict[str, Any]:
+        from datarun.remote.sensitive import request as host_request
+
+        with host_errors(self.host.name):
+            return host_request(str(self.workdir), self.space, json.dumps(request))
+
     def gpu_names(self) -> list[str]:
         if not shutil.which(NVIDIA_QUERY[0]):
             return []

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-JSON_COLUMNS = ("spec", "classes", "score_names", "limits")
+JSON_COLUMNS = ("spec", "classes", "score_names", "limits", "sensitive")
 
 
 def _exact_csv_options() -> dict:
@@ -397,6 +397,10 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
     from datarun.remote.scoring.scores import get_score_type
 
     problem = get_problem(db, name)
+    if problem.get("sensitive"):  # its labels and data stay on its owner's hosts
+        from datarun.problems.owner import describe_sensitive
+
+        return describe_sensitive(problem, list_folds(db, name))
     spec = problem["spec"]
     y_train, y_test = load_labels(workspace, problem)
     meta = json.loads((data_dir(workspace, problem) / "meta.json").read_text())
