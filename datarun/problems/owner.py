@@ -56,8 +56,8 @@ def prepare_owned(kit_dir: Path, workdir: Path) -> dict:
         if not layout.is_complete(target):
             shutil.rmtree(target, ignore_errors=True)
             layout.mark_complete(staged)
-            make_read_only(staged)
-            os.replace(staged, target)
+            os.replace(staged, target)  # renamed while writable: a read-only folder cannot move
+            make_read_only(target)
         manifest = {
             "format": host_side.MANIFEST_FORMAT, "problem": spec.name, "kind": spec.kind,
             "data_hash": data_hash, "n_train": len(data.y_train), "n_test": len(data.y_test),

@@ -28,11 +28,14 @@ from datarun.errors import NotFound, UsageError
 from datarun.problems.kits import ProblemSpec, load_kit
 from datarun.problems.resources import environment_of, needs_of, parse_environment, parse_resources
 from datarun.store.blobs import BlobStore
-from datarun.store.workspace import Workspace
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+
+    # Annotations only: `datarun owner prepare` runs this module's preparation on the data
+    # owner's server, which needs neither the workspace nor sqlite-utils.
+    from datarun.store.workspace import Workspace
 
 JSON_COLUMNS = ("spec", "classes", "score_names", "limits", "sensitive")
 
