@@ -289,3 +289,96 @@ def test_sensitive_runs_give_the_open_runs_figures_and_leave_no_data(cli, worksp
     # On the owner's side: the predictions are kept, the task folders hold none.
     kept = owner.sh("find", owner.workdir + "/sensitive", "-name", "y_pred_*.npy").split()
     assert len(kept) == 2 * 25
+
+
+def add_sensitive(cli, tmp_path: Path, manifest: dict, *options: str):
+    path = tmp_path / f"manifest-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(manifest))
+    return cli("problem", "add", public_kit(tmp_path / uuid.uuid4().hex[:6], "iris"), "--sensitive",
+               "--manifest", path, *options)
+
+
+def test_bad_manifests_and_hosts_are_refused_with_one_line(cli, workspace, owner, tmp_path):
+    manifest = owner.prepare("iris")
+    cases = [
+        (dict(manifest, data_hash="0" * 64), ("--host", "owner"),
+         "error: problem iris: host owner holds no prepared data with hash 000000000000...: have its "
+         "owner run `datarun owner prepare` there, with the workdir of hosts.toml"),
+        (dict(manifest, folds_hash="f" * 64), ("--host", "owner"),
+         "error: problem iris: host owner holds a folds_hash other than the manifest's: use the manifest "
+         "its owner's last `datarun owner prepare` printed"),
+        (dict(manifest, score_names=["accuracy"]), ("--host", "owner"),
+         "error: problem iris: the manifest's score_names is ['accuracy'], the kit's ['accuracy', "
+         "'log_loss', 'roc_auc']: prepare the data with the same problem.toml"),
+        (manifest, ("--host", "elsewhere"),
+         "error: problem iris: host elsewhere is not in hosts.toml: add it with `datarun host add` first"),
+        (manifest, (), "error: problem iris: a sensitive problem needs --host, the data owner's host that "
+                       "holds its prepared data"),
+        ({"format": "something else"}, ("--host", "owner"), None),
+    ]
+    for bad, options, message in cases:
+        result = add_sensitive(cli, tmp_path, bad, *options)
+        assert result.exit_code == 2, result.stderr
+        if message:
+            assert result.stderr.strip() == message
+        else:
+            assert "is not a datarun manifest" in result.stderr
+        assert cli("problem", "list", "--json").json() == []  # nothing stored
+    no_manifest = cli("problem", "add", public_kit(tmp_path, "iris"), "--sensitive", "--host", "owner")
+    assert no_manifest.stderr.strip() == ("error: a sensitive problem needs --manifest FILE, the manifest "
+                                          "`datarun owner prepare --json` printed on the data owner's host")
+    open_with_host = cli("problem", "add", EXAMPLES / "iris", "--host", "owner")
+    assert open_with_host.stderr.strip() == "error: --host and --manifest are for a sensitive problem: add --sensitive"
+
+    # A host that is down (nothing listens on its port): one line names the problem and what to do.
+    from sshd import free_port
+
+    text = workspace.hosts_file.read_text()
+    workspace.hosts_file.write_text(text + "\n" + text.replace("[hosts.owner]", "[hosts.down]").replace(
+        f"port = {owner.server.port}", f"port = {free_port()}"))
+    down = add_sensitive(cli, tmp_path, manifest, "--host", "down")
+    assert down.exit_code == 1
+    assert down.stderr.startswith("error: problem iris: no host holding its data answered (host down: ")
+    assert down.stderr.strip().endswith("check the host with `datarun host check`, or ask its data owner")
+    assert cli("problem", "list", "--json").json() == []
+
+
+def test_the_owner_refuses_tasks_and_purges_predictions(cli, workspace, owner, tmp_path):
+    manifest = owner.prepare("iris")
+    wd = owner.workdir
+    assert json.loads(owner.datarun(f"owner.set_flag(Path({wd!r}), 'iris', 'refuse', True)").stdout)["refuse"]
+    refused = add_sensitive(cli, tmp_path, manifest, "--host", "owner")
+    assert refused.stderr.strip() == ("error: problem iris: the data owner of host owner refuses its tasks: "
+                                      "ask them to allow it (`datarun owner allow`)")
+    owner.datarun(f"owner.set_flag(Path({wd!r}), 'iris', 'refuse', False)")
+    assert add_sensitive(cli, tmp_path, manifest, "--host", "owner").exit_code == 0
+
+    owner.datarun(f"owner.set_flag(Path({wd!r}), 'iris', 'refuse', True)")
+    first = cli("submit", "iris", EXAMPLES / "iris" / "submissions" / "logreg", "--team", "ada", "--json").json()["id"]
+    assert cli("train").exit_code == 1
+    tasks = cli("submission", "show", str(first), "--json").json()["tasks"]
+    assert {(t["state"], t["error_kind"]) for t in tasks} == {("failed", "harness_error")}
+    assert tasks[0]["error"] == "the data owner refuses tasks for problem iris on this host"
+    assert cli("problem", "check", "iris", "--json").json()["hosts"]["owner"]["refuses_tasks"] is True
+
+    owner.datarun(f"owner.set_flag(Path({wd!r}), 'iris', 'refuse', False)")
+    assert cli("retry", str(first)).exit_code == 0
+    assert cli("train").exit_code == 0
+    checked = cli("problem", "check", "iris", "--json").json()["hosts"]["owner"]
+    assert checked == {"answered": True, "refuses_tasks": False, "predictions_gone": [], "error": None}
+
+    purged = json.loads(owner.datarun(f"owner.purge(Path({wd!r}), 'iris')").stdout)
+    assert len(purged["purged"]) == 1
+    checked = cli("problem", "check", "iris")
+    assert checked.stderr.strip() == ("host owner: runs the tasks of iris; predictions gone (purged) for "
+                                      f"submissions #{first}: they can no longer be bagged anew nor blended")
+    second = cli("submit", "iris", EXAMPLES / "iris" / "submissions" / "knn", "--team", "grace", "--json").json()["id"]
+    assert cli("train").exit_code == 0
+    rows = {row["id"]: row for row in board(cli, "iris")["rows"]}
+    assert rows[first]["score"] is not None  # its scores stay with the organiser
+    assert rows[first]["contributivity"] is None and rows[second]["contributivity"] == pytest.approx(1.0)
+
+    export = cli("export", str(second), "--ramp", tmp_path / "out")
+    assert export.stderr.strip() == (f"error: submission {second} is of sensitive problem iris: its predictions "
+                                     "stay on the data owner's host, so there is nothing to export "
+                                     "(`export PROBLEM --csv` gives its scores)")

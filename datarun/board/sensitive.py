@@ -85,10 +85,40 @@ def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest
                              f"{manifest['data_hash'][:12]}...: have its owner prepare it again")
         for field in ("folds_hash", "n_train", "n_test", "classes", "score_names", "folds", "kind"):
             if theirs.get(field) != manifest[field]:
-                raise UsageError(f"problem {name}: the {field} on host {host} differ from the manifest's: "
+                raise UsageError(f"problem {name}: host {host} holds a {field} other than the manifest's: "
                                  "use the manifest its owner's last `datarun owner prepare` printed")
         if answer.get("refused"):
             raise UsageError(f"problem {name}: the data owner of host {host} refuses its tasks: ask them "
                              "to allow it (`datarun owner allow`)")
     store_sensitive(workspace, db, kit_dir, manifest, hosts)
     return describe_problem(workspace, db, name)
+
+
+def check_problem(workspace: Workspace, db, name: str) -> dict:
+    """`problem check NAME`: per host of a sensitive problem, whether it answers, refuses its
+    tasks, and which fully done submissions lost their predictions there (purged by the owner):
+    those can no longer be bagged anew nor blended."""
+    from datarun.problems.registry import get_problem
+
+    problem = get_problem(db, name)
+    if not is_sensitive(problem):
+        raise UsageError(f"problem {name} is not sensitive: its predictions are in this workspace")
+    submissions = {str(sid): folds for sid, folds in _done_folds(db, name).items()}
+    hosts = {}
+    for host in hosts_of(problem):
+        try:
+            answer = ask(workspace, problem, {"op": "kept", "submissions": submissions}, hosts=[host])
+            hosts[host] = {"answered": True, "refuses_tasks": bool(answer.get("refused")),
+                           "predictions_gone": [int(s) for s in answer.get("missing") or []], "error": None}
+        except DatarunError as error:
+            hosts[host] = {"answered": False, "refuses_tasks": None, "predictions_gone": [], "error": str(error)}
+    return {"problem": name, "hosts": hosts}
+
+
+def _done_folds(db, problem: str) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for sid, fold in db.execute(
+            "SELECT t.submission, t.fold FROM tasks t JOIN submissions s ON s.id = t.submission "
+            "WHERE s.problem = ? AND t.state = 'done' ORDER BY t.submission, t.fold", [problem]).fetchall():
+        out.setdefault(sid, []).append(fold)
+    return out

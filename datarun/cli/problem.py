@@ -264,3 +264,28 @@ def show(
         emit_json("problem", info)
         return
     print_renderable(problem_view(info))
+
+
+@problem_app.command("check")
+def check(
+    name: Annotated[str, typer.Argument(help="The sensitive problem's name.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Ask a sensitive problem's hosts whether they answer, refuse its tasks, or lost (purged)
+    predictions: submissions whose predictions are gone can no longer be bagged anew nor blended."""
+    with handled():
+        from datarun.board.sensitive import check_problem
+
+        workspace, db = open_workspace()
+        report = check_problem(workspace, db, name)
+    if json_out:
+        emit_json(report)
+        return
+    for host, state in report["hosts"].items():
+        if not state["answered"]:
+            err(f"host {host}: no answer: {state['error']}")
+            continue
+        gone = state["predictions_gone"]
+        err(f"host {host}: {'refuses' if state['refuses_tasks'] else 'runs'} the tasks of {name}; "
+            + (f"predictions gone (purged) for submissions {', '.join(f'#{s}' for s in gone)}: they can "
+               "no longer be bagged anew nor blended" if gone else "every done submission's predictions kept"))

@@ -321,6 +321,13 @@ def blend(store: Store, space: str | None, scopes: dict) -> dict:
     return out
 
 
+def kept(store: Store, space: str | None, submissions: dict) -> dict:
+    """Which of these submissions have lost predictions here (the owner purged them)."""
+    missing = [sid for sid, folds in submissions.items()
+               if not all((store.predictions(space, sid, f) / "y_pred_test.npy").is_file() for f in folds)]
+    return {"missing": sorted(missing), "refused": store.refused}
+
+
 def check(root, data_hash: str) -> dict:
     """What the organiser's `problem add --sensitive` verifies: the manifest, and that the data
     set with that hash is here, whole."""
@@ -341,7 +348,7 @@ def purge(root, problem: str) -> dict:
 
 
 def request(root, space: str | None, payload: str) -> dict:
-    """The organiser's `sensitive` command: {"op": "check" | "bag" | "blend", "data": HASH, ...}."""
+    """The organiser's `sensitive` command: {"op": "check" | "kept" | "bag" | "blend", "data": HASH, ...}."""
     try:
         asked = json.loads(payload)
     except ValueError:
@@ -357,6 +364,8 @@ def request(root, space: str | None, payload: str) -> dict:
     store = Store(root, data_hash)
     if op == "bag":
         return bag(store, space, {int(k): [int(f) for f in v] for k, v in (asked.get("submissions") or {}).items()})
+    if op == "kept":
+        return kept(store, space, {int(k): [int(f) for f in v] for k, v in (asked.get("submissions") or {}).items()})
     if op == "blend":
         return blend(store, space, {str(k): [int(s) for s in v] for k, v in (asked.get("scopes") or {}).items()})
     raise HarnessError(f"unknown sensitive request {op!r}")
