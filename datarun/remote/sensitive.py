@@ -6,7 +6,8 @@ labels (train and test), the folds and the manifest. The host decides, not the t
 whatever a task.json says, a task on that data set is treated as sensitive.
 
 - Its fold's indices are copied into its folder from here when it starts (the organiser
-  never had them); the owner's `refuse` flag there stops every new task of the problem.
+  never had them); the owner's `refuse` flag there stops every new task of the problem,
+  and a task the organiser sent unsandboxed (`isolation = "none"`) is refused.
 - When its result leaves the host (`seal`, called by `Layout.result_files` for every
   transport), its predictions are scored here with the organiser's own scoring code
   (`scoring/`, one copy on both sides), moved to `predictions/<workspace>/<submission>/
@@ -153,6 +154,9 @@ def place_fold(root, task_folder: Path, task: dict) -> None:
     store = Store(root, task.get("data"))
     if store.refused:
         raise HarnessError(f"the data owner refuses tasks for problem {store.problem} on this host")
+    if task.get("isolation") == "none":  # unsandboxed, a task could read the labels and use the network
+        raise HarnessError(f"problem {store.problem} is sensitive: this host runs its tasks sandboxed only "
+                           "(remove `isolation = \"none\"` from its hosts.toml entry)")
     for source, name in zip(store.fold_files(int(task.get("fold", -1))), ("train_idx.npy", "valid_idx.npy"),
                             strict=True):
         if not source.is_file():

@@ -1,0 +1,92 @@
+"""What the organiser takes from a sensitive problem's host: a sealed result.json of numbers,
+nothing more. A result carrying files, oversized, unsealed or with other than numbers is
+refused with a line naming what it carried; the same result without the extra is taken
+(the control)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from datarun.dispatch.results import SensitiveLeak, read_sealed_result
+from datarun.remote.sensitive import error_text
+
+NAMES = ["accuracy", "log_loss"]
+
+
+def sealed(folder, **changes):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"key": "t1-a1", "nonce": "n0", "state": "done", "error_kind": None, "error": None,
+            "train_time": 0.1, "valid_time": 0.01, "test_time": 0.01, "wall_time": 0.2, "cpu_time": 0.2,
+            "peak_memory": 1000, "started_at": 1.0, "finished_at": 2.0, "measured_by": "procfs",
+            "isolation": "sandbox", "environment": {"python": "3.11"}, "sealed": True,
+            "scores": [["train", "accuracy", 1.0], ["valid", "accuracy", 0.9], ["valid", "log_loss", None]]}
+    data.update(changes)
+    (folder / "result.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_a_sealed_result_is_taken_as_its_numbers(tmp_path):
+    result, scores = read_sealed_result(sealed(tmp_path / "t"), "t1-a1", "n0", NAMES)
+    assert result.state == "done" and result.y_pred_train is None
+    assert scores == [("train", "accuracy", 1.0), ("valid", "accuracy", 0.9), ("valid", "log_loss", None)]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"scores": [["valid", "accuracy", "0.9 setosa"]]}, "its valid accuracy is '0.9 setosa', not a number"),
+    ({"scores": [["valid", "accuracy", 0.9], ["valid", "accuracy", 0.8]]},
+     "its scores hold \"['valid', 'accuracy', 0.8]\", not [split, score name, number]"),
+    ({"scores": [["valid", "species", 0.9]]}, "its scores hold \"['valid', 'species', 0.9]\", not [split, "
+                                              "score name, number]"),
+    ({"labels": [1, 2, 3]}, "its result.json is not sealed by the host (fields labels)"),
+    ({"sealed": False}, "its result.json is not sealed by the host (fields sealed)"),
+    ({"state": "failed", "error_kind": "fit_error", "error": "x" * 301},
+     "its error text is not a short text (at most 300 characters)"),
+    ({"environment": {"padding": "x" * 20000}}, None),
+])
+def test_a_result_carrying_more_than_numbers_is_refused(tmp_path, change, message):
+    with pytest.raises(SensitiveLeak) as caught:
+        read_sealed_result(sealed(tmp_path / "t", **change), "t1-a1", "n0", NAMES)
+    if message:
+        assert str(caught.value) == message
+    else:
+        assert str(caught.value).startswith("its result.json is ") and "over the 16384 of a sealed result" in str(caught.value)
+
+
+def test_a_result_with_prediction_files_is_refused(tmp_path):
+    folder = sealed(tmp_path / "t")
+    np.save(folder / "y_pred_train.npy", np.ones(3))
+    (folder / "output.log").write_text("labels")
+    with pytest.raises(SensitiveLeak) as caught:
+        read_sealed_result(folder, "t1-a1", "n0", NAMES)
+    assert str(caught.value) == ("it sent output.log, y_pred_train.npy beside result.json; a sensitive "
+                                 "problem's host sends its sealed result.json alone")
+
+
+def test_error_texts_leave_no_words_of_the_submission():
+    traceback = 'Traceback...\n  File "estimator.py", line 9\nValueError: LEAK setosa,virginica'
+    assert error_text("fit_error", traceback) == "ValueError (the message stays on the data owner's host)"
+    own = "Traceback...\nestimator.SetosaVirginica: 1"
+    assert error_text("predict_error", own) == ("an exception of the submission's own class (the message "
+                                                "stays on the data owner's host)")
+    assert error_text("memory_limit", "memory limit 100 MB exceeded: peak 120 MB\nmore") == \
+        "memory limit 100 MB exceeded: peak 120 MB"
+    assert error_text("fit_error", traceback, allowed=False) is None
+
+
+def test_an_unsandboxed_sensitive_task_is_refused_on_the_host(tmp_path):
+    from conftest import EXAMPLES
+
+    from datarun.problems.owner import prepare_owned
+    from datarun.remote.common import HarnessError
+    from datarun.remote.sensitive import place_fold
+
+    manifest = prepare_owned(EXAMPLES / "iris", tmp_path / "wd")
+    task = {"data": manifest["data_hash"], "fold": 0, "isolation": "none"}
+    (tmp_path / "task").mkdir()
+    with pytest.raises(HarnessError) as caught:
+        place_fold(tmp_path / "wd", tmp_path / "task", task)
+    assert str(caught.value) == ('problem iris is sensitive: this host runs its tasks sandboxed only (remove '
+                                 '`isolation = "none"` from its hosts.toml entry)')
+    place_fold(tmp_path / "wd", tmp_path / "task", dict(task, isolation="sandbox"))  # the control
+    assert (tmp_path / "task" / "train_idx.npy").is_file()
