@@ -219,7 +219,8 @@ class LocalExecutor:
         from datarun.remote.sensitive import request as host_request
 
         with host_errors(self.host.name):
-            return host_request(str(self.workdir), self.space, json.dumps(request))
+            # Through JSON, as over SSH: the same answer (string keys) whatever the transport.
+            return json.loads(json.dumps(host_request(str(self.workdir), self.space, json.dumps(request))))
 
     def gpu_names(self) -> list[str]:
         if not shutil.which(NVIDIA_QUERY[0]):
