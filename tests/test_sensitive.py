@@ -34,8 +34,17 @@ HOSTILE = '''
 import sys
 
 
+LABELS = "__LABELS__"  # the owner's test labels, on the host
+
+
 class Leaky:
     def fit(self, X, y):
+        try:
+            open(LABELS, "rb").read()
+        except OSError:
+            pass
+        else:  # a built-in exception's name comes back: it would tell the labels were read
+            raise KeyError("read the labels")
         self.y = list(y)
         print("LEAK-OUT", self.y)
         return self
@@ -221,7 +230,9 @@ def test_sensitive_runs_give_the_open_runs_figures_and_leave_no_data(cli, worksp
     ids = submit_all(cli)
     hostile = tmp_path / "hostile"
     hostile.mkdir()
-    (hostile / "estimator.py").write_text(HOSTILE)
+    labels = f"{owner.workdir}/sensitive/{manifests['iris']['data_hash']}/y_test.npy"
+    owner.sh("test", "-r", labels)  # readable by the host's user, outside the sandbox
+    (hostile / "estimator.py").write_text(HOSTILE.replace("__LABELS__", labels))
     leaky = cli("submit", "iris", hostile, "--team", "mallory", "--json").json()["id"]
     result = cli("train", "--json")
     assert result.exit_code == 1, result.stderr  # the hostile submission fails, and only it
