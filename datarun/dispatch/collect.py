@@ -338,7 +338,9 @@ class Collector:
                 checked = check_scores(rows, problem["score_names"])
             except (DatarunError, ResultRejected):
                 return False  # no host answered, or not with numbers: asked again next pass
-            stored_scores.set_bagged(self.db, submission, checked)
+            # No curve (the bagged score of the first folds, for `export --ramp`, which a
+            # sensitive problem refuses) and no note.
+            stored_scores.set_bagged(self.db, submission, [(*row, None, None) for row in checked])
             return True
         preds_train, preds_test = [], []
         for task in folds:

@@ -25,6 +25,7 @@ from datarun.executors.hosts import DEFAULT_PYTHON, Host, load_hosts
 from datarun.remote import ops
 from datarun.remote.archive import refusal
 from datarun.remote.common import HarnessError, Layout, make_read_only
+from datarun.remote.sensitive import result_files
 from datarun.remote.sync import sync as remote_sync
 from datarun.store.workspace import Workspace
 
@@ -166,7 +167,7 @@ class LocalExecutor:
                 continue
             target = Path(dest) / key
             target.mkdir(parents=True, exist_ok=True)
-            for path in self.layout.result_files(key):
+            for path in result_files(self.layout, key):
                 shutil.copyfile(path, target / path.name)
             fetched.append(key)
         return fetched

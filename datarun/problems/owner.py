@@ -163,24 +163,3 @@ def store_sensitive(workspace, db, kit_dir: Path, manifest: dict, hosts: list[st
             "INSERT INTO folds (problem, fold, train_hash, valid_hash, n_train, n_valid) "
             "VALUES (?, ?, ?, ?, ?, ?)", fold_rows)
     return {"name": spec.name}
-
-
-def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
-    """`problem show` of a sensitive problem: what the manifest says, nothing of the labels."""
-    from datarun.remote.scoring.scores import get_score_type
-
-    manifest = problem["sensitive"]["manifest"]
-    return {
-        "name": problem["name"], "title": problem["title"], "kind": problem["kind"],
-        "workflow": problem["workflow"], "target": problem["spec"]["data"]["target"] or "-",
-        "n_train": problem["n_train"], "n_test": problem["n_test"], "n_features": problem["n_features"],
-        "columns": manifest["columns"], "classes": problem["classes"],
-        "target_summary": {"train": {}, "test": {}}, "cv": problem["spec"]["cv"], "split": manifest["split"],
-        "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]} for f in folds],
-        "scores": [{"name": name, "official": i == 0,
-                    "lower_is_better": get_score_type(name, problem["kind"]).lower_is_better}
-                   for i, name in enumerate(problem["score_names"])],
-        "limits": problem["limits"], "data_hash": problem["data_hash"], "kit_path": problem["kit_path"],
-        "created_at": problem["created_at"],
-        "sensitive": {"hosts": problem["sensitive"]["hosts"], "folds_hash": manifest["folds_hash"]},
-    }

@@ -401,8 +401,6 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
 
     problem = get_problem(db, name)
     if problem.get("sensitive"):  # its labels and data stay on its owner's hosts
-        from datarun.problems.owner import describe_sensitive
-
         return describe_sensitive(problem, list_folds(db, name))
     spec = problem["spec"]
     y_train, y_test = load_labels(workspace, problem)
@@ -438,4 +436,25 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
         "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],
         **({"ramp": {k: ramp[k] for k in ("workflow", "elements", "prediction")}} if ramp else {}),
+    }
+
+
+def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
+    """`problem show` of a sensitive problem: what the manifest says, nothing of the labels."""
+    from datarun.remote.scoring.scores import get_score_type
+
+    manifest = problem["sensitive"]["manifest"]
+    return {
+        "name": problem["name"], "title": problem["title"], "kind": problem["kind"],
+        "workflow": problem["workflow"], "target": problem["spec"]["data"]["target"] or "-",
+        "n_train": problem["n_train"], "n_test": problem["n_test"], "n_features": problem["n_features"],
+        "columns": manifest["columns"], "classes": problem["classes"],
+        "target_summary": {"train": {}, "test": {}}, "cv": problem["spec"]["cv"], "split": manifest["split"],
+        "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]} for f in folds],
+        "scores": [{"name": name, "official": i == 0,
+                    "lower_is_better": get_score_type(name, problem["kind"]).lower_is_better}
+                   for i, name in enumerate(problem["score_names"])],
+        "limits": problem["limits"], "data_hash": problem["data_hash"], "kit_path": problem["kit_path"],
+        "created_at": problem["created_at"],
+        "sensitive": {"hosts": problem["sensitive"]["hosts"], "folds_hash": manifest["folds_hash"]},
     }

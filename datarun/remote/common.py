@@ -109,11 +109,10 @@ class Layout:
         data_hash = (read_json(folder / "task.json") or {}).get("data")
         if self.is_sensitive(data_hash):
             # A sensitive problem's task: scored here, its predictions and output kept here;
-            # only its sealed result.json leaves the host (sensitive.py).
-            from .sensitive import seal
-
-            seal(self.root, self.space_id, folder)
-            return [path for path in (folder / "result.json",) if _regular(path)]
+            # only its result.json leaves the host, and only once sealed
+            # (sensitive.result_files seals it first).
+            sealed = (read_json(folder / "result.json") or {}).get("sealed") is True
+            return [folder / "result.json"] if sealed and _regular(folder / "result.json") else []
         paths = [folder / name for name in self.RESULT_FILES]
         paths += sorted(folder.glob("y_pred_*.npy"))
         return [path for path in paths if _regular(path)]

@@ -8,8 +8,8 @@ whatever a task.json says, a task on that data set is treated as sensitive.
 - Its fold's indices are copied into its folder from here when it starts (the organiser
   never had them); the owner's `refuse` flag there stops every new task of the problem,
   and a task the organiser sent unsandboxed (`isolation = "none"`) is refused.
-- When its result leaves the host (`seal`, called by `Layout.result_files` for every
-  transport), its predictions are scored here with the organiser's own scoring code
+- When its result leaves the host (`result_files`, which `pack` and the local host's fetch
+  call; `Layout.result_files` gives nothing of an unsealed one), its predictions are scored here with the organiser's own scoring code
   (`scoring/`, one copy on both sides), moved to `predictions/<workspace>/<submission>/
   <fold>/`, and `result.json` is rewritten as a small object of numbers: the fields of
   SEALED_FIELDS, the scores, an error kind and a bounded error text. Nothing else of the
@@ -26,7 +26,7 @@ import shutil
 import traceback
 from pathlib import Path
 
-from .common import HarnessError, check_key, read_json, write_json
+from .common import HarnessError, Layout, check_key, read_json, write_json
 
 FOLDER = "sensitive"
 REFUSE = "refuse"  # the owner's flag: no new task of this problem runs here
@@ -227,6 +227,14 @@ def seal(root, space: str | None, task_folder: Path) -> None:
     for field in PHASE_FIELDS:
         sealed[field] = _round(result.get(field))
     write_json(task_folder / "result.json", sealed)
+
+
+def result_files(layout: Layout, key: str) -> list[Path]:
+    """The files of a finished task that go back to the organiser, a sensitive one sealed first."""
+    folder = layout.task(key)
+    if layout.is_sensitive((read_json(folder / "task.json") or {}).get("data")):
+        seal(layout.root, layout.space_id, folder)
+    return layout.result_files(key)
 
 
 # --- bagged scores and blends, asked for by the organiser -----------------------------
