@@ -61,8 +61,9 @@ def prepare_owned(kit_dir: Path, workdir: Path) -> dict:
         manifest = {
             "format": host_side.MANIFEST_FORMAT, "problem": spec.name, "kind": spec.kind,
             "data_hash": data_hash, "n_train": len(data.y_train), "n_test": len(data.y_test),
-            "n_features": int(data.X_train.shape[1]),
-            "columns": [str(c) for c in data.X_train.columns], "classes": data.classes,
+            "n_features": int(data.X_train.shape[1]),  # type: ignore[attr-defined]
+            "columns": [str(c) for c in data.X_train.columns],  # type: ignore[attr-defined]
+            "classes": data.classes,
             "score_names": list(spec.score_names),
             "folds": [{"fold": i, "n_train": len(t), "n_valid": len(v)} for i, (t, v) in enumerate(data.folds)],
             "folds_hash": host_side.folds_hash(data.folds),

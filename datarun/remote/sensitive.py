@@ -151,7 +151,7 @@ class Store:
 
 def place_fold(root, task_folder: Path, task: dict) -> None:
     """Give a sensitive task its fold's indices, unless the owner refuses the problem's tasks."""
-    store = Store(root, task.get("data"))
+    store = Store(root, str(task.get("data")))
     if store.refused:
         raise HarnessError(f"the data owner refuses tasks for problem {store.problem} on this host")
     if task.get("isolation") == "none":  # unsandboxed, a task could read the labels and use the network
@@ -200,7 +200,7 @@ def seal(root, space: str | None, task_folder: Path) -> None:
     if result is None or result.get("sealed"):
         return
     task = read_json(task_folder / "task.json") or {}
-    store = Store(root, task.get("data"))
+    store = Store(root, str(task.get("data")))
     state, kind, error, scores = result.get("state"), result.get("error_kind"), result.get("error"), []
     names = ("y_pred_train.npy", "y_pred_test.npy")
     if state == "done":
@@ -318,7 +318,7 @@ def blend(store: Store, space: str | None, scopes: dict) -> dict:
             entry["contributivity"] = [float(v) for v in made.contributivity]
             entry["combined_valid"] = native.mean_defined(made.combined_scores)
             entry["best_single_valid"] = native.mean_defined(made.best_single_scores)
-            fold_tests = []
+            fold_tests: list[list] = []
             for fold, members in zip(folds, made.members, strict=True):
                 if not members:
                     continue
