@@ -90,3 +90,52 @@ def test_an_unsandboxed_sensitive_task_is_refused_on_the_host(tmp_path):
                                  '`isolation = "none"` from its hosts.toml entry)')
     place_fold(tmp_path / "wd", tmp_path / "task", dict(task, isolation="sandbox"))  # the control
     assert (tmp_path / "task" / "train_idx.npy").is_file()
+
+
+def test_a_host_sending_predictions_of_a_sensitive_problem_is_refused_and_recorded(
+        cli, workspace, tmp_path, monkeypatch):
+    """The owner's host here is the embedded local host (its own workdir): the test plays a
+    host whose harness sends a prediction file beside the sealed result. The result is
+    refused and recorded, the file deleted unread; the same run without it is taken."""
+    import shutil as shell
+
+    from conftest import EXAMPLES, stop_runners
+
+    import datarun.executors.local as local
+    from datarun.problems.owner import prepare_owned
+
+    owner_wd = tmp_path / "owner-wd"
+    manifest = prepare_owned(EXAMPLES / "iris", owner_wd)
+    workspace.hosts_file.write_text(f'[hosts.hospital]\nexecutor = "local"\nworkdir = "{owner_wd}"\nslots = 2\n')
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    kit = tmp_path / "public"
+    kit.mkdir()
+    shell.copy(EXAMPLES / "iris" / "problem.toml", kit / "problem.toml")
+    assert cli("problem", "add", kit, "--sensitive", "--host", "hospital", "--manifest", tmp_path / "m.json").exit_code == 0
+    honest = cli("submit", "iris", EXAMPLES / "iris" / "submissions" / "logreg", "--team", "a", "--json").json()["id"]
+    try:
+        assert cli("train", "--submission", str(honest)).exit_code == 0  # the control: taken
+
+        real = local.result_files
+
+        def leaky(layout, key):
+            files = real(layout, key)
+            extra = layout.task(key) / "y_pred_train.npy"
+            np.save(extra, np.full(3, 0.123456789))
+            return [*files, extra]
+
+        monkeypatch.setattr(local, "result_files", leaky)
+        leaked = cli("submit", "iris", EXAMPLES / "iris" / "submissions" / "knn", "--team", "b", "--json").json()["id"]
+        assert cli("train", "--submission", str(leaked)).exit_code == 1
+    finally:
+        stop_runners(workspace)
+    tasks = cli("submission", "show", str(leaked), "--json").json()["tasks"]
+    first = tasks[0]
+    assert (first["state"], first["error_kind"]) == ("failed", "harness_error")
+    assert first["error"] == (
+        "result from host hospital refused for sensitive problem iris: it sent y_pred_train.npy beside "
+        "result.json; a sensitive problem's host sends its sealed result.json alone: check that host's "
+        "harness (`datarun host check hospital`)")
+    assert [e["kind"] for e in first["events"]] == ["result_refused"]
+    needle = np.full(3, 0.123456789).tobytes()
+    assert not any(needle in p.read_bytes() for p in workspace.root.rglob("*") if p.is_file())

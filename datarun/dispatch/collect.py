@@ -284,7 +284,7 @@ class Collector:
             reason = f"result from host {host_name} refused: {error}"
             if isinstance(error, SensitiveLeak):
                 reason = (f"result from host {host_name} refused for sensitive problem {problem['name']}: "
-                          f"{error}")
+                          f"{error}: check that host's harness (`datarun host check {host_name}`)")
                 record_event(self.db, task.id, task.attempt, host_name, "result_refused", reason)
             outcome = Outcome(TaskState.FAILED, time.time(), error_kind="harness_error", error=reason,
                               environment={"host": host_name})
