@@ -139,3 +139,62 @@ def test_a_host_sending_predictions_of_a_sensitive_problem_is_refused_and_record
     assert [e["kind"] for e in first["events"]] == ["result_refused"]
     needle = np.full(3, 0.123456789).tobytes()
     assert not any(needle in p.read_bytes() for p in workspace.root.rglob("*") if p.is_file())
+
+
+def test_the_owner_and_host_side_messages(cli, workspace, tmp_path):
+    from conftest import EXAMPLES
+
+    from datarun.problems.owner import prepare_owned
+    from datarun.remote import ops
+    from datarun.remote.common import HarnessError, Layout
+    from datarun.remote.sensitive import place_fold, request
+
+    ramp = cli("owner", "prepare", EXAMPLES.parent / "tests" / "ramp_kits" / "iris_classifier",
+               "--workdir", tmp_path / "wd")
+    assert ramp.exit_code == 2
+    assert ramp.stderr.strip().endswith("iris_classifier: RAMP kits cannot be prepared as sensitive "
+                                        "problems yet; use a native kit (problem.toml)")
+    none = cli("owner", "refuse", "iris", "--workdir", tmp_path / "wd")
+    assert none.stderr.strip() == (f"error: no sensitive problem 'iris' is prepared in {tmp_path / 'wd'}: run "
+                                   "`datarun owner prepare KIT --workdir DIR` first")
+    manifest = prepare_owned(EXAMPLES / "iris", tmp_path / "wd")
+    assert cli("owner", "refuse", "iris", "--workdir", tmp_path / "wd", "--json").json()["refuse"] is True
+    assert cli("owner", "allow", "iris", "--workdir", tmp_path / "wd", "--json").json()["refuse"] is False
+    assert cli("owner", "errors", "iris", "--off", "--workdir", tmp_path / "wd", "--json").json()["error_text"] is False
+    assert cli("owner", "purge", "iris", "--workdir", tmp_path / "wd", "--json").json() == {
+        "problem": "iris", "purged": []}
+
+    for path, text, message in (
+            (tmp_path / "absent.json", None, f"error: manifest {tmp_path / 'absent.json'} does not exist"),
+            (tmp_path / "garbled.json", "{", f"error: manifest {tmp_path / 'garbled.json'} is not JSON: give the "
+                                             "file `datarun owner prepare --json` printed"),
+            (tmp_path / "short.json", json.dumps({"format": "datarun-sensitive/1", "problem": "iris"}),
+             f"error: manifest {tmp_path / 'short.json'} lacks kind, data_hash, n_train, n_test, n_features, "
+             "columns, classes, score_names, folds, folds_hash: give the file `datarun owner prepare` printed")):
+        if text is not None:
+            path.write_text(text)
+        result = cli("problem", "add", EXAMPLES / "iris", "--sensitive", "--host", "local", "--manifest", path)
+        assert result.stderr.strip() == message
+    assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
+    not_sensitive = cli("problem", "check", "iris")
+    assert not_sensitive.stderr.strip() == ("error: problem iris is not sensitive: its predictions are in this "
+                                            "workspace")
+
+    wd = tmp_path / "wd"
+    with pytest.raises(HarnessError, match="^this host holds no sensitive data set abc: has its owner run "):
+        request(wd, None, json.dumps({"op": "bag", "data": "abc"}))
+    with pytest.raises(HarnessError, match="^unknown sensitive request 'steal'$"):
+        request(wd, None, json.dumps({"op": "steal", "data": manifest["data_hash"]}))
+    with pytest.raises(HarnessError, match="^the sensitive request is not JSON$"):
+        request(wd, None, "{")
+    (tmp_path / "task").mkdir()
+    with pytest.raises(HarnessError, match="^problem iris has no fold 9 on this host$"):
+        place_fold(wd, tmp_path / "task", {"data": manifest["data_hash"], "fold": 9})
+
+    layout = Layout(wd, "space1").make()
+    layout.task("t1-a1").mkdir()
+    (layout.task("t1-a1") / "task.json").write_text(json.dumps({"data": manifest["data_hash"]}))
+    (layout.task("t1-a1") / "output.log").write_text("setosa")
+    with pytest.raises(HarnessError, match="^task t1-a1 is of a sensitive problem: its output stays on this host$"):
+        ops.log(wd, "t1-a1", space="space1")
+    assert layout.result_files("t1-a1") == []  # nothing of an unsealed sensitive result is packed
