@@ -148,7 +148,7 @@ def figures(cli, kit: str, ids: dict, at: tuple = ()) -> dict:
     shown = board(cli, kit, at)
     out = {"blend": {k: shown["blend"][k] for k in ("combined_valid", "best_single_valid", "combined_test")}}
     for row in shown["rows"]:
-        out[row["submission"], "bagged"] = (row["valid"], row["test"], row["contributivity"])
+        out[row["name"], "bagged"] = (row["valid"], row["test"], row["contributivity"])
     for (problem, name), sid in ids.items():
         if problem != kit:
             continue
@@ -334,7 +334,7 @@ def test_bad_manifests_and_hosts_are_refused_with_one_line(cli, workspace, owner
             assert result.stderr.strip() == message
         else:
             assert "is not a datarun manifest" in result.stderr
-        assert cli("problem", "list", "--json").json() == []  # nothing stored
+        assert cli("problem", "list", "--json").json()["problems"] == []  # nothing stored
     no_manifest = cli("problem", "add", public_kit(tmp_path, "iris"), "--sensitive", "--host", "owner")
     assert no_manifest.stderr.strip() == ("error: a sensitive problem needs --manifest FILE, the manifest "
                                           "`datarun owner prepare --json` printed on the data owner's host")
@@ -351,7 +351,7 @@ def test_bad_manifests_and_hosts_are_refused_with_one_line(cli, workspace, owner
     assert down.exit_code == 1
     assert down.stderr.startswith("error: problem iris: no host holding its data answered (host down: ")
     assert down.stderr.strip().endswith("check the host with `datarun host check`, or ask its data owner")
-    assert cli("problem", "list", "--json").json() == []
+    assert cli("problem", "list", "--json").json()["problems"] == []
 
 
 def test_the_owner_refuses_tasks_and_purges_predictions(cli, workspace, owner, tmp_path):
@@ -375,7 +375,11 @@ def test_the_owner_refuses_tasks_and_purges_predictions(cli, workspace, owner, t
     owner.datarun(f"owner.set_flag(Path({wd!r}), 'iris', 'refuse', False)")
     assert cli("retry", str(first)).exit_code == 0
     assert cli("train").exit_code == 0
-    checked = cli("problem", "check", "iris", "--json").json()["hosts"]["owner"]
+    from contract import validate
+
+    checked_out = cli("problem", "check", "iris", "--json")
+    assert validate(checked_out.stdout) == "problem-check"
+    checked = checked_out.json()["hosts"]["owner"]
     assert checked == {"answered": True, "refuses_tasks": False, "predictions_gone": [], "error": None}
 
     purged = json.loads(owner.datarun(f"owner.purge(Path({wd!r}), 'iris')").stdout)

@@ -157,12 +157,18 @@ def test_the_owner_and_host_side_messages(cli, workspace, tmp_path):
     none = cli("owner", "refuse", "iris", "--workdir", tmp_path / "wd")
     assert none.stderr.strip() == (f"error: no sensitive problem 'iris' is prepared in {tmp_path / 'wd'}: run "
                                    "`datarun owner prepare KIT --workdir DIR` first")
+    from contract import validate
+
+    prepared = cli("owner", "prepare", EXAMPLES / "iris", "--workdir", tmp_path / "wd", "--json")
+    assert validate(prepared.stdout) == "owner-manifest"
     manifest = prepare_owned(EXAMPLES / "iris", tmp_path / "wd")
-    assert cli("owner", "refuse", "iris", "--workdir", tmp_path / "wd", "--json").json()["refuse"] is True
+    refuse = cli("owner", "refuse", "iris", "--workdir", tmp_path / "wd", "--json")
+    assert validate(refuse.stdout) == "owner-flags" and refuse.json()["refuse"] is True
     assert cli("owner", "allow", "iris", "--workdir", tmp_path / "wd", "--json").json()["refuse"] is False
     assert cli("owner", "errors", "iris", "--off", "--workdir", tmp_path / "wd", "--json").json()["error_text"] is False
-    assert cli("owner", "purge", "iris", "--workdir", tmp_path / "wd", "--json").json() == {
-        "problem": "iris", "purged": []}
+    purged = cli("owner", "purge", "iris", "--workdir", tmp_path / "wd", "--json")
+    assert validate(purged.stdout) == "owner-purge"
+    assert purged.json() == {"schema": "datarun/owner-purge/1", "problem": "iris", "purged": []}
 
     for path, text, message in (
             (tmp_path / "absent.json", None, f"error: manifest {tmp_path / 'absent.json'} does not exist"),

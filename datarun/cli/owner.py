@@ -32,7 +32,7 @@ def prepare(
 
         manifest = prepare_owned(kit, workdir)
     if json_out:
-        emit_json(manifest)
+        emit_json("owner-manifest", manifest)
         return
     err(f"Prepared {manifest['problem']!r} in {workdir}: {manifest['n_train']} train rows, "
         f"{manifest['n_test']} test rows, {len(manifest['folds'])} folds; data {manifest['data_hash'][:12]}...")
@@ -46,7 +46,7 @@ def _flag(workdir: Path, problem: str, flag: str, on: bool, json_out: bool, said
 
         state = set_flag(workdir, problem, flag, on)
     if json_out:
-        emit_json(state)
+        emit_json("owner-flags", state)
         return
     err(said.format(problem=state["problem"]))
 
@@ -90,7 +90,7 @@ def purge(problem: Problem, workdir: Workdir = Path("~/.datarun-host"), json_out
 
         done = purge_predictions(workdir, problem)
     if json_out:
-        emit_json(done)
+        emit_json("owner-purge", done)
         return
     err(f"Purged the predictions of {len(done['purged'])} submissions of {done['problem']}: they can no "
         "longer be bagged anew nor blended.")

@@ -279,7 +279,7 @@ def check(
         workspace, db = open_workspace()
         report = check_problem(workspace, db, name)
     if json_out:
-        emit_json(report)
+        emit_json("problem-check", report)
         return
     for host, state in report["hosts"].items():
         if not state["answered"]:
