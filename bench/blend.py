@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from datarun.scoring.blending import contributivity
+from datarun.remote.scoring.blending import contributivity
 
 
 def synthetic(rng, y, n_submissions, n_classes, strength=(0.8, 1.2)):

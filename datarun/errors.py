@@ -4,6 +4,12 @@ Core functions raise these and never exit the process; the CLI's one wrapper
 (`datarun.cli.app.handled`) turns them into a one-line message and an exit code.
 """
 
+# DatarunError and UsageError are defined with the harness, whose scoring code (shared with
+# the hosts, which score sensitive problems) raises them; the others derive from them here.
+from datarun.remote.errors import DatarunError, UsageError
+
+__all__ = ["DatarunError", "UsageError", "NotFound", "Busy", "HostError", "Failed"]
+
 # The exit codes, written once: `datarun --help` and the README quote this table.
 EXIT_OK = 0
 EXIT_FAILED = 1  # some task or host failed
@@ -18,20 +24,6 @@ EXIT_CODES = {
     EXIT_BUSY: "another dispatcher is running in this workspace",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
-
-
-class DatarunError(Exception):
-    """An error the user can act on; its message is one line that says what to fix."""
-
-    exit_code = EXIT_USAGE
-    # Its name in `--json` error objects (docs/JSON.md): what a program reading it may act on.
-    kind = "invalid"
-
-
-class UsageError(DatarunError):
-    """Bad input: a kit, a submission, an option, a config file."""
-
-    kind = "invalid"
 
 
 class NotFound(DatarunError):

@@ -14,7 +14,7 @@ from rampwf.score_types import RMSE, Accuracy, NegativeLogLikelihood
 from rampwf.utils.combine import blend_on_fold
 from sklearn.metrics import accuracy_score, log_loss, mean_squared_error
 
-from datarun.scoring.blending import contributivity
+from datarun.remote.scoring.blending import contributivity
 
 N_CLASSES = 3
 

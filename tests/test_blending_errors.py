@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from datarun.errors import EXIT_USAGE, UsageError
-from datarun.scoring.blending import contributivity
+from datarun.remote.scoring.blending import contributivity
 
 
 def small(n_sub=4, n_valid=6, n_folds=2, seed=0):

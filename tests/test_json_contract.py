@@ -73,6 +73,12 @@ COVERED_ELSEWHERE = {
     "host trust": "tests/test_hardening_hostkeys.py (it needs a real sshd)",
     "host setup": "tests/test_host_setup.py (it installs packages on a host over SSH)",
     "submission select": "tests/test_organiser.py (it needs a team's submissions in an event with --max-final)",
+    "problem check": "tests/test_sensitive.py (it asks a sensitive problem's host over SSH)",
+    "owner prepare": "tests/test_sensitive_results.py (the data owner's commands)",
+    "owner refuse": "tests/test_sensitive_results.py",
+    "owner allow": "tests/test_sensitive_results.py",
+    "owner errors": "tests/test_sensitive_results.py",
+    "owner purge": "tests/test_sensitive_results.py",
 }
 
 
@@ -160,4 +166,6 @@ def test_every_output_follows_its_schema(contract_ws, tmp_path):
         from conftest import stop_runners
 
         stop_runners(workspace)
-    assert seen == {path.stem for path in SCHEMAS.glob("*.json")} - {"demo", "host-trust", "host-setup"}
+    assert seen == {path.stem for path in SCHEMAS.glob("*.json")} - {"demo", "host-trust", "host-setup",
+                                                                  "problem-check", "owner-manifest", "owner-flags",
+                                                                  "owner-purge"}

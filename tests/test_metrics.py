@@ -1,4 +1,4 @@
-"""datarun.scoring.metrics against sklearn.metrics, on random inputs and on the edge cases where
+"""datarun.remote.scoring.metrics against sklearn.metrics, on random inputs and on the edge cases where
 a score is undefined or an input is refused."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from datarun.scoring import metrics
+from datarun.remote.scoring import metrics
 
 
 def proba_of(rng, n_rows, n_classes, ties=False):

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 from datarun.remote import workflows
-from datarun.scoring.predictions import PROBABILITY_RULE, PROBABILITY_TOLERANCE, prediction_fault
+from datarun.remote.scoring.predictions import (
+    PROBABILITY_RULE,
+    PROBABILITY_TOLERANCE,
+    prediction_fault,
+)
 
 
 def both(pred, classification: bool = True) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 from sklearn import metrics
 
 from datarun.errors import UsageError
-from datarun.scoring.scores import (
+from datarun.remote.scoring.scores import (
     SCORE_TYPES,
     bagged_scores,
     combine_predictions,

@@ -1,7 +1,7 @@
 """Keeping contributivity and blended scores up to date, for every board that shows them.
 
 A board's figures come from the submissions it shows, and from those only. So a blend
-(`datarun.scoring.blending`, ramp-blend's definition) is kept per scope
+(`datarun.remote.scoring.blending`, ramp-blend's definition) is kept per scope
 (`datarun.board.scopes`: the whole problem, each event, and the public problem-wide view
 while some event's scores are withheld).
 
@@ -14,7 +14,7 @@ has run since) shows no contributivity rather than figures of another set.
 
 Stored predictions are data, never trusted: a submission whose validation predictions
 cannot be read, have the wrong shape or fail the check made where predictions enter
-(`datarun.scoring.predictions`; predictions stored before that check existed may) is
+(`datarun.remote.scoring.predictions`; predictions stored before that check existed may) is
 left out of the blend; the others are blended as usual. Nothing here raises on what is
 stored: a score that cannot be computed is recorded as undefined.
 
@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from datarun.board.scopes import fully_trained, hidden_events, scopes_of
+from datarun.errors import HostError
 from datarun.problems.registry import get_problem, list_folds, load_fold, load_labels
 from datarun.store.blobs import BlobStore
 
 if TYPE_CHECKING:
-    from datarun.scoring.blending import Blend
+    from datarun.remote.scoring.blending import Blend
 
 
 def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -53,8 +54,8 @@ class _Inputs:
     """One problem's labels, folds, score and stored predictions, read once per update."""
 
     def __init__(self, workspace, db, problem_name: str):
-        from datarun.scoring.blendscores import BUILTIN
-        from datarun.scoring.scores import SCORE_TYPES
+        from datarun.remote.scoring.blendscores import BUILTIN
+        from datarun.remote.scoring.scores import SCORE_TYPES
 
         self.db = db
         self.problem = problem = get_problem(db, problem_name)
@@ -115,7 +116,7 @@ class _Inputs:
 
     def _load(self, digest: str | None, shape: tuple) -> np.ndarray | None:
         """A stored prediction array if it is one this problem can use, else None."""
-        from datarun.scoring.predictions import prediction_fault
+        from datarun.remote.scoring.predictions import prediction_fault
 
         if digest is None:
             return None
@@ -167,7 +168,7 @@ class _Inputs:
 
     def combined_test(self, candidates: list[int], members: list[list[int]]) -> float | None:
         """The blended test score: each fold's ensemble on the test rows, the folds bagged."""
-        from datarun.scoring.scores import combine_predictions, score_rows
+        from datarun.remote.scoring.scores import combine_predictions, score_rows
 
         if not self.n_test:
             return None
@@ -218,7 +219,7 @@ class _RampBlend:
 
 
 def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
-    from datarun.scoring.blending import contributivity
+    from datarun.remote.scoring.blending import contributivity
 
     previous = None
     if previous_row and previous_row["state"]:
@@ -324,6 +325,9 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
     obsolete = [scope for scope in stored if scope not in scopes]
     if not stale and not obsolete:
         return None
+    problem = get_problem(db, problem_name)
+    if problem.get("sensitive"):  # its predictions are on its owner's host: blended there
+        return _update_sensitive(workspace, db, problem, stale, obsolete, now)
     results: dict[tuple[int, ...], tuple] = {}  # scopes of the same submissions blend once
     writes = []
     score_name = None
@@ -380,3 +384,64 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
                  _mean_defined(blend.best_single_scores) if blended else None,
                  test if blended else None, now, note])
     return {"problem": problem_name, "scopes": sorted(stale), "removed": sorted(obsolete)}
+
+
+def _number_or_none(value, what: str):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise HostError(f"the host's blend gave {what} {str(value)[:40]!r}, not a number")
+    return float(value)
+
+
+def _host_blends(workspace, problem: dict, stale: dict) -> dict:
+    """Each stale scope's blend, computed by a host holding the sensitive problem's predictions
+    (`datarun.remote.sensitive.blend`, with the shared scoring code) and checked to be numbers
+    about these scopes."""
+    from datarun.board.sensitive import ask
+
+    answer = ask(workspace, problem, {"op": "blend", "scopes": stale})
+    scopes = answer.get("scopes") if isinstance(answer, dict) else None
+    if not isinstance(scopes, dict) or set(scopes) != set(stale):
+        raise HostError(f"problem {problem['name']}: the host's blend does not answer for the scopes asked")
+    entries = {}
+    for scope, ids in stale.items():
+        entry = scopes[scope] if isinstance(scopes[scope], dict) else {}
+        candidates = entry.get("candidates")
+        if not isinstance(candidates, list) or not set(candidates) <= set(ids):
+            raise HostError(f"problem {problem['name']}: the host's blend of {scope} names other submissions")
+        blended = bool(entry.get("blended"))
+        shares = [_number_or_none(v, "a share") for v in entry.get("contributivity") or []] if blended else []
+        if blended and (len(shares) != len(candidates) or any(v is None for v in shares)):
+            raise HostError(f"problem {problem['name']}: the host's blend of {scope} has no share per submission")
+        entries[scope] = {
+            "candidates": [int(c) for c in candidates], "blended": blended, "contributivity": shares,
+            **{field: _number_or_none(entry.get(field), field)
+               for field in ("combined_valid", "best_single_valid", "combined_test")}}
+    return entries
+
+
+def _update_sensitive(workspace, db, problem: dict, stale: dict, obsolete: list, now: float) -> dict:
+    """`update_contributivity` for a sensitive problem: its stale scopes blended by its host."""
+    name = problem["name"]
+    entries = _host_blends(workspace, problem, stale) if stale else {}
+    with db.conn:
+        db.conn.execute("BEGIN IMMEDIATE")
+        for scope in obsolete + list(stale):
+            db.execute("DELETE FROM contributivity WHERE problem = ? AND scope = ?", [name, scope])
+            db.execute("DELETE FROM blends WHERE problem = ? AND scope = ?", [name, scope])
+        for scope, ids in stale.items():
+            entry = entries[scope]
+            candidates, blended = entry["candidates"], entry["blended"]
+            if blended:
+                db.conn.executemany(
+                    "INSERT INTO contributivity (problem, scope, submission, value) VALUES (?, ?, ?, ?)",
+                    [(name, scope, sid, entry["contributivity"][i]) for i, sid in enumerate(candidates)])
+            db.execute(
+                "INSERT INTO blends (problem, scope, considered, submissions, state, score, "
+                "combined_valid, best_single_valid, combined_test, updated_at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, scope, json.dumps(ids), json.dumps(candidates), None, problem["score_names"][0],
+                 entry["combined_valid"] if blended else None, entry["best_single_valid"] if blended else None,
+                 entry["combined_test"] if blended else None, now, None])
+    return {"problem": name, "scopes": sorted(stale), "removed": sorted(obsolete)}

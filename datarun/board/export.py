@@ -100,6 +100,10 @@ def export_ramp(workspace, db, submission_id, out_dir: Path, private: bool = Fal
     the folder is what ramp-test writes for a kit without test data."""
     submission = get_submission(db, submission_id)
     problem = get_problem(db, submission["problem"])
+    if problem.get("sensitive"):
+        raise UsageError(f"submission {submission['id']} is of sensitive problem {problem['name']}: its "
+                         "predictions stay on the data owner's host, so there is nothing to export "
+                         "(`export PROBLEM --csv` gives its scores)")
     tasks = list(db.query(
         "SELECT id, fold, state, pred_train, pred_test, train_time, valid_time, test_time "
         "FROM tasks WHERE submission = ? ORDER BY fold", [submission["id"]]))

@@ -1,7 +1,7 @@
 """Scoring on the organiser's side: the one place that knows how a problem is scored.
 
 The dispatcher hands pulled predictions here; the problem decides how they are scored:
-native kits with `datarun.scoring.scores`, RAMP kits with their own `score_types` and
+native kits with `datarun.remote.scoring.scores`, RAMP kits with their own `score_types` and
 `Predictions`, called exactly as ramp-workflow's `ramp-test` calls them (per fold:
 `score_function(Predictions(y_true=y, fold_is=idx), Predictions(y_pred=p, fold_is=idx))`;
 bagged: `get_score_cv_bags`), so the numbers are ramp-test's. Keeping the choice here lets
@@ -37,7 +37,7 @@ class ProblemScorer:
 
     @property
     def probabilities(self) -> bool:
-        """Whether predictions must be class probabilities (`datarun.scoring.predictions`)."""
+        """Whether predictions must be class probabilities (`datarun.remote.scoring.predictions`)."""
         return self.problem["kind"] == "classification"
 
     def prediction_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -47,7 +47,7 @@ class ProblemScorer:
         return (self.problem["n_train"], *extra), (self.problem["n_test"], *extra)
 
     def task_scores(self, fold: int, y_pred_train, y_pred_test) -> list[tuple[str, str, float | None]]:
-        from datarun.scoring.scores import task_scores
+        from datarun.remote.scoring.scores import task_scores
 
         train_idx, valid_idx = self.fold(fold)
         p = self.problem
@@ -55,7 +55,7 @@ class ProblemScorer:
                            train_idx, valid_idx, y_pred_train, y_pred_test)
 
     def bagged_scores(self, folds: list[int], preds_train: list, preds_test: list):
-        from datarun.scoring.scores import bagged_scores
+        from datarun.remote.scoring.scores import bagged_scores
 
         p = self.problem
         return bagged_scores(p["kind"], p["classes"], p["score_names"], self.y_train, self.y_test,
@@ -211,6 +211,6 @@ def score_directions(problem: dict) -> dict[str, bool]:
     ramp = (problem.get("spec") or {}).get("ramp")
     if ramp:
         return {s["name"]: s["lower_is_better"] for s in ramp["scores"]}
-    from datarun.scoring.scores import SCORE_TYPES
+    from datarun.remote.scoring.scores import SCORE_TYPES
 
     return {name: SCORE_TYPES[name].lower_is_better for name in problem["score_names"]}

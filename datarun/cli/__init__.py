@@ -12,7 +12,7 @@ from importlib import import_module
 from datarun.cli.app import app
 
 GROUPS = ("workspace", "problem", "submission", "event", "train", "host", "leaderboard", "demo",
-          "tasks", "export", "db", "site")
+          "tasks", "export", "db", "site", "owner")
 for _group in GROUPS:
     import_module(f"datarun.cli.{_group}")
 

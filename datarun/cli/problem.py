@@ -136,6 +136,8 @@ def problem_view(info: dict):
     """Everything `problem show` prints, as one renderable."""
     from rich.console import Group
 
+    if info.get("sensitive"):  # no labels here: no class balance
+        return Group(problem_overview_table(info), folds_table(info))
     return Group(problem_overview_table(info), balance_table(info), folds_table(info))
 
 
@@ -168,10 +170,18 @@ def add(
         "--needs", metavar="KEY=VALUE",
         help="What a host must offer each task, over the kit's [resources]: tags=gpu,big, "
              "gpus=1, memory=8GB, threads=4 (repeatable).")] = None,
+    sensitive: Annotated[bool, typer.Option(
+        "--sensitive", help="Its data stays on its owner's host (--host), prepared there by "
+        "`datarun owner prepare`; KIT is the public kit, without data.")] = False,
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", help="A host holding the sensitive problem's data (repeat for several).")] = None,
+    manifest: Annotated[Path | None, typer.Option(
+        "--manifest", help="The manifest `datarun owner prepare --json` printed.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Register a kit: read and check its data, split the test set, freeze the folds."""
     with handled():
+        from datarun.errors import UsageError
         from datarun.problems.registry import register_problem
         from datarun.problems.resources import parse_needs
 
@@ -185,13 +195,23 @@ def add(
 
         table = parse_needs(needs or [])
         workspace, db = open_workspace()
-        head_start = take(kit, variables)  # the kit read while the CLI loaded (launch.py)
-        try:
-            info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap,
-                                    prepared=head_start.result if head_start else None, needs=table or None)
-        finally:
-            if head_start is not None:
-                head_start.discard()
+        if sensitive:
+            from datarun.board.sensitive import register
+
+            if manifest is None:
+                raise UsageError("a sensitive problem needs --manifest FILE, the manifest `datarun owner "
+                                 "prepare --json` printed on the data owner's host")
+            info = register(workspace, db, kit, list(host or []), manifest)
+        elif host or manifest:
+            raise UsageError("--host and --manifest are for a sensitive problem: add --sensitive")
+        else:
+            head_start = take(kit, variables)  # the kit read while the CLI loaded (launch.py)
+            try:
+                info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap,
+                                        prepared=head_start.result if head_start else None, needs=table or None)
+            finally:
+                if head_start is not None:
+                    head_start.discard()
     for note in info.get("notes", []):
         err(f"note: {note}")
     if json_out:
@@ -200,6 +220,8 @@ def add(
     split = info["split"]
     err(f"Registered problem {info['name']!r}: {info['n_train']} train rows, {info['n_test']} "
         f"test rows, {info['n_features']} features, {len(info['folds'])} folds")
+    if info.get("sensitive"):
+        err(f"sensitive: its data, labels and predictions stay on {', '.join(info['sensitive']['hosts'])}")
     err(f"test split: {split['test']['text']}; folds: {split['folds']['text']}")
     print_renderable(problem_view(info))
 
@@ -264,3 +286,28 @@ def remove(
     else:
         err(f"problem {result['name']} removed, with {result['submissions']} submissions and "
             f"{result['events']} events")
+
+
+@problem_app.command("check")
+def check(
+    name: Annotated[str, typer.Argument(help="The sensitive problem's name.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Ask a sensitive problem's hosts whether they answer, refuse its tasks, or lost (purged)
+    predictions: submissions whose predictions are gone can no longer be bagged anew nor blended."""
+    with handled():
+        from datarun.board.sensitive import check_problem
+
+        workspace, db = open_workspace()
+        report = check_problem(workspace, db, name)
+    if json_out:
+        emit_json("problem-check", report)
+        return
+    for host, state in report["hosts"].items():
+        if not state["answered"]:
+            err(f"host {host}: no answer: {state['error']}")
+            continue
+        gone = state["predictions_gone"]
+        err(f"host {host}: {'refuses' if state['refuses_tasks'] else 'runs'} the tasks of {name}; "
+            + (f"predictions gone (purged) for submissions {', '.join(f'#{s}' for s in gone)}: they can "
+               "no longer be bagged anew nor blended" if gone else "every done submission's predictions kept"))

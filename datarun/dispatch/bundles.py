@@ -29,14 +29,16 @@ def task_spec(task: Task, problem: dict[str, Any], files: dict[str, str], host: 
 
 
 def build_bundle(staging: Path, task: Task, problem: dict[str, Any], files: dict[str, str],
-                 fold: tuple[np.ndarray, np.ndarray], host: Host, store: BlobStore) -> Path:
-    """Write the bundle of a claimed task into staging/<key>/; its folder."""
+                 fold: tuple[np.ndarray, np.ndarray] | None, host: Host, store: BlobStore) -> Path:
+    """Write the bundle of a claimed task into staging/<key>/; its folder. Without `fold` (a
+    sensitive problem's task) the host gives the task its fold from its owner's store."""
     folder = staging / task.key
     (folder / "submission").mkdir(parents=True)
     for name, digest in files.items():
         shutil.copyfile(store.path(digest), folder / "submission" / name)
-    train_idx, valid_idx = fold
-    np.save(folder / "train_idx.npy", train_idx, allow_pickle=False)
-    np.save(folder / "valid_idx.npy", valid_idx, allow_pickle=False)
+    if fold is not None:
+        train_idx, valid_idx = fold
+        np.save(folder / "train_idx.npy", train_idx, allow_pickle=False)
+        np.save(folder / "valid_idx.npy", valid_idx, allow_pickle=False)
     (folder / "task.json").write_text(json.dumps(task_spec(task, problem, files, host), indent=1))
     return folder

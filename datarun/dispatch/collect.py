@@ -16,6 +16,7 @@ sent again as a new attempt; the folder that was there is left alone.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,16 @@ from datarun.dispatch.hoststate import HostState
 from datarun.dispatch.job import SyncJob
 from datarun.dispatch.lanes import Leftovers
 from datarun.dispatch.problemcache import ProblemCache
-from datarun.dispatch.results import BadPredictions, ResultNotOurs, ResultRejected, read_result
+from datarun.dispatch.results import (
+    BadPredictions,
+    ResultNotOurs,
+    ResultRejected,
+    SensitiveLeak,
+    check_scores,
+    read_result,
+    read_sealed_result,
+)
+from datarun.errors import DatarunError
 from datarun.executors.base import PollReport, SyncResult
 from datarun.remote.common import DISK_FULL
 from datarun.store import scores as stored_scores
@@ -237,6 +247,9 @@ class Collector:
         """
         if late and not (folder / "result.json").is_file():
             return False
+        problem = self.problems.problem(task.problem)
+        if problem.get("sensitive"):
+            return self.record_sealed(task, host_name, folder, problem, late)
         scorer = self.problems.scorer(task.problem)
         scores: list[tuple[str, str, float | None]] = []
         try:
@@ -284,6 +297,43 @@ class Collector:
             self.leftovers.add(taken.host, {taken.key: taken.nonce})
         return True
 
+    def record_sealed(self, task: Task, host_name: str, folder: Path, problem: dict, late: bool) -> bool:
+        """A sensitive problem's result: scores computed on its host, no predictions, no output.
+        One that carries more is refused, recorded as a task event, and the task fails as
+        `harness_error`; what it carried is deleted unread."""
+        scores: list[tuple[str, str, float | None]] = []
+        try:
+            result, scores = read_sealed_result(folder, task.key, task.nonce, problem["score_names"])
+        except ResultNotOurs:
+            raise
+        except ResultRejected as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            if late:
+                return False
+            reason = f"result from host {host_name} refused: {error}"
+            if isinstance(error, SensitiveLeak):
+                reason = (f"result from host {host_name} refused for sensitive problem {problem['name']}: "
+                          f"{error}: check that host's harness (`datarun host check {host_name}`)")
+                record_event(self.db, task.id, task.attempt, host_name, "result_refused", reason)
+            outcome = Outcome(TaskState.FAILED, time.time(), error_kind="harness_error", error=reason,
+                              environment={"host": host_name})
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            state = Outcome.state_of(result.state, result.error_kind)
+            if late and state != TaskState.DONE:
+                return False
+            outcome = self.outcome(state, result.measures, result.environment, b"", host_name,
+                                   error_kind=result.error_kind, error=result.error)
+        with transaction(self.db):
+            taken = (tasks.finish_late(self.db, task.id, task.attempt, host_name, outcome) if late
+                     else tasks.finish(self.db, task, host_name, outcome))
+            if not taken:
+                return False
+            stored_scores.replace_task_scores(self.db, task.id, scores)
+        if isinstance(taken, Replaced) and taken.host is not None and taken.host in self.hosts:
+            self.leftovers.add(taken.host, {taken.key: taken.nonce})
+        return True
+
     def outcome(self, state: TaskState, measures: Mapping, environment: Mapping, log: bytes,
                 host_name: str, **fields) -> Outcome:
         """A result's figures as the task's outcome; the log goes to the blob store."""
@@ -304,6 +354,23 @@ class Collector:
             return False
         if stored_scores.has_bagged(self.db, submission):
             return False
+        problem = self.problems.problem(folds[0].problem)
+        if problem.get("sensitive"):  # bagged on the host that keeps the predictions
+            from datarun.board.sensitive import ask
+
+            try:
+                answer = ask(self.workspace, problem, {"op": "bag", "submissions": {
+                    str(submission): [task.fold for task in folds]}})
+                rows = (answer.get("bagged") or {}).get(str(submission))
+                if rows is None:
+                    return False  # its predictions are gone from the host (purged): it cannot be bagged
+                checked = check_scores(rows, problem["score_names"])
+            except (DatarunError, ResultRejected):
+                return False  # no host answered, or not with numbers: asked again next pass
+            # No curve (the bagged score of the first folds, for `export --ramp`, which a
+            # sensitive problem refuses) and no note.
+            stored_scores.set_bagged(self.db, submission, [(*row, None, None) for row in checked])
+            return True
         preds_train, preds_test = [], []
         for task in folds:
             if task.pred_train is None or task.pred_test is None:
@@ -326,6 +393,11 @@ class Collector:
         """Bring every problem's blends up to date and wait for them. A board's submissions
         also change without a new result (an event's scores become public, a retried
         submission, a migration); a problem whose scopes are current costs a few queries."""
+        for problem in problem_names(self.db):
+            if self.problems.problem(problem).get("sensitive"):
+                # A sensitive submission whose bagging found no host answering is bagged now.
+                for submission in stored_scores.done_without_bagged(self.db, problem):
+                    self.finish_submission(submission)
         self.blender.request(problem_names(self.db))
         self.blender.drain()
 

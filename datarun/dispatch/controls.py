@@ -23,6 +23,7 @@ from datarun.errors import DatarunError, HostError, NotFound, UsageError
 from datarun.executors import open_executor
 from datarun.executors.base import Executor
 from datarun.executors.hosts import get_host, load_hosts
+from datarun.problems.registry import get_problem
 from datarun.store import scores as stored_scores
 from datarun.store import tasks
 from datarun.store.blobs import BlobStore
@@ -113,6 +114,10 @@ def task_log(workspace: Workspace, db: Database, task: int | str) -> dict[str, A
     result = {"task": task_id, "submission": row.submission, "state": str(row.state), "host": row.host,
               "error_kind": row.error_kind, "error": row.error,  # a failed task's traceback
               "events": events_of(db, [task_id])[task_id]}
+    problem = get_problem(db, row.problem)
+    if problem.get("sensitive"):
+        raise UsageError(f"task {task_id} is of sensitive problem {problem['name']}: its output stays on "
+                         "the data owner's host (`submission show` gives its scores and error kind)")
     if row.log:
         text = BlobStore(workspace.blobs_dir).get_bytes(row.log).decode("utf-8", "replace")
         return {**result, "source": "store", "log": text}

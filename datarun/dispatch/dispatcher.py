@@ -330,8 +330,14 @@ class Dispatcher:
                      self.blocked, self.limits_of, self.needs_of, self.refuse)
 
     def refuse(self, host: str, task: Task) -> str | None:
-        """A strict problem's tasks go only to hosts whose environment has its recorded versions."""
-        return strict_reason(self.environments.get(host), environment_of(self.problems.problem(task.problem)))
+        """A sensitive problem's tasks go only to the hosts holding its data; a strict problem's
+        only to hosts whose environment has its recorded versions."""
+        problem = self.problems.problem(task.problem)
+        sensitive = problem.get("sensitive")
+        if sensitive and host not in sensitive["hosts"]:
+            return (f"problem {problem['name']} is sensitive: its data is on "
+                    f"{', '.join(sensitive['hosts'])} only")
+        return strict_reason(self.environments.get(host), environment_of(problem))
 
     def limits_of(self, task: Task) -> dict[str, Any]:
         """The task's limits for this run: its problem's, lowered by `train --wall-time ...`."""
@@ -347,11 +353,14 @@ class Dispatcher:
             with space_for(job.scratch):
                 for task in job.claimed:
                     problem = self.problems.problem(task.problem)
+                    # A sensitive problem's data and folds are on its host already, and only there.
+                    sensitive = bool(problem.get("sensitive"))
+                    fold = None if sensitive else self.problems.fold(task.problem, task.fold)
                     job.bundles.append(build_bundle(job.scratch / "bundles", task, problem,
-                                                    files_of(self.db, task.submission),
-                                                    self.problems.fold(task.problem, task.fold),
+                                                    files_of(self.db, task.submission), fold,
                                                     host.host, self.store))
-                    job.data[problem["data_hash"]] = self.store.tree_path(problem["data_hash"])
+                    if not sensitive:
+                        job.data[problem["data_hash"]] = self.store.tree_path(problem["data_hash"])
         except DiskFull:
             # The workspace's disk, not the host's: nothing was sent, so the tasks go back
             # to the queue as they were, and the run stops here with the one line that says so.

@@ -6,7 +6,7 @@ cannot be read as one (missing, oversized, pickled, not numbers, a bad field) is
 error of the submission: the task is recorded as `harness_error` with what was wrong.
 Predictions that are read but are not valid predictions for the problem (the wrong
 shape, NaN or infinite values, class probabilities outside [0, 1] or rows not summing to
-one: `datarun.scoring.predictions`, the check the harness makes) are `bad_predictions`,
+one: `datarun.remote.scoring.predictions`, the check the harness makes) are `bad_predictions`,
 as the harness would have recorded them: a host that skipped its check changes nothing.
 
 Before any of that, a result must be the answer of the attempt it is taken for: it must
@@ -84,7 +84,7 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...], classificatio
     y_pred dtype, bool, integers or floats, as ramp-test does)."""
     import numpy as np
 
-    from datarun.scoring.predictions import prediction_fault
+    from datarun.remote.scoring.predictions import prediction_fault
 
     if not path.is_file() or path.is_symlink():
         raise ResultRejected(f"{path.name} is missing")
@@ -179,3 +179,88 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
             bad.result = result
             raise
     return result
+
+
+# --- a sensitive problem's result: numbers only ---------------------------------------------
+
+MAX_SEALED_BYTES = 16 * 1024  # datarun.remote.sensitive.MAX_SEALED_BYTES
+MAX_SEALED_ERROR = 300
+SEALED_KEYS = {"key", "nonce", "state", "error_kind", "error", "scores", "sealed", "environment",
+               "measured_by", "isolation", *NUMBER_FIELDS}
+SPLITS = ("train", "valid", "test")
+
+
+class SensitiveLeak(ResultRejected):
+    """A sensitive host sent more than a sealed result: files, or fields beyond numbers."""
+
+
+def check_scores(value, score_names: list[str]) -> list[tuple[str, str, float | None]]:
+    if not isinstance(value, list) or len(value) > len(SPLITS) * len(score_names):
+        raise SensitiveLeak("its scores are not a list of at most one score per split and score name")
+    rows, seen = [], set()
+    for row in value:
+        if (not isinstance(row, list) or len(row) != 3 or row[0] not in SPLITS or row[1] not in score_names
+                or (row[0], row[1]) in seen):
+            raise SensitiveLeak(f"its scores hold {str(row)[:60]!r}, not [split, score name, number]")
+        seen.add((row[0], row[1]))
+        score = row[2]
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)
+                                  or not math.isfinite(score)):
+            raise SensitiveLeak(f"its {row[0]} {row[1]} is {str(score)[:40]!r}, not a number")
+        rows.append((row[0], row[1], None if score is None else float(score)))
+    return rows
+
+
+def read_sealed_result(folder: Path, key: str, nonce: str | None,
+                       score_names: list[str]) -> tuple[TaskResult, list[tuple[str, str, float | None]]]:
+    """A sensitive problem's result: result.json alone, small, every field a number (or the
+    few short texts the host's seal allows), scored on the host. Anything more (a prediction
+    file, the task's output, an oversized or unknown field) is refused, naming what it was:
+    a sensitive host never sends the organiser predictions or data."""
+    folder = Path(folder)
+    extra = sorted(p.name for p in folder.iterdir() if p.name != "result.json") if folder.is_dir() else []
+    if extra:
+        raise SensitiveLeak(f"it sent {', '.join(extra)[:200]} beside result.json; a sensitive problem's "
+                            "host sends its sealed result.json alone")
+    path = folder / "result.json"
+    if not path.is_file() or path.is_symlink():
+        raise ResultRejected("result.json is missing")
+    size = path.stat().st_size
+    if size > MAX_SEALED_BYTES:
+        raise SensitiveLeak(f"its result.json is {size} bytes, over the {MAX_SEALED_BYTES} of a sealed result")
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise ResultRejected("result.json is not valid JSON (truncated?)") from None
+    if not isinstance(data, dict):
+        raise ResultRejected("result.json is not a JSON object")
+    check_nonce(data, nonce)
+    unknown = sorted(set(data) - SEALED_KEYS)
+    if unknown or data.get("sealed") is not True:
+        raise SensitiveLeak(f"its result.json is not sealed by the host (fields {', '.join(unknown)[:120] or 'sealed'})")
+    if data.get("key") != key:
+        raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
+    state = data.get("state")
+    if state not in ("done", "failed"):
+        raise ResultRejected(f"result.json state is {state!r}, not done or failed")
+    error_kind = data.get("error_kind")
+    if state == "failed" and error_kind not in ERROR_KINDS:
+        raise ResultRejected(f"result.json error_kind {error_kind!r} is not a known kind")
+    error = data.get("error")
+    if error is not None and (not isinstance(error, str) or len(error) > MAX_SEALED_ERROR):
+        raise SensitiveLeak(f"its error text is not a short text (at most {MAX_SEALED_ERROR} characters)")
+    environment = data.get("environment") or {}
+    if not isinstance(environment, dict):
+        raise ResultRejected("result.json environment is not an object")
+    environment = {str(k)[:40]: str(v)[:200] for k, v in list(environment.items())[:30]}
+    if data.get("measured_by") in MEASURED_BY:
+        environment["measured_by"] = data["measured_by"]
+    if data.get("isolation") in ("sandbox", "none"):
+        environment["isolation"] = data["isolation"]
+    scores = check_scores(data.get("scores") or [], score_names)
+    if state == "done" and not scores:
+        raise ResultRejected("a done task's sealed result carries no scores")
+    result = TaskResult(state=state, error_kind=error_kind if state == "failed" else None,
+                        error=error, measures={f: _number(data.get(f), f) for f in NUMBER_FIELDS},
+                        environment=environment)
+    return result, scores if state == "done" else []

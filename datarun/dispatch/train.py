@@ -66,7 +66,7 @@ def _preload_ramp_scoring(db: Database, selection: Selection) -> None:
 
     Its score types would otherwise pay ramp-workflow's and scikit-learn's import (~1 s)
     on the dispatcher's critical path, after the hosts' runners have already paid theirs.
-    Native kits score with `datarun.scoring.metrics` and need neither.
+    Native kits score with `datarun.remote.scoring.metrics` and need neither.
     """
     if not tasks.any_open_of_workflow(db, "ramp", selection):
         return

@@ -115,6 +115,10 @@ class Executor(Protocol):
     def clean(self, keep: list[str], force: bool = False) -> dict[str, Any]:
         """The harness `clean`: remove this workspace's task folders on the host but `keep`."""
 
+    def sensitive(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The harness `sensitive` request: a sensitive problem's check, bagged scores or blends,
+        computed on the host that holds its data (`datarun.remote.sensitive.request`)."""
+
     def close(self) -> None: ...
 
 

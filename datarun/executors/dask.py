@@ -491,6 +491,12 @@ class DaskExecutor:
             "tasks_on_scheduler": sum(len(v) for v in processing.values()),
         }
 
+    def sensitive(self, request: dict[str, Any]) -> dict[str, Any]:
+        # A sensitive problem's data lives on its owner's server, reached over SSH (or this
+        # machine); a cluster's workers hold no owner's store and send back what they ran.
+        raise HostError(f"host {self.host.name} is a {self.host.executor} host: a sensitive problem's "
+                        "hosts are its data owner's servers, SSH hosts of hosts.toml")
+
     def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:

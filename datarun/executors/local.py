@@ -25,6 +25,7 @@ from datarun.executors.hosts import DEFAULT_PYTHON, Host, load_hosts
 from datarun.remote import ops
 from datarun.remote.archive import refusal
 from datarun.remote.common import HarnessError, Layout, make_read_only
+from datarun.remote.sensitive import result_files
 from datarun.remote.sync import sync as remote_sync
 from datarun.store.space import disk_full_message, folder_of, is_disk_full
 from datarun.store.workspace import Workspace
@@ -171,7 +172,7 @@ class LocalExecutor:
                 continue
             target = Path(dest) / key
             target.mkdir(parents=True, exist_ok=True)
-            for path in self.layout.result_files(key):
+            for path in result_files(self.layout, key):
                 shutil.copyfile(path, target / path.name)
             fetched.append(key)
         return fetched
@@ -219,6 +220,13 @@ class LocalExecutor:
     def usage(self) -> dict[str, Any]:
         with host_errors(self.host.name, self.workdir):
             return ops.usage(str(self.workdir), space=self.space)
+
+    def sensitive(self, request: dict[str, Any]) -> dict[str, Any]:
+        from datarun.remote.sensitive import request as host_request
+
+        with host_errors(self.host.name):
+            # Through JSON, as over SSH: the same answer (string keys) whatever the transport.
+            return json.loads(json.dumps(host_request(str(self.workdir), self.space, json.dumps(request))))
 
     def gpu_names(self) -> list[str]:
         if not shutil.which(NVIDIA_QUERY[0]):

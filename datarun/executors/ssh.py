@@ -495,6 +495,10 @@ class SSHExecutor:
         self.prepare({})
         return self.run_harness("clean", *(["--force"] if force else []), "--keep", *keep)
 
+    def sensitive(self, request: dict) -> dict:
+        self.prepare({})
+        return self.run_harness("sensitive", json.dumps(request))
+
     def close(self) -> None:
         if self._session is not None:
             self._session.close()

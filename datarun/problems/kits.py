@@ -162,7 +162,7 @@ def parse_limits(table: dict) -> Limits:
 def parse_spec(data: dict, kit_dir: Path) -> ProblemSpec:
     """A ProblemSpec from the decoded TOML; UsageError naming the first thing to fix."""
     from datarun.problems.workflows import get_workflow
-    from datarun.scoring.scores import get_score_type
+    from datarun.remote.scoring.scores import get_score_type
 
     _check_keys("", data, _TOP_KEYS)
     name = _string("", "name", data["name"])

@@ -28,13 +28,16 @@ from datarun.errors import NotFound, UsageError
 from datarun.problems.kits import ProblemSpec, load_kit
 from datarun.problems.resources import environment_of, needs_of, parse_environment, parse_resources
 from datarun.store.blobs import BlobStore
-from datarun.store.workspace import Workspace
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-JSON_COLUMNS = ("spec", "classes", "score_names", "limits")
+    # Annotations only: `datarun owner prepare` runs this module's preparation on the data
+    # owner's server, which needs neither the workspace nor sqlite-utils.
+    from datarun.store.workspace import Workspace
+
+JSON_COLUMNS = ("spec", "classes", "score_names", "limits", "sensitive")
 
 
 def _exact_csv_options() -> dict:
@@ -420,9 +423,11 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
     """What `problem show` prints: data shape, class balance, folds, scores, limits, cv, and
     which test split and folds were made (`split`)."""
     from datarun.problems.cv import describe_split
-    from datarun.scoring.scores import get_score_type
+    from datarun.remote.scoring.scores import get_score_type
 
     problem = get_problem(db, name)
+    if problem.get("sensitive"):  # its labels and data stay on its owner's hosts
+        return describe_sensitive(problem, list_folds(db, name))
     spec = problem["spec"]
     y_train, y_test = load_labels(workspace, problem)
     meta = json.loads((data_dir(workspace, problem) / "meta.json").read_text())
@@ -457,4 +462,25 @@ def describe_problem(workspace: Workspace, db, name: str) -> dict:
         "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],
         **({"ramp": {k: ramp[k] for k in ("workflow", "elements", "prediction")}} if ramp else {}),
+    }
+
+
+def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
+    """`problem show` of a sensitive problem: what the manifest says, nothing of the labels."""
+    from datarun.remote.scoring.scores import get_score_type
+
+    manifest = problem["sensitive"]["manifest"]
+    return {
+        "name": problem["name"], "title": problem["title"], "kind": problem["kind"],
+        "workflow": problem["workflow"], "target": problem["spec"]["data"]["target"] or "-",
+        "n_train": problem["n_train"], "n_test": problem["n_test"], "n_features": problem["n_features"],
+        "columns": manifest["columns"], "classes": problem["classes"],
+        "target_summary": {"train": {}, "test": {}}, "cv": problem["spec"]["cv"], "split": manifest["split"],
+        "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]} for f in folds],
+        "scores": [{"name": name, "official": i == 0,
+                    "lower_is_better": get_score_type(name, problem["kind"]).lower_is_better}
+                   for i, name in enumerate(problem["score_names"])],
+        "limits": problem["limits"], "data_hash": problem["data_hash"], "kit_path": problem["kit_path"],
+        "created_at": problem["created_at"],
+        "sensitive": {"hosts": problem["sensitive"]["hosts"], "folds_hash": manifest["folds_hash"]},
     }

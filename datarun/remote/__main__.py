@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("sha256")
     command("envsetup", "make a virtual environment with these requirements").add_argument(
         "requirements", nargs="*")
+    command("sensitive", "bagged scores and blends of a sensitive problem, computed here").add_argument("request")
     return parser
 
 
@@ -111,6 +112,10 @@ def run(argv: list[str]) -> dict:
         return ops.cleanup(args.workdir, args.keys, space=space)
     if args.command == "cancel":
         return ops.cancel(args.workdir, args.keys, space=space)
+    if args.command == "sensitive":
+        from .sensitive import request
+
+        return request(args.workdir, space, args.request)
     if args.command == "usage":
         return ops.usage(args.workdir, space=space)
     if args.command == "clean":

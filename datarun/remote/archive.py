@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .common import KEY_PATTERN, HarnessError, Layout, make_read_only
+from .sensitive import result_files
 
 TOP_FOLDERS = Layout.ARCHIVE_FOLDERS
 
@@ -153,7 +154,7 @@ def pack(layout: Layout, out: Path, keys: list[str]) -> dict:
                     if not layout.has_result(key):
                         missing.append(key)
                         continue
-                    for path in layout.result_files(key):
+                    for path in result_files(layout, key):
                         tar.add(path, arcname=f"{key}/{path.name}", recursive=False)
                     packed.append(key)
             size = handle.tell()

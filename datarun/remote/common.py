@@ -98,6 +98,11 @@ class Layout:
     def mark_complete(cls, folder: Path) -> None:
         (folder / cls.COMPLETE).touch()
 
+    def is_sensitive(self, data_hash) -> bool:
+        """Whether a data set is a sensitive one its owner prepared here (sensitive.py)."""
+        return isinstance(data_hash, str) and KEY_PATTERN.match(data_hash) is not None and (
+            self.root / "sensitive" / data_hash).is_dir()
+
     def has_result(self, key: str) -> bool:
         return (self.task(key) / "result.json").exists()
 
@@ -105,6 +110,13 @@ class Layout:
         """The files of a finished task that go back to the organiser: result.json, output.log
         and the predictions, regular files only (a link is never followed out of the folder)."""
         folder = self.task(key)
+        data_hash = (read_json(folder / "task.json") or {}).get("data")
+        if self.is_sensitive(data_hash):
+            # A sensitive problem's task: scored here, its predictions and output kept here;
+            # only its result.json leaves the host, and only once sealed
+            # (sensitive.result_files seals it first).
+            sealed = (read_json(folder / "result.json") or {}).get("sealed") is True
+            return [folder / "result.json"] if sealed and _regular(folder / "result.json") else []
         paths = [folder / name for name in self.RESULT_FILES]
         paths += sorted(folder.glob("y_pred_*.npy"))
         return [path for path in paths if _regular(path)]

@@ -330,9 +330,12 @@ def still_the_process(pid, pid_start) -> bool:
 
 def log(workdir: str | os.PathLike, key: str, space: str | None = None) -> dict:
     """The task's captured output so far (head and tail, capped)."""
-    folder = Layout(workdir, space).task(check_key(key))
+    layout = Layout(workdir, space)
+    folder = layout.task(check_key(key))
     if not folder.is_dir():
         raise HarnessError(f"no task {key} on this host")
+    if layout.is_sensitive((read_json(folder / "task.json") or {}).get("data")):
+        raise HarnessError(f"task {key} is of a sensitive problem: its output stays on this host")
     try:
         return {"log": (folder / "output.log").read_text(errors="replace")}
     except FileNotFoundError:

@@ -31,6 +31,7 @@ from .accounting import Cgroups
 from .channel import Receiver
 from .common import (
     DISK_FULL,
+    HarnessError,
     Layout,
     claim,
     disk_full_text,
@@ -202,7 +203,7 @@ class Runner:
                 continue
             try:
                 self._launch(key)
-            except sandbox.SandboxError as error:
+            except (sandbox.SandboxError, HarnessError) as error:
                 log(f"task {key}: {error}")
                 write_result(self.layout.task(key), failed_result(key, "harness_error", str(error)))
             except Exception:
@@ -235,6 +236,10 @@ class Runner:
         if (folder / "cancel").exists():
             write_result(folder, failed_result(key, "cancelled", "cancelled by the organiser"))
             return
+        if self.layout.is_sensitive(task.get("data")):
+            from .sensitive import place_fold
+
+            place_fold(self.layout.root, folder, task)  # the fold comes from the owner's store
         workflow = task.get("workflow", "estimator")
         if workflow not in WORKFLOWS:
             raise RuntimeError(f"unknown workflow {workflow!r} (this harness knows "

@@ -144,7 +144,7 @@ def _predict(task: dict, estimator, X, np):
     return _values(estimator.predict(X), len(X), np)
 
 
-# The organiser runs the same check on what comes back (datarun/scoring/predictions.py,
+# The organiser runs the same check on what comes back (datarun/remote/scoring/predictions.py,
 # which the harness cannot import); tests/test_predictions_check.py holds both to the
 # same answers. The tolerance is the README's.
 PROBABILITY_TOLERANCE = 1e-5

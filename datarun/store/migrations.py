@@ -321,6 +321,15 @@ def m011_organiser_changes(db: Database) -> None:
     )
 
 
+def m012_sensitive_problems(db: Database) -> None:
+    # A sensitive problem's data, labels and predictions stay on its owner's hosts: its row
+    # keeps the owner's manifest and the hosts bound to it (JSON {"hosts", "manifest"}),
+    # NULL for an open problem. Its labels_hash and its folds' hashes are empty: the
+    # organiser never has them.
+    db.execute("ALTER TABLE problems ADD COLUMN sensitive TEXT")
+
+
 MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
               m006_workspace_id, m007_attempt_nonces, m008_cancelled_state,
-              m009_blend_scopes, m010_bagging_curves_and_notes, m011_organiser_changes]
+              m009_blend_scopes, m010_bagging_curves_and_notes, m011_organiser_changes,
+              m012_sensitive_problems]

@@ -36,6 +36,16 @@ def set_bagged(db: Database, submission: int, rows: Iterable[BaggedRow]) -> None
              for split, name, value, curve, note in rows], replace=True)
 
 
+def done_without_bagged(db: Database, problem: str) -> list[int]:
+    """The problem's submissions whose tasks are all done but that have no bagged scores."""
+    return [row[0] for row in db.execute(
+        "SELECT s.id FROM submissions s WHERE s.problem = ? "
+        "AND NOT EXISTS (SELECT 1 FROM bagged_scores b WHERE b.submission = s.id) "
+        "AND EXISTS (SELECT 1 FROM tasks t WHERE t.submission = s.id) "
+        "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.submission = s.id AND t.state != 'done')",
+        [problem]).fetchall()]
+
+
 def forget(db: Database, tasks: list[int], submission: int) -> None:
     """Drop these tasks' scores and their submission's bagged ones (computed anew when every
     fold is done again)."""

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datarun.errors import UsageError
-from datarun.scoring.blendrank import LazyLogLoss, SquaredError
-from datarun.scoring.blendscores import _identity, _resolve_score, _Score, _true_class
+from ..errors import UsageError
+from .blendrank import LazyLogLoss, SquaredError
+from .blendscores import _identity, _resolve_score, _Score, _true_class
 
 MAX_N_ENSEMBLE = 80  # ramp-blend's cap on the ensemble's size
 CHUNK = 1 << 18  # numbers per block when scoring many candidates at once

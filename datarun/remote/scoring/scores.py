@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datarun.errors import UsageError
-from datarun.scoring import metrics
+from ..errors import UsageError
+from . import metrics
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datarun.errors import UsageError
+from ..errors import UsageError
 
 EPS = np.finfo(np.float64).eps  # sklearn's log_loss clips probabilities to [EPS, 1 - EPS]
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from datarun.scoring.blendscores import EPS
+from .blendscores import EPS
 
 
 def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
