@@ -125,7 +125,11 @@ def test_version_short_help_and_completion(workspace):
     assert datarun(workspace, "-h").stdout.startswith("Usage: ")
     assert "--private" in datarun(workspace, "leaderboard", "-h").stdout
     assert "--install-completion" in datarun(workspace, "--help").stdout
-    assert "_datarun_completion" in datarun(workspace, "--show-completion", "bash").stdout
+    # The script a shell sources, asked for as a shell's start-up file asks for it (Typer
+    # would otherwise guess the shell from the parent process: pytest's, not a shell).
+    script = subprocess.run([sys.executable, "-m", "datarun"], capture_output=True, text=True,
+                            env={**os.environ, "_DATARUN_COMPLETE": "source_bash"}, timeout=120)
+    assert script.returncode == 0 and "_datarun_completion" in script.stdout
 
 
 @pytest.mark.parametrize("args, message", [
