@@ -57,7 +57,7 @@ def test_problem_add_refuses_limits_without_units_or_below_an_empty_task(workspa
     result = cli("problem", "add", kit_with_limits(tmp_path, limits))
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert cli("problem", "list", "--json").json() == []
+    assert cli("problem", "list", "--json").json()["problems"] == []
 
 
 def test_a_host_memory_cap_without_a_unit_is_refused(workspace, cli):
