@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 from conftest import EXAMPLES, stop_runners
+from contract import validate
 
 SUBS = EXAMPLES / "iris" / "submissions"
 
@@ -83,11 +84,12 @@ def test_hooks_get_the_events_json_and_a_failing_hook_blocks_nothing(iris, cli, 
     summary = result.json()
     assert (summary["scored_submissions"], summary["failed_submissions"]) == ([good], [bad])
     scored = json.loads((seen / f"submission_scored-{good}").read_text())
-    assert scored["schema"] == "datarun/hook/1" and scored["team"] == "ada" and scored["event"] == "iris"
+    assert validate(scored) == "hook" and scored["team"] == "ada" and scored["event"] == "iris"
     assert scored["score"]["name"] == "accuracy" and 0.8 < scored["score"]["value"] <= 1
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", scored["notified_at"])
     assert "test" not in json.dumps(scored)
     failed = json.loads((seen / f"submission_failed-{bad}").read_text())
+    assert validate(failed) == "hook"
     assert {f["error_kind"] for f in failed["failures"]} == {"fit_error"}
     assert failed["failures"][0]["error_tail"][-1].startswith("ValueError: this estimator cannot fit")
     message = f"hook submission_failed for submission {bad}: {sys.executable} exited with status 3: mail server down"
