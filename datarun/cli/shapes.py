@@ -28,6 +28,7 @@ def task_event(event: dict[str, Any]) -> dict[str, Any]:
 
 def leaderboard(board: dict[str, Any]) -> dict[str, Any]:
     body = dict(board)
+    body.setdefault("view", None)  # the whole board; `best_per_team` or `final` when narrowed
     body["rows"] = [_renamed(row, {"submission": "name"}) for row in board["rows"]]
     body["hidden_events"] = [{"name": name, "public_opens_at": when}
                              for name, when in sorted(board["hidden_events"].items())]
@@ -51,6 +52,17 @@ def submission(details: dict[str, Any]) -> dict[str, Any]:
 def event(details: dict[str, Any]) -> dict[str, Any]:
     return _renamed(details, {"opens": "opens_at", "closes": "closes_at",
                               "public_opens": "public_opens_at"})
+
+
+def history_action(row: dict[str, Any]) -> dict[str, Any]:
+    """One recorded change: its detail in the same vocabulary (an edited event's rules as
+    `event` names them, a final choice's submissions as `submission_ids`)."""
+    detail = row["detail"]
+    if row["action"] == "event_edited" and detail:
+        detail = {side: event(rules) for side, rules in detail.items()}
+    elif row["action"] == "final_selected" and detail:
+        detail = _renamed(detail, {"submissions": "submission_ids"})
+    return dict(row, detail=detail)
 
 
 def refers_to_submission(result: dict[str, Any]) -> dict[str, Any]:

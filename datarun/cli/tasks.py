@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from datarun.cli.app import JsonOption, app, emit_json, err, err_hosts, handled, open_workspace
-from datarun.cli.shapes import refers_to_submission
+from datarun.cli.shapes import history_action, refers_to_submission
 from datarun.errors import EXIT_FAILED
 
 SubmissionArgument = Annotated[str, typer.Argument(metavar="SUBMISSION", help="The submission's id.")]
@@ -88,7 +88,7 @@ def history_command(
         _, db = open_workspace()
         rows = actions.listed(db, subject)
     if json_out:
-        emit_json("history", {"actions": rows})
+        emit_json("history", {"actions": [history_action(row) for row in rows]})
         return
     from datarun.cli.app import print_renderable
 
