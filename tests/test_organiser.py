@@ -6,6 +6,7 @@ scored with rows written straight into the workspace's real SQLite file."""
 
 import pytest
 from conftest import EXAMPLES
+from contract import validate
 
 from datarun.store.db import open_db
 
@@ -39,6 +40,7 @@ def submit_scored(workspace, cli, folder, team, accuracy, event=None, test=None)
 def board(cli, *args):
     result = cli("leaderboard", "iris", *args, "--json")
     assert result.exit_code == 0, result.stderr
+    assert validate(result.stdout) == "leaderboard"
     return [(row["rank"], row["team"], row["id"]) for row in result.json()["rows"]]
 
 
@@ -53,10 +55,11 @@ def test_a_bare_closing_date_closes_at_the_end_of_that_day_and_zones_are_kept(ir
     result = cli("event", "add", "spring", "--problem", "iris", "--opens", "2026-12-01",
                  "--closes", "2026-12-31", "--public-opens", "2026-12-31T23:59+01:00", "--json")
     assert result.exit_code == 0, result.stderr
+    assert validate(result.stdout) == "event"
     spring = result.json()
-    assert spring["opens"] == 1796083200.0  # 2026-12-01 00:00 UTC: an opening date starts its day
-    assert spring["closes"] == 1798761600.0  # 2027-01-01 00:00 UTC: the 31st is open all day
-    assert spring["public_opens"] == 1798757940.0  # 22:59 UTC
+    assert spring["opens_at"] == "2026-12-01T00:00:00Z"  # an opening date starts its day
+    assert spring["closes_at"] == "2027-01-01T00:00:00Z"  # the 31st is open all day
+    assert spring["public_opens_at"] == "2026-12-31T22:59:00Z"
 
 
 # -- event edit / remove ------------------------------------------------------------------
@@ -67,13 +70,19 @@ def test_event_edit_changes_rules_records_them_and_clear_takes_one_away(iris, cl
     assert event(cli, "spring")["state"] == "closed"
     result = cli("event", "edit", "spring", "--closes", "2999-12-31", "--max-final", "2", "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json()["closes"] == 32503680000.0 and result.json()["max_final"] == 2
+    assert validate(result.stdout) == "event"
+    assert result.json()["closes_at"] == "3000-01-01T00:00:00Z" and result.json()["max_final"] == 2
     assert event(cli, "spring")["state"] == "open"
     assert cli("event", "edit", "spring", "--clear", "max-submissions").exit_code == 0
     assert event(cli, "spring")["max_submissions"] is None
-    history = cli("history", "spring", "--json").json()
+    result = cli("history", "spring", "--json")
+    assert validate(result.stdout) == "history"
+    history = result.json()["actions"]
     assert [row["action"] for row in history] == ["event_edited", "event_edited"]
-    assert history[0]["detail"]["before"] == {"closes": 946771200.0, "max_final": None}  # 2000-01-01 closed at its end
+    # 2000-01-01 closed at its end; the rules named as `event` names them
+    assert history[0]["detail"]["before"] == {"closes_at": "2000-01-02T00:00:00Z", "max_final": None}
+    assert history[0]["detail"]["after"] == {"closes_at": "3000-01-01T00:00:00Z", "max_final": 2}
+    assert history[1]["detail"] == {"before": {"max_submissions": 2}, "after": {"max_submissions": None}}
     assert "event_edited spring" in cli("history").stdout
 
 
@@ -105,7 +114,9 @@ def test_event_remove_takes_an_empty_event_and_refuses_one_with_submissions(iris
     cli("event", "add", "summer", "--problem", "iris")
     submit_scored(iris, cli, "logreg", "ada", 0.9, "summer")
     result = cli("event", "remove", "spring", "--json")
-    assert result.exit_code == 0 and result.json() == {"name": "spring", "problem": "iris", "removed": True}
+    assert result.exit_code == 0 and validate(result.stdout) == "event-remove"
+    assert result.json() == {"schema": "datarun/event-remove/1", "name": "spring", "problem": "iris",
+                             "removed": True}
     refused = cli("event", "remove", "summer")
     assert refused.exit_code == 2
     assert refused.stderr.strip() == (
@@ -114,7 +125,7 @@ def test_event_remove_takes_an_empty_event_and_refuses_one_with_submissions(iris
     default = cli("event", "remove", "iris")
     assert default.stderr.strip() == ("error: event 'iris' is problem 'iris''s default event: it goes "
                                       "with the problem (`datarun problem remove`)")
-    assert [e["name"] for e in cli("event", "list", "--json").json()] == ["iris", "summer"]
+    assert [e["name"] for e in cli("event", "list", "--json").json()["events"]] == ["iris", "summer"]
 
 
 # -- hide / unhide ---------------------------------------------------------------------------
@@ -126,11 +137,15 @@ def test_a_hidden_submission_is_kept_but_off_the_boards_and_recorded(iris, cli):
     assert board(cli) == [(1, "grace", grace), (2, "ada", ada)]
     result = cli("submission", "hide", str(grace), "--reason", "copied code", "--json")
     assert result.exit_code == 0, result.stderr
+    assert validate(result.stdout) == "submission-hide"
+    assert (result.json()["id"], result.json()["hidden_reason"]) == (grace, "copied code")
     assert board(cli) == [(1, "ada", ada)]
     assert board(cli, "--private") == [(1, "ada", ada)]
-    shown = cli("submission", "show", str(grace), "--json").json()
+    result = cli("submission", "show", str(grace), "--json")
+    assert validate(result.stdout) == "submission"
+    shown = result.json()
     assert shown["hidden_reason"] == "copied code" and shown["hidden_at"] is not None
-    assert [e["submissions"] for e in cli("event", "list", "--json").json()] == [1]
+    assert [e["submissions"] for e in cli("event", "list", "--json").json()["events"]] == [1]
     text = cli("submission", "show", str(grace)).stdout
     assert "hidden since " in text and ": copied code (off every board; `datarun submission unhide" in text
     assert cli("submission", "hide", str(grace)).stderr.strip() == (
@@ -138,7 +153,7 @@ def test_a_hidden_submission_is_kept_but_off_the_boards_and_recorded(iris, cli):
     assert cli("submission", "unhide", str(grace)).exit_code == 0
     assert board(cli) == [(1, "grace", grace), (2, "ada", ada)]
     assert cli("submission", "unhide", str(grace)).stderr.strip() == f"error: submission {grace} is not hidden"
-    history = cli("history", str(grace), "--json").json()
+    history = cli("history", str(grace), "--json").json()["actions"]
     assert [(r["action"], r["detail"]) for r in history] == [
         ("submission_hidden", {"reason": "copied code"}), ("submission_unhidden", None)]
 
@@ -160,19 +175,21 @@ def test_a_hidden_submission_is_left_out_of_the_site(iris, cli, tmp_path):
 def test_problem_remove_is_refused_while_it_has_submissions_unless_forced(iris, cli):
     cli("event", "add", "spring", "--problem", "iris")
     submit_scored(iris, cli, "logreg", "ada", 0.9, "spring")
-    assert len(cli("event", "list", "--json").json()) == 2  # spring and the default event
+    assert len(cli("event", "list", "--json").json()["events"]) == 2  # spring and the default event
     refused = cli("problem", "remove", "iris")
     assert refused.exit_code == 2
     assert refused.stderr.strip() == ("error: problem 'iris' has 1 submission: pass --force to remove "
                                       "it with them (their scores and events go too)")
-    assert [p["name"] for p in cli("problem", "list", "--json").json()] == ["iris"]
+    assert [p["name"] for p in cli("problem", "list", "--json").json()["problems"]] == ["iris"]
     result = cli("problem", "remove", "iris", "--force", "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {"name": "iris", "removed": True, "submissions": 1, "tasks": 5, "events": 2}
-    assert cli("problem", "list", "--json").json() == []
-    assert cli("submission", "list", "--json").json() == []
-    assert cli("event", "list", "--json").json() == []
-    assert cli("history", "iris", "--json").json()[0]["action"] == "problem_removed"
+    assert validate(result.stdout) == "problem-remove"
+    assert result.json() == {"schema": "datarun/problem-remove/1", "name": "iris", "removed": True,
+                             "submissions": 1, "tasks": 5, "events": 2}
+    assert cli("problem", "list", "--json").json()["problems"] == []
+    assert cli("submission", "list", "--json").json()["submissions"] == []
+    assert cli("event", "list", "--json").json()["events"] == []
+    assert cli("history", "iris", "--json").json()["actions"][0]["action"] == "problem_removed"
     # The name is free again.
     assert cli("problem", "add", EXAMPLES / "iris").exit_code == 0
 
@@ -186,7 +203,7 @@ def test_problem_remove_is_refused_while_a_task_runs(iris, cli):
     assert refused.exit_code == 2
     assert refused.stderr.strip() == ("error: problem 'iris' has 1 task running: cancel its "
                                       "submissions first (`datarun cancel ID`)")
-    assert cli("submission", "list", "--json").json()[0]["id"] == sid
+    assert cli("submission", "list", "--json").json()["submissions"][0]["id"] == sid
 
 
 def test_an_unknown_problem_cannot_be_removed(iris, cli):
@@ -211,6 +228,7 @@ def test_best_per_team_keeps_each_teams_best_and_ranks_again(contest, cli):
     assert board(cli, "--event", "spring") == [(1, "ada", ids["ada2"]), (2, "grace", ids["grace"]),
                                                 (3, "ada", ids["ada1"])]
     result = cli("leaderboard", "iris", "--event", "spring", "--best-per-team", "--json")
+    assert validate(result.stdout) == "leaderboard" and result.json()["view"] == "best_per_team"
     assert [(r["rank"], r["id"]) for r in result.json()["rows"]] == [(1, ids["ada2"]), (2, ids["grace"])]
     assert result.json()["blend"] is None
     assert {r["contributivity"] for r in result.json()["rows"]} == {None}
@@ -226,12 +244,18 @@ def test_final_standings_take_the_best_public_by_default_and_a_teams_choice(cont
                                                           (2, "ada", ids["ada2"])]
     result = cli("submission", "select", str(ids["ada1"]), "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {"team": "ada", "event": "spring", "submission_ids": [ids["ada1"]], "max_final": 1}
-    final = cli("leaderboard", "iris", "--event", "spring", "--final", "--json").json()
+    assert validate(result.stdout) == "submission-select"
+    assert result.json() == {"schema": "datarun/submission-select/1", "team": "ada", "event": "spring",
+                             "submission_ids": [ids["ada1"]], "max_final": 1}
+    result = cli("leaderboard", "iris", "--event", "spring", "--final", "--json")
+    assert validate(result.stdout) == "leaderboard"
+    final = result.json()
+    assert final["view"] == "final"
     assert [(r["rank"], r["id"], r["final"]) for r in final["rows"]] == [
         (1, ids["ada1"], "chosen"), (2, ids["grace"], "best public")]
     assert final["rows"][0]["test"]["accuracy"] == 0.95
-    assert cli("history", "ada", "--json").json()[0]["detail"] == {"event": "spring", "submissions": [ids["ada1"]]}
+    assert cli("history", "ada", "--json").json()["actions"][0]["detail"] == {"event": "spring",
+                                                                          "submission_ids": [ids["ada1"]]}
 
 
 def test_submission_select_refusals(contest, iris, cli):
@@ -268,11 +292,11 @@ def test_leaderboard_view_refusals(iris, cli, args, message):
 
 def test_host_add_local_undoes_host_remove_local(workspace, cli):
     assert cli("host", "remove", "local").exit_code == 0
-    assert cli("host", "list", "--json").json() == []
+    assert cli("host", "list", "--json").json()["hosts"] == []
     result = cli("host", "add", "local", "--slots", "1", "--json")
     assert result.exit_code == 0, result.stderr
     assert result.json()["host"]["executor"] == "local"
-    assert [(h["name"], h["executor"], h["slots"]) for h in cli("host", "list", "--json").json()] == [
+    assert [(h["name"], h["executor"], h["slots"]) for h in cli("host", "list", "--json").json()["hosts"]] == [
         ("local", "local", 1)]
 
 
