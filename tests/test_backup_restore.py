@@ -8,6 +8,7 @@ import tarfile
 
 import pytest
 from conftest import EXAMPLES, stop_runners
+from contract import validate
 from faultcluster import Cluster, datarun_process, task_rows, wait_until
 
 from datarun.store.workspace import Workspace
@@ -31,6 +32,7 @@ def test_a_backup_taken_mid_train_restores_and_its_train_finishes_there(local, c
     archive = tmp_path / "backup.tar.gz"
     taken = cli("db", "backup", archive, "--json")
     assert taken.exit_code == 0, taken.stderr
+    assert validate(taken.stdout) == "backup"
     assert train.poll() is None, "train ended before the backup"
     out, err = train.communicate(timeout=120)
     assert train.returncode == 0, err
@@ -43,6 +45,7 @@ def test_a_backup_taken_mid_train_restores_and_its_train_finishes_there(local, c
     restored_root = tmp_path / "restored"
     result = cli("db", "restore", archive, restored_root, "--json")
     assert result.exit_code == 0, result.stderr
+    assert validate(result.stdout) == "restore"
     answer = result.json()
     restored = Workspace(restored_root)
     try:
