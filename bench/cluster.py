@@ -10,7 +10,7 @@ thread each, 2 slots). The figure for each is
 as in bench/overhead.py. Then the throughput line: the same tasks on 8 workers (8 slots),
 as tasks per second over the whole `train`.
 
-Run: .venv/bin/python bench/dask.py [--quick] [--json]
+Run: .venv/bin/python bench/cluster.py [--quick] [--json]
 """
 
 import argparse
@@ -30,9 +30,7 @@ from common import (
     verdict,
 )
 
-# This file is named dask.py: with its folder first on sys.path, `import dask` would find it.
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 GOAL = 0.010  # seconds a Dask host may add per task beside the local host
