@@ -109,7 +109,9 @@ def parse_host(name: str, table: dict) -> Host:
     values: dict = {"name": name, "executor": executor}
     foreign = sorted((set(table) & (CLUSTER_KEYS | JOBQUEUE_KEYS)) - _keys_of(executor))
     if foreign:
-        raise UsageError(f"hosts.toml: [hosts.{name}] {foreign[0]} is not a key of {executor} hosts")
+        owners = [other for other in EXECUTORS if foreign[0] in _keys_of(other)]
+        raise UsageError(f"hosts.toml: [hosts.{name}] {foreign[0]!r} is a key of {', '.join(owners)} "
+                         f"hosts, not of {executor} hosts: set executor to one of those, or remove the key")
     for key in ("address", "user", "identity", "workdir", "python", "scheduler", "tls_ca", "tls_cert",
                 "tls_key", "data", "queue", "account", "walltime", "interface", "log_directory"):
         if key in table:
