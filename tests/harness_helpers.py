@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import tarfile
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -17,9 +18,7 @@ import psutil
 from sklearn.datasets import load_diabetes, load_iris
 
 from datarun.remote import ops
-
-DATA_IRIS = "iris0001"
-DATA_DIABETES = "diabetes0001"
+from datarun.remote.incoming import tree_hash
 
 LOGISTIC = """
 from sklearn.linear_model import LogisticRegression
@@ -60,6 +59,18 @@ def write_dataset(workdir: Path, digest: str, kind: str) -> dict:
     (folder / "meta.json").write_text(json.dumps(meta))
     (folder / ".complete").touch()
     return meta
+
+
+def _content_hash(kind: str) -> str:
+    """The content hash of the folder write_dataset makes: a host keeps a data set under its
+    content hash, and checks an uploaded one against it."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_dataset(Path(folder), "probe", kind)
+        return tree_hash(Path(folder) / "data" / "probe")
+
+
+DATA_IRIS = _content_hash("classification")
+DATA_DIABETES = _content_hash("regression")
 
 
 def task_files(key: str, code: str, meta: dict, digest: str, limits: dict | None = None,

@@ -141,7 +141,7 @@ def test_a_shared_workdir_on_a_host_is_refused_in_one_line(workspace, sshd_a, da
         with pytest.raises(HostError) as error:
             executor.prepare({DATA_IRIS: data / DATA_IRIS})
         assert str(error.value) == (
-            f"host node: harness accept failed: workdir {shared} is a shared folder (sticky bit, "
+            f"host node: harness acceptdata failed: workdir {shared} is a shared folder (sticky bit, "
             "like /tmp): give datarun a folder of its own inside it")
     finally:
         executor.close()
