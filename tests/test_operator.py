@@ -141,7 +141,8 @@ def test_retry_requeues_failed_tasks_clears_errors_and_scores_them_once_they_pas
 
     result = cli("retry", moody, "--json")
     assert result.exit_code == 0, result.stderr
-    assert result.json() == {"submission": moody, "requeued": [t["id"] for t in failed]}
+    assert result.json() == {"schema": "datarun/retry/1", "submission_id": moody,
+                             "requeued": [t["id"] for t in failed]}
     rows = db.execute("SELECT state, error_kind, error, lost, host, log, ran_from, ran_to FROM tasks "
                       "WHERE submission = ?", [moody]).fetchall()
     assert rows == [("queued", None, None, 0, None, None, None, None)] * 2
@@ -173,8 +174,8 @@ def test_cancel_of_queued_tasks_ends_them_without_running_and_retry_queues_them_
     result = cli("cancel", first, "--json")
     assert result.exit_code == 0, result.stderr
     ids = [t["id"] for t in tasks_of(cli, first)]
-    assert result.json() == {"submission": first, "cancelled": ids, "queued": ids, "running": [],
-                             "host_errors": {}}
+    assert result.json() == {"schema": "datarun/cancel/1", "submission_id": first, "cancelled": ids,
+                             "queued": ids, "running": [], "host_errors": {}}
     for task in tasks_of(cli, first):
         assert (task["state"], task["error_kind"], task["error"]) == ("cancelled", "cancelled",
                                                                      "cancelled by the organiser")
@@ -187,7 +188,8 @@ def test_cancel_of_queued_tasks_ends_them_without_running_and_retry_queues_them_
                             "(its tasks: 2 cancelled)\n")
     assert cli("cancel", "404").stderr == "error: no submission 404: `datarun submission list` shows the ids\n"
     # The organiser changes their mind: retry queues the cancelled tasks again, and they run.
-    assert cli("retry", first, "--json").json() == {"submission": first, "requeued": ids}
+    assert cli("retry", first, "--json").json() == {"schema": "datarun/retry/1", "submission_id": first,
+                                                    "requeued": ids}
     assert [(t["state"], t["error_kind"], t["error"]) for t in tasks_of(cli, first)] == [("queued", None, None)] * 2
     assert cli("train").exit_code == 0
     assert {t["state"] for t in tasks_of(cli, first)} == {"done"}
@@ -253,8 +255,10 @@ def test_logs_come_from_the_store_once_collected(flowers, cli, tmp_path):
     assert result.exit_code == 0
     assert result.stdout == "fitting a logistic regression\n"
     data = cli("logs", task, "--json").json()
-    assert data == {"task": task, "submission": good, "state": "done", "host": "local",
-                    "source": "store", "log": "fitting a logistic regression\n", "events": []}
+    assert data == {"schema": "datarun/task-log/1", "task_id": task, "submission_id": good,
+                    "state": "done", "host": "local", "source": "store",
+                    "log": "fitting a logistic regression\n", "events": [], "error_kind": None,
+                    "error": None}
 
 
 def test_logs_refuses_unknown_and_malformed_task_ids(flowers, cli):

@@ -90,7 +90,8 @@ def test_a_refused_kit_says_the_same_from_the_head_start(tmp_path):
         assert run(["init", workspace]).returncode == 0
         result = run(["-w", workspace, "problem", "add", kit, "--json"],
                      {"DATARUN_PREFETCH": prefetch})
-        assert result.returncode == 2 and result.stdout == ""  # the kit's print: on stderr
+        assert result.returncode == 2  # the kit's print: on stderr; stdout holds the error object
+        assert json.loads(result.stdout)["error"]["kind"] == "invalid"
         messages.add(result.stderr.strip())
     assert messages == {"kit says hi\nerror: problem.py failed to import: ZeroDivisionError: "
                         "division by zero (problem.py line 8)"}
