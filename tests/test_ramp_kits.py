@@ -177,9 +177,11 @@ def refused(workspace, cli, kit) -> str:
     before = stored(workspace)
     result = add(cli, kit)
     assert result.exit_code == 2, result.stdout
-    assert result.stdout == ""
     message = result.stderr.strip()
     assert message.startswith("error: ") and "\n" not in message
+    # With --json, the same error as an object on stdout.
+    assert json.loads(result.stdout)["error"] == {"kind": "invalid", "message": message[len("error: "):],
+                                                  "exit_code": 2}
     assert stored(workspace) == before
     return message
 
