@@ -136,6 +136,7 @@ def blend_on_the_fly(workspace: Workspace, problem: str, runs: int) -> dict:
         started = time.perf_counter()
         inputs = _Inputs(found, db, problem)
         ids = [sid for sid, _ in fully_trained(db, problem)]
+        inputs.learn(db, ids)
         candidates = [sid for sid in ids if inputs.valid_predictions(sid) is not None]
         _blend(inputs, candidates, None)
         samples.append(time.perf_counter() - started)
