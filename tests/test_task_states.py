@@ -42,7 +42,9 @@ STARTS = [None, *TaskState]
 def db(tmp_path):
     db = connect(tmp_path / "t.db")
     migrate(db)
-    db.execute("INSERT INTO problems VALUES ('p', 't', 'classification', 'estimator', '{}', 'd', 'l', "
+    db.execute("INSERT INTO problems (name, title, kind, workflow, spec, data_hash, labels_hash, "
+               "n_train, n_test, n_features, classes, score_names, limits, kit_path, created_at) "
+               "VALUES ('p', 't', 'classification', 'estimator', '{}', 'd', 'l', "
                "10, 5, 4, NULL, '[]', '{}', '/kit', 0)")
     db.execute("INSERT INTO submissions (id, problem, event, team, name, files_hash, files, created_at) "
                "VALUES (1, 'p', 'p', 'team', 'sub', 'h', '{}', 0)")
@@ -177,7 +179,7 @@ def test_a_cancelled_task_of_an_older_workspace_becomes_cancelled(tmp_path):
                                  (3, "failed", "host_lost"), (4, "done", None)):
         db.execute("INSERT INTO tasks (id, submission, fold, state, error_kind, queued_at) "
                    "VALUES (?, 1, ?, ?, ?, 0)", [task_id, task_id, state, kind])
-    assert migrate(db) == ["m008_cancelled_state"]
+    assert migrate(db) == [m.__name__ for m in MIGRATIONS[MIGRATIONS.index(m008_cancelled_state):]]
     assert db.execute("SELECT id, state, error_kind FROM tasks ORDER BY id").fetchall() == [
         (1, "cancelled", "cancelled"), (2, "failed", "fit_error"), (3, "failed", "host_lost"), (4, "done", None)]
 

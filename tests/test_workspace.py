@@ -67,7 +67,7 @@ def test_each_workspace_has_a_random_id_shown_by_init_and_status(tmp_path, cli, 
     assert len(made["id"]) == 16
     monkeypatch.setenv("DATARUN_HOME", str(tmp_path / "ws"))
     status = cli("status", "--json").json()
-    assert status["workspace"] == {"root": str(tmp_path / "ws"), "id": made["id"]}
+    assert status["workspace"]["root"] == str(tmp_path / "ws") and status["workspace"]["id"] == made["id"]
     assert f"workspace {tmp_path / 'ws'} (id {made['id']})" in cli("status").stdout
     assert find_workspace().id == made["id"]
     # Deleted and made again in the same place: a new workspace, a new id.
