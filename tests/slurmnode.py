@@ -118,6 +118,20 @@ PartitionName={partition} Nodes={name} Default=YES MaxTime=INFINITE State=UP
         out = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, env=self.env).stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
 
+    def job_processes(self) -> list:
+        """The processes of this node's jobs (their environment names its slurm.conf): a job
+        step's processes are daemonised by slurmstepd, so they are no children of slurmd."""
+        import psutil
+
+        found = []
+        for process in psutil.process_iter():
+            try:
+                if process.environ().get("SLURM_CONF") == str(self.conf):
+                    found.append(process)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
     def stop(self) -> None:
         ids = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=self.env).stdout.split()
         if ids:
@@ -143,3 +157,11 @@ PartitionName={partition} Nodes={name} Default=YES MaxTime=INFINITE State=UP
                 time.sleep(0.05)
             else:
                 os.kill(pid, signal.SIGKILL)
+        # What a job left behind once the daemons are gone (a worker whose step was not reaped).
+        import psutil
+
+        for process in self.job_processes():
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
