@@ -4,7 +4,7 @@ Migrations are append-only: a migration that has shipped is never edited, a new 
 added after it, and `datarun.store.db.migrate` applies those a database has not had yet,
 each in one transaction with its record in `_migrations`. A migration is history, so it
 writes what the schema needed at its time (m007 queues the tasks of an older version);
-from then on only `datarun.store.tasks` changes a task's state.
+a task's state is changed by `datarun.store.tasks` alone, migrations included.
 """
 
 from __future__ import annotations
@@ -241,15 +241,18 @@ def m007_attempt_nonces(db: Database) -> None:
     # Attempts launched before nonces ran in the host's shared folder, which this version
     # no longer reads, and could not be accepted without a nonce: they go back to the
     # queue (no host loss counted) and run again in the workspace's own folder.
-    db.execute("UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
-               "WHERE state = 'running'")
+    from datarun.store.tasks import requeue_running_without_nonce
+
+    requeue_running_without_nonce(db)
 
 
 def m008_cancelled_state(db: Database) -> None:
     # A task the organiser cancelled was `failed` with the error kind `cancelled`; it is now
     # a state of its own (datarun.store.tasks), so `failed` means the submission or its host
     # failed. The error kind stays, for those who read it.
-    db.execute("UPDATE tasks SET state = 'cancelled' WHERE state = 'failed' AND error_kind = 'cancelled'")
+    from datarun.store.tasks import cancelled_failures_become_cancelled
+
+    cancelled_failures_become_cancelled(db)
 
 
 def m009_blend_scopes(db: Database) -> None:

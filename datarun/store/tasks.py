@@ -506,3 +506,17 @@ def delete_of_problem(db: Database, problem: str) -> int:
     db.execute(f"DELETE FROM task_events WHERE task IN ({ids})", [problem])
     cursor = db.execute(f"DELETE FROM tasks WHERE id IN ({ids}) AND state != 'running'", [problem])
     return cursor.rowcount
+
+
+# -- what migrations ask of the life cycle (datarun.store.migrations) ------------------------
+
+def requeue_running_without_nonce(db: Database) -> None:
+    """m007: attempts launched before nonces ran in the host's shared folder and could not be
+    accepted without a nonce: back to the queue, no host loss counted."""
+    db.execute("UPDATE tasks SET state = 'queued', host = NULL, slot = NULL, lease_expires = NULL "
+               "WHERE state = 'running'")
+
+
+def cancelled_failures_become_cancelled(db: Database) -> None:
+    """m008: a task the organiser cancelled was `failed` with the error kind `cancelled`."""
+    db.execute("UPDATE tasks SET state = 'cancelled' WHERE state = 'failed' AND error_kind = 'cancelled'")
