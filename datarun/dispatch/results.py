@@ -118,18 +118,15 @@ def _load_predictions(path: Path, expected_shape: tuple[int, ...], classificatio
     return array
 
 
-def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
-                nonce: str | None, probabilities: bool = False, keep_dtype: bool = False) -> TaskResult:
-    """Validate and load the result folder of task `key`, sent with `nonce`; raise
-    ResultNotOurs if it is not that attempt's, BadPredictions if only its predictions are
-    off, ResultRejected if anything else is. `probabilities`: the predictions must be class
-    probabilities (a native classification problem); else only finite numbers. `keep_dtype`:
-    predictions in their own numeric dtype (RAMP kits), else float64."""
-    path = Path(folder) / "result.json"
+
+def _result_json(path: Path, nonce: str | None, cap: int, too_big) -> dict:
+    """A result.json read as a JSON object of the attempt `nonce`, refused over `cap` bytes
+    (with the error `too_big(size)`) or when missing, linked or not an object."""
     if not path.is_file() or path.is_symlink():
         raise ResultRejected("result.json is missing")
-    if path.stat().st_size > MAX_RESULT_BYTES:
-        raise ResultRejected(f"result.json is {path.stat().st_size} bytes, over the {MAX_RESULT_BYTES} cap")
+    size = path.stat().st_size
+    if size > cap:
+        raise too_big(size)
     try:
         data = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError):
@@ -137,6 +134,17 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
     if not isinstance(data, dict):
         raise ResultRejected("result.json is not a JSON object")
     check_nonce(data, nonce)
+    return data
+
+def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
+                nonce: str | None, probabilities: bool = False, keep_dtype: bool = False) -> TaskResult:
+    """Validate and load the result folder of task `key`, sent with `nonce`; raise
+    ResultNotOurs if it is not that attempt's, BadPredictions if only its predictions are
+    off, ResultRejected if anything else is. `probabilities`: the predictions must be class
+    probabilities (a native classification problem); else only finite numbers. `keep_dtype`:
+    predictions in their own numeric dtype (RAMP kits), else float64."""
+    data = _result_json(Path(folder) / "result.json", nonce, MAX_RESULT_BYTES, lambda size: ResultRejected(
+        f"result.json is {size} bytes, over the {MAX_RESULT_BYTES} cap"))
     if data.get("key") != key:
         raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
     state = data.get("state")
@@ -222,19 +230,8 @@ def read_sealed_result(folder: Path, key: str, nonce: str | None,
     if extra:
         raise SensitiveLeak(f"it sent {', '.join(extra)[:200]} beside result.json; a sensitive problem's "
                             "host sends its sealed result.json alone")
-    path = folder / "result.json"
-    if not path.is_file() or path.is_symlink():
-        raise ResultRejected("result.json is missing")
-    size = path.stat().st_size
-    if size > MAX_SEALED_BYTES:
-        raise SensitiveLeak(f"its result.json is {size} bytes, over the {MAX_SEALED_BYTES} of a sealed result")
-    try:
-        data = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError):
-        raise ResultRejected("result.json is not valid JSON (truncated?)") from None
-    if not isinstance(data, dict):
-        raise ResultRejected("result.json is not a JSON object")
-    check_nonce(data, nonce)
+    data = _result_json(folder / "result.json", nonce, MAX_SEALED_BYTES, lambda size: SensitiveLeak(
+        f"its result.json is {size} bytes, over the {MAX_SEALED_BYTES} of a sealed result"))
     unknown = sorted(set(data) - SEALED_KEYS)
     if unknown or data.get("sealed") is not True:
         raise SensitiveLeak(f"its result.json is not sealed by the host (fields {', '.join(unknown)[:120] or 'sealed'})")
