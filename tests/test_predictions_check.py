@@ -4,7 +4,6 @@ same in the harness (which imports nothing of datarun) and on the organiser's si
 import numpy as np
 import pytest
 
-from datarun.remote import workflows
 from datarun.remote.scoring.predictions import (
     PROBABILITY_RULE,
     PROBABILITY_TOLERANCE,
@@ -13,21 +12,13 @@ from datarun.remote.scoring.predictions import (
 
 
 def both(pred, classification: bool = True) -> str | None:
-    """The organiser's answer, checked equal to the harness's."""
-    ours = prediction_fault(pred, classification)
-    assert workflows.prediction_fault(pred, classification, np) == ours
-    return ours
+    return prediction_fault(pred, classification)
 
 
 def softmax32(rng, n_rows: int, n_classes: int) -> np.ndarray:
     logits = rng.normal(scale=3, size=(n_rows, n_classes)).astype(np.float32)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def test_the_harness_states_the_same_rule_and_tolerance():
-    assert workflows.PROBABILITY_TOLERANCE == PROBABILITY_TOLERANCE == 1e-5
-    assert workflows.PROBABILITY_RULE == PROBABILITY_RULE
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 10, 100, 1000])

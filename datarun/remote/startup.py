@@ -78,6 +78,7 @@ def serve(workdir: str | os.PathLike, slots: int, threads: int, idle: float = 60
         # What a task process runs is imported now: a sandboxed task cannot import the
         # harness from disk (its folder is not in the sandbox).
         from . import accounting, channel, child, sandbox, workflows  # noqa: F401
+        from .scoring import predictions  # noqa: F401
 
         for name in PRELOAD:
             try:

@@ -144,53 +144,14 @@ def _predict(task: dict, estimator, X, np):
     return _values(estimator.predict(X), len(X), np)
 
 
-# The organiser runs the same check on what comes back (datarun/remote/scoring/predictions.py,
-# which the harness cannot import); tests/test_predictions_check.py holds both to the
-# same answers. The tolerance is the README's.
-PROBABILITY_TOLERANCE = 1e-5
-PROBABILITY_RULE = (f"class probabilities must be finite, within [0, 1] and sum to 1 per row "
-                    f"(within {PROBABILITY_TOLERANCE:g})")
-VALUE_RULE = "predictions must be finite numbers"
+def _check_predictions(task: dict, name: str, pred) -> None:
+    """The one check of datarun/remote/scoring/predictions.py, which the organiser runs
+    again on what comes back. Imported here, not at the top, so that reading this module
+    needs no numpy; the runner imports it before any fork (startup.serve), since a
+    sandboxed task cannot import from disk."""
+    from .scoring.predictions import prediction_fault
 
-
-def _number(value: float) -> str:
-    return f"{value:.6g}"
-
-
-def prediction_fault(pred, classification: bool, np) -> str | None:
-    """None when pred is valid; else what is wrong with its first bad row, and the rule."""
-    pred = np.asarray(pred, dtype=np.float64)
-    if not pred.size:
-        return None
-    if not classification:
-        bad = ~np.isfinite(pred.reshape(len(pred), -1))
-        if not bad.any():
-            return None
-        i = int(np.argmax(bad.any(axis=1)))
-        value = pred.reshape(len(pred), -1)[i][bad[i]][0]
-        return f"row {i} holds {_number(value)}; {VALUE_RULE}"
-    with np.errstate(invalid="ignore", over="ignore"):
-        sums = pred.sum(axis=1)
-        finite = np.isfinite(pred).all(axis=1)
-        within = ((pred >= 0) & (pred <= 1)).all(axis=1)
-        ok = finite & within & (np.abs(sums - 1) <= PROBABILITY_TOLERANCE)
-    if ok.all():
-        return None
-    i = int(np.argmin(ok))
-    row, total = pred[i], _number(sums[i])
-    if not finite[i]:
-        value = row[~np.isfinite(row)][0]
-        detail = f"row {i} holds {_number(value)} (the row sums to {total})"
-    elif not within[i]:
-        value = row[(row < 0) | (row > 1)][0]
-        detail = f"row {i} holds {_number(value)}, outside [0, 1] (the row sums to {total})"
-    else:
-        detail = f"row {i} sums to {total}"
-    return f"{detail}; {PROBABILITY_RULE}"
-
-
-def _check_predictions(task: dict, name: str, pred, np) -> None:
-    fault = prediction_fault(pred, task["kind"] == "classification", np)
+    fault = prediction_fault(pred, task["kind"] == "classification")
     if fault:
         raise TaskFailure("bad_predictions", f"{name} predictions, {fault}")
 
@@ -229,6 +190,6 @@ def run_estimator(task: dict, data, folder: Path, clock: PhaseClock) -> dict:
         "test": clock.run("test", lambda: predict(data.X_test)),
     }
     for name, pred in predictions.items():
-        _check_predictions(task, name, pred, np)
+        _check_predictions(task, name, pred)
     return predictions
 

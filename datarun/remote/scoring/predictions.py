@@ -2,9 +2,8 @@
 
 Classification predictions are class probabilities: every value finite and within
 [0, 1], every row summing to 1 within PROBABILITY_TOLERANCE. Regression predictions are
-finite numbers. The harness runs the same check on the host (`datarun/remote/workflows.py`
-keeps a copy, since the harness imports nothing of datarun; a test holds the two to the
-same answers), the organiser runs it again on what a host sends back, and blending leaves
+finite numbers. The harness runs this check on the host (`datarun/remote/workflows.py`),
+the organiser runs it again on what a host sends back, and blending leaves
 out stored predictions that fail it, so no later step meets predictions it cannot score.
 
 The tolerance is the one scikit-learn's multiclass roc_auc accepts (`np.allclose`, a
