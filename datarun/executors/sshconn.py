@@ -13,6 +13,9 @@ Fabric's defaults would be wrong for hosts that may be hostile or hung:
   small command waits ~40 ms on Nagle and delayed ACKs; neither Fabric nor paramiko sets
   it) and keepalive, and with one-line errors for names that do not resolve, refused
   ports and silent hosts;
+- ciphers: AES-GCM first (then paramiko's own order), an authenticated cipher that
+  encrypts and checks in one pass: with AES-CTR and HMAC-SHA2 paramiko spends about
+  40 % more CPU per byte sent, and shipping a data set to several hosts is bound by it;
 - timeouts: every step of connecting has one, from hosts.toml (Fabric's own
   `connect_timeout` is an int, so 0.5 s would mean none, and its jump channel waits
   paramiko's default hour); agent forwarding is off whatever ssh_config says (a host
@@ -74,6 +77,8 @@ __all__ = ["CommandResult", "HostConnection", "SSHConnection", "Stats", "Target"
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_SECONDS = 15
+# Asked for first, in this order: see the module's docstring (ciphers).
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 MAX_JUMPS = 4
 # Reading a command's output waits this long at most between checks of stderr and exit.
 READ_SLICE = 0.05
@@ -263,6 +268,16 @@ def load_identity(target: Target, path: str) -> paramiko.PKey | None:
         ) from None
 
 
+def gcm_first_transport(sock: socket.socket, **kwargs: object) -> paramiko.Transport:
+    """A paramiko Transport that asks for AES-GCM first (paramiko's own order after it)."""
+    transport = paramiko.Transport(sock, **kwargs)  # type: ignore[arg-type]
+    options = transport.get_security_options()
+    offered = list(options.ciphers)
+    first = [name for name in PREFERRED_CIPHERS if name in offered]
+    options.ciphers = first + [name for name in offered if name not in first]
+    return transport
+
+
 def tcp_socket(target: Target) -> socket.socket:
     """The TCP connection to the host, with TCP_NODELAY and keepalive, or a one-line error."""
     hostname, port, timeout, name = target.hostname, target.port, target.connect_timeout, target.name
@@ -340,6 +355,7 @@ class HostConnection(fabric.Connection):
             "banner_timeout": timeout,
             "auth_timeout": timeout,
             "channel_timeout": timeout,
+            "transport_factory": gcm_first_transport,
             **({"sock": sock} if sock is not None else {}),  # else Fabric's open_gateway()
         }
         try:
