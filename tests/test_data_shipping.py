@@ -1,11 +1,12 @@
-"""Data sets travel compressed, resume when cut, and are checked on arrival.
+"""Data sets travel packed (gzip'd when that pays), resume when cut, and are checked on arrival.
 
 A real sshd on loopback behind the tests' fault proxy: an upload cut half-way through
 leaves a part on the host; the next attempt sends only the rest (at most the missing
 bytes and a little more), and the harness checks the archive's SHA-256 and the data
 set's content hash before using it. A part damaged on the host is caught by that check,
 deleted, and the next attempt starts over. The archive itself is the same bytes each
-time it is built (resuming depends on it) and smaller than the data.
+time it is built (resuming depends on it); it is gzip'd, and smaller than the data, when
+a sample of the data compresses well, and a plain tar otherwise.
 """
 
 import os
@@ -18,7 +19,7 @@ from sshd import sshd_a  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
-from datarun.executors.shipping import write_archive
+from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection
 from datarun.store.blobs import tree_hash
@@ -62,6 +63,40 @@ def test_the_archive_is_the_same_bytes_each_time_and_compressed(tmp_path):
     assert (tmp_path / "one.tar.gz").stat().st_size < 0.6 * raw
 
 
+def repetitive_data_set(folder):
+    """A data set gzip shrinks several-fold: few distinct rows, repeated."""
+    folder.mkdir()
+    rows = "".join(f"{i % 50},{(i % 7) * 0.5},class_{i % 3}\n" for i in range(2_000))
+    (folder / "train.csv").write_text(rows * 200)
+    (folder / "meta.json").write_text('{"target": "y"}')
+    return tree_hash(folder)
+
+
+def test_a_sample_decides_whether_the_data_set_is_compressed(tmp_path):
+    data_set(tmp_path / "mixed", 2)  # CSV of varied numbers and random bytes: gzip keeps ~40 %
+    repetitive_data_set(tmp_path / "repetitive")
+    assert sample_ratio(tmp_path / "mixed") > GZIP_BELOW
+    assert compression_level(tmp_path / "mixed") == 0
+    assert sample_ratio(tmp_path / "repetitive") < GZIP_BELOW
+    assert compression_level(tmp_path / "repetitive") == 1
+    (tmp_path / "empty").mkdir()
+    assert compression_level(tmp_path / "empty") == 0
+
+
+def test_a_compressible_data_set_travels_gzipd_and_arrives_checked(proxied, tmp_path):
+    workspace, host, proxy, remote = proxied
+    digest = repetitive_data_set(tmp_path / "d")
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({digest: tmp_path / "d"})
+    executor.close()
+    archive = workspace.state_dir / "ship" / f"{digest}.tar"
+    assert archive.read_bytes()[:2] == b"\x1f\x8b"  # gzip's magic
+    raw = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    assert archive.stat().st_size < GZIP_BELOW * raw
+    assert remote.listing("data") == [digest]
+    assert "train.csv" in remote.listing(f"data/{digest}")
+
+
 def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     workspace, host, proxy, remote = proxied
     digest = data_set(tmp_path / "d", 6)
@@ -72,8 +107,9 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     with pytest.raises((DatarunError, OSError, EOFError)):
         executor.prepare({digest: tmp_path / "d"})
     executor.close()
-    archive_size = (workspace.state_dir / "ship" / f"{digest}.tar.gz").stat().st_size
-    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar.gz"
+    archive_path = workspace.state_dir / "ship" / f"{digest}.tar"
+    archive_size = archive_path.stat().st_size
+    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar"
     part = int(remote.sh("stat", "-c", "%s", incoming))
     assert 0 < part < archive_size
 
@@ -87,6 +123,7 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     assert part <= kept < archive_size
     assert sent <= 1.1 * (archive_size - kept) + 64_000  # the rest, and the harness's commands
     assert remote.listing("data") == [digest]  # unpacked, hashes checked, the part removed
+    assert archive_path.read_bytes()[:2] != b"\x1f\x8b"  # this data set travels as a plain tar
     assert "train.csv" in remote.listing(f"data/{digest}")
 
 
@@ -95,7 +132,7 @@ def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path)
     digest = data_set(tmp_path / "d", 2)
     executor = SSHExecutor(workspace, host)
     executor.prepare({})
-    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar.gz"
+    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar"
     remote.sh("sh", "-c", f"head -c 300000 /dev/urandom > {shlex.quote(incoming)}")  # not the archive's start
     with pytest.raises(DatarunError) as error:
         executor.prepare({digest: tmp_path / "d"})

@@ -1,9 +1,9 @@
-"""Data sets arriving on a host: a compressed archive uploaded in pieces, checked, unpacked.
+"""Data sets arriving on a host: an archive uploaded in pieces, checked, unpacked.
 
-The organiser uploads a data set's archive (a deterministic `.tar.gz`, the same bytes
-every time it is built) to `WORKDIR/data/.incoming-<hash>.tar.gz`, appending to what an
-interrupted upload left there, so a transfer resumes rather than restarts. `accept_data`
-then checks the archive's SHA-256 against the one the organiser computed (a damaged or
+The organiser uploads a data set's archive (a deterministic tar, gzip'd when that pays,
+the same bytes every time it is built) to `WORKDIR/data/.incoming-<hash>.tar`,
+appending to what an interrupted upload left there, so a transfer resumes rather than
+restarts. `accept_data` then checks the archive's SHA-256 against the one the organiser computed (a damaged or
 mixed-up archive is deleted, and the next attempt starts over), unpacks it, and checks
 the data set's own content hash (the hash of its relative file names and their
 contents' hashes, as the organiser's blob store computes it) before marking it complete.
@@ -23,7 +23,7 @@ CHUNK = 1 << 20
 
 
 def incoming_path(layout: Layout, digest: str) -> Path:
-    return layout.data / f".incoming-{check_key(digest, 'data hash')}.tar.gz"
+    return layout.data / f".incoming-{check_key(digest, 'data hash')}.tar"
 
 
 def sha256_file(path: Path) -> str:
