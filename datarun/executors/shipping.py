@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from datarun.executors.sshconn import write_file
 from datarun.remote.common import Layout
 
 COMPRESSLEVEL = 1
@@ -135,24 +136,6 @@ def data_archive(cache: Path, folder: Path, digest: str, level: int | None = Non
         return path, digest_of.hexdigest()
 
 
-# An SFTP write request is its data plus 25 bytes and the file handle (length, type,
-# request id, handle, offset, data length).
-SFTP_WRITE_HEADER = 25
-
-
-def request_size(sftp, handle: bytes) -> int:
-    """The most data one SFTP write request may carry and still travel in one SSH packet.
-
-    paramiko's requests carry 32768 bytes, but a channel packet holds at most the server's
-    maximum packet size less 64 bytes (OpenSSH: 32704), so each request went as a full
-    packet and a tiny one: twice the per-packet work in Python for the same bytes."""
-    from paramiko.sftp_file import SFTPFile
-
-    channel = sftp.get_channel()
-    room = getattr(channel, "out_max_packet_size", 0) - 64 - SFTP_WRITE_HEADER - len(handle)
-    return min(SFTPFile.MAX_REQUEST_SIZE, room) if room > 4096 else SFTPFile.MAX_REQUEST_SIZE
-
-
 def send_rest(sftp, local: Path, remote: str, on_bytes: Callable[[int], None] | None = None) -> tuple[int, int]:
     """Append to `remote` what it lacks of `local` (an earlier upload may have left a part);
     (bytes already there, bytes sent). A remote file longer than `local` is started over."""
@@ -166,14 +149,7 @@ def send_rest(sftp, local: Path, remote: str, on_bytes: Callable[[int], None] | 
         have = 0
     if have == size:
         return have, 0
-    sent = 0
-    with open(local, "rb") as source, sftp.open(remote, "ab" if have else "wb") as target:
-        target.set_pipelined(True)
-        target.MAX_REQUEST_SIZE = request_size(sftp, target.handle)
+    with open(local, "rb") as source:
         source.seek(have)
-        for block in iter(lambda: source.read(BLOCK), b""):
-            target.write(block)
-            sent += len(block)
-            if on_bytes is not None:
-                on_bytes(len(block))
+        sent = write_file(sftp, source, remote, append=bool(have), on_bytes=on_bytes)
     return have, sent
