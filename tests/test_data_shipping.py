@@ -99,19 +99,19 @@ def test_a_compressible_data_set_travels_gzipd_and_arrives_checked(proxied, tmp_
 
 def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     workspace, host, proxy, remote = proxied
-    digest = data_set(tmp_path / "d", 6)
+    digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
+    size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
     executor = SSHExecutor(workspace, host)
     executor.prepare({})  # the harness first, so the cut falls in the data set's upload
-    archive_size = None
     proxy.cut_after_sent(1_500_000)
     with pytest.raises((DatarunError, OSError, EOFError)):
         executor.prepare({digest: tmp_path / "d"})
     executor.close()
-    archive_path = workspace.state_dir / "ship" / f"{digest}.tar"
-    archive_size = archive_path.stat().st_size
-    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar"
-    part = int(remote.sh("stat", "-c", "%s", incoming))
-    assert 0 < part < archive_size
+    assert not (workspace.state_dir / "ship").exists()  # nothing packed
+    incoming = f"{remote.workdir}/data/.incoming-{digest}"
+    part = sum(int(n) for n in remote.sh("sh", "-c", f"find {shlex.quote(incoming)} -type f "
+                                          "-exec stat -c %s {} +").split())
+    assert 0 < part < size
 
     again = SSHExecutor(workspace, host)
     before = again.conn.stats.bytes_sent if isinstance(again.conn, SSHConnection) else 0
@@ -120,24 +120,57 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     again.close()
     # The host's SFTP server may still write what it had received when the cut came.
     kept = again.data_resumed_from
-    assert part <= kept < archive_size
-    assert sent <= 1.1 * (archive_size - kept) + 64_000  # the rest, and the harness's commands
-    assert remote.listing("data") == [digest]  # unpacked, hashes checked, the part removed
-    assert archive_path.read_bytes()[:2] != b"\x1f\x8b"  # this data set travels as a plain tar
-    assert "train.csv" in remote.listing(f"data/{digest}")
+    assert part <= kept < size
+    assert sent <= 1.1 * (size - kept) + 64_000  # the rest, and the harness's commands
+    assert remote.listing("data") == [digest]  # hash checked, the incoming folder renamed
+    assert remote.listing(f"data/{digest}") == [".complete", "meta.json", "noise.bin", "train.csv"]
 
 
-def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path):
+def test_a_cut_upload_of_an_archive_resumes(proxied, tmp_path):
     workspace, host, proxy, remote = proxied
-    digest = data_set(tmp_path / "d", 2)
+    digest = repetitive_data_set(tmp_path / "d")  # gzip shrinks it several-fold: an archive
+    (tmp_path / "d" / "noise.bin").write_bytes(os.urandom(3_000_000))
+    (tmp_path / "d" / "train.csv").write_text((tmp_path / "d" / "train.csv").read_text() * 4)
+    digest = tree_hash(tmp_path / "d")
     executor = SSHExecutor(workspace, host)
     executor.prepare({})
-    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar"
-    remote.sh("sh", "-c", f"head -c 300000 /dev/urandom > {shlex.quote(incoming)}")  # not the archive's start
+    proxy.cut_after_sent(1_000_000)
+    with pytest.raises((DatarunError, OSError, EOFError)):
+        executor.prepare({digest: tmp_path / "d"})
+    executor.close()
+    archive_size = (workspace.state_dir / "ship" / f"{digest}.tar").stat().st_size
+    part = int(remote.sh("stat", "-c", "%s", f"{remote.workdir}/data/.incoming-{digest}.tar"))
+    assert 0 < part < archive_size
+    again = SSHExecutor(workspace, host)
+    before = again.conn.stats.bytes_sent
+    again.prepare({digest: tmp_path / "d"})
+    sent = again.conn.stats.bytes_sent - before
+    again.close()
+    assert part <= again.data_resumed_from < archive_size
+    assert sent <= 1.1 * (archive_size - again.data_resumed_from) + 64_000
+    assert remote.listing("data") == [digest]
+
+
+@pytest.mark.parametrize("kind", ["files", "archive"])
+def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path, kind):
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 2) if kind == "files" else repetitive_data_set(tmp_path / "d")
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    incoming = f"{remote.workdir}/data/.incoming-{digest}"
+    if kind == "files":  # a part of train.csv that is not its start
+        remote.sh("sh", "-c", f"mkdir -p {shlex.quote(incoming)} && "
+                  f"head -c 300000 /dev/urandom > {shlex.quote(incoming)}/train.csv")
+    else:
+        remote.sh("sh", "-c", f"head -c 3000 /dev/urandom > {shlex.quote(incoming)}.tar")
     with pytest.raises(DatarunError) as error:
         executor.prepare({digest: tmp_path / "d"})
-    assert f"the archive of data set {digest} arrived damaged" in str(error.value)
-    assert "it is sent again from the start" in str(error.value)
+    if kind == "files":
+        assert f"the files of data set {digest} arrived damaged" in str(error.value)
+        assert "they are sent again from the start" in str(error.value)
+    else:
+        assert f"the archive of data set {digest} arrived damaged" in str(error.value)
+        assert "it is sent again from the start" in str(error.value)
     assert remote.listing("data") == []  # the damaged part is gone
     executor.prepare({digest: tmp_path / "d"})
     executor.close()

@@ -1,21 +1,24 @@
-"""Shipping data sets to SSH hosts: packed once, sent to every host, resumed when cut.
-
-A data set travels as a deterministic tar (sorted members, no times or owners), gzip'd
-with a fixed header when compression pays on its data, built once per data set and kept
-in the workspace's `.datarun/ship/` (every host's lane sends the same file, side by side),
-with its SHA-256. The upload appends to the partial file an earlier, interrupted upload
-left on the host (`WORKDIR/data/.incoming-<hash>.tar`), so only what is missing travels;
-the harness then checks the archive's SHA-256 and the data set's content hash before
-using it (`datarun.remote.incoming`).
+"""Shipping data sets to SSH hosts: sent to every host side by side, resumed when cut.
 
 Whether to compress is decided per data set from a sample (`compression_level`): gzip
 level 1 only when the sample shrinks to at most GZIP_BELOW of its size. Compressing costs
 the organiser's CPU once and every host's CPU to unpack, and the bytes it saves are what
 the SSH layer would otherwise encrypt; on the CSV of bench/ship.py (a ratio of 0.40)
-sending it plain was the faster end to end, so moderately compressible data goes plain
-and only data that gzip shrinks several-fold is compressed. gzip level 1 was the fastest
-level of what every host's Python can unpack; zstd would need a module or tool hosts may
-lack.
+sending it as it is was the faster end to end, so moderately compressible data goes as
+its files and only data that gzip shrinks several-fold is compressed. gzip level 1 was
+the fastest level of what every host's Python can unpack; zstd would need a module or
+tool hosts may lack.
+
+- As its files (`send_tree`): each file is uploaded to `WORKDIR/data/.incoming-<hash>/`,
+  appended to what an interrupted upload left of it, so only what is missing travels;
+  nothing is packed here nor unpacked there (packing 1 GB into a tar took 8 s here).
+- Compressed (`data_archive`, `send_rest`): a deterministic gzip'd tar (sorted members,
+  no times or owners, a fixed gzip header), built once per data set and kept in the
+  workspace's `.datarun/ship/` (every host's lane sends the same file), with its SHA-256,
+  uploaded to `WORKDIR/data/.incoming-<hash>.tar` and resumed the same way.
+
+The harness then checks the data set's content hash (and an archive's SHA-256) before
+using it (`datarun.remote.incoming`).
 """
 
 from __future__ import annotations
@@ -79,8 +82,49 @@ def sample_ratio(folder: Path) -> float:
 
 
 def compression_level(folder: Path) -> int:
-    """COMPRESSLEVEL when a sample of the data set shrinks to at most GZIP_BELOW, else 0 (plain tar)."""
+    """COMPRESSLEVEL when a sample of the data set shrinks to at most GZIP_BELOW, else 0
+    (the data set travels as its files)."""
     return COMPRESSLEVEL if sample_ratio(folder) <= GZIP_BELOW else 0
+
+
+_decided: dict[str, bool] = {}
+
+
+def compressed(folder: Path, digest: str) -> bool:
+    """Whether data set `digest` travels compressed (decided once per data set and process)."""
+    with _locks_guard:
+        known = _decided.get(digest)
+    if known is None:
+        known = compression_level(folder) > 0
+        with _locks_guard:
+            _decided[digest] = known
+    return known
+
+
+def send_tree(sftp, folder: Path, remote: str) -> tuple[int, int]:
+    """Upload the files of `folder` under the folder `remote`, each appended to what an
+    earlier upload left of it; (bytes already there, bytes sent)."""
+    kept = sent = 0
+    made: set[str] = set()
+    try:
+        sftp.mkdir(remote, 0o700)
+    except OSError:
+        sftp.stat(remote)  # there already (an earlier upload's); else it raises
+    made.add(remote)
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        parts = path.relative_to(folder).parts
+        for depth in range(len(parts)):
+            where = "/".join([remote, *parts[:depth]])
+            if where not in made:
+                try:
+                    sftp.mkdir(where, 0o700)
+                except OSError:
+                    sftp.stat(where)  # there already (an earlier upload's); else it raises
+                made.add(where)
+        have, part = send_rest(sftp, path, "/".join([remote, *parts]))
+        kept += have
+        sent += part
+    return kept, sent
 
 
 def write_archive(folder: Path, arcname: str, out: Path, level: int | None = None) -> None:
@@ -111,15 +155,14 @@ def _add_tree(tar: tarfile.TarFile, folder: Path, arcname: str) -> None:
 
 
 def data_archive(cache: Path, folder: Path, digest: str, level: int | None = None) -> tuple[Path, str]:
-    """The archive of data set `digest` and its SHA-256, built once: gzip'd at `level`, or
-    as `compression_level` decides on a sample of the data."""
+    """The archive of data set `digest` and its SHA-256, built once: gzip'd at `level`
+    (COMPRESSLEVEL by default; 0: a plain tar)."""
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"{digest}.tar"
     stamp = cache / f"{digest}.tar.sha256"
     with _lock(str(path)):
         if path.exists() and stamp.exists():
             return path, stamp.read_text().strip()
-        level = compression_level(Path(folder)) if level is None else level
         fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-")
         os.close(fd)
         try:

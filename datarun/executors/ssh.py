@@ -289,19 +289,33 @@ class SSHExecutor:
                 self._present.add(remote)
 
     def _ship_data(self, digest: str, folder: Path, free: int | None) -> None:
-        """Send one data set compressed, resuming an interrupted upload; the harness checks
-        the archive's and the data set's hashes (datarun.executors.shipping)."""
-        from datarun.executors.shipping import data_archive, send_rest
-        from datarun.remote.incoming import incoming_path
+        """Send one data set, as its files or compressed (as a sample of it decides),
+        resuming an interrupted upload; the harness checks the data set's content hash
+        (and an archive's SHA-256) on arrival (datarun.executors.shipping)."""
+        from datarun.executors.shipping import compressed, data_archive, send_rest, send_tree
+        from datarun.remote.incoming import incoming_folder, incoming_path
 
-        cache = self.workspace.state_dir / "ship" if self.workspace is not None else Path(tempfile.gettempdir())
-        archive, sha256 = data_archive(cache, folder, digest)
-        size = archive.stat().st_size
-        self._check_room(2 * size + sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()), free)
-        remote = str(incoming_path(self.layout, digest))
+        raw = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        if compressed(folder, digest):
+            cache = (self.workspace.state_dir / "ship" if self.workspace is not None
+                     else Path(tempfile.gettempdir()))
+            archive, sha256 = data_archive(cache, folder, digest)
+            size = archive.stat().st_size
+            self._check_room(2 * size + raw, free)
+            remote = str(incoming_path(self.layout, digest))
+
+            def send(sftp: Any) -> tuple[int, int]:
+                return send_rest(sftp, archive, remote)
+        else:
+            size, sha256 = raw, None
+            self._check_room(raw, free)
+            remote = str(incoming_folder(self.layout, digest))
+
+            def send(sftp: Any) -> tuple[int, int]:
+                return send_tree(sftp, folder, remote)
         with self.conn._watchdog(self.conn._transfer_timeout(size), "an upload"):
             try:
-                have, sent = send_rest(self.conn.sftp(), archive, remote)
+                have, sent = send(self.conn.sftp())
             except PermissionError as error:
                 raise HostError(f"host {self.host.name}: cannot write {remote}: {error.strerror or error}") from None
             except OSError as error:
@@ -311,7 +325,7 @@ class SSHExecutor:
         self.conn.stats.bytes_sent += sent
         self.conn.stats.uploads += 1
         self.data_resumed_from = have
-        self.run_harness("acceptdata", digest, sha256)
+        self.run_harness("acceptdata", digest, *([sha256] if sha256 else []))
 
     def _start_runner(self) -> None:
         """Start the runner in the background once the harness is there and tasks are on
