@@ -20,6 +20,7 @@ from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
 from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
+from datarun.executors import shipsend
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection
 from datarun.store.blobs import tree_hash
@@ -97,8 +98,11 @@ def test_a_compressible_data_set_travels_gzipd_and_arrives_checked(proxied, tmp_
     assert "train.csv" in remote.listing(f"data/{digest}")
 
 
-def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
+@pytest.mark.parametrize("child", [False, True], ids=["lane", "child-process"])
+def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, child):
     workspace, host, proxy, remote = proxied
+    if child:  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
+        monkeypatch.setattr(shipsend, "PROCESS_FROM", 0)
     digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
     size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
     executor = SSHExecutor(workspace, host)
@@ -176,3 +180,21 @@ def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path,
     executor.close()
     assert executor.data_resumed_from == 0
     assert remote.listing("data") == [digest]
+
+
+def test_the_child_process_checks_the_host_key_as_the_lane_does(proxied, tmp_path):
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 1)
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    target, where = executor.conn.target, f"{remote.workdir}/data/.incoming-{digest}"
+    executor.close()
+    stranger = tmp_path / "known_hosts"
+    stranger.write_text("")  # the host's key pinned nowhere: refused, nothing written
+    with pytest.raises(DatarunError, match="host node: .*unknown"):
+        shipsend.send_from_child(target, stranger, "files", tmp_path / "d", where, 30.0)
+    assert remote.listing("data") == []
+    # The control: the same child with the workspace's pins sends it all.
+    have, sent = shipsend.send_from_child(target, workspace.known_hosts_path, "files", tmp_path / "d",
+                                          where, 30.0)
+    assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())

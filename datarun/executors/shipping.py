@@ -32,7 +32,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from datarun.executors.sshconn import write_file
+from datarun.errors import HostError
+from datarun.executors.sshconn import SSHConnection, write_file
 from datarun.remote.common import Layout
 
 COMPRESSLEVEL = 1
@@ -177,6 +178,22 @@ def data_archive(cache: Path, folder: Path, digest: str, level: int | None = Non
             raise
         stamp.write_text(digest_of.hexdigest())
         return path, digest_of.hexdigest()
+
+
+def send_data(conn: SSHConnection, kind: str, local: Path, remote: str, timeout: float) -> tuple[int, int]:
+    """Send a data set on `conn`: `kind` "files" (the folder `local`, `send_tree`) or
+    "archive" (the file `local`, `send_rest`), within `timeout`; (bytes already there, sent)."""
+    name = conn.target.name
+    with conn._watchdog(timeout, "an upload"):
+        try:
+            sftp = conn.sftp()
+            return send_tree(sftp, local, remote) if kind == "files" else send_rest(sftp, local, remote)
+        except PermissionError as error:
+            raise HostError(f"host {name}: cannot write {remote}: {error.strerror or error}") from None
+        except OSError as error:
+            if isinstance(error, TimeoutError):
+                raise
+            raise HostError(f"host {name}: upload to {remote} failed: {error}") from None
 
 
 def send_rest(sftp, local: Path, remote: str, on_bytes: Callable[[int], None] | None = None) -> tuple[int, int]:

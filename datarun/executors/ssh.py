@@ -292,36 +292,27 @@ class SSHExecutor:
         """Send one data set, as its files or compressed (as a sample of it decides),
         resuming an interrupted upload; the harness checks the data set's content hash
         (and an archive's SHA-256) on arrival (datarun.executors.shipping)."""
-        from datarun.executors.shipping import compressed, data_archive, send_rest, send_tree
+        from datarun.executors.shipping import compressed, data_archive, send_data
+        from datarun.executors.shipsend import PROCESS_FROM, send_from_child
         from datarun.remote.incoming import incoming_folder, incoming_path
 
         raw = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
         if compressed(folder, digest):
             cache = (self.workspace.state_dir / "ship" if self.workspace is not None
                      else Path(tempfile.gettempdir()))
-            archive, sha256 = data_archive(cache, folder, digest)
-            size = archive.stat().st_size
+            local, sha256 = data_archive(cache, folder, digest)
+            size, kind = local.stat().st_size, "archive"
             self._check_room(2 * size + raw, free)
             remote = str(incoming_path(self.layout, digest))
-
-            def send(sftp: Any) -> tuple[int, int]:
-                return send_rest(sftp, archive, remote)
         else:
-            size, sha256 = raw, None
+            local, size, sha256, kind = folder, raw, None, "files"
             self._check_room(raw, free)
             remote = str(incoming_folder(self.layout, digest))
-
-            def send(sftp: Any) -> tuple[int, int]:
-                return send_tree(sftp, folder, remote)
-        with self.conn._watchdog(self.conn._transfer_timeout(size), "an upload"):
-            try:
-                have, sent = send(self.conn.sftp())
-            except PermissionError as error:
-                raise HostError(f"host {self.host.name}: cannot write {remote}: {error.strerror or error}") from None
-            except OSError as error:
-                if isinstance(error, TimeoutError):
-                    raise
-                raise HostError(f"host {self.host.name}: upload to {remote} failed: {error}") from None
+        timeout = self.conn._transfer_timeout(size)
+        if size >= PROCESS_FROM:
+            have, sent = send_from_child(self.conn.target, self.conn.known_hosts, kind, local, remote, timeout)
+        else:
+            have, sent = send_data(self.conn, kind, local, remote, timeout)
         self.conn.stats.bytes_sent += sent
         self.conn.stats.uploads += 1
         self.data_resumed_from = have
