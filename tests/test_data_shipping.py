@@ -19,8 +19,8 @@ from sshd import sshd_a  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
-from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
 from datarun.executors import shipsend
+from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection
 from datarun.store.blobs import tree_hash
