@@ -181,7 +181,8 @@ def test_ship_bench_measures_datarun_beside_scp_and_a_resumed_transfer():
         pytest.skip("needs root: the bench's sshd logs in the unprivileged test user")
     figures, text = run_bench("ship.py")
     assert figures["scp"]["wall"] > 0 and figures["scp_after"]["wall"] > 0
-    assert figures["datarun_gzip1"]["wall"] > 0 and figures["datarun_gzip1"]["sent"] > 0
+    assert figures["datarun_auto"]["wall"] > 0 and figures["datarun_auto"]["sent"] > 0
+    assert figures["datarun_auto"]["gzip"] == figures["auto_compresses"]
     assert figures["resume"]["kept"] > 0 and figures["resume"]["ratio"] <= 1.10
     assert "vs scp (goal <= 1.2x)" in text and "resumed after a cut" in text
 

@@ -1,11 +1,12 @@
-"""Data sets travel compressed, resume when cut, and are checked on arrival.
+"""Data sets travel packed (gzip'd when that pays), resume when cut, and are checked on arrival.
 
 A real sshd on loopback behind the tests' fault proxy: an upload cut half-way through
 leaves a part on the host; the next attempt sends only the rest (at most the missing
 bytes and a little more), and the harness checks the archive's SHA-256 and the data
 set's content hash before using it. A part damaged on the host is caught by that check,
 deleted, and the next attempt starts over. The archive itself is the same bytes each
-time it is built (resuming depends on it) and smaller than the data.
+time it is built (resuming depends on it); it is gzip'd, and smaller than the data, when
+a sample of the data compresses well, and a plain tar otherwise.
 """
 
 import os
@@ -18,7 +19,8 @@ from sshd import sshd_a  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
-from datarun.executors.shipping import write_archive
+from datarun.executors import shipsend
+from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection
 from datarun.store.blobs import tree_hash
@@ -62,20 +64,58 @@ def test_the_archive_is_the_same_bytes_each_time_and_compressed(tmp_path):
     assert (tmp_path / "one.tar.gz").stat().st_size < 0.6 * raw
 
 
-def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
+def repetitive_data_set(folder):
+    """A data set gzip shrinks several-fold: few distinct rows, repeated."""
+    folder.mkdir()
+    rows = "".join(f"{i % 50},{(i % 7) * 0.5},class_{i % 3}\n" for i in range(2_000))
+    (folder / "train.csv").write_text(rows * 200)
+    (folder / "meta.json").write_text('{"target": "y"}')
+    return tree_hash(folder)
+
+
+def test_a_sample_decides_whether_the_data_set_is_compressed(tmp_path):
+    data_set(tmp_path / "mixed", 2)  # CSV of varied numbers and random bytes: gzip keeps ~40 %
+    repetitive_data_set(tmp_path / "repetitive")
+    assert sample_ratio(tmp_path / "mixed") > GZIP_BELOW
+    assert compression_level(tmp_path / "mixed") == 0
+    assert sample_ratio(tmp_path / "repetitive") < GZIP_BELOW
+    assert compression_level(tmp_path / "repetitive") == 1
+    (tmp_path / "empty").mkdir()
+    assert compression_level(tmp_path / "empty") == 0
+
+
+def test_a_compressible_data_set_travels_gzipd_and_arrives_checked(proxied, tmp_path):
     workspace, host, proxy, remote = proxied
-    digest = data_set(tmp_path / "d", 6)
+    digest = repetitive_data_set(tmp_path / "d")
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({digest: tmp_path / "d"})
+    executor.close()
+    archive = workspace.state_dir / "ship" / f"{digest}.tar"
+    assert archive.read_bytes()[:2] == b"\x1f\x8b"  # gzip's magic
+    raw = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    assert archive.stat().st_size < GZIP_BELOW * raw
+    assert remote.listing("data") == [digest]
+    assert "train.csv" in remote.listing(f"data/{digest}")
+
+
+@pytest.mark.parametrize("child", [False, True], ids=["lane", "child-process"])
+def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, child):
+    workspace, host, proxy, remote = proxied
+    if child:  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
+        monkeypatch.setattr(shipsend, "PROCESS_FROM", 0)
+    digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
+    size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
     executor = SSHExecutor(workspace, host)
     executor.prepare({})  # the harness first, so the cut falls in the data set's upload
-    archive_size = None
     proxy.cut_after_sent(1_500_000)
     with pytest.raises((DatarunError, OSError, EOFError)):
         executor.prepare({digest: tmp_path / "d"})
     executor.close()
-    archive_size = (workspace.state_dir / "ship" / f"{digest}.tar.gz").stat().st_size
-    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar.gz"
-    part = int(remote.sh("stat", "-c", "%s", incoming))
-    assert 0 < part < archive_size
+    assert not (workspace.state_dir / "ship").exists()  # nothing packed
+    incoming = f"{remote.workdir}/data/.incoming-{digest}"
+    part = sum(int(n) for n in remote.sh("sh", "-c", f"find {shlex.quote(incoming)} -type f "
+                                          "-exec stat -c %s {} +").split())
+    assert 0 < part < size
 
     again = SSHExecutor(workspace, host)
     before = again.conn.stats.bytes_sent if isinstance(again.conn, SSHConnection) else 0
@@ -84,25 +124,77 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path):
     again.close()
     # The host's SFTP server may still write what it had received when the cut came.
     kept = again.data_resumed_from
-    assert part <= kept < archive_size
-    assert sent <= 1.1 * (archive_size - kept) + 64_000  # the rest, and the harness's commands
-    assert remote.listing("data") == [digest]  # unpacked, hashes checked, the part removed
-    assert "train.csv" in remote.listing(f"data/{digest}")
+    assert part <= kept < size
+    assert sent <= 1.1 * (size - kept) + 64_000  # the rest, and the harness's commands
+    assert remote.listing("data") == [digest]  # hash checked, the incoming folder renamed
+    assert remote.listing(f"data/{digest}") == [".complete", "meta.json", "noise.bin", "train.csv"]
 
 
-def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path):
+def test_a_cut_upload_of_an_archive_resumes(proxied, tmp_path):
     workspace, host, proxy, remote = proxied
-    digest = data_set(tmp_path / "d", 2)
+    digest = repetitive_data_set(tmp_path / "d")  # gzip shrinks it several-fold: an archive
+    (tmp_path / "d" / "noise.bin").write_bytes(os.urandom(3_000_000))
+    (tmp_path / "d" / "train.csv").write_text((tmp_path / "d" / "train.csv").read_text() * 4)
+    digest = tree_hash(tmp_path / "d")
     executor = SSHExecutor(workspace, host)
     executor.prepare({})
-    incoming = f"{remote.workdir}/data/.incoming-{digest}.tar.gz"
-    remote.sh("sh", "-c", f"head -c 300000 /dev/urandom > {shlex.quote(incoming)}")  # not the archive's start
+    proxy.cut_after_sent(1_000_000)
+    with pytest.raises((DatarunError, OSError, EOFError)):
+        executor.prepare({digest: tmp_path / "d"})
+    executor.close()
+    archive_size = (workspace.state_dir / "ship" / f"{digest}.tar").stat().st_size
+    part = int(remote.sh("stat", "-c", "%s", f"{remote.workdir}/data/.incoming-{digest}.tar"))
+    assert 0 < part < archive_size
+    again = SSHExecutor(workspace, host)
+    before = again.conn.stats.bytes_sent
+    again.prepare({digest: tmp_path / "d"})
+    sent = again.conn.stats.bytes_sent - before
+    again.close()
+    assert part <= again.data_resumed_from < archive_size
+    assert sent <= 1.1 * (archive_size - again.data_resumed_from) + 64_000
+    assert remote.listing("data") == [digest]
+
+
+@pytest.mark.parametrize("kind", ["files", "archive"])
+def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path, kind):
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 2) if kind == "files" else repetitive_data_set(tmp_path / "d")
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    incoming = f"{remote.workdir}/data/.incoming-{digest}"
+    if kind == "files":  # a part of train.csv that is not its start
+        remote.sh("sh", "-c", f"mkdir -p {shlex.quote(incoming)} && "
+                  f"head -c 300000 /dev/urandom > {shlex.quote(incoming)}/train.csv")
+    else:
+        remote.sh("sh", "-c", f"head -c 3000 /dev/urandom > {shlex.quote(incoming)}.tar")
     with pytest.raises(DatarunError) as error:
         executor.prepare({digest: tmp_path / "d"})
-    assert f"the archive of data set {digest} arrived damaged" in str(error.value)
-    assert "it is sent again from the start" in str(error.value)
+    if kind == "files":
+        assert f"the files of data set {digest} arrived damaged" in str(error.value)
+        assert "they are sent again from the start" in str(error.value)
+    else:
+        assert f"the archive of data set {digest} arrived damaged" in str(error.value)
+        assert "it is sent again from the start" in str(error.value)
     assert remote.listing("data") == []  # the damaged part is gone
     executor.prepare({digest: tmp_path / "d"})
     executor.close()
     assert executor.data_resumed_from == 0
     assert remote.listing("data") == [digest]
+
+
+def test_the_child_process_checks_the_host_key_as_the_lane_does(proxied, tmp_path):
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 1)
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    target, where = executor.conn.target, f"{remote.workdir}/data/.incoming-{digest}"
+    executor.close()
+    stranger = tmp_path / "known_hosts"
+    stranger.write_text("")  # the host's key pinned nowhere: refused, nothing written
+    with pytest.raises(DatarunError, match="host node: .*unknown"):
+        shipsend.send_from_child(target, stranger, "files", tmp_path / "d", where, 30.0)
+    assert remote.listing("data") == []
+    # The control: the same child with the workspace's pins sends it all.
+    have, sent = shipsend.send_from_child(target, workspace.known_hosts_path, "files", tmp_path / "d",
+                                          where, 30.0)
+    assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())

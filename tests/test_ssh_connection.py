@@ -43,6 +43,9 @@ def test_one_connection_serves_many_commands_with_nodelay(sshd_a, known_hosts): 
         sock = conn.transport().sock
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        # AES-GCM, which costs paramiko less CPU per byte than AES-CTR with an HMAC.
+        assert conn.transport().local_cipher == "aes128-gcm@openssh.com"
+        assert conn.transport().remote_cipher == "aes128-gcm@openssh.com"
         assert conn.expand("~/x y") == conn.home() + "/x y"
     finally:
         conn.close()
@@ -230,6 +233,15 @@ def test_sftp_put_get_and_size_cap(sshd_a, known_hosts, tmp_path):  # noqa: F811
         with open(tmp_path / "back", "wb") as out:
             assert conn.get(remote, out, 100_000, max_bytes=200_000) == 100_000
         assert (tmp_path / "back").read_bytes() == local.read_bytes()
+        # Each write request fits one SSH packet: 2 MB go in about 2 MB / 32675 data packets
+        # (requests of paramiko's 32768 bytes went as two packets each, ~128 here).
+        big = tmp_path / "big"
+        big.write_bytes(os.urandom(2_000_000))
+        packetizer = conn.transport().packetizer
+        before = packetizer._Packetizer__sent_packets
+        assert conn.put(big, remote + "-big") == 2_000_000
+        assert packetizer._Packetizer__sent_packets - before <= 2_000_000 // 32_675 + 8
+        conn.remove(remote + "-big")
         with open(tmp_path / "capped", "wb") as out, pytest.raises(
                 HostError, match="is announced as 100000 bytes, over the 1000-byte cap"):
             conn.get(remote, out, 100_000, max_bytes=1000)

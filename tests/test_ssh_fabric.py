@@ -17,7 +17,7 @@ import fabric
 import pytest
 from sshd import sshd_a, sshd_b, sshd_fresh  # noqa: F401
 
-import datarun.executors.sshconn as sshconn
+import datarun.executors.sshtarget as sshtarget
 from datarun.errors import HostError
 from datarun.executors.hosts import parse_host
 from datarun.executors.sshconn import (
@@ -40,7 +40,7 @@ def ssh_config(text: str) -> Path:
 def no_system_ssh_config(tmp_path, monkeypatch):
     """A system ssh_config of the test's own (empty until written), not the machine's."""
     path = tmp_path / "system_ssh_config"
-    monkeypatch.setattr(sshconn, "SYSTEM_SSH_CONFIG", str(path))
+    monkeypatch.setattr(sshtarget, "SYSTEM_SSH_CONFIG", str(path))
     return path
 
 

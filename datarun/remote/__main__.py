@@ -60,9 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--idle", type=float, default=60.0)
     sub.add_argument("--wait", type=float, default=0.0)
     command("session", "serve sync requests, one JSON object a line on stdin")
-    sub = command("acceptdata", "check and unpack an uploaded data set archive")
+    sub = command("acceptdata", "check an uploaded data set (its archive, unpacked; or its files)")
     sub.add_argument("digest")
-    sub.add_argument("sha256")
+    sub.add_argument("sha256", nargs="?", help="the archive's SHA-256 (none: the data set came as its files)")
     command("envsetup", "make a virtual environment with these requirements").add_argument(
         "requirements", nargs="*")
     command("sensitive", "bagged scores and blends of a sensitive problem, computed here").add_argument("request")

@@ -1,9 +1,14 @@
-"""Data sets arriving on a host: a compressed archive uploaded in pieces, checked, unpacked.
+"""Data sets arriving on a host: uploaded in pieces, checked, put in place.
 
-The organiser uploads a data set's archive (a deterministic `.tar.gz`, the same bytes
-every time it is built) to `WORKDIR/data/.incoming-<hash>.tar.gz`, appending to what an
-interrupted upload left there, so a transfer resumes rather than restarts. `accept_data`
-then checks the archive's SHA-256 against the one the organiser computed (a damaged or
+A data set comes one of two ways, as the organiser decides from a sample of its bytes
+(`datarun.executors.shipping`): as its files, each uploaded to
+`WORKDIR/data/.incoming-<hash>/` (a data set gzip does not shrink several-fold: no
+archive to build, nothing to unpack), or as a gzip'd tar (a deterministic one, the same
+bytes every time it is built) uploaded to `WORKDIR/data/.incoming-<hash>.tar`. Either
+way each upload appends to what an interrupted one left there, so a transfer resumes
+rather than restarts. For files, `accept_data` checks the data set's content hash and
+renames the folder into place (a folder whose hash differs is deleted, and the next
+attempt starts over). For an archive, it checks the archive's SHA-256 against the one the organiser computed (a damaged or
 mixed-up archive is deleted, and the next attempt starts over), unpacks it, and checks
 the data set's own content hash (the hash of its relative file names and their
 contents' hashes, as the organiser's blob store computes it) before marking it complete.
@@ -17,13 +22,17 @@ import shutil
 from pathlib import Path
 
 from .archive import unpack
-from .common import HarnessError, Layout, check_key
+from .common import HarnessError, Layout, check_key, make_read_only
 
 CHUNK = 1 << 20
 
 
 def incoming_path(layout: Layout, digest: str) -> Path:
-    return layout.data / f".incoming-{check_key(digest, 'data hash')}.tar.gz"
+    return layout.data / f".incoming-{check_key(digest, 'data hash')}.tar"
+
+
+def incoming_folder(layout: Layout, digest: str) -> Path:
+    return layout.data / f".incoming-{check_key(digest, 'data hash')}"
 
 
 def sha256_file(path: Path) -> str:
@@ -51,14 +60,42 @@ def _remove(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def accept_data(workdir: str | os.PathLike, digest: str, sha256: str, space: str | None = None) -> dict:
-    """Check the uploaded archive of data set `digest`, unpack it, check the data set."""
+def _accept_files(layout: Layout, digest: str) -> dict:
+    """The uploaded folder of data set `digest`, its content hash checked, renamed into place."""
+    folder = incoming_folder(layout, digest)
+    if not folder.is_dir():
+        raise HarnessError(f"no uploaded files for data set {digest}")
+    if any(p.is_symlink() or not (p.is_file() or p.is_dir()) for p in folder.rglob("*")):
+        _remove(folder)
+        raise HarnessError(f"the files of data set {digest} hold something other than files and "
+                           "folders: removed, they are sent again from the start")
+    content = tree_hash(folder)
+    if content != digest:
+        _remove(folder)
+        raise HarnessError(f"the files of data set {digest} arrived damaged (content hash "
+                           f"{content[:12]}): removed, they are sent again from the start")
+    final = layout.data_set(digest)
+    if final.exists():  # a half-written one of an earlier attempt
+        _remove(final)
+    layout.mark_complete(folder)
+    make_read_only(folder)
+    os.rename(folder, final)
+    return {"data": digest, "skipped": False, "bytes": sum(p.stat().st_size for p in final.rglob("*") if p.is_file())}
+
+
+def accept_data(workdir: str | os.PathLike, digest: str, sha256: str | None,
+                space: str | None = None) -> dict:
+    """Check the uploaded data set `digest` and put it in place: its archive (SHA-256
+    `sha256`) unpacked, or (`sha256` None) the folder of its files."""
     layout = Layout(workdir, space).make()
     archive = incoming_path(layout, digest)
     final = layout.data_set(digest)
     if layout.is_complete(final):
         archive.unlink(missing_ok=True)
+        _remove(incoming_folder(layout, digest))
         return {"data": digest, "skipped": True}
+    if sha256 is None:
+        return _accept_files(layout, digest)
     if not archive.is_file():
         raise HarnessError(f"no uploaded archive for data set {digest}")
     got = sha256_file(archive)
