@@ -292,11 +292,12 @@ def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str
     `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
     submission's data files) are for RAMP kits: a problem.toml kit runs no code of its own
     and its estimator workflow takes no data files. `prepared()`: the folder where
-    `rampkit.prepare_kit` read the RAMP kit in another process, or None to read it here.
+    `rampdata.prepare_kit` read the RAMP kit in another process, or None to read it here.
     `needs` (from `problem add --needs`) sets what a host must offer the problem's tasks,
     over the kit's own `[resources]` key by key; it is checked before any data is read.
     """
-    from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
+    from datarun.problems.rampdata import register_ramp_problem
+    from datarun.problems.rampkit import is_ramp_kit
 
     if needs:
         parse_resources(needs, "--needs")
