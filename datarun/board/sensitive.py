@@ -88,6 +88,9 @@ def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest
             if theirs.get(field) != manifest[field]:
                 raise UsageError(f"problem {name}: host {host} holds a {field} other than the manifest's: "
                                  "use the manifest its owner's last `datarun owner prepare` printed")
+        if answer.get("scoring_error"):
+            raise UsageError(f"problem {name}: host {host} cannot score its tasks: "
+                             f"{str(answer['scoring_error'])[:300]}")
         if answer.get("refused"):
             raise UsageError(f"problem {name}: the data owner of host {host} refuses its tasks: ask them "
                              "to allow it (`datarun owner allow`)")

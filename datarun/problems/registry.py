@@ -471,6 +471,9 @@ def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
     from datarun.remote.scoring.scores import get_score_type
 
     manifest = problem["sensitive"]["manifest"]
+    ramp = problem["spec"].get("ramp")
+    lower = ({s["name"]: s["lower_is_better"] for s in ramp["scores"]} if ramp else
+             {name: get_score_type(name, problem["kind"]).lower_is_better for name in problem["score_names"]})
     return {
         "name": problem["name"], "title": problem["title"], "kind": problem["kind"],
         "workflow": problem["workflow"], "target": problem["spec"]["data"]["target"] or "-",
@@ -478,10 +481,10 @@ def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
         "columns": manifest["columns"], "classes": problem["classes"],
         "target_summary": {"train": {}, "test": {}}, "cv": problem["spec"]["cv"], "split": manifest["split"],
         "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]} for f in folds],
-        "scores": [{"name": name, "official": i == 0,
-                    "lower_is_better": get_score_type(name, problem["kind"]).lower_is_better}
+        "scores": [{"name": name, "official": i == 0, "lower_is_better": lower[name]}
                    for i, name in enumerate(problem["score_names"])],
         "limits": problem["limits"], "data_hash": problem["data_hash"], "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],
         "sensitive": {"hosts": problem["sensitive"]["hosts"], "folds_hash": manifest["folds_hash"]},
+        **({"ramp": {k: ramp[k] for k in ("workflow", "elements", "prediction")}} if ramp else {}),
     }
