@@ -287,3 +287,63 @@ def test_ramp_bad_input_folds_and_scoring_hosts_are_refused_in_one_line(cli, wor
         f"{again['data_hash'][:12]} cannot score on this host (ModuleNotFoundError: No module named "
         "'rampwf'): install ramp-workflow and what the kit imports for the harness's Python")
     assert cli("problem", "list", "--json").json()["problems"] == []
+
+
+def test_a_public_kit_of_the_other_kind_than_the_manifest_is_refused(cli, workspace, tmp_path):
+    from conftest import EXAMPLES
+
+    ramp = cli("owner", "prepare", KITS / KIT, "--workdir", tmp_path / "owner", "--json").json()
+    native = cli("owner", "prepare", EXAMPLES / "iris", "--workdir", tmp_path / "owner", "--json").json()
+    as_native = tmp_path / "native.json"
+    as_native.write_text(json.dumps(native))
+    as_ramp = tmp_path / "ramp.json"
+    as_ramp.write_text(json.dumps(ramp))
+    public = public_kit(tmp_path)
+    wrong = cli("problem", "add", public, "--sensitive", "--manifest", as_native, "--host", "owner")
+    assert wrong.exit_code == 2
+    assert wrong.stderr.strip() == (
+        f"error: problem iris: {public} is a RAMP kit but the manifest is of a native one (problem.toml): "
+        "register the kit the owner prepared")
+    native_kit = tmp_path / "public-native" / "iris"
+    native_kit.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "iris" / "problem.toml", native_kit / "problem.toml")
+    other = cli("problem", "add", native_kit, "--sensitive", "--manifest", as_ramp, "--host", "owner")
+    assert other.exit_code == 2
+    assert other.stderr.strip() == (
+        f"error: problem {KIT}: the manifest is of a RAMP kit but {native_kit} holds problem.toml: register "
+        "the RAMP kit's public folder (its problem.py)")
+    assert cli("problem", "list", "--json").json()["problems"] == []
+
+
+def test_the_host_says_which_score_type_cannot_run_there(workspace, tmp_path, monkeypatch):
+    """A score type that ran at `owner prepare` (its library was there) but cannot run in the
+    harness's Python: the host's check names it (what `problem add --sensitive` reports)."""
+    import sys
+
+    from datarun.problems.owner import prepare_owned
+    from datarun.remote.sensitive import request
+
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "owner_metrics.py").write_text("def score(y_true, y_pred):\n    return 1.0\n")
+    kit = tmp_path / "kit" / KIT
+    shutil.copytree(KITS / KIT, kit, ignore=shutil.ignore_patterns("__pycache__", "training_output"))
+    (kit / "problem.py").write_text((kit / "problem.py").read_text() + '''
+
+class _Owned(rw.score_types.Accuracy):
+    def __call__(self, y_true, y_pred):
+        import owner_metrics
+
+        return owner_metrics.score(y_true, y_pred)
+
+
+score_types = score_types + [_Owned(name='owned')]
+''')
+    monkeypatch.syspath_prepend(str(library))
+    manifest = prepare_owned(kit, tmp_path / "wd")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(library)])
+    monkeypatch.delitem(sys.modules, "owner_metrics", raising=False)
+    answer = request(tmp_path / "wd", None, json.dumps({"op": "check", "data": manifest["data_hash"]}))
+    assert answer["scoring_error"] == (
+        "the RAMP kit's score type 'owned' cannot run on this host (ModuleNotFoundError: No module named "
+        "'owner_metrics'): install what it imports for the harness's Python")
