@@ -78,7 +78,7 @@ db = open_db(find_workspace(workspace))
 parent = resource.getrusage(resource.RUSAGE_SELF)
 _, status, child = os.wait4(pending.pid, 0)
 pending.pid = -1
-from datarun.problems.rampkit import register_ramp_problem
+from datarun.problems.rampdata import register_ramp_problem
 before = resource.getrusage(resource.RUSAGE_SELF)
 register_ramp_problem(find_workspace(workspace), db, kit, {}, None,
                       prepared=lambda: pending.folder)

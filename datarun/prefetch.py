@@ -3,7 +3,7 @@
 Reading a RAMP kit costs one `import rampwf` (scikit-learn, scipy, pandas: about a
 second) plus the kit's own data functions; the CLI's own start (Typer, the database)
 costs a few tenths more. They need nothing of each other, so `main` forks before loading
-the CLI: the child reads and checks the kit (`rampkit.prepare_kit`, into a scratch
+the CLI: the child reads and checks the kit (`rampdata.prepare_kit`, into a scratch
 folder) on one core while the parent loads the CLI, parses the command and opens the
 workspace on the other; the parent then stores what the child prepared. The command's
 wall time is then about one `import rampwf` plus reading the data.
@@ -114,7 +114,7 @@ def _child(kit: Path, env: dict[str, str], folder: Path, write_fd: int) -> None:
     try:
         os.dup2(2, 1)  # the kit's prints go to stderr, as in the CLI's own reading
         from datarun.errors import UsageError
-        from datarun.problems.rampkit import prepare_kit
+        from datarun.problems.rampdata import prepare_kit
 
         try:
             prepare_kit(kit, env, folder)

@@ -2,7 +2,7 @@
 
 Random predictions of many submissions, scored with ramp-workflow's score types and
 combined with its Predictions types (multiclass, three-target regression) and with a
-combine of a kit's own; `datarun.board.rampblend` must pick the very members
+combine of a kit's own; `datarun.remote.scoring.rampblend` must pick the very members
 ramp-workflow picks on every fold, whether it blends everyone at once or takes the
 submissions one at a time (the replay), and give ramp-blend's combined test score.
 """
@@ -79,7 +79,7 @@ def rampwf_members(scorer, valid, trains, capsys):
 
 @pytest.mark.parametrize("kind", ["multiclass", "multi-target", "kit-combine"])
 def test_ensembles_are_ramp_workflows_on_every_fold(kind, capsys):
-    from datarun.board.rampblend import blend, combined_test_score
+    from datarun.remote.scoring.rampblend import blend, combined_test_score
 
     rng = np.random.default_rng({"multiclass": 1, "multi-target": 2, "kit-combine": 3}[kind])
     scorer, trains, tests = problem(kind, rng)
@@ -111,7 +111,7 @@ def test_ensembles_are_ramp_workflows_on_every_fold(kind, capsys):
 
 
 def test_a_stored_path_whose_predictions_changed_is_not_resumed():
-    from datarun.board.rampblend import blend
+    from datarun.remote.scoring.rampblend import blend
 
     rng = np.random.default_rng(5)
     scorer, trains, _ = problem("multi-target", rng)

@@ -310,9 +310,9 @@ def test_features_that_name_files_of_this_machine_are_refused(workspace, cli, tm
 
 
 def test_a_kit_with_too_much_code_to_ship_is_refused(workspace, cli, tmp_path, monkeypatch):
-    import datarun.problems.rampkit as rampkit
+    import datarun.problems.rampdata as rampdata
 
-    monkeypatch.setattr(rampkit, "MAX_KIT_FILES_BYTES", 1000)
+    monkeypatch.setattr(rampdata, "MAX_KIT_FILES_BYTES", 1000)
     kit = copy_kit(tmp_path, "iris_classifier")
     (kit / "helpers.py").write_text("#" * 2000 + "\n")
     size = sum(p.stat().st_size for p in (kit / "helpers.py", kit / "problem.py"))

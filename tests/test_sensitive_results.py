@@ -149,11 +149,6 @@ def test_the_owner_and_host_side_messages(cli, workspace, tmp_path):
     from datarun.remote.common import HarnessError, Layout
     from datarun.remote.sensitive import place_fold, request
 
-    ramp = cli("owner", "prepare", EXAMPLES.parent / "tests" / "ramp_kits" / "iris_classifier",
-               "--workdir", tmp_path / "wd")
-    assert ramp.exit_code == 2
-    assert ramp.stderr.strip().endswith("iris_classifier: RAMP kits cannot be prepared as sensitive "
-                                        "problems yet; use a native kit (problem.toml)")
     none = cli("owner", "refuse", "iris", "--workdir", tmp_path / "wd")
     assert none.stderr.strip() == (f"error: no sensitive problem 'iris' is prepared in {tmp_path / 'wd'}: run "
                                    "`datarun owner prepare KIT --workdir DIR` first")

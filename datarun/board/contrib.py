@@ -18,7 +18,7 @@ cannot be read, have the wrong shape or fail the check made where predictions en
 left out of the blend; the others are blended as usual. Nothing here raises on what is
 stored: a score that cannot be computed is recorded as undefined.
 
-A RAMP problem is blended by `datarun.board.rampblend`, with its kit's own Predictions,
+A RAMP problem is blended by `datarun.remote.scoring.rampblend`, with its kit's own Predictions,
 combine and first score type, as ramp-blend does; a kit whose predictions cannot be
 combined gets, in that scope, no contributivity and a one-line note.
 """
@@ -173,18 +173,14 @@ class _Inputs:
         if not self.n_test:
             return None
         if self.ramp is not None:  # ramp-blend combines each fold's members by their indices
-            from datarun.board.rampblend import combined_test_score
+            from datarun.remote.scoring.rampblend import blended_test
 
             every = [self._tests([self.test_predictions(sid, fold) for sid in candidates])
                      for fold in self.folds]
             usable = [tests for tests in every if tests is not None]
             if len(usable) < len(every):
                 return None
-            blended = [i for i, fold_members in enumerate(members) if fold_members]
-            if not blended:
-                return None
-            return combined_test_score(self.ramp, [members[i] for i in blended],
-                                       [usable[i] for i in blended])
+            return blended_test(self.ramp, members, usable)
         fold_tests = []
         for fold, fold_members in zip(self.folds, members, strict=True):
             if not fold_members:
@@ -200,24 +196,6 @@ class _Inputs:
         return score_rows(kind, self.problem["classes"], [self.name], "test", self.y_test, bagged)[0][2]
 
 
-class _RampBlend:
-    """`datarun.board.rampblend`'s per-fold ensembles, read as a `scoring.blending` blend."""
-
-    def __init__(self, folds: list, state: dict, n: int):
-        self.members = [fold.members for fold in folds]  # [] where no one can be scored
-        blended = [fold for fold in folds if fold.members]
-        self.contributivity = np.zeros(n)
-        for fold in blended:  # shares averaged over the folds that have an ensemble
-            np.add.at(self.contributivity, fold.members, 1.0 / len(fold.members) / len(blended))
-        self.n_blended_folds = len(blended)
-        self.combined_scores = [fold.scores[-1] for fold in blended]
-        self.best_single_scores = [fold.single for fold in blended]
-        self._state = state
-
-    def state(self) -> dict:
-        return self._state
-
-
 def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
     from datarun.remote.scoring.blending import contributivity
 
@@ -227,11 +205,11 @@ def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
         if stored and candidates[: len(stored)] == stored:
             previous = json.loads(previous_row["state"])
     if inputs.ramp is not None:
-        from datarun.board.rampblend import blend
+        from datarun.remote.scoring.rampblend import RampBlend, blend
 
         trains = [[inputs.train[sid][f] for sid in candidates] for f in range(len(inputs.folds))]
         folds, state = blend(inputs.ramp, inputs.valid_idx, trains, previous)
-        return _RampBlend(folds, state, len(candidates))
+        return RampBlend(folds, state, len(candidates))
     valid = [inputs.valid_predictions(sid) for sid in candidates]
     preds = [np.stack([v[f] for v in valid if v is not None]) for f in range(len(inputs.folds))]
     return contributivity(inputs.problem["kind"], inputs.score, inputs.ys, preds,
@@ -315,7 +293,7 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
 
     With a `cache` (a dispatcher's), a scope last blended by the same cache is extended by
     its new submissions alone; the figures are the same as without it. A RAMP kit's blends
-    (`datarun.board.rampblend`) are computed as without a cache."""
+    (`datarun.remote.scoring.rampblend`) are computed as without a cache."""
     now = time.time() if now is None else now
     scopes = scopes_of(fully_trained(db, problem_name), set(hidden_events(db, problem_name, now)))
     stored = {row["scope"]: row for row in db.query(

@@ -2,14 +2,13 @@
 
 The dispatcher hands pulled predictions here; the problem decides how they are scored:
 native kits with `datarun.remote.scoring.scores`, RAMP kits with their own `score_types` and
-`Predictions`, called exactly as ramp-workflow's `ramp-test` calls them (per fold:
+`Predictions` (`datarun.remote.scoring.rampscores`, the code a sensitive RAMP problem's host
+scores with too), called exactly as ramp-workflow's `ramp-test` calls them (per fold:
 `score_function(Predictions(y_true=y, fold_is=idx), Predictions(y_pred=p, fold_is=idx))`;
 bagged: `get_score_cv_bags`), so the numbers are ramp-test's. Keeping the choice here lets
 each kind of kit score its own way without the dispatcher knowing.
 """
 
-import math
-from typing import Any
 
 import numpy as np
 
@@ -69,35 +68,6 @@ class ProblemScorer:
                 for split, name, value in self.bagged_scores(folds, preds_train, preds_test)]
 
 
-def _value(score) -> float | None:
-    value = float(score)
-    return None if math.isnan(value) else value
-
-
-def _kit_score(function, *args) -> float | None:
-    """A kit's score, or None (undefined) when the kit's own code cannot compute it.
-
-    ramp-test would stop there; here one submission's predictions must not stop the
-    scoring of the others, so the score is recorded as missing instead."""
-    try:
-        return _value(function(*args))
-    except Exception:
-        return None
-
-
-class _Lenient:
-    """A kit's score type whose score function gives NaN (undefined) where it raises."""
-
-    def __init__(self, score_type):
-        self.score_type = score_type
-
-    def score_function(self, truth, predictions) -> float:
-        try:
-            return self.score_type.score_function(truth, predictions)
-        except Exception:
-            return math.nan
-
-
 class RampScorer(ProblemScorer):
     """Scores a RAMP problem with the kit's problem.py (needs ramp-workflow here).
 
@@ -132,41 +102,23 @@ class RampScorer(ProblemScorer):
         return (self.problem["n_train"], *row), (self.problem["n_test"], *row)
 
     def score_rows(self, split: str, truth, predictions) -> list[tuple[str, str, float | None]]:
-        return [(split, st.name, _kit_score(st.score_function, truth, predictions))
-                for st in self.score_types]
+        from datarun.remote.scoring.rampscores import score_rows
+
+        return score_rows(self.score_types, split, truth, predictions)
 
     def task_scores(self, fold: int, y_pred_train, y_pred_test) -> list[tuple[str, str, float | None]]:
-        P = self.Predictions
+        from datarun.remote.scoring.rampscores import task_scores
+
         train_idx, valid_idx = self.fold(fold)
-        rows = []
-        for split, idx in (("train", train_idx), ("valid", valid_idx)):
-            rows += self.score_rows(split, P(y_true=self.truth_train, fold_is=idx),
-                                    P(y_pred=y_pred_train, fold_is=idx))
-        if self.truth_test is not None:
-            rows += self.score_rows("test", P(y_true=self.truth_test), P(y_pred=y_pred_test))
-        return rows
+        return task_scores(self.Predictions, self.score_types, self.truth_train, self.truth_test,
+                           train_idx, valid_idx, y_pred_train, y_pred_test)
 
     def bagged_table(self, folds: list[int], preds_train: list, preds_test: list) -> dict:
         """ramp-test's bagged_scores.csv as {split: {score: [score of the first 1, 2, ... folds]}}."""
-        from rampwf.utils.combine import get_score_cv_bags
+        from datarun.remote.scoring.rampscores import bagged_table
 
-        P = self.Predictions
-        table: dict[str, dict[str, list[float | None]]] = {}
-        steps: list[tuple[str, list, Any, list | None]] = [("valid", preds_train, P(y_true=self.truth_train),
-                  [self.fold(f)[1] for f in folds])]
-        if self.truth_test is not None:
-            steps.append(("test", preds_test, P(y_true=self.truth_test), None))
-        for split, preds, truth, indices in steps:
-            predictions = [P(y_pred=p, fold_is=None if indices is None else idx)
-                           for p, idx in zip(preds, indices or [None] * len(preds), strict=True)]
-            table[split] = {}
-            # A kit whose predictions cannot be combined has no bagged scores at all (this
-            # raises; the caller says so in a note); a score function that raises gives one
-            # undefined score.
-            for st in self.score_types:
-                _, scores = get_score_cv_bags(_Lenient(st), predictions, truth, test_is_list=indices)
-                table[split][st.name] = [_value(v) for v in scores]
-        return table
+        return bagged_table(self.Predictions, self.score_types, self.truth_train, self.truth_test,
+                            [self.fold(f)[1] for f in folds], preds_train, preds_test)
 
     def bagged_scores(self, folds: list[int], preds_train: list, preds_test: list):
         if not folds:

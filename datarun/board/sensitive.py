@@ -49,7 +49,8 @@ def ask(workspace: Workspace, problem: dict, request: dict[str, Any],
                     "check the host with `datarun host check`, or ask its data owner")
 
 
-def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest_path: Path) -> dict:
+def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest_path: Path,
+             data_file_cap: int | None = None) -> dict:
     """`problem add KIT --sensitive --host H --manifest F`: check each host holds the prepared
     data the manifest names, then record the problem bound to those hosts. Nothing is stored
     unless every host agrees with the manifest."""
@@ -87,10 +88,13 @@ def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest
             if theirs.get(field) != manifest[field]:
                 raise UsageError(f"problem {name}: host {host} holds a {field} other than the manifest's: "
                                  "use the manifest its owner's last `datarun owner prepare` printed")
+        if answer.get("scoring_error"):
+            raise UsageError(f"problem {name}: host {host} cannot score its tasks: "
+                             f"{str(answer['scoring_error'])[:300]}")
         if answer.get("refused"):
             raise UsageError(f"problem {name}: the data owner of host {host} refuses its tasks: ask them "
                              "to allow it (`datarun owner allow`)")
-    store_sensitive(workspace, db, kit_dir, manifest, hosts)
+    store_sensitive(workspace, db, kit_dir, manifest, hosts, data_file_cap)
     return describe_problem(workspace, db, name)
 
 

@@ -21,16 +21,21 @@ Problem = Annotated[str, typer.Argument(help="The sensitive problem's name.")]
 def prepare(
     kit: Annotated[Path, typer.Argument(help="The kit folder with its private data.")],
     workdir: Workdir = Path("~/.datarun-host"),
+    env: Annotated[list[str] | None, typer.Option(
+        "--env", metavar="NAME=VALUE",
+        help="RAMP kits: a variable the kit's code reads, as `problem add --env` gives it; repeatable.")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Split and fold the kit's data exactly as `problem add` would, keep it in WORKDIR, print
-    the manifest (hashes and sizes, no data) to hand to the organiser."""
+    """Split and fold the kit's data exactly as `problem add` would (a native kit's
+    problem.toml, or a RAMP kit's own get_train_data, get_test_data and get_cv), keep it in
+    WORKDIR, print the manifest (hashes and sizes, no data) to hand to the organiser."""
     import json
 
     with handled():
+        from datarun.cli.problem import _parse_env
         from datarun.problems.owner import prepare_owned
 
-        manifest = prepare_owned(kit, workdir)
+        manifest = prepare_owned(kit, workdir, _parse_env(env or []))
     if json_out:
         emit_json("owner-manifest", manifest)
         return

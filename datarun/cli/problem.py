@@ -201,7 +201,7 @@ def add(
             if manifest is None:
                 raise UsageError("a sensitive problem needs --manifest FILE, the manifest `datarun owner "
                                  "prepare --json` printed on the data owner's host")
-            info = register(workspace, db, kit, list(host or []), manifest)
+            info = register(workspace, db, kit, list(host or []), manifest, data_file_cap=cap)
         elif host or manifest:
             raise UsageError("--host and --manifest are for a sensitive problem: add --sensitive")
         else:

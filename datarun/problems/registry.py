@@ -292,11 +292,12 @@ def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str
     `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
     submission's data files) are for RAMP kits: a problem.toml kit runs no code of its own
     and its estimator workflow takes no data files. `prepared()`: the folder where
-    `rampkit.prepare_kit` read the RAMP kit in another process, or None to read it here.
+    `rampdata.prepare_kit` read the RAMP kit in another process, or None to read it here.
     `needs` (from `problem add --needs`) sets what a host must offer the problem's tasks,
     over the kit's own `[resources]` key by key; it is checked before any data is read.
     """
-    from datarun.problems.rampkit import is_ramp_kit, register_ramp_problem
+    from datarun.problems.rampdata import register_ramp_problem
+    from datarun.problems.rampkit import is_ramp_kit
 
     if needs:
         parse_resources(needs, "--needs")
@@ -470,6 +471,9 @@ def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
     from datarun.remote.scoring.scores import get_score_type
 
     manifest = problem["sensitive"]["manifest"]
+    ramp = problem["spec"].get("ramp")
+    lower = ({s["name"]: s["lower_is_better"] for s in ramp["scores"]} if ramp else
+             {name: get_score_type(name, problem["kind"]).lower_is_better for name in problem["score_names"]})
     return {
         "name": problem["name"], "title": problem["title"], "kind": problem["kind"],
         "workflow": problem["workflow"], "target": problem["spec"]["data"]["target"] or "-",
@@ -477,10 +481,10 @@ def describe_sensitive(problem: dict, folds: list[dict]) -> dict:
         "columns": manifest["columns"], "classes": problem["classes"],
         "target_summary": {"train": {}, "test": {}}, "cv": problem["spec"]["cv"], "split": manifest["split"],
         "folds": [{"fold": f["fold"], "n_train": f["n_train"], "n_valid": f["n_valid"]} for f in folds],
-        "scores": [{"name": name, "official": i == 0,
-                    "lower_is_better": get_score_type(name, problem["kind"]).lower_is_better}
+        "scores": [{"name": name, "official": i == 0, "lower_is_better": lower[name]}
                    for i, name in enumerate(problem["score_names"])],
         "limits": problem["limits"], "data_hash": problem["data_hash"], "kit_path": problem["kit_path"],
         "created_at": problem["created_at"],
         "sensitive": {"hosts": problem["sensitive"]["hosts"], "folds_hash": manifest["folds_hash"]},
+        **({"ramp": {k: ramp[k] for k in ("workflow", "elements", "prediction")}} if ramp else {}),
     }

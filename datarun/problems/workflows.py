@@ -58,7 +58,8 @@ def workflow_for(problem: dict) -> Workflow:
     """The workflow a registered problem's submissions follow."""
     if problem["workflow"] != "ramp":
         return get_workflow(problem["workflow"])
-    from datarun.problems.rampkit import DEFAULT_DATA_FILE_CAP, EARLY_CHECKS
+    from datarun.problems.rampdata import DEFAULT_DATA_FILE_CAP
+    from datarun.problems.rampkit import EARLY_CHECKS
 
     ramp = problem["spec"]["ramp"]
     defaults = set(ramp.get("external", []))

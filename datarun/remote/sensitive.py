@@ -95,6 +95,19 @@ class Store:
         self.manifest = read_json(self.path / MANIFEST) or {}
         self.problem = str(self.manifest.get("problem"))
         self._labels = None
+        self._ramp = None
+
+    @property
+    def is_ramp(self) -> bool:
+        return self.manifest.get("workflow") == "ramp"
+
+    def ramp(self):
+        """A RAMP kit's Predictions, score types and label objects (`sensitive_ramp.RampTruth`)."""
+        from .sensitive_ramp import RampTruth
+
+        if self._ramp is None:
+            self._ramp = RampTruth(self.root, self.path.name, self.path)
+        return self._ramp
 
     @classmethod
     def of_problem(cls, root, problem: str) -> "Store":
@@ -142,6 +155,10 @@ class Store:
         m = self.manifest
         y_train, y_test = self.labels()
         train_idx, valid_idx = self.fold(fold)
+        if self.is_ramp:
+            from .sensitive_ramp import task_scores as ramp_scores
+
+            return ramp_scores(self.ramp(), train_idx, valid_idx, pred_train, pred_test)
         return task_scores(m["kind"], m["classes"], m["score_names"], y_train, y_test,
                            train_idx, valid_idx, pred_train, pred_test if len(y_test) else None)
 
@@ -246,6 +263,10 @@ def _usable(store: Store, path: Path, rows: int):
 
     from .scoring.predictions import prediction_fault
 
+    if store.is_ramp:  # a RAMP kit's predictions keep their own dtype
+        from .sensitive_ramp import usable
+
+        return usable(store.ramp(), path, rows)
     try:
         array = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
     except Exception:
@@ -274,6 +295,11 @@ def bag(store: Store, space: str | None, submissions: dict) -> dict:
             out["missing"].append(sid)
             continue
         valid = [store.fold(f)[1] for f in folds]
+        if store.is_ramp:
+            from .sensitive_ramp import bagged
+
+            out["bagged"][sid] = bagged(store.ramp(), valid, trains, tests)
+            continue
         out["bagged"][sid] = [list(row) for row in bagged_scores(
             m["kind"], m["classes"], m["score_names"], y_train, y_test, valid, trains, tests)]
     return out
@@ -282,6 +308,9 @@ def bag(store: Store, space: str | None, submissions: dict) -> dict:
 def blend(store: Store, space: str | None, scopes: dict) -> dict:
     """Per scope, the blend of its submissions, as `datarun.board.contrib` stores it."""
     import numpy as np
+
+    if store.is_ramp:
+        return _ramp_blend(store, space, scopes)
 
     from .scoring import native
 
@@ -333,6 +362,38 @@ def blend(store: Store, space: str | None, scopes: dict) -> dict:
     return out
 
 
+def _ramp_blend(store: Store, space: str | None, scopes: dict) -> dict:
+    """A RAMP problem's blends (`sensitive_ramp.blend_scope`), from the predictions kept here."""
+    from .sensitive_ramp import blend_scope
+
+    y_train, y_test = store.labels()
+    folds = list(range(store.n_folds))
+    valid_idx = [store.fold(f)[1] for f in folds]
+    trains: dict = {}
+
+    def train_predictions(sid):
+        if sid not in trains:
+            per_fold = [_usable(store, store.predictions(space, sid, f) / "y_pred_train.npy", len(y_train))
+                        for f in folds]
+            trains[sid] = None if any(p is None for p in per_fold) else per_fold
+        return trains[sid]
+
+    out: dict = {"name": store.manifest["score_names"][0], "scopes": {}, "missing": []}
+    for scope, ids in scopes.items():
+        candidates = [sid for sid in ids if train_predictions(sid) is not None]
+        out["missing"] += [sid for sid in ids if sid not in candidates and sid not in out["missing"]]
+        entry: dict = {"candidates": candidates, "blended": False}
+        if candidates:
+            def tests(fold, _candidates=candidates):
+                arrays = [_usable(store, store.predictions(space, sid, fold) / "y_pred_test.npy", len(y_test))
+                          for sid in _candidates]
+                return None if any(a is None for a in arrays) else arrays
+
+            entry.update(blend_scope(store.ramp(), valid_idx, [train_predictions(s) for s in candidates], tests))
+        out["scopes"][scope] = entry
+    return out
+
+
 def kept(store: Store, space: str | None, submissions: dict) -> dict:
     """Which of these submissions have lost predictions here (the owner purged them)."""
     missing = [sid for sid, folds in submissions.items()
@@ -346,7 +407,13 @@ def check(root, data_hash: str) -> dict:
     store = Store(root, data_hash)
     data = Path(root) / "data" / check_key(data_hash, "data hash")
     complete = (data / ".complete").exists()
-    return {"manifest": store.manifest, "complete": complete,
+    scoring = None
+    if complete and store.is_ramp:  # its score types must run here: every task is scored here
+        try:
+            store.ramp().check()
+        except HarnessError as error:
+            scoring = str(error)
+    return {"manifest": store.manifest, "complete": complete, "scoring_error": scoring,
             "data_hash": tree_hash(data) if complete else None, "refused": store.refused}
 
 

@@ -240,3 +240,30 @@ def combined_test_score(scorer, members: list[list[int]], tests: list[list[np.nd
     value = float(scores[-1])
     return None if math.isnan(value) else value
 
+
+class RampBlend:
+    """The per-fold ensembles of `blend`, read as a `scoring.blending` blend: each submission's
+    share of each fold's members, averaged over the folds that have an ensemble."""
+
+    def __init__(self, folds: list, state: dict, n: int):
+        self.members = [fold.members for fold in folds]  # [] where no one can be scored
+        blended = [fold for fold in folds if fold.members]
+        self.contributivity = np.zeros(n)
+        for fold in blended:  # shares averaged over the folds that have an ensemble
+            np.add.at(self.contributivity, fold.members, 1.0 / len(fold.members) / len(blended))
+        self.n_blended_folds = len(blended)
+        self.combined_scores = [fold.scores[-1] for fold in blended]
+        self.best_single_scores = [fold.single for fold in blended]
+        self._state = state
+
+    def state(self) -> dict:
+        return self._state
+
+
+def blended_test(scorer, members: list[list[int]], tests: list[list[np.ndarray]]) -> float | None:
+    """The blended test score over the folds that have an ensemble: tests[f][s] is candidate
+    s's test predictions for fold f; members[f] the indices fold f's ensemble holds."""
+    blended = [i for i, fold_members in enumerate(members) if fold_members]
+    if not blended:
+        return None
+    return combined_test_score(scorer, [members[i] for i in blended], [tests[i] for i in blended])
