@@ -22,12 +22,16 @@ nothing is ever counted twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import re
 import shutil
+import ssl
 import subprocess
 import tarfile
+import threading
 import time
 from functools import cache
 from pathlib import Path
@@ -39,6 +43,9 @@ from datarun.executors.hosts import Host
 from datarun.remote.common import Layout, failed_result
 
 MAX_RESULT_FILE = 4 * 1024**3
+# What every task imports on a worker ({module: the package to install}).
+WORKER_PACKAGES = {"numpy": "numpy", "pandas": "pandas", "sklearn": "scikit-learn", "psutil": "psutil"}
+THREADS_EVERY = 10.0  # seconds between asks of the workers' threads (hosts without `slots`)
 CLUSTER_EXECUTORS = ("dask", "slurm", "pbs", "sge", "lsf")
 JOBQUEUE_CLASSES = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
 SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub", "lsf": "bsub"}
@@ -81,6 +88,12 @@ def bundle_files(folder: Path) -> dict[str, bytes]:
             for path in sorted(folder.rglob("*")) if path.is_file() and not path.is_symlink()}
 
 
+def _ssl_reason(error: ssl.SSLError) -> str:
+    """OpenSSL's reason, without the place in CPython's source it was raised at."""
+    text = " ".join(str(error.args[-1] if error.args else error).split())
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text)
+
+
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -111,6 +124,13 @@ class DaskExecutor:
         self.cancelled: set[str] = set()
         self.data_futures: dict[str, Any] = {}
         self.harness_future: Any = None
+        # Set (on Dask's callback thread) whenever one of our futures ends: a sync with
+        # nothing to ship sleeps on it instead of asking the scheduler again and again.
+        self.done = threading.Event()
+        self.unpublish_later: list[str] = []  # names of lost tasks, removed with the next round
+        self.publish_later: dict[str, Any] = {}  # names whose publication failed, tried again
+        self.threads: int | None = None  # the workers' threads in all, as last asked
+        self.threads_asked = 0.0
         shared = host.data or ""
         self.shared = shared.removeprefix("shared:") if shared.startswith("shared:") else None
 
@@ -130,10 +150,26 @@ class DaskExecutor:
         if missing:
             raise HostError(f"host {host.name}: TLS needs tls_ca, tls_cert and tls_key in hosts.toml "
                             f"(missing: {', '.join(missing)})")
-        for name in ("tls_ca", "tls_cert", "tls_key"):
-            path = Path(getattr(host, name)).expanduser()
+        paths = {name: Path(getattr(host, name)).expanduser() for name in ("tls_ca", "tls_cert", "tls_key")}
+        for name, path in paths.items():
             if not path.is_file():
                 raise HostError(f"host {host.name}: {name} {path} is not a file")
+            try:
+                path.open("rb").close()
+            except OSError as error:
+                raise HostError(f"host {host.name}: {name} {path} cannot be read: {error.strerror}") from None
+        # Said here, in one line, rather than as a failed handshake with the scheduler.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_verify_locations(cafile=str(paths["tls_ca"]))
+        except ssl.SSLError as error:
+            raise HostError(f"host {host.name}: tls_ca {paths['tls_ca']} is not a PEM CA certificate: "
+                            f"{_ssl_reason(error)}") from None
+        try:
+            context.load_cert_chain(str(paths["tls_cert"]), str(paths["tls_key"]))
+        except ssl.SSLError as error:
+            raise HostError(f"host {host.name}: tls_cert {paths['tls_cert']} and tls_key {paths['tls_key']} "
+                            f"are not a PEM certificate and its private key: {_ssl_reason(error)}") from None
         return Security(tls_ca_file=str(Path(host.tls_ca).expanduser()),
                         tls_client_cert=str(Path(host.tls_cert).expanduser()),
                         tls_client_key=str(Path(host.tls_key).expanduser()), require_encryption=True)
@@ -174,7 +210,23 @@ class DaskExecutor:
             self._drop_client()
             raise HostError(f"host {self.host.name}: the Dask scheduler at {self.address} refused a "
                             f"setting datarun needs (allowed-failures = 0): {_one_line(error)}") from None
+        self._check_workers()
         return self.client
+
+    def _check_workers(self) -> None:
+        """Each worker there now has what every task needs, or the host takes no task: one
+        line naming the worker and what to install or fix. (Workers that join later, a batch
+        queue's, are the same job script's: `host check` asks them.)"""
+        try:
+            found = self.client.run(_boot().preflight, WORKER_PACKAGES, self.shared)
+        except Exception as error:
+            self._drop_client()
+            raise HostError(f"host {self.host.name}: could not ask the Dask workers of {self.address} "
+                            f"what they have: {_one_line(error)}") from None
+        for address, problems in sorted(found.items()):
+            if problems:
+                self._drop_client()
+                raise HostError(f"host {self.host.name}: the Dask worker {address}: {'; '.join(problems)}")
 
     def _check_versions(self) -> None:
         distributed = _distributed()
@@ -196,6 +248,7 @@ class DaskExecutor:
         lost = {key: future for key, future in self.futures.items()}
         self.harness_future = None
         self.data_futures = {}
+        self.publish_later = {}  # futures of that scheduler: nothing to publish on the next
         if client is not None:
             try:
                 client.close(timeout=2)
@@ -230,15 +283,19 @@ class DaskExecutor:
                             f"at {self.address}: {_one_line(error)}") from None
 
     def launch(self, bundles: list[Path]) -> dict[str, str]:
-        self._submit(bundles)
+        published = self._submit(bundles)
+        if published:
+            self.client.publish_dataset(**published, override=True)
         return {}
 
     def _dataset_name(self, key: str) -> str:
         return f"datarun-{self.space}-{key}"
 
-    def _submit(self, bundles: list[Path]) -> None:
+    def _submit(self, bundles: list[Path]) -> dict[str, Any]:
+        """Submit one Dask task per bundle; what to publish under the tasks' names (the
+        caller publishes them in its one round with the scheduler)."""
         if not bundles:
-            return
+            return {}
         daskboot = _boot()
         client = self._client()
         digest, harness = self._harness()
@@ -254,16 +311,27 @@ class DaskExecutor:
                 daskboot.run_task, harness, digest, self.host.workdir, self.space, key, files, data,
                 data_future, self.shared, self.host.threads, self._python(),
                 key=self._dataset_name(key), pure=False, retries=0)
-            self.futures[key] = future
+            self._hold_future(key, future)
             published[self._dataset_name(key)] = future
-        # Published, the futures outlive this client: a dispatcher that stops leaves them running.
-        client.publish_dataset(**published, override=True)
+        return published
+
+    def _hold_future(self, key: str, future: Any) -> None:
+        self.futures[key] = future
+        future.add_done_callback(self._one_done)
+
+    def _one_done(self, _future: Any) -> None:
+        self.done.set()
 
     def _python(self) -> str | None:
         return None if self.host.python in ("python3", "") else self.host.python
 
     def sync(self, bundles: list[Path], cleanup: list[str], poll: list[str], dest: Path,
              wait: float = 0.0) -> SyncResult:
+        """One round with the scheduler, however many tasks: the new tasks submitted (their
+        messages go out on Dask's batched stream, unanswered), then their names published,
+        the finished tasks' names removed and every finished result fetched, all at once
+        (one round trip); with nothing to ship and nothing finished, first a wait of up to
+        `wait` seconds for any task to end."""
         self.bundles_sent = False
         try:
             self._client()
@@ -271,31 +339,83 @@ class DaskExecutor:
             if not self.futures:
                 raise
             # Scheduler gone: its tasks are lost; report them so, and fail the sync for the rest.
+        published: dict[str, Any] = {}
         if self.client is not None:
             self.bundles_sent = True
             try:
-                self._submit(bundles)
+                published = self._submit(bundles)
             except Exception as error:
                 raise HostError(f"host {self.host.name}: could not submit tasks to the Dask scheduler "
                                 f"at {self.address}: {_one_line(error)}") from None
-        self.cleanup(cleanup)
+        published = {**self.publish_later, **published}
+        self.publish_later = {}
+        unpublish = self._forget(cleanup) + self.unpublish_later
+        self.unpublish_later = []
         self._adopt(poll)
-        if wait and self.client is not None:
-            pending = [self.futures[key] for key in poll if key in self.futures
-                       and self.futures[key].status == "pending"]
-            if pending and len(pending) == len([k for k in poll if k in self.futures]):
-                try:
-                    _distributed().wait(pending, timeout=wait, return_when="FIRST_COMPLETED")
-                except Exception:
-                    pass
+        if wait and not bundles and self.client is not None:
+            self._wait_for_one(poll, wait)
+        finished = [key for key in poll if key in self.futures and self.futures[key].status == "finished"]
+        results = self._round(published, unpublish, finished) if self.client is not None else {}
         report = PollReport(runner_alive=True, now=time.time())
         fetched = []
         for key in poll:
-            state = self._poll_one(key, dest)
+            state = self._poll_one(key, dest, results)
             report.tasks[key] = state
             if state.state == "finished":
                 fetched.append(key)
-        return SyncResult(poll=report, fetched=fetched)
+        return SyncResult(poll=report, fetched=fetched,
+                          slots=self.threads if self.host.slots_from_workers else None)
+
+    def _wait_for_one(self, keys: list[str], wait: float) -> None:
+        """Sleep until one of these tasks ends (or `wait` seconds), if none has yet. The event
+        is cleared before the futures are looked at, so an end in between still wakes it."""
+        self.done.clear()
+        known = [self.futures[key] for key in keys if key in self.futures]
+        if known and all(future.status == "pending" for future in known):
+            self.done.wait(wait)
+
+    def _round(self, publish: dict[str, Any], unpublish: list[str], finished: list[str]) -> dict[str, Any]:
+        """Publish, unpublish and fetch results in one round trip: {key: the worker's answer}
+        for the finished tasks fetched (a key missing: fetch it alone, as `_state_of` does)."""
+        client = self.client
+        futures = [self.futures[key] for key in finished]
+        # A host without `slots` runs as many tasks as its workers have threads: asked with
+        # the first round, then every THREADS_EVERY seconds (workers come and go).
+        ask = self.host.slots_from_workers and time.monotonic() - self.threads_asked > THREADS_EVERY
+        if not (ask or publish or unpublish or futures):
+            return {}
+
+        async def together():
+            calls = []
+            if ask:
+                calls.append(client.nthreads(asynchronous=True))
+            if publish:
+                calls.append(client.publish_dataset(override=True, asynchronous=True, **publish))
+            if unpublish:
+                calls.append(client.unpublish_dataset(unpublish, asynchronous=True))
+            if futures:
+                calls.append(client.gather(futures, asynchronous=True))
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        try:
+            outcomes = client.sync(together, callback_timeout=self.host.command_timeout)
+        except Exception as error:
+            outcomes = [error] * (ask + bool(publish) + bool(unpublish) + bool(futures))
+        if ask:
+            threads, outcomes = outcomes[0], outcomes[1:]
+            if isinstance(threads, dict):
+                self.threads_asked = time.monotonic()
+                self.threads = sum(n for n in threads.values() if isinstance(n, int)) or None
+        if publish and isinstance(outcomes[0], BaseException):
+            # Not published, the tasks would not outlive this dispatcher: the sync fails, and
+            # the next one publishes them again (their futures are held meanwhile).
+            self.publish_later.update(publish)
+            raise HostError(f"host {self.host.name}: could not submit tasks to the Dask scheduler "
+                            f"at {self.address}: {_one_line(outcomes[0])}") from None
+        answers = outcomes[-1] if futures else None
+        if isinstance(answers, list) and len(answers) == len(finished):
+            return dict(zip(finished, answers, strict=True))
+        return {}
 
     def _adopt(self, keys: list[str]) -> None:
         """Futures published by an earlier dispatcher, for keys this one has not submitted."""
@@ -309,17 +429,17 @@ class DaskExecutor:
         for key in wanted:
             if self._dataset_name(key) in names:
                 try:
-                    self.futures[key] = self.client.get_dataset(self._dataset_name(key))
+                    self._hold_future(key, self.client.get_dataset(self._dataset_name(key)))
                 except Exception:
                     continue
 
-    def _poll_one(self, key: str, dest: Path) -> TaskPoll:
-        answer = self._state_of(key, dest)
+    def _poll_one(self, key: str, dest: Path, results: dict[str, Any] | None = None) -> TaskPoll:
+        answer = self._state_of(key, dest, results or {})
         if answer.state == "lost":  # reported once; the next poll finds no trace of it
-            self.cleanup([key])
+            self.unpublish_later += self._forget([key])
         return answer
 
-    def _state_of(self, key: str, dest: Path) -> TaskPoll:
+    def _state_of(self, key: str, dest: Path, results: dict[str, Any]) -> TaskPoll:
         future = self.futures.get(key)
         if future is None:
             return TaskPoll(state="missing")
@@ -331,7 +451,7 @@ class DaskExecutor:
             return TaskPoll(state="running", heartbeat=time.time())
         if status == "finished":
             try:
-                answer = future.result(timeout=self.host.command_timeout)
+                answer = results[key] if key in results else future.result(timeout=self.host.command_timeout)
                 self._write_result(key, answer, dest / key)
             except Exception as error:
                 self._write_failure(key, dest / key, "harness_error",
@@ -401,20 +521,27 @@ class DaskExecutor:
 
     def cleanup(self, keys: list[str]) -> None:
         """Forget finished tasks: their futures released, their published names removed."""
+        names = self._forget(keys)
+        if names and self.client is not None:
+            try:
+                self.client.unpublish_dataset(names)
+            except Exception:
+                pass
+
+    def _forget(self, keys: list[str]) -> list[str]:
+        """Release these tasks' futures here; the names to unpublish on the scheduler."""
+        names = []
         for key in keys:
             future = self.futures.pop(key, None)
             self.nonces.pop(key, None)
             self.cancelled.discard(key)
-            if self.client is not None:
-                try:
-                    self.client.unpublish_dataset(self._dataset_name(key))
-                except Exception:
-                    pass
+            names.append(self._dataset_name(key))
             if future is not None:
                 try:
                     future.release()
                 except Exception:
                     pass
+        return names
 
     def cancel(self, keys: list[str]) -> None:
         """Kill the tasks' trees on the workers running them; the rest never start."""

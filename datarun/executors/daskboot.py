@@ -65,6 +65,25 @@ def run_task(harness: bytes, place: list[str], workdir: str, *args: Any) -> Any:
                 slots, threads, python)
 
 
+def preflight(packages: dict[str, str], shared: str | None) -> list[str]:
+    """Run on each worker when datarun connects: what this worker lacks of what every task
+    needs (`packages`: {module: the package to install}; the shared data folder), each with
+    what to fix."""
+    import importlib.util
+    import os
+    import sys
+
+    lacks = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
+    problems = []
+    if lacks:
+        problems.append(f"its Python {sys.executable} lacks {', '.join(lacks)}: install "
+                        f"{'it' if len(lacks) == 1 else 'them'} in the workers' environment")
+    if shared is not None and not os.path.isdir(shared):
+        problems.append(f"the shared data folder {shared} is not there: fix data = \"shared:...\" in "
+                        "hosts.toml, or make the folder reachable from every worker")
+    return problems
+
+
 def set_allowed_failures(value: int, dask_scheduler: Any = None) -> int:
     """Run on the scheduler: no quiet re-run of a task after its worker died; the old value."""
     before = dask_scheduler.allowed_failures
