@@ -77,7 +77,7 @@ def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
         }
         if host.executor not in ("local", "ssh"):
             # Asked live, and only for these hosts: `status` stays quick where there are none.
-            from datarun.executors.dask import cluster_status
+            from datarun.executors.daskconnect import cluster_status
 
             cluster = hosts[name]["cluster"] = cluster_status(workspace, host)
             threads = sum(worker.get("threads") or 0 for worker in cluster.get("workers") or ())

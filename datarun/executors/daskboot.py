@@ -1,7 +1,7 @@
 """What a Dask worker is sent to run: unpack the harness once per content hash, then call it.
 
 The functions here travel to the workers by value (cloudpickle, registered in
-executors/dask.py), so a worker needs neither datarun nor the harness installed: the
+executors/daskconnect.py), so a worker needs neither datarun nor the harness installed: the
 harness arrives as a tar (a Dask future, copied to each worker once), is unpacked into
 WORKDIR/harness/<hash>/ on the worker's disk, and imported from there as
 `datarun_remote`, the same package an SSH host runs. Only the standard library is used

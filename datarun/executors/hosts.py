@@ -15,7 +15,7 @@ from datarun.sizes import parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EXECUTORS = ("local", "ssh", "dask", "slurm", "pbs", "sge", "lsf")
-# Batch queues reached through dask-jobqueue (executors/dask.py).
+# Batch queues reached through dask-jobqueue (executors/jobqueue.py).
 JOBQUEUES = ("slurm", "pbs", "sge", "lsf")
 ISOLATIONS = ("sandbox", "none")
 # "user", the root-only isolation of earlier versions, now means the sandbox (which needs
