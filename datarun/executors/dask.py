@@ -171,24 +171,34 @@ class DaskExecutor(DaskConnection):
             self.done.wait(wait)
 
     def _round(self, publish: dict[str, Any], unpublish: list[str], finished: list[str]) -> dict[str, Any]:
-        """Publish, unpublish and fetch results in one round trip: {key: the worker's answer}
-        for the finished tasks fetched (a key missing: fetch it alone, as `_state_of` does)."""
+        """Fetch the finished tasks' results in one round trip: {key: the worker's answer}
+        (a key missing: fetch it alone, as `_state_of` does). The names published and
+        unpublished go in the same moment but are not waited for: the next round (or
+        `close`) reads how that went, and publishes again what failed."""
         client = self.client
         futures = [self.futures[key] for key in finished]
+        self._settle_names()
+        if publish or unpublish:
+            async def names():
+                calls = []
+                if publish:
+                    calls.append(client.publish_dataset(override=True, asynchronous=True, **publish))
+                if unpublish:
+                    calls.append(client.unpublish_dataset(unpublish, asynchronous=True))
+                return await asyncio.gather(*calls, return_exceptions=True)
+
+            job = asyncio.run_coroutine_threadsafe(names(), client.loop.asyncio_loop)
+            self.names_in_flight.append((job, publish))
         # A host without `slots` runs as many tasks as its workers have threads: asked with
         # the first round, then every THREADS_EVERY seconds (workers come and go).
         ask = self.host.slots_from_workers and time.monotonic() - self.threads_asked > THREADS_EVERY
-        if not (ask or publish or unpublish or futures):
+        if not (ask or futures):
             return {}
 
         async def together():
             calls = []
             if ask:
                 calls.append(client.nthreads(asynchronous=True))
-            if publish:
-                calls.append(client.publish_dataset(override=True, asynchronous=True, **publish))
-            if unpublish:
-                calls.append(client.unpublish_dataset(unpublish, asynchronous=True))
             if futures:
                 calls.append(client.gather(futures, asynchronous=True))
             return await asyncio.gather(*calls, return_exceptions=True)
@@ -196,18 +206,12 @@ class DaskExecutor(DaskConnection):
         try:
             outcomes = client.sync(together, callback_timeout=self.host.command_timeout)
         except Exception as error:
-            outcomes = [error] * (ask + bool(publish) + bool(unpublish) + bool(futures))
+            outcomes = [error] * (ask + bool(futures))
         if ask:
             threads, outcomes = outcomes[0], outcomes[1:]
             if isinstance(threads, dict):
                 self.threads_asked = time.monotonic()
                 self.threads = sum(n for n in threads.values() if isinstance(n, int)) or None
-        if publish and isinstance(outcomes[0], BaseException):
-            # Not published, the tasks would not outlive this dispatcher: the sync fails, and
-            # the next one publishes them again (their futures are held meanwhile).
-            self.publish_later.update(publish)
-            raise HostError(f"host {self.host.name}: could not submit tasks to the Dask scheduler "
-                            f"at {self.address}: {one_line(outcomes[0])}") from None
         answers = outcomes[-1] if futures else None
         if isinstance(answers, list) and len(answers) == len(finished):
             return dict(zip(finished, answers, strict=True))

@@ -114,6 +114,9 @@ class DaskConnection:
         self.done = threading.Event()
         self.unpublish_later: list[str] = []  # names of lost tasks, removed with the next round
         self.publish_later: dict[str, Any] = {}  # names whose publication failed, tried again
+        # Rounds' publishing and unpublishing, not waited for: (its future, what it published),
+        # read by a later round, or by `close`.
+        self.names_in_flight: list[tuple[Any, dict[str, Any]]] = []
         self.threads: int | None = None  # the workers' threads in all, as last asked
         self.threads_asked = 0.0
         shared = host.data or ""
@@ -234,6 +237,7 @@ class DaskConnection:
         self.harness_future = None
         self.data_futures = {}
         self.publish_later = {}  # futures of that scheduler: nothing to publish on the next
+        self.names_in_flight = []
         if client is not None:
             try:
                 client.close(timeout=2)
@@ -276,7 +280,31 @@ class DaskConnection:
             "tasks_on_scheduler": sum(len(v) for v in processing.values()),
         }
 
+    def _settle_names(self, timeout: float | None = None) -> None:
+        """How earlier rounds' publishing went (waiting up to `timeout` for each, None: not at
+        all): what failed is published again with the next round."""
+        still = []
+        for job, published in self.names_in_flight:
+            if timeout is None and not job.done():
+                still.append((job, published))  # on its way: looked at again next time
+                continue
+            try:
+                outcomes = job.result(timeout=timeout)
+            except Exception as error:
+                outcomes = [error]
+            if published and isinstance(outcomes[0], BaseException):
+                self.publish_later.update(published)
+        self.names_in_flight = still
+
     def close(self) -> None:
+        try:
+            # A dispatcher that exits leaves its tasks running: their names must be on the
+            # scheduler before this client goes (the next dispatcher finds them by those).
+            self._settle_names(timeout=5.0)
+            if self.publish_later and self.client is not None:
+                self.client.publish_dataset(**self.publish_later, override=True)
+        except Exception:
+            pass
         client, self.client = self.client, None
         if client is not None:
             try:
