@@ -27,9 +27,10 @@ def _env(tmp: Path) -> dict[str, str]:
 
 class DaskCluster:
     def __init__(self, root: Path, workers: int = 2, tls: dict[str, Path] | None = None,
-                 memory_limit: str = "0"):
+                 memory_limit: str = "0", scheduler_args: tuple[str, ...] = ()):
         self.root = root
         self.tls = tls
+        self.scheduler_args = list(scheduler_args)
         self.memory_limit = memory_limit
         self.scheduler: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}
@@ -56,7 +57,8 @@ class DaskCluster:
         sched_file = self.root / "scheduler.json"
         sched_file.unlink(missing_ok=True)
         command = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                   "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)]
+                   "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file),
+                   *self.scheduler_args]
         if self.tls:
             command += ["--protocol", "tls", *self._tls_args("scheduler")]
         with open(self.logs / "scheduler.log", "ab") as log:
@@ -73,8 +75,10 @@ class DaskCluster:
             time.sleep(0.05)
         raise RuntimeError("dask scheduler did not start within 60 s")
 
-    def start_worker(self, name: str) -> subprocess.Popen:
-        command = [str(BIN / "dask"), "worker", self.address, "--nworkers", "1", "--nthreads", "1",
+    def start_worker(self, name: str, python: Path | None = None) -> subprocess.Popen:
+        """A worker `name`; `python`: the interpreter of another environment to start it on."""
+        start = [str(BIN / "dask"), "worker"] if python is None else [str(python), "-m", "distributed.cli.dask_worker"]
+        command = [*start, self.address, "--nworkers", "1", "--nthreads", "1",
                    "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0", "--no-nanny",
                    "--name", name, "--local-directory", str(self.root / name),
                    "--memory-limit", self.memory_limit, *self._tls_args("worker")]
@@ -94,6 +98,8 @@ class DaskCluster:
         return Client(self.address, security=security, timeout=30, set_as_default=False)
 
     def wait_for_workers(self, count: int) -> None:
+        if count < 1:
+            return
         with self.client() as client:
             client.wait_for_workers(count, timeout=90)
 

@@ -199,3 +199,22 @@ def test_scale_bench_measures_each_figure_beside_its_baseline():
     assert blend["cached_s"] > 0 and blend["uncached_s"] > 0
     for words in ("read_csv", "raw float64", "fresh workspace", "without cache"):
         assert words in text
+
+
+@pytest.mark.slow
+def test_cluster_bench_measures_a_dask_host_beside_the_local_host():
+    pytest.importorskip("distributed", reason="bench/cluster.py needs `distributed` (pip install '.[cluster]')")
+    figures, text = run_bench("cluster.py")
+    assert figures["tasks"] == 8
+    for side in ("local_2_slots", "dask_2_workers", "dask_many_workers"):
+        assert figures[side]["tasks"] == 8
+        assert figures[side]["wall"] > figures[side]["model_time"] > 0
+    assert figures["dask_many_workers"]["workers"] == 3
+    assert figures["dask_added_per_task"] == pytest.approx(
+        figures["dask_2_workers"]["per_task"] - figures["local_2_slots"]["per_task"])
+    assert figures["met"] == (figures["dask_added_per_task"] <= 0.010)
+    assert figures["dask_many_workers"]["tasks_per_second"] == pytest.approx(
+        8 / figures["dask_many_workers"]["wall"])
+    assert "goal: a Dask host adds at most 10 ms per task beside the local host" in text
+    assert "throughput with 3 workers" in text
+    assert not Path(figures["scratch"]).exists()

@@ -85,3 +85,46 @@ def test_sbatch_missing_is_one_line(iris, cli, slurm, monkeypatch):
     report = report.get("hosts", [report])[0] if "hosts" in report else report
     assert report["problems"] == ["host hpc: `sbatch` is not on PATH on this machine: install the slurm "
                                   "client commands here, or fix PATH"]
+
+
+def test_squeue_failing_is_one_line_in_status(workspace, cli, slurm, tmp_path, monkeypatch):
+    import re
+
+    # The same cluster's configuration, but a controller port nothing listens on: squeue
+    # runs for real and fails as it does when slurmctld is down.
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(re.sub(r"(?m)^SlurmctldPort=\d+$", "SlurmctldPort=1", slurm.conf.read_text()))
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    workspace.hosts_file.write_text('[hosts.local]\nexecutor = "local"\nslots = 1\n' + slurm_host(slurm))
+    status = cli("status", "--json")
+    assert status.exit_code == 0, status.stderr
+    assert status.json()["hosts"]["hpc"]["cluster"] == {
+        "error": "host hpc: squeue failed: slurm_load_jobs error: Unable to contact slurm controller "
+                 "(connect failure): check that slurmctld runs and that SLURM_CONF names its slurm.conf"}
+    assert status.json()["hosts"]["local"]["executor"] == "local"  # the rest of status is there
+    # Negative control: the cluster's own configuration, squeue answers.
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    assert cli("status", "--json").json()["hosts"]["hpc"]["cluster"] == {"jobs": []}
+
+
+def test_no_worker_job_starting_in_time_is_one_line(iris, cli, slurm):
+    import subprocess
+
+    # The node is taken whole by another job: Slurm accepts datarun's worker job (sbatch
+    # --test-only passes: it would start once that job ends) but does not start it.
+    blocker = subprocess.run(["sbatch", "--parsable", "--exclusive", "-t", "10", "-J", "other-user",
+                              "-p", "debug", "-o", "/dev/null", "--wrap", "sleep 600"],
+                             check=True, capture_output=True, text=True, env=slurm.env).stdout.strip()
+    try:
+        wait_for(lambda: "other-user" in slurm.jobs(), timeout=30, what="the blocking job")
+        iris.hosts_file.write_text(slurm_host(slurm).replace("connect_timeout = 10\n",
+                                                             "connect_timeout = 10\ncommand_timeout = 5\n"))
+        report = cli("host", "check", "hpc", "--json").json()["hosts"]
+        report = report[0] if isinstance(report, list) else report
+        assert report["ok"] is False
+        assert report["problems"] == [
+            f"host hpc: no worker job of the slurm queue debug started within 5s: see squeue, "
+            f"and the job logs in {slurm.root}/dask-logs"]
+    finally:
+        subprocess.run(["scancel", blocker], check=True, env=slurm.env)
+    wait_for(lambda: slurm.jobs() == [], timeout=30, what="the jobs to leave squeue")

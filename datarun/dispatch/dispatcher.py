@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +232,9 @@ class Dispatcher:
             self.job_failed(host, finished.error or RuntimeError("the sync returned nothing"), job, report)
             return
         host.failing_since = None
+        if finished.result.slots and host.host.slots_from_workers and finished.result.slots != host.host.slots:
+            # A Dask host without `slots`: as many tasks at once as its workers have threads.
+            host.host = replace(host.host, slots=finished.result.slots)
         report.launched.extend(task.id for task in job.claimed if task.key not in finished.result.refused)
         self.collector.apply(host, finished.result, job, report)
 

@@ -77,9 +77,13 @@ def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
         }
         if host.executor not in ("local", "ssh"):
             # Asked live, and only for these hosts: `status` stays quick where there are none.
-            from datarun.executors.dask import cluster_status
+            from datarun.executors.daskconnect import cluster_status
 
-            hosts[name]["cluster"] = cluster_status(workspace, host)
+            cluster = hosts[name]["cluster"] = cluster_status(workspace, host)
+            threads = sum(worker.get("threads") or 0 for worker in cluster.get("workers") or ())
+            if host.slots_from_workers and threads:  # no `slots` given: the workers' total
+                hosts[name].update(slots=threads, slots_in_use=min(counts["running"], threads),
+                                   waiting_on_host=max(0, counts["running"] - threads))
     free = free_bytes(workspace.state_dir)
     warnings = [low_space_warning("the workspace", workspace.state_dir, free)]
     for name, host in registry.items():

@@ -20,7 +20,7 @@ def open_executor(workspace: Workspace, host: Host) -> Executor:
 
         return DaskExecutor(workspace, host)
     if host.executor in ("slurm", "pbs", "sge", "lsf"):
-        from datarun.executors.dask import JobQueueExecutor
+        from datarun.executors.jobqueue import JobQueueExecutor
 
         return JobQueueExecutor(workspace, host)
     from datarun.executors.ssh import SSHExecutor

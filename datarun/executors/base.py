@@ -40,6 +40,9 @@ class SyncResult:
     fetched: list[str]  # keys whose result folders are now in dest/<key>/
     # Bundles the host would not take, with its reason: their folder was there already.
     refused: dict[str, str] = field(default_factory=dict)
+    # Tasks the host can run at once, when it says so itself (a Dask host without `slots`
+    # in hosts.toml: its workers' threads in all).
+    slots: int | None = None
 
 
 def poll_report(report: dict[str, Any]) -> PollReport:

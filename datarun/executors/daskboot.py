@@ -1,7 +1,7 @@
 """What a Dask worker is sent to run: unpack the harness once per content hash, then call it.
 
 The functions here travel to the workers by value (cloudpickle, registered in
-executors/dask.py), so a worker needs neither datarun nor the harness installed: the
+executors/daskconnect.py), so a worker needs neither datarun nor the harness installed: the
 harness arrives as a tar (a Dask future, copied to each worker once), is unpacked into
 WORKDIR/harness/<hash>/ on the worker's disk, and imported from there as
 `datarun_remote`, the same package an SSH host runs. Only the standard library is used
@@ -63,6 +63,25 @@ def run_task(harness: bytes, place: list[str], workdir: str, *args: Any) -> Any:
     space, key, files, data, data_blob, shared, threads, python = args
     return call(harness, place, workdir, "run_task", space, key, files, data, data_blob, shared,
                 slots, threads, python)
+
+
+def preflight(packages: dict[str, str], shared: str | None) -> list[str]:
+    """Run on each worker when datarun connects: what this worker lacks of what every task
+    needs (`packages`: {module: the package to install}; the shared data folder), each with
+    what to fix."""
+    import importlib.util
+    import os
+    import sys
+
+    lacks = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
+    problems = []
+    if lacks:
+        problems.append(f"its Python {sys.executable} lacks {', '.join(lacks)}: install "
+                        f"{'it' if len(lacks) == 1 else 'them'} in the workers' environment")
+    if shared is not None and not os.path.isdir(shared):
+        problems.append(f"the shared data folder {shared} is not there: fix data = \"shared:...\" in "
+                        "hosts.toml, or make the folder reachable from every worker")
+    return problems
 
 
 def set_allowed_failures(value: int, dask_scheduler: Any = None) -> int:

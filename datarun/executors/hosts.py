@@ -15,7 +15,7 @@ from datarun.sizes import parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EXECUTORS = ("local", "ssh", "dask", "slurm", "pbs", "sge", "lsf")
-# Batch queues reached through dask-jobqueue (executors/dask.py).
+# Batch queues reached through dask-jobqueue (executors/jobqueue.py).
 JOBQUEUES = ("slurm", "pbs", "sge", "lsf")
 ISOLATIONS = ("sandbox", "none")
 # "user", the root-only isolation of earlier versions, now means the sandbox (which needs
@@ -69,6 +69,9 @@ class Host:
     max_jobs: int | None = None
     interface: str | None = None  # network interface the scheduler and workers bind ("lo", "ib0")
     log_directory: str | None = None
+    # dask: no `slots` given, so the workers' threads in all (learnt from the scheduler's
+    # answers; `slots` is 1 until the first answer).
+    slots_from_workers: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -77,6 +80,8 @@ class Host:
         # A cluster's keys only on the hosts that have them: an SSH host's row stays as it was.
         for key in (CLUSTER_KEYS | JOBQUEUE_KEYS) - _keys_of(self.executor):
             del data[key]
+        if self.executor != "dask":
+            del data["slots_from_workers"]
         return data
 
 
@@ -165,6 +170,8 @@ def parse_host(name: str, table: dict) -> Host:
         if not scheduler.startswith(("tcp://", "tls://")):
             raise UsageError(f"hosts.toml: [hosts.{name}] is a dask host and needs scheduler = "
                              f"\"tcp://HOST:PORT\" or \"tls://HOST:PORT\", got {scheduler!r}")
+    if executor == "dask" and "slots" not in table:
+        values["slots_from_workers"] = True
     if executor in JOBQUEUES and "slots" not in table:
         # Tasks at once: one per core of each worker job the queue may run.
         values["slots"] = (values.get("max_jobs") or 1) * (values.get("cores") or values.get("threads") or 1)
