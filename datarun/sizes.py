@@ -22,9 +22,10 @@ _SIZE_UNITS = {
     "t": 1000**4, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-# The least memory limit a task may have: an empty estimator's own memory measures 5-9 MB
-# (procfs or cgroup-v1, bench/memory.py), and the sandbox's tmpfs and a pandas frame of the
-# data add to it; below this floor every task, even one that does nothing, would be killed.
+# The least memory limit a task may have on a host whose empty task was never measured
+# (`host check` measures it: datarun.executors.floors): an empty estimator's own memory
+# measures 5-9 MB (procfs or cgroup-v1, bench/memory.py), and the sandbox's tmpfs and a
+# pandas frame of the data add to it, so this default keeps well clear of it.
 MIN_TASK_MEMORY = 32 * 1000**2
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -90,14 +91,6 @@ def format_cap(size: int) -> str:
             value = size / factor
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{int(size)} B"
-
-
-def check_task_memory(size: int, what: str = "memory") -> int:
-    """A task's memory limit, refused below what a task that does nothing measures."""
-    if size < MIN_TASK_MEMORY:
-        raise UsageError(f"{what}: {format_size(size)} is below the {format_size(MIN_TASK_MEMORY)} "
-                         "an empty task measures; give at least that")
-    return size
 
 
 def format_size(size: float | None) -> str:

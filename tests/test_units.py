@@ -1,6 +1,6 @@
 """Durations and sizes carry their unit: a bare number is refused with one line proposing
 one, units may be spelt out, and a memory limit below what an empty task measures is
-refused where it is set (`problem add`, `train --memory`)."""
+refused where it is set (`problem add`, `train --memory`: test_memory_floor.py)."""
 
 import shutil
 
@@ -32,7 +32,8 @@ def kit_with_limits(tmp_path, limits: str):
     (["event", "add", "spring", "--problem", "iris", "--min-interval", "15"],
      "error: --min-interval: '15' has no unit; write e.g. '15s' for seconds or '15m' for minutes"),
     (["train", "--memory", "10MB"],
-     "error: --memory: 10.0 MB is below the 32.0 MB an empty task measures; give at least that"),
+     "error: --memory: 10.0 MB is below the 32 MB assumed for host local, whose empty task was never "
+     "measured (`datarun host check local` measures it); give at least 32 MB"),
 ])
 def test_a_bare_number_or_a_tiny_memory_limit_is_refused_in_one_line(iris, cli, args, message):
     result = cli(*args)
@@ -50,7 +51,7 @@ def test_units_may_be_spelt_out(iris, cli):
     ('wall_time = "1"\n', "[limits] wall_time: '1' has no unit; write e.g. '1s' for seconds"),
     ("wall_time = 600\n", "[limits] wall_time: '600' has no unit"),
     ('memory = "100"\n', "[limits] memory: '100' has no unit; write e.g. '100MB'"),
-    ('memory = "1MB"\n', "[limits] memory: 1.0 MB is below the 32.0 MB an empty task measures"),
+    ('memory = "1MB"\n', "[limits] memory: 1.0 MB is below the 32 MB assumed for host local"),
 ])
 def test_problem_add_refuses_limits_without_units_or_below_an_empty_task(workspace, cli, tmp_path,
                                                                           limits, message):
