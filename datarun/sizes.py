@@ -83,6 +83,25 @@ def parse_size(text: str | int, what: str = "memory") -> int:
     return size
 
 
+_CLOCK = re.compile(r"^\s*(\d+-)?\d+:\d\d(:\d\d)?\s*$")
+
+
+def parse_clock(text: str, what: str = "walltime") -> str:
+    """A batch queue's wall time, kept as the queue reads it ("02:00:00", "1-00:00:00");
+    a bare number is refused, since Slurm reads it as minutes and PBS as seconds."""
+    text = str(text)
+    if _CLOCK.match(text):
+        return text.strip()
+    match = _NUMBER_UNIT.match(text)
+    if match and not match.group(2):
+        minutes = float(match.group(1))
+        clock = f"{int(minutes // 60):02d}:{int(minutes % 60):02d}:00"
+        raise UsageError(f"{what}: {text.strip()!r} has no unit (Slurm reads minutes, PBS seconds); "
+                         f"write it as a clock, e.g. '{clock}' for {_number(minutes)} minutes")
+    raise UsageError(f"{what}: expected a clock like '02:00:00' (hours:minutes:seconds) or "
+                     f"'1-00:00:00' (days-hours:minutes:seconds), got {text!r}")
+
+
 def format_cap(size: int) -> str:
     """A cap as written in the README and the options: "512 kB", "50 MB" (decimal units,
     as format_size), without a decimal when the size is a whole number of its unit."""
