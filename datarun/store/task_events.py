@@ -30,13 +30,12 @@ def record_event(db: Database, task_id: int, attempt: int, host: str | None, kin
 
 
 def events_of(db: Database, task_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Each task's events, oldest first: {task id: [{"attempt", "host", "recorded_at", "kind",
-    "text"}]} (`recorded_at`: a moment, as every key ending in _at of the JSON contract)."""
+    """Each task's events, oldest first: {task id: [{"attempt", "host", "at", "kind", "text"}]}."""
     found: dict[int, list[dict[str, Any]]] = {task_id: [] for task_id in task_ids}
     for start in range(0, len(task_ids), 500):
         chunk = task_ids[start:start + 500]
         marks = ",".join("?" * len(chunk))
         for row in db.execute(f"SELECT task, attempt, host, at, kind, text FROM task_events "
                               f"WHERE task IN ({marks}) ORDER BY id", chunk):
-            found[row[0]].append(dict(zip(("attempt", "host", "recorded_at", "kind", "text"), row[1:], strict=True)))
+            found[row[0]].append(dict(zip(("attempt", "host", "at", "kind", "text"), row[1:], strict=True)))
     return found
