@@ -129,3 +129,12 @@ def test_an_ssh_host_is_measured_over_ssh(workspace, cli, sshd_a, tmp_path):  # 
         assert stored_hosts.floors(open_db(workspace))["a"].floor == floor["bytes"]
     finally:
         shutil.rmtree(os.path.join(os.path.expanduser(f"~{sshd_a.user}"), name), ignore_errors=True)
+
+
+def test_without_any_host_the_default_floor_holds(workspace, cli):
+    assert cli("host", "remove", "local").exit_code == 0
+    result = cli("train", "--memory", "20MB")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --memory: 20.0 MB is below the 32 MB assumed for a host "
+                                     "never measured, and hosts.toml has no host to measure; give at "
+                                     "least 32 MB")

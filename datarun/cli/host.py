@@ -169,7 +169,7 @@ def add(
     if result["host_key"]:
         replaced = f" (replacing {' and '.join(result['replaced'])})" if result["replaced"] else ""
         err(f"Pinned its host key {result['host_key']}{replaced}.")
-    elif dask is not None:
+    elif dask is not None or local:  # no SSH key to pin
         err(f"Check it with `datarun host check {name}`.")
     else:
         err(f"Check it with `datarun host check {name}` (pin its key with `datarun host trust {name}`).")

@@ -52,7 +52,11 @@ def check_memory_limit(workspace: Workspace, db: Database, limit: int, what: str
     """`limit` if no host's floor is above it; else UsageError naming the highest one."""
     floors = host_floors(workspace, db)
     if not floors:
-        floors = [HostFloor("(none in hosts.toml)", MIN_TASK_MEMORY, None, None)]
+        if limit >= MIN_TASK_MEMORY:
+            return limit
+        raise UsageError(f"{what}: {format_size(limit)} is below the {format_cap(MIN_TASK_MEMORY)} assumed "
+                         "for a host never measured, and hosts.toml has no host to measure; give at "
+                         f"least {format_cap(MIN_TASK_MEMORY)}")
     worst = max(floors, key=lambda f: f.floor)
     if limit >= worst.floor:
         return limit
