@@ -138,3 +138,25 @@ def test_without_any_host_the_default_floor_holds(workspace, cli):
     assert result.stderr.strip() == ("error: --memory: 20.0 MB is below the 32 MB assumed for a host "
                                      "never measured, and hosts.toml has no host to measure; give at "
                                      "least 32 MB")
+
+
+@pytest.mark.slow
+def test_floor_bench_measures_each_way_beside_the_fixed_floor():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "floor.py"
+    env = {k: v for k, v in os.environ.items() if k != "DATARUN_HOME"}
+    result = subprocess.run([sys.executable, str(bench), "--quick", "--json"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)
+    assert figures["fixed_floor"] == MIN_TASK_MEMORY
+    assert {(run["measured_by"][0], run["isolation"]) for run in figures["runs"]} >= {
+        ("procfs", "sandbox"), ("procfs", "none")}
+    for run in figures["runs"]:
+        assert run["floor"] > 0 and run["info_seconds"] > 0 and len(run["seconds"]) == 2
+    assert "beside the fixed 32 MB" in result.stderr and "goal at most 3 s" in result.stderr

@@ -25,13 +25,17 @@ KEY = "floor-1"
 WAIT = 120.0  # seconds: a runner's start (its imports) and one empty task
 
 EMPTY_ESTIMATOR = '''\
+import time
+
 import numpy as np
 
 
 class Empty:
-    """Does nothing: what every task pays before its own work."""
+    """Does nothing: what every task pays before its own work. It waits a fifth of a
+    second in fit, so that a measure by sampling (/proc, every ~50 ms) sees it at all."""
 
     def fit(self, X, y):
+        time.sleep(0.2)
         return self
 
     def predict_proba(self, X):
@@ -89,6 +93,25 @@ def _write_task(layout: Layout, digest: str, isolation: str, threads: int) -> Pa
     return folder
 
 
+def _stop(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the runner this command started, and wait for it to be gone (it is our child)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:  # not ours to reap: watch it instead
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.02)
+
+
 def measure(workdir: str | os.PathLike, space: str | None = None, isolation: str = "sandbox",
             threads: int = 1, python: str | None = None) -> dict:
     """Run one empty task on this host; {"floor": its peak memory in bytes, "measured_by",
@@ -123,9 +146,6 @@ def measure(workdir: str | os.PathLike, space: str | None = None, isolation: str
         return {"floor": int(peak), "measured_by": result.get("measured_by"), "isolation": isolation}
     finally:
         if runner is not None:  # ours, started for this one task: it goes now, not when idle
-            try:
-                os.kill(runner, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            _stop(runner)
         shutil.rmtree(folder, ignore_errors=True)
         layout.marker(KEY).unlink(missing_ok=True)
