@@ -160,3 +160,16 @@ def test_floor_bench_measures_each_way_beside_the_fixed_floor():
     for run in figures["runs"]:
         assert run["floor"] > 0 and run["info_seconds"] > 0 and len(run["seconds"]) == 2
     assert "beside the fixed 32 MB" in result.stderr and "goal at most 3 s" in result.stderr
+
+
+def test_a_sensitive_problems_limit_is_held_to_its_own_hosts_floors(workspace, cli):
+    from datarun.errors import UsageError
+    from datarun.executors.floors import check_memory_limit
+
+    add_host(workspace.hosts_file, "owner", {"executor": "local", "workdir": str(workspace.root / "o")})
+    db = open_db(workspace)
+    stored_hosts.record_floor(db, "owner", 50 * 1000**2, 1_700_000_000.0, "procfs, sandbox")
+    stored_hosts.record_floor(db, "local", 6 * 1000**2, 1_700_000_000.0, "cgroup-v1, sandbox")
+    assert check_memory_limit(workspace, db, 40 * 1000**2, hosts=["local"]) == 40 * 1000**2
+    with pytest.raises(UsageError, match=r"on host owner: 50.0 MB \(procfs, sandbox, "):
+        check_memory_limit(workspace, db, 40 * 1000**2, hosts=["owner"])

@@ -5,13 +5,15 @@
 there, even one that does nothing, so `problem add` and `train --memory` refuse it, naming
 the host, what it measured and a limit that works. A host never measured is held to the
 default floor (`datarun.sizes.MIN_TASK_MEMORY`), until a check measures it. The limit is
-compared with the largest floor of hosts.toml's hosts: a problem's tasks may go to any.
+compared with the largest floor of hosts.toml's hosts (a problem's tasks may go to any),
+or of a sensitive problem's own hosts.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from datarun.errors import UsageError
@@ -32,11 +34,13 @@ class HostFloor:
     measured_by: str | None
 
 
-def host_floors(workspace: Workspace, db: Database) -> list[HostFloor]:
-    """The floor of each host of hosts.toml: measured, or the default one."""
+def host_floors(workspace: Workspace, db: Database, only: Collection[str] | None = None) -> list[HostFloor]:
+    """The floor of each host of hosts.toml (of `only` those): measured, or the default one."""
     measured = stored_hosts.floors(db)
     floors = []
     for name in load_hosts(workspace.hosts_file):
+        if only is not None and name not in only:
+            continue
         floor = measured.get(name)
         floors.append(HostFloor(name, floor.floor, floor.measured_at, floor.measured_by) if floor
                       else HostFloor(name, MIN_TASK_MEMORY, None, None))
@@ -48,9 +52,11 @@ def working_limit(floor: int) -> int:
     return max(MB, math.ceil(floor * 1.5 / MB) * MB)
 
 
-def check_memory_limit(workspace: Workspace, db: Database, limit: int, what: str = "memory") -> int:
-    """`limit` if no host's floor is above it; else UsageError naming the highest one."""
-    floors = host_floors(workspace, db)
+def check_memory_limit(workspace: Workspace, db: Database, limit: int, what: str = "memory",
+                       hosts: Collection[str] | None = None) -> int:
+    """`limit` if no host's floor is above it (of `hosts` only: a sensitive problem's, bound
+    to its owner's hosts); else UsageError naming the highest one."""
+    floors = host_floors(workspace, db, hosts)
     if not floors:
         if limit >= MIN_TASK_MEMORY:
             return limit
