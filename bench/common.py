@@ -420,8 +420,8 @@ def use_ssh_hosts(workspace: "Workspace", servers: list, slots: int, threads: in
             f"port = {server.port}", f"user = {json.dumps(server.user)}",
             f"identity = {json.dumps(str(server.client_key))}",
             f"python = {json.dumps(server.python)}", f"workdir = {json.dumps(remote.workdir)}",
-            f"slots = {slots}", f"threads = {threads}", "connect_timeout = 10.0",
-            "command_timeout = 60.0", "",
+            f"slots = {slots}", f"threads = {threads}", 'connect_timeout = "10s"',
+            'command_timeout = "60s"', "",
         ]
     (workspace.root / "hosts.toml").write_text("\n".join(lines))
     with open(workspace.root / ".datarun" / "known_hosts", "a") as known:

@@ -22,9 +22,10 @@ _SIZE_UNITS = {
     "t": 1000**4, "tb": 1000**4,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
-# The least memory limit a task may have: an empty estimator's own memory measures 5-9 MB
-# (procfs or cgroup-v1, bench/memory.py), and the sandbox's tmpfs and a pandas frame of the
-# data add to it; below this floor every task, even one that does nothing, would be killed.
+# The least memory limit a task may have on a host whose empty task was never measured
+# (`host check` measures it: datarun.executors.floors): an empty estimator's own memory
+# measures 5-9 MB (procfs or cgroup-v1, bench/memory.py), and the sandbox's tmpfs and a
+# pandas frame of the data add to it, so this default keeps well clear of it.
 MIN_TASK_MEMORY = 32 * 1000**2
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -82,6 +83,25 @@ def parse_size(text: str | int, what: str = "memory") -> int:
     return size
 
 
+_CLOCK = re.compile(r"^\s*(\d+-)?\d+:\d\d(:\d\d)?\s*$")
+
+
+def parse_clock(text: str, what: str = "walltime") -> str:
+    """A batch queue's wall time, kept as the queue reads it ("02:00:00", "1-00:00:00");
+    a bare number is refused, since Slurm reads it as minutes and PBS as seconds."""
+    text = str(text)
+    if _CLOCK.match(text):
+        return text.strip()
+    match = _NUMBER_UNIT.match(text)
+    if match and not match.group(2):
+        minutes = float(match.group(1))
+        clock = f"{int(minutes // 60):02d}:{int(minutes % 60):02d}:00"
+        raise UsageError(f"{what}: {text.strip()!r} has no unit (Slurm reads minutes, PBS seconds); "
+                         f"write it as a clock, e.g. '{clock}' for {_number(minutes)} minutes")
+    raise UsageError(f"{what}: expected a clock like '02:00:00' (hours:minutes:seconds) or "
+                     f"'1-00:00:00' (days-hours:minutes:seconds), got {text!r}")
+
+
 def format_cap(size: int) -> str:
     """A cap as written in the README and the options: "512 kB", "50 MB" (decimal units,
     as format_size), without a decimal when the size is a whole number of its unit."""
@@ -90,14 +110,6 @@ def format_cap(size: int) -> str:
             value = size / factor
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{int(size)} B"
-
-
-def check_task_memory(size: int, what: str = "memory") -> int:
-    """A task's memory limit, refused below what a task that does nothing measures."""
-    if size < MIN_TASK_MEMORY:
-        raise UsageError(f"{what}: {format_size(size)} is below the {format_size(MIN_TASK_MEMORY)} "
-                         "an empty task measures; give at least that")
-    return size
 
 
 def format_size(size: float | None) -> str:

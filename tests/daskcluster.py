@@ -130,4 +130,4 @@ class DaskCluster:
 def hosts_toml(name: str, address: str, workdir: Path, slots: int = 2, extra: str = "") -> str:
     """A dask host whose workers keep the harness and data under `workdir` (not ~)."""
     return (f'[hosts.{name}]\nexecutor = "dask"\nscheduler = "{address}"\nslots = {slots}\n'
-            f'workdir = "{workdir}"\nconnect_timeout = 5\n{extra}')
+            f'workdir = "{workdir}"\nconnect_timeout = "5s"\n{extra}')

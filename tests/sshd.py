@@ -111,10 +111,14 @@ class Sshd:
             "workdir": "~/.datarun-host",
             "slots": 2,
             "threads": 1,
-            "connect_timeout": 5.0,
-            "command_timeout": 20.0,
+            "connect_timeout": "5s",
+            "command_timeout": "20s",
         }
         table.update(changes)
+        # Timeouts may be given in seconds here; hosts.toml takes them with their unit.
+        for key in ("connect_timeout", "command_timeout"):
+            if isinstance(table[key], int | float):
+                table[key] = f"{table[key]:g}s"
         return table
 
     def host(self, name: str = "node", **changes):

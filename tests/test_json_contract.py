@@ -172,3 +172,26 @@ def test_every_output_follows_its_schema(contract_ws, tmp_path):
 
         stop_runners(workspace)
     assert seen == {path.stem for path in SCHEMAS.glob("*.json")} - VALIDATED_ELSEWHERE
+
+
+def test_every_schema_object_is_closed():
+    """An object of a schema names its keys and refuses others, or says what each of its
+    named keys (score types, hosts, packages) holds: no output key goes undocumented."""
+    loose = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+            if "properties" in node and node.get("additionalProperties") is not False:
+                loose.append(path)
+            elif "object" in kinds and "properties" not in node and "additionalProperties" not in node:
+                loose.append(path)
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}/{i}")
+
+    for schema in sorted(SCHEMAS.glob("*.json")):
+        walk(json.loads(schema.read_text()), schema.name)
+    assert not loose, f"objects open to any key: {loose}"

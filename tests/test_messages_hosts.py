@@ -116,7 +116,7 @@ def test_trusting_a_port_where_no_ssh_server_speaks_times_out(workspace, cli):
         silent.listen(8)
         port = silent.getsockname()[1]
         add_host(workspace.hosts_file, "node", {"address": "127.0.0.1", "port": port,
-                                                "connect_timeout": 0.5})
+                                                "connect_timeout": "0.5s"})
         started = time.monotonic()
         result = cli("host", "trust", "node")
         assert time.monotonic() - started < 5
@@ -144,7 +144,7 @@ def test_a_jump_host_that_cannot_reach_the_host_is_named(workspace, cli, sshd_a)
     ssh_config(f"Host jumpbox\n  HostName 127.0.0.1\n  Port {sshd_a.port}\n  User {sshd_a.user}\n"
                f"  IdentityFile {sshd_a.client_key}\n"
                f"Host inner\n  HostName 127.0.0.1\n  Port {closed}\n  ProxyJump jumpbox\n")
-    add_host(workspace.hosts_file, "node", {"address": "inner", "connect_timeout": 5.0})
+    add_host(workspace.hosts_file, "node", {"address": "inner", "connect_timeout": "5s"})
     known = (workspace.state_dir / "known_hosts").read_text()
     result = cli("host", "trust", "node")
     assert result.exit_code == 1 and result.stdout == ""

@@ -18,7 +18,7 @@ def unreachable(workspace, cli, tmp_path):
     assert cli("problem", "add", small_kit(tmp_path)).exit_code == 0
     port = free_port()
     workspace.hosts_file.write_text(
-        f'[hosts.node]\naddress = "127.0.0.1"\nport = {port}\nconnect_timeout = 1.0\n')
+        f'[hosts.node]\naddress = "127.0.0.1"\nport = {port}\nconnect_timeout = \"1s\"\n')
     good = submit(cli, tmp_path, "good", GOOD)
     return good, (f"host node: connection refused at 127.0.0.1:{port}: wrong port, or no SSH "
                   "server runs there")

@@ -261,13 +261,18 @@ def test_final_standings_take_the_best_public_by_default_and_a_teams_choice(cont
 def test_submission_select_refusals(contest, iris, cli):
     ids = contest
     bob = submit_scored(iris, cli, "logreg", "bob", 0.5)
+    cli("event", "add", "summer", "--problem", "iris")
+    carol = submit_scored(iris, cli, "logreg", "carol", 0.5, "summer")
     cases = [
         ([ids["ada1"], ids["ada2"]], "error: 2 submissions chosen, but event 'spring' takes at most 1 "
                                      "final submissions a team"),
         ([ids["ada1"], ids["grace"]], f"error: submissions {ids['ada1']} and {ids['grace']} are not of one "
                                       "team in one event (ada in spring, grace in spring): a choice is one team's"),
-        ([bob], "error: event 'iris' takes no final choice: every submission is on its private leaderboard "
-                "(`datarun event edit iris --max-final N` sets one)"),
+        ([bob], "error: event 'iris' is problem 'iris''s default event and takes no final choice: every "
+                "submission is on its private leaderboard (an event of its own takes one: `datarun event add "
+                "NAME --problem iris --max-final N`)"),
+        ([carol], "error: event 'summer' takes no final choice: every submission is on its private "
+                  "leaderboard (`datarun event edit summer --max-final N` sets one)"),
         (["x"], "error: a submission id is a number, got 'x'"),
     ]
     for chosen, message in cases:

@@ -43,7 +43,7 @@ def host_table(name, server, workdir, **extra) -> str:
     lines = [f"[hosts.{name}]", 'executor = "ssh"', 'address = "127.0.0.1"', f"port = {server.port}",
              f"user = {json.dumps(server.user)}", f"identity = {json.dumps(str(server.client_key))}",
              f"python = {json.dumps(server.python)}", f"workdir = {json.dumps(workdir)}",
-             "connect_timeout = 5.0", "command_timeout = 30.0"]
+             'connect_timeout = "5s"', 'command_timeout = "30s"']
     lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
     return "\n".join(lines) + "\n\n"
 

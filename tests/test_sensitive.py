@@ -111,7 +111,7 @@ def owner(workspace, sshd_a):  # noqa: F811
         "[hosts.owner]", 'executor = "ssh"', 'address = "127.0.0.1"', f"port = {sshd_a.port}",
         f"user = {json.dumps(sshd_a.user)}", f"identity = {json.dumps(str(sshd_a.client_key))}",
         f"python = {json.dumps(sshd_a.python)}", f"workdir = {json.dumps(workdir)}",
-        "slots = 2", "threads = 1", "connect_timeout = 5.0", "command_timeout = 30.0", ""]))
+        "slots = 2", "threads = 1", 'connect_timeout = "5s"', 'command_timeout = "30s"', ""]))
     pin(workspace, sshd_a)
     side = Owner(sshd_a, workspace.state_dir / "known_hosts", workdir)
     yield side

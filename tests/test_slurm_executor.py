@@ -45,7 +45,7 @@ def slurm_host(slurm, queue: str = "debug") -> str:
     return (f'[hosts.hpc]\nexecutor = "slurm"\nqueue = "{queue}"\ncores = 1\nmax_jobs = 2\n'
             f'walltime = "00:10:00"\nmemory = "2GB"\ninterface = "lo"\npython = "{sys.executable}"\n'
             f'workdir = "{slurm.root}/hostdir"\nlog_directory = "{slurm.root}/dask-logs"\n'
-            "connect_timeout = 10\n")
+            "connect_timeout = \"10s\"\n")
 
 
 def test_iris_through_slurm_worker_jobs_that_come_and_go(iris, cli, slurm):

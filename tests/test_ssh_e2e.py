@@ -47,8 +47,8 @@ def hosts_toml(servers: dict, workdirs: dict) -> str:
             f"workdir = {json.dumps(workdir)}",
             "slots = 2",
             "threads = 1",
-            "connect_timeout = 5.0",
-            "command_timeout = 30.0",
+            'connect_timeout = "5s"',
+            'command_timeout = "30s"',
             "",
         ]
     return "\n".join(lines)

@@ -70,6 +70,10 @@ def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest
         if host not in registry:
             raise UsageError(f"problem {name}: host {host} is not in hosts.toml: add it with "
                              "`datarun host add` first")
+    from datarun.executors.floors import check_memory_limit
+    from datarun.problems.kits import MEMORY_WHERE, load_kit
+
+    check_memory_limit(workspace, db, load_kit(kit_dir).limits.memory, MEMORY_WHERE, hosts=hosts)
     problem = {"name": name, "data_hash": manifest["data_hash"]}
     for host in hosts:
         try:

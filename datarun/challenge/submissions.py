@@ -349,6 +349,10 @@ def select_final(db: Database, submission_ids: list[str], now: float | None = No
     if hidden:
         raise UsageError(f"submission {hidden[0]} is hidden: it cannot be a final submission")
     event = get_event(db, first["event"])
+    if event["max_final"] is None and event["default"]:  # an open event takes no rules
+        raise UsageError(f"event {event['name']!r} is problem {event['problem']!r}'s default event and takes "
+                         "no final choice: every submission is on its private leaderboard (an event of its "
+                         f"own takes one: `datarun event add NAME --problem {event['problem']} --max-final N`)")
     if event["max_final"] is None:
         raise UsageError(f"event {event['name']!r} takes no final choice: every submission is on its "
                          f"private leaderboard (`datarun event edit {event['name']} --max-final N` sets one)")

@@ -106,6 +106,14 @@ def sharing_line(name: str, sharing: dict) -> str:
             f"{format_size(sharing['cache_bytes'])}")
 
 
+def floor_line(name: str, floor: dict) -> str:
+    """One line on what an empty task measured on a host: the least memory limit there."""
+    from datarun.sizes import format_size
+
+    return (f"{name}: an empty task measures {format_size(floor['bytes'])} ({floor['measured_by']}, "
+            f"{floor['isolation']}): no task's memory limit may be below it")
+
+
 @host_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="The host's name in hosts.toml.")],
@@ -161,7 +169,7 @@ def add(
     if result["host_key"]:
         replaced = f" (replacing {' and '.join(result['replaced'])})" if result["replaced"] else ""
         err(f"Pinned its host key {result['host_key']}{replaced}.")
-    elif dask is not None:
+    elif dask is not None or local:  # no SSH key to pin
         err(f"Check it with `datarun host check {name}`.")
     else:
         err(f"Check it with `datarun host check {name}` (pin its key with `datarun host trust {name}`).")
@@ -238,6 +246,8 @@ def check(
         for report in reports:
             if report.get("sharing"):
                 print_renderable(sharing_line(report["name"], report["sharing"]))
+            if report.get("memory_floor"):
+                print_renderable(floor_line(report["name"], report["memory_floor"]))
         for report in reports:
             for problem in report["problems"]:
                 err(f"{report['name']}: {problem}")

@@ -182,6 +182,7 @@ def add(
     """Register a kit: read and check its data, split the test set, freeze the folds."""
     with handled():
         from datarun.errors import UsageError
+        from datarun.executors.floors import check_memory_limit
         from datarun.problems.registry import register_problem
         from datarun.problems.resources import parse_needs
 
@@ -208,7 +209,8 @@ def add(
             head_start = take(kit, variables)  # the kit read while the CLI loaded (launch.py)
             try:
                 info = register_problem(workspace, db, kit, env=variables, data_file_cap=cap,
-                                        prepared=head_start.result if head_start else None, needs=table or None)
+                                        prepared=head_start.result if head_start else None, needs=table or None,
+                                        check_memory=lambda limit, where: check_memory_limit(workspace, db, limit, where))
             finally:
                 if head_start is not None:
                     head_start.discard()

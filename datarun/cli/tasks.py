@@ -81,7 +81,6 @@ def history_command(
 ) -> None:
     """What organisers changed after the fact (hidden submissions, edited or removed events,
     removed problems, final choices), oldest first."""
-    from datarun.challenge.events import format_when
     from datarun.store import actions
 
     with handled():
@@ -93,6 +92,39 @@ def history_command(
     from datarun.cli.app import print_renderable
 
     for row in rows:
-        detail = ", ".join(f"{key} {value}" for key, value in (row["detail"] or {}).items())
-        print_renderable(f"{format_when(row['recorded_at'])}  {row['action']} {row['subject']}" +
-                         (f": {detail}" if detail else ""))
+        print_renderable(history_line(row))
+
+
+def history_line(row: dict) -> str:
+    """One recorded change for people: when (UTC), what, and its detail with moments as
+    dates (`closes_at 2030-01-02 00:00 UTC -> 2031-01-02 00:00 UTC`), never epoch seconds."""
+    from datarun.challenge.events import format_span, format_when
+
+    def shown(key: str, value) -> str:
+        if value is None:
+            return "none"
+        if key.endswith("_at") or key in ("opens", "closes", "public_opens"):
+            return format_when(value)
+        if key == "min_interval":
+            return format_span(value)
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, list | tuple):
+            return ", ".join(map(str, value)) or "none"
+        return str(value)
+
+    detail = row["detail"] or {}
+    if row["action"] == "event_edited" and detail:
+        before, after = detail.get("before") or {}, detail.get("after") or {}
+        parts = [f"{_rule(key)} {shown(key, before.get(key))} -> {shown(key, after.get(key))}"
+                 for key in after]
+    else:
+        parts = [f"{'submission_ids' if key == 'submissions' and row['action'] == 'final_selected' else key} "
+                 f"{shown(key, value)}" for key, value in detail.items()]
+    text = f"{format_when(row['recorded_at'])}  {row['action']} {row['subject']}"
+    return text + (f": {', '.join(parts)}" if parts else "")
+
+
+def _rule(key: str) -> str:
+    """An event rule as `event show --json` names it."""
+    return {"opens": "opens_at", "closes": "closes_at", "public_opens": "public_opens_at"}.get(key, key)

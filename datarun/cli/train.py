@@ -30,12 +30,12 @@ def err_unfit(unfit: list[dict], prefix: str = "") -> None:
 
 def _limits(wall_time: str | None, cpu_time: str | None, memory: str | None):
     from datarun.dispatch.dispatcher import Limits
-    from datarun.sizes import check_task_memory, parse_duration, parse_size
+    from datarun.sizes import parse_duration, parse_size
 
     return Limits(
         wall_time=parse_duration(wall_time, "--wall-time") if wall_time else None,
         cpu_time=parse_duration(cpu_time, "--cpu-time") if cpu_time else None,
-        memory=check_task_memory(parse_size(memory, "--memory"), "--memory") if memory else None,
+        memory=parse_size(memory, "--memory") if memory else None,
     )
 
 
@@ -59,6 +59,10 @@ def train(
     with handled():
         limits = _limits(wall_time, cpu_time, memory)
         workspace, db = open_workspace()
+        if limits.memory is not None:
+            from datarun.executors.floors import check_memory_limit
+
+            check_memory_limit(workspace, db, limits.memory, "--memory")
         warn_unsandboxed(workspace)
         with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),

@@ -136,6 +136,16 @@ def _result_json(path: Path, nonce: str | None, cap: int, too_big) -> dict:
     check_nonce(data, nonce)
     return data
 
+# What a result's environment may say of its host (the harness's `common.environment`):
+# other keys are dropped, so what the organiser keeps and prints is what docs/JSON.md names.
+ENVIRONMENT_KEYS = ("hostname", "python", "numpy", "pandas", "sklearn", "psutil", "harness")
+
+
+def host_environment(environment: dict) -> dict[str, str | None]:
+    return {key: None if environment.get(key) is None else str(environment[key])[:200]
+            for key in ENVIRONMENT_KEYS if key in environment}
+
+
 def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
                 nonce: str | None, probabilities: bool = False, keep_dtype: bool = False) -> TaskResult:
     """Validate and load the result folder of task `key`, sent with `nonce`; raise
@@ -159,7 +169,7 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
     environment = data.get("environment") or {}
     if not isinstance(environment, dict):
         raise ResultRejected("result.json environment is not an object")
-    environment = {str(k)[:40]: str(v)[:200] for k, v in list(environment.items())[:30]}
+    environment = host_environment(environment)
     # How the harness measured the task and whether it ran sandboxed, kept with where it ran.
     if data.get("measured_by") in MEASURED_BY:
         environment["measured_by"] = data["measured_by"]
@@ -249,7 +259,7 @@ def read_sealed_result(folder: Path, key: str, nonce: str | None,
     environment = data.get("environment") or {}
     if not isinstance(environment, dict):
         raise ResultRejected("result.json environment is not an object")
-    environment = {str(k)[:40]: str(v)[:200] for k, v in list(environment.items())[:30]}
+    environment = host_environment(environment)
     if data.get("measured_by") in MEASURED_BY:
         environment["measured_by"] = data["measured_by"]
     if data.get("isolation") in ("sandbox", "none"):

@@ -109,6 +109,10 @@ class Executor(Protocol):
         {"python", "versions", ...} (`datarun host setup`)."""
         ...
 
+    def memory_floor(self) -> dict[str, Any] | None:
+        """Run an empty task there (the harness `floor`): {"floor": its peak memory in bytes,
+        "measured_by", "isolation"}, or None where no empty task can be run on its own."""
+
     def usage(self) -> dict[str, Any]:
         """The harness `usage` report: how the host's workdir is shared among workspaces."""
 

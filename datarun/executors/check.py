@@ -61,7 +61,7 @@ def blank_report(host: Host) -> dict[str, Any]:
         "python": None, "libraries": {}, "cpus": None, "memory": None, "disk_free": None,
         "gpus": None, "gpu_names": [], "harness": None, "problems": [], "warnings": [],
         "install": None, "sharing": None, "isolation": host.isolation, "sandbox": None,
-        "measured_by": None,
+        "measured_by": None, "memory_floor": None,
     }
 
 
@@ -135,6 +135,27 @@ def sharing_report(usage: Any) -> dict[str, Any] | None:
     return {"workdir": workdir, "workspace": workspace, **numbers}
 
 
+def measure_floor(report: dict[str, Any], host: Host, executor: Executor, info: dict[str, Any]) -> None:
+    """Run an empty task on the host, where one can run: what it measures is the least
+    memory limit a task may have there (`memory_floor`; a failure is a warning)."""
+    if info.get("missing") or (host.isolation == "sandbox" and not (info.get("sandbox") or {}).get("ok")):
+        return  # no task can run there: the check says why
+    try:
+        floor = executor.memory_floor()
+    except DatarunError as error:
+        report["warnings"].append(f"an empty task's memory was not measured: {error}")
+        return
+    if floor is None:
+        return
+    size = floor.get("floor")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        report["warnings"].append("an empty task's memory was not measured: the harness's floor "
+                                  "answer was not understood")
+        return
+    report["memory_floor"] = {"bytes": size, "measured_by": str(floor.get("measured_by") or "unknown"),
+                              "isolation": str(floor.get("isolation") or host.isolation)}
+
+
 def check_host(workspace: Workspace, host: Host) -> dict[str, Any]:
     """Check one host; never raises for the host's own faults: they go in `problems`."""
     report = blank_report(host)
@@ -157,6 +178,7 @@ def check_host(workspace: Workspace, host: Host) -> dict[str, Any]:
                 report["warnings"].append("how its workdir is shared is unknown: the harness's "
                                           "usage answer was not understood")
         report["gpu_names"] = executor.gpu_names()
+        measure_floor(report, host, executor, info)
     except DatarunError as error:  # a host fault, or bad SSH settings (~/.ssh/config)
         report["problems"].append(str(error))
         return report
@@ -231,6 +253,10 @@ def judge_workers(report: dict[str, Any], host: Host, workers: dict[str, Any],
 
 def record(db: Database, report: dict[str, Any]) -> None:
     stored_hosts.record(db, report["name"], report["checked_at"], report["ok"], report)
+    floor = report.get("memory_floor")
+    if floor:
+        stored_hosts.record_floor(db, report["name"], floor["bytes"], report["checked_at"],
+                                  f"{floor['measured_by']}, {floor['isolation']}")
 
 
 def check_hosts(workspace: Workspace, name: str | None = None) -> list[dict[str, Any]]:

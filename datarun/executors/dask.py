@@ -381,6 +381,11 @@ class DaskExecutor(DaskConnection):
     def gpu_names(self) -> list[str]:
         return []
 
+    def memory_floor(self) -> dict[str, Any] | None:
+        """A cluster's workers run one datarun task per engine task, with no runner to run
+        an empty task in: its floor is not measured, and the default floor applies."""
+        return None
+
     def clean(self, keep: list[str], force: bool = False) -> dict[str, Any]:
         return {"removed": [], "running": [], "kept": [], "freed": 0}
 

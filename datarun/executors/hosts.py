@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
-from datarun.sizes import parse_size
+from datarun.sizes import parse_clock, parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 EXECUTORS = ("local", "ssh", "dask", "slurm", "pbs", "sge", "lsf")
@@ -118,7 +118,7 @@ def parse_host(name: str, table: dict) -> Host:
         raise UsageError(f"hosts.toml: [hosts.{name}] {foreign[0]!r} is a key of {', '.join(owners)} "
                          f"hosts, not of {executor} hosts: set executor to one of those, or remove the key")
     for key in ("address", "user", "identity", "workdir", "python", "scheduler", "tls_ca", "tls_cert",
-                "tls_key", "data", "queue", "account", "walltime", "interface", "log_directory"):
+                "tls_key", "data", "queue", "account", "interface", "log_directory"):
         if key in table:
             values[key] = _expect(name, key, table[key], str, "a string")
     if "data" in values and not values["data"].startswith("shared:/"):
@@ -139,7 +139,12 @@ def parse_host(name: str, table: dict) -> Host:
             values[key] = _expect(name, key, table[key], int, "a whole number")
     for key in ("connect_timeout", "command_timeout"):
         if key in table:
-            values[key] = float(_expect(name, key, table[key], (int, float), "a number of seconds"))
+            values[key] = parse_duration(table[key], f"hosts.toml: [hosts.{name}] {key}")
+    if "walltime" in table:  # a bare TOML number too gets the line proposing a clock
+        walltime = table["walltime"]
+        if isinstance(walltime, bool) or not isinstance(walltime, str | int | float):
+            _expect(name, "walltime", walltime, str, "a string")
+        values["walltime"] = parse_clock(str(walltime), f"hosts.toml: [hosts.{name}] walltime")
     if values.get("slots", 1) < 1:
         raise UsageError(f"hosts.toml: [hosts.{name}] slots must be at least 1, got {values['slots']}")
     if values.get("threads", 1) < 1:

@@ -217,6 +217,13 @@ class LocalExecutor:
             raise HostError(f"host {self.host.name}: {answer.get('error') or 'envsetup failed'}")
         return answer
 
+    def memory_floor(self) -> dict[str, Any] | None:
+        from datarun.remote.floor import measure
+
+        with host_errors(self.host.name, self.workdir):
+            return measure(str(self.workdir), space=self.space, isolation=self.host.isolation,
+                           threads=self.host.threads, python=self.python)
+
     def usage(self) -> dict[str, Any]:
         with host_errors(self.host.name, self.workdir):
             return ops.usage(str(self.workdir), space=self.space)

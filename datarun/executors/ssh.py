@@ -199,6 +199,14 @@ class SSHExecutor(SSHHost):
         self.prepare({})
         return self.run_harness("usage")
 
+    def memory_floor(self) -> dict[str, Any] | None:
+        """An empty task run there: a runner's start (its imports) and one task."""
+        from datarun.remote.floor import WAIT
+
+        self.prepare({})
+        return self.run_harness("floor", "--isolation", self.host.isolation, "--threads",
+                                str(self.host.threads), timeout=max(self.host.command_timeout, WAIT + 10))
+
     def setup_environment(self, requirements: list[str]) -> dict:
         """Make the environment for `requirements` on the host (pip may take minutes)."""
         self.prepare({})

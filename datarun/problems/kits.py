@@ -13,7 +13,7 @@ from pathlib import Path
 
 from datarun.errors import UsageError
 from datarun.problems.resources import Needs, parse_environment, parse_resources
-from datarun.sizes import check_task_memory, parse_duration, parse_size
+from datarun.sizes import parse_duration, parse_size
 
 KIT_FILE = "problem.toml"
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
@@ -150,12 +150,16 @@ def _table(data: dict, name: str) -> dict:
     return table
 
 
+MEMORY_WHERE = _where("limits", "memory")
+
+
 def parse_limits(table: dict) -> Limits:
     wall = parse_duration(table.get("wall_time", DEFAULT_WALL_TIME), _where("limits", "wall_time"))
     cpu = table.get("cpu_time")
     cpu = None if cpu is None else parse_duration(cpu, _where("limits", "cpu_time"))
-    where = _where("limits", "memory")
-    memory = check_task_memory(parse_size(table.get("memory", DEFAULT_MEMORY), where), where)
+    # Its floor (what an empty task measures on the hosts) is checked where the workspace
+    # is known: `register_problem`'s check_memory.
+    memory = parse_size(table.get("memory", DEFAULT_MEMORY), MEMORY_WHERE)
     return Limits(wall_time=wall, cpu_time=cpu, memory=memory)
 
 

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datarun.errors import NotFound, UsageError
-from datarun.problems.kits import ProblemSpec, load_kit
+from datarun.problems.kits import MEMORY_WHERE, ProblemSpec, load_kit
 from datarun.problems.resources import environment_of, needs_of, parse_environment, parse_resources
 from datarun.store.blobs import BlobStore
 
@@ -286,7 +287,8 @@ def store_prepared(workspace: Workspace, db, name: str, data_folder: Path, label
 
 
 def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str] | None = None,
-                     data_file_cap: int | None = None, prepared=None, needs: dict | None = None) -> dict:
+                     data_file_cap: int | None = None, prepared=None, needs: dict | None = None,
+                     check_memory: Callable[[int, str], object] | None = None) -> dict:
     """Register a kit (native, or RAMP with problem.py); return the problem's summary.
 
     `env` (variables the kit's code reads) and `data_file_cap` (the size cap of a
@@ -295,6 +297,8 @@ def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str
     `rampdata.prepare_kit` read the RAMP kit in another process, or None to read it here.
     `needs` (from `problem add --needs`) sets what a host must offer the problem's tasks,
     over the kit's own `[resources]` key by key; it is checked before any data is read.
+    `check_memory(limit, where)` refuses a memory limit below the hosts' floor (what an
+    empty task measures there: `datarun.executors.floors`), before any data is read.
     """
     from datarun.problems.rampdata import register_ramp_problem
     from datarun.problems.rampkit import is_ramp_kit
@@ -320,6 +324,8 @@ def register_problem(workspace: Workspace, db, kit_dir: Path, env: dict[str, str
                          "workflow takes estimator.py only")
     spec = load_kit(kit_dir)
     _refuse_registered(db, spec.name)
+    if check_memory is not None and spec.limits.memory:
+        check_memory(spec.limits.memory, MEMORY_WHERE)
     data = prepare_data(spec)
     store_problem(
         workspace, db, spec.name, lambda folder: write_data_tree(spec, data, folder),

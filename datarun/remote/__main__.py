@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("sha256", nargs="?", help="the archive's SHA-256 (none: the data set came as its files)")
     command("envsetup", "make a virtual environment with these requirements").add_argument(
         "requirements", nargs="*")
+    sub = command("floor", "run an empty task: the least memory a task measures here")
+    sub.add_argument("--isolation", default="sandbox", choices=["sandbox", "none", "user"])
+    sub.add_argument("--threads", type=int, default=1)
     command("sensitive", "bagged scores and blends of a sensitive problem, computed here").add_argument("request")
     return parser
 
@@ -97,6 +100,10 @@ def run(argv: list[str]) -> dict:
         from .envs import setup
 
         return setup(args.workdir, args.requirements, space=space)
+    if args.command == "floor":
+        from .floor import measure
+
+        return measure(args.workdir, space=space, isolation=args.isolation, threads=args.threads)
     if args.command == "info":
         return ops.info(args.workdir, space=space)
     if args.command == "accept":

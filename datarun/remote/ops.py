@@ -36,6 +36,7 @@ from .common import (
 )
 
 START_TIMEOUT = 15.0
+FLOOR_SUFFIX = "-floor"  # the folder of a workspace's empty task: WORKDIR/workspaces/<id>-floor
 CANCEL_WAIT = 5.0
 RUNNER_AWAKE = 3.0  # seconds since the runner's last heartbeat (it beats every second)
 
@@ -377,9 +378,14 @@ def usage(workdir: str | os.PathLike, space: str | None = None) -> dict:
         spaces = [entry for entry in os.scandir(layout.spaces) if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         spaces = []
+    seen = set()
     for entry in spaces:
-        if entry.name != layout.space_id:
-            others += 1
+        # `<id>-floor` is workspace <id>'s folder for its empty task (floor.py): the same user.
+        owner = entry.name.removesuffix(FLOOR_SUFFIX)
+        if owner != layout.space_id:
+            if owner not in seen:
+                seen.add(owner)
+                others += 1
             others_bytes += _disk_bytes(Path(entry.path))
     mine = None
     if layout.space_id is not None:

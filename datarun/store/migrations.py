@@ -332,7 +332,16 @@ def m012_sensitive_problems(db: Database) -> None:
     db.execute("ALTER TABLE problems ADD COLUMN sensitive TEXT")
 
 
+def m013_host_memory_floors(db: Database) -> None:
+    # What an empty task measured on each host (`host check` runs one): a task's memory
+    # limit below it would kill every task there, so `problem add` and `train` refuse it.
+    # NULL: never measured (the default floor, datarun.sizes.MIN_TASK_MEMORY, applies).
+    db.execute("ALTER TABLE hosts ADD COLUMN memory_floor INTEGER")
+    db.execute("ALTER TABLE hosts ADD COLUMN memory_floor_at REAL")
+    db.execute("ALTER TABLE hosts ADD COLUMN memory_floor_by TEXT")  # e.g. "cgroup-v1, sandbox"
+
+
 MIGRATIONS = [m001_initial, m002_events, m003_task_losses, m004_contributivity, m005_host_run_times,
               m006_workspace_id, m007_attempt_nonces, m008_cancelled_state,
               m009_blend_scopes, m010_bagging_curves_and_notes, m011_organiser_changes,
-              m012_sensitive_problems]
+              m012_sensitive_problems, m013_host_memory_floors]
