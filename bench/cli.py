@@ -90,8 +90,8 @@ def fill(workspace: Workspace, problem: str, n_submissions: int, seed: int = 0,
             for fold in folds:
                 task_id += 1
                 train_time = rng.uniform(0.05, 2.0)
-                pred_train = store.put_array(predictions(arrays, quality, y_train, len(classes)))
-                pred_test = store.put_array(predictions(arrays, quality, y_test, len(classes)))
+                pred_train = store.put_predictions(predictions(arrays, quality, y_train, len(classes)))
+                pred_test = store.put_predictions(predictions(arrays, quality, y_test, len(classes)))
                 tasks.append((task_id, sid, fold, "done", 1, "local", fold % 2, limits, created,
                               created + 1, created + 3, train_time, train_time / 10,
                               train_time / 20, train_time * 1.2, train_time * 1.1,

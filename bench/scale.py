@@ -2,8 +2,9 @@
 
 1. `problem add` of a ROWS x 40 CSV, beside `pandas.read_csv` of the same file (both as
    fresh processes), with the workspace's size on disk after it;
-2. disk per task: the bytes of one task's stored predictions, beside the raw float64
-   array they hold;
+2. disk per task: the bytes of one task's stored predictions (compacted), beside the same
+   arrays as the plain `.npy` files stored before; and the disk the local host's data set
+   adds to the workspace's (hard links: nothing), beside the data set's size (a copy);
 3. `train` of 20 tiny submissions x 5 folds on 2 slots in a workspace where 300
    submissions are already scored, beside the same in a fresh workspace;
 4. the contributivity update per newly scored submission (8 folds x 5,000 rows, 2
@@ -11,7 +12,7 @@
    (its cache holds the blends), beside the same update without the cache (what every
    update cost before: every scored submission's predictions read again).
 
-Sized for 2 cores. `--quick` shrinks every size (for the smoke test). Run:
+Each part prints the load average before and after it: the 2 cores are shared. Sized for 2 cores. `--quick` shrinks every size (for the smoke test). Run:
 `.venv/bin/python bench/scale.py` (about 10 minutes; `--no-2000` skips the largest case).
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import datarun_command, finish, print_table, stop_runners_of, temp_folder  # noqa: E402
+from common import datarun_command, finish, load_note, print_table, stop_runners_of, temp_folder  # noqa: E402
 from synthetic import add_scored  # noqa: E402
 
 KIT_TOML = """\
@@ -111,7 +112,7 @@ def registration(root: Path, rows: int) -> dict:
     add, peak = run([*datarun_command(), "problem", "add", str(kit)], env)
     return {"rows": rows, "csv_bytes": csv.stat().st_size, "problem_add_s": add, "read_csv_s": read_csv,
             "ratio": add / read_csv, "workspace_bytes": folder_bytes(ws / ".datarun"), "peak_rss_floor": peak,
-            "ws": ws, "env": env, "kit": kit}
+            "ws": ws, "env": env, "kit": kit, "host": root / "host"}
 
 
 def disk_per_task(reg: dict) -> dict:
@@ -126,15 +127,55 @@ def disk_per_task(reg: dict) -> dict:
     train_s = time.perf_counter() - start
     import sqlite3
 
+    from datarun.store.blobs import BlobStore
+
     conn = sqlite3.connect(ws / ".datarun" / "datarun.db")
     digests = conn.execute("SELECT pred_train, pred_test FROM tasks WHERE state = 'done'").fetchall()
     conn.close()
-    blobs = ws / ".datarun" / "blobs"
-    stored = [sum((blobs / d[:2] / d).stat().st_size for d in pair) for pair in digests]
+    store = BlobStore(ws / ".datarun" / "blobs")
+    stored = [sum(store.path(d).stat().st_size for d in pair) for pair in digests]
+    plain = [sum(npy_bytes(store.get_array(d)) for d in pair) for pair in digests]
     n_train = round(reg["rows"] * 0.8)
     raw = (n_train + (reg["rows"] - n_train)) * 2 * 8  # float64 probabilities, 2 classes
-    return {"tasks": len(stored), "bytes_per_task": int(np.mean(stored)), "raw_float64_bytes": raw,
-            "train_s": train_s}
+    trees = ws / ".datarun" / "trees"
+    return {"tasks": len(stored), "bytes_per_task": int(np.mean(stored)), "npy_bytes_per_task": int(np.mean(plain)),
+            "raw_float64_bytes": raw, "train_s": train_s,
+            "host_data_extra_bytes": distinct_bytes(trees, reg["host"] / "data") - distinct_bytes(trees),
+            "data_set_bytes": distinct_bytes(reg["host"] / "data"), "kind": "DummyClassifier(prior)",
+            **model_predictions(reg["kit"] / "data" / "train.csv")}
+
+
+def model_predictions(csv: Path) -> dict:
+    """A DummyClassifier's predictions compact to almost nothing; a real model's far less:
+    a LogisticRegression fitted on 20,000 rows, its probabilities on every row."""
+    from sklearn.linear_model import LogisticRegression
+
+    from datarun.store.blobs import pack_array
+
+    frame = pd.read_csv(csv)
+    X, y = frame.drop(columns="y").to_numpy(), frame["y"].to_numpy()
+    proba = LogisticRegression(max_iter=200).fit(X[:20_000], y[:20_000]).predict_proba(X)
+    return {"logreg_packed_bytes": len(pack_array(proba)), "logreg_npy_bytes": npy_bytes(proba)}
+
+
+def npy_bytes(array: np.ndarray) -> int:
+    """The size of an array as a plain .npy file (how predictions were stored before)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.tell()
+
+
+def distinct_bytes(*folders: Path) -> int:
+    """Bytes of the distinct files under these folders (a hard link counted once, as du does)."""
+    sizes = {}
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                stat = path.stat()
+                sizes[(stat.st_dev, stat.st_ino)] = stat.st_size
+    return sum(sizes.values())
 
 
 def throughput(root: Path, scored: int, n_new: int) -> dict:
@@ -209,24 +250,32 @@ def main() -> None:
     figures: dict = {}
     lines: list[str] = []
 
+    loads: dict[str, list[str]] = {}
     if "registration" in parts:
         with temp_folder("datarun-scale-") as root:
+            loads["registration"] = [load_note()]
             reg = registration(root / "reg", rows)
             disk = disk_per_task(reg)
             stop_runners_of(root / "reg" / "host")
-            figures["registration"] = {k: v for k, v in reg.items() if k not in ("ws", "env", "kit")}
+            loads["registration"].append(load_note())
+            figures["registration"] = {k: v for k, v in reg.items() if k not in ("ws", "env", "kit", "host")}
             figures["disk_per_task"] = disk
     if "throughput" in parts:
         with temp_folder("datarun-scale-") as root:
+            loads["throughput"] = [load_note()]
             n_new = 4 if args.quick else 20
             fresh = throughput(root / "fresh", 0, n_new)
             loaded = throughput(root / "loaded", 40 if args.quick else 300, n_new)
+            loads["throughput"].append(load_note())
             figures["throughput"] = {"fresh": fresh, "scored": loaded}
     figures["contributivity"] = []
     for scored in scored_runs if "contributivity" in parts else []:
         with temp_folder("datarun-scale-") as root:
+            before = load_note()
             figures["contributivity"].append(
                 contrib_update(root, scored, 1000 if args.quick else 5000, 3 if args.quick else 5))
+            loads[f"contributivity {scored}"] = [before, load_note()]
+    figures["load"] = loads
 
     rows_out = []
     if "registration" in figures:
@@ -236,8 +285,12 @@ def main() -> None:
              f"{r['ratio']:.1f}x (goal <= 5x)"],
             [".datarun/ after problem add", f"{r['workspace_bytes'] / 1e6:.1f} MB",
              f"CSV {r['csv_bytes'] / 1e6:.1f} MB", ""],
-            ["disk per task (predictions)", f"{d['bytes_per_task'] / 1e6:.2f} MB",
-             f"raw float64 {d['raw_float64_bytes'] / 1e6:.2f} MB", ""],
+            ["disk per task (predictions, compacted)", f"{d['bytes_per_task'] / 1e6:.3f} MB",
+             f"as .npy {d['npy_bytes_per_task'] / 1e6:.2f} MB", d["kind"]],
+            ["a LogisticRegression's probabilities, compacted", f"{d['logreg_packed_bytes'] / 1e6:.2f} MB",
+             f"as .npy {d['logreg_npy_bytes'] / 1e6:.2f} MB", "every row, bit for bit"],
+            ["local host's data set, disk beyond the workspace's", f"{d['host_data_extra_bytes'] / 1e6:.2f} MB",
+             f"a copy {d['data_set_bytes'] / 1e6:.1f} MB", ""],
         ]
     if "throughput" in figures:
         t = figures["throughput"]
@@ -253,6 +306,7 @@ def main() -> None:
     out = io.StringIO()
     print_table("datarun at scale (2 cores)", ["figure", "datarun", "baseline", "note"], rows_out, out=out)
     lines.append(out.getvalue())
+    lines += [f"{part}: {' -> '.join(notes)}" for part, notes in loads.items()]
     finish(json.loads(json.dumps(figures, default=str)), lines, args.json)
 
 

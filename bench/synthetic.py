@@ -53,8 +53,8 @@ def add_scored(workspace, db, problem_name: str, count: int, seed: int = 0,
             sid = cursor.lastrowid
             strength = float(rng.uniform(0.2, 2.0))
             for fold in folds:
-                train = store.put_array(noisy(rng, y_train, classes, strength))
-                test = store.put_array(noisy(rng, y_test, classes, strength))
+                train = store.put_predictions(noisy(rng, y_train, classes, strength))
+                test = store.put_predictions(noisy(rng, y_test, classes, strength))
                 db.execute(
                     "INSERT INTO tasks (submission, fold, state, attempt, queued_at, finished_at, "
                     "pred_train, pred_test) VALUES (?, ?, 'done', 1, ?, ?, ?, ?)",

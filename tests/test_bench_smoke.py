@@ -192,12 +192,15 @@ def test_scale_bench_measures_each_figure_beside_its_baseline():
     figures, text = run_bench("scale.py")
     registration = figures["registration"]
     assert registration["problem_add_s"] > 0 and registration["read_csv_s"] > 0
-    assert figures["disk_per_task"]["tasks"] == 5 and figures["disk_per_task"]["bytes_per_task"] > 0
+    disk = figures["disk_per_task"]
+    assert disk["tasks"] == 5 and 0 < disk["bytes_per_task"] < disk["npy_bytes_per_task"]
+    assert 0 < disk["logreg_packed_bytes"] < disk["logreg_npy_bytes"]
+    assert disk["host_data_extra_bytes"] < 1024 < disk["data_set_bytes"]  # one copy: hard links
     throughput = figures["throughput"]
     assert throughput["fresh"]["tasks_per_s"] > 0 and throughput["scored"]["scored"] == 40
     (blend,) = figures["contributivity"]
     assert blend["cached_s"] > 0 and blend["uncached_s"] > 0
-    for words in ("read_csv", "raw float64", "fresh workspace", "without cache"):
+    for words in ("read_csv", "as .npy", "a copy", "fresh workspace", "without cache", "load average"):
         assert words in text
 
 

@@ -94,3 +94,34 @@ def test_the_cache_extends_blends_instead_of_reading_every_submission(iris_event
     update_contributivity(workspace, db, "iris", cache=cache)
     train_loads = [d for d in loads if d in {row[0] for row in db.execute("SELECT pred_train FROM tasks")}]
     assert len(train_loads) == 5  # the newcomer's five folds, not the eleven submissions' 55
+
+
+def test_an_update_writes_only_the_shares_that_changed_and_drops_a_hidden_submissions(iris_events):
+    workspace = iris_events
+    db = open_db(workspace)
+    cache = BlendCache()
+    add_scored(workspace, db, "iris", 30, seed=1)
+    update_contributivity(workspace, db, "iris", cache=cache)
+    before = figures(db, "iris")["shares"]["*"]
+    add_scored(workspace, db, "iris", 1, seed=2)
+    changes = db.conn.total_changes
+    update_contributivity(workspace, db, "iris", cache=cache)
+    after = figures(db, "iris")["shares"]["*"]
+    changed = sum(1 for sid, value in after.items() if before.get(sid) != value)
+    # Two scopes ('*' and the default event 'iris') of the same submissions: each writes
+    # its changed rows and its blends row, not 31 rows.
+    assert db.conn.total_changes - changes == 2 * (changed + 1) < 31
+    hidden = next(sid for sid, value in after.items() if value > 0)
+    db.execute("UPDATE submissions SET hidden_at = 1 WHERE id = ?", [hidden])
+    db.conn.commit()
+    update_contributivity(workspace, db, "iris", cache=cache)
+    mine = figures(db, "iris")
+    assert hidden not in mine["shares"]["*"]
+    db.execute("DELETE FROM blends")
+    db.execute("DELETE FROM contributivity")
+    db.conn.commit()
+    update_contributivity(workspace, db, "iris")
+    scratch = figures(db, "iris")
+    assert mine["blends"] == scratch["blends"]
+    for scope, shares in scratch["shares"].items():
+        assert mine["shares"][scope] == pytest.approx(shares, abs=1e-12), scope

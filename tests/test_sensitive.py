@@ -199,7 +199,18 @@ def needles(array: np.ndarray) -> dict[str, list[bytes]]:
 
 
 def workspace_bytes(root: Path) -> list[tuple[Path, bytes]]:
-    return [(p, p.read_bytes()) for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    """Every file's bytes; a compacted prediction blob's as the numbers it holds too, so the
+    search sees through the blob store's storage format."""
+    from datarun.store.blobs import PACKED, unpack_array
+
+    files = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            files.append((path, data))
+            if data.startswith(PACKED):
+                files.append((path, unpack_array(data).tobytes()))
+    return files
 
 
 def found(files, array) -> list[str]:

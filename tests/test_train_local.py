@@ -99,6 +99,14 @@ def test_train_scores_measures_and_ranks(iris, cli):
     assert [p.name for p in (host / "workspaces").iterdir()] == [status["workspace"]["id"]]
     assert (host / "workspaces" / status["workspace"]["id"] / "runner.json").exists()
     assert (host / "data").is_dir() and not (host / "tasks").exists()
+    # One copy of the data set on this machine: the runner's is hard links to the workspace's.
+    from datarun.executors.local import shares_files
+    from datarun.problems.registry import get_problem
+    from datarun.store.blobs import BlobStore
+    from datarun.store.db import open_db
+
+    digest = get_problem(open_db(iris), "iris")["data_hash"]
+    assert shares_files(local_layout(iris).data_set(digest), BlobStore(iris.blobs_dir).tree_path(digest))
 
     text = cli("leaderboard", "iris").stdout
     assert "iris — public leaderboard" in text and "grace" in text

@@ -342,26 +342,52 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
             inputs.forget_valid()
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
-        for scope in obsolete + list(stale):
-            db.execute("DELETE FROM contributivity WHERE problem = ? AND scope = ?", [problem_name, scope])
-            db.execute("DELETE FROM blends WHERE problem = ? AND scope = ?", [problem_name, scope])
+        _drop_scopes(db, problem_name, obsolete)
         for scope, ids, candidates, blend, test, note in writes:
             blended = blend is not None and blend.n_blended_folds > 0
-            if blended:
-                shares = blend.contributivity
-                db.conn.executemany(
-                    "INSERT INTO contributivity (problem, scope, submission, value) VALUES (?, ?, ?, ?)",
-                    [(problem_name, scope, sid, float(shares[i])) for i, sid in enumerate(candidates)])
-            db.execute(
-                "INSERT INTO blends (problem, scope, considered, submissions, state, score, "
-                "combined_valid, best_single_valid, combined_test, updated_at, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [problem_name, scope, json.dumps(ids), json.dumps(candidates),
-                 json.dumps(blend.state()) if blend is not None else None, score_name,
-                 _mean_defined(blend.combined_scores) if blended else None,
-                 _mean_defined(blend.best_single_scores) if blended else None,
-                 test if blended else None, now, note])
+            shares = blend.contributivity if blended else ()
+            _write_shares(db, problem_name, scope, {sid: float(shares[i]) for i, sid in enumerate(candidates)}
+                          if blended else {})
+            _write_blend(db, problem_name, scope, [
+                json.dumps(ids), json.dumps(candidates),
+                json.dumps(blend.state()) if blend is not None else None, score_name,
+                _mean_defined(blend.combined_scores) if blended else None,
+                _mean_defined(blend.best_single_scores) if blended else None,
+                test if blended else None, now, note])
     return {"problem": problem_name, "scopes": sorted(stale), "removed": sorted(obsolete)}
+
+
+def _drop_scopes(db, problem_name: str, scopes: list[str]) -> None:
+    for scope in scopes:
+        db.execute("DELETE FROM contributivity WHERE problem = ? AND scope = ?", [problem_name, scope])
+        db.execute("DELETE FROM blends WHERE problem = ? AND scope = ?", [problem_name, scope])
+
+
+def _write_shares(db, problem_name: str, scope: str, shares: dict[int, float]) -> None:
+    """Make the scope's contributivity rows these, writing only the rows that differ.
+
+    A newcomer changes the shares of the ensembles' members (at most 80 a fold) and its
+    own; rewriting every submission's row made the update grow with the number of
+    submissions (2,000 rows a scope at 2,000 submissions)."""
+    stored = dict(db.execute("SELECT submission, value FROM contributivity WHERE problem = ? AND scope = ?",
+                             [problem_name, scope]).fetchall())
+    gone = [(problem_name, scope, sid) for sid in stored if sid not in shares]
+    if gone:
+        db.conn.executemany("DELETE FROM contributivity WHERE problem = ? AND scope = ? AND submission = ?", gone)
+    changed = [(problem_name, scope, sid, value) for sid, value in shares.items() if stored.get(sid) != value]
+    if changed:
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO contributivity (problem, scope, submission, value) VALUES (?, ?, ?, ?)",
+            changed)
+
+
+def _write_blend(db, problem_name: str, scope: str, values: list) -> None:
+    """The scope's blends row: considered, submissions, state, score, combined_valid,
+    best_single_valid, combined_test, updated_at, note."""
+    db.execute(
+        "INSERT OR REPLACE INTO blends (problem, scope, considered, submissions, state, score, "
+        "combined_valid, best_single_valid, combined_test, updated_at, note) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [problem_name, scope, *values])
 
 
 def _number_or_none(value, what: str):
@@ -405,21 +431,14 @@ def _update_sensitive(workspace, db, problem: dict, stale: dict, obsolete: list,
     entries = _host_blends(workspace, problem, stale) if stale else {}
     with db.conn:
         db.conn.execute("BEGIN IMMEDIATE")
-        for scope in obsolete + list(stale):
-            db.execute("DELETE FROM contributivity WHERE problem = ? AND scope = ?", [name, scope])
-            db.execute("DELETE FROM blends WHERE problem = ? AND scope = ?", [name, scope])
+        _drop_scopes(db, name, obsolete)
         for scope, ids in stale.items():
             entry = entries[scope]
             candidates, blended = entry["candidates"], entry["blended"]
-            if blended:
-                db.conn.executemany(
-                    "INSERT INTO contributivity (problem, scope, submission, value) VALUES (?, ?, ?, ?)",
-                    [(name, scope, sid, entry["contributivity"][i]) for i, sid in enumerate(candidates)])
-            db.execute(
-                "INSERT INTO blends (problem, scope, considered, submissions, state, score, "
-                "combined_valid, best_single_valid, combined_test, updated_at, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [name, scope, json.dumps(ids), json.dumps(candidates), None, problem["score_names"][0],
-                 entry["combined_valid"] if blended else None, entry["best_single_valid"] if blended else None,
-                 entry["combined_test"] if blended else None, now, None])
+            _write_shares(db, name, scope, {sid: entry["contributivity"][i] for i, sid in enumerate(candidates)}
+                          if blended else {})
+            _write_blend(db, name, scope, [
+                json.dumps(ids), json.dumps(candidates), None, problem["score_names"][0],
+                entry["combined_valid"] if blended else None, entry["best_single_valid"] if blended else None,
+                entry["combined_test"] if blended else None, now, None])
     return {"problem": name, "scopes": sorted(stale), "removed": sorted(obsolete)}

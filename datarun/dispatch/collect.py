@@ -278,7 +278,8 @@ class Collector:
             preds: tuple[str | None, str | None] = (None, None)
             if state == TaskState.DONE:
                 scores = scorer.task_scores(task.fold, result.y_pred_train, result.y_pred_test)
-                preds = (self.store.put_array(result.y_pred_train), self.store.put_array(result.y_pred_test))
+                preds = (self.store.put_predictions(result.y_pred_train),
+                         self.store.put_predictions(result.y_pred_test))
             outcome = self.outcome(state, result.measures, result.environment, result.log, host_name,
                                    error_kind=result.error_kind, error=result.error,
                                    pred_train=preds[0], pred_test=preds[1])

@@ -71,6 +71,17 @@ def host_errors(name: str, workdir: Path | None = None) -> Iterator[None]:
         raise HostError(f"host {name}: {type(error).__name__}: {error}") from None
 
 
+def shares_files(data_set: Path, tree: Path) -> bool:
+    """Whether a host's data set is hard links to the workspace's tree (its first file)."""
+    first = next((p for p in sorted(tree.rglob("*")) if p.is_file()), None)
+    if first is None:
+        return False
+    try:
+        return os.path.samefile(first, data_set / first.relative_to(tree))
+    except OSError:
+        return False
+
+
 class LocalExecutor:
     def __init__(self, workspace: Workspace, host: Host):
         self.host = host
@@ -89,16 +100,32 @@ class LocalExecutor:
             self._prepare(data)
 
     def _prepare(self, data: dict[str, Path]) -> None:
+        """Put each data set where the runner reads it: hard links to the workspace's tree
+        (one copy on this machine) when tasks run sandboxed, since a sandboxed task sees its
+        data through a read-only mount; a copy when they do not (`isolation = "none"`: a
+        task writing to its data must not reach the blob store) or when the workdir is on
+        another file system."""
+        link = self.host.isolation == "sandbox"
         for digest, folder in data.items():
             target = self.layout.data_set(digest)
             if self.layout.is_complete(target):
-                continue
+                if link or not shares_files(target, folder):
+                    continue
+                # Linked while the host sandboxed its tasks; it no longer does: copy it.
+                stale = target.with_name(f".old-{digest}-{os.getpid()}")
+                os.replace(target, stale)
+                shutil.rmtree(stale, ignore_errors=True)
             shutil.rmtree(target, ignore_errors=True)
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".tmp-{digest}-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-            # A copy, not hard links: a task writing to its data must not reach the blob store.
-            shutil.copytree(folder, tmp)
+            try:
+                shutil.copytree(folder, tmp, copy_function=os.link if link else shutil.copy2)
+            except OSError as error:
+                if not link or is_disk_full(error):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another file system (EXDEV): a copy
+                shutil.copytree(folder, tmp)
             self.layout.mark_complete(tmp)
             make_read_only(tmp)
             os.replace(tmp, target)
