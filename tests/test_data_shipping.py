@@ -9,9 +9,12 @@ time it is built (resuming depends on it); it is gzip'd, and smaller than the da
 a sample of the data compresses well, and a plain tar otherwise.
 """
 
+import logging
 import os
 import shlex
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
@@ -19,7 +22,7 @@ from sshd import sshd_a  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
-from datarun.executors import shipsend
+from datarun.executors import shipsend, shipssh
 from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection
@@ -98,11 +101,23 @@ def test_a_compressible_data_set_travels_gzipd_and_arrives_checked(proxied, tmp_
     assert "train.csv" in remote.listing(f"data/{digest}")
 
 
-@pytest.mark.parametrize("child", [False, True], ids=["lane", "child-process"])
-def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, child):
+def without_ssh(monkeypatch, tmp_path):
+    """PATH as it is less every folder holding `ssh`."""
+    kept = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "ssh").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join(kept))
+    assert shutil.which("ssh") is None
+
+
+@pytest.mark.parametrize("via", ["lane", "paramiko-process", "ssh"])
+def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, caplog, via):
     workspace, host, proxy, remote = proxied
-    if child:  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
+    caplog.set_level(logging.INFO, logger="datarun.ship")
+    if via != "lane":  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
         monkeypatch.setattr(shipsend, "PROCESS_FROM", 0)
+    if via == "paramiko-process":  # no OpenSSH client: the paramiko process, and the log says why
+        without_ssh(monkeypatch, tmp_path)
+    elif via == "ssh":
+        assert shutil.which("ssh"), "the ssh path's test needs OpenSSH's client"
     digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
     size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
     executor = SSHExecutor(workspace, host)
@@ -128,6 +143,11 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatc
     assert sent <= 1.1 * (size - kept) + 64_000  # the rest, and the harness's commands
     assert remote.listing("data") == [digest]  # hash checked, the incoming folder renamed
     assert remote.listing(f"data/{digest}") == [".complete", "meta.json", "noise.bin", "train.csv"]
+    assert again.data_shipped_by == via.replace("lane", "paramiko")
+    if via == "paramiko-process":
+        assert "sent by paramiko in a process of its own: no `ssh` on PATH" in caplog.text
+    elif via == "ssh":
+        assert "sent by OpenSSH's ssh" in caplog.text
 
 
 def test_a_cut_upload_of_an_archive_resumes(proxied, tmp_path):
