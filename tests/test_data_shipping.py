@@ -9,10 +9,14 @@ time it is built (resuming depends on it); it is gzip'd, and smaller than the da
 a sample of the data compresses well, and a plain tar otherwise.
 """
 
+import dataclasses
 import logging
 import os
 import shlex
 import shutil
+import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -218,3 +222,62 @@ def test_the_child_process_checks_the_host_key_as_the_lane_does(proxied, tmp_pat
     have, sent = shipsend.send_from_child(target, workspace.known_hosts_path, "files", tmp_path / "d",
                                           where, 30.0)
     assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+
+
+def prepared_target(proxied, tmp_path):
+    """The host's resolved target, the harness there, and where data set `d` would go."""
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 1)
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    target, where = executor.conn.target, f"{executor.layout.data}/.incoming-{digest}"
+    executor.close()
+    return target, where
+
+
+def test_the_ssh_path_refuses_a_host_whose_key_differs_from_the_pinned_one(proxied, tmp_path, monkeypatch):
+    workspace, host, proxy, remote = proxied
+    target, where = prepared_target(proxied, tmp_path)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    pinned = tmp_path / "known_hosts"
+    pinned.write_text(f"{target.known_hosts_name} {kind} {key}\n")  # another key of the host's type
+    assert shipssh.unusable(target, pinned) is None  # a key is pinned: the ssh path is taken
+    with pytest.raises(DatarunError, match=r"host node: the host key of \[127\.0\.0\.1\]:\d+ is not the one "
+                       r"pinned for it \(ssh: Host key verification failed\.\); nothing was sent: if the "
+                       r"change is expected, run `datarun host trust node --replace`"):
+        shipssh.send_by_ssh(target, pinned, "files", tmp_path / "d", where, 30.0)
+    assert remote.listing("data") == []  # nothing written, not even the folder
+    # The control: the same ssh with strict host key checking off logs in and writes it all.
+    monkeypatch.setattr(shipssh, "STRICT_HOST_KEY_CHECKING", "no")
+    have, sent = shipssh.send_by_ssh(target, pinned, "files", tmp_path / "d", where, 30.0)
+    assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    assert remote.listing("data/" + where.rsplit("/", 1)[1]) == ["meta.json", "noise.bin", "train.csv"]
+
+
+def test_the_ssh_paths_errors_are_one_line(proxied, tmp_path, sshd_a):  # noqa: F811
+    workspace, host, proxy, remote = proxied
+    target, where = prepared_target(proxied, tmp_path)
+    known = workspace.known_hosts_path
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    stranger = dataclasses.replace(target, identities=(str(tmp_path / "stranger"),))
+    with pytest.raises(DatarunError, match=r"host node: authentication refused for datarun-test@127\.0\.0\.1:\d+ "
+                       r"\(key: .*stranger\): add the public key"):
+        shipssh.send_by_ssh(stranger, known, "files", tmp_path / "d", where, 30.0)
+    with pytest.raises(DatarunError, match=r"host node: upload to /proc/datarun-nowhere failed: mkdir: "):
+        shipssh.send_by_ssh(target, known, "files", tmp_path / "d", "/proc/datarun-nowhere", 30.0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with open(known, "a") as handle:
+        handle.write(f"[127.0.0.1]:{port} {sshd_a.host_key_name} {sshd_a.host_key_pub}\n")
+    with pytest.raises(DatarunError, match=rf"host node: ssh to 127\.0\.0\.1:{port} failed: .*Connection refused"):
+        shipssh.send_by_ssh(dataclasses.replace(target, port=port), known, "files", tmp_path / "d", where, 30.0)
+    proxy.stall()
+    started = time.monotonic()
+    with pytest.raises(DatarunError, match=r"host node: an upload timed out after 2s \(the host hangs or is "
+                       r"overloaded\)"):
+        shipssh.send_by_ssh(target, known, "files", tmp_path / "d", where, 2.0)
+    assert time.monotonic() - started < 10
+    proxy.resume()
