@@ -276,7 +276,7 @@ def main() -> int:
         side["ratio"] = side["wall"] / scp
         packed = "gzip" if side["gzip"] else "its files"
         label = {"auto": f"datarun as it decides ({packed})", "0": "datarun, as its files"}.get(
-            level, f"datarun, gzip level {level}")
+            level, f"datarun, gzip level {level}") + (", ssh taken away" if path == "paramiko" else "")
         rows.append([label, side["path"], f"{side['wall']:.1f}s", f"{side['pack']:.1f}s", f"{side['sent'] / 1e6:.0f} MB",
                      f"{side['ratio']:.2f}x {verdict(side['ratio'], GOAL_RATIO)}"])
     resume = figures["resume"]

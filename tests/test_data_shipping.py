@@ -281,3 +281,17 @@ def test_the_ssh_paths_errors_are_one_line(proxied, tmp_path, sshd_a):  # noqa: 
         shipssh.send_by_ssh(target, known, "files", tmp_path / "d", where, 2.0)
     assert time.monotonic() - started < 10
     proxy.resume()
+
+
+def test_hosts_the_ssh_path_cannot_reach_as_paramiko_does_fall_back(tmp_path, monkeypatch):
+    from datarun.executors.sshtarget import Target
+
+    target = Target(name="node", hostname="127.0.0.1", port=2222, user="someone")
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts either
+    assert shipssh.unusable(target, known) == "no host key pinned for [127.0.0.1]:2222"
+    jumped = dataclasses.replace(target, jump=dataclasses.replace(target, name="node (jump host)"))
+    assert shipssh.unusable(jumped, known) == "the host is reached through a jump host"
+    without_ssh(monkeypatch, tmp_path)
+    assert shipssh.unusable(target, known) == "no `ssh` on PATH"

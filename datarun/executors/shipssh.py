@@ -127,7 +127,7 @@ def _error(target: Target, status: int, stderr: str, remote: str) -> HostError:
     return HostError(f"host {name}: upload to {remote} failed: {last}")
 
 
-def _run(command: list[str], target: Target, remote: str, deadline: float,
+def _run(command: list[str], target: Target, remote: str, deadline: float, timeout: float,
          stdin: int | object = subprocess.DEVNULL) -> str:
     """Run `command` until `deadline` (then kill it); its output, or a HostError."""
     child = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE,  # type: ignore[arg-type]
@@ -137,8 +137,8 @@ def _run(command: list[str], target: Target, remote: str, deadline: float,
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
-        raise HostError(f"host {target.name}: an upload timed out (the host hangs or is "
-                        "overloaded)") from None
+        raise HostError(f"host {target.name}: an upload timed out after {timeout:g}s (the host hangs "
+                        "or is overloaded)") from None
     if child.returncode != 0:
         raise _error(target, child.returncode, err, remote)
     return out
@@ -160,7 +160,7 @@ def send_by_ssh(target: Target, known_hosts: Path | None, kind: str, local: Path
         base = ssh_command(target, known_hosts, Path(tmp) / "known_hosts")
         script = shlex.join(["sh", "-c", SIZES_SCRIPT, "sh", str(len(folders)), *folders,
                              *(where for _, where in pairs)])
-        sizes = [int(line) for line in _run(base + [script], target, remote, deadline).split()]
+        sizes = [int(line) for line in _run(base + [script], target, remote, deadline, timeout).split()]
         kept = sent = 0
         for (path, where), have in zip(pairs, sizes, strict=True):
             size = path.stat().st_size
@@ -172,6 +172,6 @@ def send_by_ssh(target: Target, known_hosts: Path | None, kind: str, local: Path
             append = shlex.join(["sh", "-c", f'cat {">>" if have else ">"} "$1"', "sh", where])
             with open(path, "rb") as source:
                 source.seek(have)
-                _run(base + [append], target, where, deadline, stdin=source)
+                _run(base + [append], target, where, deadline, timeout, stdin=source)
             sent += size - have
     return kept, sent
