@@ -293,5 +293,6 @@ def test_hosts_the_ssh_path_cannot_reach_as_paramiko_does_fall_back(tmp_path, mo
     assert shipssh.unusable(target, known) == "no host key pinned for [127.0.0.1]:2222"
     jumped = dataclasses.replace(target, jump=dataclasses.replace(target, name="node (jump host)"))
     assert shipssh.unusable(jumped, known) == "the host is reached through a jump host"
+    assert shipssh.unusable(target, known, files=65) == "65 files, more than 64 (one ssh connection each)"
     without_ssh(monkeypatch, tmp_path)
     assert shipssh.unusable(target, known) == "no `ssh` on PATH"

@@ -19,7 +19,8 @@ of its own, with the rules of the paramiko path:
 - the harness checks the data set's content hash on arrival, as for any upload.
 
 A host this path cannot reach as the paramiko path would (a ProxyJump chain, no key
-pinned for it, no `ssh` binary) is sent to over paramiko; `unusable` says why, and the
+pinned for it, no `ssh` binary), or a data set of more than MAX_FILES files (each file
+is a connection of its own), is sent over paramiko; `unusable` says why, and the
 log says which path each data set took.
 """
 
@@ -46,6 +47,9 @@ ALIVE_COUNT = 3
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr"
 # "yes" always; a test turns it off to show that its refused connection is this setting's doing.
 STRICT_HOST_KEY_CHECKING = "yes"
+# Each file the host lacks is one `ssh` connection (about 0.1 s of handshake on loopback):
+# a data set of more files than this goes over paramiko's single connection instead.
+MAX_FILES = 64
 
 # Makes the folders (the count of them, then each) and prints the size on the host of each
 # file named after them (0 when it is not there yet).
@@ -57,8 +61,11 @@ def ssh_binary() -> str | None:
     return shutil.which(SSH_BINARY)
 
 
-def unusable(target: Target, known_hosts: Path | None) -> str | None:
-    """Why `ssh` cannot send to `target` as the paramiko path would; None when it can."""
+def unusable(target: Target, known_hosts: Path | None, files: int = 1) -> str | None:
+    """Why `ssh` cannot send `files` files to `target` as the paramiko path would (or not
+    as fast); None when it can."""
+    if files > MAX_FILES:
+        return f"{files} files, more than {MAX_FILES} (one ssh connection each)"
     if ssh_binary() is None:
         return f"no `{SSH_BINARY}` on PATH"
     if target.jump is not None:

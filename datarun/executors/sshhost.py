@@ -294,7 +294,8 @@ class SSHHost:
         from datarun.executors.shipsend import PROCESS_FROM, send_from_child
         from datarun.remote.incoming import incoming_folder, incoming_path
 
-        raw = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()]
+        raw, files = sum(sizes), len(sizes)
         if compressed(folder, digest):
             cache = (self.workspace.state_dir / "ship" if self.workspace is not None
                      else Path(tempfile.gettempdir()))
@@ -311,7 +312,7 @@ class SSHHost:
         if size < PROCESS_FROM:
             self.data_shipped_by = "paramiko"
             have, sent = send_data(self.conn, kind, local, remote, timeout)
-        elif (why := shipssh.unusable(target, known)) is None:
+        elif (why := shipssh.unusable(target, known, 1 if kind == "archive" else files)) is None:
             self.data_shipped_by = "ssh"
             log.info("host %s: data set %s (%d bytes) sent by OpenSSH's ssh", target.name, digest, size)
             have, sent = shipssh.send_by_ssh(target, known, kind, local, remote, timeout)
