@@ -21,8 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy
-from sshd import sshd_a  # noqa: F401
+from faultproxy import FaultProxy, remote_home
+from sshd import sshd_a, sshd_b  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
@@ -244,7 +244,7 @@ def test_the_ssh_path_refuses_a_host_whose_key_differs_from_the_pinned_one(proxi
     pinned.write_text(f"{target.known_hosts_name} {kind} {key}\n")  # another key of the host's type
     assert shipssh.unusable(target, pinned) is None  # a key is pinned: the ssh path is taken
     with pytest.raises(DatarunError, match=r"host node: the host key of \[127\.0\.0\.1\]:\d+ is not the one "
-                       r"pinned for it \(ssh: Host key verification failed\.\); nothing was sent: if the "
+                       r"pinned for it \(ssh: Host key verification failed\); nothing was sent: if the "
                        r"change is expected, run `datarun host trust node --replace`"):
         shipssh.send_by_ssh(target, pinned, "files", tmp_path / "d", where, 30.0)
     assert remote.listing("data") == []  # nothing written, not even the folder
@@ -291,8 +291,37 @@ def test_hosts_the_ssh_path_cannot_reach_as_paramiko_does_fall_back(tmp_path, mo
     known.write_text("")
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts either
     assert shipssh.unusable(target, known) == "no host key pinned for [127.0.0.1]:2222"
-    jumped = dataclasses.replace(target, jump=dataclasses.replace(target, name="node (jump host)"))
-    assert shipssh.unusable(jumped, known) == "the host is reached through a jump host"
+    known.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFtHsNQDMMLwDnxnHXO3Vr2EHqqXvwdt7iH3UZ7HwKXh\n")
+    assert shipssh.unusable(target, known) is None
+    jumped = dataclasses.replace(target, jump=dataclasses.replace(target, name="node (jump host)", port=2200))
+    assert shipssh.unusable(jumped, known) == "no host key pinned for [127.0.0.1]:2200"
     assert shipssh.unusable(target, known, files=65) == "65 files, more than 64 (one ssh connection each)"
     without_ssh(monkeypatch, tmp_path)
     assert shipssh.unusable(target, known) == "no `ssh` on PATH"
+
+
+def test_the_ssh_path_goes_through_the_jump_host_with_each_hops_key_checked(sshd_a, sshd_b, tmp_path):  # noqa: F811
+    from datarun.executors.sshtarget import Target
+
+    data_set(tmp_path / "d", 1)
+    jump = Target(name="inner (jump host 127.0.0.1)", hostname="127.0.0.1", port=sshd_a.port, user=sshd_a.user,
+                  identities=(str(sshd_a.client_key),))
+    target = Target(name="inner", hostname="127.0.0.1", port=sshd_b.port, user=sshd_b.user,
+                    identities=(str(sshd_b.client_key),), jump=jump)
+    folder = remote_home(sshd_b.user) / f"ship-jump-{uuid.uuid4().hex[:8]}"
+    known = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    try:
+        # The jump host's pin is another key: refused at the first hop, nothing written.
+        known.write_text(f"[127.0.0.1]:{sshd_a.port} {kind} {key}\n" + sshd_b.known_hosts_line())
+        with pytest.raises(DatarunError, match=rf"host inner: the host key of \[127\.0\.0\.1\]:{sshd_a.port} \(its "
+                           r"jump host\) is not the one pinned for it \(ssh: Host key verification failed\)"):
+            shipssh.send_by_ssh(target, known, "files", tmp_path / "d", str(folder), 30.0)
+        assert not folder.exists()
+        known.write_text(sshd_a.known_hosts_line() + sshd_b.known_hosts_line())
+        have, sent = shipssh.send_by_ssh(target, known, "files", tmp_path / "d", str(folder), 30.0)
+        assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+        assert (folder / "train.csv").read_bytes() == (tmp_path / "d" / "train.csv").read_bytes()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

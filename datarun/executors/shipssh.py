@@ -18,8 +18,9 @@ of its own, with the rules of the paramiko path:
   that offset here); a remote file longer than the local one is started over;
 - the harness checks the data set's content hash on arrival, as for any upload.
 
-A host this path cannot reach as the paramiko path would (a ProxyJump chain, no key
-pinned for it, no `ssh` binary), or a data set of more than MAX_FILES files (each file
+ProxyJump hops are each an `ssh -W` of the same kind (ProxyCommand), with the keys
+pinned for each hop. A host this path cannot reach as the paramiko path would (no key
+pinned for it or a hop, no `ssh` binary), or a data set of more than MAX_FILES files (each file
 is a connection of its own), is sent over paramiko; `unusable` says why, and the
 log says which path each data set took.
 """
@@ -68,19 +69,16 @@ def unusable(target: Target, known_hosts: Path | None, files: int = 1) -> str | 
         return f"{files} files, more than {MAX_FILES} (one ssh connection each)"
     if ssh_binary() is None:
         return f"no `{SSH_BINARY}` on PATH"
-    if target.jump is not None:
-        return "the host is reached through a jump host"
-    if not known_keys(target.known_hosts_name, known_hosts_files(known_hosts)):
-        return f"no host key pinned for {target.known_hosts_name}"
+    for hop in [*target.hops(), target]:
+        if not known_keys(hop.known_hosts_name, known_hosts_files(known_hosts)):
+            return f"no host key pinned for {hop.known_hosts_name}"
     return None
 
 
-def ssh_command(target: Target, known_hosts: Path | None, trusted: Path) -> list[str]:
-    """The `ssh` command line (without the remote command) to `target`, after writing to
-    `trusted` the keys pinned for it."""
-    keys = known_keys(target.known_hosts_name, known_hosts_files(known_hosts))
-    trusted.write_text("".join(f"{target.known_hosts_name} {key.get_name()} {key.get_base64()}\n"
-                               for key in keys))
+def _hop_arguments(target: Target, trusted: Path) -> list[str]:
+    """`ssh`'s arguments before the destination for one hop: its user, port, identity,
+    the module's rules, and the ProxyCommand through its jump host (an `ssh -W` of the
+    same kind), if it has one."""
     # The first identity that exists, as the paramiko path offers (load_identity says why
     # one cannot be used, in the paramiko path's words).
     identity = next((path for path in target.identities if load_identity(target, path) is not None), None)
@@ -97,7 +95,6 @@ def ssh_command(target: Target, known_hosts: Path | None, trusted: Path) -> list
         "ControlMaster": "no",
         "ControlPath": "none",
         "PermitLocalCommand": "no",
-        "RequestTTY": "no",
         "Compression": "no",
         "ConnectTimeout": str(max(1, math.ceil(target.connect_timeout))),
         "ServerAliveInterval": str(ALIVE_SECONDS),
@@ -107,10 +104,26 @@ def ssh_command(target: Target, known_hosts: Path | None, trusted: Path) -> list
     }
     if identity is not None:
         options |= {"IdentityFile": identity, "IdentitiesOnly": "yes", "IdentityAgent": "none"}
+    if target.jump is not None:
+        jump = target.jump
+        where = f"[{target.hostname}]:{target.port}" if ":" in target.hostname else f"{target.hostname}:{target.port}"
+        through = _hop_arguments(jump, trusted) + ["-W", where, "--", jump.hostname]
+        # ssh expands %-tokens in a ProxyCommand: none is meant, so every % is doubled.
+        options["ProxyCommand"] = shlex.join(through).replace("%", "%%")
     command = [ssh_binary() or SSH_BINARY, "-F", "none", "-p", str(target.port), "-l", target.user]
     for key, value in options.items():
         command += ["-o", f"{key}={value}"]
-    return command + ["--", target.hostname]
+    return command
+
+
+def ssh_command(target: Target, known_hosts: Path | None, trusted: Path) -> list[str]:
+    """The `ssh` command line (without the remote command) to `target`, through its jump
+    hosts if any, after writing to `trusted` the keys pinned for each of them."""
+    files = known_hosts_files(known_hosts)
+    trusted.write_text("".join(f"{hop.known_hosts_name} {key.get_name()} {key.get_base64()}\n"
+                               for hop in [*target.hops(), target]
+                               for key in known_keys(hop.known_hosts_name, files)))
+    return _hop_arguments(target, trusted) + ["-o", "RequestTTY=no", "--", target.hostname]
 
 
 def _error(target: Target, status: int, stderr: str, remote: str) -> HostError:
@@ -120,10 +133,14 @@ def _error(target: Target, status: int, stderr: str, remote: str) -> HostError:
     name = target.name
     if status == 255 and any("Host key verification failed" in line or "HOST IDENTIFICATION HAS CHANGED" in line
                              for line in lines):
+        # ssh names the host whose key it refused ("Host key for NAME has changed", "No
+        # TYPE host key is known for NAME"): the host itself or one of its jump hosts.
+        said = " ".join(line for line in lines if "host key" in line.lower())
+        hop = next((h for h in [*target.hops(), target] if f" {h.known_hosts_name} " in f" {said} "), target)
         return HostError(
-            f"host {name}: the host key of {target.known_hosts_name} is not the one pinned for it "
-            f"(ssh: {last}); nothing was sent: if the change is expected, run "
-            f"`datarun host trust {name} --replace`")
+            f"host {name}: the host key of {hop.known_hosts_name}{' (its jump host)' if hop is not target else ''} "
+            "is not the one pinned for it (ssh: Host key verification failed); nothing was sent: "
+            f"if the change is expected, run `datarun host trust {name} --replace`")
     if status == 255 and any("Permission denied" in line for line in lines):
         key = ", ".join(target.identities) or "agent and default keys"
         return HostError(
