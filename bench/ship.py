@@ -14,6 +14,12 @@ Then a resumed transfer: the upload to one fresh host is cut by the tests' fault
 about half-way through, and the next attempt's bytes are compared with what was missing
 (goal: at most 10 % more).
 
+From PROCESS_FROM bytes (64 MB) a data set goes through OpenSSH's `ssh`, one process per
+host, when the organiser has it (`datarun.executors.shipssh`), else over paramiko in a
+process per host. `--paths auto,paramiko` (the default beside a full-size run) times both
+in the same run: `auto` as datarun chooses, `paramiko` with `ssh` taken away; the table
+says which path each side's hosts took.
+
 `--levels auto,0,1` ships the data set with each choice in turn: `auto` as datarun
 decides (gzip only when a sample shrinks to GZIP_BELOW of its size: the sample's ratio
 is printed), `0` as its files, `N` a tar gzip'd at level N, to see which is fastest end to end here.
@@ -85,9 +91,9 @@ def wait_for_runners(remotes: list, timeout: float = 120.0) -> None:
 
 
 def ship_to_all(workspace: Workspace, names: list[str], digest: str, folder: Path,
-                remotes: list) -> tuple[float, int, float]:
+                remotes: list) -> tuple[float, int, float, str]:
     """Wall time to ship the data set to every host side by side; bytes sent; the time
-    spent building the archive (within the wall)."""
+    spent building the archive (within the wall); the path(s) the hosts' uploads took."""
     import datarun.executors.shipping as shipping
 
     executors = [executor_for(workspace.root, name) for name in names]
@@ -124,11 +130,17 @@ def ship_to_all(workspace: Workspace, names: list[str], digest: str, folder: Pat
     wall = time.perf_counter() - started
     shipping.data_archive = real_archive
     sent = sum(e.conn.stats.bytes_sent for e in executors) - before
+    paths = ",".join(sorted({str(e.data_shipped_by) for e in executors}))
     for executor in executors:
         executor.close()
     if errors:
         raise errors[0]
-    return wall, sent, max(packing, default=0.0)  # the other lanes wait for the first to build it
+    return wall, sent, max(packing, default=0.0), paths  # the other lanes wait for the first to build it
+
+
+def side_key(level: str, path: str) -> str:
+    """The figures' key of a side: datarun_LEVEL for datarun's own choice of path."""
+    return f"datarun_{level}" if path == "auto" else f"datarun_{level}_{path}"
 
 
 def scp_to_all(servers: list, file: Path, tag: str) -> float:
@@ -191,6 +203,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1000, help="MB of data (default 1000)")
     parser.add_argument("--levels", default="auto",
                         help="auto (datarun's choice), 0 (as its files) or a gzip level, e.g. auto,0,1 (default auto)")
+    parser.add_argument("--paths", default=None,
+                        help="auto (datarun's choice: ssh when there) and/or paramiko (ssh taken away); "
+                             "default auto,paramiko, auto alone with --quick")
     parser.add_argument("--quick", action="store_true", help="20 MB, for the smoke test")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -200,7 +215,9 @@ def main() -> int:
         return 2
     size = 20 if args.quick else args.size
     levels = args.levels.split(",")
+    paths = (args.paths or ("auto" if args.quick else "auto,paramiko")).split(",")
     import datarun.executors.shipping as shipping
+    import datarun.executors.shipssh as shipssh
     from datarun.store.blobs import tree_hash
 
     def choose(level: str) -> None:
@@ -223,42 +240,48 @@ def main() -> int:
         figures["sample_ratio"] = shipping.sample_ratio(folder)
         figures["auto_compresses"] = shipping.compression_level(folder) > 0
         figures["scp"] = {"wall": scp_to_all(servers[:HOSTS], folder / "train.csv", uuid.uuid4().hex[:8])}
-        for level in levels:
+        sides = [(level, path) for level in levels for path in paths]
+        for level, path in sides:
             choose(level)
-            workspace = Workspace(tmp / f"ws-{level}")
+            default_binary = shipssh.SSH_BINARY
+            if path == "paramiko":
+                shipssh.SSH_BINARY = "datarun-bench-no-ssh"  # not on PATH: the paramiko process
+            workspace = Workspace(tmp / f"ws-{level}-{path}")
             remotes = use_ssh_hosts(workspace, servers[:HOSTS], slots=1, tag=uuid.uuid4().hex[:8])
             try:
-                wall, sent, pack = ship_to_all(workspace, [f"ssh{n}" for n in range(1, HOSTS + 1)], digest,
-                                               folder, remotes)
+                wall, sent, pack, took = ship_to_all(workspace, [f"ssh{n}" for n in range(1, HOSTS + 1)],
+                                                     digest, folder, remotes)
             finally:
+                shipssh.SSH_BINARY = default_binary
                 for remote in remotes:
                     remote.stop_and_remove()
             archive = workspace.root / ".datarun" / "ship" / f"{digest}.tar"
             packed = archive.exists()  # else the data set went as its files
-            figures[f"datarun_{level}"] = {"wall": wall, "sent": sent, "pack": pack,
-                                           "archive": archive.stat().st_size if packed else raw,
-                                           "gzip": packed and archive.read_bytes()[:2] == b"\x1f\x8b",
-                                           "ratio": wall / figures["scp"]["wall"]}
+            figures[side_key(level, path)] = {"wall": wall, "sent": sent, "pack": pack, "path": took,
+                                              "archive": archive.stat().st_size if packed else raw,
+                                              "gzip": packed and archive.read_bytes()[:2] == b"\x1f\x8b",
+                                              "ratio": wall / figures["scp"]["wall"]}
         # The baseline again after: the machine is shared, so bracket datarun's runs.
         figures["scp_after"] = {"wall": scp_to_all(servers[:HOSTS], folder / "train.csv", uuid.uuid4().hex[:8])}
         choose(levels[0])
-        archive_size = figures[f"datarun_{levels[0]}"]["archive"]
+        archive_size = figures[side_key(levels[0], paths[0])]["archive"]
         figures["resume"] = resumed(tmp, servers[HOSTS], digest, folder, archive_size)
     figures["load_after"] = load_note()
     scp = min(figures["scp"]["wall"], figures["scp_after"]["wall"])
-    best = min(levels, key=lambda level: figures[f"datarun_{level}"]["wall"])
+    best = min(sides, key=lambda side: figures[side_key(*side)]["wall"])
     rows = [["4 x scp (before, after)", f"{figures['scp']['wall']:.1f}s, {figures['scp_after']['wall']:.1f}s",
-             "", f"{4 * raw / 1e6:.0f} MB", ""]]
-    for level in levels:
-        side = figures[f"datarun_{level}"]
+             "", "", f"{4 * raw / 1e6:.0f} MB", ""]]
+    for level, path in sides:
+        side = figures[side_key(level, path)]
         side["ratio"] = side["wall"] / scp
         packed = "gzip" if side["gzip"] else "its files"
         label = {"auto": f"datarun as it decides ({packed})", "0": "datarun, as its files"}.get(
-            level, f"datarun, gzip level {level}")
-        rows.append([label, f"{side['wall']:.1f}s", f"{side['pack']:.1f}s", f"{side['sent'] / 1e6:.0f} MB",
+            level, f"datarun, gzip level {level}") + (", ssh taken away" if path == "paramiko" else "")
+        rows.append([label, side["path"], f"{side['wall']:.1f}s", f"{side['pack']:.1f}s", f"{side['sent'] / 1e6:.0f} MB",
                      f"{side['ratio']:.2f}x {verdict(side['ratio'], GOAL_RATIO)}"])
     resume = figures["resume"]
-    figures["best_level"] = best
+    figures["best_level"] = best[0]
+    figures["best_path"] = best[1]
     figures["goal_ratio"] = GOAL_RATIO
     figures["goal_resume"] = GOAL_RESUME
     lines = [f"{size} MB data set to {HOSTS} loopback hosts ({figures['load_before']}); a sample "
@@ -266,12 +289,12 @@ def main() -> int:
     import io
 
     out = io.StringIO()
-    print_table("", ["side", "wall", "of it pack", "sent", f"vs scp (goal <= {GOAL_RATIO}x)"], rows, out=out)
+    print_table("", ["side", "path", "wall", "of it pack", "sent", f"vs scp (goal <= {GOAL_RATIO}x)"], rows, out=out)
     lines.append(out.getvalue().rstrip())
     lines.append(f"resumed after a cut: {resume['kept'] / 1e6:.1f} MB of {resume['archive'] / 1e6:.1f} MB kept, "
                  f"{resume['sent'] / 1e6:.1f} MB sent for {resume['missing'] / 1e6:.1f} MB missing: "
                  f"{resume['ratio']:.3f}x {verdict(resume['ratio'], GOAL_RESUME)}")
-    lines.append(f"fastest end to end: {best}; load after: {figures['load_after']}")
+    lines.append(f"fastest end to end: {best[0]} by {best[1]}; load after: {figures['load_after']}")
     finish(figures, lines, args.json)
     return 0
 

@@ -9,17 +9,24 @@ time it is built (resuming depends on it); it is gzip'd, and smaller than the da
 a sample of the data compresses well, and a plain tar otherwise.
 """
 
+import dataclasses
+import logging
 import os
 import shlex
+import shutil
+import socket
+import subprocess
+import time
 import uuid
+from pathlib import Path
 
 import pytest
-from faultproxy import FaultProxy
-from sshd import sshd_a  # noqa: F401
+from faultproxy import FaultProxy, remote_home
+from sshd import sshd_a, sshd_b  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError
-from datarun.executors import shipsend
+from datarun.executors import shipsend, shipssh
 from datarun.executors.shipping import GZIP_BELOW, compression_level, sample_ratio, write_archive
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection
@@ -98,11 +105,23 @@ def test_a_compressible_data_set_travels_gzipd_and_arrives_checked(proxied, tmp_
     assert "train.csv" in remote.listing(f"data/{digest}")
 
 
-@pytest.mark.parametrize("child", [False, True], ids=["lane", "child-process"])
-def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, child):
+def without_ssh(monkeypatch, tmp_path):
+    """PATH as it is less every folder holding `ssh`."""
+    kept = [d for d in os.environ["PATH"].split(os.pathsep) if not (Path(d) / "ssh").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join(kept))
+    assert shutil.which("ssh") is None
+
+
+@pytest.mark.parametrize("via", ["lane", "paramiko-process", "ssh"])
+def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, caplog, via):
     workspace, host, proxy, remote = proxied
-    if child:  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
+    caplog.set_level(logging.INFO, logger="datarun.ship")
+    if via != "lane":  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
         monkeypatch.setattr(shipsend, "PROCESS_FROM", 0)
+    if via == "paramiko-process":  # no OpenSSH client: the paramiko process, and the log says why
+        without_ssh(monkeypatch, tmp_path)
+    elif via == "ssh":
+        assert shutil.which("ssh"), "the ssh path's test needs OpenSSH's client"
     digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
     size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
     executor = SSHExecutor(workspace, host)
@@ -128,6 +147,11 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatc
     assert sent <= 1.1 * (size - kept) + 64_000  # the rest, and the harness's commands
     assert remote.listing("data") == [digest]  # hash checked, the incoming folder renamed
     assert remote.listing(f"data/{digest}") == [".complete", "meta.json", "noise.bin", "train.csv"]
+    assert again.data_shipped_by == via.replace("lane", "paramiko")
+    if via == "paramiko-process":
+        assert "sent by paramiko in a process of its own: no `ssh` on PATH" in caplog.text
+    elif via == "ssh":
+        assert "sent by OpenSSH's ssh" in caplog.text
 
 
 def test_a_cut_upload_of_an_archive_resumes(proxied, tmp_path):
@@ -198,3 +222,106 @@ def test_the_child_process_checks_the_host_key_as_the_lane_does(proxied, tmp_pat
     have, sent = shipsend.send_from_child(target, workspace.known_hosts_path, "files", tmp_path / "d",
                                           where, 30.0)
     assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+
+
+def prepared_target(proxied, tmp_path):
+    """The host's resolved target, the harness there, and where data set `d` would go."""
+    workspace, host, proxy, remote = proxied
+    digest = data_set(tmp_path / "d", 1)
+    executor = SSHExecutor(workspace, host)
+    executor.prepare({})
+    target, where = executor.conn.target, f"{executor.layout.data}/.incoming-{digest}"
+    executor.close()
+    return target, where
+
+
+def test_the_ssh_path_refuses_a_host_whose_key_differs_from_the_pinned_one(proxied, tmp_path, monkeypatch):
+    workspace, host, proxy, remote = proxied
+    target, where = prepared_target(proxied, tmp_path)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    pinned = tmp_path / "known_hosts"
+    pinned.write_text(f"{target.known_hosts_name} {kind} {key}\n")  # another key of the host's type
+    assert shipssh.unusable(target, pinned) is None  # a key is pinned: the ssh path is taken
+    with pytest.raises(DatarunError, match=r"host node: the host key of \[127\.0\.0\.1\]:\d+ is not the one "
+                       r"pinned for it \(ssh: Host key verification failed\); nothing was sent: if the "
+                       r"change is expected, run `datarun host trust node --replace`"):
+        shipssh.send_by_ssh(target, pinned, "files", tmp_path / "d", where, 30.0)
+    assert remote.listing("data") == []  # nothing written, not even the folder
+    # The control: the same ssh with strict host key checking off logs in and writes it all.
+    monkeypatch.setattr(shipssh, "STRICT_HOST_KEY_CHECKING", "no")
+    have, sent = shipssh.send_by_ssh(target, pinned, "files", tmp_path / "d", where, 30.0)
+    assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    assert remote.listing("data/" + where.rsplit("/", 1)[1]) == ["meta.json", "noise.bin", "train.csv"]
+
+
+def test_the_ssh_paths_errors_are_one_line(proxied, tmp_path, sshd_a):  # noqa: F811
+    workspace, host, proxy, remote = proxied
+    target, where = prepared_target(proxied, tmp_path)
+    known = workspace.known_hosts_path
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    stranger = dataclasses.replace(target, identities=(str(tmp_path / "stranger"),))
+    with pytest.raises(DatarunError, match=r"host node: authentication refused for datarun-test@127\.0\.0\.1:\d+ "
+                       r"\(key: .*stranger\): add the public key"):
+        shipssh.send_by_ssh(stranger, known, "files", tmp_path / "d", where, 30.0)
+    with pytest.raises(DatarunError, match=r"host node: upload to /proc/datarun-nowhere failed: mkdir: "):
+        shipssh.send_by_ssh(target, known, "files", tmp_path / "d", "/proc/datarun-nowhere", 30.0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    with open(known, "a") as handle:
+        handle.write(f"[127.0.0.1]:{port} {sshd_a.host_key_name} {sshd_a.host_key_pub}\n")
+    with pytest.raises(DatarunError, match=rf"host node: ssh to 127\.0\.0\.1:{port} failed: .*Connection refused"):
+        shipssh.send_by_ssh(dataclasses.replace(target, port=port), known, "files", tmp_path / "d", where, 30.0)
+    proxy.stall()
+    started = time.monotonic()
+    with pytest.raises(DatarunError, match=r"host node: an upload timed out after 2s \(the host hangs or is "
+                       r"overloaded\)"):
+        shipssh.send_by_ssh(target, known, "files", tmp_path / "d", where, 2.0)
+    assert time.monotonic() - started < 10
+    proxy.resume()
+
+
+def test_hosts_the_ssh_path_cannot_reach_as_paramiko_does_fall_back(tmp_path, monkeypatch):
+    from datarun.executors.sshtarget import Target
+
+    target = Target(name="node", hostname="127.0.0.1", port=2222, user="someone")
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/known_hosts either
+    assert shipssh.unusable(target, known) == "no host key pinned for [127.0.0.1]:2222"
+    known.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFtHsNQDMMLwDnxnHXO3Vr2EHqqXvwdt7iH3UZ7HwKXh\n")
+    assert shipssh.unusable(target, known) is None
+    jumped = dataclasses.replace(target, jump=dataclasses.replace(target, name="node (jump host)", port=2200))
+    assert shipssh.unusable(jumped, known) == "no host key pinned for [127.0.0.1]:2200"
+    assert shipssh.unusable(target, known, files=65) == "65 files, more than 64 (one ssh connection each)"
+    without_ssh(monkeypatch, tmp_path)
+    assert shipssh.unusable(target, known) == "no `ssh` on PATH"
+
+
+def test_the_ssh_path_goes_through_the_jump_host_with_each_hops_key_checked(sshd_a, sshd_b, tmp_path):  # noqa: F811
+    from datarun.executors.sshtarget import Target
+
+    data_set(tmp_path / "d", 1)
+    jump = Target(name="inner (jump host 127.0.0.1)", hostname="127.0.0.1", port=sshd_a.port, user=sshd_a.user,
+                  identities=(str(sshd_a.client_key),))
+    target = Target(name="inner", hostname="127.0.0.1", port=sshd_b.port, user=sshd_b.user,
+                    identities=(str(sshd_b.client_key),), jump=jump)
+    folder = remote_home(sshd_b.user) / f"ship-jump-{uuid.uuid4().hex[:8]}"
+    known = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    try:
+        # The jump host's pin is another key: refused at the first hop, nothing written.
+        known.write_text(f"[127.0.0.1]:{sshd_a.port} {kind} {key}\n" + sshd_b.known_hosts_line())
+        with pytest.raises(DatarunError, match=rf"host inner: the host key of \[127\.0\.0\.1\]:{sshd_a.port} \(its "
+                           r"jump host\) is not the one pinned for it \(ssh: Host key verification failed\)"):
+            shipssh.send_by_ssh(target, known, "files", tmp_path / "d", str(folder), 30.0)
+        assert not folder.exists()
+        known.write_text(sshd_a.known_hosts_line() + sshd_b.known_hosts_line())
+        have, sent = shipssh.send_by_ssh(target, known, "files", tmp_path / "d", str(folder), 30.0)
+        assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+        assert (folder / "train.csv").read_bytes() == (tmp_path / "d" / "train.csv").read_bytes()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -13,6 +13,7 @@ unpacked with `tar`, since it cannot run before it is there.
 
 import atexit
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -34,6 +35,8 @@ from datarun.executors.sshconn import (
 from datarun.executors.sshsession import HarnessSession
 from datarun.remote.common import Layout
 from datarun.store.blobs import sha256_file, tree_hash
+
+log = logging.getLogger("datarun.ship")
 
 if TYPE_CHECKING:
     from datarun.executors.hosts import Host
@@ -108,6 +111,7 @@ class SSHHost:
         self._session: HarnessSession | None = None
         self.bundles_sent = False  # whether the last sync got as far as sending its bundles
         self.data_resumed_from: int | None = None  # bytes of the last data set already on the host
+        self.data_shipped_by: str | None = None  # how the last data set went: ssh, paramiko(-process)
 
     def connect(self) -> str | None:
         """Connect and authenticate now, the host key checked; the key's type and fingerprint."""
@@ -285,11 +289,13 @@ class SSHHost:
         """Send one data set, as its files or compressed (as a sample of it decides),
         resuming an interrupted upload; the harness checks the data set's content hash
         (and an archive's SHA-256) on arrival (datarun.executors.shipping)."""
+        from datarun.executors import shipssh
         from datarun.executors.shipping import compressed, data_archive, send_data
         from datarun.executors.shipsend import PROCESS_FROM, send_from_child
         from datarun.remote.incoming import incoming_folder, incoming_path
 
-        raw = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()]
+        raw, files = sum(sizes), len(sizes)
         if compressed(folder, digest):
             cache = (self.workspace.state_dir / "ship" if self.workspace is not None
                      else Path(tempfile.gettempdir()))
@@ -302,10 +308,19 @@ class SSHHost:
             self._check_room(raw, free)
             remote = str(incoming_folder(self.layout, digest))
         timeout = self.conn._transfer_timeout(size)
-        if size >= PROCESS_FROM:
-            have, sent = send_from_child(self.conn.target, self.conn.known_hosts, kind, local, remote, timeout)
-        else:
+        target, known = self.conn.target, self.conn.known_hosts
+        if size < PROCESS_FROM:
+            self.data_shipped_by = "paramiko"
             have, sent = send_data(self.conn, kind, local, remote, timeout)
+        elif (why := shipssh.unusable(target, known, 1 if kind == "archive" else files)) is None:
+            self.data_shipped_by = "ssh"
+            log.info("host %s: data set %s (%d bytes) sent by OpenSSH's ssh", target.name, digest, size)
+            have, sent = shipssh.send_by_ssh(target, known, kind, local, remote, timeout)
+        else:
+            self.data_shipped_by = "paramiko-process"
+            log.info("host %s: data set %s (%d bytes) sent by paramiko in a process of its own: %s",
+                     target.name, digest, size, why)
+            have, sent = send_from_child(target, known, kind, local, remote, timeout)
         self.conn.stats.bytes_sent += sent
         self.conn.stats.uploads += 1
         self.data_resumed_from = have
