@@ -16,7 +16,15 @@ from conftest import stop_runners
 pytest.importorskip("distributed", reason="the Dask tests need `distributed` (pip install '.[cluster]')")
 
 from daskcluster import DaskCluster, hosts_toml  # noqa: E402
-from test_dask_executor import LOCAL, first_report, make_certificates, sleeper, submit, use_hosts  # noqa: E402,F401
+from test_dask_executor import (  # noqa: E402,F401
+    LOCAL,
+    first_report,
+    iris,
+    make_certificates,
+    sleeper,
+    submit,
+    use_hosts,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +34,9 @@ def cluster(tmp_path_factory):
     made.stop()
 
 
-@pytest.fixture
-def iris(workspace, cli, tmp_path):
-    """The demo's iris kit with 2 folds."""
-    import shutil
-
-    from conftest import EXAMPLES
-
-    kit = tmp_path / "iris2"
-    shutil.copytree(EXAMPLES / "iris", kit)
-    toml = kit / "problem.toml"
-    toml.write_text(toml.read_text().replace("n_splits = 5", "n_splits = 2"))
-    assert cli("problem", "add", kit).exit_code == 0
-    yield workspace
-    stop_runners(workspace)
-
-
 def no_slots_host(address: str, workdir: Path, extra: str = "") -> str:
     return (f'[hosts.cluster]\nexecutor = "dask"\nscheduler = "{address}"\nworkdir = "{workdir}"\n'
-            f"connect_timeout = 5\n{extra}")
+            f"connect_timeout = \"5s\"\n{extra}")
 
 
 def seats_used(workspace, submission: int) -> set[int]:
@@ -113,7 +105,7 @@ def dask_setup(scheduler):
 '''
 
 
-def test_a_scheduler_of_another_dask_version_is_one_line(iris, cli, tmp_path):
+def test_a_scheduler_of_another_dask_version_is_one_line(iris, cli, tmp_path):  # noqa: F811
     import distributed
 
     preload = tmp_path / "older_scheduler.py"
@@ -143,7 +135,7 @@ def venv_without(folder: Path, left_out: tuple[str, ...]) -> Path:
     return folder / "bin" / "python"
 
 
-def test_a_worker_without_numpy_and_scikit_learn_is_one_line(iris, cli, tmp_path):
+def test_a_worker_without_numpy_and_scikit_learn_is_one_line(iris, cli, tmp_path):  # noqa: F811
     import subprocess
 
     python = venv_without(tmp_path / "bare-env", ("numpy", "scipy", "sklearn", "scikit_learn", "pandas"))
@@ -163,7 +155,7 @@ def test_a_worker_without_numpy_and_scikit_learn_is_one_line(iris, cli, tmp_path
         bare.stop()
 
 
-def test_a_shared_data_folder_missing_on_the_workers_is_one_line(iris, cli, cluster, tmp_path):
+def test_a_shared_data_folder_missing_on_the_workers_is_one_line(iris, cli, cluster, tmp_path):  # noqa: F811
     missing = tmp_path / "no-such-share"
     use_hosts(iris, LOCAL + hosts_toml("cluster", cluster.address, tmp_path / "hostdir",
                                        extra=f'data = "shared:{missing}"\n'))
@@ -177,7 +169,7 @@ def test_a_shared_data_folder_missing_on_the_workers_is_one_line(iris, cli, clus
     assert first_report(cli("host", "check", "cluster", "--json"))["ok"] is True
 
 
-def test_missing_or_unreadable_tls_files_are_one_line(iris, cli, cluster, tmp_path):
+def test_missing_or_unreadable_tls_files_are_one_line(iris, cli, cluster, tmp_path):  # noqa: F811
     certs = make_certificates(tmp_path / "certs")
     secure = DaskCluster(tmp_path / "tls", workers=1, tls=certs)
     try:

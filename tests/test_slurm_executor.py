@@ -117,8 +117,8 @@ def test_no_worker_job_starting_in_time_is_one_line(iris, cli, slurm):
                              check=True, capture_output=True, text=True, env=slurm.env).stdout.strip()
     try:
         wait_for(lambda: "other-user" in slurm.jobs(), timeout=30, what="the blocking job")
-        iris.hosts_file.write_text(slurm_host(slurm).replace("connect_timeout = 10\n",
-                                                             "connect_timeout = 10\ncommand_timeout = 5\n"))
+        iris.hosts_file.write_text(slurm_host(slurm).replace('connect_timeout = "10s"\n',
+                                                             'connect_timeout = "10s"\ncommand_timeout = "5s"\n'))
         report = cli("host", "check", "hpc", "--json").json()["hosts"]
         report = report[0] if isinstance(report, list) else report
         assert report["ok"] is False
