@@ -26,6 +26,8 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check datarun tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python -m mypy --config-file pyproject.toml
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

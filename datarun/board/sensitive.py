@@ -72,10 +72,10 @@ def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest
                              "`datarun host add` first")
     from datarun.executors.floors import check_memory_limit
     from datarun.problems.kits import MEMORY_WHERE, load_kit
-    from datarun.problems.rampdata import DEFAULT_LIMITS
+    from datarun.problems.rampdata import DEFAULT_MEMORY
     from datarun.problems.rampkit import is_ramp_kit
 
-    memory = DEFAULT_LIMITS["memory"] if is_ramp_kit(kit_dir) else load_kit(kit_dir).limits.memory
+    memory = DEFAULT_MEMORY if is_ramp_kit(kit_dir) else load_kit(kit_dir).limits.memory
     check_memory_limit(workspace, db, memory, MEMORY_WHERE, hosts=hosts)
     problem = {"name": name, "data_hash": manifest["data_hash"]}
     for host in hosts:

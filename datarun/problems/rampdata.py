@@ -50,7 +50,8 @@ from datarun.problems.rampkit import (
 from datarun.sizes import format_cap, format_size
 
 PICKLE_PROTOCOL = 4  # readable by any Python a host may run (3.8 and later)
-DEFAULT_LIMITS = {"wall_time": 600.0, "cpu_time": None, "memory": 4 * 1000**3}
+DEFAULT_MEMORY = 4 * 1000**3
+DEFAULT_LIMITS = {"wall_time": 600.0, "cpu_time": None, "memory": DEFAULT_MEMORY}
 DEFAULT_DATA_FILE_CAP = 50 * 1000**2
 SKIPPED_DIRS = {"data", "submissions", "__pycache__", "training_output", ".git",
                 ".ipynb_checkpoints"}
