@@ -366,11 +366,8 @@ class Runner:
     def _sample(self) -> None:
         if not self.running:
             return
-        try:
-            procs = self.me.children(recursive=True)
-        except self.psutil.Error:
-            procs = []
-        trees = tasklife.sort_processes(procs, self.running, self._owner, self.psutil)
+        procs, parents = tasklife.descendants(self.me.pid, self.psutil)
+        trees = tasklife.sort_processes(procs, parents, self.running, self._owner)
         for key, run in self.running.items():
             run.sample(trees[key], self.psutil)
             tasklife.check(run)
