@@ -185,16 +185,6 @@ def snapshot(folder: str) -> list[tuple[str, bytes | None]]:
 
 # --- entering: A, B and C --------------------------------------------------------------
 
-def _status_of(status: int) -> None:
-    """End this process as STATUS says a child ended: same exit code, or same signal."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)
-    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
-
-
 ROOT = "/tmp"  # where the task's root is built: covered in its mount namespace only
 
 
