@@ -1,4 +1,4 @@
-"""The runner finds its tasks' processes by reading down from itself (tasklife.descendants):
+"""The runner finds its tasks' processes by reading down from itself (processes.descendants):
 the same processes, with the same parents, as psutil's scan of every process on the host,
 including a grandchild, a child started from another thread, and one that was orphaned
 back to the reading process (a child subreaper, as the runner is)."""
@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from datarun.remote.tasklife import _scanned, descendants
+from datarun.remote.processes import _scanned, descendants
 
 PR_SET_CHILD_SUBREAPER = 36
 SCRIPT = r"""

@@ -17,7 +17,8 @@ a sandbox are off its path.
 
 This module serves the inbox: the loop, the slots, the spare kept ready, heartbeats and the
 end. One task's life (reading it, forking it or handing it to the spare, writing its
-result) is tasklife.py; its process tree, measures and limits are tree.py.
+result) is tasklife.py; finding each task's processes is processes.py; its process tree,
+measures and limits are tree.py.
 """
 
 import fcntl
@@ -28,7 +29,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import sandbox, tasklife
+from . import processes, sandbox, tasklife
 from .accounting import Cgroups
 from .common import (
     HarnessError,
@@ -366,8 +367,8 @@ class Runner:
     def _sample(self) -> None:
         if not self.running:
             return
-        procs, parents = tasklife.descendants(self.me.pid, self.psutil)
-        trees = tasklife.sort_processes(procs, parents, self.running, self._owner)
+        procs, parents = processes.descendants(self.me.pid, self.psutil)
+        trees = processes.sort_processes(procs, parents, self.running, self._owner)
         for key, run in self.running.items():
             run.sample(trees[key], self.psutil)
             tasklife.check(run)
