@@ -103,13 +103,38 @@ class DaskExecutor(DaskConnection):
             data = spec["data"]
             self.nonces[key] = spec.get("nonce")
             data_future = self.data_futures.get(data)
+            worker = self._pick_worker()
+            where: dict[str, Any] = {"workers": [worker], "allow_other_workers": True} if worker else {}
             future = client.submit(
                 daskboot.run_task, harness, digest, self.host.workdir, self.space, key, files, data,
                 data_future, self.shared, self.host.threads, self._python(),
-                key=self._dataset_name(key), pure=False, retries=0)
+                key=self._dataset_name(key), pure=False, retries=0, **where)
             self._hold_future(key, future)
+            if worker:
+                self.placed[key] = worker
             published[self._dataset_name(key)] = future
         return published
+
+    def _pick_worker(self) -> str | None:
+        """The worker for the next task: the one holding the fewest of this host's tasks for
+        its threads, if it holds fewer than twice its threads (a task running per thread
+        and one waiting in its runner's inbox); None: let the scheduler choose.
+
+        A task hands its worker thread back once it is in the runner's inbox (see daskboot's
+        `run_task`), so the scheduler counts it as no load there and, left to itself, may pile
+        a host's tasks on one worker (the one holding the harness and the data, first of
+        all) while another has none. If that worker has gone meanwhile, the scheduler sends
+        the task elsewhere (the choice is loose)."""
+        if not self.worker_threads:
+            return None
+        held: dict[str, int] = {}
+        for key in self.futures:
+            worker = self.placed.get(key)
+            if worker is not None:
+                held[worker] = held.get(worker, 0) + 1
+        load, worker = min((held.get(address, 0) / threads, address)
+                           for address, threads in self.worker_threads.items())
+        return worker if load < 2 else None
 
     def _hold_future(self, key: str, future: Any) -> None:
         self.futures[key] = future
@@ -189,9 +214,9 @@ class DaskExecutor(DaskConnection):
 
             job = asyncio.run_coroutine_threadsafe(names(), client.loop.asyncio_loop)
             self.names_in_flight.append((job, publish))
-        # A host without `slots` runs as many tasks as its workers have threads: asked with
-        # the first round, then every THREADS_EVERY seconds (workers come and go).
-        ask = self.host.slots_from_workers and time.monotonic() - self.threads_asked > THREADS_EVERY
+        # The workers and their threads (where tasks go, and the slots of a host without
+        # `slots`): asked again every THREADS_EVERY seconds (workers come and go).
+        ask = time.monotonic() - self.threads_asked > THREADS_EVERY
         if not (ask or futures):
             return {}
 
@@ -209,9 +234,7 @@ class DaskExecutor(DaskConnection):
             outcomes = [error] * (ask + bool(futures))
         if ask:
             threads, outcomes = outcomes[0], outcomes[1:]
-            if isinstance(threads, dict):
-                self.threads_asked = time.monotonic()
-                self.threads = sum(n for n in threads.values() if isinstance(n, int)) or None
+            self.note_workers(threads)
         answers = outcomes[-1] if futures else None
         if isinstance(answers, list) and len(answers) == len(finished):
             return dict(zip(finished, answers, strict=True))
@@ -266,6 +289,7 @@ class DaskExecutor(DaskConnection):
         raised = future.exception(timeout=self.host.command_timeout) if status == "error" else None
         if type(raised).__name__ == "KilledWorker":
             worker = getattr(getattr(raised, "last_worker", None), "address", None)
+            self.worker_threads.pop(worker or "", None)  # no more tasks sent there
             return TaskPoll(state="lost", reason=f"the Dask worker {worker or ''} of host "
                                                  f"{self.host.name} died while running the task".replace("  ", " "))
         self._write_failure(key, dest / key, "harness_error",
@@ -334,6 +358,7 @@ class DaskExecutor(DaskConnection):
         for key in keys:
             future = self.futures.pop(key, None)
             self.nonces.pop(key, None)
+            self.placed.pop(key, None)
             self.cancelled.discard(key)
             names.append(self._dataset_name(key))
             if future is not None:

@@ -13,17 +13,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any) -> Any:
+def call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any, **options: Any) -> Any:
     """Run `datarun_remote.daskjob.<entry>(workdir, *args)` from the harness unpacked at
     WORKDIR/place[0] on this worker (place[1]: the file marking it whole). What the harness raises comes back as {"error": "Kind: message"}: plain data,
     since an exception of the harness's classes could not be unpickled by the organiser."""
     try:
-        return _call(harness, place, workdir, entry, *args)
+        return _call(harness, place, workdir, entry, *args, **options)
     except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
 
 
-def _call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any) -> Any:
+def _call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any, **options: Any) -> Any:
     import importlib
     import io
     import os
@@ -49,20 +49,28 @@ def _call(harness: bytes, place: list[str], workdir: str, entry: str, *args: Any
     if root not in sys.path:
         sys.path.insert(0, root)
     module = importlib.import_module("datarun_remote.daskjob")
-    return getattr(module, entry)(workdir, *args)
+    return getattr(module, entry)(workdir, *args, **options)
 
 
 def run_task(harness: bytes, place: list[str], workdir: str, *args: Any) -> Any:
-    """One datarun task on this worker: its runner gets a slot per worker thread."""
+    """One datarun task on this worker: its runner gets a slot per worker thread.
+
+    Once the task is in the runner's inbox, this Dask task leaves the worker's thread pool
+    (`secede`) and only waits for the result: the worker takes its next task at once, whose
+    bundle joins the inbox, so the runner starts it the moment a slot frees, as a host's
+    runner does with the tasks waiting in its inbox, rather than after this task's result
+    has gone through the worker and the next task has come through it."""
+    leave: Any = None
     try:
-        from distributed import get_worker
+        from distributed import get_worker, secede
 
         slots = int(get_worker().state.nthreads)
+        leave = secede
     except Exception:
         slots = 1
     space, key, files, data, data_blob, shared, threads, python = args
     return call(harness, place, workdir, "run_task", space, key, files, data, data_blob, shared,
-                slots, threads, python)
+                slots, threads, python, placed=leave)
 
 
 def preflight(packages: dict[str, str], shared: str | None) -> list[str]:

@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import tarfile
 import threading
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ class DaskConnection:
         self.names_in_flight: list[tuple[Any, dict[str, Any]]] = []
         self.threads: int | None = None  # the workers' threads in all, as last asked
         self.threads_asked = 0.0
+        self.worker_threads: dict[str, int] = {}  # worker address -> its threads, as last asked
+        self.placed: dict[str, str] = {}  # task key -> the worker it was sent to
         shared = host.data or ""
         self.shared = shared.removeprefix("shared:") if shared.startswith("shared:") else None
 
@@ -199,7 +202,20 @@ class DaskConnection:
             raise HostError(f"host {self.host.name}: the Dask scheduler at {self.address} refused a "
                             f"setting datarun needs (allowed-failures = 0): {one_line(error)}") from None
         self._check_workers()
+        try:
+            self.note_workers(self.client.nthreads())
+        except Exception:
+            pass  # tasks then go where the scheduler puts them, until the next ask
         return self.client
+
+    def note_workers(self, threads: Any) -> None:
+        """The workers' threads as the scheduler gave them ({address: threads})."""
+        if not isinstance(threads, dict):
+            return
+        self.threads_asked = time.monotonic()
+        self.worker_threads = {address: n for address, n in threads.items()
+                               if isinstance(address, str) and isinstance(n, int) and n > 0}
+        self.threads = sum(self.worker_threads.values()) or None
 
     def _check_workers(self) -> None:
         """Each worker there now has what every task needs, or the host takes no task: one
@@ -238,6 +254,7 @@ class DaskConnection:
         self.data_futures = {}
         self.publish_later = {}  # futures of that scheduler: nothing to publish on the next
         self.names_in_flight = []
+        self.worker_threads = {}
         if client is not None:
             try:
                 client.close(timeout=2)

@@ -17,11 +17,14 @@ executor (datarun/executors/dask.py); it imports nothing of datarun but the harn
 import hashlib
 import io
 import os
+import select
 import shutil
 import tarfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .archive import refusal
 from .common import (
@@ -34,7 +37,8 @@ from .common import (
     write_result,
 )
 
-RESULT_TICK = 0.002  # seconds between looks for a result: a trivial task ends within ms
+RESULT_TICK = 0.002  # seconds between looks for a result without inotify: a trivial task ends within ms
+IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80  # inotify events (linux/inotify.h)
 RUNNER_IDLE = 600.0  # a worker's runner outlives a quiet spell; it ends with its worker anyway
 _start_lock = threading.Lock()
 
@@ -136,29 +140,74 @@ def _ensure_runner(layout: Layout, slots: int, threads: int, python: str | None)
     wake_runner(layout)
 
 
+def _watch(folder: Path) -> int | None:
+    """An inotify descriptor that turns readable when a file is renamed or written into
+    `folder` (result.json is renamed into place); None where inotify is not to be had (not
+    Linux, no libc symbol, out of watches): the caller then looks every RESULT_TICK."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    if fd < 0:
+        return None
+    if libc.inotify_add_watch(fd, os.fsencode(folder), IN_MOVED_TO | IN_CLOSE_WRITE) < 0:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _wait_for_result(layout: Layout, key: str, folder: Path) -> None:
+    """Until the task's result.json is there: asleep until the folder changes (no looking
+    every few milliseconds, which cost a worker's CPU for every task waiting there), and
+    every 5 s a look whether the runner still lives (if not, the task ends harness_error)."""
+    from .common import runner_alive
+
+    result = folder / "result.json"
+    fd = _watch(folder)  # before the first look: a result written in between still wakes it
+    last_check = time.monotonic()
+    try:
+        while not result.exists():
+            if fd is None:
+                time.sleep(RESULT_TICK)
+            elif select.select([fd], [], [], 1.0)[0]:
+                try:
+                    while os.read(fd, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            if time.monotonic() - last_check > 5.0:
+                last_check = time.monotonic()
+                if not runner_alive(layout) and not result.exists():
+                    write_result(folder, failed_result(key, "harness_error",
+                                                       "the runner on the worker stopped while the task ran"))
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def run_task(workdir: str, space: str, key: str, files: dict[str, bytes], data: str,
              data_blob: bytes | None, shared: str | None, slots: int, threads: int,
-             python: str | None = None) -> dict:
+             python: str | None = None, placed: Callable[[], Any] | None = None) -> dict:
     """Run one task through this worker's runner and return its result files:
-    {"files": {name: [bytes, sha256 hex]}, "worker_pid": pid}."""
+    {"files": {name: [bytes, sha256 hex]}, "worker_pid": pid}. `placed` (the worker's
+    `secede`) is called once the task is in the runner's inbox, if few enough wait there:
+    only waiting for the result is left, and the worker's thread is free for the next task."""
     check_key(key)
     workdir = os.path.expanduser(workdir)
     ensure_data(workdir, data, data_blob, shared)
     layout = _layout(workdir, space)
     _place(layout, key, files)
     _ensure_runner(layout, slots, threads, python)
+    if placed is not None and len(layout.inbox_keys()) <= slots:
+        # At most `slots` tasks wait in the inbox beside those running, as on any host; a
+        # task beyond them keeps its worker thread, so the worker takes no more for now and
+        # the scheduler sees it busy (a batch queue's adaptive scaling starts workers then).
+        placed()
     folder = layout.task(key)
-    result = folder / "result.json"
-    from .common import runner_alive
-
-    last_check = time.monotonic()
-    while not result.exists():
-        time.sleep(RESULT_TICK)
-        if time.monotonic() - last_check > 5.0:
-            last_check = time.monotonic()
-            if not runner_alive(layout) and not result.exists():
-                write_result(folder, failed_result(key, "harness_error",
-                                                   "the runner on the worker stopped while the task ran"))
+    _wait_for_result(layout, key, folder)
     out = {}
     for path in layout.result_files(key):
         content = path.read_bytes()
