@@ -213,6 +213,48 @@ def test_cancel_kills_the_task_on_its_worker(iris, cli, cluster, tmp_path):
         wait_for(lambda: not any(client.processing().values()), timeout=15, what="the workers to be free")
 
 
+TALKER = '''import time
+
+from sklearn.dummy import DummyClassifier
+
+
+class Talker(DummyClassifier):
+    def fit(self, X, y):
+        print("fitting on the worker now", flush=True)
+        time.sleep(30)
+        return super().fit(X, y)
+
+
+def get_estimator():
+    return Talker()
+'''
+
+
+def test_a_running_tasks_output_is_read_from_its_worker(iris, cli, cluster, tmp_path):
+    use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
+    folder = tmp_path / "talker"
+    folder.mkdir()
+    (folder / "estimator.py").write_text(TALKER)
+    sub = cli("submit", "iris", folder, "--team", "ada", "--json").json()["id"]
+    training = Training()
+    try:
+        busy_worker(cluster, None)
+        task = next(task["id"] for task in cli("submission", "show", str(sub), "--json").json()["tasks"]
+                    if task["state"] == "running")
+
+        def printed():
+            shown = cli("logs", str(task), "--json")
+            assert shown.exit_code == 0, shown.stderr
+            answer = shown.json()
+            return answer if "fitting on the worker now" in answer["log"] else None
+
+        answer = wait_for(printed, timeout=60, what="the task's output while it runs")
+        assert answer["source"] == "host" and answer["state"] == "running"
+    finally:
+        assert cli("cancel", str(sub), "--json").exit_code == 0
+        training.join(60)
+
+
 def test_a_submission_over_its_memory_limit_on_a_worker(iris, cli, cluster):
     use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
     sub = submit(cli, "memory_hog", "ada")

@@ -390,8 +390,20 @@ class DaskExecutor(DaskConnection):
                 client.cancel(future)
 
     def log(self, key: str) -> str:
-        return (f"(host {self.host.name} is a {self.host.executor} host: a task's output comes back "
-                "with its result)")
+        """The task's output so far, from the worker holding it (each is asked: the scheduler
+        does not know which worker's runner has the task's folder)."""
+        client = self._client()
+        digest, blob = harness_archive()
+        try:
+            found = client.run(worker_code().call, blob, digest, self.host.workdir, "log", self.space, key)
+        except Exception as error:
+            raise HostError(f"host {self.host.name}: could not reach its Dask workers for the task's "
+                            f"output: {one_line(error)}") from None
+        for answer in found.values():
+            if isinstance(answer, dict) and isinstance(answer.get("log"), str):
+                return answer["log"]
+        return (f"(task {key} is on no worker of host {self.host.name} now: still on the scheduler, or "
+                "just finished; its output comes with its result)")
 
     def setup_environment(self, requirements: list[str]) -> dict[str, Any]:
         raise HostError(f"host {self.host.name} is a {self.host.executor} host: datarun makes no "

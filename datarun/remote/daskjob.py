@@ -234,6 +234,18 @@ def cancel(workdir: str, space: str, keys: list[str]) -> list[str]:
     return found
 
 
+def log(workdir: str, space: str, key: str) -> dict | None:
+    """The output of task `key` so far, if this worker holds it ({"log": text}; the runner
+    writes it with every heartbeat while the task runs), else None."""
+    folder = _layout(os.path.expanduser(workdir), space).task(check_key(key))
+    if not folder.is_dir():
+        return None
+    try:
+        return {"log": (folder / "output.log").read_text(errors="replace")}
+    except FileNotFoundError:
+        return {"log": ""}  # waiting in the inbox, or nothing printed yet
+
+
 def info(workdir: str) -> dict:
     """The harness's `info` on this worker (host check), with the worker's process id."""
     from . import ops
