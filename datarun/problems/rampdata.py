@@ -204,6 +204,17 @@ def _local_path(X, kit_dir: Path) -> str | None:
     return None
 
 
+def _checked_split(kit: RampKit, split: str, X, y) -> tuple[int, np.ndarray]:
+    """The rows of a split (train or test) and its plain labels, once X and y are checked
+    to have as many rows and the kit's Predictions reads y."""
+    n = _length(kit, X, f"X_{split}")
+    if n != _length(kit, y, f"y_{split}"):
+        raise UsageError(f"{RAMP_FILE}: get_{split}_data gives {n} rows of X but {len(y)} labels")
+    labels = _plain_labels(kit, y, f"y_{split}")
+    _check_truth(kit, y, f"y_{split}")
+    return n, labels
+
+
 def prepare_ramp_data(kit: RampKit) -> RampData:
     """Call the kit's data and cv functions and check what they give. Writes nothing."""
     module, path = kit.module, str(kit.kit_dir)
@@ -225,22 +236,12 @@ def prepare_ramp_data(kit: RampKit) -> RampData:
                     "get_train_data returns, not the files they name: datarun cannot run this kit")
         if X_train is None or y_train is None:
             raise UsageError(f"{RAMP_FILE}: get_train_data returned no data (None)")
-        n_train = _length(kit, X_train, "X_train")
-        if n_train != _length(kit, y_train, "y_train"):
-            raise UsageError(f"{RAMP_FILE}: get_train_data gives {n_train} rows of X but "
-                             f"{len(y_train)} labels")
-        labels_train = _plain_labels(kit, y_train, "y_train")
-        _check_truth(kit, y_train, "y_train")
+        n_train, labels_train = _checked_split(kit, "train", X_train, y_train)
         if X_test is None or y_test is None:  # ramp-test then scores train and valid only
             X_test = y_test = None
             labels_test = labels_train[:0]
         else:
-            n_test = _length(kit, X_test, "X_test")
-            if n_test != _length(kit, y_test, "y_test"):
-                raise UsageError(f"{RAMP_FILE}: get_test_data gives {n_test} rows of X but "
-                                 f"{len(y_test)} labels")
-            labels_test = _plain_labels(kit, y_test, "y_test")
-            _check_truth(kit, y_test, "y_test")
+            labels_test = _checked_split(kit, "test", X_test, y_test)[1]
         cv = _call(kit, "get_cv", lambda: list(module.get_cv(X_train, y_train)))
     if not cv:
         raise UsageError(f"{RAMP_FILE}: get_cv gave no folds")
