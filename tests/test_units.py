@@ -61,52 +61,38 @@ def test_problem_add_refuses_limits_without_units_or_below_an_empty_task(workspa
     assert cli("problem", "list", "--json").json()["problems"] == []
 
 
-def test_a_host_memory_cap_without_a_unit_is_refused(workspace, cli):
-    workspace.hosts_file.write_text('[hosts.local]\nexecutor = "local"\nslots = 1\nmemory = 2000000000\n')
-    result = cli("host", "list")
-    assert result.exit_code == 2
-    assert result.stderr.strip() == ("error: hosts.toml: [hosts.local] memory: '2000000000' has no unit; "
-                                     "write '2000000000B' for bytes (2.0 GB)")
+LOCAL = '[hosts.local]\nexecutor = "local"\n'
+SLURM = '[hosts.q]\nexecutor = "slurm"\nqueue = "debug"\n'
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("connect_timeout = 10", "error: hosts.toml: [hosts.local] connect_timeout: '10' has no unit; "
+@pytest.mark.parametrize("hosts, message", [
+    (f"{LOCAL}slots = 1\nmemory = 2000000000\n", "error: hosts.toml: [hosts.local] memory: '2000000000' "
+     "has no unit; write '2000000000B' for bytes (2.0 GB)"),
+    (f"{LOCAL}connect_timeout = 10\n", "error: hosts.toml: [hosts.local] connect_timeout: '10' has no unit; "
      "write e.g. '10s' for seconds or '10m' for minutes"),
-    ('command_timeout = "1.5"', "error: hosts.toml: [hosts.local] command_timeout: '1.5' has no unit; "
-     "write e.g. '1.5s' for seconds or '1.5m' for minutes"),
-    ('command_timeout = "a minute"', "error: hosts.toml: [hosts.local] command_timeout: expected a "
+    (f'{LOCAL}command_timeout = "1.5"\n', "error: hosts.toml: [hosts.local] command_timeout: '1.5' has no "
+     "unit; write e.g. '1.5s' for seconds or '1.5m' for minutes"),
+    (f'{LOCAL}command_timeout = "a minute"\n', "error: hosts.toml: [hosts.local] command_timeout: expected a "
      "duration like '30s', '10m' or '2h', got 'a minute'"),
-])
-def test_a_host_timeout_without_a_unit_is_refused(workspace, cli, setting, message):
-    workspace.hosts_file.write_text(f'[hosts.local]\nexecutor = "local"\n{setting}\n')
+    (f"{SLURM}walltime = 60\n", "error: hosts.toml: [hosts.q] walltime: '60' has no unit (Slurm reads "
+     "minutes, PBS seconds); write it as a clock, e.g. '01:00:00' for 60 minutes"),
+    (f'{SLURM}walltime = "90"\n', "error: hosts.toml: [hosts.q] walltime: '90' has no unit (Slurm reads "
+     "minutes, PBS seconds); write it as a clock, e.g. '01:30:00' for 90 minutes"),
+    (f'{SLURM}walltime = "2 hours"\n', "error: hosts.toml: [hosts.q] walltime: expected a clock like "
+     "'02:00:00' (hours:minutes:seconds) or '1-00:00:00' (days-hours:minutes:seconds), got '2 hours'"),
+], ids=["memory cap", "connect timeout", "command timeout", "timeout in words", "walltime", "quoted walltime",
+        "walltime in words"])
+def test_a_host_size_duration_or_walltime_without_a_unit_is_refused(workspace, cli, hosts, message):
+    workspace.hosts_file.write_text(hosts)
     result = cli("host", "list")
     assert result.exit_code == 2
     assert result.stderr.strip() == message
 
 
 def test_host_timeouts_take_their_unit(workspace, cli):
-    workspace.hosts_file.write_text('[hosts.local]\nexecutor = "local"\nconnect_timeout = "30s"\n'
-                                    'command_timeout = "2 minutes"\n')
+    workspace.hosts_file.write_text(f'{LOCAL}connect_timeout = "30s"\ncommand_timeout = "2 minutes"\n')
     [host] = cli("host", "list", "--json").json()["hosts"]
     assert (host["connect_timeout"], host["command_timeout"]) == (30.0, 120.0)
-
-
-SLURM = '[hosts.q]\nexecutor = "slurm"\nqueue = "debug"\n'
-
-
-@pytest.mark.parametrize("walltime, message", [
-    ("60", "error: hosts.toml: [hosts.q] walltime: '60' has no unit (Slurm reads minutes, PBS "
-     "seconds); write it as a clock, e.g. '01:00:00' for 60 minutes"),
-    ('"90"', "error: hosts.toml: [hosts.q] walltime: '90' has no unit (Slurm reads minutes, PBS "
-     "seconds); write it as a clock, e.g. '01:30:00' for 90 minutes"),
-    ('"2 hours"', "error: hosts.toml: [hosts.q] walltime: expected a clock like '02:00:00' "
-     "(hours:minutes:seconds) or '1-00:00:00' (days-hours:minutes:seconds), got '2 hours'"),
-])
-def test_a_batch_queue_walltime_without_a_unit_is_refused(workspace, cli, walltime, message):
-    workspace.hosts_file.write_text(f"{SLURM}walltime = {walltime}\n")
-    result = cli("host", "list")
-    assert result.exit_code == 2
-    assert result.stderr.strip() == message
 
 
 def test_a_batch_queue_walltime_as_a_clock_is_kept(workspace, cli):
