@@ -112,8 +112,17 @@ def without_ssh(monkeypatch, tmp_path):
     assert shutil.which("ssh") is None
 
 
-@pytest.mark.parametrize("via", ["lane", "paramiko-process", "ssh"])
-def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, caplog, via):
+def archive_data_set(folder):
+    """A data set gzip shrinks several-fold yet large enough for its archive to be cut mid-way."""
+    repetitive_data_set(folder)
+    (folder / "noise.bin").write_bytes(os.urandom(3_000_000))
+    (folder / "train.csv").write_text((folder / "train.csv").read_text() * 4)
+    return tree_hash(folder)
+
+
+@pytest.mark.parametrize("via, packed", [("lane", "files"), ("paramiko-process", "files"), ("ssh", "files"),
+                                         ("lane", "archive")])
+def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatch, caplog, via, packed):
     workspace, host, proxy, remote = proxied
     caplog.set_level(logging.INFO, logger="datarun.ship")
     if via != "lane":  # sent by a process of its own, as data sets of PROCESS_FROM bytes and more are
@@ -122,18 +131,25 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatc
         without_ssh(monkeypatch, tmp_path)
     elif via == "ssh":
         assert shutil.which("ssh"), "the ssh path's test needs OpenSSH's client"
-    digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
-    size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+    if packed == "files":
+        digest = data_set(tmp_path / "d", 6)  # gzip keeps ~40 % of it: it travels as its files
+    else:
+        digest = archive_data_set(tmp_path / "d")  # gzip shrinks it several-fold: an archive
     executor = SSHExecutor(workspace, host)
     executor.prepare({})  # the harness first, so the cut falls in the data set's upload
-    proxy.cut_after_sent(1_500_000)
+    proxy.cut_after_sent(1_500_000 if packed == "files" else 1_000_000)
     with pytest.raises((DatarunError, OSError, EOFError)):
         executor.prepare({digest: tmp_path / "d"})
     executor.close()
-    assert not (workspace.state_dir / "ship").exists()  # nothing packed
     incoming = f"{remote.workdir}/data/.incoming-{digest}"
-    part = sum(int(n) for n in remote.sh("sh", "-c", f"find {shlex.quote(incoming)} -type f "
-                                          "-exec stat -c %s {} +").split())
+    if packed == "files":
+        assert not (workspace.state_dir / "ship").exists()  # nothing packed
+        size = sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
+        part = sum(int(n) for n in remote.sh("sh", "-c", f"find {shlex.quote(incoming)} -type f "
+                                              "-exec stat -c %s {} +").split())
+    else:
+        size = (workspace.state_dir / "ship" / f"{digest}.tar").stat().st_size
+        part = int(remote.sh("stat", "-c", "%s", f"{incoming}.tar"))
     assert 0 < part < size
 
     again = SSHExecutor(workspace, host)
@@ -145,38 +161,15 @@ def test_a_cut_upload_resumes_and_the_hashes_check(proxied, tmp_path, monkeypatc
     kept = again.data_resumed_from
     assert part <= kept < size
     assert sent <= 1.1 * (size - kept) + 64_000  # the rest, and the harness's commands
-    assert remote.listing("data") == [digest]  # hash checked, the incoming folder renamed
+    assert remote.listing("data") == [digest]  # hash checked, the incoming part renamed or unpacked
+    if packed == "archive":
+        return
     assert remote.listing(f"data/{digest}") == [".complete", "meta.json", "noise.bin", "train.csv"]
     assert again.data_shipped_by == via.replace("lane", "paramiko")
     if via == "paramiko-process":
         assert "sent by paramiko in a process of its own: no `ssh` on PATH" in caplog.text
     elif via == "ssh":
         assert "sent by OpenSSH's ssh" in caplog.text
-
-
-def test_a_cut_upload_of_an_archive_resumes(proxied, tmp_path):
-    workspace, host, proxy, remote = proxied
-    digest = repetitive_data_set(tmp_path / "d")  # gzip shrinks it several-fold: an archive
-    (tmp_path / "d" / "noise.bin").write_bytes(os.urandom(3_000_000))
-    (tmp_path / "d" / "train.csv").write_text((tmp_path / "d" / "train.csv").read_text() * 4)
-    digest = tree_hash(tmp_path / "d")
-    executor = SSHExecutor(workspace, host)
-    executor.prepare({})
-    proxy.cut_after_sent(1_000_000)
-    with pytest.raises((DatarunError, OSError, EOFError)):
-        executor.prepare({digest: tmp_path / "d"})
-    executor.close()
-    archive_size = (workspace.state_dir / "ship" / f"{digest}.tar").stat().st_size
-    part = int(remote.sh("stat", "-c", "%s", f"{remote.workdir}/data/.incoming-{digest}.tar"))
-    assert 0 < part < archive_size
-    again = SSHExecutor(workspace, host)
-    before = again.conn.stats.bytes_sent
-    again.prepare({digest: tmp_path / "d"})
-    sent = again.conn.stats.bytes_sent - before
-    again.close()
-    assert part <= again.data_resumed_from < archive_size
-    assert sent <= 1.1 * (archive_size - again.data_resumed_from) + 64_000
-    assert remote.listing("data") == [digest]
 
 
 @pytest.mark.parametrize("kind", ["files", "archive"])
@@ -206,24 +199,6 @@ def test_a_part_damaged_on_the_host_is_refused_and_sent_again(proxied, tmp_path,
     assert remote.listing("data") == [digest]
 
 
-def test_the_child_process_checks_the_host_key_as_the_lane_does(proxied, tmp_path):
-    workspace, host, proxy, remote = proxied
-    digest = data_set(tmp_path / "d", 1)
-    executor = SSHExecutor(workspace, host)
-    executor.prepare({})
-    target, where = executor.conn.target, f"{remote.workdir}/data/.incoming-{digest}"
-    executor.close()
-    stranger = tmp_path / "known_hosts"
-    stranger.write_text("")  # the host's key pinned nowhere: refused, nothing written
-    with pytest.raises(DatarunError, match="host node: .*unknown"):
-        shipsend.send_from_child(target, stranger, "files", tmp_path / "d", where, 30.0)
-    assert remote.listing("data") == []
-    # The control: the same child with the workspace's pins sends it all.
-    have, sent = shipsend.send_from_child(target, workspace.known_hosts_path, "files", tmp_path / "d",
-                                          where, 30.0)
-    assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
-
-
 def prepared_target(proxied, tmp_path):
     """The host's resolved target, the harness there, and where data set `d` would go."""
     workspace, host, proxy, remote = proxied
@@ -233,6 +208,20 @@ def prepared_target(proxied, tmp_path):
     target, where = executor.conn.target, f"{executor.layout.data}/.incoming-{digest}"
     executor.close()
     return target, where
+
+
+def test_the_child_process_checks_the_host_key_as_the_lane_does(proxied, tmp_path):
+    workspace, host, proxy, remote = proxied
+    target, where = prepared_target(proxied, tmp_path)
+    stranger = tmp_path / "known_hosts"
+    stranger.write_text("")  # the host's key pinned nowhere: refused, nothing written
+    with pytest.raises(DatarunError, match="host node: .*unknown"):
+        shipsend.send_from_child(target, stranger, "files", tmp_path / "d", where, 30.0)
+    assert remote.listing("data") == []
+    # The control: the same child with the workspace's pins sends it all.
+    have, sent = shipsend.send_from_child(target, workspace.known_hosts_path, "files", tmp_path / "d",
+                                          where, 30.0)
+    assert have == 0 and sent == sum(p.stat().st_size for p in (tmp_path / "d").iterdir())
 
 
 def test_the_ssh_path_refuses_a_host_whose_key_differs_from_the_pinned_one(proxied, tmp_path, monkeypatch):
