@@ -1,10 +1,16 @@
 """The baselines the benches time datarun against: what `ramp-test` does (one Python
-fitting every submission on every fold in turn) and one fresh Python per task."""
+fitting every submission on every fold in turn) and one fresh Python per task; and the
+options and ways of measuring shared by the memory benches (bench/floor.py, bench/memory.py),
+which set each way's figure beside a baseline of their own."""
 
+import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+
+MB = 1000**2  # the memory benches' unit
 
 BASELINE_COMMON = r'''
 import importlib.util, json, sys, time
@@ -94,3 +100,19 @@ def run_process_per_task_baseline(kit: Path, folds: Path, n_folds: int,
             result = run([sys.executable, "-c", TASK_SCRIPT, str(kit), str(folds), str(fold), name])
             model += json.loads(result.stdout)["model_time"]
     return time.perf_counter() - start, model
+
+
+def memory_bench_options(doc: str, argv: list[str] | None,
+                         quick_repeat: int) -> tuple[argparse.Namespace, list[str]]:
+    """The memory benches' options (--repeat N, --quick, --json) and the ways of measuring a
+    task's memory to run: a cgroup of the task (as root only, where datarun may make one),
+    then the private memory in /proc (forced by the bench with DATARUN_CGROUPS=0)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{quick_repeat} run{'s' if quick_repeat > 1 else ''} of each (smoke test)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeat = quick_repeat
+    return args, (["cgroup"] if os.geteuid() == 0 else []) + ["procfs"]

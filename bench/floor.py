@@ -15,7 +15,6 @@ to what really runs), and one measure at most 3 s warm.
 Run: .venv/bin/python bench/floor.py [--repeat N] [--quick] [--json]
 """
 
-import argparse
 import io
 import os
 import statistics
@@ -27,9 +26,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from baselines import MB, memory_bench_options  # noqa: E402
 from common import finish, print_table, verdict  # noqa: E402
 
-MB = 1000**2
 WARM_GOAL = 3.0  # seconds for one measure with the libraries in the page cache
 
 
@@ -59,14 +58,7 @@ def run_method(method: str, isolation: str, repeat: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     from datarun.sizes import MIN_TASK_MEMORY
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="two runs of each (smoke test)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeat = 2
-    methods = (["cgroup"] if os.geteuid() == 0 else []) + ["procfs"]
+    args, methods = memory_bench_options(__doc__, argv, quick_repeat=2)
     started = time.time()
     runs = [run_method(method, isolation, args.repeat)
             for method in methods for isolation in ("sandbox", "none")]

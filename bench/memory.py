@@ -15,7 +15,6 @@ Goals: the empty estimator's figure at most 30 MB; alloc200 reads 200 +/- 20 MB 
 Run: .venv/bin/python bench/memory.py [--repeat N] [--quick] [--json]
 """
 
-import argparse
 import io
 import os
 import statistics
@@ -28,9 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from baselines import MB, memory_bench_options  # noqa: E402
 from common import finish, print_table, verdict  # noqa: E402
 
-MB = 1000**2
 EMPTY_GOAL = 30 * MB
 DIFF_GOAL, DIFF_TOLERANCE = 200 * MB, 20 * MB
 
@@ -90,14 +89,7 @@ def run_method(method: str, repeat: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one run of each (smoke test)")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeat = 1
-    methods = (["cgroup"] if os.geteuid() == 0 else []) + ["procfs"]
+    args, methods = memory_bench_options(__doc__, argv, quick_repeat=1)
     started = time.time()
     runs = [run_method(method, args.repeat) for method in methods]
     rows = []
