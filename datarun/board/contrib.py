@@ -39,23 +39,11 @@ if TYPE_CHECKING:
     from datarun.remote.scoring.blending import Blend
 
 
-def class_indices(classes: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Each label's column in the predictions (classes in the problem's order, sorted or not)."""
-    position = {label: i for i, label in enumerate(classes.tolist())}
-    return np.array([position[label] for label in y.tolist()], dtype=np.int64)
-
-
-def _mean_defined(values: list[float]) -> float | None:
-    defined = [v for v in values if not math.isnan(v)]
-    return float(np.mean(defined)) if defined else None
-
-
 class _Inputs:
     """One problem's labels, folds, score and stored predictions, read once per update."""
 
     def __init__(self, workspace, db, problem_name: str):
-        from datarun.remote.scoring.blendscores import BUILTIN
-        from datarun.remote.scoring.scores import SCORE_TYPES
+        from datarun.remote.scoring import native
 
         self.db = db
         self.problem = problem = get_problem(db, problem_name)
@@ -65,7 +53,6 @@ class _Inputs:
         self.valid_idx = [load_fold(workspace, db, problem_name, f)[1] for f in self.folds]
         self.name = problem["score_names"][0]
         self.ramp = None
-        self.score_type = None
         if problem["workflow"] == "ramp":
             from datarun.board.scorer import RampScorer
 
@@ -77,19 +64,8 @@ class _Inputs:
             self.n_test = len(self.y_test)
             extra = (len(self.classes),) if self.classes is not None else ()
             self.shapes = ((len(self.y_train), *extra), (len(self.y_test), *extra))
-            self.ys = [class_indices(self.classes, self.y_train[v]) if self.classes is not None
-                       else self.y_train[v].astype(np.float64) for v in self.valid_idx]
-            self.score_type = score_type = SCORE_TYPES[self.name]
-            self.lower_is_better = score_type.lower_is_better
-            if self.name in BUILTIN:
-                self.score = self.name
-            else:  # a datarun score the blender has no fast path for: hand it the exact function
-                classes = self.classes
-
-                def score(y, p, _score=score_type):
-                    return _score(classes[y] if classes is not None else y, p, classes)
-
-                self.score = score
+            self.ys = native.fold_truths(self.classes, self.y_train, self.valid_idx)
+            self.score, self.lower_is_better = native.blend_score(self.name, self.classes)
         self.tasks: dict[tuple[int, int], tuple] = {}
         self.known: set[int] = set()  # submissions whose task rows are in self.tasks
         self.checked: set[int] = set()  # submissions whose predictions passed the check
@@ -168,7 +144,7 @@ class _Inputs:
 
     def combined_test(self, candidates: list[int], members: list[list[int]]) -> float | None:
         """The blended test score: each fold's ensemble on the test rows, the folds bagged."""
-        from datarun.remote.scoring.scores import combine_predictions, score_rows
+        from datarun.remote.scoring.native import combined_test
 
         if not self.n_test:
             return None
@@ -189,15 +165,11 @@ class _Inputs:
             if tests is None:
                 return None
             fold_tests.append(tests)
-        if not fold_tests:
-            return None
-        kind = self.problem["kind"]
-        bagged = combine_predictions(kind, [combine_predictions(kind, t) for t in fold_tests])
-        return score_rows(kind, self.problem["classes"], [self.name], "test", self.y_test, bagged)[0][2]
+        return combined_test(self.problem["kind"], self.problem["classes"], self.name, self.y_test, fold_tests)
 
 
 def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
-    from datarun.remote.scoring.blending import contributivity
+    from datarun.remote.scoring import native
 
     previous = None
     if previous_row and previous_row["state"]:
@@ -210,10 +182,8 @@ def _blend(inputs: _Inputs, candidates: list[int], previous_row: dict | None):
         trains = [[inputs.train[sid][f] for sid in candidates] for f in range(len(inputs.folds))]
         folds, state = blend(inputs.ramp, inputs.valid_idx, trains, previous)
         return RampBlend(folds, state, len(candidates))
-    valid = [inputs.valid_predictions(sid) for sid in candidates]
-    preds = [np.stack([v[f] for v in valid if v is not None]) for f in range(len(inputs.folds))]
-    return contributivity(inputs.problem["kind"], inputs.score, inputs.ys, preds,
-                          lower_is_better=inputs.lower_is_better, previous=previous)
+    valid = [v for v in map(inputs.valid_predictions, candidates) if v is not None]
+    return native.blend(inputs.problem["kind"], inputs.score, inputs.lower_is_better, inputs.ys, valid, previous)
 
 
 class BlendCache:
@@ -294,6 +264,8 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
     With a `cache` (a dispatcher's), a scope last blended by the same cache is extended by
     its new submissions alone; the figures are the same as without it. A RAMP kit's blends
     (`datarun.remote.scoring.rampblend`) are computed as without a cache."""
+    from datarun.remote.scoring.native import mean_defined
+
     now = time.time() if now is None else now
     scopes = scopes_of(fully_trained(db, problem_name), set(hidden_events(db, problem_name, now)))
     stored = {row["scope"]: row for row in db.query(
@@ -351,8 +323,8 @@ def update_contributivity(workspace, db, problem_name: str, now: float | None = 
             _write_blend(db, problem_name, scope, [
                 json.dumps(ids), json.dumps(candidates),
                 json.dumps(blend.state()) if blend is not None else None, score_name,
-                _mean_defined(blend.combined_scores) if blended else None,
-                _mean_defined(blend.best_single_scores) if blended else None,
+                mean_defined(blend.combined_scores) if blended else None,
+                mean_defined(blend.best_single_scores) if blended else None,
                 test if blended else None, now, note])
     return {"problem": problem_name, "scopes": sorted(stale), "removed": sorted(obsolete)}
 
