@@ -13,7 +13,6 @@ task or from the organiser is unpickled.
 """
 
 import json
-import math
 from pathlib import Path
 
 from .common import HarnessError
@@ -95,17 +94,11 @@ def bagged(truth: RampTruth, valid: list, trains: list, tests: list) -> list:
     return [[split, name, values[-1]] for split, scores in table.items() for name, values in scores.items()]
 
 
-def _mean_defined(values: list[float]) -> float | None:
-    import numpy as np
-
-    defined = [v for v in values if not math.isnan(v)]
-    return float(np.mean(defined)) if defined else None
-
-
 def blend_scope(truth: RampTruth, valid_idx: list, trains: list, tests) -> dict:
     """One scope's blend as `datarun.board.contrib` computes an open RAMP problem's:
     trains[s][f] is candidate s's predictions on every training row for fold f; `tests(f)`
     gives every candidate's test predictions for fold f (None if one is missing)."""
+    from .scoring.native import mean_defined
     from .scoring.rampblend import RampBlend, blend, blended_test
 
     entry: dict = {"blended": False}
@@ -121,7 +114,7 @@ def blend_scope(truth: RampTruth, valid_idx: list, trains: list, tests) -> dict:
         return entry
     entry["blended"] = made.n_blended_folds > 0
     entry["contributivity"] = [float(v) for v in made.contributivity]
-    entry["combined_valid"] = _mean_defined(made.combined_scores)
-    entry["best_single_valid"] = _mean_defined(made.best_single_scores)
+    entry["combined_valid"] = mean_defined(made.combined_scores)
+    entry["best_single_valid"] = mean_defined(made.best_single_scores)
     entry["combined_test"] = test
     return entry
