@@ -146,6 +146,34 @@ def host_environment(environment: dict) -> dict[str, str | None]:
             for key in ENVIRONMENT_KEYS if key in environment}
 
 
+def _outcome(data: dict, key: str) -> tuple[str, str | None]:
+    """(state, error_kind) of a result.json that is task `key`'s, done or failed with a
+    known kind (the harness's kinds: host_lost is the organiser's)."""
+    if data.get("key") != key:
+        raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
+    state = data.get("state")
+    if state not in ("done", "failed"):
+        raise ResultRejected(f"result.json state is {state!r}, not done or failed")
+    error_kind = data.get("error_kind")
+    if state == "failed" and error_kind not in ERROR_KINDS:
+        raise ResultRejected(f"result.json error_kind {error_kind!r} is not a known kind")
+    return state, error_kind
+
+
+def _environment(data: dict) -> dict[str, str | None]:
+    """Where the task ran (the keys docs/JSON.md names), and how the harness measured it
+    and whether it ran sandboxed, kept with it."""
+    environment = data.get("environment") or {}
+    if not isinstance(environment, dict):
+        raise ResultRejected("result.json environment is not an object")
+    environment = host_environment(environment)
+    if data.get("measured_by") in MEASURED_BY:
+        environment["measured_by"] = data["measured_by"]
+    if data.get("isolation") in ("sandbox", "none"):
+        environment["isolation"] = data["isolation"]
+    return environment
+
+
 def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test: tuple[int, ...],
                 nonce: str | None, probabilities: bool = False, keep_dtype: bool = False) -> TaskResult:
     """Validate and load the result folder of task `key`, sent with `nonce`; raise
@@ -155,26 +183,11 @@ def read_result(folder: Path, key: str, shape_train: tuple[int, ...], shape_test
     predictions in their own numeric dtype (RAMP kits), else float64."""
     data = _result_json(Path(folder) / "result.json", nonce, MAX_RESULT_BYTES, lambda size: ResultRejected(
         f"result.json is {size} bytes, over the {MAX_RESULT_BYTES} cap"))
-    if data.get("key") != key:
-        raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
-    state = data.get("state")
-    if state not in ("done", "failed"):
-        raise ResultRejected(f"result.json state is {state!r}, not done or failed")
-    error_kind = data.get("error_kind")
-    if state == "failed" and error_kind not in ERROR_KINDS:  # the harness's kinds: host_lost is ours
-        raise ResultRejected(f"result.json error_kind {error_kind!r} is not a known kind")
+    state, error_kind = _outcome(data, key)
     error = data.get("error")
     if error is not None and not isinstance(error, str):
         raise ResultRejected("result.json error is not text")
-    environment = data.get("environment") or {}
-    if not isinstance(environment, dict):
-        raise ResultRejected("result.json environment is not an object")
-    environment = host_environment(environment)
-    # How the harness measured the task and whether it ran sandboxed, kept with where it ran.
-    if data.get("measured_by") in MEASURED_BY:
-        environment["measured_by"] = data["measured_by"]
-    if data.get("isolation") in ("sandbox", "none"):
-        environment["isolation"] = data["isolation"]
+    environment = _environment(data)
     measures = {field: _number(data.get(field), field) for field in NUMBER_FIELDS}
     result = TaskResult(
         state=state,
@@ -245,25 +258,11 @@ def read_sealed_result(folder: Path, key: str, nonce: str | None,
     unknown = sorted(set(data) - SEALED_KEYS)
     if unknown or data.get("sealed") is not True:
         raise SensitiveLeak(f"its result.json is not sealed by the host (fields {', '.join(unknown)[:120] or 'sealed'})")
-    if data.get("key") != key:
-        raise ResultRejected(f"result.json is for task {data.get('key')!r}, not {key!r}")
-    state = data.get("state")
-    if state not in ("done", "failed"):
-        raise ResultRejected(f"result.json state is {state!r}, not done or failed")
-    error_kind = data.get("error_kind")
-    if state == "failed" and error_kind not in ERROR_KINDS:
-        raise ResultRejected(f"result.json error_kind {error_kind!r} is not a known kind")
+    state, error_kind = _outcome(data, key)
     error = data.get("error")
     if error is not None and (not isinstance(error, str) or len(error) > MAX_SEALED_ERROR):
         raise SensitiveLeak(f"its error text is not a short text (at most {MAX_SEALED_ERROR} characters)")
-    environment = data.get("environment") or {}
-    if not isinstance(environment, dict):
-        raise ResultRejected("result.json environment is not an object")
-    environment = host_environment(environment)
-    if data.get("measured_by") in MEASURED_BY:
-        environment["measured_by"] = data["measured_by"]
-    if data.get("isolation") in ("sandbox", "none"):
-        environment["isolation"] = data["isolation"]
+    environment = _environment(data)
     scores = check_scores(data.get("scores") or [], score_names)
     if state == "done" and not scores:
         raise ResultRejected("a done task's sealed result carries no scores")
