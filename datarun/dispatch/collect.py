@@ -285,18 +285,7 @@ class Collector:
                                    pred_train=preds[0], pred_test=preds[1])
         if late and outcome.state != TaskState.DONE:
             return False
-        taken: Replaced | bool
-        with transaction(self.db):
-            if late:
-                taken = tasks.finish_late(self.db, task.id, task.attempt, host_name, outcome)
-            else:
-                taken = tasks.finish(self.db, task, host_name, outcome)
-            if not taken:
-                return False
-            stored_scores.replace_task_scores(self.db, task.id, scores)
-        if isinstance(taken, Replaced) and taken.host is not None and taken.host in self.hosts:
-            self.leftovers.add(taken.host, {taken.key: taken.nonce})
-        return True
+        return self.store_outcome(task, host_name, outcome, scores, late)
 
     def record_sealed(self, task: Task, host_name: str, folder: Path, problem: dict, late: bool) -> bool:
         """A sensitive problem's result: scores computed on its host, no predictions, no output.
@@ -325,9 +314,19 @@ class Collector:
                 return False
             outcome = self.outcome(state, result.measures, result.environment, b"", host_name,
                                    error_kind=result.error_kind, error=result.error)
+        return self.store_outcome(task, host_name, outcome, scores, late)
+
+    def store_outcome(self, task: Task, host_name: str, outcome: Outcome,
+                      scores: list[tuple[str, str, float | None]], late: bool) -> bool:
+        """Finish the task (late: the attempt given up on) and store its scores, in one
+        transaction; False if the task moved on meanwhile. The attempt a late result makes
+        redundant is cancelled and removed on its host (as a leftover)."""
+        taken: Replaced | bool
         with transaction(self.db):
-            taken = (tasks.finish_late(self.db, task.id, task.attempt, host_name, outcome) if late
-                     else tasks.finish(self.db, task, host_name, outcome))
+            if late:
+                taken = tasks.finish_late(self.db, task.id, task.attempt, host_name, outcome)
+            else:
+                taken = tasks.finish(self.db, task, host_name, outcome)
             if not taken:
                 return False
             stored_scores.replace_task_scores(self.db, task.id, scores)
