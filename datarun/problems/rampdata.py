@@ -32,7 +32,6 @@ import numpy as np
 from datarun.errors import UsageError
 from datarun.problems.rampkit import (
     EARLY_CHECKS,
-    EXTERNAL_IMPORTS,
     KIT_FOLDER,
     RAMP_FILE,
     RampKit,
@@ -47,6 +46,7 @@ from datarun.problems.rampkit import (
     kit_name,
     load_ramp_kit,
 )
+from datarun.remote.ramp import EXTERNAL_IMPORTS
 from datarun.sizes import format_cap, format_size
 
 PICKLE_PROTOCOL = 4  # readable by any Python a host may run (3.8 and later)

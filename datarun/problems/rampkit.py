@@ -33,12 +33,15 @@ import numpy as np
 
 from datarun.errors import UsageError
 
+# A kit's environment, its sys.path and the modules it imports are handled as the harness
+# handles them on a host: ramp-test puts external_imports/ on sys.path, and RAMP_*
+# variables are never taken from the organiser's or a host's environment.
+from datarun.remote.ramp import KIT_ENV_PREFIX, _kit_context
+
 RAMP_FILE = "problem.py"
 KIT_FOLDER = "kit"  # in the shipped data tree: problem.py and the kit's modules
-EXTERNAL_IMPORTS = "external_imports"  # ramp-test puts this kit folder on sys.path
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-KIT_ENV_PREFIX = "RAMP_"  # never taken from the organiser's or a host's environment
 REQUIRED_NAMES = ("get_train_data", "get_test_data", "get_cv", "workflow", "score_types",
                   "Predictions")
 WORKFLOW_CALLS = ("train_submission", "test_submission")
@@ -118,24 +121,9 @@ def kit_environment(kit_dir: Path, env: dict[str, str]):
     folder and its `external_imports/` are on sys.path; modules imported from the kit are
     dropped from sys.modules afterwards (another kit may have modules of the same name).
     """
-    saved_env = dict(os.environ)
-    saved_path = list(sys.path)
-    before = set(sys.modules)
-    try:
-        for name in [n for n in os.environ if n.startswith(KIT_ENV_PREFIX) and n not in env]:
-            del os.environ[name]
-        os.environ.update(env)
-        sys.path[:0] = [str(kit_dir / EXTERNAL_IMPORTS), str(kit_dir)]
-        with contextlib.redirect_stdout(sys.stderr):  # stdout is for datarun's data (--json)
-            yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved_env)
-        sys.path[:] = saved_path
-        root = str(kit_dir) + os.sep
-        for name in set(sys.modules) - before:
-            if (getattr(sys.modules.get(name), "__file__", None) or "").startswith(root):
-                del sys.modules[name]
+    # stdout is for datarun's data (--json)
+    with _kit_context(kit_dir, env), contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def import_problem(path: Path, module_name: str = "datarun_ramp_problem"):
