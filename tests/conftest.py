@@ -1,4 +1,5 @@
-"""Shared fixtures: every test gets its own workspace and never sees the user's state."""
+"""Shared fixtures: every test gets its own workspace and never sees the user's state; the
+SSH tests share two real sshd on loopback for the whole run."""
 
 import json
 import os
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sshd import serve_sshd
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,3 +80,23 @@ def stop_runners(workspace) -> None:
     from datarun.demo import stop_local_runner
 
     stop_local_runner(workspace)
+
+
+# Defined here, once, so that one server of each serves every module of a run: a module that
+# imported them would get fixture definitions of its own, and so servers of its own.
+@pytest.fixture(scope="session")
+def sshd_a():
+    """A real sshd on loopback shared by the whole run: stop, hang or reconfigure it never."""
+    yield from serve_sshd()
+
+
+@pytest.fixture(scope="session")
+def sshd_b():
+    """A second host, with a host key of its own, shared like `sshd_a`."""
+    yield from serve_sshd()
+
+
+@pytest.fixture
+def sshd_fresh():
+    """A server of the test's own, for tests that stop, hang or restart it."""
+    yield from serve_sshd()

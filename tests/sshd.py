@@ -6,7 +6,10 @@ port by polling it, and is stopped by PID. As root the server logs in the unpriv
 `datarun-test` user (made by scripts/setup-test-env.sh), whose Python is
 /opt/datarun-test-python; without root an sshd can only log in the user running it.
 
-Test modules import the fixtures they use: `from sshd import sshd_a, sshd_b  # noqa`.
+The servers most SSH tests share, `sshd_a` and `sshd_b`, are session fixtures of
+tests/conftest.py: one of each serves the whole run. A module that stops, hangs or
+reconfigures its server takes one of its own (`sshd_fresh` per test, or `start_sshd()`
+in a fixture of the module); this module keeps the helpers.
 """
 
 import getpass
@@ -214,29 +217,14 @@ def start_sshd(host_key: Path | None = None, port: int | None = None,
     return server
 
 
-def _session_sshd():
+def serve_sshd():
+    """A fixture's body: skip when the suite's set-up is missing, else a server stopped at the end."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
     server = start_sshd()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="session")
-def sshd_a():
-    yield from _session_sshd()
-
-
-@pytest.fixture(scope="session")
-def sshd_b():
-    yield from _session_sshd()
-
-
-@pytest.fixture
-def sshd_fresh():
-    """A server of the test's own, for tests that stop, hang or restart it."""
-    yield from _session_sshd()
 
 
 def runner_pids(conn, workdir: str) -> set[int]:

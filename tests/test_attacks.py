@@ -40,7 +40,7 @@ from harness_helpers import (
     task_files,
     write_dataset,
 )
-from sshd import IS_ROOT, TEST_PYTHON, TEST_USER, sshd_a  # noqa: F401
+from sshd import IS_ROOT, TEST_PYTHON, TEST_USER
 
 from datarun.remote.common import make_read_only
 

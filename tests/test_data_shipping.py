@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy, remote_home
-from sshd import sshd_a, sshd_b  # noqa: F401
 from test_ssh_e2e import Remote
 
 from datarun.errors import DatarunError

@@ -21,7 +21,7 @@ import uuid
 import pytest
 from faultproxy import FaultProxy
 from harness_helpers import DATA_IRIS, LOGISTIC
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin
 from test_ssh_executor import datasets, make_bundle, stop_remote_runner, wait_finished  # noqa: F401
 
 from datarun.errors import HostError
@@ -53,7 +53,7 @@ class Growing:
 
 
 @pytest.fixture
-def host(sshd_a, tmp_path):  # noqa: F811
+def host(sshd_a, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(sshd_a.known_hosts_line())
 
@@ -99,7 +99,7 @@ def test_a_file_that_grows_during_the_download_is_read_to_its_announced_size(hos
         conn.remove(remote)
 
 
-def test_a_sync_keeps_exactly_the_announced_archive_in_a_private_file(workspace, sshd_a,  # noqa: F811
+def test_a_sync_keeps_exactly_the_announced_archive_in_a_private_file(workspace, sshd_a,
                                                                       datasets, tmp_path,  # noqa: F811
                                                                       monkeypatch):
     pin(workspace, sshd_a)
@@ -191,7 +191,7 @@ class SlowProxy(FaultProxy):
             self._reset(pair)
 
 
-def test_a_slow_download_ends_at_the_limit_of_its_announced_size(sshd_a, tmp_path):  # noqa: F811
+def test_a_slow_download_ends_at_the_limit_of_its_announced_size(sshd_a, tmp_path):
     proxy = SlowProxy(sshd_a.port)
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{proxy.port} ssh-ed25519 {sshd_a.host_key_pub}\n")

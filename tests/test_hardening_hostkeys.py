@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 from contract import validate
-from sshd import _missing, sshd_b, start_sshd  # noqa: F401
+from sshd import _missing, start_sshd
 
 import datarun.executors.hostkeys as hostkeys
 from datarun.executors.hosts import add_host
@@ -59,7 +59,7 @@ def fingerprint_of(server) -> str:
 
 @pytest.mark.parametrize("new_type, new_name", [("ed25519", "ssh-ed25519"),
                                                 ("ecdsa", "ecdsa-sha2-nistp256")])
-def test_trust_refuses_a_changed_key_until_replace(workspace, cli, changing_host, sshd_b,  # noqa: F811
+def test_trust_refuses_a_changed_key_until_replace(workspace, cli, changing_host, sshd_b,
                                                    new_type, new_name):
     first, change, table = changing_host
     add_host(workspace.hosts_file, "node", table)

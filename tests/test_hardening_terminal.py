@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin
 from test_operator import GOOD, flowers, submit, tasks_of  # noqa: F401
 
 from datarun.safetext import printable

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from harness_helpers import DATA_IRIS, LOGISTIC
-from sshd import needs_root, pin, sshd_a  # noqa: F401
+from sshd import needs_root, pin
 from test_ssh_executor import datasets, make_bundle, stop_remote_runner  # noqa: F401
 
 from datarun.errors import HostError
@@ -89,7 +89,7 @@ def test_the_local_hosts_workdir_is_0700(workspace):
 
 
 @pytest.fixture
-def shared_host(workspace, sshd_a):  # noqa: F811
+def shared_host(workspace, sshd_a):
     """An SSH host with a workdir of the test's own in the login user's home (0755)."""
     pin(workspace, sshd_a)
     workdir = f"~/wd-{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,7 @@ from io import StringIO
 
 import pytest
 from rich.console import Console
-from sshd import needs_root, pin, sshd_a, sshd_b  # noqa: F401
+from sshd import needs_root, pin
 
 from datarun.errors import UsageError
 from datarun.executors.hosts import add_host, register_host
@@ -158,14 +158,14 @@ def test_check_table_flags_missing_and_differing_libraries():
 
 
 @pytest.fixture
-def workdir(sshd_a):  # noqa: F811
+def workdir(sshd_a):
     """A workdir of the test's own in the test user's home, removed afterwards."""
     name = f"wd-{uuid.uuid4().hex[:8]}"
     yield f"~/{name}"
     shutil.rmtree(os.path.join(os.path.expanduser(f"~{sshd_a.user}"), name), ignore_errors=True)
 
 
-def test_add_trust_pins_the_key_and_check_passes(workspace, cli, sshd_a, workdir):  # noqa: F811
+def test_add_trust_pins_the_key_and_check_passes(workspace, cli, sshd_a, workdir):
     result = cli("host", "add", "a", "--address", "127.0.0.1", "--port", sshd_a.port,
                  "--user", sshd_a.user, "--identity", sshd_a.client_key, "--python", sshd_a.python,
                  "--workdir", workdir, "--trust", "--json")
@@ -187,7 +187,7 @@ def test_add_trust_pins_the_key_and_check_passes(workspace, cli, sshd_a, workdir
     assert {row["name"]: row["ok"] for row in cli("host", "list", "--json").json()["hosts"]}["a"] is True
 
 
-def test_an_unknown_key_fails_the_check_until_trusted(workspace, cli, sshd_a, workdir):  # noqa: F811
+def test_an_unknown_key_fails_the_check_until_trusted(workspace, cli, sshd_a, workdir):
     add_host(workspace.hosts_file, "a", sshd_a.host_table(workdir=workdir))
     result = cli("host", "check", "a", "--json")
     assert result.exit_code == 1
@@ -198,7 +198,7 @@ def test_an_unknown_key_fails_the_check_until_trusted(workspace, cli, sshd_a, wo
     assert cli("host", "check", "a").exit_code == 0
 
 
-def test_one_bad_host_fails_only_its_own_check(workspace, cli, sshd_a, sshd_b, workdir):  # noqa: F811
+def test_one_bad_host_fails_only_its_own_check(workspace, cli, sshd_a, sshd_b, workdir):
     pin(workspace, sshd_a, sshd_b)
     add_host(workspace.hosts_file, "good", sshd_a.host_table(workdir=workdir))
     add_host(workspace.hosts_file, "nopython", sshd_b.host_table(python="/nonexistent/python3",
@@ -219,7 +219,7 @@ def test_one_bad_host_fails_only_its_own_check(workspace, cli, sshd_a, sshd_b, w
 
 
 @needs_root
-def test_a_full_disk_is_reported(workspace, sshd_a):  # noqa: F811
+def test_a_full_disk_is_reported(workspace, sshd_a):
     import pwd
     import tempfile
     from pathlib import Path

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES
 from contract import validate
-from sshd import pin, sshd_a, sshd_b  # noqa: F401
+from sshd import pin
 from test_resources_hosts import host_table
 from test_ssh_e2e import Remote
 
@@ -74,7 +74,7 @@ def wheels():
 
 
 @pytest.fixture
-def two_nodes(workspace, sshd_a, sshd_b):  # noqa: F811
+def two_nodes(workspace, sshd_a, sshd_b):
     tag = uuid.uuid4().hex[:8]
     workdirs = {"node-a": f"~/env-{tag}-a", "node-b": f"~/env-{tag}-b"}
     workspace.hosts_file.write_text(

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 from conftest import EXAMPLES, stop_runners
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin
 
 from datarun.executors.floors import working_limit
 from datarun.executors.hosts import add_host
@@ -113,7 +113,7 @@ def test_the_largest_floor_of_the_hosts_decides(workspace, cli, measured):
     assert cli("train", "--memory", "40MB").exit_code == 0
 
 
-def test_an_ssh_host_is_measured_over_ssh(workspace, cli, sshd_a, tmp_path):  # noqa: F811
+def test_an_ssh_host_is_measured_over_ssh(workspace, cli, sshd_a, tmp_path):
     import os
     import uuid
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sshd import free_port, pin, sshd_a  # noqa: F401
+from sshd import free_port, pin
 
 from datarun.executors.hosts import add_host
 
@@ -130,7 +130,7 @@ def test_trusting_a_port_where_no_ssh_server_speaks_times_out(workspace, cli):
 
 
 @pytest.fixture
-def workdir(sshd_a):  # noqa: F811
+def workdir(sshd_a):
     """A workdir of the test's own in the test user's home, removed afterwards."""
     name = f"wd-{uuid.uuid4().hex[:8]}"
     yield f"~/{name}"
@@ -138,7 +138,7 @@ def workdir(sshd_a):  # noqa: F811
 
 
 @pytest.mark.ssh
-def test_a_jump_host_that_cannot_reach_the_host_is_named(workspace, cli, sshd_a):  # noqa: F811
+def test_a_jump_host_that_cannot_reach_the_host_is_named(workspace, cli, sshd_a):
     pin(workspace, sshd_a)
     closed = free_port()  # nothing listens there: the jump host's connect is refused
     ssh_config(f"Host jumpbox\n  HostName 127.0.0.1\n  Port {sshd_a.port}\n  User {sshd_a.user}\n"
@@ -154,7 +154,7 @@ def test_a_jump_host_that_cannot_reach_the_host_is_named(workspace, cli, sshd_a)
 
 
 @pytest.mark.ssh
-def test_a_python_that_is_not_python_fails_the_check_in_one_line(workspace, cli, sshd_a,  # noqa: F811
+def test_a_python_that_is_not_python_fails_the_check_in_one_line(workspace, cli, sshd_a,
                                                                  workdir):
     # `python = "/bin/echo"`: the harness command runs, exits 0 and prints no JSON.
     pin(workspace, sshd_a)

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin
 from test_ssh_executor import stop_remote_runner
 
 from datarun.errors import HostError
@@ -41,7 +41,7 @@ def fake_pythons():
 
 
 @pytest.fixture
-def open_node(workspace, sshd_a):  # noqa: F811
+def open_node(workspace, sshd_a):
     """open_node(python) -> an executor on server a, in a workdir of the test's own."""
     pin(workspace, sshd_a)
     workdir = f"~/wd-{uuid.uuid4().hex[:8]}"
@@ -62,7 +62,7 @@ def sync(executor: SSHExecutor, tmp_path) -> None:
     executor.sync([], [], [], tmp_path / "results")
 
 
-def test_an_answer_that_is_not_json_is_named(open_node, sshd_a, tmp_path):  # noqa: F811
+def test_an_answer_that_is_not_json_is_named(open_node, sshd_a, tmp_path):
     # `python = "/bin/echo"` echoes its arguments instead of serving the session.
     node = open_node("/bin/echo")
     with pytest.raises(HostError) as raised:
@@ -86,7 +86,7 @@ def test_an_endless_answer_is_cut_off(open_node, fake_pythons, tmp_path):
     assert str(raised.value) == f"host node: the harness session answered more than {MAX_ANSWER} bytes"
 
 
-def test_a_sync_the_harness_refuses_is_named_with_its_reason(open_node, sshd_a, tmp_path):  # noqa: F811
+def test_a_sync_the_harness_refuses_is_named_with_its_reason(open_node, sshd_a, tmp_path):
     # The real harness: the results archive cannot be written where the sync asks for it.
     node = open_node(sshd_a.python)
     node.prepare({})

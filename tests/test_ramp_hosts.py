@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import stop_runners
-from sshd import pin, runner_pids, sshd_a  # noqa: F401
+from sshd import pin, runner_pids
 
 KITS = Path(__file__).resolve().parent / "ramp_kits"
 
@@ -122,7 +122,7 @@ def test_predictions_come_back_as_the_kits_arrays(iris, cli):
 
 
 @pytest.fixture
-def ssh_only(workspace, sshd_a):  # noqa: F811
+def ssh_only(workspace, sshd_a):
     """hosts.toml with one SSH host (no local host), in a workdir of this test's own."""
     from datarun.executors.sshconn import SSHConnection, resolve_target
 
@@ -145,7 +145,7 @@ def ssh_only(workspace, sshd_a):  # noqa: F811
 
 @pytest.mark.ssh
 def test_ssh_host_without_rampwf_fails_ramp_tasks_with_an_install_message(ssh_only, cli,
-                                                                           sshd_a):  # noqa: F811
+                                                                           sshd_a):
     from datarun.executors import open_executor
     from datarun.executors.hosts import load_hosts
 
@@ -195,7 +195,7 @@ def python_with_rampwf(folder: Path, base: str) -> str:
 
 
 @pytest.mark.ssh
-def test_ramp_kits_run_on_an_ssh_host_as_on_this_one(workspace, cli, sshd_a, tmp_path):  # noqa: F811
+def test_ramp_kits_run_on_an_ssh_host_as_on_this_one(workspace, cli, sshd_a, tmp_path):
     """A kit's own workflow (shipped from the kit folder) and a kit helper in
     external_imports/, trained on a loopback SSH host: every score equals a local run's."""
     import tempfile

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from conftest import EXAMPLES
-from sshd import pin, sshd_a, sshd_b  # noqa: F401
+from sshd import pin
 from test_ssh_e2e import Remote
 
 from datarun.store.db import open_db
@@ -49,7 +49,7 @@ def host_table(name, server, workdir, **extra) -> str:
 
 
 @pytest.fixture
-def mixed_cluster(workspace, sshd_a, sshd_b):  # noqa: F811
+def mixed_cluster(workspace, sshd_a, sshd_b):
     tag = uuid.uuid4().hex[:8]
     workdirs = {"gpu-node": f"~/gpu-{tag}", "cpu-node": f"~/cpu-{tag}"}
     workspace.hosts_file.write_text(

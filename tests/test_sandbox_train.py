@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 from conftest import stop_runners
-from sshd import IS_ROOT, TEST_PYTHON, pin, sshd_a  # noqa: F401
+from sshd import IS_ROOT, pin
 from test_operator import GOOD, small_kit, submit, tasks_of
 
 from datarun.executors.local import local_layout
@@ -91,7 +91,7 @@ def test_test_labels_never_reach_the_local_host(workspace, cli, tmp_path):
         stop_runners(workspace)
 
 
-def test_test_labels_never_reach_an_ssh_host(workspace, cli, tmp_path, sshd_a):  # noqa: F811
+def test_test_labels_never_reach_an_ssh_host(workspace, cli, tmp_path, sshd_a):
     workdir = f"~/.datarun-host-labels-{uuid.uuid4().hex[:8]}"
     table = sshd_a.host_table(workdir=workdir)
     lines = ["[hosts.node]"] + [f"{key} = {json.dumps(value)}" for key, value in table.items()]

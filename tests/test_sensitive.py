@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import EXAMPLES, REPO, stop_runners
-from sshd import pin, runner_pids, sshd_a  # noqa: F401
+from sshd import pin, runner_pids
 
 from datarun.executors.sshconn import SSHConnection, resolve_target
 
@@ -105,7 +105,7 @@ class Owner:
 
 
 @pytest.fixture
-def owner(workspace, sshd_a):  # noqa: F811
+def owner(workspace, sshd_a):
     workdir = f"~/sensitive-{uuid.uuid4().hex[:8]}"
     workspace.hosts_file.write_text("\n".join([
         "[hosts.owner]", 'executor = "ssh"', 'address = "127.0.0.1"', f"port = {sshd_a.port}",

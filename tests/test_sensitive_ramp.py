@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import stop_runners
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin
 from test_ramp_hosts import python_with_rampwf
 from test_sensitive import Owner, assert_close, figures, found, workspace_bytes
 
@@ -88,7 +88,7 @@ def hosts_toml(sshd, workdir: str, python: str) -> str:
 
 
 @pytest.fixture
-def ramp_owner(workspace, sshd_a):  # noqa: F811
+def ramp_owner(workspace, sshd_a):
     wrapper = Path(tempfile.mkdtemp(prefix="datarun-rampwf-"))
     python = python_with_rampwf(wrapper, sshd_a.python)
     workdir = f"~/sensitive-ramp-{uuid.uuid4().hex[:8]}"
@@ -240,7 +240,7 @@ def test_sensitive_ramp_run_gives_the_open_runs_figures_and_leaves_no_data(cli, 
 
 @pytest.mark.ssh
 def test_ramp_bad_input_folds_and_scoring_hosts_are_refused_in_one_line(cli, workspace, ramp_owner,
-                                                                        sshd_a, tmp_path):  # noqa: F811
+                                                                        sshd_a, tmp_path):
     owner = ramp_owner
     # The owner's kit draws its folds with a seed from a file of its data/ (not part of the
     # data set shipped to tasks): prepared again with another seed, the data set is the

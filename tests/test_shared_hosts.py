@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from faultcluster import datarun_process, trace_folder, wait_until
 from faultproxy import host_workdir, stop_host_runner
-from sshd import pin, sshd_a  # noqa: F401
+from sshd import pin
 
 from datarun.remote.common import Layout
 from datarun.store.workspace import Workspace
@@ -215,7 +215,7 @@ class SharedHost:
 
 
 @pytest.fixture
-def shared(tmp_path, sshd_a, cli):  # noqa: F811
+def shared(tmp_path, sshd_a, cli):
     host = SharedHost(sshd_a, cli, tmp_path)
     yield host
     host.close()

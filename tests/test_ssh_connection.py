@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import keygen, sshd_a, sshd_b, sshd_fresh  # noqa: F401
+from sshd import keygen
 
 from datarun.errors import HostError
 from datarun.executors.sshconn import (
@@ -26,13 +26,13 @@ def connection(server, known_hosts: Path | None, **changes) -> SSHConnection:
 
 
 @pytest.fixture
-def known_hosts(tmp_path, sshd_a, sshd_b):  # noqa: F811
+def known_hosts(tmp_path, sshd_a, sshd_b):
     path = tmp_path / "known_hosts"
     path.write_text(sshd_a.known_hosts_line() + sshd_b.known_hosts_line())
     return path
 
 
-def test_one_connection_serves_many_commands_with_nodelay(sshd_a, known_hosts):  # noqa: F811
+def test_one_connection_serves_many_commands_with_nodelay(sshd_a, known_hosts):
     conn = connection(sshd_a, known_hosts)
     try:
         results = [conn.run(f"echo out{i}; echo err{i} >&2; exit {i}") for i in range(5)]
@@ -51,7 +51,7 @@ def test_one_connection_serves_many_commands_with_nodelay(sshd_a, known_hosts): 
         conn.close()
 
 
-def test_unknown_host_key_is_refused_and_not_added(sshd_a, tmp_path):  # noqa: F811
+def test_unknown_host_key_is_refused_and_not_added(sshd_a, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("")
     with pytest.raises(HostError, match=r"unknown host key ssh-ed25519 SHA256:\S+ for "
@@ -60,7 +60,7 @@ def test_unknown_host_key_is_refused_and_not_added(sshd_a, tmp_path):  # noqa: F
     assert known.read_text() == ""
 
 
-def test_changed_host_key_is_refused(sshd_a, sshd_b, tmp_path):  # noqa: F811
+def test_changed_host_key_is_refused(sshd_a, sshd_b, tmp_path):
     known = tmp_path / "known_hosts"
     # The key of server b, recorded for server a's address: as if a's key had changed.
     known.write_text(f"[127.0.0.1]:{sshd_a.port} ssh-ed25519 {sshd_b.host_key_pub}\n")
@@ -74,7 +74,7 @@ def test_changed_host_key_is_refused(sshd_a, sshd_b, tmp_path):  # noqa: F811
         pin_host_key(resolve_target(sshd_a.host("node")), known)
 
 
-def test_trust_pins_a_new_key_once(sshd_a, tmp_path):  # noqa: F811
+def test_trust_pins_a_new_key_once(sshd_a, tmp_path):
     known = tmp_path / "ws_known_hosts"
     target = resolve_target(sshd_a.host("node"))
     first = pin_host_key(target, known)
@@ -89,14 +89,14 @@ def test_trust_pins_a_new_key_once(sshd_a, tmp_path):  # noqa: F811
         conn.close()
 
 
-def test_wrong_port_is_refused(sshd_a, known_hosts):  # noqa: F811
+def test_wrong_port_is_refused(sshd_a, known_hosts):
     from sshd import free_port
 
     with pytest.raises(HostError, match=r"connection refused at 127.0.0.1:\d+: wrong port"):
         connection(sshd_a, known_hosts, port=free_port()).connect()
 
 
-def test_a_port_without_ssh_times_out_on_the_banner(sshd_a, known_hosts):  # noqa: F811
+def test_a_port_without_ssh_times_out_on_the_banner(sshd_a, known_hosts):
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
@@ -107,7 +107,7 @@ def test_a_port_without_ssh_times_out_on_the_banner(sshd_a, known_hosts):  # noq
         assert time.monotonic() - started < 3
 
 
-def test_an_address_that_does_not_answer_is_unreachable(sshd_a, known_hosts):  # noqa: F811
+def test_an_address_that_does_not_answer_is_unreachable(sshd_a, known_hosts):
     # A listener whose accept queue is full drops new SYNs: the connect hangs, as for a
     # host that is down, without a packet leaving loopback.
     with socket.socket() as full:
@@ -128,20 +128,20 @@ def test_an_address_that_does_not_answer_is_unreachable(sshd_a, known_hosts):  #
                 filler.close()
 
 
-def test_an_invalid_address_is_not_resolved(sshd_a, known_hosts):  # noqa: F811
+def test_an_invalid_address_is_not_resolved(sshd_a, known_hosts):
     # glibc refuses a name with spaces before asking any DNS server.
     with pytest.raises(HostError, match="cannot resolve address 'bad host name'"):
         connection(sshd_a, known_hosts, address="bad host name").connect()
 
 
-def test_authentication_refused_names_the_key(sshd_a, known_hosts, tmp_path):  # noqa: F811
+def test_authentication_refused_names_the_key(sshd_a, known_hosts, tmp_path):
     keygen(tmp_path / "stranger")
     with pytest.raises(HostError, match=r"authentication refused for \S+@127.0.0.1:\d+ \(key: "
                        r".*stranger\): add the public key"):
         connection(sshd_a, known_hosts, identity=str(tmp_path / "stranger")).connect()
 
 
-def test_identity_file_problems(sshd_a, known_hosts, tmp_path):  # noqa: F811
+def test_identity_file_problems(sshd_a, known_hosts, tmp_path):
     with pytest.raises(HostError, match=r"identity file \S+/nope does not exist"):
         connection(sshd_a, known_hosts, identity=str(tmp_path / "nope")).connect()
     (tmp_path / "folder").mkdir()
@@ -155,7 +155,7 @@ def test_identity_file_problems(sshd_a, known_hosts, tmp_path):  # noqa: F811
         connection(sshd_a, known_hosts, identity=str(tmp_path / "locked")).connect()
 
 
-def test_user_ssh_config_supplies_name_port_user_key_and_jump(sshd_a, sshd_b, known_hosts):  # noqa: F811
+def test_user_ssh_config_supplies_name_port_user_key_and_jump(sshd_a, sshd_b, known_hosts):
     # conftest points HOME at a temporary folder: this config is the test's own.
     ssh_dir = Path(os.path.expanduser("~/.ssh"))
     ssh_dir.mkdir(exist_ok=True)
@@ -189,7 +189,7 @@ def _stop(processes, sig):
             pass
 
 
-def test_a_hung_host_times_out_within_the_command_timeout(sshd_fresh, tmp_path):  # noqa: F811
+def test_a_hung_host_times_out_within_the_command_timeout(sshd_fresh, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(sshd_fresh.known_hosts_line())
     conn = connection(sshd_fresh, known, command_timeout=1.0)
@@ -212,7 +212,7 @@ def test_a_hung_host_times_out_within_the_command_timeout(sshd_fresh, tmp_path):
         conn.close()
 
 
-def test_a_slow_command_times_out(sshd_a, known_hosts):  # noqa: F811
+def test_a_slow_command_times_out(sshd_a, known_hosts):
     conn = connection(sshd_a, known_hosts)
     try:
         started = time.monotonic()
@@ -223,7 +223,7 @@ def test_a_slow_command_times_out(sshd_a, known_hosts):  # noqa: F811
         conn.close()
 
 
-def test_sftp_put_get_and_size_cap(sshd_a, known_hosts, tmp_path):  # noqa: F811
+def test_sftp_put_get_and_size_cap(sshd_a, known_hosts, tmp_path):
     conn = connection(sshd_a, known_hosts)
     try:
         local = tmp_path / "blob"
@@ -261,7 +261,7 @@ def test_sftp_put_get_and_size_cap(sshd_a, known_hosts, tmp_path):  # noqa: F811
         conn.close()
 
 
-def test_sshd_fixture_servers_have_distinct_keys(sshd_a, sshd_b):  # noqa: F811
+def test_sshd_fixture_servers_have_distinct_keys(sshd_a, sshd_b):
     assert sshd_a.host_key_pub != sshd_b.host_key_pub
     assert sshd_a.port != sshd_b.port
     out = subprocess.run(["ssh-keygen", "-lf", str(sshd_a.folder / "host_ed25519.pub")],
@@ -269,7 +269,7 @@ def test_sshd_fixture_servers_have_distinct_keys(sshd_a, sshd_b):  # noqa: F811
     assert "ED25519" in out
 
 
-def test_a_large_output_is_read_to_its_end_though_the_exit_status_comes_first(sshd_a, tmp_path,  # noqa: F811
+def test_a_large_output_is_read_to_its_end_though_the_exit_status_comes_first(sshd_a, tmp_path,
                                                                              monkeypatch):
     # Over a paced link the client's window fills; OpenSSH sends the exit status as soon as
     # the command exits, ahead of the output it still holds for the window.

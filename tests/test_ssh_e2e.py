@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLES, stop_runners
-from sshd import pin, runner_pids, sshd_a, sshd_b  # noqa: F401
+from sshd import pin, runner_pids
 
 from datarun.executors.ssh import SSHExecutor
 from datarun.executors.sshconn import SSHConnection, resolve_target
@@ -78,7 +78,7 @@ class Remote:
 
 
 @pytest.fixture
-def two_hosts(workspace, sshd_a, sshd_b):  # noqa: F811
+def two_hosts(workspace, sshd_a, sshd_b):
     """The workspace's hosts.toml lists two SSH hosts and no local one.
 
     Both servers log in the same user on this machine: each host gets a workdir of its

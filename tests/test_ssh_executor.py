@@ -10,7 +10,7 @@ import numpy as np
 import psutil
 import pytest
 from harness_helpers import DATA_DIABETES, DATA_IRIS, LOGISTIC, task_files, write_dataset
-from sshd import pin, runner_pids, sshd_a, sshd_b  # noqa: F401
+from sshd import pin, runner_pids
 
 from datarun.errors import HostError, UsageError
 from datarun.executors.ssh import SSHExecutor
@@ -56,7 +56,7 @@ def stop_remote_runner(server, workdir: str, known_hosts: Path) -> None:
 
 
 @pytest.fixture
-def node(workspace, sshd_a):  # noqa: F811
+def node(workspace, sshd_a):
     """An executor on server a, in a workdir of the test's own."""
     pin(workspace, sshd_a)
     workdir = f"~/wd-{uuid.uuid4().hex[:8]}"
@@ -92,7 +92,7 @@ def wait_finished(executor, keys: list[str], timeout: float = 60.0):
     raise AssertionError(f"not finished after {timeout}s: {executor.poll(keys)}")
 
 
-def test_prepare_ships_harness_and_data_once_per_hash(node, datasets, workspace, sshd_a):  # noqa: F811
+def test_prepare_ships_harness_and_data_once_per_hash(node, datasets, workspace, sshd_a):
     data, _ = datasets
     node.prepare({DATA_IRIS: data / DATA_IRIS})
     assert node.conn.stats.uploads == 2  # the harness, then the data set
@@ -175,7 +175,7 @@ def test_cancel_and_log_reach_the_host(node, datasets, tmp_path):
     assert isinstance(node.log("slow-a1"), str)
 
 
-def test_shell_metacharacters_in_paths_and_names_inject_nothing(workspace, sshd_a, datasets, tmp_path):  # noqa: F811
+def test_shell_metacharacters_in_paths_and_names_inject_nothing(workspace, sshd_a, datasets, tmp_path):
     data, meta = datasets
     pin(workspace, sshd_a)
     marker = f"pwned-{uuid.uuid4().hex[:6]}"
@@ -210,7 +210,7 @@ def test_a_bad_task_key_is_refused_before_anything_is_sent(node, tmp_path):
     assert node.conn.stats.commands == 0
 
 
-def test_a_workdir_that_is_not_writable(workspace, sshd_a):  # noqa: F811
+def test_a_workdir_that_is_not_writable(workspace, sshd_a):
     pin(workspace, sshd_a)
     executor = SSHExecutor(workspace, sshd_a.host("node", workdir="/root/datarun-host"))
     try:
@@ -221,7 +221,7 @@ def test_a_workdir_that_is_not_writable(workspace, sshd_a):  # noqa: F811
         executor.close()
 
 
-def test_a_host_without_that_python(workspace, sshd_a):  # noqa: F811
+def test_a_host_without_that_python(workspace, sshd_a):
     pin(workspace, sshd_a)
     workdir = f"~/wd-{uuid.uuid4().hex[:8]}"
     executor = SSHExecutor(workspace, sshd_a.host("node", python="/nonexistent/python3",
@@ -257,7 +257,7 @@ def test_a_command_that_fails_otherwise_names_its_last_line(node):
     assert str(node._fail(result, "probing")) == "host node: probing failed (the real reason)"
 
 
-def test_a_host_python_without_the_libraries_gets_no_tasks(workspace, sshd_a, datasets, tmp_path):  # noqa: F811
+def test_a_host_python_without_the_libraries_gets_no_tasks(workspace, sshd_a, datasets, tmp_path):
     data, meta = datasets
     pin(workspace, sshd_a)
     workdir = f"~/wd-{uuid.uuid4().hex[:8]}"

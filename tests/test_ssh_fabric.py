@@ -15,7 +15,6 @@ from pathlib import Path
 
 import fabric
 import pytest
-from sshd import sshd_a, sshd_b, sshd_fresh  # noqa: F401
 
 import datarun.executors.sshtarget as sshtarget
 from datarun.errors import HostError
@@ -176,7 +175,7 @@ def test_agent_forwarding_stays_off_whatever_ssh_config_says(no_system_ssh_confi
 
 
 @pytest.mark.ssh
-def test_an_unknown_key_is_refused_where_fabric_would_add_it(sshd_a, tmp_path):  # noqa: F811
+def test_an_unknown_key_is_refused_where_fabric_would_add_it(sshd_a, tmp_path):
     target = resolve_target(sshd_a.host("node"))
     with pytest.raises(HostError, match=r"unknown host key ssh-ed25519 SHA256:\S+ for "
                        r"\[127.0.0.1\]:\d+: if it is right, pin it"):
@@ -190,7 +189,7 @@ def test_an_unknown_key_is_refused_where_fabric_would_add_it(sshd_a, tmp_path): 
 
 
 @pytest.mark.ssh
-def test_tcp_nodelay_is_set_on_the_socket_fabric_connects_with(sshd_a, tmp_path):  # noqa: F811
+def test_tcp_nodelay_is_set_on_the_socket_fabric_connects_with(sshd_a, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(sshd_a.known_hosts_line())
     conn = SSHConnection(resolve_target(sshd_a.host("node")), known)
@@ -212,7 +211,7 @@ def test_tcp_nodelay_is_set_on_the_socket_fabric_connects_with(sshd_a, tmp_path)
 
 
 @pytest.mark.ssh
-def test_closing_a_connection_closes_its_jump_host(sshd_a, sshd_b, tmp_path,  # noqa: F811
+def test_closing_a_connection_closes_its_jump_host(sshd_a, sshd_b, tmp_path,
                                                   no_system_ssh_config):
     known = tmp_path / "known_hosts"
     known.write_text(sshd_a.known_hosts_line() + sshd_b.known_hosts_line())
@@ -239,7 +238,7 @@ def test_closing_a_connection_closes_its_jump_host(sshd_a, sshd_b, tmp_path,  # 
 
 
 @pytest.mark.ssh
-def test_a_connection_whose_transport_died_gets_a_new_sftp_session(sshd_a, tmp_path):  # noqa: F811
+def test_a_connection_whose_transport_died_gets_a_new_sftp_session(sshd_a, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(sshd_a.known_hosts_line())
     conn = SSHConnection(resolve_target(sshd_a.host("node")), known)
@@ -253,7 +252,7 @@ def test_a_connection_whose_transport_died_gets_a_new_sftp_session(sshd_a, tmp_p
 
 
 @pytest.mark.ssh
-def test_a_hung_host_outlives_the_timeout_of_fabrics_run_not_datarun_s(sshd_fresh,  # noqa: F811
+def test_a_hung_host_outlives_the_timeout_of_fabrics_run_not_datarun_s(sshd_fresh,
                                                                       tmp_path):
     """Why commands do not go through Fabric's `run`: its timeout starts only once the
     command is under way, so a host that hangs before answering holds it past it."""
