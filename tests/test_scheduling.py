@@ -8,7 +8,8 @@ from conftest import EXAMPLES
 from datarun.dispatch.schedule import FreeSeats, assign, free_seats, seats
 from datarun.executors.hosts import Host
 from datarun.store.db import open_db
-from datarun.store.tasks import Selection, Task, TaskState, any_queued, next_queued
+from datarun.store.taskqueries import Selection, any_queued, next_queued
+from datarun.store.tasks import Task, TaskState
 
 SUBS = EXAMPLES / "iris" / "submissions"
 

@@ -19,7 +19,7 @@ import pytest
 from test_operator import FAILS_UNTIL, GOOD, flowers, submit, tasks_of  # noqa: F401
 
 import datarun
-from datarun.store import tasks
+from datarun.store import taskqueries, tasks
 from datarun.store.db import connect, migrate
 from datarun.store.migrations import MIGRATIONS, m008_cancelled_state
 from datarun.store.tasks import (
@@ -57,7 +57,7 @@ def put(db, task_id: int, state: TaskState, attempt: int = 1, lost: int = 0) -> 
     """Set a row's state by hand (a test may; datarun may not) and read it back."""
     db.execute("UPDATE tasks SET state = ?, attempt = ?, lost = ?, host = 'h', nonce = 'n' WHERE id = ?",
                [str(state), attempt, lost, task_id])
-    task = tasks.get(db, task_id)
+    task = taskqueries.get(db, task_id)
     assert task is not None
     return task
 
@@ -87,7 +87,7 @@ def test_the_table_covers_the_life_cycle():
 def test_every_allowed_transition_moves_a_row(db, transition):
     task = put(db, 1, transition.start, attempt=2)
     assert tasks._move(db, task.id, transition.start, 2, transition.event, transition.end)
-    assert tasks.state_of(db, task.id) == transition.end
+    assert taskqueries.state_of(db, task.id) == transition.end
 
 
 @pytest.mark.parametrize("start,end,event", [
@@ -97,40 +97,40 @@ def test_every_forbidden_transition_raises_and_writes_nothing(db, start, end, ev
     task = put(db, 1, start, attempt=2)
     with pytest.raises(IllegalTransition):
         tasks._move(db, task.id, start, 2, event, end)
-    assert tasks.get(db, task.id) == task
+    assert taskqueries.get(db, task.id) == task
 
 
 def test_a_move_is_guarded_by_the_state_and_attempt_it_expects(db):
     task = put(db, 1, TaskState.RUNNING, attempt=3)
     # Another attempt's result: nothing is written.
     assert not tasks.finish(db, replace(task, attempt=2), "h", Outcome(TaskState.DONE, 5.0))
-    assert tasks.get(db, 1) == task
+    assert taskqueries.get(db, 1) == task
     assert tasks.finish(db, task, "h", Outcome(TaskState.DONE, 5.0, wall_time=1.5))
-    assert tasks.get(db, 1).state == TaskState.DONE and tasks.get(db, 1).wall_time == 1.5
+    assert taskqueries.get(db, 1).state == TaskState.DONE and taskqueries.get(db, 1).wall_time == 1.5
     # The row moved meanwhile: the attempt's second result, or a late unclaim, write nothing.
     assert not tasks.finish(db, task, "h", Outcome(TaskState.FAILED, 6.0))
     assert not tasks.unclaim(db, task)
-    assert tasks.get(db, 1).state == TaskState.DONE
+    assert taskqueries.get(db, 1).state == TaskState.DONE
 
 
 def test_a_claim_is_a_new_attempt_with_a_new_nonce_and_only_once(db):
-    queued = tasks.get(db, 1)
+    queued = taskqueries.get(db, 1)
     first = tasks.claim(db, queued, "h", 0, {"memory": 5}, lease_expires=100.0, now=1.0)
     assert first is not None and (first.state, first.attempt, first.host, first.slot) == ("running", 1, "h", 0)
-    assert first == tasks.get(db, 1) and first.limits == {"memory": 5} and len(first.nonce) == 32
+    assert first == taskqueries.get(db, 1) and first.limits == {"memory": 5} and len(first.nonce) == 32
     assert tasks.claim(db, queued, "h", 1, {}, 100.0, 1.0) is None  # no longer queued
     assert tasks.unclaim(db, first)
-    second = tasks.claim(db, tasks.get(db, 1), "h", 0, {}, 100.0, 2.0)
+    second = tasks.claim(db, taskqueries.get(db, 1), "h", 0, {}, 100.0, 2.0)
     assert second.attempt == 2 and second.nonce != first.nonce
 
 
 def test_a_lost_task_is_queued_again_until_its_last_try_fails_it_as_host_lost(db):
     task = put(db, 1, TaskState.RUNNING, attempt=1, lost=1)
     assert tasks.lose(db, task, "host h crashed", max_attempts=3, now=2.0) == TaskState.QUEUED
-    assert (tasks.get(db, 1).lost, tasks.get(db, 1).host, tasks.get(db, 1).error) == (2, None, "host h crashed")
+    assert (taskqueries.get(db, 1).lost, taskqueries.get(db, 1).host, taskqueries.get(db, 1).error) == (2, None, "host h crashed")
     task = put(db, 1, TaskState.RUNNING, attempt=2, lost=2)
     assert tasks.lose(db, task, "host h crashed", max_attempts=3, now=3.0) == TaskState.FAILED
-    row = tasks.get(db, 1)
+    row = taskqueries.get(db, 1)
     assert (row.state, row.error_kind, row.error) == ("failed", "host_lost", "host h crashed (lost 3 of 3 times)")
     assert tasks.lose(db, task, "again", 3, 4.0) is None  # the attempt no longer runs
 
@@ -139,13 +139,13 @@ def test_a_late_result_is_the_first_complete_one_or_nothing(db):
     queued = put(db, 1, TaskState.QUEUED, attempt=1)
     assert tasks.finish_late(db, 1, 1, "h", Outcome(TaskState.FAILED, 5.0)) is False  # decides nothing
     assert tasks.finish_late(db, 1, 1, "h", Outcome(TaskState.DONE, 5.0)) is True
-    assert (tasks.get(db, 1).state, tasks.get(db, 1).attempt) == ("done", 1)
+    assert (taskqueries.get(db, 1).state, taskqueries.get(db, 1).attempt) == ("done", 1)
     assert tasks.finish_late(db, 1, 1, "h", Outcome(TaskState.DONE, 6.0)) is False  # never twice
     assert queued.state == "queued"
     # While a newer attempt runs: the late result wins, and the newer attempt is named to cancel.
     put(db, 2, TaskState.RUNNING, attempt=3)
     assert tasks.finish_late(db, 2, 2, "h2", Outcome(TaskState.DONE, 7.0)) == Replaced("h", "t2-a3", "n")
-    assert (tasks.get(db, 2).state, tasks.get(db, 2).attempt, tasks.get(db, 2).host) == ("done", 2, "h2")
+    assert (taskqueries.get(db, 2).state, taskqueries.get(db, 2).attempt, taskqueries.get(db, 2).host) == ("done", 2, "h2")
     # A late result of the attempt that runs is no late result; a finished task takes none.
     put(db, 3, TaskState.RUNNING, attempt=1)
     assert tasks.finish_late(db, 3, 1, "h", Outcome(TaskState.DONE, 8.0)) is False

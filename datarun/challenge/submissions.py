@@ -23,7 +23,7 @@ from datarun.problems.registry import get_problem
 from datarun.problems.workflows import CODE_FILE_CAP, Workflow, workflow_for
 from datarun.safetext import check_name
 from datarun.sizes import format_cap, format_size
-from datarun.store import actions, tasks
+from datarun.store import actions, taskqueries, tasks
 from datarun.store import problems as stored_problems
 from datarun.store import submissions as stored
 from datarun.store.blobs import BlobStore, sha256_bytes
@@ -378,7 +378,7 @@ def remove_problem(db: Database, name: str, force: bool = False) -> dict[str, An
         if count and not force:
             raise UsageError(f"problem {problem['name']!r} has {count} submission{'s' if count > 1 else ''}: "
                              "pass --force to remove it with them (their scores and events go too)")
-        running = tasks.running_of_problem(db, problem["name"])
+        running = taskqueries.running_of_problem(db, problem["name"])
         if running:
             raise UsageError(f"problem {problem['name']!r} has {running} task{'s' if running > 1 else ''} "
                              "running: cancel its submissions first (`datarun cancel ID`)")

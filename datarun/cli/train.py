@@ -110,10 +110,10 @@ def _say_interrupted(db) -> None:
     """What keeps running where after Ctrl-C, and how to stop it (a second Ctrl-C while
     this is read leaves at once)."""
     from datarun.dispatch.train import interrupted_lines, left_running
-    from datarun.store import tasks
+    from datarun.store import taskqueries
 
     try:
-        lines = interrupted_lines(left_running(db), tasks.count_queued(db))
+        lines = interrupted_lines(left_running(db), taskqueries.count_queued(db))
     except (KeyboardInterrupt, Exception):  # the database busy or gone: say what is sure
         lines = ["interrupted: tasks may keep running on their hosts; `datarun status` lists "
                  "them, `datarun cancel SUBMISSION` stops them"]

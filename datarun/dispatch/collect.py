@@ -40,7 +40,7 @@ from datarun.errors import DatarunError
 from datarun.executors.base import PollReport, SyncResult
 from datarun.remote.common import DISK_FULL
 from datarun.store import scores as stored_scores
-from datarun.store import tasks
+from datarun.store import taskqueries, tasks
 from datarun.store.blobs import BlobStore
 from datarun.store.db import Database, transaction
 from datarun.store.problems import names as problem_names
@@ -131,11 +131,11 @@ class Collector:
                 if recorded:
                     report.collected.append(task.id)
                     touched[task.submission] = task.problem
-                    if tasks.state_of(self.db, task.id) == TaskState.FAILED:
+                    if taskqueries.state_of(self.db, task.id) == TaskState.FAILED:
                         report.note_failed(task.submission)
                 elif self.take_late(host, key, job.results / key, report, touched, task.nonce):
                     report.collected.append(task.id)
-                if tasks.state_of(self.db, task.id) == TaskState.DONE:
+                if taskqueries.state_of(self.db, task.id) == TaskState.DONE:
                     host.cleanup.add(key)
                 continue
             if state is not None and state.state == "lost":
@@ -219,7 +219,7 @@ class Collector:
         """A result of an attempt given up on (sent with `nonce`): counted only if it is that
         attempt's and the task has no result yet."""
         parsed = tasks.parse_key(key)
-        task = tasks.get(self.db, parsed[0]) if parsed else None
+        task = taskqueries.get(self.db, parsed[0]) if parsed else None
         if parsed is None or task is None:
             return False
         report.late.append(task.id)

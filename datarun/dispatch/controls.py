@@ -25,7 +25,7 @@ from datarun.executors.base import Executor
 from datarun.executors.hosts import get_host, load_hosts
 from datarun.problems.registry import get_problem
 from datarun.store import scores as stored_scores
-from datarun.store import tasks
+from datarun.store import taskqueries, tasks
 from datarun.store.blobs import BlobStore
 from datarun.store.db import Database, transaction
 from datarun.store.task_events import events_of
@@ -108,7 +108,7 @@ def task_log(workspace: Workspace, db: Database, task: int | str) -> dict[str, A
         task_id = int(task)
     except (TypeError, ValueError):
         raise UsageError(f"a task id is a number, got {task!r}") from None
-    row = tasks.get(db, task_id)
+    row = taskqueries.get(db, task_id)
     if row is None:
         raise NotFound(f"no task {task_id}: `datarun submission show ID` lists a submission's tasks")
     result = {"task": task_id, "submission": row.submission, "state": str(row.state), "host": row.host,
@@ -139,7 +139,7 @@ def clean_host(workspace: Workspace, db: Database, name: str, force: bool = Fals
     under the dispatcher lock, so no task is claimed or shipped meanwhile."""
     get_host(load_hosts(workspace.hosts_file), name)
     with dispatcher_lock(workspace, wait=False):
-        live = [task.key for task in tasks.running(db, name)]
+        live = [task.key for task in taskqueries.running(db, name)]
         result = _on_host(workspace, name, lambda executor: executor.clean(live, force))
         leftovers = Leftovers(workspace.leftovers_path)
         leftovers.forget(name, result.get("removed") or [])

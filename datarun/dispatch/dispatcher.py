@@ -66,12 +66,13 @@ from datarun.executors.hosts import Host
 from datarun.problems.resources import Needs, environment_of, needs_of
 from datarun.store import environments as stored_envs
 from datarun.store import hosts as stored_hosts
-from datarun.store import tasks
+from datarun.store import taskqueries, tasks
 from datarun.store.blobs import BlobStore
 from datarun.store.db import Database, transaction
 from datarun.store.space import space_for
 from datarun.store.submissions import files_of
-from datarun.store.tasks import Selection, Task
+from datarun.store.taskqueries import Selection
+from datarun.store.tasks import Task
 from datarun.store.workspace import Workspace
 
 MAX_ATTEMPTS = 3  # times a task's host may be lost under it before it fails as host_lost
@@ -283,7 +284,7 @@ class Dispatcher:
     def expire(self, report: PassReport) -> None:
         """Re-queue the tasks of hosts silent past their grace, and any task past its lease."""
         now = time.time()
-        for task in tasks.running(self.db):
+        for task in taskqueries.running(self.db):
             host = self.hosts.get(task.host or "")
             if host is None:
                 self.collector.lose([task], report, f"host {task.host} is no longer in hosts.toml")
@@ -300,7 +301,7 @@ class Dispatcher:
         idle = [host for host in self.hosts.values() if not host.lane.busy and not host.lane.backing_off(now)]
         if not idle:
             return
-        running = tasks.running(self.db)
+        running = taskqueries.running(self.db)
         on_host: dict[str, list[Task]] = {}
         for task in running:
             on_host.setdefault(task.host or "", []).append(task)
@@ -316,7 +317,7 @@ class Dispatcher:
             if host.wants_probe():
                 # A probe after the back-off: the sync that makes the host a taker again.
                 if waiting is None:
-                    waiting = tasks.any_queued(self.db, selection)
+                    waiting = taskqueries.any_queued(self.db, selection)
                 probe = waiting
             if not (launches or polled or host.cleanup or probe or self.leftovers.keys(host.name)):
                 continue
@@ -331,7 +332,7 @@ class Dispatcher:
         behind them that can: look further down the queue until the seats are used."""
         limit = free.count
         while True:
-            queued = tasks.next_queued(self.db, limit, selection)
+            queued = taskqueries.next_queued(self.db, limit, selection)
             plan = assign(queued, free, registry, self.limits_of, self.needs_of, self.refuse)
             if sum(map(len, plan.values())) >= free.count or len(queued) < limit:
                 return plan
@@ -342,7 +343,7 @@ class Dispatcher:
 
     def unfit(self, selection: Selection = Selection()) -> list[Unfit]:
         """The selected queued tasks that no host can take, and why (one line each)."""
-        return unfit(tasks.next_queued(self.db, -1, selection), {name: h.host for name, h in self.hosts.items()},
+        return unfit(taskqueries.next_queued(self.db, -1, selection), {name: h.host for name, h in self.hosts.items()},
                      self.blocked, self.limits_of, self.needs_of, self.refuse)
 
     def refuse(self, host: str, task: Task) -> str | None:

@@ -3,7 +3,7 @@ task takes, and which tasks fit no host at all (and why).
 
 Plain functions over task rows and the host registry, so placement is tested as data
 (tests/test_scheduling.py, tests/test_resources.py) without a dispatcher or a host. The
-order queued tasks start in is the query `datarun.store.tasks.next_queued`.
+order queued tasks start in is the query `datarun.store.taskqueries.next_queued`.
 
 A task goes only to a host that offers what its problem needs (`[resources]`: tags,
 GPUs, memory, threads) and whose memory cap holds the task's memory limit. A GPU task

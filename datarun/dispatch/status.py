@@ -7,7 +7,7 @@ from typing import Any
 from datarun.executors.hosts import load_hosts
 from datarun.store import hosts as stored_hosts
 from datarun.store import problems as stored_problems
-from datarun.store import tasks
+from datarun.store import taskqueries
 from datarun.store.db import Database, workspace_id
 from datarun.store.space import free_bytes, low_space_warning
 from datarun.store.submissions import count_by_problem
@@ -29,7 +29,7 @@ def unfit_tasks(workspace: Workspace, db: Database, hosts: dict) -> list[dict[st
     from datarun.problems.registry import get_problem
     from datarun.problems.resources import needs_of
 
-    queued = tasks.next_queued(db, -1)
+    queued = taskqueries.next_queued(db, -1)
     if not queued:
         return []
     problems = {name: get_problem(db, name) for name in {task.problem for task in queued}}
@@ -47,18 +47,18 @@ def unfit_tasks(workspace: Workspace, db: Database, hosts: dict) -> list[dict[st
 
 
 def workspace_status(workspace: Workspace, db: Database) -> dict[str, Any]:
-    problems = tasks.counts_by_problem(db)
+    problems = taskqueries.counts_by_problem(db)
     for name in stored_problems.names(db):
-        problems.setdefault(name, tasks.no_counts())
+        problems.setdefault(name, taskqueries.no_counts())
     submissions = count_by_problem(db)
     report: dict[str, dict[str, Any]] = {name: {**counts, "submissions": submissions.get(name, 0)}
                                          for name, counts in problems.items()}
-    hosts_used = tasks.counts_by_host(db)
+    hosts_used = taskqueries.counts_by_host(db)
     checks = stored_hosts.last_checks(db)
     hosts = {}
     registry = load_hosts(workspace.hosts_file)
     for name, host in registry.items():
-        counts = hosts_used.get(name, tasks.no_counts())
+        counts = hosts_used.get(name, taskqueries.no_counts())
         check = checks.get(name)
         hosts[name] = {
             "executor": host.executor,

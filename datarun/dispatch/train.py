@@ -15,9 +15,10 @@ from datarun.dispatch.hooks import HookRunner, load_hooks
 from datarun.errors import Busy, UsageError
 from datarun.executors.hosts import load_hosts
 from datarun.problems.registry import get_problem
-from datarun.store import tasks
+from datarun.store import taskqueries
 from datarun.store.db import Database
-from datarun.store.tasks import Selection, Task
+from datarun.store.taskqueries import Selection
+from datarun.store.tasks import Task
 from datarun.store.workspace import Workspace
 
 GIVE_UP_FAILURES = 4  # failed syncs in a row on every host, with nothing running: stop
@@ -68,7 +69,7 @@ def _preload_ramp_scoring(db: Database, selection: Selection) -> None:
     on the dispatcher's critical path, after the hosts' runners have already paid theirs.
     Native kits score with `datarun.remote.scoring.metrics` and need neither.
     """
-    if not tasks.any_open_of_workflow(db, "ramp", selection):
+    if not taskqueries.any_open_of_workflow(db, "ramp", selection):
         return
 
     def load() -> None:
@@ -98,7 +99,7 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
     hosts = load_hosts(workspace.hosts_file)
     hooks = _hook_runner(workspace)
     with dispatcher_lock(workspace, wait=True, on_wait=on_wait):
-        selected = tasks.open_ids(db, selection)
+        selected = taskqueries.open_ids(db, selection)
         if selected:
             _preload_ramp_scoring(db, selection)
         dispatcher = Dispatcher(workspace, db, hosts, limits, max_attempts=max_attempts, hooks=hooks)
@@ -110,7 +111,7 @@ def train(workspace: Workspace, db: Database, problem: str | None = None, submis
         try:
             while True:
                 dispatcher.step(report, selection)
-                counts = tasks.count_states(db, selected)
+                counts = taskqueries.count_states(db, selected)
                 if on_progress:
                     on_progress(dict(counts, total=len(selected)))
                 if counts["queued"] + counts["running"] == 0:
@@ -150,7 +151,7 @@ def dispatch_once(workspace: Workspace, db: Database, limits: Limits | None = No
         finally:
             dispatcher.close()
     errors = dict(report.host_errors)
-    if dispatcher.unusable_reasons() and tasks.any_queued(db) and not unfit:
+    if dispatcher.unusable_reasons() and taskqueries.any_queued(db) and not unfit:
         errors.update(dispatcher.unusable_reasons())
     return {"collected": len(report.collected), "launched": len(report.launched),
             "requeued": len(report.requeued), "late": len(report.late),
@@ -164,7 +165,7 @@ def left_running(db: Database) -> dict[str, list[Task]]:
     there (a runner is detached) until collected by the next `train` or `dispatch`, or
     stopped by `cancel`."""
     by_host: dict[str, list[Task]] = {}
-    for task in tasks.running(db):
+    for task in taskqueries.running(db):
         by_host.setdefault(task.host or "?", []).append(task)
     return by_host
 

@@ -26,7 +26,7 @@ from datarun.executors.hosts import Host, get_host, load_hosts
 from datarun.problems.resources import environment_of
 from datarun.store import environments as stored_envs
 from datarun.store import problems as stored_problems
-from datarun.store import tasks
+from datarun.store import taskqueries
 from datarun.store.db import Database
 from datarun.store.workspace import Workspace
 
@@ -52,7 +52,7 @@ def setup_host(workspace: Workspace, db: Database, name: str, problems: list[str
     served = list(dict.fromkeys([*named, *(p for p in before.get("problems", []) if p in known)]))
     specs = {problem: get_problem(db, problem) for problem in served}
     requirements = list(dict.fromkeys(r for spec in specs.values() for r in environment_of(spec)["requirements"]))
-    busy = [task for task in tasks.running(db, name)]
+    busy = [task for task in taskqueries.running(db, name)]
     if busy:
         raise UsageError(f"host {name} runs {len(busy)} task(s) of this workspace: set it up when they "
                          "are finished (`datarun status`)")

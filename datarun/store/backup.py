@@ -265,7 +265,7 @@ def restore_workspace(archive_path: Path | str, folder: Path | str) -> dict:
 def _reopen(root: Path, name: str) -> dict:
     """Check and migrate the restored database, give the workspace its own id, and put the
     tasks that were running back in the queue."""
-    from datarun.store import tasks
+    from datarun.store import taskqueries, tasks
     from datarun.store.db import open_db, transaction
     from datarun.store.migrations import new_workspace_id
     from datarun.store.workspace import Workspace
@@ -287,7 +287,7 @@ def _reopen(root: Path, name: str) -> dict:
         new_id = new_workspace_id()
         with transaction(db):
             db.execute("UPDATE workspace SET id = ?", [new_id])
-            running = tasks.running(db)
+            running = taskqueries.running(db)
             for task in running:
                 tasks.unclaim(db, task)
     finally:
