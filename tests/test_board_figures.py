@@ -360,7 +360,7 @@ def test_the_blended_score_is_ramp_blends_where_ensembles_give_the_true_class_ze
     from rampwf.utils.combine import blend_on_fold
     from sklearn.metrics import log_loss
 
-    from datarun.problems.registry import get_problem, load_fold, load_labels
+    from datarun.problems.registered import get_problem, load_fold, load_labels
     from datarun.store.blobs import BlobStore
     from datarun.store.db import open_db
 

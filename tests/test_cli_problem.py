@@ -73,7 +73,7 @@ def test_show_renders_settings_balance_and_folds(cli, workspace):
 def test_the_problems_table_lists_one_row_per_problem(cli, workspace):
     cli("problem", "add", EXAMPLES / "iris")
     cli("problem", "add", EXAMPLES / "diabetes")
-    from datarun.problems.registry import list_problems
+    from datarun.problems.registered import list_problems
     from datarun.store.db import open_db
 
     db = open_db(workspace)

@@ -41,7 +41,7 @@ def expected_hashes(workspace, fold: int) -> tuple[str, str]:
     """The hashes of the predictions a prior DummyClassifier makes on this fold."""
     from sklearn.dummy import DummyClassifier
 
-    from datarun.problems.registry import get_problem, load_fold, load_labels
+    from datarun.problems.registered import get_problem, load_fold, load_labels
     from datarun.store.db import open_db
 
     db = open_db(workspace)

@@ -8,7 +8,7 @@ from conftest import EXAMPLES
 
 from datarun.executors.hosts import Host
 from datarun.executors.local import LocalExecutor, shares_files
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.store.blobs import BlobStore
 from datarun.store.db import open_db
 

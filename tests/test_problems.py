@@ -10,16 +10,15 @@ import pytest
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from datarun.errors import NotFound, UsageError
-from datarun.problems.registry import (
-    DATA_FILES,
+from datarun.problems.registered import (
     data_dir,
     describe_problem,
     get_problem,
     list_problems,
     load_fold,
     load_labels,
-    register_problem,
 )
+from datarun.problems.registry import DATA_FILES, register_problem
 from datarun.store.blobs import BlobStore
 from datarun.store.db import open_db
 

@@ -84,7 +84,7 @@ def test_submission_faults_are_reported_with_their_own_frames(iris, cli, tmp_pat
 
 def test_a_harness_without_rampwf_fails_the_task_with_what_to_install(workspace, cli, monkeypatch):
     """The harness's side, in-process: the data set loads, each task fails cleanly."""
-    from datarun.problems.registry import data_dir, get_problem
+    from datarun.problems.registered import data_dir, get_problem
     from datarun.remote.child import DataSet
     from datarun.remote.registry import WORKFLOWS
     from datarun.remote.workflows import PhaseClock, TaskFailure
@@ -252,7 +252,7 @@ def test_ramp_kits_run_on_an_ssh_host_as_on_this_one(workspace, cli, sshd_a, tmp
 
 
 def data_copy(workspace, cli, kit: str, tmp_path: Path) -> Path:
-    from datarun.problems.registry import data_dir, get_problem
+    from datarun.problems.registered import data_dir, get_problem
     from datarun.store.db import open_db
 
     assert cli("problem", "add", KITS / kit).exit_code == 0

@@ -50,7 +50,7 @@ def test_classifier_kit_registers_with_the_kits_own_folds_and_labels(workspace, 
 
     # The folds are get_cv's, frozen as indices.
     from datarun.problems.rampkit import load_ramp_kit
-    from datarun.problems.registry import data_dir, get_problem, load_fold, load_labels
+    from datarun.problems.registered import data_dir, get_problem, load_fold, load_labels
     from datarun.store.db import open_db
 
     kit = load_ramp_kit(KITS / "iris_classifier")
@@ -100,7 +100,7 @@ def test_regression_and_feature_extractor_kits_register(workspace, cli):
 
 
 def test_external_data_ships_the_kits_default_copy(workspace, cli):
-    from datarun.problems.registry import data_dir, get_problem
+    from datarun.problems.registered import data_dir, get_problem
     from datarun.store.db import open_db
 
     assert add(cli, KITS / "diabetes_external").exit_code == 0

@@ -167,7 +167,7 @@ def test_kits_default_external_data_stands_in_for_a_missing_file(run):
 
 
 def test_multi_target_predictions_keep_their_three_columns(run):
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
     from datarun.store.blobs import BlobStore
     from datarun.store.db import open_db
 

@@ -60,7 +60,7 @@ def labels_in(root: Path, labels_file: Path, target: str) -> list[str]:
 
 
 def labels_file(workspace) -> Path:
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
     from datarun.store.blobs import BlobStore
     from datarun.store.db import open_db
 

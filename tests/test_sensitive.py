@@ -286,7 +286,7 @@ def test_sensitive_runs_give_the_open_runs_figures_and_leave_no_data(cli, worksp
     assert "LEAK-OUT" in cli(*at, "logs", str(open_task)).stdout
 
     # No label and no prediction anywhere in the organiser's workspace; all of them in the open one.
-    from datarun.problems.registry import get_problem, load_labels
+    from datarun.problems.registered import get_problem, load_labels
     from datarun.store.blobs import BlobStore
     from datarun.store.db import open_db
 

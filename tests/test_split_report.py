@@ -49,7 +49,7 @@ def kit(folder: Path, name: str, kind: str, strategy: str, data: str = "",
 
 
 def held_out_labels(workspace, name: str) -> np.ndarray:
-    from datarun.problems.registry import get_problem, load_labels
+    from datarun.problems.registered import get_problem, load_labels
     from datarun.store.db import open_db
 
     return load_labels(workspace, get_problem(open_db(workspace), name))[1]

@@ -28,7 +28,7 @@ def direct_bagged_accuracy(workspace, estimator_factory):
     """Fit the same estimator on the frozen folds in-process and bag as ramp-workflow does."""
     from sklearn.metrics import accuracy_score
 
-    from datarun.problems.registry import data_dir, get_problem, load_fold, load_labels
+    from datarun.problems.registered import data_dir, get_problem, load_fold, load_labels
     from datarun.store.db import open_db
 
     db = open_db(workspace)
@@ -101,7 +101,7 @@ def test_train_scores_measures_and_ranks(iris, cli):
     assert (host / "data").is_dir() and not (host / "tasks").exists()
     # One copy of the data set on this machine: the runner's is hard links to the workspace's.
     from datarun.executors.local import shares_files
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
     from datarun.store.blobs import BlobStore
     from datarun.store.db import open_db
 

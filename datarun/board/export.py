@@ -28,7 +28,7 @@ import numpy as np
 
 from datarun.challenge.submissions import get_submission
 from datarun.errors import UsageError
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.safetext import csv_row
 from datarun.store.blobs import BlobStore
 

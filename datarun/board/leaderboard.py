@@ -35,7 +35,7 @@ import json
 import math
 import time
 
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.safetext import csv_row
 
 HIDDEN_FIELDS = ("score", "contributivity")

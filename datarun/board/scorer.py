@@ -19,7 +19,7 @@ class ProblemScorer:
     keeps_dtype = False  # predictions are read as float64
 
     def __init__(self, workspace, db, problem: dict):
-        from datarun.problems.registry import load_labels
+        from datarun.problems.registered import load_labels
 
         self.workspace = workspace
         self.db = db
@@ -29,7 +29,7 @@ class ProblemScorer:
 
     def fold(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
         if fold not in self._folds:
-            from datarun.problems.registry import load_fold
+            from datarun.problems.registered import load_fold
 
             self._folds[fold] = load_fold(self.workspace, self.db, self.problem["name"], fold)
         return self._folds[fold]

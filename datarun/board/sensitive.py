@@ -56,7 +56,8 @@ def register(workspace: Workspace, db, kit_dir: Path, hosts: list[str], manifest
     unless every host agrees with the manifest."""
     from datarun.executors.hosts import load_hosts
     from datarun.problems.owner import check_against_kit, read_manifest, store_sensitive
-    from datarun.problems.registry import _refuse_registered, describe_problem
+    from datarun.problems.registered import describe_problem
+    from datarun.problems.registry import _refuse_registered
 
     manifest = read_manifest(manifest_path)
     check_against_kit(kit_dir, manifest)
@@ -109,7 +110,7 @@ def check_problem(workspace: Workspace, db, name: str) -> dict:
     """`problem check NAME`: per host of a sensitive problem, whether it answers, refuses its
     tasks, and which fully done submissions lost their predictions there (purged by the owner):
     those can no longer be bagged anew nor blended."""
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
 
     problem = get_problem(db, name)
     if not is_sensitive(problem):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datarun.errors import NotFound, UsageError
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.safetext import check_name, name_key
 from datarun.sizes import parse_duration
 from datarun.store import actions

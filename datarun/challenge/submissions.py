@@ -19,7 +19,7 @@ from typing import Any
 
 from datarun.challenge.events import enforce_rules, resolve_event
 from datarun.errors import NotFound, UsageError
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.problems.workflows import CODE_FILE_CAP, Workflow, workflow_for
 from datarun.safetext import check_name
 from datarun.sizes import format_cap, format_size

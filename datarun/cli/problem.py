@@ -232,7 +232,7 @@ def add(
 def list_command(json_out: JsonOption = False) -> None:
     """List the registered problems."""
     with handled():
-        from datarun.problems.registry import list_problems
+        from datarun.problems.registered import list_problems
 
         _, db = open_workspace()
         rows = list_problems(db)
@@ -258,7 +258,7 @@ def show(
 ) -> None:
     """Show a problem: data shape, class balance, folds, scores, limits."""
     with handled():
-        from datarun.problems.registry import describe_problem
+        from datarun.problems.registered import describe_problem
 
         workspace, db = open_workspace()
         info = describe_problem(workspace, db, name)

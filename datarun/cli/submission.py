@@ -69,7 +69,7 @@ def list_command(
     with handled():
         _, db = open_workspace()
         if problem:
-            from datarun.problems.registry import get_problem
+            from datarun.problems.registered import get_problem
 
             get_problem(db, problem)
         rows = list_submissions(db, problem)
@@ -98,7 +98,7 @@ def show(
     never a test score; --private shows them all."""
     from datarun.board.views import public_submission
     from datarun.challenge.submissions import error_tail, submission_code
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
 
     with handled():
         workspace, db = open_workspace()

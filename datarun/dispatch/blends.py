@@ -17,7 +17,7 @@ import threading
 
 from datarun.board.contrib import BlendCache, update_contributivity
 from datarun.errors import DatarunError
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.store.db import open_db
 from datarun.store.workspace import Workspace
 

@@ -23,7 +23,7 @@ from datarun.errors import DatarunError, HostError, NotFound, UsageError
 from datarun.executors import open_executor
 from datarun.executors.base import Executor
 from datarun.executors.hosts import get_host, load_hosts
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.store import scores as stored_scores
 from datarun.store import taskqueries, tasks
 from datarun.store.blobs import BlobStore

@@ -100,7 +100,7 @@ def event_payload(db, kind: str, submission_id: int, now: float | None = None) -
     see it (no test score, and no score at all before its event's scores are public)."""
     from datarun.challenge.events import get_event, scores_public
     from datarun.challenge.submissions import error_tail, get_submission
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
 
     now = time.time() if now is None else now
     row = get_submission(db, submission_id)

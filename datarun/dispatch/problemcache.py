@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from datarun.board.scorer import ProblemScorer, scorer_for
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.store.db import Database
 from datarun.store.workspace import Workspace
 

@@ -26,7 +26,7 @@ def unfit_tasks(workspace: Workspace, db: Database, hosts: dict) -> list[dict[st
     (the same report `train` and `dispatch` give, under the problems' own limits)."""
     from datarun.dispatch.schedule import blocked_hosts, unfit
     from datarun.executors import unfit_reason
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
     from datarun.problems.resources import needs_of
 
     queued = taskqueries.next_queued(db, -1)

@@ -14,7 +14,7 @@ from datarun.dispatch.dispatcher import MAX_ATTEMPTS, POLL_INTERVAL, Dispatcher,
 from datarun.dispatch.hooks import HookRunner, load_hooks
 from datarun.errors import Busy, UsageError
 from datarun.executors.hosts import load_hosts
-from datarun.problems.registry import get_problem
+from datarun.problems.registered import get_problem
 from datarun.store import taskqueries
 from datarun.store.db import Database
 from datarun.store.taskqueries import Selection

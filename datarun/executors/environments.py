@@ -41,7 +41,7 @@ def with_environments(workspace: Workspace, hosts: Mapping[str, Host]) -> dict[s
 def setup_host(workspace: Workspace, db: Database, name: str, problems: list[str]) -> dict[str, Any]:
     """Make the host's environment for `problems` (every registered one when none is named)
     and those set up there before; record it. The report `host setup` prints."""
-    from datarun.problems.registry import get_problem
+    from datarun.problems.registered import get_problem
 
     host = get_host(load_hosts(workspace.hosts_file), name)
     known = stored_problems.names(db)

@@ -306,7 +306,7 @@ def check_starting_kit(kit: RampKit) -> None:
 def kit_folder(workspace, problem: dict) -> Path:
     """The registered kit's code, in its data tree (problems registered before kit/ existed
     have problem.py at the tree's top)."""
-    from datarun.problems.registry import data_dir
+    from datarun.problems.registered import data_dir
 
     folder = data_dir(workspace, problem)
     return folder / KIT_FOLDER if (folder / KIT_FOLDER / RAMP_FILE).is_file() else folder

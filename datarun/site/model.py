@@ -31,7 +31,7 @@ from datarun.board.leaderboard import leaderboard
 from datarun.board.views import visible_splits
 from datarun.challenge.events import get_event, list_events, resolve_event
 from datarun.challenge.submissions import describe_submissions, error_tail
-from datarun.problems.registry import list_problems
+from datarun.problems.registered import list_problems
 from datarun.safetext import printable
 from datarun.site import plots
 from datarun.site.formats import fmt_span, is_number
