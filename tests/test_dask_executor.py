@@ -285,6 +285,53 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_other_hosts_work(iris,
     assert {task["host"] for task in shown["tasks"]} == {"local"}
 
 
+def test_a_hung_worker_costs_the_command_timeout_not_a_stall(iris, cli, tmp_path):
+    """A worker stopped (SIGSTOP) answers nothing and Dask would wait for it for ever: each
+    ask of the workers gives up after the host's command_timeout with one line, and the other
+    hosts go on. (The stopped worker is this test's own cluster's.)"""
+    import signal
+
+    from datarun.errors import HostError
+    from datarun.executors import open_executor
+    from datarun.executors.hosts import load_hosts
+
+    own = DaskCluster(tmp_path / "hung", workers=2)
+    frozen = own.workers["w1"]
+    try:
+        use_hosts(iris, LOCAL + "\n" + hosts_toml("cluster", own.address, tmp_path / "hostdir",
+                                                    extra='command_timeout = "5s"\n'))
+        executor = open_executor(iris, load_hosts(iris.hosts_file)["cluster"])
+        try:
+            executor.connect()  # connected while every worker answers
+            os.kill(frozen.pid, signal.SIGSTOP)
+            start = time.monotonic()
+            with pytest.raises(HostError, match=r"^host cluster: could not reach its Dask workers for the task's "
+                                                r"output: "
+                                                r"TimeoutError: not every worker answered within 5 s \(command_timeout\): a worker stopped or hung\?$"):
+                executor.log("t1-a1")
+            with pytest.raises(HostError, match=r"^host cluster: could not reach its Dask workers to cancel: "
+                                                r"TimeoutError: not every worker answered within 5 s \(command_timeout\): a worker stopped or hung\?$"):
+                executor.cancel(["t1-a1"])
+            assert time.monotonic() - start < 30
+        finally:
+            executor.close()
+
+        start = time.monotonic()
+        check = cli("host", "check", "cluster", "--json")
+        assert time.monotonic() - start < 40, check.stdout
+        report = first_report(check)
+        assert report["ok"] is False
+        assert any("not every worker answered within 5 s" in problem for problem in report["problems"]), report["problems"]
+        sub = submit(cli, "logreg", "ada")
+        result = cli("train", "--json")
+        assert result.json()["done"] == 2, result.stdout + result.stderr
+        shown = cli("submission", "show", str(sub), "--json").json()
+        assert {task["host"] for task in shown["tasks"]} == {"local"}
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        own.stop()
+
+
 def test_host_check_reports_each_worker(iris, cli, cluster):
     use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
     result = cli("host", "check", "cluster", "--json")

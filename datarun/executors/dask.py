@@ -376,7 +376,8 @@ class DaskExecutor(DaskConnection):
         self._adopt(keys)
         digest, blob = harness_archive()
         try:
-            found = client.run(worker_code().call, blob, digest, self.host.workdir, "cancel", self.space, list(keys))
+            found = self.on_workers(worker_code().call, blob, digest, self.host.workdir, "cancel", self.space,
+                                    list(keys), client=client)
         except Exception as error:
             raise HostError(f"host {self.host.name}: could not reach its Dask workers to cancel: "
                             f"{one_line(error)}") from None
@@ -395,7 +396,8 @@ class DaskExecutor(DaskConnection):
         client = self._client()
         digest, blob = harness_archive()
         try:
-            found = client.run(worker_code().call, blob, digest, self.host.workdir, "log", self.space, key)
+            found = self.on_workers(worker_code().call, blob, digest, self.host.workdir, "log", self.space, key,
+                                    client=client)
         except Exception as error:
             raise HostError(f"host {self.host.name}: could not reach its Dask workers for the task's "
                             f"output: {one_line(error)}") from None

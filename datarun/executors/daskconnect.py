@@ -196,7 +196,8 @@ class DaskConnection:
         self.client = self._start_cluster()
         self._check_versions()
         try:
-            self.client.run_on_scheduler(worker_code().set_allowed_failures, 0)
+            self.client.run_on_scheduler(worker_code().set_allowed_failures, 0,
+                                         callback_timeout=self.host.command_timeout)
         except Exception as error:
             self._drop_client()
             raise HostError(f"host {self.host.name}: the Dask scheduler at {self.address} refused a "
@@ -207,6 +208,17 @@ class DaskConnection:
         except Exception:
             pass  # tasks then go where the scheduler puts them, until the next ask
         return self.client
+
+    def on_workers(self, function: Any, *args: Any, client: Any = None) -> dict[str, Any]:
+        """`function(*args)` on every worker ({address: answer}), within the host's command
+        timeout: a worker that is stopped or hung answers nothing, and Dask would wait for it
+        for ever (raises TimeoutError)."""
+        client = client if client is not None else self.client
+        try:
+            return client.run(function, *args, callback_timeout=self.host.command_timeout)
+        except TimeoutError:
+            raise TimeoutError(f"not every worker answered within {self.host.command_timeout:g} s "
+                               "(command_timeout): a worker stopped or hung?") from None
 
     def note_workers(self, threads: Any) -> None:
         """The workers' threads as the scheduler gave them ({address: threads})."""
@@ -222,7 +234,7 @@ class DaskConnection:
         line naming the worker and what to install or fix. (Workers that join later, a batch
         queue's, are the same job script's: `host check` asks them.)"""
         try:
-            found = self.client.run(worker_code().preflight, WORKER_PACKAGES, self.shared)
+            found = self.on_workers(worker_code().preflight, WORKER_PACKAGES, self.shared)
         except Exception as error:
             self._drop_client()
             raise HostError(f"host {self.host.name}: could not ask the Dask workers of {self.address} "
@@ -235,8 +247,11 @@ class DaskConnection:
     def _check_versions(self) -> None:
         distributed = import_distributed()
         try:
-            versions = self.client.get_versions()
-            theirs = (versions.get("scheduler") or {}).get("packages", {}).get("distributed")
+            # The scheduler's own versions: Client.get_versions also asks every worker, and
+            # waits for ever on one that is stopped.
+            versions = self.client.sync(self.client.scheduler.versions, packages=[],
+                                        callback_timeout=self.host.command_timeout)
+            theirs = (versions or {}).get("packages", {}).get("distributed")
         except Exception as error:
             self._drop_client()
             raise HostError(f"host {self.host.name}: the Dask scheduler at {self.address} did not say "
@@ -267,7 +282,7 @@ class DaskConnection:
         """`info` from every worker ({address: report}), and the scheduler's view of them."""
         client = self._client()
         digest, blob = harness_archive()
-        return client.run(worker_code().call, blob, digest, self.host.workdir, "info")
+        return self.on_workers(worker_code().call, blob, digest, self.host.workdir, "info", client=client)
 
     def info(self) -> dict[str, Any]:
         reports = self.worker_reports()
