@@ -52,7 +52,7 @@ def fill(workspace: Workspace, problem: str, n_submissions: int, seed: int = 0,
          first: int = 1) -> None:
     """Insert n scored submissions (ids from `first`) with one done task per fold and its
     stored predictions, in one transaction; submitted a minute apart, the last one now."""
-    from datarun.problems.registry import get_problem, load_labels
+    from datarun.problems.registered import get_problem, load_labels
     from datarun.store.blobs import BlobStore
     from datarun.store.db import open_db
     from datarun.store.workspace import Workspace as Found

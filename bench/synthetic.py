@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from datarun.problems.registry import get_problem, list_folds, load_labels
+from datarun.problems.registered import get_problem, list_folds, load_labels
 from datarun.store.blobs import BlobStore
 from datarun.store.db import transaction
 

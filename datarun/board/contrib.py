@@ -32,7 +32,7 @@ import numpy as np
 
 from datarun.board.scopes import fully_trained, hidden_events, scopes_of
 from datarun.errors import HostError
-from datarun.problems.registry import get_problem, list_folds, load_fold, load_labels
+from datarun.problems.registered import get_problem, list_folds, load_fold, load_labels
 from datarun.store.blobs import BlobStore
 
 if TYPE_CHECKING:

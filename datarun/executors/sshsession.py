@@ -55,8 +55,14 @@ class HarnessSession:
                 channel = self._channel
                 assert channel is not None
                 channel.settimeout(timeout)
-                channel.sendall(line)
-                self.conn.stats.bytes_sent += len(line)
+                try:
+                    channel.sendall(line)
+                    self.conn.stats.bytes_sent += len(line)
+                except OSError:
+                    if not channel.closed:
+                        raise
+                    # The session ended before the request reached it (a `python` that prints
+                    # and exits at once): what it said before ending is read below and named.
                 deadline = time.monotonic() + timeout
                 while b"\n" not in self._buffer:
                     select.select([channel], [], [], READ_SLICE)

@@ -353,7 +353,8 @@ def register_ramp_problem(workspace, db, kit_dir: Path, env: dict[str, str] | No
     (it raises the kit's refusal), or None: the kit is then read here."""
     import tempfile
 
-    from datarun.problems.registry import _refuse_registered, describe_problem, store_prepared
+    from datarun.problems.registered import describe_problem
+    from datarun.problems.registry import _refuse_registered, store_prepared
 
     kit_dir = Path(kit_dir).expanduser().resolve()
     name = kit_name(kit_dir)

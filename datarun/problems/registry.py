@@ -27,14 +27,7 @@ from typing import TYPE_CHECKING
 
 from datarun.errors import UsageError
 from datarun.problems.kits import MEMORY_WHERE, ProblemSpec, load_kit
-
-# The read side. board/contrib.py, problems/rampdata.py and bench/ still import some of it
-# from this module (hence `list_folds`, `load_fold`, `load_labels` named here); new code
-# imports it from datarun.problems.registered.
 from datarun.problems.registered import describe_problem, get_problem
-from datarun.problems.registered import list_folds as list_folds
-from datarun.problems.registered import load_fold as load_fold
-from datarun.problems.registered import load_labels as load_labels
 from datarun.problems.resources import environment_of, parse_environment, parse_resources
 from datarun.store.blobs import BlobStore
 
