@@ -198,6 +198,7 @@ def test_scale_bench_measures_each_figure_beside_its_baseline():
     assert disk["host_data_extra_bytes"] < 1024 < disk["data_set_bytes"]  # one copy: hard links
     throughput = figures["throughput"]
     assert throughput["fresh"]["tasks_per_s"] > 0 and throughput["scored"]["scored"] == 40
+    assert throughput["scored"]["sustained_tasks_per_s"] >= throughput["scored"]["tasks_per_s"]
     (blend,) = figures["contributivity"]
     assert blend["cached_s"] > 0 and blend["uncached_s"] > 0
     for words in ("read_csv", "as .npy", "a copy", "fresh workspace", "without cache", "load average"):
