@@ -25,7 +25,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -218,8 +218,13 @@ class SSHConnection:
                         if time.monotonic() > deadline:
                             raise TimeoutError
                     status = channel.recv_exit_status()
-                finally:
-                    channel.close()
+                except BaseException:
+                    # Closing sends a message: on a socket already dead it raises, and must not
+                    # hide why the command was cut short (a flood, a timeout).
+                    with suppress(paramiko.SSHException, EOFError, OSError):
+                        channel.close()
+                    raise
+                channel.close()
         except OutputFlood:
             self.close()  # what is still in flight goes with the connection
             raise HostError(f"host {self.target.name}: a command printed more than "
