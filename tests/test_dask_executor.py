@@ -447,9 +447,15 @@ def test_a_dispatcher_that_dies_leaves_its_tasks_running_and_the_next_collects_t
 
     use_hosts(iris, hosts_toml("cluster", cluster.address, cluster.root / "hostdir"))
     sub = cli("submit", "iris", sleeper(tmp_path, 2), "--team", "ada", "--json").json()["id"]
-    first = Training()
-    busy_worker(cluster, "w1")
-    first.process.send_signal(signal.SIGKILL)
+    with cluster.client() as client:
+        before = set(client.list_datasets())
+        first = Training()
+        busy_worker(cluster, "w1")
+        # Killed once both tasks' names are on the scheduler: one killed within a round trip
+        # of a launch may not have published them, and that task runs again (README).
+        wait_for(lambda: len(set(client.list_datasets()) - before) == 2, timeout=60,
+                 what="both tasks' names on the scheduler")
+        first.process.send_signal(signal.SIGKILL)
     first.process.communicate(timeout=30)
     result = cli("train", "--json")
     assert result.exit_code == 0, result.stderr

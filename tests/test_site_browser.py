@@ -217,7 +217,7 @@ def test_every_page_renders_and_asks_nothing_of_another_server(demo_pages):
     server, loaded = demo_pages
     assert len(loaded) == 13  # the index, 2 event pages, 8 submission pages, 2 spreads
     for url, page in loaded.items():
-        assert ink(page.png) > NON_BLANK, url
+        assert ink(page.png) > NON_BLANK, (url, ink(page.png))
         assert all(request.startswith(server.origin + "/") for request in page.page_requests), (
             url, page.page_requests)
     # Chromium asks for /favicon.ico when it shows an SVG file alone: not a link of the site.
@@ -331,9 +331,9 @@ def test_no_private_number_reaches_a_public_page(chromium, workspace, cli, serve
     assert len(loaded) == 11  # index, 3 events, 5 submissions, the spreads of iris and spring
     private = sitedata.private_numbers(cli, ids)
     for url, page in loaded.items():
-        assert ink(page.png) > NON_BLANK, url
+        assert ink(page.png) > NON_BLANK, (url, ink(page.png))
         leaks = [(n, occurrences(page.dom, n)) for n in private if occurrences(page.dom, n)]
-        assert not leaks, url
+        assert not leaks, (url, leaks)
         assert "<script>alert" not in page.dom  # a team's name stays text
     bob = loaded[server.url(f"iris/{ids['bob']}.html")].dom
     assert "o'hara &lt;script&gt;alert(1)&lt;/script&gt;" in bob
