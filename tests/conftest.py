@@ -97,6 +97,17 @@ def sshd_b():
 
 
 @pytest.fixture
+def shared(tmp_path, sshd_a, cli):
+    """One account and workdir of `sshd_a` that any number of workspaces register as `node`
+    (tests/sharedhost.py; the tests of a shared host account)."""
+    from sharedhost import SharedHost
+
+    host = SharedHost(sshd_a, cli, tmp_path)
+    yield host
+    host.close()
+
+
+@pytest.fixture
 def sshd_fresh():
     """A server of the test's own, for tests that stop, hang or restart it."""
     yield from serve_sshd()
